@@ -1,0 +1,94 @@
+"""Global intensity normalization: statistics once per image, on a subsample."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Percentiles used for data without a fixed range (microscopy, floats).
+LOW_PCT, HIGH_PCT = 0.1, 99.9
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Affine map of the input to about [0, 1] and back, and the cast to the output dtype.
+
+    ``lo`` and ``hi`` are per channel (length 1 for a global normalization).
+    """
+
+    lo: tuple[float, ...]
+    hi: tuple[float, ...]
+    out_dtype: str
+
+    def _bcast(self, values: tuple[float, ...], ndim: int, channel_axis: int | None) -> np.ndarray:
+        v = np.asarray(values, dtype=np.float32)
+        if len(v) == 1 or channel_axis is None:
+            return v[:1].reshape((1,) * ndim)
+        shape = [1] * ndim
+        shape[channel_axis] = len(v)
+        return v.reshape(shape)
+
+    def forward(self, x: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
+        """Map raw values to the network's range."""
+        lo = self._bcast(self.lo, x.ndim, channel_axis)
+        hi = self._bcast(self.hi, x.ndim, channel_axis)
+        return (x.astype(np.float32) - lo) / (hi - lo)
+
+    def inverse(self, y: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
+        """Map network output back to raw values and cast (clipped and rounded for integers)."""
+        lo = self._bcast(self.lo, y.ndim, channel_axis)
+        hi = self._bcast(self.hi, y.ndim, channel_axis)
+        out = y * (hi - lo) + lo
+        dt = np.dtype(self.out_dtype)
+        if dt.kind in "ui":
+            info = np.iinfo(dt)
+            out = np.clip(np.rint(out), info.min, info.max)
+        elif dt == np.bool_:
+            out = out > 0.5
+        return out.astype(dt, copy=False)
+
+
+def compute_stats(
+    sample: np.ndarray,
+    dtype: np.dtype,
+    channel_axis: int | None = None,
+    mode: str = "auto",
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(lo, hi) from a subsample: the dtype range for uint8, percentiles otherwise.
+
+    ``mode`` is ``auto``, ``dtype`` (full dtype range), ``percentile`` or ``none``
+    (identity: the data are already in [0, 1]).
+    """
+    dtype = np.dtype(dtype)
+    nch = 1 if channel_axis is None else sample.shape[channel_axis]
+    if mode == "none":
+        return (0.0,) * nch, (1.0,) * nch
+    if mode == "dtype" or (mode == "auto" and dtype == np.uint8):
+        if dtype.kind in "ui":
+            info = np.iinfo(dtype)
+            return (float(max(info.min, 0)),) * nch, (float(info.max),) * nch
+        return (0.0,) * nch, (1.0,) * nch
+    if mode not in ("auto", "percentile"):
+        raise ValueError(f"unknown normalization {mode!r}; use auto, dtype, percentile or none")
+    s = np.asarray(sample, dtype=np.float64)
+    if channel_axis is None:
+        chans = [s.ravel()]
+    else:
+        s = np.moveaxis(s, channel_axis, 0)
+        chans = [c.ravel() for c in s]
+    lo, hi = [], []
+    for c in chans:
+        c = c[np.isfinite(c)]
+        if c.size == 0:
+            lo.append(0.0)
+            hi.append(1.0)
+            continue
+        a, b = np.percentile(c, [LOW_PCT, HIGH_PCT])
+        if b - a <= 1e-12 * max(1.0, abs(a)):
+            a, b = float(c.min()), float(c.max())
+            if b - a <= 1e-12 * max(1.0, abs(a)):
+                b = a + 1.0  # a constant image: shift only
+        lo.append(float(a))
+        hi.append(float(b))
+    return tuple(lo), tuple(hi)

@@ -1,0 +1,257 @@
+"""Building blocks shared by the attention architectures.
+
+Window partitioning (with padding to the window multiple), shifted-window masks,
+relative position bias, channel attention, the pixel-shuffle upsampler and the
+task heads.  Tensors inside transformer blocks are channel-last ``(B, H, W, C)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
+    """Pad a ``(B, C, H, W)`` tensor at the bottom/right to a multiple of ``multiple``.
+
+    Reflection is used where the image is large enough, replication otherwise.
+
+    Returns
+    -------
+    padded, H, W
+        The padded tensor and the original height and width (to crop back).
+    """
+    h, w = x.shape[-2:]
+    ph = (-h) % multiple
+    pw = (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x, h, w
+    mode = "reflect" if (ph < h and pw < w) else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode), h, w
+
+
+def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
+    """Split ``(B, H, W, C)`` into windows ``(B * nW, ws * ws, C)`` (row-major order)."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // ws, ws, w // ws, ws, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, c)
+
+
+def window_reverse(windows: torch.Tensor, ws: int, h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: ``(B * nW, ws * ws, C)`` to ``(B, H, W, C)``."""
+    c = windows.shape[-1]
+    b = windows.shape[0] // ((h // ws) * (w // ws))
+    x = windows.view(b, h // ws, w // ws, ws, ws, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+
+
+def relative_position_index(ws_q: int, ws_k: int | None = None) -> torch.Tensor:
+    """Index into a relative-position table for a ``ws_q`` query and ``ws_k`` key window.
+
+    With ``ws_k == ws_q`` this is Swin's index; with a larger key window it is the
+    overlapping cross-attention index of HAT.  The table has ``(ws_q + ws_k - 1) ** 2`` rows.
+    """
+    ws_k = ws_q if ws_k is None else ws_k
+    cq = torch.stack(torch.meshgrid(torch.arange(ws_q), torch.arange(ws_q), indexing="ij"))
+    ck = torch.stack(torch.meshgrid(torch.arange(ws_k), torch.arange(ws_k), indexing="ij"))
+    cq = cq.flatten(1)  # 2, Nq
+    ck = ck.flatten(1)  # 2, Nk
+    rel = cq[:, :, None] - ck[:, None, :] + (ws_k - 1)  # 2, Nq, Nk in [0, ws_q+ws_k-2]
+    return rel[0] * (ws_q + ws_k - 1) + rel[1]
+
+
+class RelativePositionBias(nn.Module):
+    """Learned bias per head for each relative offset between a query and a key."""
+
+    def __init__(self, ws_q: int, heads: int, ws_k: int | None = None) -> None:
+        super().__init__()
+        ws_k = ws_q if ws_k is None else ws_k
+        self.table = nn.Parameter(torch.zeros((ws_q + ws_k - 1) ** 2, heads))
+        nn.init.trunc_normal_(self.table, std=0.02)
+        self.register_buffer("index", relative_position_index(ws_q, ws_k), persistent=False)
+
+    def forward(self) -> torch.Tensor:
+        nq, nk = self.index.shape
+        bias = self.table[self.index.reshape(-1)].view(nq, nk, -1)
+        return bias.permute(2, 0, 1).contiguous()  # heads, Nq, Nk
+
+
+class ContinuousPositionBias(nn.Module):
+    """Swin-v2 continuous position bias: an MLP over log-spaced relative coordinates."""
+
+    def __init__(self, ws: int, heads: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.ws = ws
+        self.mlp = nn.Sequential(nn.Linear(2, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, heads, bias=False))
+        r = torch.arange(-(ws - 1), ws, dtype=torch.float32)
+        table = torch.stack(torch.meshgrid(r, r, indexing="ij"), dim=-1)  # 2ws-1, 2ws-1, 2
+        table = table / max(ws - 1, 1) * 8.0
+        table = torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8.0)
+        self.register_buffer("coords", table.reshape(-1, 2), persistent=False)
+        self.register_buffer("index", relative_position_index(ws), persistent=False)
+
+    def forward(self) -> torch.Tensor:
+        table = self.mlp(self.coords)  # (2ws-1)^2, heads
+        n = self.index.shape[0]
+        bias = table[self.index.reshape(-1)].view(n, n, -1).permute(2, 0, 1)
+        return 16.0 * torch.sigmoid(bias)
+
+
+_MASK_CACHE: dict[tuple[int, int, int, int, str], torch.Tensor] = {}
+
+
+def shifted_window_mask(h: int, w: int, ws: int, shift: int, device: torch.device) -> torch.Tensor:
+    """Attention mask ``(nW, N, N)`` for cyclically shifted windows (0 or -100)."""
+    key = (h, w, ws, shift, str(device))
+    mask = _MASK_CACHE.get(key)
+    if mask is not None:
+        return mask
+    img = torch.zeros(1, h, w, 1)
+    cnt = 0
+    for hs in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+        for wsl in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+            img[:, hs, wsl, :] = cnt
+            cnt += 1
+    win = window_partition(img, ws).squeeze(-1)  # nW, N
+    diff = win[:, None, :] - win[:, :, None]
+    mask = torch.zeros_like(diff).masked_fill(diff != 0, -100.0).to(device)
+    if len(_MASK_CACHE) > 64:
+        _MASK_CACHE.clear()
+    _MASK_CACHE[key] = mask
+    return mask
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside a window with a relative position bias."""
+
+    def __init__(self, dim: int, heads: int, ws: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.scale = (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+        self.rpb = RelativePositionBias(ws, heads)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        bw, n, c = x.shape
+        qkv = self.qkv(x).view(bw, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        bias = self.rpb().unsqueeze(0)  # 1, heads, N, N
+        if mask is not None:
+            nw = mask.shape[0]
+            bias = (bias + mask.unsqueeze(1)).repeat(bw // nw, 1, 1, 1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale)
+        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+
+
+class ChannelAttention(nn.Module):
+    """Squeeze-and-excitation channel attention (RCAN)."""
+
+    def __init__(self, dim: int, squeeze: int = 16) -> None:
+        super().__init__()
+        hidden = max(dim // squeeze, 4)
+        self.net = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(dim, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, dim, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.net(x)
+
+
+class ChannelAttentionBlock(nn.Module):
+    """Conv -> GELU -> conv (channel compression) followed by channel attention (HAT's CAB)."""
+
+    def __init__(self, dim: int, compress: int = 3, squeeze: int = 16) -> None:
+        super().__init__()
+        mid = max(dim // compress, 4)
+        self.net = nn.Sequential(
+            nn.Conv2d(dim, mid, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(mid, dim, 3, padding=1),
+            ChannelAttention(dim, squeeze),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Mlp(nn.Module):
+    """Two-layer feed-forward network with GELU."""
+
+    def __init__(self, dim: int, ratio: float = 2.0) -> None:
+        super().__init__()
+        hidden = int(dim * ratio)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class Upsampler(nn.Sequential):
+    """Pixel-shuffle upsampler for scales 2, 3 and powers of two."""
+
+    def __init__(self, scale: int, dim: int) -> None:
+        layers: list[nn.Module] = []
+        if scale & (scale - 1) == 0:
+            for _ in range(int(math.log2(scale))):
+                layers += [nn.Conv2d(dim, 4 * dim, 3, padding=1), nn.PixelShuffle(2)]
+        elif scale == 3:
+            layers += [nn.Conv2d(dim, 9 * dim, 3, padding=1), nn.PixelShuffle(3)]
+        else:
+            raise ValueError(f"unsupported scale {scale}; use 2, 3, 4 or 8")
+        super().__init__(*layers)
+
+
+class RestorationHead(nn.Module):
+    """Maps features back to an image for a task.
+
+    ``scale == 1``: a 3x3 conv (preceded by pixel shuffle when the body ran at a
+    reduced resolution).  ``scale > 1``: conv + LeakyReLU, pixel-shuffle upsampler, conv.
+    """
+
+    def __init__(self, dim: int, out_channels: int, scale: int = 1, unshuffle: int = 1) -> None:
+        super().__init__()
+        self.scale = scale
+        if scale == 1:
+            self.net = nn.Sequential(
+                nn.Conv2d(dim, out_channels * unshuffle**2, 3, padding=1),
+                nn.PixelShuffle(unshuffle) if unshuffle > 1 else nn.Identity(),
+            )
+        else:
+            up = scale * unshuffle
+            self.net = nn.Sequential(
+                nn.Conv2d(dim, dim, 3, padding=1),
+                nn.LeakyReLU(0.2, inplace=True),
+                Upsampler(up, dim),
+                nn.Conv2d(dim, out_channels, 3, padding=1),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def image_skip(x: torch.Tensor, out_channels: int, scale: int) -> torch.Tensor | None:
+    """The input, resized and channel-matched, added to the head's output (global residual).
+
+    Returns None when the channel counts cannot be matched (e.g. CFA to RGB is handled
+    by the task head itself).
+    """
+    c = x.shape[1]
+    if c != out_channels:
+        if c > out_channels:
+            x = x[:, :out_channels]
+        elif c == 1:
+            x = x.expand(-1, out_channels, -1, -1)
+        else:
+            return None
+    if scale > 1:
+        x = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+    return x

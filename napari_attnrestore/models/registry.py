@@ -1,0 +1,82 @@
+"""Architecture registry: names to model classes, presets and declared capabilities."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from . import hat
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """An architecture the project implements."""
+
+    name: str
+    cls: type[nn.Module]
+    presets: dict[str, dict[str, Any]]
+    paper: str
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.cls.tasks)  # type: ignore[attr-defined]
+
+
+_REGISTRY: dict[str, Architecture] = {}
+
+
+def register(arch: Architecture) -> None:
+    """Add an architecture to the registry (names are unique)."""
+    if arch.name in _REGISTRY:
+        raise ValueError(f"architecture {arch.name!r} is already registered")
+    _REGISTRY[arch.name] = arch
+
+
+def list_architectures() -> list[str]:
+    """Names of the registered architectures, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_architecture(name: str) -> Architecture:
+    """Look up an architecture by name, with a clear error for unknown names."""
+    try:
+        return _REGISTRY[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(list_architectures())}") from None
+
+
+def build_model(
+    name: str,
+    task: str = "denoise",
+    scale: int = 1,
+    in_channels: int | None = None,
+    out_channels: int | None = None,
+    preset: str = "tiny",
+    **config: Any,
+) -> nn.Module:
+    """Build an untrained network for ``task``.
+
+    Channel counts default to the task's (see :mod:`napari_attnrestore.tasks`); keyword
+    arguments override the preset's configuration.
+    """
+    from ..tasks import get_task
+
+    arch = get_architecture(name)
+    t = get_task(task)
+    if t.name not in arch.tasks:
+        raise ValueError(f"architecture {arch.name!r} does not support task {t.name!r}")
+    if preset not in arch.presets:
+        raise ValueError(f"unknown preset {preset!r} for {arch.name}; choose one of {sorted(arch.presets)}")
+    scale = t.check_scale(scale)
+    cfg = {**arch.presets[preset], **config}
+    return arch.cls(
+        in_channels=in_channels or t.in_channels,
+        out_channels=out_channels or t.out_channels,
+        scale=scale,
+        **cfg,
+    )
+
+
+register(Architecture("hat", hat.HAT, hat.PRESETS, "Chen et al., Activating More Pixels in Image Super-Resolution Transformer, CVPR 2023"))

@@ -1,0 +1,174 @@
+"""Supervised training loop as a generator of progress events; resumes exactly."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (AdamW, warmup + cosine schedule, EMA of the weights)."""
+
+    steps: int = 1000
+    batch: int = 16
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup: int = 100
+    weight_decay: float = 1e-4
+    ema: float = 0.999
+    loss: str = "charbonnier"
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 200
+
+
+@dataclass
+class TrainEvent:
+    """One progress report: ``step`` of ``total``, the running loss, elapsed seconds.
+
+    The last event has ``done=True`` and carries the trained (EMA) ``model``.
+    """
+
+    step: int
+    total: int
+    loss: float
+    elapsed: float
+    lr: float
+    done: bool = False
+    model: nn.Module | None = field(default=None, repr=False)
+
+
+def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Charbonnier loss, a smooth L1."""
+    return torch.sqrt((pred - target) ** 2 + eps * eps).mean()
+
+
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "charbonnier": charbonnier,
+    "l1": nn.functional.l1_loss,
+    "l2": nn.functional.mse_loss,
+}
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup then cosine decay from ``lr`` to ``min_lr``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+class EMA:
+    """Exponential moving average of a model's parameters and buffers."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        import copy
+
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for e, m in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
+            if e.is_floating_point():
+                e.lerp_(m, 1 - d)
+            else:
+                e.copy_(m)
+
+
+def fit(
+    model: nn.Module,
+    sample_batch: Callable[[int], torch.Tensor],
+    make_pair: Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]],
+    cfg: TrainConfig,
+    state_path: str | Path | None = None,
+    sampler_state: tuple[Callable[[], dict], Callable[[dict], None]] | None = None,
+    device: str | torch.device = "cpu",
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+) -> Iterator[TrainEvent]:
+    """Train ``model`` and yield a :class:`TrainEvent` every ``cfg.log_every`` steps.
+
+    ``sample_batch(n)`` returns clean patches; ``make_pair(clean, gen)`` returns the
+    network input and target.  ``loss_fn(model, inp, target)``, when given, replaces the
+    plain ``loss(model(inp), target)`` (self-supervised losses mask pixels this way).
+    With ``state_path``, the full training state (weights, EMA, optimizer, step, random
+    generators) is saved every ``cfg.checkpoint_every`` steps and at the end, and training
+    resumes from it when the file exists.  Closing the generator stops training.
+    """
+    device = torch.device(device)
+    model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = EMA(model, cfg.ema)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    crit = LOSSES[cfg.loss]
+    step, history = 0, []
+    prior_elapsed = 0.0
+    state_path = Path(state_path) if state_path else None
+    if state_path and state_path.exists():
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(st["model"])
+        ema.model.load_state_dict(st["ema"])
+        opt.load_state_dict(st["opt"])
+        gen.set_state(st["gen"])
+        step, history, prior_elapsed = st["step"], list(st["history"]), st["elapsed"]
+        if sampler_state and st.get("sampler") is not None:
+            sampler_state[1](st["sampler"])
+    ema.model.to(device)
+
+    def save() -> None:
+        if not state_path:
+            return
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        st = {
+            "model": model.state_dict(), "ema": ema.model.state_dict(), "opt": opt.state_dict(),
+            "gen": gen.get_state(), "step": step, "history": history,
+            "elapsed": prior_elapsed + time.perf_counter() - t0, "config": asdict(cfg),
+            "sampler": sampler_state[0]() if sampler_state else None,
+        }
+        tmp = state_path.with_suffix(".tmp")
+        torch.save(st, tmp)
+        tmp.replace(state_path)
+
+    t0 = time.perf_counter()
+    running, count = 0.0, 0
+    try:
+        while step < cfg.steps:
+            lr = lr_at(step, cfg)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            clean = sample_batch(cfg.batch)
+            inp, target = make_pair(clean, gen)
+            inp, target = inp.to(device), target.to(device)
+            loss = loss_fn(model, inp, target) if loss_fn else crit(model(inp), target)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training diverged at step {step}: loss is {loss.item()}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            ema.update(model, step)
+            step += 1
+            running += float(loss.detach())
+            count += 1
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                history.append((step, running / count))
+                yield TrainEvent(step, cfg.steps, running / count, prior_elapsed + time.perf_counter() - t0, lr)
+                running, count = 0.0, 0
+            if step % cfg.checkpoint_every == 0:
+                save()
+    finally:
+        save()
+    yield TrainEvent(step, cfg.steps, history[-1][1] if history else float("nan"),
+                     prior_elapsed + time.perf_counter() - t0, lr_at(step, cfg), done=True, model=ema.model.eval())

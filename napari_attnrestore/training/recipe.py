@@ -1,0 +1,162 @@
+"""Reproduce a shipped weight from a committed recipe (JSON config) with one command.
+
+    python -m napari_attnrestore.training.recipe recipes/denoise_hat_tiny.json --data ../shared/data
+
+Runs resumably: the training state is saved in ``--workdir`` every few hundred steps and
+a rerun of the same command continues from it.  At the end the EMA weights are written to
+``--out`` with a model card (config, data, steps, wall time, machine, metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..models import build_model
+from ..tasks import get_task
+from .checkpoint import save_checkpoint
+from .data import PatchSampler, load_folder, skimage_pictures
+from .evaluate import denoise_scores, run_full
+from .loop import TrainConfig, fit
+
+log = logging.getLogger("attnrestore.recipe")
+
+
+def machine_description(device: torch.device) -> str:
+    """A short description of the machine that trained (CPU model / GPU name)."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA), torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads (CPU), torch {torch.__version__}"
+
+
+def load_training_images(recipe: dict[str, Any], data_dir: Path) -> list:
+    """The recipe's training images: folders under ``data_dir`` and/or ``skimage``."""
+    images = []
+    for src in recipe["data"]:
+        if src == "skimage":
+            images += skimage_pictures(gray=True)
+        else:
+            folder = data_dir / src
+            if "bench" in Path(src).parts:
+                raise ValueError(f"{src}: benchmark sets are never used for training")
+            images += load_folder(folder, gray=True)
+    return images
+
+
+def evaluate(recipe: dict[str, Any], model: torch.nn.Module, data_dir: Path) -> dict[str, Any]:
+    """The recipe's metrics on its benchmark set (skipped when the set is absent)."""
+    ev = recipe.get("eval")
+    if not ev:
+        return {}
+    folder = data_dir / ev["set"]
+    if not folder.exists():
+        log.warning("%s not found: no metrics in the model card", folder)
+        return {}
+    images = load_folder(folder, gray=True)
+    out: dict[str, Any] = {}
+    for sigma in ev.get("sigmas", [25]):
+        s = denoise_scores(lambda x: run_full(model, x), images, sigma)
+        out[f"{Path(ev['set']).name}_sigma{sigma}"] = {k: round(v, 3) for k, v in s.items()}
+        log.info("eval %s sigma %s: %s", ev["set"], sigma, s)
+    return out
+
+
+def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device: str = "auto", steps: int | None = None) -> Path:
+    """Train (or resume) the recipe and write its weights and model card; returns the weights path."""
+    recipe = json.loads(recipe_path.read_text())
+    name = recipe["name"]
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    task = get_task(recipe["task"])
+    cfg = TrainConfig(**recipe["train"])
+    if steps is not None:
+        cfg.steps = steps
+    torch.manual_seed(cfg.seed)
+    model = build_model(recipe["arch"], task=task.name, scale=recipe.get("scale", 1), preset=recipe.get("preset", "tiny"), **recipe.get("config", {}))
+    images = load_training_images(recipe, data_dir)
+    sampler = PatchSampler(images, recipe["patch"], seed=cfg.seed)
+    deg = recipe.get("degradation", {})
+    from .. import tasks as _tasks
+
+    task_mod = getattr(_tasks, task.name)
+
+    def make_pair(clean, gen):
+        return task_mod.make_training_pair(clean, gen, **{k: tuple(v) if isinstance(v, list) else v for k, v in deg.items()})
+
+    run_dir = workdir / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("recipe %s: %s (%d parameters), %d images, device %s", name, recipe["arch"], n_params, len(images), dev)
+    final = None
+    with open(run_dir / "loss.tsv", "a") as curve:
+        for ev in fit(model, sampler.sample, make_pair, cfg, state_path=run_dir / "state.pt",
+                      sampler_state=(sampler.state, sampler.set_state), device=dev):
+            if ev.done:
+                final = ev
+                break
+            curve.write(f"{ev.step}\t{ev.loss:.6f}\t{ev.elapsed:.1f}\n")
+            curve.flush()
+            if ev.step % (cfg.log_every * 10) == 0:
+                log.info("step %d/%d loss %.5f lr %.2e elapsed %.0fs", ev.step, ev.total, ev.loss, ev.lr, ev.elapsed)
+    assert final is not None and final.model is not None
+    ema = final.model.to("cpu").float()
+    metrics = evaluate(recipe, ema, data_dir)
+    card = {
+        "name": name,
+        "recipe": str(recipe_path),
+        "preset": recipe.get("preset", "tiny"),
+        "parameters": n_params,
+        "training": {
+            "data": recipe["data"],
+            "degradation": deg,
+            "patch": recipe["patch"],
+            **{k: v for k, v in vars(cfg).items()},
+            "steps_done": final.step,
+            "wall_time_s": round(final.elapsed, 1),
+            "machine": machine_description(dev),
+            "date": time.strftime("%Y-%m-%d"),
+        },
+        "normalization": "input scaled to [0, 1] (dtype range for uint8, percentiles otherwise)",
+        "metrics": metrics,
+        "description": recipe.get("description", ""),
+    }
+    path = save_checkpoint(ema, out_dir / f"{name}.safetensors", task=task.name, card=card)
+    log.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("recipe", type=Path)
+    p.add_argument("--data", type=Path, default=Path("../shared/data"), help="data folder (train/, bench/)")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "weights")
+    p.add_argument("--workdir", type=Path, default=Path("runs"))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("ATTNRESTORE_THREADS", 0)) or None)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    run(a.recipe, a.data, a.out, a.workdir, a.device, a.steps)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
