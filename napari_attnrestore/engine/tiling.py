@@ -26,14 +26,20 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 
 
 def ramp_weights(size: int, ramp: int, left: bool, right: bool) -> np.ndarray:
-    """1D blending weights: 1 inside, sin^2 ramps of ``ramp`` pixels on the sides that overlap.
+    """1D blending weights: 1 inside, smooth ramps on the sides that overlap a neighbour.
 
-    Ramps of two tiles that overlap by exactly ``ramp`` sum to one (sin^2 + cos^2).
+    Over an overlap of ``ramp`` pixels the weight is 0 for the outer quarter (pixels
+    whose context the tile cut off), then rises as sin^2, then is 1.  The ramps of two
+    tiles that overlap by ``ramp`` or more sum to one (sin^2 + cos^2).
     """
     w = np.ones(size, dtype=np.float32)
     ramp = min(ramp, size // 2)
     if ramp > 0:
-        r = np.sin(0.5 * np.pi * (np.arange(ramp, dtype=np.float32) + 0.5) / ramp) ** 2
+        margin = ramp // 4
+        n = ramp - 2 * margin
+        r = np.zeros(ramp, dtype=np.float32)
+        r[margin : margin + n] = np.sin(0.5 * np.pi * (np.arange(n, dtype=np.float32) + 0.5) / n) ** 2
+        r[margin + n :] = 1.0
         if left:
             w[:ramp] = r
         if right:

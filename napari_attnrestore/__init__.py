@@ -1,0 +1,13 @@
+"""napari-attnrestore: restore huge scientific images with attention networks, chunk by chunk.
+
+``import napari_attnrestore as ar``; then ``ar.restore(...)``, ``ar.restore_to_zarr(...)``,
+``ar.train(...)``, ``ar.load_model(...)``.  Importing this package never imports Qt.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .api import build_model, list_architectures, list_models, load_model, restore, restore_to_zarr  # noqa: E402
+
+__all__ = ["__version__", "build_model", "list_architectures", "list_models", "load_model", "restore", "restore_to_zarr"]

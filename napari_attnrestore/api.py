@@ -1,0 +1,329 @@
+"""The Python API: ``restore``, ``restore_to_zarr``, ``load_model``, ``build_model``, ...
+
+Everything here is also what the CLI and the napari widgets call.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from torch import nn
+
+from .engine import ModelHandle, make_plan, restore_array
+from .models import build_model, list_architectures
+from .tasks import get_task
+from .training.checkpoint import CheckpointError, load_checkpoint, load_state
+from .zoo import list_models, resolve_weight
+
+__all__ = ["as_source", "build_model", "list_architectures", "list_models", "load_model", "resolve_model", "restore", "restore_to_zarr"]
+
+
+def load_model(name_or_path: str | os.PathLike = "default:denoise", task: str | None = None, scale: int | None = None) -> nn.Module:
+    """Load trained weights: ``default:<task>``, a shipped weight's name, or a file.
+
+    Files: a project checkpoint (``.safetensors`` with its ``.json`` card), or a
+    third-party checkpoint (HAT, GRL, SwinIR, ... ``.pth``/``.safetensors``) read
+    safely and recognised by spandrel.  Pickled code is never executed.
+    """
+    s = str(name_or_path)
+    shipped = resolve_weight(s, task, scale) if not os.path.sep in s and not s.endswith((".pth", ".pt", ".safetensors", ".ckpt")) else None
+    if shipped is not None:
+        return load_checkpoint(shipped, task=get_task(task).name if task else None, scale=scale)
+    p = Path(s)
+    if not p.exists():
+        if s.startswith("default") or os.path.sep not in s and "." not in s:
+            known = ", ".join(m["name"] for m in list_models()) or "none"
+            raise ValueError(f"unknown model {s!r}; shipped models: {known}; or give a checkpoint file")
+        raise CheckpointError(f"{p}: checkpoint not found")
+    if p.with_suffix(".json").exists() and p.suffix == ".safetensors":
+        return load_checkpoint(p, task=get_task(task).name if task else None, scale=scale)
+    return load_third_party(p, scale=scale)
+
+
+class SpandrelModule(nn.Module):
+    """A third-party network loaded by spandrel, with the attributes the engine reads."""
+
+    def __init__(self, descriptor: Any) -> None:
+        super().__init__()
+        self.net = descriptor.model
+        self.arch = f"{descriptor.architecture.name} (spandrel)"
+        self.in_channels = int(descriptor.input_channels)
+        self.out_channels = int(descriptor.output_channels)
+        self.scale = int(descriptor.scale)
+        req = descriptor.size_requirements
+        self.multiple_of = int(getattr(req, "multiple_of", 1) or 1)
+        self.halo = 32
+        self.half_safe = bool(descriptor.supports_bfloat16)
+        self.tiling = str(descriptor.tiling)
+
+    def forward(self, x):  # noqa: D102
+        return self.net(x)
+
+
+def load_third_party(path: Path, scale: int | None = None) -> nn.Module:
+    """Load a published checkpoint through spandrel, reading tensors only."""
+    import spandrel
+
+    state = load_state(path)
+    if isinstance(state, dict):
+        for k in ("params_ema", "params", "state_dict", "model"):
+            if k in state and isinstance(state[k], dict):
+                state = state[k]
+                break
+    try:
+        desc = spandrel.ModelLoader().load_from_state_dict(state)
+    except Exception as e:  # spandrel raises UnsupportedModelError and friends
+        raise CheckpointError(f"{path}: not a checkpoint of a known architecture ({e})") from None
+    if not isinstance(desc, spandrel.ImageModelDescriptor):
+        raise CheckpointError(f"{path}: not an image-to-image restoration model")
+    mod = SpandrelModule(desc).eval()
+    if scale is not None and mod.scale != int(scale):
+        raise CheckpointError(f"{path}: checkpoint is for scale {mod.scale}, not {scale}")
+    return mod
+
+
+def resolve_model(
+    model: Any = None, task: str = "denoise", scale: int | None = None, device: str = "auto", precision: str = "auto"
+) -> ModelHandle:
+    """A :class:`ModelHandle` from None (the task's default), a name/path, or an nn.Module."""
+    if isinstance(model, ModelHandle):
+        return model
+    t = get_task(task)
+    if t.name == "sr" and scale is None:
+        scale = 2
+    if isinstance(model, nn.Module):
+        return ModelHandle(model, device=device, precision=precision)
+    if model is None:
+        model = f"default:{t.name}"
+    mod = load_model(model, task=t.name, scale=scale if t.name == "sr" else None)
+    card = getattr(mod, "card", None)
+    ckpt = str(model) if card is None else card.get("name", str(model))
+    return ModelHandle(mod, device=device, precision=precision, checkpoint=ckpt)
+
+
+def as_source(x: Any) -> tuple[Any, dict[str, Any]]:
+    """The pixel source for ``x`` (array-like or dask array) and its metadata.
+
+    Paths are opened lazily with :func:`napari_attnrestore.io.open_image`.
+    """
+    if isinstance(x, (str, os.PathLike)):
+        from .io import open_image
+
+        img = open_image(x)
+        return img.data, {"axes": img.axes, "scale": img.scale, "translate": img.translate, "units": img.units,
+                          "rgb": img.rgb, "channel_axis": img.channel_axis, "name": img.name, "path": img.path}
+    if isinstance(x, da.Array):
+        return x, {}
+    if hasattr(x, "shape") and hasattr(x, "dtype") and hasattr(x, "__getitem__"):
+        return x, {}
+    if isinstance(x, (list, tuple)):
+        return np.asarray(x), {}
+    raise TypeError(f"cannot restore an object of type {type(x).__name__}; give an array, a dask/zarr array or a path")
+
+
+def _native_chunks(src: Any) -> tuple[int, ...] | None:
+    if isinstance(src, da.Array):
+        return tuple(c[0] for c in src.chunks)
+    ch = getattr(src, "chunks", None)
+    if isinstance(ch, tuple) and all(isinstance(c, int) for c in ch):
+        return ch
+    return None
+
+
+def _sampler(src: Any):
+    if isinstance(src, da.Array):
+        return lambda key: src[key].compute()
+    return lambda key: np.asarray(src[key])
+
+
+def restore(
+    x: Any,
+    task: str = "denoise",
+    model: Any = None,
+    scale: int | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch: int | None = None,
+    chunks: int | tuple[int, int] | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    rgb: bool | None = None,
+    channel_axis: int | None = None,
+    normalize: str = "auto",
+    dtype: Any = None,
+) -> da.Array:
+    """Restore an image lazily; returns a dask array (nothing is computed yet).
+
+    Parameters
+    ----------
+    x
+        numpy, dask or zarr array, or a path (.tif/.tiff, .png, .zarr/.ome.zarr).
+    task
+        ``denoise`` or ``sr`` (with ``scale`` 2 or 4).
+    model
+        None (the task's shipped default), a shipped name, a checkpoint path, or any
+        ``torch.nn.Module`` mapping ``(B, C, H, W)`` to ``(B, C', s*H, s*W)``.
+    tile, overlap, batch
+        Network tile side, tile overlap (also the chunk halo) and tiles per forward
+        pass; defaults from the model (256, its halo hint, to fit about 1 Mpx a batch).
+    chunks
+        Side of the dask chunks (read/write unit); default the source's, else 1024.
+    device, precision
+        ``auto`` (CUDA, then MPS, then CPU; bf16 on CUDA where the model allows), or explicit.
+    rgb, channel_axis
+        Override the layout guess (trailing 3/4 = RGB); per-channel statistics along ``channel_axis``.
+    normalize
+        ``auto`` (dtype range for uint8, 0.1/99.9 percentiles otherwise), ``dtype``, ``percentile``, ``none``.
+    dtype
+        Output dtype (default: the input's).
+    """
+    src, meta = as_source(x)
+    if rgb is None and "rgb" in meta:
+        rgb = meta["rgb"]
+    if channel_axis is None and meta.get("channel_axis") is not None:
+        channel_axis = meta["channel_axis"]
+    handle = resolve_model(model, task, scale, device, precision)
+    t = get_task(task)
+    if t.name == "sr" and scale is not None and handle.info.scale != int(scale):
+        raise ValueError(f"model {handle.info.name!r} upscales x{handle.info.scale}, not x{scale}")
+    plan = make_plan(
+        tuple(src.shape), np.dtype(src.dtype), handle.info, _sampler(src), rgb=rgb, chunk=chunks,
+        native_chunks=_native_chunks(src), tile=tile, overlap=overlap, batch=batch, normalize=normalize,
+        channel_axis=channel_axis, out_dtype=dtype,
+    )
+    return restore_array(handle, plan, src)
+
+
+def output_geometry(plan_scale: int, meta: dict[str, Any], ndim_in: int, out_ndim: int, rgb_out: bool) -> dict[str, Any]:
+    """Axes, physical pixel size and origin of the output.
+
+    Super-resolution divides the Y/X pixel size by the scale and shifts the origin so
+    that the output pixels tile the input pixels exactly (pixel centres at ``translate
+    + i * scale``, as napari and NGFF place them).
+    """
+    from .io import guess_axes
+
+    axes = meta.get("axes")
+    scale = list(meta.get("scale") or [1.0] * ndim_in)
+    translate = list(meta.get("translate") or [0.0] * ndim_in)
+    if not axes or len(axes) != ndim_in:
+        axes, _ = guess_axes((1,) * (ndim_in - 1) + (3 if rgb_out and out_ndim == ndim_in else 1,), rgb=None)
+        if len(axes) != ndim_in:
+            axes = "tczyx"[-(ndim_in - 2):][: ndim_in - 2] + "yx" if ndim_in > 2 else "yx"
+    if out_ndim == ndim_in + 1:  # e.g. CFA -> RGB
+        axes, scale, translate = axes + "c", scale + [1.0], translate + [0.0]
+    k = plan_scale
+    yx = [i for i, a in enumerate(axes) if a in "yx"][-2:]
+    for i in yx:
+        translate[i] = translate[i] - scale[i] * (k - 1) / (2 * k)
+        scale[i] = scale[i] / k
+    return {"axes": axes, "scale": tuple(scale), "translate": tuple(translate), "units": meta.get("units") or {}}
+
+
+def restore_to_zarr(
+    x: Any,
+    dst: str | os.PathLike,
+    task: str = "denoise",
+    model: Any = None,
+    scale: int | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch: int | None = None,
+    chunks: int | tuple[int, int] | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    rgb: bool | None = None,
+    channel_axis: int | None = None,
+    normalize: str = "auto",
+    dtype: Any = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    pyramid: bool = True,
+    progress: Any = None,
+    cancel: Any = None,
+    scheduler: Any = None,
+    num_workers: int | None = None,
+) -> str:
+    """Restore ``x`` into a new OME-Zarr (NGFF 0.5, zarr v3) at ``dst``, chunk by chunk.
+
+    Neither input nor output is ever held in memory whole.  Axes and physical pixel
+    size are carried over (divided by the SR scale).  ``resume=True`` continues an
+    interrupted job, computing only the chunks not recorded as done.  ``progress(done,
+    total)`` is called after each chunk; setting the ``cancel`` event stops the job at
+    the next chunk, leaving a valid partial store that ``resume`` can complete.
+    ``scheduler``: None (threads), ``"sync"``, ``"local"`` (a LocalCluster of worker
+    processes), a scheduler address, or a ``distributed.Client``.  Returns ``dst``.
+    """
+    from .engine import build_graph
+    from .engine.execute import execute
+    from .engine.store import ZarrSink, job_fingerprint, prepare_store, set_job_state, STATE_DIR
+    from .io import create_ome_zarr, write_pyramid
+
+    src, meta = as_source(x)
+    if rgb is None and "rgb" in meta:
+        rgb = meta["rgb"]
+    if channel_axis is None and meta.get("channel_axis") is not None:
+        channel_axis = meta["channel_axis"]
+    handle = resolve_model(model, task, scale, device, precision)
+    plan = make_plan(
+        tuple(src.shape), np.dtype(src.dtype), handle.info, _sampler(src), rgb=rgb, chunk=chunks,
+        native_chunks=_native_chunks(src), tile=tile, overlap=overlap, batch=batch, normalize=normalize,
+        channel_axis=channel_axis, out_dtype=dtype,
+    )
+    dst = str(dst)
+    geom = output_geometry(plan.scale, meta, len(plan.shape), len(plan.out_shape), bool(plan.out_trailing))
+    src_desc = meta.get("path") or f"{type(src).__name__}{tuple(src.shape)}:{np.dtype(src.dtype)}"
+    fp = job_fingerprint(plan, handle.info.name, get_task(task).name, str(src_desc))
+    chunk_shape = tuple(c[0] for c in plan.out_chunks)
+
+    def create() -> None:
+        create_ome_zarr(dst, plan.out_shape, np.dtype(plan.out_dtype), chunk_shape, geom["axes"], scale=geom["scale"],
+                        translate=geom["translate"], units=geom["units"], name=meta.get("name"), overwrite=False)
+
+    done = prepare_store(dst, plan, fp, create, overwrite=overwrite, resume=resume)
+    if done == {"complete"}:
+        return dst
+    sink = ZarrSink(str(Path(dst) / "0"), str(Path(dst) / STATE_DIR / "done"), chunk_shape, len(plan.out_shape))
+    dsk, name, deps = build_graph(handle, plan, src, sink=sink, skip=lambda i: i in done)
+    client, owned = _client_for(scheduler)
+    try:
+        execute(dsk, name, deps, progress=progress, cancel=cancel, scheduler=client or scheduler, num_workers=num_workers)
+    except BaseException as e:
+        try:
+            set_job_state(dst, status="failed", error=str(e).splitlines()[0][:500] if str(e) else type(e).__name__)
+        except Exception:  # the store itself may be unwritable (disk full); the markers tell the truth
+            pass
+        raise
+    finally:
+        if owned is not None:
+            owned.close()
+    if pyramid:
+        write_pyramid(dst)
+    set_job_state(dst, status="complete", error=None)
+    return dst
+
+
+def _client_for(scheduler: Any) -> tuple[Any, Any]:
+    """A distributed Client for ``local``/an address (and what to close afterwards)."""
+    if scheduler is None or scheduler in ("threads", "sync", "synchronous"):
+        return None, None
+    if isinstance(scheduler, str):
+        from distributed import Client, LocalCluster
+
+        if scheduler == "local":
+            cluster = LocalCluster(processes=True, threads_per_worker=1, dashboard_address=None)
+            client = Client(cluster)
+
+            class _Both:
+                def close(self) -> None:
+                    client.close()
+                    cluster.close()
+
+            return client, _Both()
+        client = Client(scheduler)
+        return client, client
+    return scheduler, None

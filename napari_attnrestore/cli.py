@@ -1,0 +1,195 @@
+"""``attnrestore``: the command-line front door (restore, train, models, demo, bench)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """A problem with the user's input: reported in one line, exit status 2."""
+
+
+def _progress_bar(desc: str, disable: bool = False):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=0, desc=desc, unit="chunk", disable=disable, dynamic_ncols=True)
+
+    def update(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return bar, update
+
+
+def _is_zarr(path: str) -> bool:
+    return path.rstrip("/").endswith(".zarr")
+
+
+def cmd_restore(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    import napari_attnrestore as ar
+    from napari_attnrestore.io import write_tiff
+
+    if a.weights and a.arch:
+        raise UserError("give either --weights or --arch, not both")
+    model = a.weights or (f"default:{a.task}" if not a.arch else _arch_default(a.arch, a.task, a.scale))
+    out = str(a.output)
+    if not (_is_zarr(out) or out.lower().endswith((".tif", ".tiff", ".png"))):
+        raise UserError(f"{out}: unsupported output type; use .zarr/.ome.zarr, .tif/.tiff or .png")
+    if os.path.exists(out) and not (a.overwrite or (a.resume and _is_zarr(out))):
+        raise UserError(f"{out}: output exists; pass --overwrite to replace it" + (" or --resume to continue it" if _is_zarr(out) else ""))
+    common: dict[str, Any] = dict(
+        task=a.task, model=model, scale=a.scale, tile=a.tile, overlap=a.overlap, batch=a.batch, chunks=a.chunks,
+        device=a.device, precision=a.precision,
+    )
+    t0 = time.perf_counter()
+    if _is_zarr(out):
+        bar, update = _progress_bar("restore", disable=a.quiet)
+        try:
+            ar.restore_to_zarr(str(a.input), out, overwrite=a.overwrite, resume=a.resume, progress=update,
+                               scheduler=a.scheduler, **common)
+        finally:
+            bar.close()
+    else:
+        if a.resume:
+            raise UserError("--resume needs a .zarr output")
+        if a.scheduler:
+            raise UserError("--scheduler needs a .zarr output")
+        from .api import as_source, output_geometry
+
+        src, meta = as_source(str(a.input))
+        lazy = ar.restore(str(a.input), **common)
+        if out.lower().endswith(".png"):
+            from skimage import io as skio
+
+            if lazy.size > 64_000_000:
+                raise UserError(f"{out}: image too large for PNG ({lazy.shape}); write .ome.zarr or .tif")
+            arr = np.asarray(lazy.compute())
+            if arr.ndim > 3 or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+                raise UserError(f"{out}: PNG holds one 2D gray or RGB image; the result has shape {arr.shape}")
+            skio.imsave(out, arr, check_contrast=False)
+        else:
+            geom = output_geometry(a.scale or 1, meta, len(src.shape), lazy.ndim, lazy.ndim > len(src.shape))
+            write_tiff(lazy, out, axes=geom["axes"], scale=geom["scale"], overwrite=a.overwrite)
+    if not a.quiet:
+        print(f"wrote {out} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _arch_default(arch: str, task: str, scale: int | None) -> str:
+    from napari_attnrestore.zoo import list_models
+
+    cands = [m for m in list_models() if m.get("arch") == arch and m.get("task") == task and (scale is None or m.get("scale", 1) == scale)]
+    if not cands:
+        raise UserError(f"no shipped {arch} weights for task {task}{f' x{scale}' if scale else ''}; see `attnrestore models`")
+    return cands[0]["name"]
+
+
+def cmd_models(a: argparse.Namespace) -> int:
+    import napari_attnrestore as ar
+    from napari_attnrestore.models import get_architecture
+
+    print("Shipped weights:")
+    print(f"  {'name':28s} {'task':8s} {'arch':6s} {'scale':>5s} {'params':>8s}  metrics")
+    for m in ar.list_models():
+        metrics = m.get("metrics", {})
+        key = next(iter(metrics), None)
+        summary = f"{key}: {metrics[key].get('psnr', '')} dB" if key else ""
+        print(f"  {m['name']:28s} {m['task']:8s} {m['arch']:6s} {m.get('scale', 1):>5d} {m.get('parameters', 0):>8d}  {summary}")
+    print("\nArchitectures:")
+    for name in ar.list_architectures():
+        arch = get_architecture(name)
+        model = ar.build_model(name, task="denoise")
+        n = sum(p.numel() for p in model.parameters())
+        print(f"  {name:6s} tasks={','.join(arch.tasks):28s} presets={','.join(arch.presets):14s} tiny params={n}  ({arch.paper})")
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from napari_attnrestore.demo import run_demo
+
+    run_demo(Path(a.out), size=a.size, sigma=a.sigma, device=a.device, quiet=a.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="attnrestore", description="Restore huge images with attention networks, chunk by chunk.")
+    p.add_argument("--version", action="version", version=_version())
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("restore", help="restore an image file into .ome.zarr, .tif or .png")
+    r.add_argument("input", help=".tif/.tiff (OME/Geo/Big), .png, .zarr/.ome.zarr")
+    r.add_argument("output", help=".ome.zarr/.zarr (streamed, resumable), .tif/.tiff (tiled BigTIFF) or .png")
+    r.add_argument("--task", default="denoise", choices=["denoise", "sr"])
+    r.add_argument("--scale", type=int, choices=[2, 4], default=None, help="SR factor")
+    r.add_argument("--arch", default=None, help="use the shipped weights of this architecture")
+    r.add_argument("--weights", default=None, help="checkpoint file (.safetensors + .json card, or a HAT/GRL/SwinIR .pth)")
+    r.add_argument("--tile", type=int, default=None, help="network tile side in pixels (default 256)")
+    r.add_argument("--overlap", type=int, default=None, help="tile overlap and chunk halo (default: the model's hint)")
+    r.add_argument("--batch", type=int, default=None, help="tiles per forward pass")
+    r.add_argument("--chunks", type=int, default=None, help="chunk side (read/write unit; default the input's, else 1024)")
+    r.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
+    r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    r.add_argument("--scheduler", default=None, help="'local' (LocalCluster of processes) or tcp://host:port")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted .zarr job")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    r.add_argument("-q", "--quiet", action="store_true")
+    r.set_defaults(func=cmd_restore)
+
+    m = sub.add_parser("models", help="list shipped weights and architectures")
+    m.set_defaults(func=cmd_models)
+
+    d = sub.add_parser("demo", help="denoise a bundled picture chunk by chunk; write OME-Zarr + before/after PNG")
+    d.add_argument("--out", default="attnrestore-demo", help="output folder")
+    d.add_argument("--size", type=int, default=1024, help="side of the demo image")
+    d.add_argument("--sigma", type=float, default=25.0, help="Gaussian noise sigma (8-bit units)")
+    d.add_argument("--device", default="auto")
+    d.add_argument("-q", "--quiet", action="store_true")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def _version() -> str:
+    from napari_attnrestore import __version__
+
+    return f"attnrestore {__version__}"
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from napari_attnrestore.engine.store import OutputError
+    from napari_attnrestore.io import ImageReadError, ImageWriteError
+    from napari_attnrestore.training.checkpoint import CheckpointError
+
+    return (UserError, ValueError, TypeError, FileNotFoundError, PermissionError, OSError,
+            ImageReadError, ImageWriteError, CheckpointError, OutputError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 for bad input, with a one-line message)."""
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        return int(a.func(a) or 0)
+    except KeyboardInterrupt:
+        print("attnrestore: interrupted; a .zarr output can be continued with --resume", file=sys.stderr)
+        return 130
+    except _user_errors() as e:
+        if os.environ.get("ATTNRESTORE_DEBUG"):
+            raise
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"attnrestore: error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Running a chunk graph: progress per chunk, cancellation between chunks, schedulers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import dask
+from dask.callbacks import Callback
+from dask.highlevelgraph import HighLevelGraph
+
+#: ``progress(done, total)`` is called after each output chunk.
+Progress = Callable[[int, int], None]
+
+
+class Cancelled(RuntimeError):
+    """The job was cancelled; chunks already written stay and are recorded as done."""
+
+
+class _ChunkCallback(Callback):
+    def __init__(self, name: str, total: int, progress: Progress | None, cancel: threading.Event | None) -> None:
+        super().__init__()
+        self.name, self.total, self.progress, self.cancel = name, total, progress, cancel
+        self.done = 0
+        self.lock = threading.Lock()
+
+    def _pretask(self, key, dsk, state) -> None:  # noqa: ANN001
+        if self.cancel is not None and self.cancel.is_set() and isinstance(key, tuple) and key[0] == self.name:
+            raise Cancelled("cancelled")
+
+    def _posttask(self, key, result, dsk, state, id) -> None:  # noqa: A002, ANN001
+        if isinstance(key, tuple) and key and key[0] == self.name:
+            with self.lock:
+                self.done += 1
+                done = self.done
+            if self.progress is not None:
+                self.progress(done, self.total)
+
+
+def _count(*tokens: Any) -> int:
+    return sum(int(t) for t in tokens)
+
+
+def execute(
+    dsk: dict,
+    name: str,
+    deps: list[Any],
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    scheduler: Any = None,
+    num_workers: int | None = None,
+) -> int:
+    """Compute every chunk task of ``name`` in ``dsk``; returns the number of chunks run.
+
+    ``scheduler``: None (threads), ``"sync"``, or a ``distributed.Client``.
+    """
+    keys = [k for k in dsk if isinstance(k, tuple) and k and k[0] == name]
+    if not keys:
+        return 0
+    final = f"{name}-count"
+    graph = dict(dsk)
+    graph[final] = (_count, *keys)
+    hlg = HighLevelGraph.from_collections(final, graph, dependencies=deps)
+    from dask.delayed import Delayed
+
+    job = Delayed(final, hlg)
+    if scheduler is not None and not isinstance(scheduler, str):  # a distributed Client
+        fut = scheduler.compute(job)
+        if progress is not None or cancel is not None:
+            return _wait_distributed(scheduler, fut, keys, progress, cancel)
+        return int(fut.result())
+    cb = _ChunkCallback(name, len(keys), progress, cancel)
+    kw: dict[str, Any] = {"scheduler": scheduler or "threads"}
+    if num_workers:
+        kw["num_workers"] = num_workers
+    with cb:
+        return int(dask.compute(job, **kw)[0])
+
+
+def _wait_distributed(client: Any, fut: Any, keys: list, progress: Progress | None, cancel: threading.Event | None) -> int:
+    import time
+
+    total = len(keys)
+    while not fut.done():
+        if cancel is not None and cancel.is_set():
+            fut.cancel()
+            raise Cancelled("cancelled")
+        if progress is not None:
+            progress(min(total, _distributed_done(client, keys)), total)
+        time.sleep(0.5)
+    if progress is not None:
+        progress(total, total)
+    return int(fut.result())
+
+
+def _distributed_done(client: Any, keys: list) -> int:
+    def count(dask_scheduler, keys=keys):  # runs on the scheduler
+        ts = dask_scheduler.tasks
+        return sum(1 for k in keys if k in ts and ts[k].state in ("memory", "released", "forgotten"))
+
+    try:
+        return int(client.run_on_scheduler(count))
+    except Exception:
+        return 0

@@ -1,0 +1,142 @@
+"""A picklable reference to a network that is built once per process and reused.
+
+Dask tasks receive a :class:`ModelHandle`, never a live module: on the threaded
+scheduler every task shares the cached module; on a dask.distributed worker the handle
+is unpickled once and the module is built on first use, then cached by ``key``.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .device import resolve_device, resolve_precision
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the engine needs to know about a network."""
+
+    in_channels: int
+    out_channels: int
+    scale: int
+    multiple_of: int
+    halo: int
+    half_safe: bool
+    name: str
+
+
+_CACHE: dict[str, tuple[nn.Module, threading.Lock, torch.device, torch.dtype]] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _first_conv_in_channels(module: nn.Module) -> int | None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    return None
+
+
+def describe(module: nn.Module, name: str | None = None) -> ModelInfo:
+    """Read a module's declared capabilities, probing a forward pass for what it lacks."""
+    cin = getattr(module, "in_channels", None) or _first_conv_in_channels(module) or 1
+    cout = getattr(module, "out_channels", None)
+    scale = getattr(module, "scale", None)
+    if cout is None or scale is None:
+        p = next(iter(module.parameters()), None)
+        dev = p.device if p is not None else torch.device("cpu")
+        dtype = p.dtype if (p is not None and p.is_floating_point()) else torch.float32
+        with torch.inference_mode():
+            was_training = module.training
+            module.eval()
+            y = module(torch.zeros(1, int(cin), 32, 32, device=dev, dtype=dtype))
+            module.train(was_training)
+        if y.ndim != 4 or y.shape[-1] % 32 or y.shape[-2] % 32:
+            raise ValueError(f"model maps (1, {cin}, 32, 32) to {tuple(y.shape)}; expected (1, C, s*32, s*32)")
+        cout, scale = int(y.shape[1]), int(y.shape[-1] // 32)
+    return ModelInfo(
+        in_channels=int(cin),
+        out_channels=int(cout),
+        scale=int(scale),
+        multiple_of=int(getattr(module, "multiple_of", 1) or 1),
+        halo=int(getattr(module, "halo", 16) or 0),
+        half_safe=bool(getattr(module, "half_safe", False)),
+        name=name or getattr(module, "arch", type(module).__name__),
+    )
+
+
+class ModelHandle:
+    """A network plus the device and precision to run it with.
+
+    Parameters
+    ----------
+    module
+        A ``torch.nn.Module`` (a user's own, or one loaded from a checkpoint).
+    device, precision
+        As for :func:`napari_attnrestore.restore`; resolved in the process that runs.
+    checkpoint
+        Path of the checkpoint the module came from (for messages and model cards).
+    """
+
+    def __init__(self, module: nn.Module, device: str = "auto", precision: str = "auto", checkpoint: str | None = None) -> None:
+        self.module = module.eval()
+        self.device = device
+        self.precision = precision
+        self.checkpoint = checkpoint
+        self.info = describe(module, Path(checkpoint).stem if checkpoint else None)
+        self.key = uuid.uuid4().hex
+
+    def __getstate__(self) -> dict[str, Any]:
+        st = dict(self.__dict__)
+        mod = self.module
+        if any(p.device.type != "cpu" for p in mod.parameters()):
+            mod = copy.deepcopy(mod).to("cpu")  # a worker moves its own copy to its device once
+        st["module"] = mod
+        return st
+
+    def runtime(self) -> tuple[nn.Module, threading.Lock, torch.device, torch.dtype]:
+        """The module on its device (moved there once per process), its lock, device, dtype."""
+        hit = _CACHE.get(self.key)
+        if hit is not None:
+            return hit
+        with _CACHE_LOCK:
+            hit = _CACHE.get(self.key)
+            if hit is None:
+                dev = resolve_device(self.device)
+                dtype = resolve_precision(self.precision, dev, self.info.half_safe)
+                mod = self.module.to(dev).eval()
+                for p in mod.parameters():
+                    p.requires_grad_(False)
+                hit = (mod, threading.Lock(), dev, dtype)
+                _CACHE[self.key] = hit
+        return hit
+
+    def release(self) -> None:
+        """Drop this process's cached copy (frees GPU memory)."""
+        _CACHE.pop(self.key, None)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run one float32 batch ``(B, C, h, w)`` and return float32 ``(B, C_out, s*h, s*w)``.
+
+        Forward passes are serialized per process: the network itself uses all cores
+        (or the GPU), while other threads read, prepare and write chunks meanwhile.
+        """
+        module, lock, dev, dtype = self.runtime()
+        x = torch.from_numpy(batch)
+        with lock, torch.inference_mode():
+            x = x.to(dev, non_blocking=dev.type == "cuda")
+            if dtype != torch.float32:
+                with torch.autocast(device_type=dev.type, dtype=dtype):
+                    y = module(x)
+            else:
+                y = module(x)
+            out = y.float().cpu().numpy()
+        return out

@@ -1,0 +1,258 @@
+"""The plan of a restoration: layout, chunks, tiles, halo and normalization of one image.
+
+Axes: the spatial axes are Y, X, the last two, or the two before a trailing RGB(A)
+axis.  Every other leading axis (T, Z, C, ...) is processed plane by plane.  The dask
+**chunk** (what is read and written) covers one plane of ``chunk x chunk`` pixels; the
+model **tile** (what the network sees) is smaller, overlaps its neighbours and is
+batched.  Each chunk reads a halo around itself so that no seam shows between chunks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .model_handle import ModelInfo
+from .normalize import Normalizer, compute_stats
+from .source import Region
+from .tiling import round_up
+
+DEFAULT_CHUNK = 1024
+DEFAULT_TILE = 256
+MAX_STATS_WINDOWS = 16
+STATS_WINDOW = 256
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a chunk task needs besides the pixels and the network."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    rgb: bool
+    mode: str  # "plane" (1 channel per plane), "rgb-planes" (RGB channels one by one), "rgb" (RGB jointly)
+    scale: int
+    out_channels: int
+    chunk: tuple[int, int]
+    tile: int
+    overlap: int
+    halo: int
+    multiple: int
+    batch: int
+    norm: Normalizer
+    channel_axis: int | None
+    out_dtype: str
+
+    @property
+    def nlead(self) -> int:
+        return len(self.shape) - 2 - int(self.rgb)
+
+    @property
+    def lead_shape(self) -> tuple[int, ...]:
+        return self.shape[: self.nlead]
+
+    @property
+    def height(self) -> int:
+        return self.shape[self.nlead]
+
+    @property
+    def width(self) -> int:
+        return self.shape[self.nlead + 1]
+
+    @property
+    def out_trailing(self) -> tuple[int, ...]:
+        """Trailing channel axis of the output (RGB), if any."""
+        if self.rgb:
+            return (self.shape[-1] if self.mode == "rgb-planes" else self.out_channels,)
+        return (self.out_channels,) if self.out_channels > 1 else ()
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        s = self.scale
+        return (*self.lead_shape, self.height * s, self.width * s, *self.out_trailing)
+
+    def chunk_bounds(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """Input-pixel bounds of the chunks along Y and X."""
+        cy, cx = self.chunk
+        ys = [(y, min(y + cy, self.height)) for y in range(0, self.height, cy)]
+        xs = [(x, min(x + cx, self.width)) for x in range(0, self.width, cx)]
+        return ys, xs
+
+    @property
+    def out_chunks(self) -> tuple[tuple[int, ...], ...]:
+        ys, xs = self.chunk_bounds()
+        s = self.scale
+        return (
+            *((1,) * n for n in self.lead_shape),
+            tuple((b - a) * s for a, b in ys),
+            tuple((b - a) * s for a, b in xs),
+            *((c,) for c in self.out_trailing),
+        )
+
+    def read_window(self, y0: int, y1: int, x0: int, x1: int) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+        """The region to read for the chunk ``[y0, y1) x [x0, x1)``, aligned to the window multiple.
+
+        Returns ``(ry0, ry1, rx0, rx1)`` (may extend outside the image) and the pads
+        ``(top, bottom, left, right)`` that reflection must supply.
+        """
+        m = self.multiple
+        ry0 = math.floor((y0 - self.halo) / m) * m
+        rx0 = math.floor((x0 - self.halo) / m) * m
+        ry1 = ry0 + round_up(y1 + self.halo - ry0, m)
+        rx1 = rx0 + round_up(x1 + self.halo - rx0, m)
+        pads = (max(0, -ry0), max(0, ry1 - self.height), max(0, -rx0), max(0, rx1 - self.width))
+        return (ry0, ry1, rx0, rx1), pads
+
+    def clipped(self, lead: tuple[int, ...], window: tuple[int, int, int, int]) -> Region:
+        ry0, ry1, rx0, rx1 = window
+        return Region(lead, max(ry0, 0), min(ry1, self.height), max(rx0, 0), min(rx1, self.width))
+
+
+def detect_rgb(shape: tuple[int, ...], rgb: bool | None) -> bool:
+    """napari's rule: a trailing axis of 3 or 4 in an image of 3+ dims is RGB(A)."""
+    if rgb is not None:
+        if rgb and (len(shape) < 3 or shape[-1] not in (3, 4)):
+            raise ValueError(f"rgb=True needs a trailing axis of 3 or 4 samples; the image has shape {shape}")
+        return bool(rgb)
+    return len(shape) >= 3 and shape[-1] in (3, 4)
+
+
+def choose_mode(rgb: bool, info: ModelInfo, nchan: int) -> str:
+    """How the image's channels meet the network's input channels."""
+    if rgb and info.in_channels == nchan:
+        return "rgb"
+    if rgb and info.in_channels == 3 and nchan == 4:
+        raise ValueError("RGBA input with an RGB model: drop the alpha channel first")
+    if info.in_channels == 1:
+        return "rgb-planes" if rgb else "plane"
+    what = f"RGB(A) image with {nchan} channels" if rgb else "single-channel planes"
+    raise ValueError(f"model {info.name!r} expects {info.in_channels} input channels; the input is {what}")
+
+
+def stats_windows(plan_shape: tuple[int, ...], nlead: int, rgb: bool, budget: int = MAX_STATS_WINDOWS) -> list[tuple]:
+    """Deterministic sample windows spread over planes and the image, for global statistics."""
+    lead_shape = plan_shape[:nlead]
+    h, w = plan_shape[nlead], plan_shape[nlead + 1]
+    nplanes = int(np.prod(lead_shape)) if lead_shape else 1
+    plane_ids = np.unique(np.linspace(0, nplanes - 1, min(nplanes, 4)).round().astype(int))
+    per_plane = max(1, budget // len(plane_ids))
+    g = max(1, int(math.ceil(math.sqrt(per_plane))))
+    wy, wx = min(STATS_WINDOW, h), min(STATS_WINDOW, w)
+    ys = np.unique(np.linspace(0, h - wy, g).round().astype(int))
+    xs = np.unique(np.linspace(0, w - wx, g).round().astype(int))
+    keys = []
+    for pid in plane_ids:
+        lead = tuple(int(i) for i in np.unravel_index(pid, lead_shape)) if lead_shape else ()
+        for y in ys:
+            for x in xs:
+                key = (*lead, slice(int(y), int(y) + wy), slice(int(x), int(x) + wx))
+                keys.append(key + ((slice(None),) if rgb else ()))
+    return keys
+
+
+def make_plan(
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    info: ModelInfo,
+    sample: Any,
+    *,
+    rgb: bool | None = None,
+    chunk: int | tuple[int, int] | None = None,
+    native_chunks: tuple[int, ...] | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch: int | None = None,
+    normalize: str = "auto",
+    channel_axis: int | None = None,
+    out_dtype: Any = None,
+) -> Plan:
+    """Validate the request and decide chunks, tiles, halo and normalization.
+
+    ``sample(key)`` reads a small window of the image (used for the global statistics).
+    """
+    dtype = np.dtype(dtype)
+    if len(shape) < 2:
+        raise ValueError(f"an image needs at least 2 dimensions (Y, X); got shape {shape}")
+    if dtype.kind not in "uif":
+        raise ValueError(f"unsupported pixel type {dtype}; use integer or floating-point data")
+    is_rgb = detect_rgb(shape, rgb)
+    nlead = len(shape) - 2 - int(is_rgb)
+    h, w = shape[nlead], shape[nlead + 1]
+    if h < 1 or w < 1 or any(n < 1 for n in shape):
+        raise ValueError(f"the image is empty (shape {shape})")
+    nchan = shape[-1] if is_rgb else 1
+    mode = choose_mode(is_rgb, info, nchan)
+    m = max(1, info.multiple_of)
+
+    # tiles: multiples of the window multiple; overlap too (keeps windows aligned globally)
+    t = DEFAULT_TILE if tile is None else int(tile)
+    if t < 8:
+        raise ValueError(f"tile must be at least 8 pixels, got {t}")
+    t = round_up(t, m)
+    o = info.halo if overlap is None else int(overlap)
+    if o < 0:
+        raise ValueError(f"overlap must be >= 0, got {o}")
+    o = min(round_up(o, m), max(t - m, 0))
+    halo = o
+
+    # chunks: the source's own chunking when it is reasonable, else DEFAULT_CHUNK
+    if chunk is None:
+        if native_chunks is not None:
+            ncy, ncx = native_chunks[nlead], native_chunks[nlead + 1]
+            cy = ncy if 256 <= ncy <= 4096 else DEFAULT_CHUNK
+            cx = ncx if 256 <= ncx <= 4096 else DEFAULT_CHUNK
+        else:
+            cy = cx = DEFAULT_CHUNK
+    elif isinstance(chunk, int):
+        cy = cx = int(chunk)
+    else:
+        cy, cx = (int(c) for c in chunk)
+    if cy < 1 or cx < 1:
+        raise ValueError(f"chunk must be positive, got {chunk}")
+    cy, cx = min(cy, h), min(cx, w)
+
+    if batch is None:
+        batch = max(1, min(16, (512 * 512) // (t * t)))
+
+    # normalization statistics, once, on a subsample
+    if channel_axis is not None:
+        channel_axis = channel_axis % len(shape)
+        if channel_axis >= nlead:
+            raise ValueError(f"channel_axis {channel_axis} is a spatial axis of shape {shape}")
+    keys = stats_windows(shape, nlead, is_rgb)
+    pieces = [np.asarray(sample(k), dtype=np.float64) for k in keys]
+    if is_rgb:
+        flat = np.concatenate([p.reshape(-1, p.shape[-1]) for p in pieces])
+        lo, hi = compute_stats(flat, dtype, channel_axis=1, mode=normalize)
+    elif channel_axis is not None:
+        # one statistic per channel: sample each channel's planes separately
+        lo_l, hi_l = [], []
+        for c in range(shape[channel_axis]):
+            sel = [p for k, p in zip(keys, pieces, strict=True) if k[channel_axis] == c]
+            if not sel:
+                key0 = list(keys[0])
+                key0[channel_axis] = c
+                sel = [np.asarray(sample(tuple(key0)), dtype=np.float64)]
+            a, b = compute_stats(np.concatenate([s.ravel() for s in sel]), dtype, mode=normalize)
+            lo_l.append(a[0])
+            hi_l.append(b[0])
+        lo, hi = tuple(lo_l), tuple(hi_l)
+    else:
+        lo, hi = compute_stats(np.concatenate([p.ravel() for p in pieces]), dtype, mode=normalize)
+
+    odt = np.dtype(out_dtype) if out_dtype is not None else dtype
+    if odt.kind not in "uif":
+        raise ValueError(f"unsupported output dtype {odt}")
+    out_channels = info.out_channels
+    if mode == "rgb-planes" and out_channels != 1:
+        raise ValueError(f"model {info.name!r} outputs {out_channels} channels from 1; it cannot run per RGB channel")
+    if mode == "plane" and out_channels not in (1, 3):
+        raise ValueError(f"model {info.name!r} outputs {out_channels} channels; expected 1 (or 3 for RGB output)")
+    return Plan(
+        shape=tuple(int(n) for n in shape), dtype=dtype.str, rgb=is_rgb, mode=mode, scale=info.scale,
+        out_channels=out_channels, chunk=(cy, cx), tile=t, overlap=o, halo=halo, multiple=m, batch=int(batch),
+        norm=Normalizer(lo, hi, odt.str), channel_axis=channel_axis, out_dtype=odt.str,
+    )

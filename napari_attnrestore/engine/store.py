@@ -1,0 +1,146 @@
+"""Streaming a restoration into an OME-Zarr store, resumably.
+
+Each task writes exactly one zarr chunk of the output and then records the chunk as
+done (an empty marker file under ``<store>/.attnrestore/done``).  The job's state lives
+in the group attributes (``attnrestore.status``: ``running`` -> ``complete``); a store is
+marked complete only after every chunk and the pyramid are written, so an interrupted
+or failed job never looks finished, and ``resume=True`` recomputes only the chunks
+that have no marker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .plan import Plan
+
+STATE_DIR = ".attnrestore"
+_ARRAYS: dict[str, Any] = {}
+_ARRAYS_LOCK = threading.Lock()
+
+
+class OutputError(OSError):
+    """The output cannot be written (exists, not writable, disk full, ...); names the path."""
+
+
+def _open_array(path: str) -> Any:
+    import zarr
+
+    arr = _ARRAYS.get(path)
+    if arr is None:
+        with _ARRAYS_LOCK:
+            arr = _ARRAYS.get(path)
+            if arr is None:
+                arr = zarr.open_array(path, mode="r+")
+                _ARRAYS[path] = arr
+    return arr
+
+
+@dataclass(frozen=True)
+class ZarrSink:
+    """Writes one output chunk into the zarr array at ``array_path`` and records it done.
+
+    Picklable (paths only): on a dask.distributed worker the array is opened once.
+    """
+
+    array_path: str
+    done_dir: str
+    chunk_shape: tuple[int, ...]
+    ndim: int
+
+    def __call__(self, block: np.ndarray, index: tuple[int, ...]) -> int:
+        arr = _open_array(self.array_path)
+        sel = tuple(slice(i * c, i * c + n) for i, c, n in zip(index, self.chunk_shape, block.shape, strict=True))
+        try:
+            arr[sel] = block
+            Path(self.done_dir, marker_name(index)).touch()
+        except OSError as e:
+            raise OutputError(f"{self.array_path}: cannot write chunk {index}: {e.strerror or e}") from e
+        return 1
+
+
+def marker_name(index: tuple[int, ...]) -> str:
+    return ".".join(str(i) for i in index)
+
+
+def done_chunks(store: str | os.PathLike) -> set[tuple[int, ...]]:
+    """Chunk indices recorded as finished in ``store``."""
+    d = Path(store) / STATE_DIR / "done"
+    if not d.exists():
+        return set()
+    return {tuple(int(p) for p in f.name.split(".")) for f in d.iterdir() if f.name.replace(".", "").isdigit()}
+
+
+def job_state(store: str | os.PathLike) -> dict[str, Any]:
+    """The ``attnrestore`` attributes of an output store ({} if none)."""
+    p = Path(store) / "zarr.json"
+    if not p.exists():
+        return {}
+    try:
+        return json.loads(p.read_text()).get("attributes", {}).get("attnrestore", {})
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def set_job_state(store: str | os.PathLike, **fields: Any) -> None:
+    """Update the job state in the group attributes."""
+    import zarr
+
+    g = zarr.open_group(str(store), mode="r+")
+    state = dict(g.attrs.get("attnrestore", {}))
+    state.update(fields)
+    g.attrs["attnrestore"] = state
+
+
+def job_fingerprint(plan: Plan, model_name: str, task: str, src_desc: str) -> dict[str, Any]:
+    """What must match for ``resume`` to continue a job (input, model, geometry, dtype)."""
+    return {
+        "source": src_desc, "model": model_name, "task": task, "shape": list(plan.out_shape),
+        "chunks": [list(c[:1]) for c in plan.out_chunks], "tile": plan.tile, "overlap": plan.overlap,
+        "dtype": plan.out_dtype, "norm": [list(plan.norm.lo), list(plan.norm.hi)],
+    }
+
+
+def prepare_store(
+    dst: str | os.PathLike,
+    plan: Plan,
+    fingerprint: dict[str, Any],
+    create: Callable[[], Any],
+    overwrite: bool,
+    resume: bool,
+) -> set[tuple[int, ...]]:
+    """Create (or reopen for resume) the output store; returns the chunks already done."""
+    dst = Path(dst)
+    if dst.exists():
+        state = job_state(dst)
+        if resume and state:
+            if state.get("job") != fingerprint:
+                raise OutputError(
+                    f"{dst}: cannot resume: the existing output was made with other settings "
+                    f"(input, model, tile or chunks differ); use --overwrite to start again"
+                )
+            if state.get("status") == "complete":
+                return {"complete"}  # type: ignore[return-value]
+            return done_chunks(dst)
+        if not overwrite:
+            hint = "; pass resume=True (CLI: --resume) to continue it" if state and not resume else ""
+            raise OutputError(f"{dst}: output exists; pass overwrite=True (CLI: --overwrite) to replace it{hint}")
+        shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
+    parent = dst.parent if str(dst.parent) else Path(".")
+    if not parent.exists():
+        raise OutputError(f"{dst}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"{dst}: folder {parent} is not writable")
+    create()
+    (dst / STATE_DIR / "done").mkdir(parents=True, exist_ok=True)
+    set_job_state(dst, status="running", job=fingerprint)
+    return set()
