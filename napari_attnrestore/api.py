@@ -6,6 +6,7 @@ Everything here is also what the CLI and the napari widgets call.
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +31,12 @@ def load_model(name_or_path: str | os.PathLike = "default:denoise", task: str | 
     safely and recognised by spandrel.  Pickled code is never executed.
     """
     s = str(name_or_path)
-    shipped = resolve_weight(s, task, scale) if not os.path.sep in s and not s.endswith((".pth", ".pt", ".safetensors", ".ckpt")) else None
+    shipped = resolve_weight(s, task, scale) if os.path.sep not in s and not s.endswith((".pth", ".pt", ".safetensors", ".ckpt")) else None
     if shipped is not None:
         return load_checkpoint(shipped, task=get_task(task).name if task else None, scale=scale)
     p = Path(s)
     if not p.exists():
-        if s.startswith("default") or os.path.sep not in s and "." not in s:
+        if s.startswith("default") or (os.path.sep not in s and "." not in s):
             known = ", ".join(m["name"] for m in list_models()) or "none"
             raise ValueError(f"unknown model {s!r}; shipped models: {known}; or give a checkpoint file")
         raise CheckpointError(f"{p}: checkpoint not found")
@@ -60,7 +61,7 @@ class SpandrelModule(nn.Module):
         self.half_safe = bool(descriptor.supports_bfloat16)
         self.tiling = str(descriptor.tiling)
 
-    def forward(self, x):  # noqa: D102
+    def forward(self, x):
         return self.net(x)
 
 
@@ -210,12 +211,13 @@ def output_geometry(plan_scale: int, meta: dict[str, Any], ndim_in: int, out_ndi
     axes = meta.get("axes")
     scale = list(meta.get("scale") or [1.0] * ndim_in)
     translate = list(meta.get("translate") or [0.0] * ndim_in)
+    added_channel = out_ndim == ndim_in + 1  # e.g. CFA -> RGB
     if not axes or len(axes) != ndim_in:
-        axes, _ = guess_axes((1,) * (ndim_in - 1) + (3 if rgb_out and out_ndim == ndim_in else 1,), rgb=None)
-        if len(axes) != ndim_in:
-            axes = "tczyx"[-(ndim_in - 2):][: ndim_in - 2] + "yx" if ndim_in > 2 else "yx"
-    if out_ndim == ndim_in + 1:  # e.g. CFA -> RGB
-        axes, scale, translate = axes + "c", scale + [1.0], translate + [0.0]
+        rgb_in = rgb_out and not added_channel
+        fake_shape = (2,) * (ndim_in - 2 - int(rgb_in)) + (64, 64) + ((3,) if rgb_in else ())
+        axes, _ = guess_axes(fake_shape, rgb=rgb_in)
+    if added_channel:
+        axes, scale, translate = axes + "c", [*scale, 1.0], [*translate, 0.0]
     k = plan_scale
     yx = [i for i, a in enumerate(axes) if a in "yx"][-2:]
     for i in yx:
@@ -247,6 +249,7 @@ def restore_to_zarr(
     cancel: Any = None,
     scheduler: Any = None,
     num_workers: int | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> str:
     """Restore ``x`` into a new OME-Zarr (NGFF 0.5, zarr v3) at ``dst``, chunk by chunk.
 
@@ -256,14 +259,17 @@ def restore_to_zarr(
     total)`` is called after each chunk; setting the ``cancel`` event stops the job at
     the next chunk, leaving a valid partial store that ``resume`` can complete.
     ``scheduler``: None (threads), ``"sync"``, ``"local"`` (a LocalCluster of worker
-    processes), a scheduler address, or a ``distributed.Client``.  Returns ``dst``.
+    processes), a scheduler address, or a ``distributed.Client``.  ``meta`` gives or
+    overrides the input's ``axes``, ``scale``, ``translate`` and ``units`` (physical
+    metadata of an array input).  Returns ``dst``.
     """
     from .engine import build_graph
     from .engine.execute import execute
-    from .engine.store import ZarrSink, job_fingerprint, prepare_store, set_job_state, STATE_DIR
+    from .engine.store import STATE_DIR, ZarrSink, job_fingerprint, prepare_store, set_job_state
     from .io import create_ome_zarr, write_pyramid
 
-    src, meta = as_source(x)
+    src, src_meta = as_source(x)
+    meta = {**src_meta, **{k: v for k, v in (meta or {}).items() if v is not None}}
     if rgb is None and "rgb" in meta:
         rgb = meta["rgb"]
     if channel_axis is None and meta.get("channel_axis") is not None:
@@ -277,7 +283,7 @@ def restore_to_zarr(
     dst = str(dst)
     geom = output_geometry(plan.scale, meta, len(plan.shape), len(plan.out_shape), bool(plan.out_trailing))
     src_desc = meta.get("path") or f"{type(src).__name__}{tuple(src.shape)}:{np.dtype(src.dtype)}"
-    fp = job_fingerprint(plan, handle.info.name, get_task(task).name, str(src_desc))
+    fp = job_fingerprint(plan, handle.weights_digest(), get_task(task).name, str(src_desc))
     chunk_shape = tuple(c[0] for c in plan.out_chunks)
 
     def create() -> None:
@@ -287,7 +293,8 @@ def restore_to_zarr(
     done = prepare_store(dst, plan, fp, create, overwrite=overwrite, resume=resume)
     if done == {"complete"}:
         return dst
-    sink = ZarrSink(str(Path(dst) / "0"), str(Path(dst) / STATE_DIR / "done"), chunk_shape, len(plan.out_shape))
+    sink = ZarrSink(str(Path(dst) / "0"), str(Path(dst) / STATE_DIR / "done"), chunk_shape, len(plan.out_shape),
+                    job=uuid.uuid4().hex)
     dsk, name, deps = build_graph(handle, plan, src, sink=sink, skip=lambda i: i in done)
     client, owned = _client_for(scheduler)
     try:

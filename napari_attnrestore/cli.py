@@ -16,18 +16,24 @@ class UserError(Exception):
     """A problem with the user's input: reported in one line, exit status 2."""
 
 
-def _progress_bar(desc: str, disable: bool = False):
-    from tqdm.auto import tqdm
+class _ProgressBar:
+    """A tqdm bar that appears with the first finished chunk (not before input is checked)."""
 
-    bar = tqdm(total=0, desc=desc, unit="chunk", disable=disable, dynamic_ncols=True)
+    def __init__(self, desc: str, disable: bool = False) -> None:
+        self.desc, self.disable, self.bar = desc, disable, None
 
-    def update(done: int, total: int) -> None:
-        if bar.total != total:
-            bar.total = total
-        bar.n = done
-        bar.refresh()
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm.auto import tqdm
 
-    return bar, update
+            self.bar = tqdm(total=total, desc=self.desc, unit="chunk", disable=self.disable, dynamic_ncols=True)
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _is_zarr(path: str) -> bool:
@@ -54,9 +60,9 @@ def cmd_restore(a: argparse.Namespace) -> int:
     )
     t0 = time.perf_counter()
     if _is_zarr(out):
-        bar, update = _progress_bar("restore", disable=a.quiet)
+        bar = _ProgressBar("restore", disable=a.quiet)
         try:
-            ar.restore_to_zarr(str(a.input), out, overwrite=a.overwrite, resume=a.resume, progress=update,
+            ar.restore_to_zarr(str(a.input), out, overwrite=a.overwrite, resume=a.resume, progress=bar,
                                scheduler=a.scheduler, **common)
         finally:
             bar.close()

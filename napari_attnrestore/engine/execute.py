@@ -25,11 +25,11 @@ class _ChunkCallback(Callback):
         self.done = 0
         self.lock = threading.Lock()
 
-    def _pretask(self, key, dsk, state) -> None:  # noqa: ANN001
+    def _pretask(self, key, dsk, state) -> None:
         if self.cancel is not None and self.cancel.is_set() and isinstance(key, tuple) and key[0] == self.name:
             raise Cancelled("cancelled")
 
-    def _posttask(self, key, result, dsk, state, id) -> None:  # noqa: A002, ANN001
+    def _posttask(self, key, result, dsk, state, id) -> None:
         if isinstance(key, tuple) and key and key[0] == self.name:
             with self.lock:
                 self.done += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import threading
 import uuid
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,11 @@ class ModelHandle:
         self.precision = precision
         self.checkpoint = checkpoint
         self.info = describe(module, Path(checkpoint).stem if checkpoint else None)
+        resolve_precision(precision, resolve_device(device), self.info.half_safe)  # fail early on a typo
         self.key = uuid.uuid4().hex
+        # the cached device copy lives as long as this handle (copies unpickled on workers
+        # share the key and keep using the worker's cache)
+        weakref.finalize(self, _CACHE.pop, self.key, None)
 
     def __getstate__(self) -> dict[str, Any]:
         st = dict(self.__dict__)
@@ -118,6 +123,16 @@ class ModelHandle:
                 hit = (mod, threading.Lock(), dev, dtype)
                 _CACHE[self.key] = hit
         return hit
+
+    def weights_digest(self) -> str:
+        """SHA-256 of the network's tensors: identifies the weights a job was run with."""
+        import hashlib
+
+        h = hashlib.sha256(type(self.module).__name__.encode())
+        for k, v in self.module.state_dict().items():
+            h.update(k.encode())
+            h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return h.hexdigest()
 
     def release(self) -> None:
         """Drop this process's cached copy (frees GPU memory)."""

@@ -139,7 +139,7 @@ def stats_windows(plan_shape: tuple[int, ...], nlead: int, rgb: bool, budget: in
     nplanes = int(np.prod(lead_shape)) if lead_shape else 1
     plane_ids = np.unique(np.linspace(0, nplanes - 1, min(nplanes, 4)).round().astype(int))
     per_plane = max(1, budget // len(plane_ids))
-    g = max(1, int(math.ceil(math.sqrt(per_plane))))
+    g = max(1, math.ceil(math.sqrt(per_plane)))
     wy, wx = min(STATS_WINDOW, h), min(STATS_WINDOW, w)
     ys = np.unique(np.linspace(0, h - wy, g).round().astype(int))
     xs = np.unique(np.linspace(0, w - wx, g).round().astype(int))

@@ -32,16 +32,20 @@ class OutputError(OSError):
     """The output cannot be written (exists, not writable, disk full, ...); names the path."""
 
 
-def _open_array(path: str) -> Any:
+def _open_array(path: str, job: str) -> Any:
+    """The output array, opened once per process and job (a new job never reuses a handle)."""
     import zarr
 
-    arr = _ARRAYS.get(path)
+    key = f"{job}:{path}"
+    arr = _ARRAYS.get(key)
     if arr is None:
         with _ARRAYS_LOCK:
-            arr = _ARRAYS.get(path)
+            arr = _ARRAYS.get(key)
             if arr is None:
+                if len(_ARRAYS) > 32:
+                    _ARRAYS.clear()
                 arr = zarr.open_array(path, mode="r+")
-                _ARRAYS[path] = arr
+                _ARRAYS[key] = arr
     return arr
 
 
@@ -56,9 +60,10 @@ class ZarrSink:
     done_dir: str
     chunk_shape: tuple[int, ...]
     ndim: int
+    job: str = ""
 
     def __call__(self, block: np.ndarray, index: tuple[int, ...]) -> int:
-        arr = _open_array(self.array_path)
+        arr = _open_array(self.array_path, self.job)
         sel = tuple(slice(i * c, i * c + n) for i, c, n in zip(index, self.chunk_shape, block.shape, strict=True))
         try:
             arr[sel] = block
@@ -101,10 +106,10 @@ def set_job_state(store: str | os.PathLike, **fields: Any) -> None:
     g.attrs["attnrestore"] = state
 
 
-def job_fingerprint(plan: Plan, model_name: str, task: str, src_desc: str) -> dict[str, Any]:
+def job_fingerprint(plan: Plan, weights_digest: str, task: str, src_desc: str) -> dict[str, Any]:
     """What must match for ``resume`` to continue a job (input, model, geometry, dtype)."""
     return {
-        "source": src_desc, "model": model_name, "task": task, "shape": list(plan.out_shape),
+        "source": src_desc, "weights": weights_digest, "task": task, "shape": list(plan.out_shape),
         "chunks": [list(c[:1]) for c in plan.out_chunks], "tile": plan.tile, "overlap": plan.overlap,
         "dtype": plan.out_dtype, "norm": [list(plan.norm.lo), list(plan.norm.hi)],
     }

@@ -60,7 +60,7 @@ def run_tiled(
     ``infer`` maps a float32 batch ``(B, C, h, w)`` to ``(B, C_out, s*h, s*w)``.  Tiles
     of all ``P`` planes go through ``infer`` together, ``batch`` at a time.
     """
-    p, c, h, w = region.shape
+    p, _, h, w = region.shape
     th, tw = min(tile, h), min(tile, w)
     ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
     jobs = [(i, y, x) for i in range(p) for y in ys for x in xs]

@@ -69,7 +69,7 @@ class HybridAttentionBlock(nn.Module):
         self.mlp = Mlp(cfg.dim, cfg.mlp_ratio)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, c = x.shape
+        h, w = x.shape[1:3]
         y = self.norm1(x)
         conv = self.cab(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         shift = self.shift if min(h, w) > self.ws else 0

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 from .base import Task
 
@@ -51,12 +56,12 @@ TASK = Task(
 
 
 def make_training_pair(
-    clean: "torch.Tensor",
-    gen: "torch.Generator",
+    clean: torch.Tensor,
+    gen: torch.Generator,
     sigma: tuple[float, float] = (0.0, 50.0),
     poisson_prob: float = 0.0,
     poisson_peak: tuple[float, float] = (5.0, 100.0),
-) -> tuple["torch.Tensor", "torch.Tensor"]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Noisy/clean training pair for a batch ``(B, 1, H, W)``; sigma drawn per patch (blind)."""
     import torch
 

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
@@ -141,6 +142,10 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
     return path
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe", type=Path)
@@ -152,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=int(os.environ.get("ATTNRESTORE_THREADS", 0)) or None)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` saves the training state, then exits
     if a.threads:
         torch.set_num_threads(a.threads)
     run(a.recipe, a.data, a.out, a.workdir, a.device, a.steps)

@@ -1,0 +1,142 @@
+"""Restoration jobs for the widgets: run, report progress per chunk, stop on request.
+
+Imports neither Qt nor napari: each job is a generator that yields ``(done, total)``
+after every output chunk and returns a :class:`JobResult`; the widget runs it in a
+napari ``thread_worker``.  The computation itself runs in a helper thread so that
+progress can be yielded while dask works; setting the ``cancel`` event stops the job
+at the next chunk.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from dask.callbacks import Callback
+
+from ..engine.execute import Cancelled
+
+__all__ = ["JobResult", "compute_in_memory", "layer_job", "preview_job", "run_with_progress", "zarr_job"]
+
+Progress = Callable[[int, int], None]
+JobGen = Generator[tuple[int, int], None, "JobResult"]
+_DONE = object()
+
+
+@dataclass
+class JobResult:
+    """What a job produced: in-memory pixels, or a lazily opened OME-Zarr (and its path)."""
+
+    data: Any = None
+    path: str | None = None
+    cancelled: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class _ChunkProgress(Callback):
+    """Dask callback: count the output chunks of one array, refuse new ones once cancelled."""
+
+    def __init__(self, name: str, total: int, progress: Progress, cancel: threading.Event) -> None:
+        super().__init__()
+        self.name, self.total, self.progress, self.cancel = name, total, progress, cancel
+        self.done = 0
+
+    def _pretask(self, key: Any, dsk: Any, state: Any) -> None:
+        if self.cancel.is_set():
+            raise Cancelled("cancelled")
+
+    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, id: Any) -> None:
+        if isinstance(key, tuple) and key and key[0] == self.name:
+            self.done += 1
+            self.progress(self.done, self.total)
+
+
+def compute_in_memory(arr: Any, progress: Progress, cancel: threading.Event) -> np.ndarray:
+    """Compute a restored dask array into memory with per-chunk progress and cancellation."""
+    total = int(np.prod(arr.numblocks))
+    progress(0, total)
+    with _ChunkProgress(arr.name, total, progress, cancel):
+        return np.asarray(arr.compute(scheduler="threads"))
+
+
+def run_with_progress(fn: Callable[[Progress], Any], cancel: threading.Event) -> JobGen:
+    """Run ``fn(progress)`` in a helper thread, yielding its ``(done, total)`` reports.
+
+    Returns ``fn``'s :class:`JobResult`; :class:`Cancelled` becomes a result with
+    ``cancelled=True``; other errors are re-raised here.  If the generator is closed
+    early (the worker was quit), ``cancel`` is set so the computation stops too.
+    """
+    q: queue.Queue = queue.Queue()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = fn(lambda done, total: q.put((int(done), int(total))))
+        except Cancelled:
+            box["result"] = JobResult(cancelled=True)
+        except BaseException as e:
+            box["error"] = e
+        finally:
+            q.put(_DONE)
+
+    th = threading.Thread(target=target, name="attnrestore-job", daemon=True)
+    th.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                break
+            yield item
+    finally:
+        if th.is_alive():
+            cancel.set()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def layer_job(data: Any, kwargs: dict[str, Any], cancel: threading.Event) -> JobGen:
+    """Restore ``data`` into memory (for a new layer)."""
+    import napari_attnrestore as ar
+
+    def fn(progress: Progress) -> JobResult:
+        out = ar.restore(data, **kwargs)
+        res = compute_in_memory(out, progress, cancel)
+        return JobResult(data=res, cancelled=cancel.is_set())
+
+    return (yield from run_with_progress(fn, cancel))
+
+
+def preview_job(crop: Any, kwargs: dict[str, Any], cancel: threading.Event) -> JobGen:
+    """Restore a small cropped array (already in memory) for a preview."""
+    return (yield from layer_job(np.asarray(crop), kwargs, cancel))
+
+
+def zarr_job(
+    data: Any, dst: str, kwargs: dict[str, Any], cancel: threading.Event, overwrite: bool = False, resume: bool = False
+) -> JobGen:
+    """Stream the restoration into an OME-Zarr at ``dst``; return its levels opened lazily.
+
+    A cancelled job leaves a valid partial store (status not ``complete``) that a run
+    with ``resume=True`` completes; nothing is opened then.
+    """
+    import napari_attnrestore as ar
+
+    def fn(progress: Progress) -> JobResult:
+        ar.restore_to_zarr(data, dst, overwrite=overwrite, resume=resume, progress=progress, cancel=cancel, **kwargs)
+        return JobResult(data=open_levels(dst), path=dst)
+
+    return (yield from run_with_progress(fn, cancel))
+
+
+def open_levels(path: str) -> Any:
+    """An OME-Zarr's pyramid as lazy dask arrays (a list when it has several levels)."""
+    from ..io import open_image
+
+    img = open_image(path)
+    levels = img.to_dask(None)
+    return levels if len(levels) > 1 else levels[0]

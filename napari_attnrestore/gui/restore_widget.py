@@ -1,0 +1,462 @@
+"""The Restore dock widget: denoise or super-resolve an image layer, chunk by chunk.
+
+Every computation runs in a napari ``thread_worker``; the viewer never freezes.
+Progress per chunk shows in napari's activity dock.  Cancel stops the job at the next
+chunk:
+
+- output "new layer": nothing is added (a partial in-memory result is discarded);
+- output "zarr file": the store stays valid but incomplete (its ``attnrestore`` status
+  is not ``complete``) and is not opened; run again with "if it exists: resume" to
+  complete it.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, RadioButtons
+from napari.layers import Image
+from napari.qt.threading import create_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info
+
+from . import jobs
+from .geometry import channel_axis_of, level0, preview_crop, sr_geometry
+from .widgets import auto_spin_box
+
+if TYPE_CHECKING:
+    import napari
+    from torch import nn
+
+__all__ = ["CHECKPOINT", "RestoreWidget"]
+
+CHECKPOINT = "checkpoint file..."
+TASKS = (("denoise", "denoise"), ("super-resolve", "sr"))
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+NEW_LAYER, ZARR = "new layer", "zarr file"
+EXISTING = ("stop", "resume", "overwrite")
+PREVIEW_MAX = 512
+MAX_LAYER_BYTES = 4 * 2**30  # beyond this, "new layer" output asks for a zarr file instead
+
+TIPS = {
+    "image": "Image layer to restore. Leading axes (time, z, channels) are processed plane by plane.",
+    "task": "denoise: same size output. super-resolve: x2 or x4 more pixels per axis.",
+    "scale": "Upscaling factor for super-resolution.",
+    "model": "Shipped weights for this task, a network added from Python (add_model), or a checkpoint file.",
+    "checkpoint": "A project checkpoint (.safetensors with its .json card) or a published HAT/GRL/SwinIR checkpoint.",
+    "tile": "Side of the square tiles the network sees, in pixels. 0 = auto (256, rounded to the model's "
+    "window multiple). Smaller tiles need less memory; larger tiles run faster on a GPU.",
+    "overlap": "Pixels shared by neighbouring tiles, and read around every chunk; overlaps are blended smoothly "
+    "so that no seams show. 0 = auto (the model's receptive-field hint).",
+    "batch": "Tiles per forward pass. 0 = auto (about a quarter megapixel per batch). Lower it if the GPU "
+    "runs out of memory.",
+    "chunk": "Side of the blocks read, restored and written at once: the unit of progress, of cancel and of "
+    "resume. 0 = auto (the source's own chunks when 256-4096, else 1024).",
+    "device": "auto: CUDA, then Apple MPS, then the CPU.",
+    "precision": "auto: bf16 on CUDA for models that declare it safe, else fp32.",
+    "output": "new layer: computed into memory (fine up to a few hundred megapixels). zarr file: streamed to an "
+    "OME-Zarr on disk chunk by chunk, then opened lazily; use it for large images.",
+    "zarr": "Output OME-Zarr (NGFF 0.5) folder; '.ome.zarr' is appended when the name has no .zarr suffix.",
+    "existing": "What to do if the zarr file exists: stop with an error, resume an interrupted run made with "
+    "the same settings, or overwrite it.",
+    "open": "Open the finished zarr file as a new layer (lazily, without loading it).",
+    "preview": "Restore only the visible region of the current plane (at most 512x512) into a preview layer. "
+    "Normalization statistics come from that region, so intensities may differ slightly from a full run.",
+    "run": "Restore the whole layer.",
+    "cancel": "Stop at the next chunk.",
+}
+
+
+class RestoreWidget(Container):
+    """Denoise or super-resolve an image layer with an attention network.
+
+    Parameters
+    ----------
+    napari_viewer
+        The viewer whose image layers are offered as input and receive the results.
+    """
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        self._viewer = napari_viewer
+        self._session_models: dict[str, nn.Module] = {}
+        self._handles: dict[tuple, Any] = {}
+        self._cancel = threading.Event()
+        self._pbar: progress | None = None
+        self.worker: Any = None
+
+        self._image = ComboBox(label="input", choices=self._image_choices, nullable=False, tooltip=TIPS["image"])
+        self._task = ComboBox(label="task", choices=TASKS, value="denoise", tooltip=TIPS["task"])
+        self._scale = ComboBox(label="scale", choices=(("x2", 2), ("x4", 4)), value=2, tooltip=TIPS["scale"])
+        self._model = ComboBox(label="model", choices=self._model_choices, tooltip=TIPS["model"])
+        self._checkpoint = FileEdit(
+            label="checkpoint", mode="r", filter="Checkpoints (*.safetensors *.pth *.pt *.ckpt)", tooltip=TIPS["checkpoint"]
+        )
+        self._tile = _auto_spin("tile", 4096, 16)
+        self._overlap = _auto_spin("overlap", 512, 8)
+        self._batch = _auto_spin("batch", 256, 1)
+        self._chunk = _auto_spin("chunk", 16384, 256)
+        self._device = ComboBox(label="device", choices=DEVICES, value="auto", tooltip=TIPS["device"])
+        self._precision = ComboBox(label="precision", choices=PRECISIONS, value="auto", tooltip=TIPS["precision"])
+        self._output = RadioButtons(
+            label="output", choices=(NEW_LAYER, ZARR), value=NEW_LAYER, orientation="horizontal", tooltip=TIPS["output"]
+        )
+        self._zarr = FileEdit(label="zarr file", mode="w", filter="OME-Zarr (*.zarr)", tooltip=TIPS["zarr"])
+        self._existing = ComboBox(label="if it exists", choices=EXISTING, value="stop", tooltip=TIPS["existing"])
+        self._open_zarr = CheckBox(text="open result as a layer", value=True, tooltip=TIPS["open"])
+        self._preview_btn = PushButton(text="Preview", tooltip=TIPS["preview"])
+        self._run_btn = PushButton(text="Run", tooltip=TIPS["run"])
+        self._cancel_btn = PushButton(text="Cancel", enabled=False, tooltip=TIPS["cancel"])
+        buttons = Container(widgets=[self._preview_btn, self._run_btn, self._cancel_btn], layout="horizontal", labels=False)
+        self._status = Label(value="idle")
+        super().__init__(
+            widgets=[
+                self._image, self._task, self._scale, self._model, self._checkpoint, self._tile, self._overlap,
+                self._batch, self._chunk, self._device, self._precision, self._output, self._zarr, self._existing,
+                self._open_zarr, buttons, self._status,
+            ]
+        )
+
+        self._task.changed.connect(self._on_task)
+        self._scale.changed.connect(lambda _=None: self._model.reset_choices())
+        self._model.changed.connect(self._update_visibility)
+        self._output.changed.connect(self._update_visibility)
+        self._preview_btn.clicked.connect(self.preview)
+        self._run_btn.clicked.connect(self.run)
+        self._cancel_btn.clicked.connect(self.cancel)
+        events = napari_viewer.layers.events
+        for ev in (events.inserted, events.removed, events.moved, events.reordered):
+            ev.connect(self._refresh_layers)
+        self.native.destroyed.connect(self._on_destroyed)
+        self._select_default_model()
+        self._update_visibility()
+
+    # ------------------------------------------------------------------ choices
+
+    def _image_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
+
+    def _refresh_layers(self, _event: Any = None) -> None:
+        self._image.reset_choices()
+
+    def _model_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        import napari_attnrestore as ar
+        from napari_attnrestore.zoo import default_key, defaults
+
+        task, scale = self._task.value, self._scale.value
+        default = defaults().get(default_key(task, scale))
+        names = [
+            c["name"]
+            for c in ar.list_models()
+            if c.get("task") == task and (task != "sr" or int(c.get("scale") or 2) == scale)
+        ]
+        names.sort(key=lambda n: n != default)
+        choices: list[tuple[str, Any]] = [(f"{n} (default)" if n == default else n, n) for n in names]
+        for name, module in self._session_models.items():
+            k = int(getattr(module, "scale", 1) or 1)
+            if (task == "denoise" and k == 1) or (task == "sr" and k == scale):
+                choices.append((f"{name} (session)", module))
+        choices.append((CHECKPOINT, CHECKPOINT))
+        return choices
+
+    def _select_default_model(self) -> None:
+        self._model.reset_choices()
+        choices = self._model.choices
+        if choices:
+            self._model.value = choices[0]
+
+    def _on_task(self, _value: Any = None) -> None:
+        self.native.destroyed.connect(self._on_destroyed)
+        self._select_default_model()
+        self._update_visibility()
+
+    def _update_visibility(self, _value: Any = None) -> None:
+        self._scale.visible = self._task.value == "sr"
+        self._checkpoint.visible = self._model.value == CHECKPOINT
+        to_zarr = self._output.value == ZARR
+        self._zarr.visible = to_zarr
+        self._existing.visible = to_zarr
+        self._open_zarr.visible = to_zarr
+
+    def add_model(self, name: str, module: nn.Module, select: bool = True) -> None:
+        """Offer a torch module (scale 1: denoise; 2/4: super-resolve) in the model list."""
+        self._session_models[name] = module
+        self._model.reset_choices()
+        if select:
+            k = int(getattr(module, "scale", 1) or 1)
+            if k > 1:
+                self._task.value = "sr"
+                self._scale.value = k
+            else:
+                self._task.value = "denoise"
+            self._model.reset_choices()
+            self._model.value = module
+
+    # ------------------------------------------------------------------ settings
+
+    @property
+    def busy(self) -> bool:
+        """Whether a preview or run is in progress."""
+        return self.worker is not None
+
+    def set_options(self, **values: Any) -> None:
+        """Set widget values by name: input, task, scale, model, checkpoint, tile, overlap,
+        batch, chunk, device, precision, output, zarr, existing, open_zarr."""
+        names = {"input": "_image", "zarr": "_zarr", "existing": "_existing", "open_zarr": "_open_zarr"}
+        for key in ("task", "scale"):  # the model list depends on them
+            if key in values:
+                getattr(self, f"_{key}").value = values.pop(key)
+        for key, value in values.items():
+            widget = getattr(self, names.get(key, f"_{key}"), None)
+            if widget is None:
+                raise TypeError(f"unknown option {key!r}")
+            widget.value = value
+
+    def _model_spec(self) -> Any:
+        value = self._model.value
+        if value == CHECKPOINT:
+            path = self._checkpoint.value
+            if path is None or str(path) in ("", "."):
+                raise ValueError("choose a checkpoint file")
+            return str(path)
+        if value is None:
+            raise ValueError("no model for this task: choose a checkpoint file")
+        return value
+
+    def _resolve(self, spec: Any, task: str, scale: int | None, device: str, precision: str) -> Any:
+        """A cached ModelHandle (built in the worker thread: loading weights takes time)."""
+        from napari_attnrestore.api import resolve_model
+
+        ident = (spec, _mtime(spec)) if isinstance(spec, str) else id(spec)
+        key = (ident, task, scale, device, precision)
+        handle = self._handles.get(key)
+        if handle is None:
+            handle = resolve_model(spec, task, scale, device, precision)
+            self._handles[key] = handle
+        return handle
+
+    def _request(self) -> tuple[Image, Any, dict[str, Any], Any]:
+        """The input layer, its level-0 data, ``ar.restore`` keyword arguments and the model spec."""
+        layer = self._image.value
+        if layer is None:
+            raise ValueError("add an image layer to restore")
+        data = level0(layer.data)
+        task = self._task.value
+        kwargs: dict[str, Any] = {
+            "task": task,
+            "scale": self._scale.value if task == "sr" else None,
+            "tile": self._tile.value or None,
+            "overlap": self._overlap.value or None,
+            "batch": self._batch.value or None,
+            "chunks": self._chunk.value or None,
+            "device": self._device.value,
+            "precision": self._precision.value,
+            "rgb": bool(layer.rgb),
+            "channel_axis": channel_axis_of(data.shape, layer.rgb, layer.metadata),
+        }
+        return layer, data, kwargs, self._model_spec()
+
+    # ------------------------------------------------------------------ actions
+
+    def preview(self) -> None:
+        """Restore the visible region of the current plane into a "(preview)" layer."""
+        if self.busy:
+            return
+        try:
+            layer, data, kwargs, spec = self._request()
+            kwargs["chunks"] = None
+            box = np.asarray(layer.corner_pixels, dtype=float)
+            if layer.multiscale:
+                box = box * np.asarray(layer.downsample_factors[layer.data_level])
+            point = layer.world_to_data(self._viewer.dims.point)
+            crop = preview_crop(data.shape, layer.rgb, point, box, max_side=PREVIEW_MAX)
+            pixels = np.asarray(data[crop.key])
+        except Exception as e:  # bad settings: say so, stay idle
+            show_error(f"AttnRestore preview: {e}")
+            return
+
+        def done(result: jobs.JobResult) -> None:
+            k = int(result.info.get("scale", 1))
+            nlead = pixels.ndim - 2 - int(layer.rgb)
+            out = crop.trim_output(result.data, k, nlead)
+            scale, translate = crop.geometry(layer.scale, layer.translate, k)
+            name = f"{layer.name} (preview)"
+            if name in self._viewer.layers:
+                self._viewer.layers.remove(name)
+            self._add_result(layer, out, name, scale, translate, {"task": kwargs["task"], "preview": True})
+
+        self._start(self._preview_gen, (pixels, kwargs, spec), done, f"preview of {layer.name}")
+
+    def run(self) -> None:
+        """Restore the whole input layer into a new layer or an OME-Zarr file."""
+        if self.busy:
+            return
+        try:
+            layer, data, kwargs, spec = self._request()
+            to_zarr = self._output.value == ZARR
+            dst = self._zarr_path() if to_zarr else None
+            if not to_zarr:
+                _check_fits_in_memory(data, kwargs["scale"] or 1)
+        except Exception as e:
+            show_error(f"AttnRestore: {e}")
+            return
+        existing = self._existing.value
+        open_result = self._open_zarr.value
+
+        def done(result: jobs.JobResult) -> None:
+            k = int(result.info.get("scale", 1))
+            suffix = "denoised" if kwargs["task"] == "denoise" else f"x{k}"
+            if result.path is not None and not open_result:
+                show_info(f"AttnRestore: wrote {result.path}")
+                return
+            scale, translate = sr_geometry(layer.scale, layer.translate, k)
+            extra = {"task": kwargs["task"], **({"path": result.path} if result.path else {})}
+            self._add_result(layer, result.data, f"{layer.name} ({suffix})", scale, translate, extra)
+
+        args = (data, kwargs, spec, dst, existing)
+        self._start(self._run_gen, args, done, f"{kwargs['task']} {layer.name}")
+
+    def cancel(self) -> None:
+        """Ask the running job to stop at the next chunk."""
+        if self.busy:
+            self._cancel.set()
+            self._status.value = "cancelling: stopping at the next chunk..."
+
+    def _zarr_path(self) -> str:
+        path = self._zarr.value
+        if path is None or str(path) in ("", "."):
+            raise ValueError("choose an output zarr file")
+        p = Path(path).expanduser()
+        if p.suffix != ".zarr":
+            p = p.with_name(p.name + ".ome.zarr")
+        return str(p)
+
+    # ------------------------------------------------------------------ workers
+
+    def _with_model(self, kwargs: dict[str, Any], spec: Any) -> tuple[dict[str, Any], int]:
+        handle = self._resolve(spec, kwargs["task"], kwargs["scale"], kwargs["device"], kwargs["precision"])
+        return {**kwargs, "model": handle}, int(handle.info.scale)
+
+    def _preview_gen(self, pixels: np.ndarray, kwargs: dict[str, Any], spec: Any, cancel: threading.Event) -> jobs.JobGen:
+        kw, k = self._with_model(kwargs, spec)
+        result = yield from jobs.preview_job(pixels, kw, cancel)
+        result.info["scale"] = k
+        return result
+
+    def _run_gen(
+        self, data: Any, kwargs: dict[str, Any], spec: Any, dst: str | None, existing: str, cancel: threading.Event
+    ) -> jobs.JobGen:
+        kw, k = self._with_model(kwargs, spec)
+        if dst is None:
+            result = yield from jobs.layer_job(data, kw, cancel)
+        else:
+            result = yield from jobs.zarr_job(
+                data, dst, kw, cancel, overwrite=existing == "overwrite", resume=existing == "resume"
+            )
+        result.info["scale"] = k
+        if dst is not None:
+            result.path = dst
+        return result
+
+    def _start(self, gen: Any, args: tuple, on_done: Any, desc: str) -> None:
+        self._cancel = cancel = threading.Event()
+        self._pbar = progress(total=0, desc=f"AttnRestore: {desc}")
+        worker = create_worker(gen, *args, cancel, _start_thread=False, _ignore_errors=True)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(lambda result: self._on_returned(result, on_done, desc))
+        worker.errored.connect(self._on_error)
+        worker.aborted.connect(self._on_aborted)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self._set_busy(True, f"{desc}: starting...")
+        worker.start()
+
+    def _on_progress(self, value: tuple[int, int]) -> None:
+        done, total = value
+        pbar = self._pbar
+        if pbar is not None:
+            if pbar.total != total:
+                pbar.total = total
+            if done > pbar.n:
+                pbar.update(done - pbar.n)
+        if not self._cancel.is_set():
+            self._status.value = f"running: {done}/{total} chunks"
+
+    def _on_returned(self, result: jobs.JobResult, on_done: Any, desc: str) -> None:
+        if result.cancelled:
+            where = f"; partial OME-Zarr left at {result.path} (choose 'if it exists: resume' and Run to complete it)" if result.path else ""
+            show_info(f"AttnRestore: {desc} cancelled{where}")
+            self._status.value = "cancelled"
+            return
+        try:
+            on_done(result)
+            self._status.value = "done"
+        except Exception as e:
+            self._on_error(e)
+
+    def _on_error(self, exc: BaseException) -> None:
+        msg = str(exc).strip() or type(exc).__name__
+        show_error(f"AttnRestore: {msg}")
+        self._status.value = f"error: {msg.splitlines()[0][:200]}"
+
+    def _on_aborted(self) -> None:  # quit from napari's task manager
+        self._cancel.set()
+        self._status.value = "cancelled"
+
+    def _on_destroyed(self, *_: Any) -> None:
+        self._cancel.set()
+
+    def _on_finished(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self.worker = None
+        self._set_busy(False)
+
+    def _set_busy(self, busy: bool, status: str | None = None) -> None:
+        self._preview_btn.enabled = not busy
+        self._run_btn.enabled = not busy
+        self._cancel_btn.enabled = busy
+        if status is not None:
+            self._status.value = status
+
+    # ------------------------------------------------------------------ results
+
+    def _add_result(
+        self, layer: Image, data: Any, name: str, scale: tuple, translate: tuple, extra: dict[str, Any]
+    ) -> Image:
+        meta = {k: v for k, v in layer.metadata.items() if k in ("axes", "units")}
+        meta["attnrestore"] = {"source_layer": layer.name, **extra}
+        kw: dict[str, Any] = {"name": name, "scale": scale, "translate": translate, "metadata": meta,
+                              "rgb": bool(layer.rgb), "blending": layer.blending}
+        if not layer.rgb:
+            kw["colormap"] = layer.colormap.name
+            if np.dtype(level0(data).dtype) == np.dtype(level0(layer.data).dtype):
+                kw["contrast_limits"] = tuple(layer.contrast_limits)
+        if isinstance(data, list):
+            kw["multiscale"] = True
+        return self._viewer.add_image(data, **kw)
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return Path(path).stat().st_mtime
+    except OSError:
+        return None
+
+
+def _check_fits_in_memory(data: Any, k: int) -> None:
+    """Refuse in-memory output beyond :data:`MAX_LAYER_BYTES` (an SR x4 of a large image)."""
+    nbytes = int(np.prod(data.shape, dtype=np.float64) * k * k * np.dtype(data.dtype).itemsize)
+    if nbytes > MAX_LAYER_BYTES:
+        raise ValueError(
+            f"the result would take {nbytes / 2**30:.1f} GiB of memory; choose output: zarr file "
+            "(it is written chunk by chunk and opened lazily)"
+        )
+
+
+def _auto_spin(name: str, maximum: int, step: int) -> Any:
+    return auto_spin_box(name, maximum, step, TIPS[name])

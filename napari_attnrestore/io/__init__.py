@@ -1,0 +1,26 @@
+"""Readers and writers: TIFF/OME-TIFF/GeoTIFF/BigTIFF, PNG/JPEG, zarr and OME-Zarr.
+
+No torch and no Qt here. Everything is lazy: `open_image` returns zarr-backed arrays,
+the writers stream dask arrays chunk by chunk.
+"""
+
+from .errors import ImageReadError, ImageWriteError
+from .images import ImageData, as_dask, guess_axes, open_image, read_region
+from .ome_zarr import create_ome_zarr, default_chunks, read_ome_metadata, write_ome_zarr, write_pyramid
+from .tiff import write_tiff
+
+__all__ = [
+    "ImageData",
+    "ImageReadError",
+    "ImageWriteError",
+    "as_dask",
+    "create_ome_zarr",
+    "default_chunks",
+    "guess_axes",
+    "open_image",
+    "read_ome_metadata",
+    "read_region",
+    "write_ome_zarr",
+    "write_pyramid",
+    "write_tiff",
+]

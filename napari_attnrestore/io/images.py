@@ -1,0 +1,833 @@
+"""Open images lazily: TIFF (plain, OME, Geo, Big), PNG/JPEG/BMP, zarr and OME-Zarr.
+
+`open_image` returns an `ImageData`: a lazily sliceable level-0 array (a ``zarr.Array``
+for TIFF and zarr inputs, numpy for small PNG/JPEG files), its axes letters and physical
+metadata. Nothing is read from the pixel data at open time, except the cheap checks that
+let a broken file fail at once rather than deep inside a dask graph later.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import tifffile
+import zarr
+
+from .errors import ImageReadError
+
+__all__ = [
+    "SUPPORTED_SUFFIXES",
+    "GuardedArray",
+    "ImageData",
+    "as_dask",
+    "file_kind",
+    "guess_axes",
+    "open_image",
+    "read_region",
+]
+
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
+PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+ZARR_SUFFIXES = (".zarr",)
+SUPPORTED_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".zarr", ".ome.zarr")
+
+_UNITS = {
+    "µm": "micrometer",
+    "μm": "micrometer",
+    "um": "micrometer",
+    "micron": "micrometer",
+    "microns": "micrometer",
+    "nm": "nanometer",
+    "pm": "picometer",
+    "å": "angstrom",
+    "mm": "millimeter",
+    "cm": "centimeter",
+    "m": "meter",
+    "km": "kilometer",
+    "in": "inch",
+    "s": "second",
+    "sec": "second",
+    "ms": "millisecond",
+    "µs": "microsecond",
+    "us": "microsecond",
+    "ns": "nanosecond",
+    "min": "minute",
+    "h": "hour",
+}
+
+# tifffile axis letter -> our letter (None: lower-case of itself)
+_TIFF_AXES = {"T": "t", "I": "t", "Q": "t", "Z": "z", "C": "c", "S": "c", "Y": "y", "X": "x"}
+_SPARE_LETTERS = "qpabdefghijklmnorsuvw"
+
+
+@dataclass
+class ImageData:
+    """An opened image: lazy level-0 data, pyramid levels, axes and physical metadata."""
+
+    data: Any
+    axes: str
+    scale: tuple[float, ...]
+    translate: tuple[float, ...]
+    units: dict[str, str] = field(default_factory=dict)
+    rgb: bool = False
+    channel_axis: int | None = None
+    levels: list[Any] = field(default_factory=list)
+    name: str = ""
+    path: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.levels:
+            self.levels = [self.data]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of level 0."""
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Data type of the pixels."""
+        return np.dtype(self.data.dtype)
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions of level 0."""
+        return len(self.shape)
+
+    @property
+    def multiscale(self) -> bool:
+        """Whether the image has more than one pyramid level."""
+        return len(self.levels) > 1
+
+    def read(self, key: Any = (), level: int = 0) -> np.ndarray:
+        """Read a region of a level into memory; errors name the file and chunk."""
+        return read_region(self.levels[level], key, path=self.path)
+
+    def to_dask(self, level: int | None = 0) -> Any:
+        """Level ``level`` as a dask array (all levels as a list when ``level`` is None)."""
+        if level is None:
+            return [as_dask(lv, self.axes, path=self.path) for lv in self.levels]
+        return as_dask(self.levels[level], self.axes, path=self.path)
+
+
+# --------------------------------------------------------------------------- axes
+
+
+def guess_axes(shape: Sequence[int], rgb: bool | None = None) -> tuple[str, bool]:
+    """Guess axis letters from a shape.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Array shape.
+    rgb : bool, optional
+        Whether the trailing axis holds RGB(A) samples; guessed (trailing 3 or 4 on a 3+ D
+        array) when None.
+
+    Returns
+    -------
+    axes, rgb : str, bool
+        E.g. ``("yx", False)``, ``("zyx", False)``, ``("yxc", True)``.
+    """
+    shape = tuple(int(s) for s in shape)
+    ndim = len(shape)
+    if rgb is None:
+        rgb = ndim >= 3 and shape[-1] in (3, 4)
+    if rgb:
+        if ndim < 3:
+            raise ValueError(f"an RGB image needs at least 3 dimensions, got shape {shape}")
+        return guess_axes(shape[:-1], rgb=False)[0] + "c", True
+    base = "tczyx"
+    if ndim <= 1:
+        return "x"[:ndim], False
+    if ndim == 2:
+        return "yx", False
+    if ndim == 3:
+        return "zyx", False
+    if ndim == 4:
+        return "tzyx", False
+    if ndim == 5:
+        return base, False
+    extra = [c for c in _SPARE_LETTERS if c not in base][: ndim - 5]
+    return "".join(extra) + base, False
+
+
+def _unique_letters(letters: list[str]) -> str:
+    """Replace repeated letters by spare ones so that every axis letter is unique."""
+    out: list[str] = []
+    for letter in letters:
+        if letter in out:
+            letter = next(c for c in _SPARE_LETTERS if c not in out and c not in letters)
+        out.append(letter)
+    return "".join(out)
+
+
+def _tiff_axes(tiff_axes: str, shape: Sequence[int]) -> tuple[str, bool]:
+    """Map tifffile axes (e.g. ``'QYXS'``) to ours (``'tyxc'``) and tell if it is RGB."""
+    rgb = bool(tiff_axes) and tiff_axes[-1] == "S" and shape[-1] in (3, 4) and len(shape) >= 3
+    letters = [_TIFF_AXES.get(a, a.lower()) for a in tiff_axes]
+    if rgb and "c" in letters[:-1]:
+        # a channel axis and RGB samples: keep 'c' for the samples
+        letters[letters.index("c")] = "q"
+    return _unique_letters(letters), rgb
+
+
+def _channel_axis(axes: str, rgb: bool) -> int | None:
+    """Index of a non-RGB channel axis, or None."""
+    if "c" not in axes:
+        return None
+    index = axes.index("c")
+    if rgb and index == len(axes) - 1:
+        return None
+    return index
+
+
+def _ngff_unit(unit: Any) -> str:
+    """Normalize a unit symbol (``'µm'``) to its NGFF/UDUNITS name (``'micrometer'``)."""
+    if isinstance(unit, enum.Enum):
+        unit = unit.name
+    text = str(unit).strip()
+    return _UNITS.get(text.lower(), _UNITS.get(text, text.lower()))
+
+
+# --------------------------------------------------------------------------- lazy reads
+
+
+def _store_name(data: Any) -> str:
+    """A human name for the store behind a zarr array."""
+    store_path = getattr(data, "store_path", None)
+    if store_path is None:
+        return type(data).__name__
+    text = str(store_path)
+    return text[len("file://") :] if text.startswith("file://") else text
+
+
+def _normalize_key(key: Any, shape: Sequence[int]) -> list[tuple[int, int]] | None:
+    """(start, stop) per dimension for a basic-indexing key, or None if not basic."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    if any(k is Ellipsis for k in key):
+        i = next(i for i, k in enumerate(key) if k is Ellipsis)
+        key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1 :]
+    key = key + (slice(None),) * (len(shape) - len(key))
+    bounds = []
+    for k, n in zip(key, shape, strict=False):
+        if isinstance(k, slice):
+            start, stop, _ = k.indices(n)
+            bounds.append((start, max(stop, start + 1)))
+        elif isinstance(k, (int, np.integer)):
+            i = int(k) + n if k < 0 else int(k)
+            bounds.append((i, i + 1))
+        else:
+            return None
+    return bounds
+
+
+def _chunk_name(data: Any, index: tuple[int, ...]) -> str:
+    """Store key of one chunk (``'c/0/1'`` in zarr v3, ``'0.1'`` in v2) or its grid index."""
+    encode = getattr(getattr(data, "metadata", None), "encode_chunk_key", None)
+    try:
+        return f"chunk {encode(index)}" if encode else f"chunk {index}"
+    except Exception:
+        return f"chunk {index}"
+
+
+def _find_bad_chunk(data: Any, first: tuple[int, ...], last: tuple[int, ...], chunks: tuple[int, ...]) -> str | None:
+    """Read the chunks of a failed region one by one; name the first that fails."""
+    grid = [range(a, b + 1) for a, b in zip(first, last, strict=False)]
+    if math.prod(len(r) for r in grid) > 64:
+        return None
+    for index in np.ndindex(*(len(r) for r in grid)):
+        chunk = tuple(r[i] for r, i in zip(grid, index, strict=False))
+        key = tuple(slice(i * c, (i + 1) * c) for i, c in zip(chunk, chunks, strict=False))
+        try:
+            data[key]
+        except Exception:
+            return _chunk_name(data, chunk)
+    return None
+
+
+def _describe_chunks(data: Any, key: Any) -> str:
+    """Describe which chunk of ``data`` a failed key hit, e.g. ``'chunk c/0/1'``."""
+    chunks = _read_chunks(data)
+    shape = tuple(data.shape)
+    bounds = _normalize_key(key, shape) if chunks else None
+    if bounds is None or len(bounds) != len(chunks):
+        return f"region {key!r}"
+    first = tuple(b[0] // c for b, c in zip(bounds, chunks, strict=False))
+    last = tuple((b[1] - 1) // c for b, c in zip(bounds, chunks, strict=False))
+    if first == last:
+        return _chunk_name(data, first)
+    bad = _find_bad_chunk(data, first, last, chunks)
+    if bad:
+        return bad
+    ranges = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in zip(first, last, strict=False))
+    return f"chunks ({ranges})"
+
+
+def read_region(data: Any, key: Any = (), path: str | os.PathLike | None = None) -> np.ndarray:
+    """Read ``data[key]`` into a numpy array, turning failures into `ImageReadError`.
+
+    Parameters
+    ----------
+    data : array-like
+        A zarr array (or anything sliceable).
+    key : index
+        Basic index (ints, slices, Ellipsis).
+    path : str, optional
+        File or store to name in the error; the zarr store path when None.
+
+    Raises
+    ------
+    ImageReadError
+        Naming the store and the chunk(s) that could not be read or decoded.
+    """
+    try:
+        return np.asarray(data[key])
+    except ImageReadError:
+        raise
+    except Exception as exc:
+        where = os.fspath(path) if path is not None else _store_name(data)
+        if path is not None and getattr(data, "path", ""):
+            where = f"{where}/{data.path}" if not where.endswith(str(data.path)) else where
+        raise ImageReadError(where, f"cannot read {_describe_chunks(data, key)} ({type(exc).__name__}: {exc})") from exc
+
+
+def _read_chunks(data: Any) -> tuple[int, ...] | None:
+    """The unit of reading of an array: shards when sharded, else chunks."""
+    shards = getattr(data, "shards", None)
+    if shards:
+        return tuple(shards)
+    try:
+        chunks = data.chunks
+    except Exception:
+        return None
+    if chunks and isinstance(chunks[0], tuple):  # dask-style chunks
+        return tuple(c[0] for c in chunks)
+    return tuple(chunks) if chunks else None
+
+
+class GuardedArray:
+    """Wrap an array so that slicing errors become `ImageReadError` naming the file.
+
+    dask reads through it (``da.from_array(GuardedArray(z, path), chunks=...)``).
+    """
+
+    def __init__(self, data: Any, path: str | os.PathLike | None = None) -> None:
+        self.data = data
+        self.path = None if path is None else os.fspath(path)
+        self.shape = tuple(data.shape)
+        self.dtype = np.dtype(data.dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return read_region(self.data, key, path=self.path)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+
+def _dask_chunks(shape: Sequence[int], native: Sequence[int] | None, axes: str | None, target: int) -> tuple[int, ...]:
+    """Dask chunks: multiples of the native chunks, about ``target`` pixels along y and x."""
+    shape = tuple(int(s) for s in shape)
+    if not native:
+        native = tuple(min(s, target) for s in shape)
+    axes = axes if axes is not None and len(axes) == len(shape) else guess_axes(shape)[0]
+    out = []
+    for size, chunk, ax in zip(shape, native, axes, strict=False):
+        chunk = max(1, min(int(chunk), size or 1))
+        if ax in "yx" and chunk < target:
+            chunk = min(size, chunk * max(1, round(target / chunk)))
+        out.append(max(1, chunk))
+    return tuple(out)
+
+
+def as_dask(data: Any, axes: str | None = None, path: str | os.PathLike | None = None, target: int = 2048) -> Any:
+    """Wrap a lazily sliceable array as a dask array without reading it.
+
+    Chunks are multiples of the array's own chunks (strips or tiles for TIFF), about
+    ``target`` pixels along y and x, so that strip TIFFs do not make huge graphs.
+    """
+    import dask.array as da
+
+    if isinstance(data, da.Array):
+        return data
+    if isinstance(data, np.ndarray):
+        return da.from_array(data, chunks=_dask_chunks(data.shape, None, axes, target))
+    chunks = _dask_chunks(data.shape, _read_chunks(data), axes, target)
+    guarded = GuardedArray(data, path)
+    name = f"attnrestore-read-{_token(data, path)}"
+    return da.from_array(
+        guarded,
+        chunks=chunks,
+        name=name,
+        asarray=True,
+        fancy=False,
+        lock=False,
+        meta=np.empty((0,) * len(chunks), dtype=guarded.dtype),
+    )
+
+
+def _token(data: Any, path: Any) -> str:
+    """Dask name for an opened array: stable for one array object, new when reopened."""
+    from dask.base import tokenize
+
+    return tokenize(id(data), _store_name(data), getattr(data, "path", ""), str(path), tuple(data.shape))
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def file_kind(path: str | os.PathLike) -> str:
+    """Return ``'tiff'``, ``'plain'`` or ``'zarr'`` from the name; raise `ImageReadError` else."""
+    text = os.fspath(path)
+    lower = text.lower().rstrip("/\\")
+    if lower.endswith(ZARR_SUFFIXES):
+        return "zarr"
+    if lower.endswith(TIFF_SUFFIXES):
+        return "tiff"
+    if lower.endswith(PLAIN_SUFFIXES):
+        return "plain"
+    if os.path.isdir(text) and any(os.path.exists(os.path.join(text, m)) for m in ("zarr.json", ".zgroup", ".zarray")):
+        return "zarr"
+    suffix = os.path.splitext(lower)[1] or ("(directory)" if os.path.isdir(text) else "(none)")
+    supported = ", ".join(SUPPORTED_SUFFIXES)
+    raise ImageReadError(text, f"unsupported file type '{suffix}' (supported: {supported})")
+
+
+def open_image(path: str | os.PathLike) -> ImageData:
+    """Open an image lazily.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A .tif/.tiff (plain, OME, Geo, Big), .png/.jpg/.bmp, or .zarr/.ome.zarr store.
+
+    Returns
+    -------
+    ImageData
+
+    Raises
+    ------
+    ImageReadError
+        Missing, empty, truncated, corrupt or unsupported input; the message names the path.
+    """
+    text = os.fspath(path)
+    if not os.path.exists(text):
+        raise ImageReadError(text, "no such file or directory")
+    kind = file_kind(text)
+    if kind == "tiff":
+        return _open_tiff(text)
+    if kind == "plain":
+        return _open_plain(text)
+    return _open_zarr(text)
+
+
+def _base_name(path: str) -> str:
+    """File name without its image suffixes (``a.ome.tif`` -> ``a``)."""
+    name = os.path.basename(path.rstrip("/\\"))
+    lower = name.lower()
+    for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif", *ZARR_SUFFIXES, *TIFF_SUFFIXES, *PLAIN_SUFFIXES):
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+# --------------------------------------------------------------------------- TIFF
+
+
+def _open_tiff(path: str) -> ImageData:
+    """Open a TIFF lazily through tifffile's zarr store."""
+    if os.path.isdir(path):
+        raise ImageReadError(path, "is a directory, not a TIFF file")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ImageReadError(path, "empty file (0 bytes)")
+    try:
+        tif = tifffile.TiffFile(path)
+        if _split_stack(tif):
+            tif.close()
+            tif = tifffile.TiffFile(path, is_shaped=False)
+    except tifffile.TiffFileError as exc:
+        raise ImageReadError(path, f"not a valid TIFF file ({exc})") from exc
+    except Exception as exc:
+        raise ImageReadError(path, f"cannot open TIFF ({type(exc).__name__}: {exc})") from exc
+    with tif:
+        try:
+            return _tiff_image(tif, path, size)
+        except ImageReadError:
+            raise
+        except Exception as exc:
+            raise ImageReadError(path, f"cannot read TIFF ({type(exc).__name__}: {exc})") from exc
+
+
+def _split_stack(tif: tifffile.TiffFile) -> bool:
+    """Whether a tifffile-written file stores a stack as one 'shaped' series per page."""
+    try:
+        series = tif.series
+        return (
+            tif.is_shaped
+            and len(series) > 1
+            and all(len(s.pages) == 1 and s.shape == series[0].shape and s.dtype == series[0].dtype for s in series)
+        )
+    except Exception:
+        return False
+
+
+def _tiff_image(tif: tifffile.TiffFile, path: str, size: int) -> ImageData:
+    """Build the ImageData of the first series of an open TIFF."""
+    if not tif.series or tif.series[0].shape is None or not tif.series[0].shape:
+        raise ImageReadError(path, "TIFF contains no image data")
+    series = tif.series[0]
+    _check_tiff_offsets(tif, series, path, size)
+    axes, rgb = _tiff_axes(series.axes, series.shape)
+    scale, translate, units, meta = _tiff_metadata(tif, series, axes)
+    root = zarr.open(series.aszarr(), mode="r")
+    if isinstance(root, zarr.Group):
+        levels = [root[str(i)] for i in range(len(series.levels))]
+    else:
+        levels = [root]
+    if tuple(levels[0].shape) != tuple(series.shape):
+        raise ImageReadError(path, f"TIFF store shape {levels[0].shape} differs from series shape {series.shape}")
+    meta.update(tiff_axes=series.axes, n_series=len(tif.series), byteorder=tif.byteorder, bigtiff=tif.is_bigtiff)
+    return ImageData(
+        data=levels[0],
+        axes=axes,
+        scale=scale,
+        translate=translate,
+        units=units,
+        rgb=rgb,
+        channel_axis=_channel_axis(axes, rgb),
+        levels=levels,
+        name=_base_name(path),
+        path=path,
+        meta=meta,
+    )
+
+
+def _check_tiff_offsets(tif: tifffile.TiffFile, series: Any, path: str, size: int) -> None:
+    """Raise if the first/last pages' strips or tiles lie outside the file."""
+    pages = [(0, series.keyframe)]
+    try:
+        n = len(series.pages)
+        if n > 1 and series.pages[-1] is not None:
+            pages.append((n - 1, series.pages[-1]))
+    except Exception as exc:
+        raise ImageReadError(path, f"truncated or corrupt TIFF (cannot read the last page: {exc})") from exc
+    for index, page in pages:
+        offsets = getattr(page, "dataoffsets", ()) or ()
+        counts = getattr(page, "databytecounts", ()) or ()
+        for offset, count in zip(offsets, counts, strict=False):
+            if count and offset + count > size:
+                raise ImageReadError(
+                    path,
+                    f"truncated TIFF (page {index} data ends at byte {offset + count}, the file has {size} bytes)",
+                )
+    dataoffset = getattr(series, "dataoffset", None)
+    if dataoffset is not None and series.dtype is not None:
+        end = dataoffset + math.prod(series.shape) * series.dtype.itemsize
+        if end > size:
+            raise ImageReadError(path, f"truncated TIFF (image data ends at byte {end}, the file has {size} bytes)")
+
+
+def _tiff_metadata(tif: tifffile.TiffFile, series: Any, axes: str) -> tuple[tuple, tuple, dict, dict]:
+    """Scale, translate, units and extra metadata of a TIFF series."""
+    scale = {ax: 1.0 for ax in axes}
+    translate = {ax: 0.0 for ax in axes}
+    units: dict[str, str] = {}
+    meta: dict[str, Any] = {}
+    page = series.keyframe
+    _resolution_scale(page, scale, units)
+    if tif.is_imagej and tif.imagej_metadata:
+        _imagej_scale(tif.imagej_metadata, page, scale, units)
+        meta["imagej"] = {k: v for k, v in tif.imagej_metadata.items() if isinstance(v, (str, int, float, bool))}
+    if tif.is_ome and tif.ome_metadata:
+        meta["ome"] = _ome_scale(tif.ome_metadata, scale, units)
+    if tif.is_geotiff or "ModelPixelScaleTag" in page.tags or "ModelTransformationTag" in page.tags:
+        meta["geotiff"] = _geotiff_scale(tif, page, scale, translate, units)
+    if "GDAL_NODATA" in page.tags:
+        meta["nodata"] = page.nodata
+    units = {ax: u for ax, u in units.items() if ax in axes}
+    return tuple(scale[a] for a in axes), tuple(translate[a] for a in axes), units, meta
+
+
+def _resolution_scale(page: Any, scale: dict, units: dict) -> None:
+    """Pixel size from X/YResolution when the unit is metric (not the 72 dpi default)."""
+    factors = {3: 1e4, 4: 1e3, 5: 1.0}  # centimeter, millimeter, micrometer -> micrometer
+    try:
+        unit = int(page.resolutionunit)
+        xres, yres = page.get_resolution()
+    except Exception:
+        return
+    if unit not in factors or not xres or not yres:
+        return
+    for ax, res in (("x", xres), ("y", yres)):
+        if ax in scale:
+            scale[ax] = factors[unit] / float(res)
+            units[ax] = "micrometer"
+
+
+def _imagej_scale(ij: dict, page: Any, scale: dict, units: dict) -> None:
+    """Pixel size from ImageJ metadata (unit, spacing, finterval) and resolution."""
+    unit = ij.get("unit")
+    if unit and unit not in ("pixel", "pixels"):
+        unit = _ngff_unit(unit.replace("\\u00B5", "µ"))
+        try:
+            xres, yres = page.get_resolution()
+        except Exception:
+            xres = yres = 0
+        for ax, res in (("x", xres), ("y", yres)):
+            if ax in scale and res:
+                scale[ax] = 1.0 / float(res)
+                units[ax] = unit
+        if "z" in scale and ij.get("spacing"):
+            scale["z"] = float(ij["spacing"])
+            units["z"] = unit
+    if "t" in scale and ij.get("finterval"):
+        scale["t"] = float(ij["finterval"])
+        units["t"] = "second"
+
+
+def _ome_scale(ome_xml: str, scale: dict, units: dict) -> dict:
+    """Physical sizes from OME-XML; return the OME metadata as a dict."""
+    ome = tifffile.xml2dict(ome_xml).get("OME", {})
+    image = ome.get("Image", {})
+    if isinstance(image, list):
+        image = image[0] if image else {}
+    pixels = image.get("Pixels", {}) if isinstance(image, dict) else {}
+    for ax in "xyz":
+        value = pixels.get(f"PhysicalSize{ax.upper()}")
+        if ax in scale and value:
+            scale[ax] = float(value)
+            units[ax] = _ngff_unit(pixels.get(f"PhysicalSize{ax.upper()}Unit", "µm"))
+    if "t" in scale and pixels.get("TimeIncrement"):
+        scale["t"] = float(pixels["TimeIncrement"])
+        units["t"] = _ngff_unit(pixels.get("TimeIncrementUnit", "s"))
+    return ome
+
+
+def _plain(value: Any) -> Any:
+    """Make tag values JSON-friendly (enums to names, arrays to lists)."""
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _geotiff_scale(tif: tifffile.TiffFile, page: Any, scale: dict, translate: dict, units: dict) -> dict:
+    """Pixel size and origin from ModelPixelScaleTag / ModelTiepointTag; return geo metadata.
+
+    Y pixel size is kept positive (napari's y grows downwards); translate is the world
+    coordinate of the tie point shifted to pixel (0, 0).
+    """
+    geo: dict[str, Any] = {}
+    try:
+        geo["geokeys"] = {k: _plain(v) for k, v in (tif.geotiff_metadata or {}).items()}
+    except Exception as exc:  # malformed geokeys should not stop reading pixels
+        geo["geokeys_error"] = str(exc)
+    tags = page.tags
+    pixel_scale = tags.get("ModelPixelScaleTag")
+    tiepoint = tags.get("ModelTiepointTag")
+    if pixel_scale is not None:
+        sx, sy = (float(v) for v in pixel_scale.value[:2])
+        geo["pixel_scale"] = [float(v) for v in pixel_scale.value]
+        if sx > 0 and sy > 0:
+            scale["x"], scale["y"] = sx, sy
+            if tiepoint is not None and len(tiepoint.value) >= 6:
+                i, j, _, wx, wy, _ = (float(v) for v in tiepoint.value[:6])
+                translate["x"] = wx - i * sx
+                translate["y"] = wy - j * sy
+                geo["tiepoint"] = [float(v) for v in tiepoint.value]
+                geo["y_axis"] = "north-up: world Y decreases with the row index"
+    if "ModelTransformationTag" in tags:
+        geo["transformation"] = [float(v) for v in tags["ModelTransformationTag"].value]
+    linear = str(geo.get("geokeys", {}).get("ProjLinearUnitsGeoKey", "")).lower()
+    model = str(geo.get("geokeys", {}).get("GTModelTypeGeoKey", "")).lower()
+    unit = "meter" if "meter" in linear or (not linear and "projected" in model) else None
+    unit = "degree" if unit is None and "geographic" in model else unit
+    if unit and pixel_scale is not None:
+        units["x"] = units["y"] = unit
+    return geo
+
+
+# --------------------------------------------------------------------------- PNG / JPEG
+
+
+def _open_plain(path: str) -> ImageData:
+    """Read a small PNG/JPEG/BMP into memory."""
+    if os.path.isdir(path):
+        raise ImageReadError(path, "is a directory, not an image file")
+    if os.path.getsize(path) == 0:
+        raise ImageReadError(path, "empty file (0 bytes)")
+    try:
+        import imageio.v3 as iio
+
+        data = np.asarray(iio.imread(path, plugin="pillow"))
+    except Exception as exc:
+        raise ImageReadError(path, f"cannot decode image ({type(exc).__name__}: {exc})") from exc
+    if data.ndim == 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim == 2:
+        axes, rgb = "yx", False
+    elif data.ndim == 3:
+        axes, rgb = "yxc", data.shape[-1] in (3, 4)
+    else:
+        raise ImageReadError(path, f"unexpected image shape {data.shape}")
+    return ImageData(
+        data=data,
+        axes=axes,
+        scale=(1.0,) * data.ndim,
+        translate=(0.0,) * data.ndim,
+        units={},
+        rgb=rgb,
+        channel_axis=_channel_axis(axes, rgb),
+        levels=[data],
+        name=_base_name(path),
+        path=path,
+        meta={},
+    )
+
+
+# --------------------------------------------------------------------------- zarr
+
+
+def _open_zarr(path: str) -> ImageData:
+    """Open a zarr v2/v3 array or group (OME-Zarr 0.4/0.5 or a group with array '0')."""
+    try:
+        node = zarr.open(path, mode="r")
+    except Exception as exc:
+        raise ImageReadError(path, f"cannot open zarr store ({type(exc).__name__}: {exc})") from exc
+    try:
+        if isinstance(node, zarr.Array):
+            return _plain_zarr(node, path, {})
+        return _zarr_group(node, path)
+    except ImageReadError:
+        raise
+    except Exception as exc:
+        raise ImageReadError(path, f"cannot read zarr metadata ({type(exc).__name__}: {exc})") from exc
+
+
+def _multiscales(attrs: dict) -> tuple[list, dict, str | None]:
+    """(multiscales list, ome attrs, version) from NGFF 0.5 ('ome') or 0.4 attributes."""
+    ome = attrs.get("ome")
+    if isinstance(ome, dict) and ome.get("multiscales"):
+        return ome["multiscales"], ome, ome.get("version")
+    ms = attrs.get("multiscales")
+    if ms:
+        return ms, attrs, ms[0].get("version")
+    return [], {}, None
+
+
+def _zarr_group(group: zarr.Group, path: str) -> ImageData:
+    """ImageData from a zarr group."""
+    attrs = dict(group.attrs)
+    multiscales, ome, version = _multiscales(attrs)
+    if multiscales:
+        return _ome_image(group, path, multiscales[0], ome, version)
+    if "0" in group:
+        child = group["0"]
+        if isinstance(child, zarr.Array):
+            return _plain_zarr(child, path, {"attrs": attrs})
+        if _multiscales(dict(child.attrs))[0]:  # bioformats2raw layout
+            return _zarr_group(child, path)
+    raise ImageReadError(path, "zarr group has no OME multiscales metadata and no array '0'")
+
+
+def _plain_zarr(array: zarr.Array, path: str, meta: dict) -> ImageData:
+    """ImageData for a zarr array without OME metadata (axes guessed from the shape)."""
+    names = getattr(array.metadata, "dimension_names", None)
+    if names and all(isinstance(n, str) and len(n) == 1 for n in names) and len(set(names)) == len(names):
+        axes = "".join(names).lower()
+        rgb = axes.endswith("c") and array.shape[-1] in (3, 4)
+    else:
+        axes, rgb = guess_axes(array.shape)
+    return ImageData(
+        data=array,
+        axes=axes,
+        scale=(1.0,) * array.ndim,
+        translate=(0.0,) * array.ndim,
+        units={},
+        rgb=rgb,
+        channel_axis=_channel_axis(axes, rgb),
+        levels=[array],
+        name=_base_name(path),
+        path=path,
+        meta={**meta, "array_attrs": dict(array.attrs)},
+    )
+
+
+def _ngff_axes(axes_meta: list | None, ndim: int) -> tuple[str, dict[str, str]]:
+    """Axis letters and units from NGFF ``axes`` (dicts in 0.4+, strings in 0.3)."""
+    if not axes_meta:
+        return guess_axes((1,) * ndim, rgb=False)[0], {}
+    letters, units = [], {}
+    type_letter = {"time": "t", "channel": "c"}
+    for entry in axes_meta:
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        name = str(entry.get("name", "")).lower()
+        letter = name if len(name) == 1 else type_letter.get(str(entry.get("type")), name[:1] or "q")
+        letters.append(letter)
+        if entry.get("unit"):
+            units[letter] = str(entry["unit"])
+    axes = _unique_letters(letters)
+    return axes, {ax: units[ax] for ax in axes if ax in units}
+
+
+def _transforms(items: list | None, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Combine a list of NGFF coordinate transformations into (scale, translation)."""
+    scale, translation = np.ones(ndim), np.zeros(ndim)
+    for item in items or []:
+        kind = item.get("type")
+        if kind == "scale" and "scale" in item:
+            s = np.asarray(item["scale"], dtype=float)
+            scale, translation = scale * s, translation * s
+        elif kind == "translation" and "translation" in item:
+            translation = translation + np.asarray(item["translation"], dtype=float)
+    return scale, translation
+
+
+def _ome_image(group: zarr.Group, path: str, ms: dict, ome: dict, version: str | None) -> ImageData:
+    """ImageData from one NGFF multiscales entry."""
+    datasets = ms.get("datasets") or []
+    if not datasets:
+        raise ImageReadError(path, "OME multiscales metadata lists no datasets")
+    levels = []
+    for ds in datasets:
+        key = str(ds["path"])
+        if key not in group:
+            raise ImageReadError(path, f"OME multiscales dataset '{key}' is missing from the store")
+        levels.append(group[key])
+    ndim = levels[0].ndim
+    axes, units = _ngff_axes(ms.get("axes"), ndim)
+    if len(axes) != ndim:
+        raise ImageReadError(path, f"OME axes '{axes}' do not match the array's {ndim} dimensions")
+    s0, t0 = _transforms(datasets[0].get("coordinateTransformations"), ndim)
+    s1, t1 = _transforms(ms.get("coordinateTransformations"), ndim)
+    scale, translate = s0 * s1, t0 * s1 + t1
+    rgb = axes.endswith("c") and levels[0].shape[-1] in (3, 4) and ndim >= 3
+    return ImageData(
+        data=levels[0],
+        axes=axes,
+        scale=tuple(float(v) for v in scale),
+        translate=tuple(float(v) for v in translate),
+        units=units,
+        rgb=rgb,
+        channel_axis=_channel_axis(axes, rgb),
+        levels=levels,
+        name=str(ms.get("name") or _base_name(path)),
+        path=path,
+        meta={"ome": ome, "ngff_version": version, "multiscales": ms},
+    )

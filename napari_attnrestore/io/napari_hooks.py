@@ -1,0 +1,156 @@
+"""npe2 reader and writers. Imports neither napari nor Qt.
+
+The reader gives napari dask arrays (a list of them for pyramids), so nothing is read
+until napari shows a region. The writers stream a layer's data (level 0 of a pyramid)
+chunk by chunk into OME-Zarr or a tiled TIFF.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .images import ImageData, guess_axes, open_image
+from .ome_zarr import write_ome_zarr
+from .tiff import write_tiff
+
+__all__ = ["layer_data", "napari_get_reader", "read_images", "write_ome_zarr_layer", "write_tiff_layer"]
+
+LayerData = tuple[Any, dict, str]
+logger = logging.getLogger(__name__)
+
+
+def napari_get_reader(path: str | os.PathLike | Sequence[str | os.PathLike]) -> Callable[..., list[LayerData]] | None:
+    """Return a reader for ``path`` (or a list of paths), or None; never raises.
+
+    The files are opened (headers checked) here, so that a broken file yields None
+    and napari can try another reader or report that none could open it.
+    """
+    try:
+        paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+        if not paths:
+            return None
+        images = []
+        for p in paths:
+            images.append(open_image(p))
+    except Exception as exc:  # the contract is: never raise
+        logger.debug("napari-attnrestore cannot read %r: %s", path, exc)
+        return None
+
+    def reader(_path: Any = None) -> list[LayerData]:
+        return [layer_data(image) for image in images]
+
+    return reader
+
+
+def read_images(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[LayerData]:
+    """Read one or more paths into napari layer data; raise `ImageReadError` on failure."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    return [layer_data(open_image(p)) for p in paths]
+
+
+def layer_data(image: ImageData) -> LayerData:
+    """napari ``(data, kwargs, "image")`` for an opened image; data stay lazy (dask)."""
+    levels = [image.to_dask(level) for level in range(len(image.levels))]
+    data = levels if len(levels) > 1 else levels[0]
+    drop = set()
+    if image.rgb:
+        drop.add(image.ndim - 1)
+    kwargs: dict[str, Any] = {
+        "name": image.name,
+        "rgb": image.rgb,
+        "metadata": {"axes": image.axes, "units": dict(image.units), "path": image.path},
+    }
+    if image.channel_axis is not None:
+        drop.add(image.channel_axis)
+        kwargs["channel_axis"] = image.channel_axis
+        n = image.shape[image.channel_axis]
+        kwargs["name"] = [f"{image.name} [{i}]" for i in range(n)]
+        del kwargs["rgb"]
+    kwargs["scale"] = tuple(s for i, s in enumerate(image.scale) if i not in drop)
+    kwargs["translate"] = tuple(t for i, t in enumerate(image.translate) if i not in drop)
+    if len(levels) > 1:
+        kwargs["multiscale"] = True
+    return data, kwargs, "image"
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def _level0(data: Any) -> Any:
+    """Level 0 of a layer's data (a list/tuple for multiscale layers)."""
+    if isinstance(data, (list, tuple)):
+        return data[0]
+    return data
+
+
+def _layer_axes(shape: Sequence[int], meta: dict) -> tuple[str, bool]:
+    """Axes letters for a layer: from its metadata when they fit, else guessed."""
+    rgb = bool(meta.get("rgb", False))
+    axes = (meta.get("metadata") or {}).get("axes")
+    ndim = len(shape)
+    if isinstance(axes, str) and len(axes) == ndim + 1 and "c" in axes and not axes.endswith("c"):
+        axes = axes.replace("c", "")  # one channel of a layer split by channel_axis
+    if isinstance(axes, str) and len(axes) == ndim and len(set(axes)) == ndim:
+        if rgb and not axes.endswith("c"):
+            return guess_axes(shape, rgb=True)
+        return axes, rgb
+    return guess_axes(shape, rgb=rgb if ndim >= 3 and shape[-1] in (3, 4) else False)
+
+
+def _layer_geometry(meta: dict, axes: str, rgb: bool, key: str, default: float) -> list[float]:
+    """Scale or translate per axis from napari's layer attributes (no RGB entry there)."""
+    values = [float(v) for v in (meta.get(key) or ())]
+    n = len(axes) - (1 if rgb else 0)
+    values = values[-n:] if len(values) >= n else [default] * (n - len(values)) + values
+    return values + ([default] if rgb else [])
+
+
+def _layer_units(meta: dict, axes: str) -> dict[str, str]:
+    """Units per axis letter from our reader's metadata, if present."""
+    units = (meta.get("metadata") or {}).get("units") or {}
+    return {ax: str(u) for ax, u in units.items() if ax in axes} if isinstance(units, dict) else {}
+
+
+def _as_dask(data: Any) -> Any:
+    """A dask view of the data without loading it."""
+    import dask.array as da
+
+    if isinstance(data, da.Array):
+        return data
+    chunks = "auto" if hasattr(data, "__array__") else None
+    return da.from_array(data, chunks=chunks)
+
+
+def write_ome_zarr_layer(path: str, data: Any, meta: dict) -> list[str]:
+    """npe2 single-layer writer: image layer -> OME-Zarr (NGFF 0.5) with pyramid."""
+    arr = _as_dask(_level0(data))
+    axes, rgb = _layer_axes(arr.shape, meta)
+    write_ome_zarr(
+        arr,
+        path,
+        axes,
+        scale=_layer_geometry(meta, axes, rgb, "scale", 1.0),
+        translate=_layer_geometry(meta, axes, rgb, "translate", 0.0),
+        units=_layer_units(meta, axes) or None,
+        name=meta.get("name"),
+        overwrite=True,
+    )
+    return [path]
+
+
+def write_tiff_layer(path: str, data: Any, meta: dict) -> list[str]:
+    """npe2 single-layer writer: image layer -> tiled BigTIFF (OME-TIFF for .ome.tif)."""
+    arr = _as_dask(_level0(data))
+    axes, rgb = _layer_axes(arr.shape, meta)
+    write_tiff(
+        arr,
+        path,
+        axes,
+        scale=_layer_geometry(meta, axes, rgb, "scale", 1.0),
+        units=_layer_units(meta, axes) or None,
+        overwrite=True,
+    )
+    return [path]

@@ -1,0 +1,396 @@
+"""Write OME-Zarr (NGFF 0.5 on zarr v3) with zarr's own API, streaming chunk by chunk.
+
+Layout: a group with ``attrs["ome"] = {"version": "0.5", "multiscales": [...]}`` and arrays
+``"0"`` (full resolution), ``"1"``, ``"2"``, ... (each 2x smaller in y and x).
+RGB(A) images may be written channel-last (axes ``"yxc"``), as napari shows them; NGFF
+orders channel before space, so strict NGFF tools may warn about such stores.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import zarr
+
+from .errors import ImageWriteError
+from .images import _multiscales, _ngff_unit, _transforms
+
+__all__ = [
+    "create_ome_zarr",
+    "default_chunks",
+    "read_ome_metadata",
+    "write_ome_zarr",
+    "write_pyramid",
+]
+
+NGFF_VERSION = "0.5"
+_AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+_ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
+
+
+def default_chunks(shape: Sequence[int], axes: str, size: int = 512) -> tuple[int, ...]:
+    """Chunks of ``size`` along y and x, whole trailing RGB axis, 1 along other axes."""
+    out = []
+    for i, (n, ax) in enumerate(zip(shape, axes, strict=False)):
+        if ax in "yx":
+            out.append(max(1, min(size, int(n))))
+        elif ax == "c" and i == len(axes) - 1:
+            out.append(max(1, int(n)))
+        else:
+            out.append(1)
+    return tuple(out)
+
+
+def _check_axes(axes: str, ndim: int, path: str) -> None:
+    """Raise ImageWriteError if ``axes`` does not fit the data."""
+    if len(axes) != ndim or len(set(axes)) != len(axes):
+        raise ImageWriteError(path, f"axes '{axes}' must name each of the {ndim} dimensions once")
+
+
+def _prepare_output(path: str, overwrite: bool) -> None:
+    """Refuse to clobber existing output unless asked; make sure the parent is writable."""
+    if os.path.lexists(path):
+        if not overwrite:
+            raise ImageWriteError(path, "already exists; pass overwrite=True (CLI: --overwrite)")
+        _remove(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        raise ImageWriteError(path, f"cannot create the parent folder ({exc.strerror or exc})") from exc
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ImageWriteError(path, f"the parent folder {parent} is not writable")
+
+
+def _remove(path: str) -> None:
+    """Delete an existing output; refuse to delete a folder that is not a zarr store."""
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            entries = os.listdir(path)
+            if entries and not any(m in entries for m in _ZARR_MARKERS):
+                raise ImageWriteError(path, "exists and is not a zarr store; refusing to delete it")
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    except ImageWriteError:
+        raise
+    except OSError as exc:
+        raise ImageWriteError(path, f"cannot remove the existing output ({exc.strerror or exc})") from exc
+
+
+def _per_axis(values: Any, axes: str, default: float, path: str, what: str) -> list[float]:
+    """Expand scale/translate given per axis (sequence) or by letter (mapping)."""
+    if values is None:
+        return [default] * len(axes)
+    if isinstance(values, Mapping):
+        return [float(values.get(ax, default)) for ax in axes]
+    values = [float(v) for v in values]
+    if len(values) != len(axes):
+        raise ImageWriteError(path, f"{what} has {len(values)} values for {len(axes)} axes '{axes}'")
+    return values
+
+
+def _axes_meta(axes: str, units: Mapping[str, str] | str | None) -> list[dict[str, str]]:
+    """NGFF ``axes`` entries with types and units."""
+    out = []
+    for ax in axes:
+        entry = {"name": ax}
+        if ax in _AXIS_TYPES:
+            entry["type"] = _AXIS_TYPES[ax]
+        unit = None
+        if isinstance(units, str):
+            unit = units if entry.get("type") == "space" else None
+        elif units:
+            unit = units.get(ax)
+        if unit and entry.get("type") in ("space", "time"):
+            entry["unit"] = _ngff_unit(unit)
+        out.append(entry)
+    return out
+
+
+def _transform_list(scale: Sequence[float], translate: Sequence[float]) -> list[dict[str, Any]]:
+    """NGFF coordinateTransformations: scale, then translation when not all zero."""
+    items: list[dict[str, Any]] = [{"type": "scale", "scale": [float(s) for s in scale]}]
+    if any(float(t) != 0.0 for t in translate):
+        items.append({"type": "translation", "translation": [float(t) for t in translate]})
+    return items
+
+
+def create_ome_zarr(
+    path: str | os.PathLike,
+    shape: Sequence[int],
+    dtype: Any,
+    chunks: Sequence[int] | None,
+    axes: str,
+    scale: Sequence[float] | Mapping[str, float] | None = None,
+    translate: Sequence[float] | Mapping[str, float] | None = None,
+    units: Mapping[str, str] | str | None = None,
+    name: str | None = None,
+    overwrite: bool = False,
+    fill_value: Any = 0,
+    extra_attrs: Mapping[str, Any] | None = None,
+) -> zarr.Array:
+    """Create an empty single-scale OME-Zarr (NGFF 0.5, zarr v3) and return its array "0".
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output store (a folder, usually ``*.ome.zarr``).
+    shape, dtype, chunks
+        Level-0 array geometry; ``chunks=None`` uses `default_chunks`.
+    axes : str
+        One letter per dimension, e.g. ``"yx"``, ``"tczyx"``, ``"yxc"`` (RGB).
+    scale, translate : sequence or mapping, optional
+        Physical pixel size and origin, per axis or by axis letter.
+    units : mapping or str, optional
+        Unit per axis letter (``{"x": "micrometer"}``) or one unit for all space axes.
+    name : str, optional
+        Image name stored in the multiscales metadata.
+    overwrite : bool
+        Replace an existing store (never a non-zarr folder).
+    fill_value : scalar
+        Value of chunks never written.
+    extra_attrs : mapping, optional
+        More group attributes (stored next to ``"ome"``).
+
+    Raises
+    ------
+    ImageWriteError
+        The output exists and ``overwrite`` is False, or its folder is not writable.
+    """
+    path = os.fspath(path)
+    shape = tuple(int(s) for s in shape)
+    axes = axes.lower()
+    _check_axes(axes, len(shape), path)
+    chunks = tuple(int(c) for c in chunks) if chunks is not None else default_chunks(shape, axes)
+    scale_l = _per_axis(scale, axes, 1.0, path, "scale")
+    translate_l = _per_axis(translate, axes, 0.0, path, "translate")
+    multiscale = {
+        "name": name or _default_name(path),
+        "axes": _axes_meta(axes, units),
+        "datasets": [{"path": "0", "coordinateTransformations": _transform_list(scale_l, translate_l)}],
+    }
+    attrs = {"ome": {"version": NGFF_VERSION, "multiscales": [multiscale]}, **dict(extra_attrs or {})}
+    _prepare_output(path, overwrite)
+    try:
+        group = zarr.create_group(store=path, zarr_format=3, attributes=attrs, overwrite=overwrite)
+        return group.create_array(
+            "0", shape=shape, dtype=dtype, chunks=chunks, fill_value=fill_value, dimension_names=list(axes)
+        )
+    except ImageWriteError:
+        raise
+    except Exception as exc:
+        raise ImageWriteError(path, f"cannot create OME-Zarr ({type(exc).__name__}: {exc})") from exc
+
+
+def _default_name(path: str) -> str:
+    """Image name from the store's file name."""
+    name = os.path.basename(os.path.abspath(path))
+    for suffix in (".ome.zarr", ".zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _spatial_indices(axes: str) -> tuple[int, int]:
+    """Indices of y and x (else the last two axes, skipping a trailing RGB 'c')."""
+    if "y" in axes and "x" in axes:
+        return axes.index("y"), axes.index("x")
+    n = len(axes) - (1 if axes.endswith("c") else 0)
+    return n - 2, n - 1
+
+
+def _downsample(arr: Any, iy: int, ix: int, method: str, out_chunks: tuple[int, ...]) -> tuple[Any, list[int]]:
+    """2x downsample a dask array along iy, ix; return (array, factor per axis)."""
+    import dask.array as da
+
+    factors = [1] * arr.ndim
+    for i in (iy, ix):
+        factors[i] = 2 if arr.shape[i] >= 2 else 1
+    if method == "nearest":
+        key = tuple(slice(None, None, f) for f in factors)
+        return arr[key].rechunk(out_chunks), factors
+    pad = [(0, (arr.shape[i] % 2) if factors[i] == 2 else 0) for i in range(arr.ndim)]
+    if any(p[1] for p in pad):
+        arr = da.pad(arr, pad, mode="edge")
+    arr = arr.rechunk(tuple(c * f for c, f in zip(out_chunks, factors, strict=False)))
+    dtype = arr.dtype
+    if method == "mean" and dtype.kind != "b":
+        work = arr.astype(np.float32 if dtype.itemsize <= 2 else np.float64)
+        out = da.coarsen(np.mean, work, {i: f for i, f in enumerate(factors) if f > 1})
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            out = da.clip(da.round(out), info.min, info.max)
+        return out.astype(dtype), factors
+    func = {"max": np.max, "min": np.min, "mean": np.max}.get(method)
+    if func is None:
+        raise ValueError(f"unknown pyramid method {method!r} (use 'mean', 'max', 'min' or 'nearest')")
+    return da.coarsen(func, arr, {i: f for i, f in enumerate(factors) if f > 1}), factors
+
+
+def _level_transforms(ds0: dict, ndim: int, total: list[int], method: str) -> list[dict[str, Any]]:
+    """Transforms of a level downsampled by ``total`` per axis from dataset 0."""
+    s0, t0 = _transforms(ds0.get("coordinateTransformations"), ndim)
+    scale = s0 * np.asarray(total, dtype=float)
+    shift = 0.0 if method == "nearest" else (np.asarray(total, dtype=float) - 1.0) / 2.0 * s0
+    return _transform_list(scale, t0 + shift)
+
+
+def write_pyramid(path: str | os.PathLike, levels: int | None = None, method: str = "mean") -> list[str]:
+    """Add downsampled levels "1", "2", ... to an OME-Zarr written by `create_ome_zarr`.
+
+    Each level is 2x smaller in y and x than the previous one, computed lazily with dask
+    from the stored previous level and streamed chunk by chunk. Existing levels above 0
+    are replaced.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The OME-Zarr store.
+    levels : int, optional
+        Number of levels to add; by default, until y and x are both at most 512 pixels.
+    method : {"mean", "max", "min", "nearest"}
+        Reduction over each 2x2 block; integer means are rounded to the input dtype.
+
+    Returns
+    -------
+    list of str
+        Dataset paths of all levels, "0" first.
+    """
+    import dask.array as da
+
+    path = os.fspath(path)
+    try:
+        group = zarr.open_group(path, mode="r+")
+    except Exception as exc:
+        raise ImageWriteError(path, f"cannot open OME-Zarr for writing ({type(exc).__name__}: {exc})") from exc
+    attrs = dict(group.attrs)
+    multiscales, ome, _ = _multiscales(attrs)
+    if not multiscales:
+        raise ImageWriteError(path, "not an OME-Zarr image (no multiscales metadata)")
+    ms = multiscales[0]
+    ds0 = ms["datasets"][0]
+    base = group[ds0["path"]]
+    axes = "".join(str(a["name"] if isinstance(a, dict) else a)[:1].lower() for a in ms.get("axes", []))
+    axes = axes if len(axes) == base.ndim else "".join(str(i) for i in range(base.ndim))
+    iy, ix = _spatial_indices(axes)
+    for ds in ms["datasets"][1:]:
+        if ds["path"] in group:
+            del group[ds["path"]]
+    datasets, paths = [ds0], [str(ds0["path"])]
+    prev = da.from_zarr(base)
+    total = [1] * base.ndim
+    while _want_level(prev.shape, iy, ix, len(paths) - 1, levels):
+        out_chunks = tuple(
+            min(c, max(1, (n + 1) // 2 if i in (iy, ix) else n))
+            for i, (c, n) in enumerate(zip(base.chunks, prev.shape, strict=False))
+        )
+        small, factors = _downsample(prev, iy, ix, method, out_chunks)
+        key = str(len(paths))
+        target = group.create_array(
+            key,
+            shape=small.shape,
+            dtype=base.dtype,
+            chunks=out_chunks,
+            fill_value=base.fill_value,
+            dimension_names=getattr(base.metadata, "dimension_names", None),
+            overwrite=True,
+        )
+        _store(small.rechunk(target.chunks), target, path)
+        total = [t * f for t, f in zip(total, factors, strict=False)]
+        datasets.append({"path": key, "coordinateTransformations": _level_transforms(ds0, base.ndim, total, method)})
+        paths.append(key)
+        prev = da.from_zarr(target)
+    ms = dict(ms, datasets=datasets)
+    if "ome" in attrs:
+        group.attrs["ome"] = dict(ome, multiscales=[ms, *multiscales[1:]])
+    else:
+        group.attrs["multiscales"] = [ms, *multiscales[1:]]
+    return paths
+
+
+def _want_level(shape: Sequence[int], iy: int, ix: int, done: int, levels: int | None) -> bool:
+    """Whether to add another level after ``done`` added levels."""
+    ny, nx = shape[iy], shape[ix]
+    if ny < 2 and nx < 2:
+        return False
+    if levels is not None:
+        return done < levels
+    return max(ny, nx) > 512
+
+
+def _store(arr: Any, target: zarr.Array, path: str) -> None:
+    """Stream a dask array into a zarr array chunk by chunk (chunks aligned, no lock)."""
+    import dask.array as da
+
+    from .errors import ImageReadError
+
+    try:
+        da.store(arr, target, lock=False)
+    except (ImageReadError, ImageWriteError):
+        raise
+    except OSError as exc:
+        raise ImageWriteError(path, f"cannot write ({exc.strerror or exc})") from exc
+
+
+def write_ome_zarr(
+    data: Any,
+    path: str | os.PathLike,
+    axes: str,
+    scale: Sequence[float] | Mapping[str, float] | None = None,
+    translate: Sequence[float] | Mapping[str, float] | None = None,
+    units: Mapping[str, str] | str | None = None,
+    chunks: Sequence[int] | None = None,
+    pyramid: bool = True,
+    overwrite: bool = False,
+    name: str | None = None,
+) -> str:
+    """Stream a numpy or dask array into a new OME-Zarr, then add its pyramid.
+
+    The dask array is never computed whole: it is stored chunk by chunk with ``da.store``.
+    The group attribute ``attnrestore.complete`` is False until every level is written.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    import dask.array as da
+
+    path = os.fspath(path)
+    axes = axes.lower()
+    _check_axes(axes, len(data.shape), path)
+    z = create_ome_zarr(
+        path,
+        data.shape,
+        data.dtype,
+        chunks,
+        axes,
+        scale=scale,
+        translate=translate,
+        units=units,
+        name=name,
+        overwrite=overwrite,
+        extra_attrs={"attnrestore": {"complete": False}},
+    )
+    arr = data.rechunk(z.chunks) if isinstance(data, da.Array) else da.from_array(data, chunks=z.chunks)
+    _store(arr, z, path)
+    if pyramid:
+        write_pyramid(path)
+    group = zarr.open_group(path, mode="r+")
+    group.attrs["attnrestore"] = {"complete": True}
+    return path
+
+
+def read_ome_metadata(path: str | os.PathLike) -> dict:
+    """The first NGFF multiscales entry of a zarr group (0.4 or 0.5), or ``{}``."""
+    try:
+        group = zarr.open_group(os.fspath(path), mode="r")
+    except Exception:
+        return {}
+    multiscales = _multiscales(dict(group.attrs))[0]
+    return dict(multiscales[0]) if multiscales else {}

@@ -1,0 +1,123 @@
+"""The lazy engine: layouts, dtypes, chunk/tile independence, global normalization."""
+
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+import zarr
+from conftest import Box3, Identity, NearestUp
+from torch import nn
+
+import napari_attnrestore as ar
+
+
+def test_returns_lazy_dask_array(rng):
+    img = (rng.random((100, 120)) * 4000).astype(np.uint16)
+    out = ar.restore(img, model=Identity(), chunks=64)
+    assert isinstance(out, da.Array)
+    assert out.shape == img.shape and out.dtype == np.uint16
+    assert out.numblocks == (2, 2)
+    np.testing.assert_array_equal(out.compute(), img)
+
+
+@pytest.mark.parametrize(
+    "shape,dtype",
+    [((50, 70), np.uint8), ((3, 60, 50), np.uint16), ((2, 3, 40, 40), np.float32), ((64, 80, 3), np.uint8), ((33, 47, 4), np.uint16)],
+)
+def test_layouts_round_trip_through_identity(rng, shape, dtype):
+    img = (rng.random(shape) * 200).astype(dtype)
+    out = ar.restore(img, model=Identity(), chunks=32, tile=16, overlap=4).compute()
+    assert out.shape == img.shape and out.dtype == img.dtype
+    np.testing.assert_allclose(out.astype(np.float64), img.astype(np.float64), atol=1e-3 if dtype == np.float32 else 0)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "dask", "zarr"])
+def test_sources_agree_and_conv_is_exact_across_chunks(rng, tmp_path, kind):
+    img = rng.random((150, 170)).astype(np.float32)
+    if kind == "dask":
+        src = da.from_array(img, chunks=(47, 61))
+    elif kind == "zarr":
+        src = zarr.create_array(str(tmp_path / "a.zarr"), shape=img.shape, chunks=(64, 64), dtype="f4")
+        src[:] = img
+    else:
+        src = img
+    out = ar.restore(src, model=Box3(), chunks=50, tile=32, overlap=8, normalize="none").compute()
+    ref = Box3()(torch.from_numpy(img)[None, None])[0, 0].detach().numpy()
+    np.testing.assert_allclose(out[1:-1, 1:-1], ref[1:-1, 1:-1], atol=1e-5)
+
+
+def test_output_independent_of_chunking(rng, tiny_hat):
+    img = rng.random((96, 112)).astype(np.float32)
+    a = ar.restore(img, model=tiny_hat, chunks=32, tile=32, overlap=16, normalize="none").compute()
+    b = ar.restore(img, model=tiny_hat, chunks=64, tile=32, overlap=16, normalize="none").compute()
+    assert 10 * np.log10(1 / np.mean((a - b) ** 2)) > 45
+
+
+def test_super_resolution_grid(rng):
+    img = (rng.random((2, 45, 61)) * 255).astype(np.uint8)
+    out = ar.restore(img, task="sr", scale=2, model=NearestUp(), chunks=32, tile=16, overlap=4)
+    assert out.shape == (2, 90, 122) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out.compute()[:, ::2, ::2], img)
+
+
+def test_sr_scale_mismatch_is_an_error(rng):
+    with pytest.raises(ValueError, match="x2, not x4"):
+        ar.restore(np.zeros((32, 32), np.uint8), task="sr", scale=4, model=NearestUp())
+
+
+class Constant(nn.Module):
+    """Outputs 0.5 everywhere: reveals the normalization the engine used."""
+
+    in_channels, out_channels, scale = 1, 1, 1
+
+    def forward(self, x):
+        return torch.full_like(x, 0.5)
+
+
+def test_normalization_is_global_not_per_tile(rng):
+    img = np.zeros((128, 128), np.uint16)
+    img[:, :64] = rng.integers(100, 200, (128, 64))
+    img[:, 64:] = rng.integers(3000, 4000, (128, 64))
+    out = ar.restore(img, model=Constant(), chunks=64, tile=32, overlap=8).compute()
+    assert len(np.unique(out)) == 1  # one statistic for the whole image, so one output value
+    lo, hi = np.percentile(img, [0.1, 99.9])
+    assert abs(int(out[0, 0]) - (lo + hi) / 2) <= 60  # statistics from a subsample
+
+
+def test_uint8_uses_dtype_range(rng):
+    img = rng.integers(100, 120, (64, 64)).astype(np.uint8)
+    out = ar.restore(img, model=Constant(), chunks=64).compute()
+    assert np.all(out == 128)  # 0.5 * 255 rounds to 128
+
+
+def test_user_module_without_attributes_is_probed(rng):
+    class Plain(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(1, 1, 1)
+
+        def forward(self, x):
+            return self.c(x)
+
+    out = ar.restore(rng.random((40, 40)).astype(np.float32), model=Plain(), chunks=40)
+    assert out.shape == (40, 40)
+    assert np.isfinite(out.compute()).all()
+
+
+def test_nan_pixels_stay_nan_and_do_not_spread(rng):
+    img = rng.random((64, 64)).astype(np.float32)
+    img[10, 20] = np.nan
+    out = ar.restore(img, model=Box3(), chunks=64, tile=32, overlap=8).compute()
+    assert np.isnan(out[10, 20])
+    assert np.isfinite(np.delete(out.ravel(), 10 * 64 + 20)).all()
+
+
+def test_bad_inputs_give_clear_errors():
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        ar.restore(np.zeros(10, np.uint8), model=Identity())
+    with pytest.raises(ValueError, match="unsupported pixel type"):
+        ar.restore(np.zeros((8, 8), complex), model=Identity())
+    with pytest.raises(ValueError, match="unknown device"):
+        ar.restore(np.zeros((8, 8), np.uint8), model=Identity(), device="tpu")
+    with pytest.raises(ValueError, match="unknown task"):
+        ar.restore(np.zeros((8, 8), np.uint8), task="colorize", model=Identity())

@@ -1,0 +1,136 @@
+"""restore_to_zarr: OME-Zarr metadata, completion state, failure, resume, cancel."""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from conftest import Box3, NearestUp
+
+import napari_attnrestore as ar
+from napari_attnrestore.engine.execute import Cancelled
+from napari_attnrestore.engine.store import OutputError, done_chunks, job_state
+
+
+def _attrs(path):
+    return json.loads((path / "zarr.json").read_text())["attributes"]
+
+
+def test_writes_ome_zarr_with_metadata(tmp_path, rng):
+    img = (rng.random((2, 100, 90)) * 1000).astype(np.uint16)
+    dst = tmp_path / "out.ome.zarr"
+    ar.restore_to_zarr(img, dst, model=Box3(), chunks=48, tile=32, pyramid=False)
+    arr = zarr.open_array(str(dst / "0"), mode="r")
+    assert arr.shape == img.shape and arr.dtype == np.uint16 and arr.chunks == (1, 48, 48)
+    np.testing.assert_array_equal(arr[:], ar.restore(img, model=Box3(), chunks=48, tile=32).compute())
+    ome = _attrs(dst)["ome"]
+    assert ome["version"] == "0.5"
+    assert [a["name"] for a in ome["multiscales"][0]["axes"]][-2:] == ["y", "x"]
+    assert job_state(dst)["status"] == "complete"
+
+
+def test_sr_divides_pixel_size_and_shifts_origin(tmp_path, rng):
+    from napari_attnrestore.io import write_ome_zarr
+
+    src = write_ome_zarr((rng.random((64, 64)) * 255).astype(np.uint8), tmp_path / "in.ome.zarr", axes="yx",
+                         scale=(0.5, 0.5), units={"y": "micrometer", "x": "micrometer"}, pyramid=False)
+    dst = tmp_path / "sr.ome.zarr"
+    ar.restore_to_zarr(src, dst, task="sr", scale=2, model=NearestUp(), pyramid=False)
+    ds = _attrs(dst)["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"]
+    scale = next(t["scale"] for t in ds if t["type"] == "scale")
+    trans = next((t["translation"] for t in ds if t["type"] == "translation"), [0.0, 0.0])
+    assert scale == [0.25, 0.25]
+    # output pixel centres tile the input pixel: -0.5 * 0.5 + 0.25 / 2 = -0.125
+    assert trans == pytest.approx([-0.125, -0.125])
+
+
+def test_refuses_to_overwrite(tmp_path, rng):
+    img = rng.random((40, 40)).astype(np.float32)
+    dst = tmp_path / "o.zarr"
+    ar.restore_to_zarr(img, dst, model=Box3(), pyramid=False)
+    with pytest.raises(OutputError, match=r"exists.*overwrite"):
+        ar.restore_to_zarr(img, dst, model=Box3(), pyramid=False)
+    ar.restore_to_zarr(img, dst, model=Box3(), pyramid=False, overwrite=True)
+
+
+class FailAfter(Box3):
+    """Raises on the n-th forward pass (a crash in the middle of a job)."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n, self.calls = n, 0
+        self.lock = threading.Lock()
+
+    def forward(self, x):
+        with self.lock:
+            self.calls += 1
+            if self.calls > self.n:
+                raise RuntimeError("simulated failure")
+        return super().forward(x)
+
+
+def test_failure_is_not_complete_and_resume_finishes_identically(tmp_path, rng):
+    img = (rng.random((160, 160)) * 60000).astype(np.uint16)
+    kw = dict(chunks=32, tile=32, overlap=8, pyramid=False, num_workers=1)
+    ref = tmp_path / "ref.zarr"
+    ar.restore_to_zarr(img, ref, model=Box3(), **kw)
+    dst = tmp_path / "out.zarr"
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        ar.restore_to_zarr(img, dst, model=FailAfter(9), **kw)
+    state = job_state(dst)
+    assert state["status"] == "failed" and "simulated failure" in state["error"]
+    done_before = done_chunks(dst)
+    assert 0 < len(done_before) < 25
+    calls = []
+
+    class Counting(Box3):
+        def forward(self, x):
+            calls.append(x.shape[0])
+            return super().forward(x)
+
+    Counting.__name__ = "FailAfter"  # same weights, same class name: the same model for resume
+
+    ar.restore_to_zarr(img, dst, model=Counting(), resume=True, **kw)
+    assert job_state(dst)["status"] == "complete"
+    assert len(calls) == 25 - len(done_before)  # one forward per remaining chunk (one tile each)
+    np.testing.assert_array_equal(zarr.open_array(str(dst / "0"))[:], zarr.open_array(str(ref / "0"))[:])
+
+
+def test_resume_refuses_other_settings(tmp_path, rng):
+    img = rng.random((64, 64)).astype(np.float32)
+    dst = tmp_path / "o.zarr"
+    with pytest.raises(RuntimeError):
+        ar.restore_to_zarr(img, dst, model=FailAfter(1), chunks=32, pyramid=False, num_workers=1)
+    with pytest.raises(OutputError, match="other settings"):
+        ar.restore_to_zarr(img, dst, model=Box3(), chunks=16, pyramid=False, resume=True)
+
+
+def test_cancel_leaves_valid_partial_store(tmp_path, rng):
+    img = rng.random((128, 128)).astype(np.float32)
+    dst = tmp_path / "c.zarr"
+    cancel = threading.Event()
+    seen = []
+
+    def progress(done, total):
+        seen.append(done)
+        if done >= 3:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        ar.restore_to_zarr(img, dst, model=Box3(), chunks=32, pyramid=False, progress=progress, cancel=cancel, num_workers=1)
+    assert job_state(dst)["status"] != "complete"
+    assert 3 <= len(done_chunks(dst)) < 16
+    ar.restore_to_zarr(img, dst, model=Box3(), chunks=32, pyramid=False, resume=True)
+    assert job_state(dst)["status"] == "complete"
+
+
+def test_pyramid_levels(tmp_path, rng):
+    img = (rng.random((1100, 1030)) * 255).astype(np.uint8)
+    dst = tmp_path / "p.ome.zarr"
+    ar.restore_to_zarr(img, dst, model=Box3(), chunks=512, tile=256)
+    ms = _attrs(dst)["ome"]["multiscales"][0]["datasets"]
+    assert len(ms) >= 2
+    assert zarr.open_array(str(dst / ms[1]["path"])).shape == (550, 515)
+    torch.manual_seed(0)

@@ -1,0 +1,114 @@
+"""Broken inputs fail early with one-line errors that name the file."""
+
+from __future__ import annotations
+
+import pickle
+
+import dask.array as da
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from napari_attnrestore.io import ImageReadError, ImageWriteError, as_dask, open_image, write_ome_zarr
+
+
+def _truncate(path, fraction=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"tile": (32, 32), "compression": "zlib"}],
+    ids=["strips", "tiles-zlib"],
+)
+def test_truncated_tiff_fails_at_open(tmp_path, kwargs):
+    path = tmp_path / "noisy.tif"
+    tifffile.imwrite(path, np.ones((128, 96), np.uint16), **kwargs)
+    _truncate(path)
+    with pytest.raises(ImageReadError, match=r"noisy\.tif: truncated TIFF") as info:
+        open_image(path)
+    assert "\n" not in str(info.value)
+    assert info.value.path == str(path)
+
+
+def test_truncated_stack_fails_at_open(tmp_path):
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, np.ones((4, 64, 64), np.uint16), bigtiff=True, photometric="minisblack")
+    _truncate(path, 0.6)
+    with pytest.raises(ImageReadError, match=r"stack\.tif: truncated TIFF"):
+        open_image(path)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.tif"
+    path.write_bytes(b"")
+    with pytest.raises(ImageReadError, match=r"empty\.tif: empty file"):
+        open_image(path)
+
+
+def test_text_file_named_tif(tmp_path):
+    path = tmp_path / "notes.tif"
+    path.write_text("hello, this is not an image\n")
+    with pytest.raises(ImageReadError, match=r"notes\.tif: not a valid TIFF"):
+        open_image(path)
+
+
+def test_text_file_named_png(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("hello, this is not an image\n")
+    with pytest.raises(ImageReadError, match=r"notes\.png: cannot decode"):
+        open_image(path)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(ImageReadError, match="no such file or directory"):
+        open_image(tmp_path / "missing.tif")
+
+
+def test_unsupported_suffix(tmp_path):
+    path = tmp_path / "data.xyz"
+    path.write_bytes(b"1234")
+    with pytest.raises(ImageReadError) as info:
+        open_image(path)
+    assert str(info.value) == (
+        f"{path}: unsupported file type '.xyz' (supported: .tif, .tiff, .png, .jpg, .zarr, .ome.zarr)"
+    )
+
+
+def test_not_a_zarr_store(tmp_path):
+    path = tmp_path / "empty.zarr"
+    path.mkdir()
+    with pytest.raises(ImageReadError, match=r"empty\.zarr"):
+        open_image(path)
+
+
+def test_zarr_group_without_image(tmp_path):
+    path = tmp_path / "g.zarr"
+    zarr.open_group(path, mode="w")
+    with pytest.raises(ImageReadError, match="no OME multiscales"):
+        open_image(path)
+
+
+def test_corrupt_zarr_chunk_names_store_and_chunk(tmp_path):
+    path = tmp_path / "bad.ome.zarr"
+    write_ome_zarr(np.ones((64, 64), np.uint16), path, "yx", chunks=(32, 32), pyramid=False)
+    (path / "0" / "c" / "0" / "1").write_bytes(b"garbage, not zstd")
+    im = open_image(path)  # metadata is fine: opening works
+    np.testing.assert_array_equal(im.read((slice(0, 32), slice(0, 32))), 1)
+    with pytest.raises(ImageReadError) as info:
+        im.read((slice(0, 32), slice(32, 64)))
+    message = str(info.value)
+    assert str(path) in message and "chunk c/0/1" in message
+    lazy = as_dask(im.data, im.axes, path=im.path)
+    assert isinstance(lazy, da.Array)
+    with pytest.raises(ImageReadError, match=r"bad\.ome\.zarr/0: cannot read chunk c/0/1"):
+        lazy.compute()
+
+
+def test_errors_pickle_and_types():
+    err = pickle.loads(pickle.dumps(ImageReadError("a.tif", "bad\nthing")))
+    assert str(err) == "a.tif: bad thing" and isinstance(err, ValueError)
+    werr = ImageWriteError("out.zarr", "already exists")
+    assert isinstance(werr, OSError) and str(werr) == "out.zarr: already exists"

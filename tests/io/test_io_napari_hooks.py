@@ -1,0 +1,147 @@
+"""npe2 reader/writers: lazy dask layers, never raising for unreadable input; no viewer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import dask.array as da
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from napari_attnrestore.io import open_image, write_ome_zarr
+from napari_attnrestore.io.napari_hooks import napari_get_reader, write_ome_zarr_layer, write_tiff_layer
+
+
+def test_io_sources_do_not_import_torch_napari_or_qt():
+    import ast
+    import pathlib
+
+    import napari_attnrestore.io as io_pkg
+
+    banned = {"torch", "napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui"}
+    for source in pathlib.Path(io_pkg.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            assert not {n.split(".")[0] for n in names} & banned, f"{source.name} imports {names}"
+
+
+def test_hooks_import_leaves_napari_and_qt_unloaded():
+    code = (
+        "import sys, napari_attnrestore.io.napari_hooks; "
+        "bad = [m for m in ('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_reader_tiff_is_lazy(tmp_path, recorder):
+    a = np.arange(300 * 200, dtype=np.uint16).reshape(300, 200)
+    path = tmp_path / "img.tif"
+    tifffile.imwrite(path, a, tile=(64, 64))
+    reader = napari_get_reader(str(path))
+    assert callable(reader)
+    layers = reader(str(path))
+    assert recorder.count == 0  # nothing computed
+    (data, kwargs, kind) = layers[0]
+    assert kind == "image" and isinstance(data, da.Array)
+    assert kwargs["name"] == "img" and kwargs["rgb"] is False
+    assert kwargs["scale"] == (1.0, 1.0) and kwargs["translate"] == (0.0, 0.0)
+    assert kwargs["metadata"] == {"axes": "yx", "units": {}, "path": str(path)}
+    np.testing.assert_array_equal(data[100:110, 60:70].compute(), a[100:110, 60:70])
+
+
+def test_reader_pyramid_gives_list_of_dask(tmp_path):
+    path = tmp_path / "p.ome.zarr"
+    write_ome_zarr(np.zeros((1100, 600), np.uint8), path, "yx", scale=(0.5, 0.5))
+    ((data, kwargs, _),) = napari_get_reader(path)(path)
+    assert isinstance(data, list) and all(isinstance(d, da.Array) for d in data)
+    assert [d.shape for d in data] == [(1100, 600), (550, 300), (275, 150)]
+    assert kwargs["multiscale"] is True and kwargs["scale"] == (0.5, 0.5)
+
+
+def test_reader_rgb_drops_sample_axis_from_scale(tmp_path):
+    rgb = np.zeros((40, 30, 3), np.uint8)
+    extratags = [(33550, "d", 3, (2.0, 3.0, 0.0), False), (33922, "d", 6, (0, 0, 0, 10.0, 20.0, 0), False)]
+    tifffile.imwrite(tmp_path / "geo.tif", rgb, photometric="rgb", extratags=extratags)
+    ((data, kwargs, _),) = napari_get_reader(tmp_path / "geo.tif")(None)
+    assert data.shape == (40, 30, 3) and kwargs["rgb"] is True
+    assert kwargs["scale"] == (3.0, 2.0) and kwargs["translate"] == (20.0, 10.0)
+    assert "channel_axis" not in kwargs
+
+
+def test_reader_channel_axis(tmp_path):
+    path = tmp_path / "c.ome.zarr"
+    write_ome_zarr(np.zeros((2, 5, 64, 64), np.uint16), path, "tcyx", scale=(1.0, 1.0, 0.2, 0.2), pyramid=False)
+    ((data, kwargs, _),) = napari_get_reader(path)(path)
+    assert data.shape == (2, 5, 64, 64)
+    assert kwargs["channel_axis"] == 1 and "rgb" not in kwargs
+    assert kwargs["scale"] == (1.0, 0.2, 0.2) and len(kwargs["translate"]) == 3
+    assert kwargs["name"] == [f"c [{i}]" for i in range(5)]
+
+
+def test_reader_list_of_paths(tmp_path):
+    for name in ("a.tif", "b.tif"):
+        tifffile.imwrite(tmp_path / name, np.zeros((16, 16), np.uint8))
+    paths = [str(tmp_path / "a.tif"), str(tmp_path / "b.tif")]
+    layers = napari_get_reader(paths)(paths)
+    assert [kw["name"] for _, kw, _ in layers] == ["a", "b"]
+    (tmp_path / "c.txt").write_text("x")
+    assert napari_get_reader([*paths, str(tmp_path / "c.txt")]) is None
+
+
+@pytest.mark.parametrize("bad", ["missing.tif", "notes.txt", "broken.tif", "empty.tif", "folder", "bad.zarr"])
+def test_get_reader_returns_none_for_bad_input(tmp_path, bad):
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "empty.tif").write_bytes(b"")
+    tifffile.imwrite(tmp_path / "broken.tif", np.ones((64, 64), np.uint16))
+    data = (tmp_path / "broken.tif").read_bytes()
+    (tmp_path / "broken.tif").write_bytes(data[: len(data) // 2])
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "bad.zarr").mkdir()
+    assert napari_get_reader(str(tmp_path / bad)) is None
+
+
+@pytest.mark.parametrize("weird", [None, 42, [], [None], b"bytes.tif"])
+def test_get_reader_never_raises_on_weird_input(weird):
+    assert napari_get_reader(weird) is None
+
+
+def test_write_layers_stream_and_keep_geometry(tmp_path, recorder):
+    src = da.random.default_rng(0).integers(0, 1000, size=(600, 400), chunks=100, dtype=np.uint16)
+    meta = {"name": "den", "scale": (0.5, 0.25), "translate": (1.0, 2.0), "rgb": False,
+            "metadata": {"axes": "yx", "units": {"y": "micrometer", "x": "micrometer"}}}  # fmt: skip
+    out = write_ome_zarr_layer(str(tmp_path / "den.ome.zarr"), [src, src[::2, ::2]], meta)
+    assert out == [str(tmp_path / "den.ome.zarr")]
+    assert 0 < recorder.max_nbytes < src.nbytes  # streamed, never the whole layer
+    im = open_image(out[0])
+    assert im.scale == (0.5, 0.25) and im.translate == (1.0, 2.0) and im.name == "den"
+    assert im.units == {"y": "micrometer", "x": "micrometer"}
+    assert bool((da.from_zarr(im.data) == src).all().compute())
+    recorder.max_nbytes = 0
+    out = write_tiff_layer(str(tmp_path / "den.ome.tif"), src, meta)
+    assert 0 < recorder.max_nbytes < src.nbytes
+    im = open_image(out[0])
+    assert im.scale == (0.5, 0.25)
+    assert bool((im.to_dask() == src).all().compute())
+
+
+def test_write_layer_rgb_and_split_channel(tmp_path):
+    rgb = da.zeros((64, 48, 3), dtype=np.uint8, chunks=32)
+    write_tiff_layer(str(tmp_path / "rgb.tif"), rgb, {"rgb": True, "scale": (2.0, 2.0), "metadata": {}})
+    im = open_image(tmp_path / "rgb.tif")
+    assert im.axes == "yxc" and im.rgb and im.scale == pytest.approx((2.0, 2.0, 1.0))
+    # one channel of a layer split by channel_axis: metadata axes still list 'c'
+    plane = da.zeros((2, 32, 32), dtype=np.uint16, chunks=16)
+    meta = {"rgb": False, "scale": (3.0, 1.0, 1.0), "metadata": {"axes": "tcyx"}}
+    write_ome_zarr_layer(str(tmp_path / "ch.ome.zarr"), plane, meta)
+    im = open_image(tmp_path / "ch.ome.zarr")
+    assert im.axes == "tyx" and im.scale == (3.0, 1.0, 1.0)
+    assert zarr.open_group(tmp_path / "ch.ome.zarr", mode="r").metadata.zarr_format == 3

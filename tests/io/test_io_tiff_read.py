@@ -1,0 +1,152 @@
+"""Reading TIFF flavours lazily: plain, OME, Geo, Big, big-endian, pyramids."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from napari_attnrestore.io import ImageData, guess_axes, open_image
+
+
+def _ramp(shape, dtype=np.uint16):
+    return (np.arange(int(np.prod(shape))) % 4000).astype(dtype).reshape(shape)
+
+
+def test_plain_tiff_is_lazy_zarr(tmp_path):
+    a = _ramp((100, 80))
+    path = tmp_path / "plain.tif"
+    tifffile.imwrite(path, a)
+    im = open_image(path)
+    assert isinstance(im, ImageData)
+    assert isinstance(im.data, zarr.Array)
+    assert im.axes == "yx" and not im.rgb and im.channel_axis is None
+    assert im.scale == (1.0, 1.0) and im.translate == (0.0, 0.0)
+    assert im.levels == [im.data]
+    assert im.name == "plain" and im.path == str(path)
+    np.testing.assert_array_equal(im.data[10:20, 5:9], a[10:20, 5:9])
+
+
+def test_ome_tiff_physical_size(tmp_path):
+    a = _ramp((3, 64, 48))
+    path = tmp_path / "cells.ome.tif"
+    meta = {"axes": "CYX", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.5, "PhysicalSizeXUnit": "nm"}
+    tifffile.imwrite(path, a, metadata=meta)
+    im = open_image(path)
+    assert im.axes == "cyx" and im.channel_axis == 0 and not im.rgb
+    assert im.scale == (1.0, 0.5, 0.25)
+    assert im.units == {"y": "micrometer", "x": "nanometer"}
+    assert im.name == "cells"
+    assert "ome" in im.meta
+    np.testing.assert_array_equal(im.data[:], a)
+
+
+def test_geotiff_scale_and_origin(tmp_path):
+    a = _ramp((50, 60), np.uint8)
+    path = tmp_path / "geo.tif"
+    geokeys = (1, 1, 0, 2, 1024, 0, 1, 1, 3076, 0, 1, 9001)  # projected, metre
+    extratags = [
+        (33550, "d", 3, (30.0, 15.0, 0.0), False),
+        (33922, "d", 6, (0.0, 0.0, 0.0, 500000.0, 4000000.0, 0.0), False),
+        (34735, "H", len(geokeys), geokeys, False),
+    ]
+    tifffile.imwrite(path, a, extratags=extratags)
+    im = open_image(path)
+    assert im.axes == "yx"
+    assert im.scale == (15.0, 30.0)
+    assert im.translate == (4000000.0, 500000.0)
+    assert im.units == {"x": "meter", "y": "meter"}
+    geo = im.meta["geotiff"]
+    assert geo["pixel_scale"][:2] == [30.0, 15.0]
+    assert geo["tiepoint"][3:5] == [500000.0, 4000000.0]
+    assert "geokeys" in geo
+
+
+def test_geotiff_rgb(tmp_path):
+    a = np.random.default_rng(0).integers(0, 255, (40, 30, 3), dtype=np.uint8)
+    path = tmp_path / "rgb.tif"
+    extratags = [(33550, "d", 3, (2.0, 2.0, 0.0), False), (33922, "d", 6, (0, 0, 0, 10.0, 20.0, 0), False)]
+    tifffile.imwrite(path, a, photometric="rgb", extratags=extratags)
+    im = open_image(path)
+    assert im.axes == "yxc" and im.rgb and im.channel_axis is None
+    assert im.scale == (2.0, 2.0, 1.0) and im.translate == (20.0, 10.0, 0.0)
+    np.testing.assert_array_equal(im.data[:], a)
+
+
+def test_bigtiff_multipage_stack(tmp_path):
+    a = _ramp((4, 32, 40))
+    path = tmp_path / "stack.tif"
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        for plane in a:
+            tw.write(plane, compression="zlib", tile=(16, 16))
+    im = open_image(path)
+    assert im.meta["bigtiff"]
+    assert im.shape == (4, 32, 40) and im.axes == "tyx"
+    np.testing.assert_array_equal(im.data[2], a[2])
+
+
+def test_big_endian_uint16_stack(tmp_path):
+    a = _ramp((3, 40, 30)).astype(">u2")
+    path = tmp_path / "be.tif"
+    tifffile.imwrite(path, a, byteorder=">", photometric="minisblack")
+    im = open_image(path)
+    assert im.meta["byteorder"] == ">"
+    assert im.axes == "tyx" and im.dtype.kind == "u" and im.dtype.itemsize == 2
+    out = im.read((1, slice(5, 9)))
+    np.testing.assert_array_equal(out, a[1, 5:9].astype(np.uint16))
+    assert out.dtype.newbyteorder("=") == np.dtype(np.uint16).newbyteorder("=")
+
+
+def test_ome_tiff_pyramid_subifds(tmp_path):
+    a = _ramp((256, 192))
+    path = tmp_path / "pyr.ome.tif"
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        tw.write(a, subifds=2, tile=(64, 64), metadata={"axes": "YX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+        tw.write(a[::2, ::2], subfiletype=1, tile=(64, 64))
+        tw.write(a[::4, ::4], subfiletype=1, tile=(64, 64))
+    im = open_image(path)
+    assert [lv.shape for lv in im.levels] == [(256, 192), (128, 96), (64, 48)]
+    assert all(isinstance(lv, zarr.Array) for lv in im.levels)
+    assert im.data is im.levels[0] and im.multiscale
+    assert im.scale == (0.5, 0.5)
+    np.testing.assert_array_equal(im.levels[2][:], a[::4, ::4])
+
+
+def test_imagej_hyperstack_spacing(tmp_path):
+    a = _ramp((2, 3, 16, 16))
+    path = tmp_path / "ij.tif"
+    tifffile.imwrite(
+        path, a, imagej=True, resolution=(1 / 0.3, 1 / 0.3), metadata={"axes": "TZYX", "spacing": 2.0, "unit": "um"}
+    )
+    im = open_image(path)
+    assert im.axes == "tzyx"
+    assert im.scale[1:] == pytest.approx((2.0, 0.3, 0.3))
+    assert im.units["x"] == "micrometer"
+
+
+@pytest.mark.parametrize(
+    ("shape", "rgb", "expected"),
+    [
+        ((10, 20), None, ("yx", False)),
+        ((5, 10, 20), None, ("zyx", False)),
+        ((4, 5, 10, 20), None, ("tzyx", False)),
+        ((10, 20, 3), None, ("yxc", True)),
+        ((10, 20, 4), None, ("yxc", True)),
+        ((10, 20, 3), False, ("zyx", False)),
+        ((2, 10, 20, 3), None, ("zyxc", True)),
+    ],
+)
+def test_guess_axes(shape, rgb, expected):
+    assert guess_axes(shape, rgb=rgb) == expected
+
+
+def test_generic_multipage_stack(tmp_path):
+    a = _ramp((5, 24, 20))
+    path = tmp_path / "generic.tif"
+    with tifffile.TiffWriter(path, shaped=False) as tw:
+        for plane in a:
+            tw.write(plane)
+    im = open_image(path)
+    assert im.shape == (5, 24, 20) and im.axes == "tyx"
+    np.testing.assert_array_equal(im.data[:], a)

@@ -1,0 +1,146 @@
+"""Writers stream dask arrays chunk by chunk and refuse to clobber existing output."""
+
+from __future__ import annotations
+
+import os
+
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+
+from napari_attnrestore.io import (
+    ImageWriteError,
+    create_ome_zarr,
+    open_image,
+    read_ome_metadata,
+    write_ome_zarr,
+    write_pyramid,
+    write_tiff,
+)
+
+
+def _big_source():
+    rng = da.random.default_rng(42)
+    return rng.integers(0, 60000, size=(4096, 4096), chunks=512, dtype=np.uint16)
+
+
+def test_write_ome_zarr_streams_dask(tmp_path, recorder):
+    src = _big_source()
+    path = tmp_path / "big.ome.zarr"
+    write_ome_zarr(src, path, "yx", scale=(0.3, 0.3))
+    assert recorder.count > 64  # chunk by chunk ...
+    assert recorder.max_nbytes <= 2 * 1024 * 1024 * 4  # ... never the whole 32 MiB image
+    im = open_image(path)
+    assert [lv.shape for lv in im.levels] == [(4096, 4096), (2048, 2048), (1024, 1024), (512, 512)]
+    assert bool((da.from_zarr(im.data) == src).all().compute())
+    assert zarr.open_group(path, mode="r").attrs["attnrestore"] == {"complete": True}
+    assert read_ome_metadata(path)["datasets"][3]["coordinateTransformations"][0]["scale"] == [2.4, 2.4]
+
+
+def test_write_tiff_streams_dask(tmp_path, recorder):
+    src = _big_source()
+    path = tmp_path / "big.tif"
+    write_tiff(src, path, "yx", tile=(256, 256))
+    assert recorder.max_nbytes <= 4096 * 512 * 2 * 2  # one band of rows at a time
+    im = open_image(path)
+    assert im.data.chunks == (256, 256) and im.meta["bigtiff"]
+    assert bool((im.to_dask() == src).all().compute())
+    assert not [p for p in os.listdir(tmp_path) if "partial" in p]
+
+
+def test_write_tiff_rgb_and_ome(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 255, (100, 70, 3), dtype=np.uint8)
+    write_tiff(rgb, tmp_path / "rgb.tif", "yxc", tile=(32, 32))
+    im = open_image(tmp_path / "rgb.tif")
+    assert im.axes == "yxc" and im.rgb
+    np.testing.assert_array_equal(im.data[:], rgb)
+    stack = np.arange(3 * 40 * 50, dtype=np.float32).reshape(3, 40, 50)
+    write_tiff(da.from_array(stack, chunks=(1, 20, 20)), tmp_path / "s.ome.tif", "zyx", scale=(2.0, 0.5, 0.25))
+    im = open_image(tmp_path / "s.ome.tif")
+    assert im.axes == "zyx" and im.scale == (2.0, 0.5, 0.25)
+    assert im.units == {"x": "micrometer", "y": "micrometer", "z": "micrometer"}
+    np.testing.assert_array_equal(im.data[:], stack)
+
+
+def test_write_tiff_moves_yx_last(tmp_path):
+    a = np.arange(40 * 30, dtype=np.uint16).reshape(40, 30)
+    write_tiff(a.T, tmp_path / "t.tif", "xy", scale=(0.25, 0.5))
+    im = open_image(tmp_path / "t.tif")
+    assert im.axes == "yx" and im.scale == pytest.approx((0.5, 0.25))
+    np.testing.assert_array_equal(im.data[:], a)
+
+
+def test_plain_tiff_scale_roundtrip(tmp_path):
+    write_tiff(np.zeros((32, 32), np.uint8), tmp_path / "p.tif", "yx", scale=(0.65, 0.65))
+    im = open_image(tmp_path / "p.tif")
+    assert im.scale == pytest.approx((0.65, 0.65)) and im.units["x"] == "micrometer"
+
+
+def test_refuse_overwrite(tmp_path):
+    a = np.zeros((32, 32), np.uint8)
+    write_ome_zarr(a, tmp_path / "a.ome.zarr", "yx")
+    with pytest.raises(
+        ImageWriteError, match=r"a\.ome\.zarr: already exists; pass overwrite=True \(CLI: --overwrite\)"
+    ):
+        write_ome_zarr(a, tmp_path / "a.ome.zarr", "yx")
+    write_ome_zarr(a + 1, tmp_path / "a.ome.zarr", "yx", overwrite=True)
+    assert int(open_image(tmp_path / "a.ome.zarr").data[0, 0]) == 1
+    write_tiff(a, tmp_path / "a.tif")
+    with pytest.raises(ImageWriteError, match="already exists"):
+        write_tiff(a, tmp_path / "a.tif")
+    write_tiff(a + 2, tmp_path / "a.tif", overwrite=True)
+    assert int(open_image(tmp_path / "a.tif").data[0, 0]) == 2
+    with pytest.raises(ImageWriteError, match="already exists"):
+        create_ome_zarr(tmp_path / "a.ome.zarr", (8, 8), np.uint8, None, "yx")
+
+
+def test_overwrite_never_deletes_a_non_zarr_folder(tmp_path):
+    folder = tmp_path / "precious"
+    folder.mkdir()
+    (folder / "thesis.txt").write_text("do not delete")
+    with pytest.raises(ImageWriteError, match="not a zarr store"):
+        create_ome_zarr(folder, (8, 8), np.uint8, None, "yx", overwrite=True)
+    assert (folder / "thesis.txt").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_parent(tmp_path):
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    parent.chmod(0o500)
+    try:
+        with pytest.raises(ImageWriteError, match="not writable"):
+            create_ome_zarr(parent / "x.ome.zarr", (8, 8), np.uint8, None, "yx")
+    finally:
+        parent.chmod(0o700)
+
+
+def test_create_ome_zarr_metadata(tmp_path):
+    z = create_ome_zarr(
+        tmp_path / "e.ome.zarr", (2, 3, 100, 80), np.float32, (1, 1, 64, 64), "tcyx",
+        scale={"t": 5.0, "y": 0.5, "x": 0.5}, units={"t": "s", "y": "µm", "x": "µm"}, name="empty",
+        extra_attrs={"note": "hi"},
+    )  # fmt: skip
+    assert isinstance(z, zarr.Array) and z.chunks == (1, 1, 64, 64)
+    ms = read_ome_metadata(tmp_path / "e.ome.zarr")
+    assert ms["name"] == "empty"
+    assert [a["type"] for a in ms["axes"]] == ["time", "channel", "space", "space"]
+    assert [a.get("unit") for a in ms["axes"]] == ["second", None, "micrometer", "micrometer"]
+    assert ms["datasets"][0]["coordinateTransformations"] == [{"type": "scale", "scale": [5.0, 1.0, 0.5, 0.5]}]
+    assert zarr.open_group(tmp_path / "e.ome.zarr", mode="r").attrs["note"] == "hi"
+
+
+def test_write_pyramid_levels_and_int_rounding(tmp_path):
+    a = np.array([[0, 1, 2], [1, 2, 9], [4, 4, 4]], dtype=np.uint8)
+    path = tmp_path / "p.ome.zarr"
+    write_ome_zarr(a, path, "yx", pyramid=False)
+    paths = write_pyramid(path, levels=2)
+    assert paths == ["0", "1", "2"]
+    im = open_image(path)
+    assert im.levels[1].dtype == np.uint8
+    # odd sizes are edge-padded: block (0,1) is [[2, 2], [9, 9]] -> 5.5 -> 6
+    np.testing.assert_array_equal(im.levels[1][:], [[1, 6], [4, 4]])
+    assert im.levels[2].shape == (1, 1)
+    assert write_pyramid(path, levels=1, method="max") == ["0", "1"]
+    np.testing.assert_array_equal(open_image(path).levels[1][:], [[2, 9], [4, 4]])

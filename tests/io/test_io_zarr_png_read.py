@@ -1,0 +1,130 @@
+"""Reading PNG, plain zarr (v2/v3) and OME-Zarr (NGFF 0.4 on zarr v2, 0.5 on zarr v3)."""
+
+from __future__ import annotations
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import zarr
+
+from napari_attnrestore.io import open_image, read_ome_metadata, write_ome_zarr
+
+
+def test_png_gray_and_rgb(tmp_path):
+    rng = np.random.default_rng(1)
+    gray = rng.integers(0, 255, (20, 30), dtype=np.uint8)
+    rgb = rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    iio.imwrite(tmp_path / "gray.png", gray)
+    iio.imwrite(tmp_path / "rgb.png", rgb)
+    g = open_image(tmp_path / "gray.png")
+    assert g.axes == "yx" and not g.rgb and g.scale == (1.0, 1.0)
+    np.testing.assert_array_equal(g.data, gray)
+    c = open_image(tmp_path / "rgb.png")
+    assert c.axes == "yxc" and c.rgb and c.channel_axis is None
+    np.testing.assert_array_equal(c.data, rgb)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_plain_zarr_array(tmp_path, zarr_format):
+    a = np.arange(2 * 30 * 40, dtype=np.float32).reshape(2, 30, 40)
+    path = tmp_path / "plain.zarr"
+    z = zarr.create_array(path, shape=a.shape, chunks=(1, 16, 16), dtype=a.dtype, zarr_format=zarr_format)
+    z[:] = a
+    im = open_image(path)
+    assert isinstance(im.data, zarr.Array)
+    assert im.axes == "zyx" and not im.rgb and im.scale == (1.0, 1.0, 1.0)
+    np.testing.assert_array_equal(im.data[1, 3:5], a[1, 3:5])
+
+
+def test_plain_zarr_rgb_guess(tmp_path):
+    path = tmp_path / "rgb.zarr"
+    zarr.create_array(path, shape=(20, 10, 3), chunks=(10, 10, 3), dtype=np.uint8)
+    im = open_image(path)
+    assert im.axes == "yxc" and im.rgb
+
+
+def test_group_with_array_0(tmp_path):
+    path = tmp_path / "group.zarr"
+    g = zarr.open_group(path, mode="w", zarr_format=3)
+    g.create_array("0", shape=(32, 32), chunks=(16, 16), dtype=np.uint16)[:] = 5
+    im = open_image(path)
+    assert im.axes == "yx" and im.shape == (32, 32)
+    assert int(im.data[0, 0]) == 5
+
+
+def test_ome_zarr_05_roundtrip_with_pyramid(tmp_path):
+    a = (np.arange(1200 * 700) % 3000).astype(np.uint16).reshape(1200, 700)
+    path = tmp_path / "img.ome.zarr"
+    out = write_ome_zarr(a, path, "yx", scale=(0.5, 0.25), translate=(10.0, 20.0), units="micrometer")
+    assert out == str(path)
+    root = zarr.open_group(path, mode="r")
+    assert root.metadata.zarr_format == 3
+    assert root.attrs["ome"]["version"] == "0.5"
+    im = open_image(path)
+    assert im.axes == "yx" and im.name == "img"
+    assert im.scale == (0.5, 0.25) and im.translate == (10.0, 20.0)
+    assert im.units == {"y": "micrometer", "x": "micrometer"}
+    assert [lv.shape for lv in im.levels] == [(1200, 700), (600, 350), (300, 175)]
+    assert all(isinstance(lv, zarr.Array) for lv in im.levels)
+    np.testing.assert_array_equal(im.data[:], a)
+    expected = np.round(a[:2, :2].astype(float).mean()).astype(np.uint16)
+    assert im.levels[1][0, 0] == expected
+    ms = read_ome_metadata(path)
+    assert [d["path"] for d in ms["datasets"]] == ["0", "1", "2"]
+    assert ms["datasets"][1]["coordinateTransformations"][0]["scale"] == [1.0, 0.5]
+    assert ms["datasets"][2]["coordinateTransformations"][0]["scale"] == [2.0, 1.0]
+    assert root["0"].metadata.dimension_names == ("y", "x")
+
+
+def test_ome_zarr_05_validates_with_ome_zarr_py(tmp_path):
+    reader = pytest.importorskip("ome_zarr.reader")
+    io = pytest.importorskip("ome_zarr.io")
+    path = tmp_path / "v.ome.zarr"
+    write_ome_zarr(np.zeros((2, 600, 300), np.uint8), path, "cyx", scale=(1, 2, 2), units={"y": "µm", "x": "µm"})
+    loc = io.parse_url(str(path))
+    node = next(iter(reader.Reader(loc)()))
+    assert [d.shape for d in node.data] == [(2, 600, 300), (2, 300, 150)]
+
+
+def test_ngff_04_zarr_v2(tmp_path):
+    path = tmp_path / "old.ome.zarr"
+    g = zarr.open_group(path, mode="w", zarr_format=2)
+    a = np.arange(2 * 64 * 48, dtype=np.uint16).reshape(2, 64, 48)
+    g.create_array("0", shape=a.shape, chunks=(1, 32, 32), dtype=a.dtype)[:] = a
+    g.create_array("1", shape=(2, 32, 24), chunks=(1, 32, 32), dtype=a.dtype)[:] = a[:, ::2, ::2]
+    axes = [
+        {"name": "c", "type": "channel"},
+        {"name": "y", "type": "space", "unit": "micrometer"},
+        {"name": "x", "type": "space", "unit": "micrometer"},
+    ]
+    g.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "name": "old",
+            "axes": axes,
+            "datasets": [
+                {
+                    "path": "0",
+                    "coordinateTransformations": [
+                        {"type": "scale", "scale": [1.0, 0.5, 0.5]},
+                        {"type": "translation", "translation": [0.0, 3.0, 4.0]},
+                    ],
+                },
+                {"path": "1", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0, 1.0]}]},
+            ],
+            "coordinateTransformations": [{"type": "scale", "scale": [1.0, 2.0, 2.0]}],
+        }
+    ]
+    im = open_image(path)
+    assert im.axes == "cyx" and im.channel_axis == 0 and not im.rgb
+    assert im.scale == (1.0, 1.0, 1.0)
+    assert im.translate == (0.0, 6.0, 8.0)
+    assert im.units == {"y": "micrometer", "x": "micrometer"}
+    assert im.meta["ngff_version"] == "0.4"
+    assert len(im.levels) == 2
+    np.testing.assert_array_equal(im.levels[1][:], a[:, ::2, ::2])
+    assert read_ome_metadata(path)["name"] == "old"
+
+
+def test_read_ome_metadata_of_non_zarr_is_empty(tmp_path):
+    assert read_ome_metadata(tmp_path / "nothing.zarr") == {}

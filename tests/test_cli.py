@@ -1,0 +1,57 @@
+"""The attnrestore command line: restore, models, demo; one-line errors with exit status 2."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from napari_attnrestore.cli import main
+
+
+def test_restore_tif_to_ome_zarr(tmp_path, tiny_checkpoint, capsys):
+    img = (np.random.default_rng(0).random((80, 96)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "noisy.tif", img)
+    out = tmp_path / "clean.ome.zarr"
+    assert main(["restore", str(tmp_path / "noisy.tif"), str(out), "--task", "denoise", "--weights", str(tiny_checkpoint), "-q"]) == 0
+    res = zarr.open_group(str(out), mode="r")
+    assert res["0"].shape == img.shape and res["0"].dtype == np.uint8
+    assert res.attrs["attnrestore"]["status"] == "complete"
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".png"])
+def test_restore_to_tif_and_png(tmp_path, tiny_checkpoint, suffix):
+    img = (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "in.tif", img)
+    out = tmp_path / f"out{suffix}"
+    assert main(["restore", str(tmp_path / "in.tif"), str(out), "--weights", str(tiny_checkpoint), "-q"]) == 0
+    assert out.exists()
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "napari_attnrestore.cli", *args], capture_output=True, text=True)
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path, tiny_checkpoint):
+    missing = _run("restore", str(tmp_path / "nope.tif"), str(tmp_path / "o.zarr"), "--weights", str(tiny_checkpoint))
+    assert missing.returncode == 2
+    lines = missing.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nope.tif" in lines[0] and "Traceback" not in missing.stderr
+
+    (tmp_path / "o.zarr").mkdir()
+    exists = _run("restore", str(tmp_path / "nope.tif"), str(tmp_path / "o.zarr"))
+    assert exists.returncode == 2 and "--overwrite" in exists.stderr
+
+    bad_weights = tmp_path / "w.pth"
+    bad_weights.write_bytes(b"not a checkpoint")
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((16, 16), np.uint8))
+    r = _run("restore", str(tmp_path / "a.tif"), str(tmp_path / "b.zarr"), "--weights", str(bad_weights))
+    assert r.returncode == 2 and "w.pth" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_models_lists_architectures(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "hat" in out and "Architectures" in out

@@ -1,0 +1,56 @@
+"""Checkpoints: safetensors + JSON card round trip; unsafe pickles are refused unexecuted."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import napari_attnrestore as ar
+from napari_attnrestore.training import CheckpointError, load_checkpoint, read_card
+
+
+def test_round_trip(tiny_checkpoint, tiny_hat):
+    m = load_checkpoint(tiny_checkpoint)
+    card = read_card(tiny_checkpoint)
+    assert card["arch"] == "hat" and card["task"] == "denoise"
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(m(x), tiny_hat(x), atol=2e-2)  # weights stored as fp16
+
+
+def test_wrong_task_is_refused(tiny_checkpoint):
+    with pytest.raises(CheckpointError, match="for task 'denoise', not 'sr'"):
+        load_checkpoint(tiny_checkpoint, task="sr")
+
+
+def test_checkpoint_restores_through_api(tiny_checkpoint):
+    out = ar.restore(np.random.default_rng(0).random((40, 40)).astype(np.float32), model=str(tiny_checkpoint))
+    assert out.compute().shape == (40, 40)
+
+
+MARKER = []
+
+
+class Evil:
+    def __reduce__(self):
+        return (MARKER.append, ("code ran",))
+
+
+def test_pickled_code_is_refused_without_running(tmp_path):
+    p = tmp_path / "evil.pth"
+    with open(p, "wb") as f:
+        pickle.dump({"state_dict": {"w": Evil()}}, f)
+    torch.save({"params": {"w": Evil()}}, tmp_path / "evil2.pth")
+    for path in (p, tmp_path / "evil2.pth"):
+        with pytest.raises(CheckpointError, match="refused"):
+            ar.load_model(str(path))
+    assert MARKER == []
+
+
+def test_corrupt_safetensors(tmp_path, tiny_checkpoint):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(tiny_checkpoint.read_bytes()[:100])
+    tiny_checkpoint.with_suffix(".json").rename(bad.with_suffix(".json"))
+    with pytest.raises(CheckpointError, match=r"bad\.safetensors"):
+        load_checkpoint(bad)
