@@ -8,6 +8,15 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .api import build_model, list_architectures, list_models, load_model, restore, restore_to_zarr  # noqa: E402
+from .api import (  # noqa: E402
+    build_model,
+    list_architectures,
+    list_models,
+    load_model,
+    restore,
+    restore_to_zarr,
+    save_model,
+    train,
+)
 
-__all__ = ["__version__", "build_model", "list_architectures", "list_models", "load_model", "restore", "restore_to_zarr"]
+__all__ = ["__version__", "build_model", "list_architectures", "list_models", "load_model", "restore", "restore_to_zarr", "save_model", "train"]

@@ -18,9 +18,10 @@ from .engine import ModelHandle, make_plan, restore_array
 from .models import build_model, list_architectures
 from .tasks import get_task
 from .training.checkpoint import CheckpointError, load_checkpoint, load_state
+from .training.session import save_model, train
 from .zoo import list_models, resolve_weight
 
-__all__ = ["as_source", "build_model", "list_architectures", "list_models", "load_model", "resolve_model", "restore", "restore_to_zarr"]
+__all__ = ["as_source", "build_model", "list_architectures", "list_models", "load_model", "resolve_model", "restore", "restore_to_zarr", "save_model", "train"]
 
 
 def load_model(name_or_path: str | os.PathLike = "default:denoise", task: str | None = None, scale: int | None = None) -> nn.Module:

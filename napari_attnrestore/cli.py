@@ -121,6 +121,37 @@ def cmd_models(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(a: argparse.Namespace) -> int:
+    import napari_attnrestore as ar
+
+    mode = "self-supervised" if a.self_supervised else ("paired" if a.clean else a.mode)
+    out = Path(a.out)
+    if out.suffix != ".safetensors":
+        raise UserError(f"{out}: the checkpoint name must end with .safetensors")
+    if out.exists() and not a.overwrite:
+        raise UserError(f"{out}: exists; pass --overwrite to replace it")
+    events = ar.train(
+        [str(p) for p in a.images], task=a.task, arch=a.arch, model=a.start, clean=[str(p) for p in a.clean] or None,
+        mode=mode, scale=a.scale, steps=a.steps, batch=a.batch, patch=a.patch, lr=a.lr, device=a.device,
+        state_path=a.state, log_every=1,
+    )
+    from tqdm.auto import tqdm
+
+    model = None
+    with tqdm(total=a.steps, desc="train", unit="step", disable=a.quiet) as bar:
+        for ev in events:
+            bar.n = ev.step
+            bar.set_postfix(loss=f"{ev.loss:.4g}")
+            bar.refresh()
+            if ev.done:
+                model = ev.model
+    assert model is not None
+    ar.save_model(model, out, task=a.task, card={"name": out.stem, "training_images": [str(p) for p in a.images]})
+    if not a.quiet:
+        print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from napari_attnrestore.demo import run_demo
 
@@ -151,6 +182,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace an existing output")
     r.add_argument("-q", "--quiet", action="store_true")
     r.set_defaults(func=cmd_restore)
+
+    t = sub.add_parser("train", help="train or fine-tune on your own images (self-supervised on noisy data)")
+    t.add_argument("images", nargs="+", help="training images (.tif/.zarr/.png); every 2D plane is used")
+    t.add_argument("--out", required=True, help="checkpoint to write (.safetensors, with a .json card)")
+    t.add_argument("--task", default="denoise", choices=["denoise", "sr"])
+    t.add_argument("--scale", type=int, choices=[2, 4], default=None)
+    t.add_argument("--self-supervised", action="store_true", help="blind-spot training on noisy images only")
+    t.add_argument("--clean", nargs="*", default=[], help="clean counterparts of the images (supervised)")
+    t.add_argument("--mode", default=None, choices=["self-supervised", "paired", "synthetic"])
+    t.add_argument("--arch", default="hat", help="architecture of a new model")
+    t.add_argument("--from", dest="start", default=None, help="fine-tune these weights (e.g. default:denoise)")
+    t.add_argument("--steps", type=int, default=500)
+    t.add_argument("--batch", type=int, default=8)
+    t.add_argument("--patch", type=int, default=64)
+    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--state", default=None, help="training state file: saved as it goes, resumed if it exists")
+    t.add_argument("--overwrite", action="store_true")
+    t.add_argument("-q", "--quiet", action="store_true")
+    t.set_defaults(func=cmd_train)
 
     m = sub.add_parser("models", help="list shipped weights and architectures")
     m.set_defaults(func=cmd_models)

@@ -255,3 +255,19 @@ def image_skip(x: torch.Tensor, out_channels: int, scale: int) -> torch.Tensor |
     if scale > 1:
         x = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
     return x
+
+
+class ResidualBlock(nn.Module):
+    """EDSR residual block: conv3x3 -> ReLU -> conv3x3, scaled by ``res_scale``, plus the input.
+
+    Used as the convolutional backbone of the CNN-hosted attentions (ACLA, PSAL).
+    """
+
+    def __init__(self, dim: int, res_scale: float = 1.0) -> None:
+        super().__init__()
+        self.res_scale = res_scale
+        self.conv1 = nn.Conv2d(dim, dim, 3, padding=1)
+        self.conv2 = nn.Conv2d(dim, dim, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.res_scale * self.conv2(F.relu(self.conv1(x), inplace=True))

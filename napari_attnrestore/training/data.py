@@ -106,3 +106,84 @@ class PatchSampler:
 
     def set_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state
+
+
+class NormalizedPlane:
+    """A 2D plane of a (possibly lazy) array, scaled to about [0, 1] on the fly.
+
+    The statistics are the engine's (:func:`napari_attnrestore.engine.normalize.compute_stats`
+    on a subsample), so a model trained here sees what inference will feed it.
+    """
+
+    def __init__(self, array, index: tuple = (), normalize: str = "auto") -> None:
+        from ..engine.normalize import compute_stats
+
+        self.array, self.index = array, tuple(index)
+        h, w = array.shape[-2:]
+        step = max(1, int(max(h, w) // 512))
+        sample = np.asarray(array[(*self.index, slice(None, None, step), slice(None, None, step))], dtype=np.float64)
+        if not np.isfinite(sample).any():
+            raise ValueError("a training image has no finite pixels")
+        lo, hi = compute_stats(sample, np.dtype(array.dtype), mode=normalize)
+        self.lo, self.hi = lo[0], hi[0]
+        self.shape = (h, w)
+
+    def __getitem__(self, key) -> np.ndarray:
+        raw = np.asarray(self.array[(*self.index, *key[-2:])], dtype=np.float32)
+        out = (raw - self.lo) / (self.hi - self.lo)
+        return np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0)
+
+
+def planes_of(array, rgb: bool | None = None, normalize: str = "auto") -> list[NormalizedPlane]:
+    """Every 2D plane of an image (leading axes and RGB channels split), normalized lazily."""
+    shape = tuple(array.shape)
+    if len(shape) < 2:
+        raise ValueError(f"a training image needs at least 2 dimensions; got shape {shape}")
+    is_rgb = (len(shape) >= 3 and shape[-1] in (3, 4)) if rgb is None else rgb
+    if is_rgb:
+        array = _MovedAxis(array)
+        shape = tuple(array.shape)
+    lead = shape[:-2]
+    return [NormalizedPlane(array, idx, normalize) for idx in np.ndindex(*lead)] if lead else [NormalizedPlane(array, (), normalize)]
+
+
+class _MovedAxis:
+    """A view of ``(..., Y, X, C)`` as ``(..., C, Y, X)`` that slices lazily."""
+
+    def __init__(self, array) -> None:
+        self.array = array
+        s = tuple(array.shape)
+        self.shape = (*s[:-3], s[-1], s[-3], s[-2])
+        self.dtype = array.dtype
+
+    def __getitem__(self, key):
+        key = tuple(key)
+        *lead, c, ys, xs = key if len(key) == len(self.shape) else (*key, slice(None), slice(None))
+        return np.asarray(self.array[(*lead, ys, xs, c)])
+
+
+class PairedPatchSampler(PatchSampler):
+    """Random patches taken at the same place from aligned (input, target) planes."""
+
+    def __init__(self, pairs, patch: int, seed: int = 0) -> None:
+        for a, b in pairs:
+            if tuple(a.shape[-2:]) != tuple(b.shape[-2:]):
+                raise ValueError(f"paired images differ in size: {tuple(a.shape)} vs {tuple(b.shape)}")
+        super().__init__([a for a, _ in pairs], patch, seed)
+        keep = {id(a) for a in self.images}
+        self.targets = [b for a, b in pairs if id(a) in keep]
+
+    def sample(self, batch: int) -> torch.Tensor:
+        """A ``(batch, 2, patch, patch)`` tensor: channel 0 the input, channel 1 the target."""
+        p = self.patch
+        out = np.empty((batch, 2, p, p), dtype=np.float32)
+        idx = self.rng.choice(len(self.images), size=batch, p=self.weights)
+        for b, i in enumerate(idx):
+            h, w = self.images[i].shape[-2:]
+            y = self.rng.integers(0, h - p + 1)
+            x = self.rng.integers(0, w - p + 1)
+            k = self.rng.integers(0, 8)
+            for c, src in enumerate((self.images[i], self.targets[i])):
+                crop = np.rot90(np.asarray(src[..., y : y + p, x : x + p], dtype=np.float32), k % 4, axes=(-2, -1))
+                out[b, c] = crop[..., ::-1] if k >= 4 else crop
+        return torch.from_numpy(out)

@@ -1,0 +1,69 @@
+"""Self-supervised denoising on noisy images only: blind-spot masking (Noise2Void / Noise2Self).
+
+A random subset of pixels is hidden: each is replaced by a random neighbour from its
+5x5 window (never itself), the network restores the whole patch, and the loss compares
+the output at the hidden pixels with their original noisy values.  Because the noise
+is independent from pixel to pixel, the best prediction of a hidden noisy value from
+its neighbours is the clean value.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def blind_spot_mask(shape: tuple[int, ...], fraction: float, gen: torch.Generator) -> torch.Tensor:
+    """Boolean ``(B, 1, H, W)`` mask hiding about ``fraction`` of the pixels (stratified grid)."""
+    b, _, h, w = shape
+    cell = max(1, round((1 / max(fraction, 1e-6)) ** 0.5))
+    mask = torch.zeros(b, 1, h, w, dtype=torch.bool)
+    gh, gw = -(-h // cell), -(-w // cell)
+    oy = torch.randint(0, cell, (b, gh, gw), generator=gen)
+    ox = torch.randint(0, cell, (b, gh, gw), generator=gen)
+    ys = (torch.arange(gh)[:, None] * cell + oy).clamp(max=h - 1)
+    xs = (torch.arange(gw)[None, :] * cell + ox).clamp(max=w - 1)
+    bi = torch.arange(b)[:, None, None].expand_as(ys)
+    mask[bi, 0, ys, xs] = True
+    return mask
+
+
+def _reflect(i: torch.Tensor, n: int) -> torch.Tensor:
+    """Mirror indices at the borders (never onto the pixel itself, unlike clamping)."""
+    i = i.abs()
+    return torch.where(i > n - 1, 2 * (n - 1) - i, i).clamp(0, n - 1)
+
+
+def replace_with_neighbours(x: torch.Tensor, mask: torch.Tensor, gen: torch.Generator, radius: int = 2) -> torch.Tensor:
+    """Replace masked pixels by a random other pixel of their ``(2r+1)^2`` neighbourhood."""
+    b, c, h, w = x.shape
+    dy = torch.randint(-radius, radius + 1, (b, 1, h, w), generator=gen)
+    dx = torch.randint(-radius, radius + 1, (b, 1, h, w), generator=gen)
+    same = (dy == 0) & (dx == 0)
+    dx = torch.where(same, torch.where(torch.rand(b, 1, h, w, generator=gen) < 0.5, -1, 1), dx)
+    y0 = torch.arange(h)[None, None, :, None].expand(b, 1, h, w)
+    x0 = torch.arange(w)[None, None, None, :].expand(b, 1, h, w)
+    yy, xx = _reflect(y0 + dy, h), _reflect(x0 + dx, w)
+    onto_self = (yy == y0) & (xx == x0)  # a reflection at the border can land on the pixel itself
+    yy = torch.where(onto_self, y0, yy)
+    xx = torch.where(onto_self, torch.where(x0 > 0, x0 - 1, x0 + 1).clamp(0, w - 1), xx)
+    flat = x.reshape(b, c, h * w)
+    idx = (yy * w + xx).reshape(b, 1, h * w).expand(b, c, h * w)
+    shuffled = torch.gather(flat, 2, idx).reshape(b, c, h, w)
+    return torch.where(mask, shuffled, x)
+
+
+class BlindSpotLoss:
+    """``loss(model, noisy, noisy)`` for :func:`napari_attnrestore.training.fit`."""
+
+    def __init__(self, fraction: float = 0.02, seed: int = 0, loss: str = "l2") -> None:
+        self.fraction = fraction
+        self.gen = torch.Generator().manual_seed(seed)
+        self.loss = loss
+
+    def __call__(self, model: nn.Module, noisy: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        mask = blind_spot_mask(tuple(noisy.shape), self.fraction, self.gen).to(noisy.device)
+        inp = replace_with_neighbours(noisy.cpu(), mask.cpu(), self.gen).to(noisy.device)
+        out = model(inp)
+        diff = (out - target)[mask.expand_as(out)]
+        return diff.abs().mean() if self.loss == "l1" else diff.square().mean()

@@ -1,0 +1,176 @@
+"""``ar.train``: fine-tune or train a model on the user's own images, as a generator of events."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .data import PairedPatchSampler, PatchSampler, planes_of
+from .loop import TrainConfig, TrainEvent, fit
+from .selfsupervised import BlindSpotLoss
+
+MODES = ("self-supervised", "paired", "synthetic")
+
+
+def _as_list(images: Any) -> list[Any]:
+    if images is None:
+        return []
+    if isinstance(images, (str, os.PathLike)) or hasattr(images, "shape"):
+        return [images]
+    return list(images)
+
+
+def _open(x: Any) -> Any:
+    if isinstance(x, (str, os.PathLike)):
+        from ..io import open_image
+
+        return open_image(x).data
+    return x
+
+
+def _planes(images: Sequence[Any]) -> list:
+    out = []
+    for im in images:
+        out += planes_of(_open(im))
+    return out
+
+
+def train(
+    images: Any,
+    task: str = "denoise",
+    arch: str = "hat",
+    model: Any = None,
+    clean: Any = None,
+    mode: str | None = None,
+    scale: int | None = None,
+    steps: int = 500,
+    batch: int = 8,
+    patch: int = 64,
+    lr: float = 5e-4,
+    device: str = "auto",
+    preset: str = "tiny",
+    config: dict[str, Any] | None = None,
+    sigma: tuple[float, float] = (0.0, 50.0),
+    state_path: str | Path | None = None,
+    seed: int = 0,
+    log_every: int = 10,
+) -> Iterator[TrainEvent]:
+    """Train on ``images``; yields :class:`TrainEvent` (step, loss, elapsed), the last with the model.
+
+    Parameters
+    ----------
+    images
+        An array (numpy, dask, zarr, napari layer data), a path, or a list of them.
+        Every 2D plane is used; intensities are normalized as the engine does.
+    model
+        Starting weights to fine-tune (``default:denoise``, a checkpoint, an nn.Module);
+        None builds a fresh ``arch`` network (``preset`` plus ``config``).
+    clean
+        Clean counterparts of ``images`` (same shapes) for supervised training.
+    mode
+        ``self-supervised`` (blind-spot; noisy images only; the default for denoising
+        without ``clean``), ``paired`` (the default with ``clean``), or ``synthetic``
+        (``images`` are clean; the task's degradation makes the inputs).
+    state_path
+        Save the training state there and resume from it if it exists.
+
+    Closing the generator stops training; the model so far is not returned then, so
+    stop by breaking out and use the ``state_path`` or train for fewer steps.
+    """
+    from ..engine import resolve_device
+    from ..models import build_model
+    from ..tasks import get_task
+
+    t = get_task(task)
+    scale = t.check_scale(scale)
+    imgs = _as_list(images)
+    if not imgs:
+        raise ValueError("no training images given")
+    cleans = _as_list(clean)
+    if mode is None:
+        mode = "paired" if cleans else ("self-supervised" if t.name == "denoise" else "synthetic")
+    if mode not in MODES:
+        raise ValueError(f"unknown training mode {mode!r}; use one of {', '.join(MODES)}")
+    if mode == "self-supervised" and t.name != "denoise":
+        raise ValueError(f"self-supervised training is for denoising, not {t.name}")
+    if mode == "paired" and len(cleans) != len(imgs):
+        raise ValueError(f"paired training needs one clean image per input ({len(imgs)} inputs, {len(cleans)} clean)")
+
+    if isinstance(model, nn.Module):
+        net = model
+    elif model is not None:
+        from ..api import load_model
+
+        net = load_model(model, task=t.name, scale=scale if t.name == "sr" else None)
+    else:
+        net = build_model(arch, task=t.name, scale=scale, preset=preset, **(config or {}))
+    dev = resolve_device(device)
+    cfg = TrainConfig(steps=steps, batch=batch, lr=lr, min_lr=lr / 100, warmup=min(100, steps // 10),
+                      seed=seed, log_every=log_every, checkpoint_every=max(50, steps // 10))
+    loss_fn = None
+    if mode == "paired":
+        pairs = []
+        for a, b in zip(imgs, cleans, strict=True):
+            pa, pb = _planes([a]), _planes([b])
+            if len(pa) != len(pb):
+                raise ValueError("paired images have a different number of planes")
+            pairs += list(zip(pa, pb, strict=True))
+        sampler: PatchSampler = PairedPatchSampler(pairs, patch, seed=seed)
+
+        def make_pair(x, gen):
+            return x[:, :1], x[:, 1:]
+    else:
+        sampler = PatchSampler(_planes(imgs), patch, seed=seed)
+        if mode == "self-supervised":
+            loss_fn = BlindSpotLoss(seed=seed)
+
+            def make_pair(x, gen):
+                return x, x
+        elif t.name == "denoise":
+            from ..tasks.denoise import make_training_pair
+
+            def make_pair(x, gen):
+                return make_training_pair(x, gen, sigma=sigma)
+        else:
+            import torch.nn.functional as F
+
+            def make_pair(x, gen):
+                h, w = x.shape[-2:]
+                low = F.interpolate(x, size=(h // scale, w // scale), mode="bicubic", antialias=True, align_corners=False)
+                return low, x
+
+    if t.name == "sr" and patch % scale:
+        raise ValueError(f"patch ({patch}) must be a multiple of the scale ({scale})")
+    events = fit(net, sampler.sample, make_pair, cfg, state_path=state_path,
+                 sampler_state=(sampler.state, sampler.set_state), device=dev, loss_fn=loss_fn)
+    for ev in events:
+        if ev.done and ev.model is not None:
+            ev.model.card = {"task": t.name, "training": {"mode": mode, "steps": ev.step, "patch": patch, "lr": lr}}  # type: ignore[attr-defined]
+        yield ev
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, task: str, card: dict[str, Any] | None = None) -> Path:
+    """Save a trained model as ``.safetensors`` + ``.json`` card (loadable with ``ar.load_model``)."""
+    from .checkpoint import save_checkpoint
+
+    base = dict(getattr(model, "card", {}) or {})
+    base.update(card or {})
+    base.pop("task", None)
+    return save_checkpoint(model.to("cpu"), path, task=task, card=base)
+
+
+def train_to_end(events: Iterator[TrainEvent]) -> nn.Module:
+    """Run a training generator to its end and return the model."""
+    last = None
+    for ev in events:
+        last = ev
+    if last is None or last.model is None:
+        raise RuntimeError("training ended without a model")
+    return last.model
+
+
+__all__ = ["MODES", "save_model", "train", "train_to_end"]
