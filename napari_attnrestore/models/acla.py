@@ -83,7 +83,7 @@ def gumbel_select(
         return torch.zeros_like(logits).scatter_(dim, idx, 1.0)
     u = torch.rand(logits.shape, generator=generator, device=logits.device if generator is None else generator.device)
     u = u.to(device=logits.device, dtype=logits.dtype)
-    g = -torch.log(-torch.log(u.clamp_min(1e-10)).clamp_min(1e-10))
+    g = -torch.log((-torch.log(u.clamp_min(1e-10))).clamp_min(1e-10))  # Gumbel(0, 1) noise
     soft = torch.softmax((logits + g) / tau, dim)
     hard = torch.zeros_like(soft).scatter_(dim, soft.argmax(dim, keepdim=True), 1.0)
     return hard - soft.detach() + soft
@@ -162,6 +162,7 @@ class CrossLayerAttention(nn.Module):
             py = ys + off[:, li, :, 0]  # B, K, H, W (pixels)
             px = xs + off[:, li, :, 1]
             grid = torch.stack((px * sx - 1.0, py * sy - 1.0), dim=-1).view(b, kk * h, w, 2)
+            grid = torch.nan_to_num(grid)  # a NaN grid crashes grid_sample's CPU backward (segfault)
             s = F.grid_sample(kv, grid, mode="bilinear", padding_mode="border", align_corners=True)
             s = s.view(b, 2 * c, kk, h, w)
             k_s, v_s = s[:, :c], s[:, c:]  # B, C, K, H, W
@@ -230,11 +231,11 @@ class ACLA(nn.Module):
         """Suggested tile overlap in input pixels.
 
         The receptive field of the convolutions (one pixel per 3x3 conv) plus, per ACLA
-        module, the largest learned offset ``max_offset`` (offsets are bounded by a tanh),
-        in input pixels and rounded up to a multiple of 8.
+        module, the largest learned offset ``max_offset`` (offsets are bounded by a tanh) and
+        one pixel of bilinear interpolation, in input pixels, rounded up to a multiple of 8.
         """
         cfg = self.cfg
-        radius = 2 + 2 * cfg.n_blocks + len(cfg.positions) * math.ceil(cfg.max_offset)
+        radius = 3 + 2 * cfg.n_blocks + len(cfg.positions) * (math.ceil(cfg.max_offset) + 1)
         radius *= cfg.unshuffle
         return int(math.ceil(radius / 8) * 8)
 
@@ -265,7 +266,7 @@ class ACLA(nn.Module):
 PRESETS: dict[str, dict] = {
     "tiny": {},
     "paper": dict(
-        dim=64, n_blocks=16, positions=[3, 7, 11, 15], keys=9, max_key_layers=None, max_offset=32.0,
+        dim=64, n_blocks=16, positions=[3, 7, 11, 15], keys=9, max_key_layers=None, max_offset=16.0,
         init_radius=1.0, tau=1.0, res_scale=1.0, unshuffle=1, image_residual=False,
     ),
 }

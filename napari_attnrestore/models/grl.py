@@ -75,8 +75,8 @@ _LOGIT_MAX = math.log(100.0)
 class GRLConfig:
     """Configuration of a GRL network (defaults: the tiny CPU model)."""
 
-    dim: int = 32
-    depths: list[int] = field(default_factory=lambda: [2, 2])
+    dim: int = 40
+    depths: list[int] = field(default_factory=lambda: [4, 4])  # 4 blocks: every stripe type / shift once
     heads_window: int = 2  # heads of the window branch (divide dim / 2)
     heads_stripe: int = 2  # heads of the anchored stripe branch (divide dim / 2)
     window: int = 8
@@ -130,12 +130,15 @@ def cosine_attention(
     bias: torch.Tensor,
     mask: torch.Tensor | None = None,
     return_attn: bool = False,
+    fused: bool | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Swin-v2 attention: ``softmax(cos(q, k) * exp(min(s, log 100)) + bias [+ mask]) @ v``.
 
     ``q: (B', h, Nq, d)``, ``k, v: (B', h, Nk, d)``, ``logit_scale: (h, 1, 1)``,
     ``bias: (h, Nq, Nk)``, ``mask: (nW, Nq, Nk)`` with ``B' = B * nW`` (window-major inside
     each image).  With ``return_attn`` also returns the attention map ``(B', h, Nq, Nk)``.
+    ``fused`` selects ``F.scaled_dot_product_attention`` (default: on GPUs; on a CPU the
+    explicit product is faster, and it is the only path that returns the map).
     """
     bw, nh, nq, d = q.shape
     nk = k.shape[2]
@@ -149,12 +152,13 @@ def cosine_attention(
         k = k.view(bw // nw, nw, nh, nk, d)
         v = v.view(bw // nw, nw, nh, nk, v.shape[-1])
         attn_bias = attn_bias + mask.unsqueeze(1)  # nW, h, Nq, Nk
-    attn_bias = attn_bias.to(q.dtype)
-    if return_attn:
+    if fused is None:
+        fused = q.device.type != "cpu"
+    if return_attn or not fused:
         attn = torch.softmax((q @ k.transpose(-2, -1)).float() + attn_bias.float(), dim=-1).to(v.dtype)
-        out = attn @ v
-        return out.reshape(bw, nh, nq, -1), attn.reshape(bw, nh, nq, nk)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, scale=1.0)
+        out = (attn @ v).reshape(bw, nh, nq, -1)
+        return (out, attn.reshape(bw, nh, nq, nk)) if return_attn else out
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias.to(q.dtype), scale=1.0)
     return out.reshape(bw, nh, nq, -1)
 
 
@@ -254,7 +258,7 @@ class WindowAttentionV2(nn.Module):
         self.cpb = ContinuousPositionBias(ws, heads, cpb_hidden)
 
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:
-        b, h, w, c3 = qkv.shape
+        _, h, w, c3 = qkv.shape
         c, ws, s = c3 // 3, self.ws, self.shift
         mask = None
         if s:
@@ -296,7 +300,7 @@ class AnchoredStripeAttention(nn.Module):
         With ``return_attn`` also returns the two attention maps,
         ``(B', h, N_anchor, N_stripe)`` and ``(B', h, N_stripe, N_anchor)``.
         """
-        b, h, w, c3 = qkv.shape
+        _, h, w, c3 = qkv.shape
         c, nh, df = c3 // 3, self.heads, self.df
         sh, sw = self.sh, self.sw
         ash, asw = sh // df, sw // df

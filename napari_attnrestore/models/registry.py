@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from . import hat
+from . import csattn, grl, hat
 
 
 @dataclass(frozen=True)
@@ -80,3 +80,5 @@ def build_model(
 
 
 register(Architecture("hat", hat.HAT, hat.PRESETS, "Chen et al., Activating More Pixels in Image Super-Resolution Transformer, CVPR 2023"))
+register(Architecture("grl", grl.GRL, grl.PRESETS, "Li et al., Efficient and Explicit Modelling of Image Hierarchies for Image Restoration, CVPR 2023"))
+register(Architecture("csattn", csattn.CSAttn, csattn.PRESETS, "How Powerful Potential of Attention on Image Restoration?, arXiv 2403.10336"))

@@ -1,0 +1,152 @@
+"""GRL: shapes for every head, gradients, overfitting, determinism, anchored stripe attention."""
+
+import pytest
+import torch
+
+from napari_attnrestore.models import list_architectures
+from napari_attnrestore.models.grl import (
+    GRL,
+    PRESETS,
+    AnchoredStripeAttention,
+    GRLConfig,
+    _partition,
+    anchor_stripe_geometry,
+    anchor_stripe_masks,
+    cosine_attention,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread (and leave the other cores alone)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# four blocks: horizontal / vertical stripes, unshifted / shifted, shifted windows
+SMALL = dict(dim=16, depths=[4], heads_window=2, heads_stripe=2, window=8, stripe=[8, 16], anchor_down=2, cpb_hidden=16)
+
+
+@pytest.mark.parametrize(
+    "cin,cout,scale,unshuffle",
+    [(1, 1, 1, 1), (1, 1, 1, 2), (2, 1, 1, 1), (1, 3, 1, 1), (1, 1, 2, 1), (1, 1, 4, 1)],
+    ids=["denoise", "denoise-unshuffle", "inpaint", "demosaic", "sr2", "sr4"],
+)
+def test_odd_sizes_give_right_shape(cin, cout, scale, unshuffle):
+    m = GRL(cin, cout, scale, unshuffle=unshuffle, **SMALL).eval()
+    with torch.no_grad():
+        y = m(torch.rand(2, cin, 37, 53))
+    assert y.shape == (2, cout, 37 * scale, 53 * scale)
+
+
+def test_gradients_reach_every_parameter():
+    torch.manual_seed(0)
+    m = GRL(1, 1, 2, **SMALL)
+    m(torch.rand(1, 1, 24, 40)).square().mean().backward()
+    missing = [n for n, p in m.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing
+
+
+def test_overfits_one_image():
+    torch.manual_seed(0)
+    m = GRL(1, 1, 1, dim=16, depths=[2], window=8, stripe=[8, 16], anchor_down=2, cpb_hidden=16, image_residual=False)
+    x = torch.rand(1, 1, 32, 32)
+    y = x.flip(-1)  # not the identity: the network has to learn it
+    opt = torch.optim.Adam(m.parameters(), 2e-3)
+    first = None
+    for _ in range(300):
+        loss = torch.nn.functional.mse_loss(m(x), y)
+        first = first or loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first / 10
+
+
+def test_eval_is_deterministic():
+    m = GRL(1, 1, 1, **SMALL).eval()
+    x = torch.rand(1, 1, 40, 40)
+    with torch.no_grad():
+        assert torch.equal(m(x), m(x))
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_queries_attend_anchors_and_anchors_attend_keys(shift):
+    torch.manual_seed(0)
+    heads, (sh, sw), df, c = 2, (8, 16), 2, 8
+    att = AnchoredStripeAttention(heads, (sh, sw), df, shift, cpb_hidden=16)
+    b, h, w = 2, 16, 32
+    qkv, anchor = torch.randn(b, h, w, 3 * c), torch.randn(b, h // df, w // df, c)
+    y, a2w, w2a = att(qkv, anchor, return_attn=True)
+    n1, n2, nstripes = sh * sw, (sh // df) * (sw // df), b * (h // sh) * (w // sw)
+    assert y.shape == (b, h, w, c)
+    assert a2w.shape == (nstripes, heads, n2, n1)  # anchors x stripe keys
+    assert w2a.shape == (nstripes, heads, n1, n2)  # stripe queries x anchors: no N1 x N1 map
+    torch.testing.assert_close(a2w.sum(-1), torch.ones(nstripes, heads, n2))
+    torch.testing.assert_close(w2a.sum(-1), torch.ones(nstripes, heads, n1))
+    assert torch.allclose(att(qkv, anchor), y, atol=1e-5)
+    if not shift:  # the output is exactly the two-step product: Y = A_w2a (A_a2w V)
+        v = _partition(qkv[..., 2 * c :].contiguous(), sh, sw).view(nstripes, n1, heads, c // heads).transpose(1, 2)
+        two_step = (w2a @ (a2w @ v)).transpose(1, 2).reshape(nstripes, n1, c)
+        torch.testing.assert_close(_partition(y, sh, sw), two_step, atol=1e-5, rtol=1e-4)
+    else:  # shifted stripes: no attention across the regions that the roll glued together
+        mask_a2w, mask_w2a = anchor_stripe_masks(h, w, sh, sw, df, torch.device("cpu"))
+        assert (mask_a2w != 0).any()
+        leak = a2w.view(b, -1, heads, n2, n1) * (mask_a2w[None, :, None] != 0)
+        assert leak.max() < 1e-20
+        assert torch.equal(mask_w2a, mask_a2w.transpose(1, 2))
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_fused_and_explicit_cosine_attention_agree(with_mask):
+    torch.manual_seed(0)
+    q, k, v = torch.randn(6, 2, 16, 4), torch.randn(6, 2, 8, 4), torch.randn(6, 2, 8, 4)
+    scale, bias = torch.randn(2, 1, 1), torch.rand(2, 16, 8)
+    mask = torch.where(torch.rand(3, 16, 8) > 0.5, -100.0, 0.0) if with_mask else None
+    fused = cosine_attention(q, k, v, scale, bias, mask, fused=True)
+    explicit, attn = cosine_attention(q, k, v, scale, bias, mask, return_attn=True)
+    torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-4)
+    assert attn.shape == (6, 2, 16, 8)
+
+
+def test_anchor_position_geometry():
+    coords, index = anchor_stripe_geometry(8, 16, 4)
+    # distinct anchor-centre minus pixel offsets per axis: 2 * n - df
+    assert coords.shape == ((2 * 8 - 4) * (2 * 16 - 4), 2)
+    assert index.shape == ((8 // 4) * (16 // 4), 8 * 16)
+    assert index.max() == coords.shape[0] - 1
+    # pixel (1, 1) and (2, 2) are equally far from the centre (1.5, 1.5) of anchor 0
+    assert torch.equal(coords[index[0, 1 * 16 + 1]], -coords[index[0, 2 * 16 + 2]])
+
+
+def test_block_schedule_and_padding_multiple():
+    m = GRL(1, 1, 1, **SMALL)
+    blocks = m.stages[0].blocks
+    assert [b.stripe_type for b in blocks] == ["H", "W", "H", "W"]
+    assert [b.attn.stripe_attn.shift for b in blocks] == [False, False, True, True]
+    assert [b.attn.window_attn.shift for b in blocks] == [4, 0, 4, 0]
+    assert (blocks[1].attn.stripe_attn.sh, blocks[1].attn.stripe_attn.sw) == (16, 8)
+    assert m.multiple_of == 16
+    with pytest.raises(ValueError):
+        GRLConfig(dim=16, stripe=[8, 12], anchor_down=4)  # shift / anchor stride not integral
+
+
+def test_paper_config_grl_t_builds():
+    # GRL-T for colour denoising has 880,227 parameters in the paper's release
+    m = GRL(3, 3, 1, **PRESETS["paper-t"])
+    assert sum(p.numel() for p in m.parameters()) == 880_227
+    m = GRL(1, 1, 4, **PRESETS["paper-t-sr"])
+    n = sum(p.numel() for p in m.parameters())
+    assert 0.85e6 < n < 1.3e6  # GRL-T x4 is 0.91M with a lighter (pixelshuffledirect) head
+    assert m.multiple_of == 64
+
+
+@pytest.mark.skipif("grl" not in list_architectures(), reason="GRL is not registered yet")
+def test_registered_presets_build():
+    from napari_attnrestore.models import build_model
+
+    m = build_model("grl", "denoise", **SMALL)
+    assert isinstance(m, GRL) and m.arch == "grl"
+    assert m(torch.rand(1, 1, 20, 20)).shape == (1, 1, 20, 20)

@@ -1,0 +1,256 @@
+"""PSAL: PatchMatch against brute force, masked search, shapes, gradients, overfitting, memory."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from skimage import data
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from napari_attnrestore.models import psal as psal_mod
+from napari_attnrestore.models.psal import (
+    PRESETS,
+    PSAL,
+    PatchStochasticAttention,
+    PSALConfig,
+    _shift_index,
+    exact_knn,
+    patchmatch,
+)
+
+SMALL = dict(dims=[12, 24], blocks=1, mid_blocks=1, match_dim=4, iters=2)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is several times faster than two on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the largest tensor any op produces (forward and backward)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def smooth_field(c: int, h: int, w: int, seed: int, sigma: float = 2.0) -> torch.Tensor:
+    """Gaussian-filtered white noise ``(1, c, h, w)``: coherent, like natural feature maps."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, c, h, w, generator=g)
+    r = int(3 * sigma) + 1
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = (k / k.sum()).view(1, 1, 1, -1).repeat(c, 1, 1, 1)
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="circular"), k, groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="circular"), k.transpose(2, 3), groups=c)
+
+
+def camera_features(size: int = 24) -> torch.Tensor:
+    """Intensity and its two derivatives on a downsampled crop of scikit-image's camera."""
+    a = torch.tensor(data.camera(), dtype=torch.float32)[None, None] / 255
+    a = F.avg_pool2d(a, 4)[..., 20 : 20 + size, 40 : 40 + size]
+    dy = F.pad(a[..., 1:, :] - a[..., :-1, :], (0, 0, 0, 1))
+    dx = F.pad(a[..., :, 1:] - a[..., :, :-1], (0, 1))
+    return torch.cat((a, dy, dx), 1)
+
+
+def recall_of_nearest(found_d: torch.Tensor, true_d: torch.Tensor) -> float:
+    """Fraction of queries whose true nearest patch is among the found ones (cost ties count)."""
+    return (found_d[..., 0] <= true_d[..., 0] * (1 + 1e-4) + 1e-7).float().mean().item()
+
+
+# ---------------------------------------------------------------------------- PatchMatch
+
+
+def test_patchmatch_finds_the_exact_nearest_patches_cross_image():
+    q, k = smooth_field(8, 24, 24, seed=1), smooth_field(8, 24, 24, seed=2)
+    idx, dist = patchmatch(q, k, k=3, patch_size=3, iters=6, generator=torch.Generator().manual_seed(0))
+    assert idx.shape == dist.shape == (1, 24 * 24, 3)
+    _, true_d = exact_knn(q, k, 3, 3)
+    assert recall_of_nearest(dist, true_d) >= 0.9
+    # the returned costs are the exact costs of the returned positions, sorted, and distinct
+    qp, kp = psal_mod._patches(q, 3), psal_mod._patches(k, 3)
+    ref = (kp[0][idx[0]] - qp[0].unsqueeze(1)).square().mean(-1)
+    assert torch.allclose(dist[0], ref, rtol=1e-4, atol=1e-6)
+    assert (dist[..., 1:] >= dist[..., :-1]).all()
+    s = idx.sort(-1).values
+    assert (s[..., 1:] != s[..., :-1]).all()
+
+
+def test_patchmatch_self_similarity_on_a_natural_image():
+    f = camera_features(24)
+    gen = torch.Generator().manual_seed(0)
+    idx, dist = patchmatch(f, f, k=3, patch_size=3, iters=4, generator=gen, exclude_radius=1)
+    _, true_d = exact_knn(f, f, 3, 3, exclude_radius=1)
+    assert recall_of_nearest(dist, true_d) >= 0.9
+    assert (idx != torch.arange(24 * 24).view(1, -1, 1)).all()  # no trivial self-match
+
+
+def test_patchmatch_is_deterministic_with_a_seeded_generator():
+    q, k = smooth_field(4, 20, 18, seed=3), smooth_field(4, 15, 22, seed=4)  # different sizes work
+    a = patchmatch(q, k, 2, 3, 2, generator=torch.Generator().manual_seed(7))
+    b = patchmatch(q, k, 2, 3, 2, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert a[0].max() < 15 * 22
+
+
+def test_masked_search_never_picks_the_hole():
+    f = smooth_field(4, 24, 24, seed=5)
+    valid = torch.ones(1, 24, 24, dtype=torch.bool)
+    valid[:, 6:18, 4:20] = False
+    idx, dist = patchmatch(f, f, 3, 3, 3, valid_mask=valid, generator=torch.Generator().manual_seed(0))
+    assert valid.view(1, -1)[0][idx.flatten()].all()
+    assert torch.isfinite(dist).all()
+    _, true_d = exact_knn(f, f, 3, 3, valid_mask=valid)
+    assert recall_of_nearest(dist, true_d) >= 0.8
+
+
+def test_psal_model_inpainting_draws_only_from_the_known_region(monkeypatch):
+    torch.manual_seed(0)
+    m = PSAL(2, 1, **SMALL).eval()
+    assert m.masked
+    seen = {}
+
+    def spy(*args, **kwargs):
+        out = patchmatch(*args, **kwargs)
+        seen["idx"], seen["valid"] = out[0], args[5]
+        return out
+
+    monkeypatch.setattr(psal_mod, "patchmatch", spy)
+    x = torch.rand(1, 2, 40, 44)
+    x[:, 1] = 0
+    x[:, 1, 10:26, 12:30] = 1  # the hole
+    x[:, 0][x[:, 1] > 0] = 0
+    with torch.no_grad():
+        m(x)
+    idx, valid = seen["idx"], seen["valid"]
+    h, w = valid.shape[-2:]
+    hole = F.max_pool2d(x[:, 1:], 2) > 0.5  # bottleneck cells touching the hole
+    assert not hole.flatten()[idx.flatten()].any()
+    # the patch-aggregation candidates (matches of covering patches shifted back) stay outside too
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            sidx, _, _ = _shift_index(idx, h, w, h, w, dy, dx)
+            assert not hole.flatten()[sidx.flatten()].any()
+
+
+# ---------------------------------------------------------------------------- the network
+
+
+@pytest.mark.parametrize(
+    "cin,cout,scale,unshuffle",
+    [(1, 1, 1, 1), (1, 1, 1, 2), (2, 1, 1, 1), (1, 3, 1, 1), (1, 1, 2, 1), (1, 1, 4, 1)],
+    ids=["denoise", "denoise-unshuffle", "inpaint", "demosaic", "sr2", "sr4"],
+)
+def test_odd_sizes_give_right_shape(cin, cout, scale, unshuffle):
+    m = PSAL(cin, cout, scale, unshuffle=unshuffle, **SMALL).eval()
+    with torch.no_grad():
+        y = m(torch.rand(2, cin, 37, 53))
+    assert y.shape == (2, cout, 37 * scale, 53 * scale)
+    assert torch.isfinite(y).all()
+
+
+def test_tasks_and_tiling_hints():
+    assert {"denoise", "inpaint"} <= set(PSAL.tasks)
+    m = PSAL(**SMALL)
+    assert m.multiple_of == 2
+    assert m.halo % m.multiple_of == 0 and m.halo >= 16
+    assert PSAL(dims=[8, 16, 32]).multiple_of == 4
+
+
+@pytest.mark.parametrize("cin", [1, 2], ids=["denoise", "inpaint"])
+def test_gradients_reach_every_parameter(cin):
+    torch.manual_seed(0)
+    m = PSAL(cin, 1, 2, **SMALL)
+    x = torch.rand(1, cin, 24, 40)
+    if cin == 2:
+        x[:, 1] = 0
+        x[:, 1, 6:14, 10:22] = 1
+    m(x).square().mean().backward()
+    missing = [n for n, p in m.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing
+
+
+def test_attention_is_differentiable_in_queries_keys_values():
+    torch.manual_seed(0)
+    cfg = PSALConfig(k=3, patch_size=3, iters=2)
+    q = torch.randn(1, 4, 12, 12, requires_grad=True)
+    k = torch.randn(1, 4, 12, 12, requires_grad=True)
+    v = torch.randn(1, 6, 12, 12, requires_grad=True)
+    idx, dist = patchmatch(q.detach(), k.detach(), cfg.k, 3, 2, generator=torch.Generator().manual_seed(0))
+    for agg in (True, False):
+        out = psal_mod.patch_attention(q, k, v, idx, torch.isfinite(dist), 3, 0.5, aggregation=agg)
+        assert out.shape == (1, 6, 12, 12)
+        gq, gk, gv = torch.autograd.grad(out.square().sum(), (q, k, v))
+        assert gq.abs().sum() > 0 and gk.abs().sum() > 0 and gv.abs().sum() > 0
+
+
+def test_inference_reuses_the_search_costs():
+    """Without autograd the layer takes PatchMatch's exact costs instead of recomputing them."""
+    torch.manual_seed(0)
+    layer = PatchStochasticAttention(8, PSALConfig(match_dim=4, iters=2)).eval()
+    x = torch.rand(1, 8, 20, 20)
+    with torch.no_grad():
+        fast = layer(x)
+    slow = layer(x.requires_grad_())
+    assert torch.allclose(fast, slow, atol=1e-5)
+
+
+def test_overfits_one_image():
+    torch.manual_seed(0)
+    m = PSAL(image_residual=False, **SMALL)
+    x = torch.rand(1, 1, 32, 32)
+    y = x.flip(-1)  # not the identity: the network has to learn it
+    opt = torch.optim.Adam(m.parameters(), 2e-3)
+    first = None
+    for _ in range(200):
+        loss = torch.nn.functional.mse_loss(m(x), y)
+        first = first or loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first / 10
+
+
+def test_eval_is_deterministic():
+    m = PSAL(**SMALL).eval()
+    x = torch.rand(1, 1, 40, 40)
+    with torch.no_grad():
+        assert torch.equal(m(x), m(x))
+    m2 = PSAL(2, 1, **SMALL).eval()
+    x2 = torch.cat((x, (torch.rand_like(x) > 0.8).float()), 1)
+    with torch.no_grad():
+        assert torch.equal(m2(x2), m2(x2))
+
+
+def test_layer_memory_is_linear_in_pixels_and_neighbours():
+    """At 256x256 the largest tensor (forward and backward) is O(HW k C), not (HW)^2."""
+    torch.manual_seed(0)
+    c, h, w = 16, 256, 256
+    cfg = PSALConfig(match_dim=4, k=3, patch_size=3, iters=1)
+    layer = PatchStochasticAttention(c, cfg)
+    x = torch.rand(1, c, h, w, requires_grad=True)
+    with LargestTensor() as rec:
+        layer(x).square().mean().backward()
+    assert rec.largest < 50 * h * w * cfg.k * c
+    assert rec.largest < (h * w) ** 2 / 200  # full attention would need an (HW)^2 matrix
+
+
+def test_paper_preset_builds():
+    m = PSAL(2, 1, **PRESETS["paper"])
+    assert m.psal.cfg.k == 3 and m.psal.cfg.patch_size == 3 and m.psal.cfg.iters == 5
+    assert m.multiple_of == 4
+    with torch.no_grad():
+        assert m.eval()(torch.rand(1, 2, 20, 20)).shape == (1, 1, 20, 20)
