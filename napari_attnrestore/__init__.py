@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .api import (  # noqa: E402
+from .api import (
     build_model,
     list_architectures,
     list_models,

@@ -68,9 +68,14 @@ class SpandrelModule(nn.Module):
 
 def load_third_party(path: Path, scale: int | None = None) -> nn.Module:
     """Load a published checkpoint through spandrel, reading tensors only."""
-    import spandrel
-
-    state = load_state(path)
+    state = load_state(path)  # refuses pickled code before anything else happens
+    try:
+        import spandrel
+    except ImportError:
+        raise CheckpointError(
+            f"{path}: no model card next to it, so it would be read as a third-party checkpoint, which "
+            "needs spandrel: pip install 'napari-attnrestore[thirdparty]'"
+        ) from None
     if isinstance(state, dict):
         for k in ("params_ema", "params", "state_dict", "model"):
             if k in state and isinstance(state[k], dict):

@@ -23,7 +23,7 @@ from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
-from . import jobs
+from . import jobs, session_models
 from .geometry import channel_axis_of, level0, preview_crop, sr_geometry
 from .widgets import auto_spin_box
 
@@ -82,7 +82,7 @@ class RestoreWidget(Container):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         self._viewer = napari_viewer
-        self._session_models: dict[str, nn.Module] = {}
+        self._session_models: dict[str, nn.Module] = dict(session_models.items())  # trained in this session
         self._handles: dict[tuple, Any] = {}
         self._cancel = threading.Event()
         self._pbar: progress | None = None
@@ -131,6 +131,7 @@ class RestoreWidget(Container):
         for ev in (events.inserted, events.removed, events.moved, events.reordered):
             ev.connect(self._refresh_layers)
         self.native.destroyed.connect(self._on_destroyed)
+        session_models.subscribe(self._on_session_model)
         self._select_default_model()
         self._update_visibility()
 
@@ -194,6 +195,10 @@ class RestoreWidget(Container):
                 self._task.value = "denoise"
             self._model.reset_choices()
             self._model.value = module
+
+    def _on_session_model(self, name: str, module: nn.Module) -> None:
+        """A model was trained in this session (Train widget): offer it, selected unless busy."""
+        self.add_model(name, module, select=not self.busy)
 
     # ------------------------------------------------------------------ settings
 
@@ -408,6 +413,7 @@ class RestoreWidget(Container):
 
     def _on_destroyed(self, *_: Any) -> None:
         self._cancel.set()
+        session_models.unsubscribe(self._on_session_model)
 
     def _on_finished(self) -> None:
         if self._pbar is not None:

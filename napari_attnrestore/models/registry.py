@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from . import csattn, grl, hat
+from . import acla, csattn, grl, hat, psal
 
 
 @dataclass(frozen=True)
@@ -82,3 +82,5 @@ def build_model(
 register(Architecture("hat", hat.HAT, hat.PRESETS, "Chen et al., Activating More Pixels in Image Super-Resolution Transformer, CVPR 2023"))
 register(Architecture("grl", grl.GRL, grl.PRESETS, "Li et al., Efficient and Explicit Modelling of Image Hierarchies for Image Restoration, CVPR 2023"))
 register(Architecture("csattn", csattn.CSAttn, csattn.PRESETS, "How Powerful Potential of Attention on Image Restoration?, arXiv 2403.10336"))
+register(Architecture("acla", acla.ACLA, acla.PRESETS, "Wang et al., Adaptive Cross-Layer Attention for Image Restoration"))
+register(Architecture("psal", psal.PSAL, psal.PRESETS, "Cherel et al., Patch-based Stochastic Attention Layer"))
