@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["RestoreWidget"]
+__all__ = ["RestoreWidget", "TrainWidget"]
 
 
 def __getattr__(name: str) -> Any:
@@ -16,4 +16,8 @@ def __getattr__(name: str) -> Any:
         from .restore_widget import RestoreWidget
 
         return RestoreWidget
+    if name == "TrainWidget":
+        from .train_widget import TrainWidget
+
+        return TrainWidget
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -63,6 +63,10 @@ def compute_in_memory(arr: Any, progress: Progress, cancel: threading.Event) -> 
         return np.asarray(arr.compute(scheduler="threads"))
 
 
+class JobError(Exception):
+    """An error from the restoration job (torch's RuntimeErrors are re-raised as this)."""
+
+
 def run_with_progress(fn: Callable[[Progress], Any], cancel: threading.Event) -> JobGen:
     """Run ``fn(progress)`` in a helper thread, yielding its ``(done, total)`` reports.
 
@@ -95,7 +99,12 @@ def run_with_progress(fn: Callable[[Progress], Any], cancel: threading.Event) ->
         if th.is_alive():
             cancel.set()
     if "error" in box:
-        raise box["error"]
+        err = box["error"]
+        if isinstance(err, RuntimeError):
+            # napari's worker reads a RuntimeError leaving the job as "worker deleted" and
+            # never emits errored/finished: torch's errors must reach the widget as another type
+            raise JobError(f"{type(err).__name__}: {err}") from err
+        raise err
     return box["result"]
 
 

@@ -380,6 +380,8 @@ class RestoreWidget(Container):
         worker.start()
 
     def _on_progress(self, value: tuple[int, int]) -> None:
+        if not self.busy:  # a late event from a run that already ended
+            return
         done, total = value
         pbar = self._pbar
         if pbar is not None:

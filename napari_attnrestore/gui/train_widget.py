@@ -127,6 +127,7 @@ class TrainRun:
     net: Any = None
     last: Any = None
     final: Any = None
+    reported: bool = False  # the widget has shown the outcome (set on the GUI thread)
 
     @property
     def stopped(self) -> bool:
@@ -216,6 +217,7 @@ class TrainWidget(Container):
         self.history: list[tuple[int, float]] = []  # (step, loss) of the current / last run
         self.config: dict[str, Any] = {}  # extra build_model arguments for a new network (Python only)
         self._trained_on, self._trained_task = "", "denoise"  # the layer and task of self.model
+        self._closed = False  # the Qt widget is gone (viewer closed): worker signals are ignored
 
         self._image = ComboBox(label="input", choices=self._image_choices, nullable=False, tooltip=TIPS["image"])
         self._clean = ComboBox(label="clean (optional)", choices=self._image_choices, nullable=True, value=None,
@@ -248,6 +250,8 @@ class TrainWidget(Container):
             ]
         )
         self._plot = LossCurve(self._curve.native, *CURVE_SIZE)
+        for label in (self._mode, self._progress, self._status):
+            label.native.setWordWrap(True)  # long messages wrap instead of widening the dock
 
         self._task.changed.connect(self._on_task)
         self._scale.changed.connect(self._on_task)
@@ -450,18 +454,20 @@ class TrainWidget(Container):
     # ------------------------------------------------------------------ worker signals
 
     def _on_event(self, ev: TrainEvent) -> None:
-        if ev.done:
+        run = self._run
+        if ev.done or run is None or run.reported or self._closed:
             return
         self.history.append((ev.step, float(ev.loss)))
         self._plot.update(self.history)
         eta = ev.elapsed / ev.step * (ev.total - ev.step) if ev.step else 0.0
         self._progress.value = (f"step {ev.step}/{ev.total}   loss {ev.loss:.4g}   "
                                 f"{_duration(ev.elapsed)} (about {_duration(eta)} left)")
+        if not run.stop.is_set():
+            self._status.value = f"training ({run.request.mode})"
+        # last: napari's progress bar may process pending events (even this run's end) right here
         pbar = self._pbar
         if pbar is not None and ev.step > pbar.n:
             pbar.update(ev.step - pbar.n)
-        if self._run is not None and not self._run.stop.is_set():
-            self._status.value = f"training ({self._run.request.mode})"
 
     def _on_returned(self, run: TrainRun) -> None:
         try:
@@ -475,6 +481,9 @@ class TrainWidget(Container):
             self._finish(self._run)
 
     def _finish(self, run: TrainRun) -> None:
+        if run.reported or self._closed:
+            return
+        run.reported = True
         model = run.model()
         req = run.request
         if model is None:
@@ -487,10 +496,14 @@ class TrainWidget(Container):
         self._save_btn.enabled = True
         what = f"stopped at step {steps}/{req.steps}" if run.stopped else f"done: {steps} steps"
         loss = f", loss {self.history[-1][1]:.4g}" if self.history else ""
-        self._status.value = f"{what}{loss}; model '{self.model_name}' is in the Restore list"
+        self._status.value = f"{what}{loss}. Restore widget model: '{self.model_name}'"
         show_info(f"AttnRestore: training {what}; '{self.model_name}' added to the Restore widget's models")
 
     def _on_error(self, exc: BaseException) -> None:
+        if self._run is not None:
+            self._run.reported = True
+        if self._closed:
+            return
         msg = str(exc).strip() or type(exc).__name__
         show_error(f"AttnRestore training: {msg}")
         self._status.value = f"error: {_first_line(msg)}"
@@ -500,9 +513,11 @@ class TrainWidget(Container):
             self._pbar.close()
             self._pbar = None
         self.worker = None
-        self._set_busy(False)
+        if not self._closed:
+            self._set_busy(False)
 
     def _on_destroyed(self, *_: Any) -> None:
+        self._closed = True
         if self._run is not None:
             self._run.stop.set()
         session_models.unsubscribe(self._on_session_model)
@@ -536,30 +551,33 @@ def smooth(values: Sequence[float], alpha: float = 0.1) -> list[float]:
 
 
 def curve_polyline(
-    steps: Sequence[int], values: Sequence[float], total: int, width: int, height: int, lo: float, hi: float,
-    log: bool = True, pad: int = 4,
+    steps: Sequence[int], values: Sequence[float], total: int, rect: tuple[float, float, float, float],
+    lo: float, hi: float, log: bool = True,
 ) -> list[tuple[float, float]]:
-    """Pixel coordinates of ``(step, value)`` points: x over ``0..total``, y from ``lo`` (bottom) to ``hi``.
+    """Pixel coordinates of ``(step, value)`` points in ``rect`` = (left, top, width, height).
 
-    At most one point per pixel column is kept (the last), so long runs draw fast.
-    Imports no Qt.
+    x runs over steps ``0..total``, y from ``lo`` (bottom) to ``hi`` (top), on a log10 scale
+    if ``log``.  At most one point per pixel column is kept (the last), so that long runs
+    draw fast.  Imports no Qt.
     """
     f = (lambda v: math.log10(max(v, 1e-12))) if log else float
     a, b = f(lo), f(hi)
     span = (b - a) or 1.0
-    w, h = width - 2 * pad, height - 2 * pad
+    x0, y0, w, h = rect
     cols: dict[int, tuple[float, float]] = {}
     for s, v in zip(steps, values, strict=True):
         if not math.isfinite(v):
             continue
-        x = pad + w * min(s / max(total, 1), 1.0)
-        y = pad + h * (1.0 - (min(max(f(v), a), b) - a) / span)
+        x = x0 + w * min(s / max(total, 1), 1.0)
+        y = y0 + h * (1.0 - (min(max(f(v), a), b) - a) / span)
         cols[int(x)] = (x, y)
     return list(cols.values())
 
 
 class LossCurve:
-    """Draws the loss history into a ``QLabel``'s pixmap with ``QPainter``."""
+    """Draws the loss history into a ``QLabel``'s pixmap with ``QPainter`` (no plotting library)."""
+
+    GUTTER = 44  # room for the axis labels, left of the plot
 
     def __init__(self, label: Any, width: int, height: int) -> None:
         self.label, self.width, self.height = label, width, height
@@ -572,19 +590,23 @@ class LossCurve:
         self.update([])
 
     def update(self, history: Sequence[tuple[int, float]]) -> None:
-        from qtpy.QtCore import QPointF, Qt
+        from qtpy.QtCore import QPointF, QRectF, Qt
         from qtpy.QtGui import QColor, QPainter, QPen, QPixmap, QPolygonF
 
         pix = QPixmap(self.width, self.height)
         pix.fill(QColor(0, 0, 0, 0))
+        rect = (self.GUTTER, 4.0, self.width - self.GUTTER - 5.0, self.height - 9.0)
         p = QPainter(pix)
         try:
             p.setRenderHint(QPainter.Antialiasing)
+            font = p.font()
+            font.setPointSizeF(max(font.pointSizeF() - 2, 6))
+            p.setFont(font)
             p.setPen(QPen(QColor(128, 128, 128), 1))
-            p.drawRect(0, 0, self.width - 1, self.height - 1)
+            p.drawRect(QRectF(*rect))
             values = [v for _, v in history if math.isfinite(v)]
             if not values:
-                p.drawText(pix.rect(), int(Qt.AlignCenter), "loss curve: train to see it")
+                p.drawText(QRectF(*rect), int(Qt.AlignCenter), "the loss shows here")
                 return
             steps = [s for s, v in history if math.isfinite(v)]
             lo, hi = min(values), max(values)
@@ -592,20 +614,20 @@ class LossCurve:
             if hi <= lo:
                 lo, hi = (lo / 2, hi * 2) if log else (lo - 1, hi + 1)
             mean = smooth(values)
-            for series, color, width in ((values, QColor(120, 160, 220, 150), 1), (mean, QColor(40, 110, 230), 2)):
-                pts = curve_polyline(steps, series, self.total, self.width, self.height, lo, hi, log=log)
+            for series, color, width in ((values, QColor(120, 160, 220, 140), 1), (mean, QColor(40, 110, 230), 2)):
+                pts = curve_polyline(steps, series, self.total, rect, lo, hi, log=log)
                 p.setPen(QPen(color, width))
                 if len(pts) == 1:
                     p.drawEllipse(QPointF(*pts[0]), 2, 2)
                 else:
                     p.drawPolyline(QPolygonF([QPointF(x, y) for x, y in pts]))
             p.setPen(QPen(QColor(150, 150, 150)))
-            font = p.font()
-            font.setPointSize(max(font.pointSize() - 2, 6))
-            p.setFont(font)
-            p.drawText(6, 14, f"{hi:.3g}")
-            p.drawText(6, self.height - 6, f"{lo:.3g}")
-            p.drawText(self.width - 80, self.height - 6, 80 - 6, 12, int(Qt.AlignRight), f"{steps[-1]}/{self.total}")
+            right = int(Qt.AlignRight)
+            p.drawText(QRectF(0, rect[1] - 2, self.GUTTER - 4, 14), right | int(Qt.AlignTop), f"{hi:.3g}")
+            p.drawText(QRectF(0, rect[1] + rect[3] - 12, self.GUTTER - 4, 14), right | int(Qt.AlignBottom), f"{lo:.3g}")
+            if log:
+                mid = QRectF(0, rect[1] + rect[3] / 2 - 7, self.GUTTER - 4, 14)
+                p.drawText(mid, right | int(Qt.AlignVCenter), "log")
         finally:
             p.end()
             self.label.setPixmap(pix)
@@ -662,7 +684,9 @@ def _model_scale(module: Any) -> int:
 
 def _duration(seconds: float) -> str:
     s = round(seconds)
-    return f"{s} s" if s < 90 else (f"{s // 60} min {s % 60:02d} s" if s < 3600 else f"{s // 3600} h {s % 3600 // 60:02d} min")
+    if s < 90:
+        return f"{s} s"
+    return f"{s // 60} min {s % 60:02d} s" if s < 3600 else f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 def _first_line(msg: Any) -> str:

@@ -16,7 +16,7 @@ def test_manifest_is_valid() -> None:
     pm = PluginManifest.from_distribution("napari-attnrestore")
     assert pm.display_name == "AttnRestore"
     assert {s.key for s in pm.contributions.sample_data} == set(SAMPLES)
-    assert [w.display_name for w in pm.contributions.widgets] == ["Restore"]
+    assert [w.display_name for w in pm.contributions.widgets] == ["Restore", "Train"]
     exts = {e for w in pm.contributions.writers for e in w.filename_extensions}
     assert {".zarr", ".ome.zarr", ".tif", ".tiff"} <= exts
     assert pm.contributions.readers[0].accepts_directories

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from torch import nn
 
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
@@ -260,3 +261,21 @@ def test_zarr_overwrite_with_other_shape(viewer, widget, qtbot, denoiser, upsamp
     out = viewer.layers["img (x2)"]
     data = np.asarray(out.data[0] if out.multiscale else out.data)
     assert data.shape == (64, 64) and data.std() > 0.01
+
+
+class _TorchFailure(nn.Module):
+    """Fails inside the forward pass the way torch does (RuntimeError, e.g. out of memory)."""
+
+    in_channels, out_channels, scale = 1, 1, 1
+
+    def forward(self, x):
+        raise RuntimeError("simulated torch failure")
+
+
+def test_torch_runtime_error_notifies_and_reenables(viewer, widget, qtbot, notifications) -> None:
+    viewer.add_image(np.zeros((32, 32), np.uint8), name="img")
+    widget.add_model("failing", _TorchFailure())
+    run(qtbot, widget)
+    assert_idle(widget)
+    assert any("simulated torch failure" in str(n.message) for n in notifications)
+    assert len(viewer.layers) == 1
