@@ -14,13 +14,17 @@ import numpy as np
 __all__ = [
     "add_gaussian_noise",
     "add_poisson_noise",
+    "bayer_mosaic",
     "downscale",
+    "gapped_camera",
     "lowres_coins",
     "lowres_moon",
+    "mosaicked_astronaut",
     "noisy_astronaut",
     "noisy_camera",
     "noisy_cell",
     "noisy_timelapse",
+    "scanline_gaps",
 ]
 
 LayerData = tuple[Any, dict, str]
@@ -114,3 +118,49 @@ def lowres_moon() -> list[LayerData]:
 
     img = downscale(data.moon(), 2)
     return [(img, {"name": "moon (low-res x2)", "metadata": _meta("moon", "area downscale x2", factor=2)}, "image")]
+
+
+def bayer_mosaic(rgb: np.ndarray, pattern: str = "RGGB") -> np.ndarray:
+    """Sample an RGB image through a Bayer colour filter array: one colour per pixel."""
+    pattern = pattern.upper()
+    if sorted(pattern) != ["B", "G", "G", "R"]:
+        raise ValueError(f"unknown Bayer pattern {pattern!r}; use RGGB, BGGR, GRBG or GBRG")
+    h, w = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
+    out = np.empty((h, w), dtype=rgb.dtype)
+    for i, ch in enumerate(pattern):
+        dy, dx = divmod(i, 2)
+        out[dy::2, dx::2] = rgb[dy:h:2, dx:w:2, "RGB".index(ch)]
+    return out
+
+
+def scanline_gaps(shape: tuple[int, int], width: int = 8, period: int = 32, slope: float = 0.08, seed: int = SEED) -> np.ndarray:
+    """A Landsat-7 SLC-off-like mask (True = no data): slanted stripes that widen sideways."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    phase = (yy + slope * xx + rng.uniform(0, period)) % period
+    widen = width * (0.3 + 0.7 * np.abs(xx - w / 2) / (w / 2))  # gaps grow towards the swath edges
+    return phase < widen
+
+
+def mosaicked_astronaut() -> list[LayerData]:
+    """The astronaut through an RGGB Bayer filter (512x512 uint8 CFA image), for demosaicing."""
+    from skimage import data
+
+    cfa = bayer_mosaic(data.astronaut(), "RGGB")
+    kw = {"name": "astronaut (Bayer RGGB)", "colormap": "gray", "metadata": _meta("astronaut", "Bayer mosaic", cfa="RGGB")}
+    return [(cfa, kw, "image")]
+
+
+def gapped_camera() -> list[LayerData]:
+    """The cameraman with scan-line gaps (NaN, float32) plus the gap mask as a Labels layer."""
+    from skimage import data
+
+    img = data.camera().astype(np.float32)
+    mask = scanline_gaps(img.shape)
+    img[mask] = np.nan
+    meta = _meta("camera", "scan-line gaps (NaN)", gap_fraction=round(float(mask.mean()), 3))
+    return [
+        (img, {"name": "camera (gaps)", "colormap": "gray", "metadata": meta}, "image"),
+        (mask.astype(np.uint8), {"name": "gap mask", "opacity": 0.4}, "labels"),
+    ]

@@ -7,7 +7,10 @@ import pytest
 
 pytest.importorskip("napari")
 
-SAMPLES = ["noisy_camera", "noisy_astronaut", "noisy_cell", "noisy_timelapse", "lowres_coins", "lowres_moon"]
+SAMPLES = [
+    "noisy_camera", "noisy_astronaut", "noisy_cell", "noisy_timelapse", "lowres_coins", "lowres_moon",
+    "mosaicked_astronaut", "gapped_camera",
+]
 
 
 def test_manifest_is_valid() -> None:
@@ -52,13 +55,16 @@ def test_gui_package_import_is_light() -> None:
 def test_sample_data_loads(make_napari_viewer, key: str) -> None:
     viewer = make_napari_viewer()
     layers = viewer.open_sample("napari-attnrestore", key)
-    assert len(layers) == 1
+    assert len(layers) == (2 if key == "gapped_camera" else 1)
     layer = layers[0]
     assert layer.data.ndim in (2, 3) and max(layer.data.shape) <= 660
     if key == "noisy_astronaut":
         assert layer.rgb
     if key == "noisy_timelapse":
         assert layer.data.shape == (5, 256, 256) and layer.data.dtype == np.uint16
+    if key == "gapped_camera":
+        gaps = np.isnan(layer.data)
+        assert 0.1 < gaps.mean() < 0.4 and np.array_equal(gaps, layers[1].data.astype(bool))
 
 
 @pytest.mark.gui

@@ -40,3 +40,13 @@ def test_brightfield_big_endian_stack():
 def test_fluo_nuclei_uint16():
     im = open_image(_sample("fluo_nuclei_2d_uint16.tif"))
     assert im.axes == "yx" and im.shape == (512, 512) and im.dtype == np.uint16
+
+
+def test_bayer_mosaic_samples_one_colour_per_pixel():
+    from napari_attnrestore.io.samples import bayer_mosaic
+
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 10, 20, 30
+    assert bayer_mosaic(rgb, "RGGB")[:2, :2].tolist() == [[10, 20], [20, 30]]
+    assert bayer_mosaic(rgb, "BGGR")[:2, :2].tolist() == [[30, 20], [20, 10]]
+    assert bayer_mosaic(rgb, "GRBG")[:2, :2].tolist() == [[20, 10], [30, 20]]
