@@ -147,6 +147,29 @@ def _sampler(src: Any):
     return lambda key: np.asarray(src[key])
 
 
+def _prepare(
+    x: Any, task: str, model: Any, scale: int | None, tile: int | None, overlap: int | None, batch: int | None,
+    chunks: int | tuple[int, int] | None, device: str, precision: str, rgb: bool | None, channel_axis: int | None,
+    normalize: str, dtype: Any, meta: dict[str, Any] | None = None,
+) -> tuple[Any, dict[str, Any], ModelHandle, Any]:
+    """Source, metadata, model handle and plan shared by :func:`restore` and :func:`restore_to_zarr`."""
+    src, src_meta = as_source(x)
+    meta = {**src_meta, **{k: v for k, v in (meta or {}).items() if v is not None}}
+    if rgb is None and "rgb" in meta:
+        rgb = meta["rgb"]
+    if channel_axis is None and meta.get("channel_axis") is not None:
+        channel_axis = meta["channel_axis"]
+    handle = resolve_model(model, task, scale, device, precision)
+    if get_task(task).name == "sr" and scale is not None and handle.info.scale != int(scale):
+        raise ValueError(f"model {handle.info.name!r} upscales x{handle.info.scale}, not x{scale}")
+    plan = make_plan(
+        tuple(src.shape), np.dtype(src.dtype), handle.info, _sampler(src), rgb=rgb, chunk=chunks,
+        native_chunks=_native_chunks(src), tile=tile, overlap=overlap, batch=batch, normalize=normalize,
+        channel_axis=channel_axis, out_dtype=dtype,
+    )
+    return src, meta, handle, plan
+
+
 def restore(
     x: Any,
     task: str = "denoise",
@@ -188,20 +211,8 @@ def restore(
     dtype
         Output dtype (default: the input's).
     """
-    src, meta = as_source(x)
-    if rgb is None and "rgb" in meta:
-        rgb = meta["rgb"]
-    if channel_axis is None and meta.get("channel_axis") is not None:
-        channel_axis = meta["channel_axis"]
-    handle = resolve_model(model, task, scale, device, precision)
-    t = get_task(task)
-    if t.name == "sr" and scale is not None and handle.info.scale != int(scale):
-        raise ValueError(f"model {handle.info.name!r} upscales x{handle.info.scale}, not x{scale}")
-    plan = make_plan(
-        tuple(src.shape), np.dtype(src.dtype), handle.info, _sampler(src), rgb=rgb, chunk=chunks,
-        native_chunks=_native_chunks(src), tile=tile, overlap=overlap, batch=batch, normalize=normalize,
-        channel_axis=channel_axis, out_dtype=dtype,
-    )
+    src, _, handle, plan = _prepare(x, task, model, scale, tile, overlap, batch, chunks, device, precision, rgb,
+                                    channel_axis, normalize, dtype)
     return restore_array(handle, plan, src)
 
 
@@ -274,18 +285,8 @@ def restore_to_zarr(
     from .engine.store import STATE_DIR, ZarrSink, job_fingerprint, prepare_store, set_job_state
     from .io import create_ome_zarr, write_pyramid
 
-    src, src_meta = as_source(x)
-    meta = {**src_meta, **{k: v for k, v in (meta or {}).items() if v is not None}}
-    if rgb is None and "rgb" in meta:
-        rgb = meta["rgb"]
-    if channel_axis is None and meta.get("channel_axis") is not None:
-        channel_axis = meta["channel_axis"]
-    handle = resolve_model(model, task, scale, device, precision)
-    plan = make_plan(
-        tuple(src.shape), np.dtype(src.dtype), handle.info, _sampler(src), rgb=rgb, chunk=chunks,
-        native_chunks=_native_chunks(src), tile=tile, overlap=overlap, batch=batch, normalize=normalize,
-        channel_axis=channel_axis, out_dtype=dtype,
-    )
+    src, meta, handle, plan = _prepare(x, task, model, scale, tile, overlap, batch, chunks, device, precision, rgb,
+                                       channel_axis, normalize, dtype, meta)
     dst = str(dst)
     geom = output_geometry(plan.scale, meta, len(plan.shape), len(plan.out_shape), bool(plan.out_trailing))
     src_desc = meta.get("path") or f"{type(src).__name__}{tuple(src.shape)}:{np.dtype(src.dtype)}"

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ResidualBlock, RestorationHead, image_skip, pad_to_multiple
+from .layers import ResidualBlock, RestorationHead, finish, pad_to_multiple
 
 _NEG = -1.0e4  # "minus infinity" that stays finite under Gumbel noise and in half precision
 
@@ -251,13 +251,7 @@ class ACLA(nn.Module):
                 y = mod(y, ([y, *refs[::-1]])[: mod.layers])
                 refs.append(y)
         y = self.conv_after_body(y) + f0
-        out = self.head(y)
-        if self.cfg.image_residual:
-            skip = image_skip(xp, self.out_channels, self.scale)
-            if skip is not None:
-                out = out + skip
-        s = self.scale
-        return out[..., : h * s, : w * s]
+        return finish(self.head(y), xp, h, w, self.cfg.image_residual, self.out_channels, self.scale)
 
 
 #: Named configurations: ``tiny`` trains on a CPU; ``paper`` is an EDSR-baseline trunk with

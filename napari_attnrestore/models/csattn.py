@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import RestorationHead, image_skip, pad_to_multiple
+from .layers import RestorationHead, finish, pad_to_multiple
 
 _ACTS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 
@@ -219,13 +219,7 @@ class CSAttn(nn.Module):
             y = self.fuse[i](torch.cat([self.ups[i](y), skips[i]], dim=1))
             y = self.decoders[i](y)
         y = self.conv_after_body(y) + f
-        out = self.head(y)
-        if self.cfg.image_residual:
-            skip = image_skip(xp, self.out_channels, self.scale)
-            if skip is not None:
-                out = out + skip
-        s = self.scale
-        return out[..., : h * s, : w * s]
+        return finish(self.head(y), xp, h, w, self.cfg.image_residual, self.out_channels, self.scale)
 
 
 #: Named configurations.  ``tiny`` trains on a CPU.  ``paper-light``: the paper's 3-level

@@ -31,7 +31,7 @@ from .layers import (
     RelativePositionBias,
     RestorationHead,
     WindowAttention,
-    image_skip,
+    finish,
     pad_to_multiple,
     shifted_window_mask,
     window_partition,
@@ -183,13 +183,7 @@ class HAT(nn.Module):
             y = g(y)
         y = self.norm(y).permute(0, 3, 1, 2)
         y = self.conv_after_body(y) + f
-        out = self.head(y)
-        if self.cfg.image_residual:
-            skip = image_skip(xp, self.out_channels, self.scale)
-            if skip is not None:
-                out = out + skip
-        s = self.scale
-        return out[..., : h * s, : w * s]
+        return finish(self.head(y), xp, h, w, self.cfg.image_residual, self.out_channels, self.scale)
 
 
 #: Named configurations: ``tiny`` trains on a CPU; ``paper-s`` is HAT-S from the paper.

@@ -238,6 +238,16 @@ class RestorationHead(nn.Module):
         return self.net(x)
 
 
+def finish(out: torch.Tensor, xp: torch.Tensor, h: int, w: int, image_residual: bool, out_channels: int, scale: int) -> torch.Tensor:
+    """End of every network's forward: add the resized input (global residual) if configured,
+    then crop the padding of ``pad_to_multiple`` away (``h``, ``w`` are the unpadded size)."""
+    if image_residual:
+        skip = image_skip(xp, out_channels, scale)
+        if skip is not None:
+            out = out + skip
+    return out[..., : h * scale, : w * scale]
+
+
 def image_skip(x: torch.Tensor, out_channels: int, scale: int) -> torch.Tensor | None:
     """The input, resized and channel-matched, added to the head's output (global residual).
 

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ResidualBlock, RestorationHead, image_skip, pad_to_multiple
+from .layers import ResidualBlock, RestorationHead, finish, pad_to_multiple
 
 _BIG = 1.0e4  # cost of an excluded candidate inside the differentiable softmax (finite: no NaN)
 _GATHER_BUDGET = 1 << 22  # elements per gathered block of candidate patches (16 MB in float32)
@@ -571,13 +571,7 @@ class PSAL(nn.Module):
         for up, dec, skip in zip(self.up[::-1], self.dec[::-1], skips[::-1], strict=True):
             y = dec(up(y) + skip)
         y = self.conv_after_body(y) + f0
-        out = self.head(y)
-        if self.cfg.image_residual:
-            skip = image_skip(xp, self.out_channels, self.scale)
-            if skip is not None:
-                out = out + skip
-        s = self.scale
-        return out[..., : h * s, : w * s]
+        return finish(self.head(y), xp, h, w, self.cfg.image_residual, self.out_channels, self.scale)
 
 
 #: Named configurations: ``tiny`` trains on a CPU; ``paper`` uses the published layer settings
