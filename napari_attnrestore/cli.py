@@ -112,6 +112,12 @@ def cmd_models(a: argparse.Namespace) -> int:
         key = next(iter(metrics), None)
         summary = f"{key}: {metrics[key].get('psnr', '')} dB" if key else ""
         print(f"  {m['name']:28s} {m['task']:8s} {m['arch']:6s} {m.get('scale', 1):>5d} {m.get('parameters', 0):>8d}  {summary}")
+    if a.measure:
+        from napari_attnrestore.benchmarking import table
+
+        print("\nArchitectures (tiny presets, 1-channel denoising head, measured in fresh processes):")
+        print(table(ar.list_architectures(), a.sizes, threads=a.threads))
+        return 0
     print("\nArchitectures:")
     for name in ar.list_architectures():
         arch = get_architecture(name)
@@ -204,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     m = sub.add_parser("models", help="list shipped weights and architectures")
+    m.add_argument("--measure", action="store_true", help="also measure MACs/px, CPU speed and peak memory")
+    m.add_argument("--sizes", type=int, nargs="+", default=[256, 1024], help="image sides to measure at")
+    m.add_argument("--threads", type=int, default=1)
     m.set_defaults(func=cmd_models)
 
     d = sub.add_parser("demo", help="denoise a bundled picture chunk by chunk; write OME-Zarr + before/after PNG")

@@ -55,3 +55,11 @@ def test_models_lists_architectures(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "hat" in out and "Architectures" in out
+
+
+def test_architecture_measurements():
+    from napari_attnrestore.benchmarking import table
+
+    out = table(["hat", "psal"], [64])
+    assert "Mpx/s" in out and "MB" in out and "MACs/px" in out
+    assert "full non-local attention" in out  # PSAL's memory is compared with it
