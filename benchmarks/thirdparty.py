@@ -1,0 +1,81 @@
+"""Published-architecture checkpoints through the tiled engine (needs the ``thirdparty`` extra).
+
+    python benchmarks/thirdparty.py [--size 2048] [--device auto] [--workdir /tmp/attnrestore-3p]
+
+Builds HAT-S (x4 SR) and GRL-T (x1 denoising) with spandrel's own classes and random
+weights, saves each as ``.pth`` and ``.safetensors``, loads them with ``ar.load_model``
+(tensors only, never pickled code), restores a ``size x size`` RGB image through the
+tiled engine into OME-Zarr, and prints load/restore times and throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def hat_s(scale: int = 4):
+    """HAT-S as published: embed 144, 6x6 blocks, 6 heads, window 16, compress 24, squeeze 24."""
+    from spandrel.architectures.HAT import HAT
+
+    return HAT(in_chans=3, embed_dim=144, depths=(6,) * 6, num_heads=(6,) * 6, window_size=16, compress_ratio=24,
+               squeeze_factor=24, conv_scale=0.01, overlap_ratio=0.5, mlp_ratio=2.0, upscale=scale,
+               upsampler="pixelshuffle", img_size=64)
+
+
+def grl_t():
+    """GRL-T (denoising): embed 64, depths [4, 4, 4, 4], 2 + 2 heads, window 16, stripes 64x64 (anchors / 4)."""
+    from spandrel.architectures.GRL import GRL
+
+    return GRL(in_channels=3, out_channels=3, embed_dim=64, upscale=1, upsampler="", depths=[4, 4, 4, 4],
+               num_heads_window=[2, 2, 2, 2], num_heads_stripe=[2, 2, 2, 2], window_size=16, stripe_size=[64, 64],
+               stripe_groups=[None, None], stripe_shift=True, mlp_ratio=2.0, anchor_window_down_factor=4,
+               local_connection=False, img_size=64)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+    from safetensors.torch import save_file
+
+    import napari_attnrestore as ar
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=2048)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--tile", type=int, default=256)
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/attnrestore-3p"))
+    p.add_argument("--only", choices=["hat-s", "grl-t"], default=None)
+    a = p.parse_args(argv)
+    a.workdir.mkdir(parents=True, exist_ok=True)
+    img = (np.random.default_rng(0).random((a.size, a.size, 3)) * 255).astype(np.uint8)
+    builds = {"hat-s": (hat_s, "sr", 4), "grl-t": (grl_t, "denoise", None)}
+    for name, (build, task, scale) in builds.items():
+        if a.only and name != a.only:
+            continue
+        torch.manual_seed(0)
+        net = build()
+        n = sum(p.numel() for p in net.parameters())
+        for suffix in (".pth", ".safetensors"):
+            path = a.workdir / f"{name}{suffix}"
+            state = {k: v.contiguous() for k, v in net.state_dict().items()}
+            torch.save(state, path) if suffix == ".pth" else save_file(state, str(path))
+            t0 = time.perf_counter()
+            model = ar.load_model(str(path))
+            t_load = time.perf_counter() - t0
+            dst = a.workdir / f"{name}{suffix}.ome.zarr"
+            shutil.rmtree(dst, ignore_errors=True)
+            t0 = time.perf_counter()
+            ar.restore_to_zarr(img, dst, task=task, scale=scale, model=model, tile=a.tile, device=a.device, pyramid=False)
+            dt = time.perf_counter() - t0
+            print(f"{name}{suffix}: {n / 1e6:.2f}M params ({model.arch}), loaded in {t_load:.1f} s; "
+                  f"{a.size}x{a.size} RGB restored in {dt:.1f} s ({a.size**2 / 1e6 / dt:.3f} Mpx/s) -> {dst}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
