@@ -1,0 +1,36 @@
+"""A real dask.distributed LocalCluster (two worker processes) gives the threaded result."""
+
+import numpy as np
+import pytest
+import zarr
+
+import napari_attnrestore as ar
+
+
+@pytest.mark.slow
+def test_local_cluster_matches_threads(tmp_path, tiny_checkpoint):
+    import torch
+    from distributed import Client, LocalCluster
+
+    img = (np.random.default_rng(0).random((192, 160)) * 60000).astype(np.uint16)
+    src = zarr.create_array(str(tmp_path / "src.zarr"), shape=img.shape, chunks=(64, 64), dtype="uint16")
+    src[:] = img
+    kw = dict(model=str(tiny_checkpoint), chunks=64, tile=64, pyramid=False)
+    # a worker of one thread runs torch on one thread; float sums (and so the last bit
+    # of a rounded pixel) depend on the thread count, so the reference uses one too
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ar.restore_to_zarr(str(tmp_path / "src.zarr"), tmp_path / "threads.zarr", **kw)
+    finally:
+        torch.set_num_threads(n)
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        seen = []
+        ar.restore_to_zarr(str(tmp_path / "src.zarr"), tmp_path / "dist.zarr", scheduler=client,
+                           progress=lambda d, t: seen.append((d, t)), **kw)
+        assert len(client.scheduler_info()["workers"]) == 2
+    a = zarr.open_array(str(tmp_path / "threads.zarr" / "0"))[:]
+    b = zarr.open_array(str(tmp_path / "dist.zarr" / "0"))[:]
+    np.testing.assert_array_equal(a, b)
+    assert seen and seen[-1] == (9, 9)  # 3 x 3 chunks of 64 px
