@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import io
 from .api import (
     build_model,
     list_architectures,
@@ -19,4 +20,4 @@ from .api import (
     train,
 )
 
-__all__ = ["__version__", "build_model", "list_architectures", "list_models", "load_model", "restore", "restore_to_zarr", "save_model", "train"]
+__all__ = ["__version__", "io", "build_model", "list_architectures", "list_models", "load_model", "restore", "restore_to_zarr", "save_model", "train"]
