@@ -20,4 +20,4 @@ from .api import (
     train,
 )
 
-__all__ = ["__version__", "io", "build_model", "list_architectures", "list_models", "load_model", "restore", "restore_to_zarr", "save_model", "train"]
+__all__ = ["__version__", "build_model", "io", "list_architectures", "list_models", "load_model", "restore", "restore_to_zarr", "save_model", "train"]
