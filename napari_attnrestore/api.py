@@ -142,9 +142,14 @@ def _native_chunks(src: Any) -> tuple[int, ...] | None:
 
 
 def _sampler(src: Any):
+    """Reads the small windows the global statistics are computed from."""
     if isinstance(src, da.Array):
         return lambda key: src[key].compute()
-    return lambda key: np.asarray(src[key])
+    if isinstance(src, np.ndarray):
+        return lambda key: src[key]
+    from .io import read_region
+
+    return lambda key: read_region(src, key)  # a corrupt chunk is named, not a traceback
 
 
 def _prepare(

@@ -63,3 +63,15 @@ def test_architecture_measurements():
     out = table(["hat", "psal"], [64])
     assert "Mpx/s" in out and "MB" in out and "MACs/px" in out
     assert "full non-local attention" in out  # PSAL's memory is compared with it
+
+
+def test_corrupt_zarr_chunk_is_named(tmp_path, tiny_checkpoint):
+    from napari_attnrestore.io import write_ome_zarr
+
+    img = (np.random.default_rng(0).random((128, 128)) * 255).astype(np.uint8)
+    src = write_ome_zarr(img, tmp_path / "in.ome.zarr", axes="yx", chunks=(64, 64), pyramid=False)
+    (tmp_path / "in.ome.zarr" / "0" / "c" / "1" / "0").write_bytes(b"garbage")
+    r = _run("restore", src, str(tmp_path / "out.ome.zarr"), "--weights", str(tiny_checkpoint))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "in.ome.zarr" in lines[0] and "c/1/0" in lines[0]

@@ -28,10 +28,14 @@ class Region:
 
 def read_region(arr: Any, region: Region, rgb: bool) -> np.ndarray:
     """Read ``region`` from an array-like: ``(Y, X)`` or ``(Y, X, C)`` for RGB data."""
+    from ..io import read_region as read_checked  # errors name the store and the chunk
+
     key = (*region.lead, slice(region.y0, region.y1), slice(region.x0, region.x1))
     if rgb:
         key = (*key, slice(None))
-    return np.asarray(arr[key])
+    if isinstance(arr, np.ndarray):
+        return arr[key]
+    return read_checked(arr, key)
 
 
 def dask_region_parts(arr: da.Array, region: Region, rgb: bool) -> list[tuple[tuple, tuple, tuple]]:
