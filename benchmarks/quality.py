@@ -2,10 +2,14 @@
 
     python benchmarks/quality.py --data ../shared/data [--no-bm3d] [--markdown]
 
+The "input" column is the degraded image (denoising) or its bicubic upsampling (SR).
+
 Denoising: Set12 with Gaussian noise (sigma 15, 25, 50; unclipped float noise drawn with
 ``numpy.random.default_rng(0)``, the DnCNN/SwinIR protocol).  Each shipped denoiser runs
 through the real engine (``ar.restore``: chunks, tiles, halo, blending), so the numbers
-are what users get.  PSNR in dB on [0, 1] images, mean over the set.
+are what users get.  SR: Set5 on the Y channel, border = scale, HR cropped to a
+multiple of the scale and downsampled by antialiased bicubic.  PSNR in dB on [0, 1]
+images, mean over the set.
 """
 
 from __future__ import annotations
@@ -79,6 +83,44 @@ def denoise_table(data: Path, use_bm3d: bool, sigmas: list[int]) -> list[dict]:
     return rows
 
 
+#: Set5 (Y channel, border = scale) from the SwinIR/HAT papers and the data README.
+PUBLISHED_SET5 = {
+    2: {"VDSR": 37.53, "SwinIR-light": 38.14, "HAT": 38.73},
+    4: {"VDSR": 31.35, "SwinIR-light": 32.44, "GRL-T": 32.56, "HAT-S": 32.92},
+}
+
+
+def rgb_to_y(img: np.ndarray) -> np.ndarray:
+    """ITU-R BT.601 luma in [16, 235]/255, as the SR literature measures PSNR."""
+    return (16.0 + img[..., :3] @ np.array([65.481, 128.553, 24.966])) / 255.0
+
+
+def sr_table(data: Path, scales: list[int]) -> list[dict]:
+    """Set5 SR rows: bicubic input, every shipped SR model of that scale (run on Y), published."""
+    from napari_attnrestore.tasks.sr import bicubic_baseline, downsample
+
+    hr_images = [im[..., :3] if im.ndim == 3 else np.stack([im] * 3, -1) for im in load_folder(data / "bench" / "set5", gray=False)]
+    rows = []
+    for s in scales:
+        row: dict = {"task": f"sr x{s}", "set": "Set5 (Y)", "setting": f"border {s}"}
+        models = [m["name"] for m in ar.list_models() if m["task"] == "sr" and m.get("scale") == s]
+        vals: dict[str, list[float]] = {"bicubic": [], **{n: [] for n in models}}
+        for hr in hr_images:
+            h, w = (hr.shape[0] // s) * s, (hr.shape[1] // s) * s
+            y_hr = rgb_to_y(hr[:h, :w].astype(np.float64))
+            y_lr = downsample(y_hr.astype(np.float32), scale=s)
+            vals["bicubic"].append(psnr(y_hr, np.clip(bicubic_baseline(y_lr, s), 0, 1), border=s))
+            for n in models:
+                out = ar.restore(y_lr, task="sr", scale=s, model=n, normalize="none", device="cpu").compute()
+                vals[n].append(psnr(y_hr, np.clip(out, 0, 1), border=s))
+        row["input"] = float(np.mean(vals.pop("bicubic")))  # for SR the input column is bicubic
+        for n, v in vals.items():
+            row[n] = float(np.mean(v))
+        row["published"] = ", ".join(f"{k} {v}" for k, v in PUBLISHED_SET5[s].items())
+        rows.append(row)
+    return rows
+
+
 def print_table(rows: list[dict], markdown: bool) -> None:
     cols: list[str] = []
     for r in rows:
@@ -102,11 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-bm3d", action="store_true", help="skip BM3D (slow: ~4 s per 256x256 image)")
     p.add_argument("--sigmas", type=int, nargs="+", default=[15, 25, 50])
     p.add_argument("--markdown", action="store_true")
+    p.add_argument("--tasks", nargs="+", default=["denoise", "sr"], choices=["denoise", "sr"])
     a = p.parse_args(argv)
     if not (a.data / "bench" / "set12").exists():
         print(f"quality.py: {a.data / 'bench' / 'set12'} not found", file=sys.stderr)
         return 2
-    rows = denoise_table(a.data, not a.no_bm3d, a.sigmas)
+    rows = []
+    if "denoise" in a.tasks:
+        rows += denoise_table(a.data, not a.no_bm3d, a.sigmas)
+    if "sr" in a.tasks:
+        rows += sr_table(a.data, [2, 4])
     print_table(rows, a.markdown)
     return 0
 
