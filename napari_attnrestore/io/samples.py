@@ -11,6 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from ..tasks.demosaic import mosaic
+from ..tasks.inpaint import scanline_mask
+
 __all__ = [
     "add_gaussian_noise",
     "add_poisson_noise",
@@ -121,26 +124,21 @@ def lowres_moon() -> list[LayerData]:
 
 
 def bayer_mosaic(rgb: np.ndarray, pattern: str = "RGGB") -> np.ndarray:
-    """Sample an RGB image through a Bayer colour filter array: one colour per pixel."""
-    pattern = pattern.upper()
-    if sorted(pattern) != ["B", "G", "G", "R"]:
-        raise ValueError(f"unknown Bayer pattern {pattern!r}; use RGGB, BGGR, GRBG or GBRG")
+    """Sample an RGB image through a Bayer colour filter array: one colour per pixel.
+
+    Cropped to even height and width; see :func:`napari_attnrestore.tasks.demosaic.mosaic`.
+    """
     h, w = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
-    out = np.empty((h, w), dtype=rgb.dtype)
-    for i, ch in enumerate(pattern):
-        dy, dx = divmod(i, 2)
-        out[dy::2, dx::2] = rgb[dy:h:2, dx:w:2, "RGB".index(ch)]
-    return out
+    return mosaic(rgb[:h, :w], pattern)
 
 
 def scanline_gaps(shape: tuple[int, int], width: int = 8, period: int = 32, slope: float = 0.08, seed: int = SEED) -> np.ndarray:
-    """A Landsat-7 SLC-off-like mask (True = no data): slanted stripes that widen sideways."""
+    """A Landsat-7 SLC-off-like mask (True = no data): slanted stripes that widen sideways.
+
+    See :func:`napari_attnrestore.tasks.inpaint.scanline_mask` (here with ``taper=0.3``).
+    """
     rng = np.random.default_rng(seed)
-    h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    phase = (yy + slope * xx + rng.uniform(0, period)) % period
-    widen = width * (0.3 + 0.7 * np.abs(xx - w / 2) / (w / 2))  # gaps grow towards the swath edges
-    return phase < widen
+    return scanline_mask(shape, rng, width=width, fraction=width / period, slope=slope, taper=0.3)
 
 
 def mosaicked_astronaut() -> list[LayerData]:

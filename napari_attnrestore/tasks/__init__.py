@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from . import denoise, sr
+from . import demosaic, denoise, inpaint, sr
 from .base import Task, psnr, ssim
 
-_TASKS: dict[str, Task] = {t.name: t for t in (denoise.TASK, sr.TASK)}
-_ALIASES = {"super-resolve": "sr", "superres": "sr", "super_resolution": "sr", "denoising": "denoise"}
+_TASKS: dict[str, Task] = {t.name: t for t in (denoise.TASK, sr.TASK, demosaic.TASK, inpaint.TASK)}
+_ALIASES = {
+    "super-resolve": "sr", "superres": "sr", "super_resolution": "sr", "denoising": "denoise",
+    "demosaicing": "demosaic", "debayer": "demosaic", "inpainting": "inpaint",
+}
 
 
 def get_task(name: str) -> Task:
