@@ -86,6 +86,9 @@ def train(
     from ..tasks import get_task
 
     t = get_task(task)
+    if t.name not in ("denoise", "sr"):
+        raise ValueError(f"training on your own images is available for denoise and sr; {t.name} models are "
+                         f"trained by their recipes (python -m napari_attnrestore.training.recipe ...)")
     scale = t.check_scale(scale)
     imgs = _as_list(images)
     if not imgs:

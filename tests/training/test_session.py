@@ -44,6 +44,8 @@ def test_bad_training_requests(rng):
     noisy, _ = _noisy(rng)
     with pytest.raises(ValueError, match="self-supervised training is for denoising"):
         next(ar.train(noisy, task="sr", scale=2, mode="self-supervised"))
+    with pytest.raises(ValueError, match="available for denoise and sr"):
+        next(ar.train(noisy, task="inpaint"))
     with pytest.raises(ValueError, match="one clean image per input"):
         next(ar.train([noisy, noisy], clean=[noisy]))
 
