@@ -155,10 +155,13 @@ def _sampler(src: Any):
 def _prepare(
     x: Any, task: str, model: Any, scale: int | None, tile: int | None, overlap: int | None, batch: int | None,
     chunks: int | tuple[int, int] | None, device: str, precision: str, rgb: bool | None, channel_axis: int | None,
-    normalize: str, dtype: Any, meta: dict[str, Any] | None = None,
-) -> tuple[Any, dict[str, Any], ModelHandle, Any]:
-    """Source, metadata, model handle and plan shared by :func:`restore` and :func:`restore_to_zarr`."""
+    normalize: str, dtype: Any, meta: dict[str, Any] | None = None, mask: Any = None, nodata: float | None = None,
+    cfa: str | None = None,
+) -> tuple[Any, dict[str, Any], ModelHandle, Any, Any]:
+    """Source, metadata, model handle, plan and mask source shared by :func:`restore` and
+    :func:`restore_to_zarr`."""
     src, src_meta = as_source(x)
+    mask_src = as_source(mask)[0] if mask is not None else None
     meta = {**src_meta, **{k: v for k, v in (meta or {}).items() if v is not None}}
     if rgb is None and "rgb" in meta:
         rgb = meta["rgb"]
@@ -170,9 +173,11 @@ def _prepare(
     plan = make_plan(
         tuple(src.shape), np.dtype(src.dtype), handle.info, _sampler(src), rgb=rgb, chunk=chunks,
         native_chunks=_native_chunks(src), tile=tile, overlap=overlap, batch=batch, normalize=normalize,
-        channel_axis=channel_axis, out_dtype=dtype,
+        channel_axis=channel_axis, out_dtype=dtype, task=get_task(task).name, cfa=cfa,
+        nodata=nodata if nodata is not None else meta.get("nodata"),
+        mask_shape=tuple(mask_src.shape) if mask_src is not None else None,
     )
-    return src, meta, handle, plan
+    return src, meta, handle, plan, mask_src
 
 
 def restore(
@@ -190,6 +195,9 @@ def restore(
     channel_axis: int | None = None,
     normalize: str = "auto",
     dtype: Any = None,
+    mask: Any = None,
+    nodata: float | None = None,
+    cfa: str | None = None,
 ) -> da.Array:
     """Restore an image lazily; returns a dask array (nothing is computed yet).
 
@@ -215,10 +223,15 @@ def restore(
         ``auto`` (dtype range for uint8, 0.1/99.9 percentiles otherwise), ``dtype``, ``percentile``, ``none``.
     dtype
         Output dtype (default: the input's).
+    mask, nodata
+        Inpainting: pixels to fill are nonzero in ``mask`` (same Y, X; an array or a
+        path), NaN, or equal to ``nodata``.  Known pixels are kept exactly.
+    cfa
+        Demosaicing: the Bayer pattern at pixel (0, 0): RGGB, BGGR, GRBG or GBRG.
     """
-    src, _, handle, plan = _prepare(x, task, model, scale, tile, overlap, batch, chunks, device, precision, rgb,
-                                    channel_axis, normalize, dtype)
-    return restore_array(handle, plan, src)
+    src, _, handle, plan, mask_src = _prepare(x, task, model, scale, tile, overlap, batch, chunks, device, precision,
+                                              rgb, channel_axis, normalize, dtype, mask=mask, nodata=nodata, cfa=cfa)
+    return restore_array(handle, plan, src, mask=mask_src)
 
 
 def output_geometry(plan_scale: int, meta: dict[str, Any], ndim_in: int, out_ndim: int, rgb_out: bool) -> dict[str, Any]:
@@ -272,6 +285,9 @@ def restore_to_zarr(
     scheduler: Any = None,
     num_workers: int | None = None,
     meta: dict[str, Any] | None = None,
+    mask: Any = None,
+    nodata: float | None = None,
+    cfa: str | None = None,
 ) -> str:
     """Restore ``x`` into a new OME-Zarr (NGFF 0.5, zarr v3) at ``dst``, chunk by chunk.
 
@@ -283,15 +299,17 @@ def restore_to_zarr(
     ``scheduler``: None (threads), ``"sync"``, ``"local"`` (a LocalCluster of worker
     processes), a scheduler address, or a ``distributed.Client``.  ``meta`` gives or
     overrides the input's ``axes``, ``scale``, ``translate`` and ``units`` (physical
-    metadata of an array input).  Returns ``dst``.
+    metadata of an array input).  ``mask``/``nodata``/``cfa`` as for :func:`restore`.
+    Returns ``dst``.
     """
     from .engine import build_graph
     from .engine.execute import execute
     from .engine.store import STATE_DIR, ZarrSink, job_fingerprint, prepare_store, set_job_state
     from .io import create_ome_zarr, write_pyramid
 
-    src, meta, handle, plan = _prepare(x, task, model, scale, tile, overlap, batch, chunks, device, precision, rgb,
-                                       channel_axis, normalize, dtype, meta)
+    src, meta, handle, plan, mask_src = _prepare(x, task, model, scale, tile, overlap, batch, chunks, device,
+                                                 precision, rgb, channel_axis, normalize, dtype, meta, mask=mask,
+                                                 nodata=nodata, cfa=cfa)
     dst = str(dst)
     geom = output_geometry(plan.scale, meta, len(plan.shape), len(plan.out_shape), bool(plan.out_trailing))
     src_desc = meta.get("path") or f"{type(src).__name__}{tuple(src.shape)}:{np.dtype(src.dtype)}"
@@ -307,7 +325,7 @@ def restore_to_zarr(
         return dst
     sink = ZarrSink(str(Path(dst) / "0"), str(Path(dst) / STATE_DIR / "done"), chunk_shape, len(plan.out_shape),
                     job=uuid.uuid4().hex)
-    dsk, name, deps = build_graph(handle, plan, src, sink=sink, skip=lambda i: i in done)
+    dsk, name, deps = build_graph(handle, plan, src, sink=sink, skip=lambda i: i in done, mask=mask_src)
     client, owned = _client_for(scheduler)
     try:
         execute(dsk, name, deps, progress=progress, cancel=cancel, scheduler=client or scheduler, num_workers=num_workers)

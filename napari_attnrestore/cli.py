@@ -56,7 +56,7 @@ def cmd_restore(a: argparse.Namespace) -> int:
         raise UserError(f"{out}: output exists; pass --overwrite to replace it" + (" or --resume to continue it" if _is_zarr(out) else ""))
     common: dict[str, Any] = dict(
         task=a.task, model=model, scale=a.scale, tile=a.tile, overlap=a.overlap, batch=a.batch, chunks=a.chunks,
-        device=a.device, precision=a.precision,
+        device=a.device, precision=a.precision, mask=a.mask, nodata=a.nodata, cfa=a.cfa,
     )
     t0 = time.perf_counter()
     if _is_zarr(out):
@@ -173,8 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("restore", help="restore an image file into .ome.zarr, .tif or .png")
     r.add_argument("input", help=".tif/.tiff (OME/Geo/Big), .png, .zarr/.ome.zarr")
     r.add_argument("output", help=".ome.zarr/.zarr (streamed, resumable), .tif/.tiff (tiled BigTIFF) or .png")
-    r.add_argument("--task", default="denoise", choices=["denoise", "sr"])
+    r.add_argument("--task", default="denoise", choices=["denoise", "sr", "demosaic", "inpaint"])
     r.add_argument("--scale", type=int, choices=[2, 4], default=None, help="SR factor")
+    r.add_argument("--mask", default=None, help="inpaint: mask file (nonzero = fill), same Y, X as the input")
+    r.add_argument("--nodata", type=float, default=None, help="inpaint: pixel value marking gaps (NaN always does)")
+    r.add_argument("--cfa", default=None, choices=["RGGB", "BGGR", "GRBG", "GBRG"], help="demosaic: Bayer pattern")
     r.add_argument("--arch", default=None, help="use the shipped weights of this architecture")
     r.add_argument("--weights", default=None, help="checkpoint file (.safetensors + .json card, or a HAT/GRL/SwinIR .pth)")
     r.add_argument("--tile", type=int, default=None, help="network tile side in pixels (default 256)")

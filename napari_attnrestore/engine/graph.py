@@ -25,13 +25,20 @@ from .tiling import run_tiled
 Sink = Callable[[np.ndarray, tuple[int, ...]], Any]
 
 
-def pad_region(raw: np.ndarray, pads: tuple[int, int, int, int]) -> np.ndarray:
-    """Reflect-pad the Y, X axes (the first two) of a region read at the image border."""
+def pad_region(raw: np.ndarray, pads: tuple[int, int, int, int], keep_parity: bool = False) -> np.ndarray:
+    """Reflect-pad the Y, X axes (the first two) of a region read at the image border.
+
+    ``keep_parity`` mirrors about the edge pixel (row -1 = row 1), which keeps every
+    padded pixel under the colour filter of its position (Bayer CFA data).
+    """
     top, bottom, left, right = pads
     if not any(pads):
         return raw
     width = [(top, bottom), (left, right)] + [(0, 0)] * (raw.ndim - 2)
-    mode = "symmetric" if min(raw.shape[:2]) > 1 else "edge"
+    if min(raw.shape[:2]) <= 1:
+        mode = "edge"
+    else:
+        mode = "reflect" if keep_parity else "symmetric"
     return np.pad(raw, width, mode=mode)
 
 
@@ -71,35 +78,75 @@ def normalize_planes(x: np.ndarray, plan: Plan, lead: tuple[int, ...], inverse: 
     return norm.inverse(x) if inverse else norm.forward(x)
 
 
+def task_inputs(x: np.ndarray, plan: Plan, mask: np.ndarray | None, origin: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Add the task's channels to normalized planes ``(P, C, Y, X)``; returns them and the holes.
+
+    Inpainting: holes (mask, NaN, nodata) are set to 0 and appended as a mask channel.
+    Demosaicing: the three CFA-position masks of the region, at its global origin.
+    """
+    if plan.task == "inpaint":  # the contract of tasks.inpaint.prepare_input, for C channels a plane
+        holes = ~np.isfinite(x).all(axis=1, keepdims=True)
+        if mask is not None:
+            holes |= mask[None, None] if mask.ndim == 2 else mask[:, None]
+        filled = np.where(holes, np.float32(0.0), x)
+        holes_b = np.broadcast_to(holes, x.shape)
+        return np.concatenate([filled, holes.astype(np.float32)], axis=1).astype(np.float32), holes_b
+    if plan.task == "demosaic":
+        from ..tasks.demosaic import cfa_masks
+
+        masks = cfa_masks(x.shape[-2:], plan.cfa or "RGGB", y0=origin[0], x0=origin[1])
+        return np.concatenate([x, np.broadcast_to(masks, (x.shape[0], *masks.shape))], axis=1), None
+    return x, None
+
+
 def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[int, int, int, int],
-                  lead: tuple[int, ...], crop: tuple[int, int, int, int]) -> np.ndarray:
-    """Restore one chunk from its (unpadded) halo region; returns the output block."""
-    region = pad_region(raw, pads)
+                  lead: tuple[int, ...], crop: tuple[int, int, int, int], mask: np.ndarray | None = None,
+                  origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Restore one chunk from its (unpadded) halo region; returns the output block.
+
+    ``mask`` is the inpainting mask of the same region, ``origin`` the global (y, x) of the
+    padded region's first pixel (it fixes the Bayer phase).
+    """
+    region = pad_region(raw, pads, keep_parity=plan.task == "demosaic")
     x = normalize_planes(to_planes(region, plan).astype(np.float32), plan, lead)
+    if plan.nodata is not None:
+        x = np.where(to_planes(region, plan) == plan.nodata, np.nan, x).astype(np.float32)
+    if mask is not None:
+        mask = pad_region(np.asarray(mask), pads) != 0
     bad = ~np.isfinite(x)
-    if bad.any():
-        x = np.where(bad, 0.0, x).astype(np.float32)
-    y = run_tiled(x, handle.infer, plan.tile, plan.overlap, plan.batch, plan.scale)
+    if plan.task == "inpaint":
+        inp, holes = task_inputs(x, plan, mask, origin)
+    else:
+        if bad.any():
+            x = np.where(bad, 0.0, x).astype(np.float32)
+        inp, holes = task_inputs(x, plan, mask, origin)
+    y = run_tiled(inp, handle.infer, plan.tile, plan.overlap, plan.batch, plan.scale)
     s = plan.scale
     cy0, cy1, cx0, cx1 = crop
     y = y[:, :, cy0 * s : cy1 * s, cx0 * s : cx1 * s]
-    if bad.any() and s == 1 and y.shape[1] == bad.shape[1]:
+    if holes is not None:  # known pixels are kept exactly; the network fills the holes
+        known = np.where(np.isfinite(x), x, 0.0)[:, :, cy0:cy1, cx0:cx1]
+        y = np.where(holes[:, :, cy0:cy1, cx0:cx1], y, known)
+    elif bad.any() and s == 1 and y.shape[1] == bad.shape[1]:
         y = np.where(bad[:, :, cy0:cy1, cx0:cx1], np.nan, y)
     out = normalize_planes(y, plan, lead, inverse=True)
     block = from_planes(out, plan)
     return block.reshape((1,) * plan.nlead + block.shape)
 
 
-def _task_from_array(handle, plan, src, region, pads, crop, sink, index):
-    raw = read_region(src, region, plan.rgb)
-    block = compute_chunk(handle, plan, raw, pads, region.lead, crop)
+def _chunk_task(handle, plan, raw, mask, pads, crop, origin, lead, sink, index):
+    """One output chunk: ``raw`` and ``mask`` arrive already read (nested tasks)."""
+    block = compute_chunk(handle, plan, raw, pads, lead, crop, mask, origin)
     return sink(block, index) if sink is not None else block
 
 
-def _task_from_blocks(handle, plan, blocks, slices, shape, dtype, region, pads, crop, sink, index):
-    raw = assemble(blocks, slices, shape, dtype)
-    block = compute_chunk(handle, plan, raw, pads, region.lead, crop)
-    return sink(block, index) if sink is not None else block
+def _region_reader(source: Any, src_key: str | None, region, rgb: bool, shape_rgb: int | None) -> tuple:
+    """A nested task that reads ``region``: sliced from an array-like, or pasted from dask blocks."""
+    if isinstance(source, da.Array):
+        parts = dask_region_parts(source, region, rgb)
+        shape = (region.y1 - region.y0, region.x1 - region.x0) + ((shape_rgb,) if rgb else ())
+        return (assemble, [p[0] for p in parts], [(p[1], p[2]) for p in parts], shape, np.dtype(source.dtype))
+    return (read_region, src_key, region, rgb)
 
 
 def chunk_indices(plan: Plan) -> list[tuple[int, ...]]:
@@ -117,25 +164,36 @@ def build_graph(
     sink: Sink | None = None,
     skip: Callable[[tuple[int, ...]], bool] | None = None,
     name: str | None = None,
+    mask: Any = None,
 ) -> tuple[dict, str, list[Any]]:
     """Task dict ``{(name, *index): task}`` for every output chunk not skipped.
 
-    Returns the tasks, the graph name, and the dependencies (the source's dask graph).
+    Returns the tasks, the graph name, and the dependencies (the sources' dask graphs).
+    ``mask`` (inpainting) is read region by region like the image.
     """
     name = name or f"attnrestore-{uuid.uuid4().hex[:12]}"
     handle_key = f"model-{name}"
     dsk: dict = {handle_key: handle}
     deps: list[Any] = []
-    is_dask = isinstance(source, da.Array)
-    if is_dask:
-        if plan.rgb and len(source.chunks[-1]) > 1:
-            source = source.rechunk({source.ndim - 1: -1})
-        deps.append(source)
-    else:
-        src_key = f"source-{name}"
-        dsk[src_key] = source
+    sources = {"image": source, "mask": mask}
+    keys: dict[str, str | None] = {}
+    for role, src in list(sources.items()):
+        if src is None:
+            keys[role] = None
+        elif isinstance(src, da.Array):
+            if role == "image" and plan.rgb and len(src.chunks[-1]) > 1:
+                src = src.rechunk({src.ndim - 1: -1})
+                sources[role] = src
+            deps.append(src)
+            keys[role] = None
+        else:
+            keys[role] = f"{role}-{name}"
+            dsk[keys[role]] = src
     ys, xs = plan.chunk_bounds()
     nl = plan.nlead
+    rgb_n = plan.shape[-1] if plan.rgb else None
+    mask_src = sources["mask"]
+    mask_per_plane = mask_src is not None and len(mask_src.shape) > 2
     for index in chunk_indices(plan):
         if skip is not None and skip(index):
             continue
@@ -144,21 +202,19 @@ def build_graph(
         window, pads = plan.read_window(y0, y1, x0, x1)
         region = plan.clipped(lead, window)
         crop = (y0 - window[0], y1 - window[0], x0 - window[2], x1 - window[2])
-        if is_dask:
-            parts = dask_region_parts(source, region, plan.rgb)
-            shape = (region.y1 - region.y0, region.x1 - region.x0) + ((plan.shape[-1],) if plan.rgb else ())
-            dsk[(name, *index)] = (
-                _task_from_blocks, handle_key, plan, [p[0] for p in parts], [(p[1], p[2]) for p in parts],
-                shape, np.dtype(plan.dtype), region, pads, crop, sink, index,
-            )
-        else:
-            dsk[(name, *index)] = (_task_from_array, handle_key, plan, src_key, region, pads, crop, sink, index)
+        raw = _region_reader(sources["image"], keys["image"], region, plan.rgb, rgb_n)
+        mask_arg = None
+        if mask_src is not None:
+            mregion = region if mask_per_plane else plan.clipped((), window)
+            mask_arg = _region_reader(mask_src, keys["mask"], mregion, False, None)
+        dsk[(name, *index)] = (_chunk_task, handle_key, plan, raw, mask_arg, pads, crop, (window[0], window[2]),
+                               lead, sink, index)
     return dsk, name, deps
 
 
-def restore_array(handle: ModelHandle, plan: Plan, source: Any) -> da.Array:
+def restore_array(handle: ModelHandle, plan: Plan, source: Any, mask: Any = None) -> da.Array:
     """The lazy restored image as a dask array (one chunk per output block)."""
-    dsk, name, deps = build_graph(handle, plan, source)
+    dsk, name, deps = build_graph(handle, plan, source, mask=mask)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
     meta = np.empty((0,) * len(plan.out_shape), dtype=np.dtype(plan.out_dtype))
     return da.Array(graph, name, chunks=plan.out_chunks, dtype=np.dtype(plan.out_dtype), meta=meta)

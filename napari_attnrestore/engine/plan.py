@@ -21,6 +21,8 @@ from .source import Region
 from .tiling import round_up
 
 DEFAULT_CHUNK = 1024
+#: input channels a task adds to the image channels of each plane
+TASK_AUX_CHANNELS = {"inpaint": 1, "demosaic": 3}
 DEFAULT_TILE = 256
 MAX_STATS_WINDOWS = 16
 STATS_WINDOW = 256
@@ -45,6 +47,15 @@ class Plan:
     norm: Normalizer
     channel_axis: int | None
     out_dtype: str
+    task: str = "denoise"
+    cfa: str | None = None  # demosaic: Bayer pattern at the image's pixel (0, 0)
+    nodata: float | None = None  # inpaint: this value (and NaN) marks pixels to fill
+    has_mask: bool = False  # inpaint: a mask source is read next to the image
+
+    @property
+    def aux_channels(self) -> int:
+        """Input channels the task adds to each plane (inpaint: the mask; demosaic: 3 CFA masks)."""
+        return TASK_AUX_CHANNELS.get(self.task, 0)
 
     @property
     def nlead(self) -> int:
@@ -120,16 +131,18 @@ def detect_rgb(shape: tuple[int, ...], rgb: bool | None) -> bool:
     return len(shape) >= 3 and shape[-1] in (3, 4)
 
 
-def choose_mode(rgb: bool, info: ModelInfo, nchan: int) -> str:
-    """How the image's channels meet the network's input channels."""
-    if rgb and info.in_channels == nchan:
+def choose_mode(rgb: bool, info: ModelInfo, nchan: int, aux: int = 0) -> str:
+    """How the image's channels meet the network's input channels (besides ``aux`` task channels)."""
+    image_channels = info.in_channels - aux
+    if rgb and image_channels == nchan:
         return "rgb"
-    if rgb and info.in_channels == 3 and nchan == 4:
+    if rgb and image_channels == 3 and nchan == 4:
         raise ValueError("RGBA input with an RGB model: drop the alpha channel first")
-    if info.in_channels == 1:
+    if image_channels == 1:
         return "rgb-planes" if rgb else "plane"
     what = f"RGB(A) image with {nchan} channels" if rgb else "single-channel planes"
-    raise ValueError(f"model {info.name!r} expects {info.in_channels} input channels; the input is {what}")
+    extra = f" ({aux} of them for the task)" if aux else ""
+    raise ValueError(f"model {info.name!r} expects {info.in_channels} input channels{extra}; the input is {what}")
 
 
 def stats_windows(plan_shape: tuple[int, ...], nlead: int, rgb: bool, budget: int = MAX_STATS_WINDOWS) -> list[tuple]:
@@ -168,6 +181,10 @@ def make_plan(
     normalize: str = "auto",
     channel_axis: int | None = None,
     out_dtype: Any = None,
+    task: str = "denoise",
+    cfa: str | None = None,
+    nodata: float | None = None,
+    mask_shape: tuple[int, ...] | None = None,
 ) -> Plan:
     """Validate the request and decide chunks, tiles, halo and normalization.
 
@@ -184,7 +201,24 @@ def make_plan(
     if h < 1 or w < 1 or any(n < 1 for n in shape):
         raise ValueError(f"the image is empty (shape {shape})")
     nchan = shape[-1] if is_rgb else 1
-    mode = choose_mode(is_rgb, info, nchan)
+    aux = TASK_AUX_CHANNELS.get(task, 0)
+    if task == "demosaic":
+        from ..tasks.demosaic import check_pattern
+
+        cfa = check_pattern(cfa or "RGGB")
+        if is_rgb or (rgb is None and len(shape) >= 3 and shape[-1] in (3, 4)):
+            raise ValueError(f"demosaicing takes the single-channel CFA image (Y, X); got shape {shape}")
+        is_rgb = False
+        nlead = len(shape) - 2
+        h, w = shape[nlead], shape[nlead + 1]
+    if mask_shape is not None:
+        if task != "inpaint":
+            raise ValueError(f"a mask is only used for inpainting, not {task}")
+        ok = tuple(mask_shape) in ((h, w), tuple(shape[: nlead + 2]))
+        if not ok:
+            raise ValueError(f"mask shape {tuple(mask_shape)} does not match the image (Y, X) = ({h}, {w})"
+                             + (f" or its planes {tuple(shape[: nlead + 2])}" if nlead else ""))
+    mode = choose_mode(is_rgb, info, nchan, aux)
     m = max(1, info.multiple_of)
 
     # tiles: multiples of the window multiple; overlap too (keeps windows aligned globally)
@@ -224,6 +258,8 @@ def make_plan(
             raise ValueError(f"channel_axis {channel_axis} is a spatial axis of shape {shape}")
     keys = stats_windows(shape, nlead, is_rgb)
     pieces = [np.asarray(sample(k), dtype=np.float64) for k in keys]
+    if nodata is not None:  # pixels to fill say nothing about the intensity range
+        pieces = [np.where(p == nodata, np.nan, p) for p in pieces]
     if is_rgb:
         flat = np.concatenate([p.reshape(-1, p.shape[-1]) for p in pieces])
         lo, hi = compute_stats(flat, dtype, channel_axis=1, mode=normalize)
@@ -251,8 +287,11 @@ def make_plan(
         raise ValueError(f"model {info.name!r} outputs {out_channels} channels from 1; it cannot run per RGB channel")
     if mode == "plane" and out_channels not in (1, 3):
         raise ValueError(f"model {info.name!r} outputs {out_channels} channels; expected 1 (or 3 for RGB output)")
+    if task == "demosaic" and out_channels != 3:
+        raise ValueError(f"model {info.name!r} outputs {out_channels} channels; demosaicing needs 3 (RGB)")
     return Plan(
         shape=tuple(int(n) for n in shape), dtype=dtype.str, rgb=is_rgb, mode=mode, scale=info.scale,
         out_channels=out_channels, chunk=(cy, cx), tile=t, overlap=o, halo=halo, multiple=m, batch=int(batch),
         norm=Normalizer(lo, hi, odt.str), channel_axis=channel_axis, out_dtype=odt.str,
+        task=task, cfa=cfa, nodata=nodata, has_mask=mask_shape is not None,
     )

@@ -112,6 +112,7 @@ def job_fingerprint(plan: Plan, weights_digest: str, task: str, src_desc: str) -
         "source": src_desc, "weights": weights_digest, "task": task, "shape": list(plan.out_shape),
         "chunks": [list(c[:1]) for c in plan.out_chunks], "tile": plan.tile, "overlap": plan.overlap,
         "dtype": plan.out_dtype, "norm": [list(plan.norm.lo), list(plan.norm.hi)],
+        "cfa": plan.cfa, "nodata": plan.nodata, "mask": plan.has_mask,
     }
 
 

@@ -1,0 +1,87 @@
+"""Inpainting (mask, NaN, nodata) and demosaicing (Bayer phase across chunks) in the engine."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import napari_attnrestore as ar
+from napari_attnrestore.tasks.demosaic import PATTERNS, mosaic
+
+
+class FillHalf(nn.Module):
+    """Inpainting stand-in: image + mask in, 0.5 wherever the mask says, the image elsewhere."""
+
+    in_channels, out_channels, scale = 2, 1, 1
+
+    def forward(self, x):
+        return torch.where(x[:, 1:] > 0.5, torch.full_like(x[:, :1], 0.5), x[:, :1])
+
+
+class SplitCFA(nn.Module):
+    """Demosaicing stand-in: each CFA sample goes to its own colour channel (zeros elsewhere)."""
+
+    in_channels, out_channels, scale = 4, 3, 1
+
+    def forward(self, x):
+        return x[:, :1] * x[:, 1:]
+
+
+def test_inpaint_keeps_known_pixels_and_fills_mask_nan_and_nodata(rng):
+    img = rng.integers(0, 200, (90, 110)).astype(np.float32)
+    img[5, 5] = np.nan
+    img[6, 6] = -1  # nodata
+    mask = np.zeros(img.shape, bool)
+    mask[40:48, :] = True
+    out = ar.restore(img, task="inpaint", model=FillHalf(), mask=mask, nodata=-1, chunks=32, tile=32, overlap=8,
+                     normalize="dtype").compute()
+    holes = mask.copy()
+    holes[5, 5] = holes[6, 6] = True
+    np.testing.assert_allclose(out[~holes], img[~holes], atol=1e-4)
+    np.testing.assert_allclose(out[holes], 0.5, atol=1e-6)  # normalize="dtype": floats stay in [0, 1] units
+
+
+def test_inpaint_mask_of_another_shape_is_refused(rng):
+    with pytest.raises(ValueError, match=r"mask shape \(10, 10\) does not match the image"):
+        ar.restore(np.zeros((32, 32), np.uint8), task="inpaint", model=FillHalf(), mask=np.zeros((10, 10), bool))
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+@pytest.mark.parametrize("chunks,tile", [(37, 32), (64, 64)])
+def test_demosaic_phase_is_global_across_chunks(rng, pattern, chunks, tile):
+    rgb = rng.integers(0, 4096, (75, 91, 3)).astype(np.uint16)
+    cfa = mosaic(rgb, pattern)
+    out = ar.restore(cfa, task="demosaic", cfa=pattern, model=SplitCFA(), chunks=chunks, tile=tile, overlap=8,
+                     normalize="dtype").compute()
+    assert out.shape == (75, 91, 3) and out.dtype == np.uint16
+    np.testing.assert_array_equal(mosaic(out, pattern), cfa)  # each sample stayed under its own filter
+
+
+def test_demosaic_needs_a_cfa_image(rng):
+    with pytest.raises(ValueError, match="single-channel CFA image"):
+        ar.restore(np.zeros((32, 32, 3), np.uint8), task="demosaic", model=SplitCFA())
+    with pytest.raises(ValueError, match="unknown Bayer pattern"):
+        ar.restore(np.zeros((32, 32), np.uint8), task="demosaic", model=SplitCFA(), cfa="RGBG")
+
+
+def test_tasks_stream_to_ome_zarr(tmp_path, rng):
+    import json
+
+    import zarr
+
+    cfa = mosaic(rng.integers(0, 255, (64, 80, 3)).astype(np.uint8), "BGGR")
+    dst = tmp_path / "rgb.ome.zarr"
+    ar.restore_to_zarr(cfa, dst, task="demosaic", cfa="BGGR", model=SplitCFA(), chunks=32, pyramid=False)
+    axes = json.loads((dst / "zarr.json").read_text())["attributes"]["ome"]["multiscales"][0]["axes"]
+    assert [a["name"] for a in axes] == ["y", "x", "c"]
+    np.testing.assert_array_equal(mosaic(zarr.open_array(str(dst / "0"))[:], "BGGR"), cfa)
+
+    img = rng.integers(0, 255, (64, 80)).astype(np.uint8)
+    mask = zarr.create_array(str(tmp_path / "mask.zarr"), shape=img.shape, chunks=(16, 16), dtype="uint8")
+    mask[:] = 0
+    mask[10:20] = 1
+    out = tmp_path / "filled.ome.zarr"
+    ar.restore_to_zarr(img, out, task="inpaint", model=FillHalf(), mask=str(tmp_path / "mask.zarr"), chunks=32,
+                       pyramid=False)
+    res = zarr.open_array(str(out / "0"))[:]
+    assert (res[10:20] == 128).all() and np.array_equal(res[:10], img[:10])
