@@ -108,18 +108,16 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
     padded region's first pixel (it fixes the Bayer phase).
     """
     region = pad_region(raw, pads, keep_parity=plan.task == "demosaic")
-    x = normalize_planes(to_planes(region, plan).astype(np.float32), plan, lead)
+    planes = to_planes(region, plan)
+    x = normalize_planes(planes.astype(np.float32), plan, lead)
     if plan.nodata is not None:
-        x = np.where(to_planes(region, plan) == plan.nodata, np.nan, x).astype(np.float32)
+        x[planes == plan.nodata] = np.nan
     if mask is not None:
         mask = pad_region(np.asarray(mask), pads) != 0
     bad = ~np.isfinite(x)
-    if plan.task == "inpaint":
-        inp, holes = task_inputs(x, plan, mask, origin)
-    else:
-        if bad.any():
-            x = np.where(bad, 0.0, x).astype(np.float32)
-        inp, holes = task_inputs(x, plan, mask, origin)
+    if plan.task != "inpaint" and bad.any():  # inpainting fills them; other tasks return them as NaN
+        x = np.where(bad, np.float32(0.0), x)
+    inp, holes = task_inputs(x, plan, mask, origin)
     y = run_tiled(inp, handle.infer, plan.tile, plan.overlap, plan.batch, plan.scale)
     s = plan.scale
     cy0, cy1, cx0, cx1 = crop
