@@ -1,4 +1,4 @@
-"""The Restore dock widget: denoise or super-resolve an image layer, chunk by chunk.
+"""The Restore dock widget: denoise, super-resolve, demosaic or inpaint an image layer, chunk by chunk.
 
 Every computation runs in a napari ``thread_worker``; the viewer never freezes.
 Progress per chunk shows in napari's activity dock.  Cancel stops the job at the next
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, RadioButtons
-from napari.layers import Image
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, RadioButtons
+from napari.layers import Image, Labels, Shapes
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
@@ -34,7 +34,9 @@ if TYPE_CHECKING:
 __all__ = ["CHECKPOINT", "RestoreWidget"]
 
 CHECKPOINT = "checkpoint file..."
-TASKS = (("denoise", "denoise"), ("super-resolve", "sr"))
+TASKS = (("denoise", "denoise"), ("super-resolve", "sr"), ("demosaic", "demosaic"), ("inpaint", "inpaint"))
+PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
+SUFFIXES = {"denoise": "denoised", "demosaic": "demosaiced", "inpaint": "inpainted"}
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NEW_LAYER, ZARR = "new layer", "zarr file"
@@ -44,7 +46,13 @@ MAX_LAYER_BYTES = 4 * 2**30  # beyond this, "new layer" output asks for a zarr f
 
 TIPS = {
     "image": "Image layer to restore. Leading axes (time, z, channels) are processed plane by plane.",
-    "task": "denoise: same size output. super-resolve: x2 or x4 more pixels per axis.",
+    "task": "denoise: same size output. super-resolve: x2 or x4 more pixels per axis. demosaic: a raw "
+    "single-channel Bayer (CFA) image to RGB. inpaint: fill masked, NaN or nodata pixels; known pixels are kept.",
+    "mask": "Inpainting: a Labels or Shapes layer; nonzero labels / pixels inside shapes are filled. None: only "
+    "NaN pixels (and nodata, if set) are filled. Must have the input's Y, X size (Shapes are rasterized to it).",
+    "nodata": "Inpainting: pixels equal to this value are filled too (e.g. -9999 or 0). Empty: not used.",
+    "cfa": "Demosaicing: the colour filter at the top-left pixel (0, 0) and its neighbours, read row by row: "
+    "RGGB = red, green / green, blue. The input is the raw single-channel CFA image; the result is RGB.",
     "scale": "Upscaling factor for super-resolution.",
     "model": "Shipped weights for this task, a network added from Python (add_model), or a checkpoint file.",
     "checkpoint": "A project checkpoint (.safetensors with its .json card) or a published HAT/GRL/SwinIR checkpoint.",
@@ -91,6 +99,9 @@ class RestoreWidget(Container):
         self._image = ComboBox(label="input", choices=self._image_choices, nullable=False, tooltip=TIPS["image"])
         self._task = ComboBox(label="task", choices=TASKS, value="denoise", tooltip=TIPS["task"])
         self._scale = ComboBox(label="scale", choices=(("x2", 2), ("x4", 4)), value=2, tooltip=TIPS["scale"])
+        self._mask = ComboBox(label="mask", choices=self._mask_choices, nullable=True, value=None, tooltip=TIPS["mask"])
+        self._nodata = LineEdit(label="nodata", value="", tooltip=TIPS["nodata"])
+        self._cfa = ComboBox(label="Bayer pattern", choices=PATTERNS, value="RGGB", tooltip=TIPS["cfa"])
         self._model = ComboBox(label="model", choices=self._model_choices, tooltip=TIPS["model"])
         self._checkpoint = FileEdit(
             label="checkpoint", mode="r", filter="Checkpoints (*.safetensors *.pth *.pt *.ckpt)", tooltip=TIPS["checkpoint"]
@@ -114,7 +125,7 @@ class RestoreWidget(Container):
         self._status = Label(value="idle")
         super().__init__(
             widgets=[
-                self._image, self._task, self._scale, self._model, self._checkpoint, self._tile, self._overlap,
+                self._image, self._task, self._scale, self._mask, self._nodata, self._cfa, self._model, self._checkpoint, self._tile, self._overlap,
                 self._batch, self._chunk, self._device, self._precision, self._output, self._zarr, self._existing,
                 self._open_zarr, buttons, self._status,
             ]
@@ -140,8 +151,12 @@ class RestoreWidget(Container):
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
         return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
 
+    def _mask_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, (Labels, Shapes))]
+
     def _refresh_layers(self, _event: Any = None) -> None:
         self._image.reset_choices()
+        self._mask.reset_choices()
 
     def _model_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         import napari_attnrestore as ar
@@ -157,8 +172,8 @@ class RestoreWidget(Container):
         names.sort(key=lambda n: n != default)
         choices: list[tuple[str, Any]] = [(f"{n} (default)" if n == default else n, n) for n in names]
         for name, module in self._session_models.items():
-            k = int(getattr(module, "scale", 1) or 1)
-            if (task == "denoise" and k == 1) or (task == "sr" and k == scale):
+            k, kind = int(getattr(module, "scale", 1) or 1), _module_task(module)
+            if (task == "sr" and k == scale) or (task != "sr" and k == 1 and kind in (None, task)):
                 choices.append((f"{name} (session)", module))
         choices.append((CHECKPOINT, CHECKPOINT))
         return choices
@@ -173,9 +188,22 @@ class RestoreWidget(Container):
         self.native.destroyed.connect(self._on_destroyed)
         self._select_default_model()
         self._update_visibility()
+        if not self._has_model() and self._task.value in ("demosaic", "inpaint"):
+            show_info(f"AttnRestore: {self._no_model_message()}")
+
+    def _has_model(self) -> bool:
+        """Whether the task has a shipped or session model (besides "checkpoint file...")."""
+        return any(c != CHECKPOINT for c in self._model.choices)
+
+    def _no_model_message(self) -> str:
+        return (f"no model for {self._task.value} yet: add a checkpoint (model: {CHECKPOINT}) "
+                "or a network from Python with add_model(name, module)")
 
     def _update_visibility(self, _value: Any = None) -> None:
-        self._scale.visible = self._task.value == "sr"
+        task = self._task.value
+        self._scale.visible = task == "sr"
+        self._mask.visible = self._nodata.visible = task == "inpaint"
+        self._cfa.visible = task == "demosaic"
         self._checkpoint.visible = self._model.value == CHECKPOINT
         to_zarr = self._output.value == ZARR
         self._zarr.visible = to_zarr
@@ -183,7 +211,11 @@ class RestoreWidget(Container):
         self._open_zarr.visible = to_zarr
 
     def add_model(self, name: str, module: nn.Module, select: bool = True) -> None:
-        """Offer a torch module (scale 1: denoise; 2/4: super-resolve) in the model list."""
+        """Offer a torch module in the model list and (``select``) choose its task.
+
+        The task comes from ``module.scale`` (2/4: super-resolve) and its
+        ``in_channels``/``out_channels``: 2 -> 1 inpaint, 4 -> 3 demosaic, else denoise.
+        """
         self._session_models[name] = module
         self._model.reset_choices()
         if select:
@@ -192,7 +224,7 @@ class RestoreWidget(Container):
                 self._task.value = "sr"
                 self._scale.value = k
             else:
-                self._task.value = "denoise"
+                self._task.value = _module_task(module) or "denoise"
             self._model.reset_choices()
             self._model.value = module
 
@@ -208,9 +240,14 @@ class RestoreWidget(Container):
         return self.worker is not None
 
     def set_options(self, **values: Any) -> None:
-        """Set widget values by name: input, task, scale, model, checkpoint, tile, overlap,
-        batch, chunk, device, precision, output, zarr, existing, open_zarr."""
-        names = {"input": "_image", "zarr": "_zarr", "existing": "_existing", "open_zarr": "_open_zarr"}
+        """Set widget values by name: input, task, scale, mask, nodata, cfa (or pattern), model,
+        checkpoint, tile, overlap, batch, chunk, device, precision, output, zarr, existing, open_zarr."""
+        names = {"input": "_image", "zarr": "_zarr", "existing": "_existing", "open_zarr": "_open_zarr",
+                 "pattern": "_cfa"}
+        if values.get("nodata") is not None:
+            values["nodata"] = str(values["nodata"])
+        elif "nodata" in values:
+            values["nodata"] = ""
         for key in ("task", "scale"):  # the model list depends on them
             if key in values:
                 getattr(self, f"_{key}").value = values.pop(key)
@@ -225,10 +262,10 @@ class RestoreWidget(Container):
         if value == CHECKPOINT:
             path = self._checkpoint.value
             if path is None or str(path) in ("", "."):
-                raise ValueError("choose a checkpoint file")
+                raise ValueError(self._no_model_message() if not self._has_model() else "choose a checkpoint file")
             return str(path)
         if value is None:
-            raise ValueError("no model for this task: choose a checkpoint file")
+            raise ValueError(self._no_model_message())
         return value
 
     def _resolve(self, spec: Any, task: str, scale: int | None, device: str, precision: str) -> Any:
@@ -262,7 +299,41 @@ class RestoreWidget(Container):
             "rgb": bool(layer.rgb),
             "channel_axis": channel_axis_of(data.shape, layer.rgb, layer.metadata),
         }
+        if task == "demosaic":
+            if layer.rgb:
+                raise ValueError(f"demosaic needs the raw single-channel CFA image; {layer.name!r} is RGB")
+            kwargs["cfa"] = self._cfa.value
+        elif task == "inpaint":
+            kwargs["mask"] = self._mask_data(layer, data)
+            kwargs["nodata"] = self._nodata_value()
         return layer, data, kwargs, self._model_spec()
+
+    def _nodata_value(self) -> float | None:
+        text = str(self._nodata.value or "").strip()
+        if text.lower() in ("", "none"):
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"nodata must be a number or empty, not {text!r}") from None
+
+    def _mask_data(self, layer: Image, data: Any) -> Any:
+        """The inpainting mask for ``layer`` (None: NaN / nodata only), checked against its Y, X."""
+        mask_layer = self._mask.value
+        if mask_layer is None:
+            return None
+        spatial = tuple(int(n) for n in data.shape[: data.ndim - int(layer.rgb)])
+        if isinstance(mask_layer, Shapes):
+            mask = _rasterize_shapes(mask_layer, layer, spatial)
+        else:
+            mask = level0(mask_layer.data)
+        shape = tuple(int(n) for n in mask.shape)
+        if shape not in (spatial[-2:], spatial):
+            raise ValueError(
+                f"mask layer {mask_layer.name!r} has shape {shape} but the input {layer.name!r} has "
+                f"(Y, X) = {spatial[-2:]}; the mask must have the same Y, X size (or the input's shape {spatial})"
+            )
+        return mask
 
     # ------------------------------------------------------------------ actions
 
@@ -279,6 +350,13 @@ class RestoreWidget(Container):
             point = layer.world_to_data(self._viewer.dims.point)
             crop = preview_crop(data.shape, layer.rgb, point, box, max_side=PREVIEW_MAX)
             pixels = np.asarray(data[crop.key])
+            y0, x0 = crop.key[pixels.ndim - 2 - int(layer.rgb)].start, crop.key[pixels.ndim - 1 - int(layer.rgb)].start
+            if kwargs.get("cfa"):
+                kwargs["cfa"] = shift_pattern(kwargs["cfa"], y0, x0)
+            mask = kwargs.get("mask")
+            if mask is not None:
+                spatial_key = crop.key[: pixels.ndim - int(layer.rgb)]
+                kwargs["mask"] = np.asarray(mask[spatial_key[-mask.ndim :]])
         except Exception as e:  # bad settings: say so, stay idle
             show_error(f"AttnRestore preview: {e}")
             return
@@ -291,7 +369,8 @@ class RestoreWidget(Container):
             name = f"{layer.name} (preview)"
             if name in self._viewer.layers:
                 self._viewer.layers.remove(name)
-            self._add_result(layer, out, name, scale, translate, {"task": kwargs["task"], "preview": True})
+            self._add_result(layer, out, name, scale, translate, {"task": kwargs["task"], "preview": True},
+                             rgb=kwargs["task"] == "demosaic")
 
         self._start(self._preview_gen, (pixels, kwargs, spec), done, f"preview of {layer.name}")
 
@@ -304,7 +383,7 @@ class RestoreWidget(Container):
             to_zarr = self._output.value == ZARR
             dst = self._zarr_path() if to_zarr else None
             if not to_zarr:
-                _check_fits_in_memory(data, kwargs["scale"] or 1)
+                _check_fits_in_memory(data, kwargs["scale"] or 1, 3 if kwargs["task"] == "demosaic" else 1)
         except Exception as e:
             show_error(f"AttnRestore: {e}")
             return
@@ -313,13 +392,14 @@ class RestoreWidget(Container):
 
         def done(result: jobs.JobResult) -> None:
             k = int(result.info.get("scale", 1))
-            suffix = "denoised" if kwargs["task"] == "denoise" else f"x{k}"
+            suffix = SUFFIXES.get(kwargs["task"], f"x{k}")
             if result.path is not None and not open_result:
                 show_info(f"AttnRestore: wrote {result.path}")
                 return
             scale, translate = sr_geometry(layer.scale, layer.translate, k)
             extra = {"task": kwargs["task"], **({"path": result.path} if result.path else {})}
-            self._add_result(layer, result.data, f"{layer.name} ({suffix})", scale, translate, extra)
+            self._add_result(layer, result.data, f"{layer.name} ({suffix})", scale, translate, extra,
+                             rgb=kwargs["task"] == "demosaic")
 
         args = (data, kwargs, spec, dst, existing)
         self._start(self._run_gen, args, done, f"{kwargs['task']} {layer.name}")
@@ -434,13 +514,22 @@ class RestoreWidget(Container):
     # ------------------------------------------------------------------ results
 
     def _add_result(
-        self, layer: Image, data: Any, name: str, scale: tuple, translate: tuple, extra: dict[str, Any]
+        self, layer: Image, data: Any, name: str, scale: tuple, translate: tuple, extra: dict[str, Any],
+        rgb: bool = False,
     ) -> Image:
+        """Add a result layer; ``rgb``: the result gained a trailing RGB axis (demosaic).
+
+        ``scale``/``translate`` are the input's (one entry per layer axis), which is also
+        right for a result with an extra RGB axis (napari's RGB layers have no entry for it).
+        """
+        rgb = rgb or bool(layer.rgb)
         meta = {k: v for k, v in layer.metadata.items() if k in ("axes", "units")}
+        if rgb and not layer.rgb and isinstance(meta.get("axes"), str):
+            meta["axes"] += "c"
         meta["attnrestore"] = {"source_layer": layer.name, **extra}
         kw: dict[str, Any] = {"name": name, "scale": scale, "translate": translate, "metadata": meta,
-                              "rgb": bool(layer.rgb), "blending": layer.blending}
-        if not layer.rgb:
+                              "rgb": rgb, "blending": layer.blending}
+        if not rgb:
             kw["colormap"] = layer.colormap.name
             if np.dtype(level0(data).dtype) == np.dtype(level0(layer.data).dtype):
                 kw["contrast_limits"] = tuple(layer.contrast_limits)
@@ -456,9 +545,48 @@ def _mtime(path: str) -> float | None:
         return None
 
 
-def _check_fits_in_memory(data: Any, k: int) -> None:
+def _module_task(module: Any) -> str | None:
+    """The task a session module fits, from its scale and channels; None if it does not say."""
+    if int(getattr(module, "scale", 1) or 1) > 1:
+        return "sr"
+    cin, cout = getattr(module, "in_channels", None), getattr(module, "out_channels", None)
+    if cin is None or cout is None:
+        return None
+    return {(2, 1): "inpaint", (4, 3): "demosaic"}.get((int(cin), int(cout)), "denoise")
+
+
+def shift_pattern(pattern: str, y0: int, x0: int) -> str:
+    """The Bayer pattern at pixel ``(y0, x0)`` of an image whose pixel (0, 0) has ``pattern``."""
+    p = pattern.upper()
+    return "".join(p[2 * ((i + y0) % 2) + (j + x0) % 2] for i in (0, 1) for j in (0, 1))
+
+
+def _rasterize_shapes(shapes: Shapes, image: Image, spatial: tuple[int, ...]) -> np.ndarray:
+    """A Shapes layer as a uint8 mask on the image's pixel grid (1 inside any shape).
+
+    2D shapes give a (Y, X) mask for every plane; shapes with one coordinate per image
+    axis give a mask of the image's (non-RGB) shape.  Vertices are mapped from the shapes
+    layer's data coordinates to the image's through world coordinates (scale, translate).
+    """
+    full = shapes.ndim == len(spatial) and shapes.ndim > 2
+    target = spatial if full else spatial[-2:]
+    n = len(target)
+    s_sh, t_sh = np.asarray(shapes.scale[-n:], float), np.asarray(shapes.translate[-n:], float)
+    s_im, t_im = np.asarray(image.scale[-n:], float), np.asarray(image.translate[-n:], float)
+    same = np.allclose(s_sh, s_im) and np.allclose(t_sh, t_im)
+    if shapes.nshapes == 0:
+        return np.zeros(target, np.uint8)
+    if same and (full or shapes.ndim == 2):
+        layer = shapes
+    else:  # another grid, or nD shapes on a 2D mask: redraw the (Y, X) outlines on the image's grid
+        data = [((np.asarray(v, float)[:, -n:] * s_sh + t_sh) - t_im) / s_im for v in shapes.data]
+        layer = Shapes(data, shape_type=list(shapes.shape_type), ndim=n)
+    return (np.asarray(layer.to_labels(labels_shape=target)) > 0).astype(np.uint8)
+
+
+def _check_fits_in_memory(data: Any, k: int, channels: int = 1) -> None:
     """Refuse in-memory output beyond :data:`MAX_LAYER_BYTES` (an SR x4 of a large image)."""
-    nbytes = int(np.prod(data.shape, dtype=np.float64) * k * k * np.dtype(data.dtype).itemsize)
+    nbytes = int(np.prod(data.shape, dtype=np.float64) * k * k * channels * np.dtype(data.dtype).itemsize)
     if nbytes > MAX_LAYER_BYTES:
         raise ValueError(
             f"the result would take {nbytes / 2**30:.1f} GiB of memory; choose output: zarr file "

@@ -279,3 +279,150 @@ def test_torch_runtime_error_notifies_and_reenables(viewer, widget, qtbot, notif
     assert_idle(widget)
     assert any("simulated torch failure" in str(n.message) for n in notifications)
     assert len(viewer.layers) == 1
+
+
+class _FillHalf(nn.Module):
+    """Inpainting stand-in: image + mask in, 0.5 wherever the mask says, the image elsewhere."""
+
+    in_channels, out_channels, scale = 2, 1, 1
+
+    def forward(self, x):
+        import torch
+
+        return torch.where(x[:, 1:] > 0.5, torch.full_like(x[:, :1], 0.5), x[:, :1])
+
+
+class _SplitCFA(nn.Module):
+    """Demosaicing stand-in: each CFA sample goes to its own colour channel (zeros elsewhere)."""
+
+    in_channels, out_channels, scale = 4, 3, 1
+
+    def forward(self, x):
+        return x[:, :1] * x[:, 1:]
+
+
+def test_task_options_visibility(viewer, widget) -> None:
+    assert [c for c in widget._task.choices] == ["denoise", "sr", "demosaic", "inpaint"]
+    widget.set_options(task="inpaint")
+    assert shown(widget._mask) and shown(widget._nodata) and not shown(widget._cfa) and not shown(widget._scale)
+    widget.set_options(task="demosaic")
+    assert shown(widget._cfa) and not shown(widget._mask) and not shown(widget._nodata)
+    assert list(widget._cfa.choices) == ["RGGB", "BGGR", "GRBG", "GBRG"] and widget._cfa.tooltip
+    widget.set_options(task="denoise")
+    assert not shown(widget._cfa) and not shown(widget._mask)
+
+
+def test_inpaint_with_labels_mask(viewer, widget, qtbot, notifications) -> None:
+    img = np.random.default_rng(8).random((48, 64), dtype=np.float32) * 0.4
+    viewer.add_image(img, name="img", scale=(2.0, 2.0))
+    labels = np.zeros((48, 64), np.uint8)
+    labels[10:20, 30:40] = 3
+    viewer.add_labels(labels, name="holes", scale=(2.0, 2.0))
+    widget.add_model("fill", _FillHalf())
+    assert widget._task.value == "inpaint"
+    widget.set_options(input=viewer.layers["img"], mask=viewer.layers["holes"], nodata=None)
+    run(qtbot, widget)
+    assert not [n for n in notifications if "error" in str(n.severity).lower()]
+    out = viewer.layers["img (inpainted)"]
+    assert out.data.shape == img.shape and not out.rgb
+    np.testing.assert_allclose(out.scale, (2.0, 2.0))
+    hole = labels > 0
+    np.testing.assert_allclose(out.data[~hole], img[~hole], atol=1e-5)  # known pixels kept
+    assert np.abs(out.data[hole] - img[hole]).mean() > 0.05  # masked pixels filled
+    assert out.metadata["attnrestore"]["task"] == "inpaint"
+
+
+def test_inpaint_with_shapes_rectangle_and_nodata(viewer, widget, qtbot) -> None:
+    img = np.random.default_rng(9).random((40, 48), dtype=np.float32) * 0.4
+    img[2, 2] = -1.0  # nodata
+    viewer.add_image(img, name="img")
+    shapes = viewer.add_shapes([np.array([[5, 6], [15, 20]])], shape_type="rectangle", name="roi")
+    widget.add_model("fill", _FillHalf())
+    widget.set_options(mask=shapes, nodata=-1)
+    run(qtbot, widget)
+    out = viewer.layers["img (inpainted)"].data
+    hole = shapes.to_labels(labels_shape=img.shape) > 0
+    assert hole[10, 10] and hole.sum() > 50
+    hole[2, 2] = True
+    np.testing.assert_allclose(out[~hole], img[~hole], atol=1e-5)
+    assert abs(out[2, 2] - img[2, 2]) > 0.1 and np.abs(out[10:14, 10:14] - img[10:14, 10:14]).mean() > 0.05
+
+
+def test_inpaint_mask_of_wrong_size_is_an_error(viewer, widget, notifications) -> None:
+    viewer.add_image(np.zeros((32, 32), np.float32), name="img")
+    viewer.add_labels(np.zeros((16, 32), np.uint8), name="small")
+    widget.add_model("fill", _FillHalf())
+    widget.set_options(input=viewer.layers["img"], mask=viewer.layers["small"])
+    widget.run()
+    assert_idle(widget)
+    errors = [n for n in notifications if "small" in str(n.message) and "Y, X" in str(n.message)]
+    assert errors and str(errors[0].severity).lower().endswith("error")
+    assert len(viewer.layers) == 2
+
+
+def test_demosaic_gives_rgb_layer(viewer, widget, qtbot, notifications) -> None:
+    from napari_attnrestore.tasks.demosaic import mosaic
+
+    rgb = np.random.default_rng(10).integers(0, 255, (40, 48, 3), dtype=np.uint8)
+    cfa = mosaic(rgb, "GRBG")
+    viewer.add_image(cfa, name="raw", scale=(2.0, 3.0), translate=(1.0, 4.0))
+    widget.add_model("split", _SplitCFA())
+    assert widget._task.value == "demosaic"
+    widget.set_options(cfa="GRBG")
+    run(qtbot, widget)
+    assert not [n for n in notifications if "error" in str(n.severity).lower()]
+    out = viewer.layers["raw (demosaiced)"]
+    assert out.rgb and out.data.shape == (40, 48, 3) and out.data.dtype == np.uint8
+    np.testing.assert_allclose(out.scale, (2.0, 3.0))
+    np.testing.assert_allclose(out.translate, (1.0, 4.0))
+    np.testing.assert_array_equal(mosaic(np.asarray(out.data), "GRBG"), cfa)
+
+
+def test_demosaic_preview_keeps_bayer_phase() -> None:
+    from napari_attnrestore.gui.restore_widget import shift_pattern
+    from napari_attnrestore.tasks.demosaic import mosaic
+
+    rgb = np.random.default_rng(11).integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    for pattern in ("RGGB", "BGGR", "GRBG", "GBRG"):
+        full = mosaic(rgb, pattern)
+        for y0, x0 in ((0, 1), (1, 0), (1, 1), (2, 3)):
+            np.testing.assert_array_equal(mosaic(rgb[y0:, x0:], shift_pattern(pattern, y0, x0)), full[y0:, x0:])
+
+
+def test_inpaint_without_model_notifies(viewer, widget, qtbot, notifications) -> None:
+    viewer.add_image(np.zeros((32, 32), np.float32), name="img")
+    widget.set_options(task="inpaint")
+    assert list(widget._model.choices) == ["checkpoint file..."]
+    assert any("no model for inpaint yet" in str(n.message) for n in notifications)
+    notifications.clear()
+    widget.run()
+    assert_idle(widget)
+    assert any("no model for inpaint yet" in str(n.message) for n in notifications)
+    assert len(viewer.layers) == 1
+
+
+def test_preview_demosaic_and_inpaint(viewer, widget, qtbot, notifications) -> None:
+    from napari_attnrestore.tasks.demosaic import mosaic
+
+    cfa = mosaic(np.random.default_rng(12).integers(0, 255, (32, 40, 3), dtype=np.uint8), "BGGR")
+    viewer.add_image(cfa, name="raw")
+    widget.add_model("split", _SplitCFA())
+    widget.set_options(cfa="BGGR")
+    run(qtbot, widget, "preview")
+    prev = viewer.layers["raw (preview)"]
+    assert prev.rgb and prev.data.shape[-1] == 3
+    y0, x0 = (round(float(t)) for t in prev.translate)
+    h, w = prev.data.shape[:2]
+    np.testing.assert_array_equal(mosaic(prev.data, "BGGR"), cfa[y0 : y0 + h, x0 : x0 + w])
+
+    img = np.full((32, 40), 0.2, np.float32)
+    viewer.add_image(img, name="img")
+    labels = np.zeros(img.shape, np.uint8)
+    labels[4:8, 4:8] = 1
+    viewer.add_labels(labels, name="holes")
+    widget.add_model("fill", _FillHalf())
+    widget.set_options(input=viewer.layers["img"], mask=viewer.layers["holes"])
+    run(qtbot, widget, "preview")
+    assert not [n for n in notifications if "error" in str(n.severity).lower()]
+    prev = viewer.layers["img (preview)"].data
+    assert prev.shape == (32, 40) and abs(prev[5, 5] - 0.2) > 0.05 and prev[20, 20] == pytest.approx(0.2)
