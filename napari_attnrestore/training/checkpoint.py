@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,9 @@ def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{p}: not a readable safetensors file ({e})") from None
     try:
-        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own advice to unpickle unsafely is not ours
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError and friends
         raise CheckpointError(
             f"{p}: refused to load: it is not a plain tensor checkpoint (it may hold pickled code): "
