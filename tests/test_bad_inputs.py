@@ -189,6 +189,21 @@ def test_task_inputs():
     SEEN["unknown task"] = "api"
 
 
+def test_reader_returns_none_for_bad_files(tmp_path, tif):
+    from napari_attnrestore.io.napari_hooks import napari_get_reader
+
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(tif.read_bytes()[:300])
+    empty = tmp_path / "empty.tif"
+    empty.write_bytes(b"")
+    text = tmp_path / "text.tif"
+    text.write_text("hello")
+    for bad in (cut, empty, text, tmp_path / "missing.tif", tmp_path / "x.xyz"):
+        assert napari_get_reader(str(bad)) is None  # napari then tries other readers; nothing raises
+    assert napari_get_reader(str(tif)) is not None
+    SEEN["reader given broken files"] = "reader"
+
+
 def test_zz_all_kinds_were_exercised():
     """At least twenty kinds of bad input, each with a clear error or a documented handling."""
     assert "EXECUTED" not in SEEN
