@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 import uuid
 import weakref
 from dataclasses import dataclass
@@ -95,6 +96,8 @@ class ModelHandle:
         self.info = describe(module, Path(checkpoint).stem if checkpoint else None)
         resolve_precision(precision, resolve_device(device), self.info.half_safe)  # fail early on a typo
         self.key = uuid.uuid4().hex
+        self.forward_seconds = 0.0  # time spent in forward passes in this process (pipeline efficiency)
+        self.forward_calls = 0
         # the cached device copy lives as long as this handle (copies unpickled on workers
         # share the key and keep using the worker's cache)
         weakref.finalize(self, _CACHE.pop, self.key, None)
@@ -147,6 +150,7 @@ class ModelHandle:
         module, lock, dev, dtype = self.runtime()
         x = torch.from_numpy(batch)
         with lock, torch.inference_mode():
+            t0 = time.perf_counter()
             x = x.to(dev, non_blocking=dev.type == "cuda")
             if dtype != torch.float32:
                 with torch.autocast(device_type=dev.type, dtype=dtype):
@@ -154,4 +158,6 @@ class ModelHandle:
             else:
                 y = module(x)
             out = y.float().cpu().numpy()
+            self.forward_seconds += time.perf_counter() - t0
+            self.forward_calls += 1
         return out
