@@ -23,11 +23,12 @@ def demo_image(size: int = 1024) -> np.ndarray:
     return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
 
 
-def before_after_png(noisy: np.ndarray, restored: np.ndarray, path: Path, crop: int = 256) -> None:
+def before_after_png(noisy: np.ndarray, restored: np.ndarray, path: Path) -> None:
     """Side-by-side PNG: the whole image (noisy | restored) above a 2x zoom of the centre."""
     from skimage import io as skio
 
     h, w = noisy.shape
+    crop = max(1, min(h, w) // 4)  # two 2x zooms fit under the two full images
     c0, c1 = max(0, h // 2 - crop // 2), max(0, w // 2 - crop // 2)
     zn = np.kron(noisy[c0 : c0 + crop, c1 : c1 + crop], np.ones((2, 2), dtype=np.uint8))
     zr = np.kron(restored[c0 : c0 + crop, c1 : c1 + crop], np.ones((2, 2), dtype=np.uint8))
