@@ -8,6 +8,7 @@ the graph has one node per chunk and memory does not grow with the image.
 from __future__ import annotations
 
 import itertools
+import logging
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,9 @@ from dask.highlevelgraph import HighLevelGraph
 from .model_handle import ModelHandle
 from .plan import Plan
 from .source import assemble, dask_region_parts, read_region
-from .tiling import run_tiled
+from .tiling import round_up, run_tiled
+
+log = logging.getLogger("attnrestore.engine")
 
 #: A sink writes a finished chunk: ``sink(block, index) -> token``.
 Sink = Callable[[np.ndarray, tuple[int, ...]], Any]
@@ -118,7 +121,7 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
     if plan.task != "inpaint" and bad.any():  # inpainting fills them; other tasks return them as NaN
         x = np.where(bad, np.float32(0.0), x)
     inp, holes = task_inputs(x, plan, mask, origin)
-    y = run_tiled(inp, handle.infer, plan.tile, plan.overlap, plan.batch, plan.scale)
+    y = run_tiled_shrinking(inp, handle, plan)
     s = plan.scale
     cy0, cy1, cx0, cx1 = crop
     y = y[:, :, cy0 * s : cy1 * s, cx0 * s : cx1 * s]
@@ -130,6 +133,31 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
     out = normalize_planes(y, plan, lead, inverse=True)
     block = from_planes(out, plan)
     return block.reshape((1,) * plan.nlead + block.shape)
+
+
+def run_tiled_shrinking(inp: np.ndarray, handle: ModelHandle, plan: Plan) -> np.ndarray:
+    """:func:`run_tiled`, retried with half the batch, then half the tile, on out-of-memory.
+
+    The job completes on a smaller device (or a busy one) instead of failing; the tile never
+    shrinks below twice the overlap or the model's window multiple.
+    """
+    import torch
+
+    tile, batch = plan.tile, plan.batch
+    while True:
+        try:
+            return run_tiled(inp, handle.infer, tile, plan.overlap, batch, plan.scale)
+        except torch.OutOfMemoryError:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            smaller = round_up(tile // 2, plan.multiple)
+            if batch > 1:
+                batch //= 2
+            elif smaller >= max(2 * plan.overlap + plan.multiple, 16) and smaller < tile:
+                tile = smaller
+            else:
+                raise
+            log.warning("out of memory: retrying this chunk with tile %d, batch %d", tile, batch)
 
 
 def _chunk_task(handle, plan, raw, mask, pads, crop, origin, lead, sink, index):

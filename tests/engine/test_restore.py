@@ -121,3 +121,34 @@ def test_bad_inputs_give_clear_errors():
         ar.restore(np.zeros((8, 8), np.uint8), model=Identity(), device="tpu")
     with pytest.raises(ValueError, match="unknown task"):
         ar.restore(np.zeros((8, 8), np.uint8), task="colorize", model=Identity())
+
+
+class OOMAbove(nn.Module):
+    """Raises torch's out-of-memory error for inputs larger than ``limit`` values (simulated GPU)."""
+
+    in_channels, out_channels, scale, halo = 1, 1, 1, 8
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit, self.seen = limit, []
+
+    def forward(self, x):
+        self.seen.append(tuple(x.shape))
+        if x.numel() > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return x * 0.5
+
+
+def test_out_of_memory_shrinks_batch_then_tile_and_completes(rng):
+    img = rng.random((256, 256)).astype(np.float32)
+    model = OOMAbove(limit=48 * 48)
+    out = ar.restore(img, model=model, chunks=256, tile=128, overlap=8, batch=4, normalize="none").compute()
+    np.testing.assert_allclose(out, img * 0.5, atol=1e-6)
+    sizes = {s[-1] for s in model.seen}
+    assert 128 in sizes and min(sizes) <= 48  # first tried 128-px tiles, finished with smaller ones
+    assert any(s[0] == 1 for s in model.seen)  # the batch shrank first
+
+
+def test_out_of_memory_that_cannot_shrink_fails_clearly(rng):
+    with pytest.raises(torch.OutOfMemoryError):
+        ar.restore(rng.random((64, 64)).astype(np.float32), model=OOMAbove(limit=1), tile=32, overlap=8).compute()
