@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from memory_probe import LargestTensor
 
 from napari_attnrestore.models.acla import ACLA, PRESETS, CrossLayerAttention, gumbel_select
 
@@ -12,19 +11,6 @@ SMALL = dict(dim=16, n_blocks=4, positions=[1, 3], keys=3)
 
 
 
-class LargestTensor(TorchDispatchMode):
-    """Records the largest tensor any op produces (forward and backward)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
 
 
 def test_tasks_and_tiling_hints():

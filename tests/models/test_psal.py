@@ -2,9 +2,8 @@
 
 import torch
 import torch.nn.functional as F
+from memory_probe import LargestTensor
 from skimage import data
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 from napari_attnrestore.models import psal as psal_mod
 from napari_attnrestore.models.psal import (
@@ -22,19 +21,6 @@ SMALL = dict(dims=[12, 24], blocks=1, mid_blocks=1, match_dim=4, iters=2)
 
 
 
-class LargestTensor(TorchDispatchMode):
-    """Records the largest tensor any op produces (forward and backward)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
 
 
 def smooth_field(c: int, h: int, w: int, seed: int, sigma: float = 2.0) -> torch.Tensor:
