@@ -22,10 +22,10 @@ class _PathError:
     path: str
     problem: str
 
-    def _setup(self, path: str | os.PathLike, problem: object) -> str:
+    def __init__(self, path: str | os.PathLike, problem: object) -> None:
         self.path = os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(path)
         self.problem = _one_line(problem)
-        return f"{self.path}: {self.problem}"
+        super().__init__(f"{self.path}: {self.problem}")
 
     def __reduce__(self):
         return (type(self), (self.path, self.problem))
@@ -42,9 +42,6 @@ class ImageReadError(_PathError, ValueError):
         What went wrong, in a few words.
     """
 
-    def __init__(self, path: str | os.PathLike, problem: object) -> None:
-        super().__init__(self._setup(path, problem))
-
 
 class ImageWriteError(_PathError, OSError):
     """An output image cannot be created or written.
@@ -56,6 +53,3 @@ class ImageWriteError(_PathError, OSError):
     problem : str
         What went wrong, in a few words.
     """
-
-    def __init__(self, path: str | os.PathLike, problem: object) -> None:
-        super().__init__(self._setup(path, problem))

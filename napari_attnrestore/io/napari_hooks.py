@@ -124,33 +124,27 @@ def _as_dask(data: Any) -> Any:
     return da.from_array(data, chunks=chunks)
 
 
-def write_ome_zarr_layer(path: str, data: Any, meta: dict) -> list[str]:
-    """npe2 single-layer writer: image layer -> OME-Zarr (NGFF 0.5) with pyramid."""
+def _layer_output(data: Any, meta: dict) -> tuple[Any, str, dict[str, Any]]:
+    """The layer's level-0 data as dask, its axes, and the geometry keywords of the writers."""
     arr = _as_dask(_level0(data))
     axes, rgb = _layer_axes(arr.shape, meta)
-    write_ome_zarr(
-        arr,
-        path,
-        axes,
-        scale=_layer_geometry(meta, axes, rgb, "scale", 1.0),
-        translate=_layer_geometry(meta, axes, rgb, "translate", 0.0),
-        units=_layer_units(meta, axes) or None,
-        name=meta.get("name"),
-        overwrite=True,
-    )
+    return arr, axes, {
+        "scale": _layer_geometry(meta, axes, rgb, "scale", 1.0),
+        "translate": _layer_geometry(meta, axes, rgb, "translate", 0.0),
+        "units": _layer_units(meta, axes) or None,
+    }
+
+
+def write_ome_zarr_layer(path: str, data: Any, meta: dict) -> list[str]:
+    """npe2 single-layer writer: image layer -> OME-Zarr (NGFF 0.5) with pyramid."""
+    arr, axes, geometry = _layer_output(data, meta)
+    write_ome_zarr(arr, path, axes, name=meta.get("name"), overwrite=True, **geometry)
     return [path]
 
 
 def write_tiff_layer(path: str, data: Any, meta: dict) -> list[str]:
     """npe2 single-layer writer: image layer -> tiled BigTIFF (OME-TIFF for .ome.tif)."""
-    arr = _as_dask(_level0(data))
-    axes, rgb = _layer_axes(arr.shape, meta)
-    write_tiff(
-        arr,
-        path,
-        axes,
-        scale=_layer_geometry(meta, axes, rgb, "scale", 1.0),
-        units=_layer_units(meta, axes) or None,
-        overwrite=True,
-    )
+    arr, axes, geometry = _layer_output(data, meta)
+    geometry.pop("translate")  # TIFF keeps pixel size and units, not an origin
+    write_tiff(arr, path, axes, overwrite=True, **geometry)
     return [path]

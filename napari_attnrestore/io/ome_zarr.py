@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from ._output import check_axes, ensure_writable_parent
 from .errors import ImageWriteError
 from .images import _multiscales, _ngff_unit, _transforms
 
@@ -45,25 +46,13 @@ def default_chunks(shape: Sequence[int], axes: str, size: int = 512) -> tuple[in
     return tuple(out)
 
 
-def _check_axes(axes: str, ndim: int, path: str) -> None:
-    """Raise ImageWriteError if ``axes`` does not fit the data."""
-    if len(axes) != ndim or len(set(axes)) != len(axes):
-        raise ImageWriteError(path, f"axes '{axes}' must name each of the {ndim} dimensions once")
-
-
 def _prepare_output(path: str, overwrite: bool) -> None:
     """Refuse to clobber existing output unless asked; make sure the parent is writable."""
     if os.path.lexists(path):
         if not overwrite:
             raise ImageWriteError(path, "already exists; pass overwrite=True (CLI: --overwrite)")
         _remove(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(parent, exist_ok=True)
-    except OSError as exc:
-        raise ImageWriteError(path, f"cannot create the parent folder ({exc.strerror or exc})") from exc
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ImageWriteError(path, f"the parent folder {parent} is not writable")
+    ensure_writable_parent(path)
 
 
 def _remove(path: str) -> None:
@@ -165,7 +154,7 @@ def create_ome_zarr(
     path = os.fspath(path)
     shape = tuple(int(s) for s in shape)
     axes = axes.lower()
-    _check_axes(axes, len(shape), path)
+    check_axes(axes, len(shape), path)
     chunks = tuple(int(c) for c in chunks) if chunks is not None else default_chunks(shape, axes)
     scale_l = _per_axis(scale, axes, 1.0, path, "scale")
     translate_l = _per_axis(translate, axes, 0.0, path, "translate")
@@ -363,7 +352,7 @@ def write_ome_zarr(
 
     path = os.fspath(path)
     axes = axes.lower()
-    _check_axes(axes, len(data.shape), path)
+    check_axes(axes, len(data.shape), path)
     z = create_ome_zarr(
         path,
         data.shape,

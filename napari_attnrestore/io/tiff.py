@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from ._output import check_axes, ensure_writable_parent
 from .errors import ImageReadError, ImageWriteError
 
 __all__ = ["write_tiff"]
@@ -197,8 +198,7 @@ def write_tiff(
 
 def _check(data: Any, path: str, axes: str, tile: Sequence[int], overwrite: bool) -> None:
     """Validate the request before writing anything."""
-    if len(axes) != len(data.shape) or len(set(axes)) != len(axes):
-        raise ImageWriteError(path, f"axes '{axes}' must name each of the {len(data.shape)} dimensions once")
+    check_axes(axes, len(data.shape), path)
     if "y" not in axes or "x" not in axes:
         raise ImageWriteError(path, f"axes '{axes}' must contain 'y' and 'x'")
     if len(tile) != 2 or any(int(t) <= 0 or int(t) % 16 for t in tile):
@@ -208,13 +208,7 @@ def _check(data: Any, path: str, axes: str, tile: Sequence[int], overwrite: bool
             raise ImageWriteError(path, "already exists; pass overwrite=True (CLI: --overwrite)")
         if os.path.isdir(path):
             raise ImageWriteError(path, "exists and is a folder; refusing to replace it with a TIFF file")
-    parent = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(parent, exist_ok=True)
-    except OSError as exc:
-        raise ImageWriteError(path, f"cannot create the parent folder ({exc.strerror or exc})") from exc
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ImageWriteError(path, f"the parent folder {parent} is not writable")
+    ensure_writable_parent(path)
 
 
 def _discard(path: str) -> None:
