@@ -321,7 +321,7 @@ def restore_to_zarr(
                         translate=geom["translate"], units=geom["units"], name=meta.get("name"), overwrite=False)
 
     done = prepare_store(dst, plan, fp, create, overwrite=overwrite, resume=resume)
-    if done == {"complete"}:
+    if done is None:
         return dst
     sink = ZarrSink(str(Path(dst) / "0"), str(Path(dst) / STATE_DIR / "done"), chunk_shape, len(plan.out_shape),
                     job=uuid.uuid4().hex)

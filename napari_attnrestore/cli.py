@@ -235,12 +235,9 @@ def _version() -> str:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from napari_attnrestore.engine.store import OutputError
-    from napari_attnrestore.io import ImageReadError, ImageWriteError
-    from napari_attnrestore.training.checkpoint import CheckpointError
-
-    return (UserError, ValueError, TypeError, FileNotFoundError, PermissionError, OSError,
-            ImageReadError, ImageWriteError, CheckpointError, OutputError)
+    """Errors that describe bad input: ValueError covers ImageReadError and CheckpointError,
+    OSError covers missing files, permissions, ImageWriteError and OutputError."""
+    return (UserError, ValueError, TypeError, OSError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
 from .model_handle import ModelHandle
+from .normalize import Normalizer
 from .plan import Plan
 from .source import assemble, dask_region_parts, read_region
 from .tiling import round_up, run_tiled
@@ -75,8 +76,6 @@ def normalize_planes(x: np.ndarray, plan: Plan, lead: tuple[int, ...], inverse: 
         return norm.inverse(x, axis) if inverse else norm.forward(x, axis)
     if plan.channel_axis is not None and len(norm.lo) > 1:
         c = lead[plan.channel_axis]
-        from .normalize import Normalizer
-
         norm = Normalizer((norm.lo[c],), (norm.hi[c],), norm.out_dtype)
     return norm.inverse(x) if inverse else norm.forward(x)
 

@@ -206,11 +206,8 @@ def make_plan(
         from ..tasks.demosaic import check_pattern
 
         cfa = check_pattern(cfa or "RGGB")
-        if is_rgb or (rgb is None and len(shape) >= 3 and shape[-1] in (3, 4)):
+        if is_rgb:
             raise ValueError(f"demosaicing takes the single-channel CFA image (Y, X); got shape {shape}")
-        is_rgb = False
-        nlead = len(shape) - 2
-        h, w = shape[nlead], shape[nlead + 1]
     if mask_shape is not None:
         if task != "inpaint":
             raise ValueError(f"a mask is only used for inpainting, not {task}")

@@ -14,6 +14,8 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from ..io import read_region as read_checked  # its errors name the store and the chunk
+
 
 @dataclass(frozen=True)
 class Region:
@@ -28,8 +30,6 @@ class Region:
 
 def read_region(arr: Any, region: Region, rgb: bool) -> np.ndarray:
     """Read ``region`` from an array-like: ``(Y, X)`` or ``(Y, X, C)`` for RGB data."""
-    from ..io import read_region as read_checked  # errors name the store and the chunk
-
     key = (*region.lead, slice(region.y0, region.y1), slice(region.x0, region.x1))
     if rgb:
         key = (*key, slice(None))

@@ -123,8 +123,11 @@ def prepare_store(
     create: Callable[[], Any],
     overwrite: bool,
     resume: bool,
-) -> set[tuple[int, ...]]:
-    """Create (or reopen for resume) the output store; returns the chunks already done."""
+) -> set[tuple[int, ...]] | None:
+    """Create (or reopen for resume) the output store; returns the chunks already done.
+
+    None means the store is already complete (a resume of a finished job: nothing to do).
+    """
     dst = Path(dst)
     if dst.exists():
         state = job_state(dst)
@@ -135,7 +138,7 @@ def prepare_store(
                     f"(input, model, tile or chunks differ); use --overwrite to start again"
                 )
             if state.get("status") == "complete":
-                return {"complete"}  # type: ignore[return-value]
+                return None
             return done_chunks(dst)
         if not overwrite:
             hint = "; pass resume=True (CLI: --resume) to continue it" if state and not resume else ""
