@@ -251,11 +251,15 @@ def finish(out: torch.Tensor, xp: torch.Tensor, h: int, w: int, image_residual: 
 def image_skip(x: torch.Tensor, out_channels: int, scale: int) -> torch.Tensor | None:
     """The input, resized and channel-matched, added to the head's output (global residual).
 
-    Returns None when the channel counts cannot be matched (e.g. CFA to RGB is handled
-    by the task head itself).
+    A demosaicing input (CFA + three colour masks, 4 -> 3 channels) gets its bilinear
+    demosaic (:func:`cfa_bilinear`), so the network learns a correction of it.  Other inputs
+    with more channels than the output keep their leading ones (the inpainting image),
+    one channel is repeated.  Returns None when nothing matches.
     """
     c = x.shape[1]
-    if c != out_channels:
+    if c == 4 and out_channels == 3:
+        x = cfa_bilinear(x)
+    elif c != out_channels:
         if c > out_channels:
             x = x[:, :out_channels]
         elif c == 1:
@@ -265,6 +269,21 @@ def image_skip(x: torch.Tensor, out_channels: int, scale: int) -> torch.Tensor |
     if scale > 1:
         x = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
     return x
+
+
+def cfa_bilinear(x: torch.Tensor) -> torch.Tensor:
+    """Bilinear demosaic of ``(B, 4, H, W)`` = CFA + R/G/B masks, for any Bayer phase.
+
+    Normalized convolution: each colour's samples (CFA times its mask) and the mask itself
+    are blurred by the same 3x3 tent, and divided; measured samples are kept.  On a Bayer
+    grid this is bilinear interpolation; at image borders it averages the samples present.
+    """
+    cfa, masks = x[:, :1], x[:, 1:4]
+    k = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device)
+    kernel = (k[:, None] * k[None, :]).expand(3, 1, 3, 3)
+    num = F.conv2d(cfa * masks, kernel, padding=1, groups=3)
+    den = F.conv2d(masks, kernel, padding=1, groups=3)
+    return torch.where(masks > 0.5, cfa.expand_as(masks), num / den.clamp_min(1e-6))
 
 
 class ResidualBlock(nn.Module):

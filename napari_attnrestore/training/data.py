@@ -30,7 +30,7 @@ def to_gray(img: np.ndarray) -> np.ndarray:
 
 
 def load_folder(folder: str | os.PathLike, gray: bool = True, limit: int | None = None) -> list[np.ndarray]:
-    """Load every image in ``folder`` (sorted by name) as float32 [0, 1]."""
+    """Load every image in ``folder`` (sorted by name) as float32 [0, 1] (``(H, W)`` or ``(H, W, C)``)."""
     from skimage import io as skio
 
     paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -62,13 +62,19 @@ def skimage_pictures(gray: bool = True) -> list[np.ndarray]:
     return out
 
 
+def channels_first_rgb(images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The colour images among ``images`` as contiguous ``(3, H, W)`` float32 (others dropped)."""
+    return [np.ascontiguousarray(np.moveaxis(im[..., :3], -1, 0)) for im in images if im.ndim == 3 and im.shape[-1] in (3, 4)]
+
+
 class PatchSampler:
-    """Random square patches with flips and 90-degree rotations from a set of 2D images.
+    """Random square patches with flips and 90-degree rotations from a set of images.
 
     Parameters
     ----------
     images
-        2D float arrays (or array-likes read lazily: zarr, dask, napari layer data).
+        ``(H, W)`` or channels-first ``(C, H, W)`` float arrays, all with the same channel count
+        (or array-likes read lazily: zarr, dask, napari layer data).
     patch
         Patch side in pixels.
     seed
@@ -83,11 +89,15 @@ class PatchSampler:
         self.rng = np.random.default_rng(seed)
         sizes = np.array([im.shape[-2] * im.shape[-1] for im in self.images], dtype=np.float64)
         self.weights = sizes / sizes.sum()
+        counts = {im.shape[0] if len(im.shape) == 3 else 1 for im in self.images}
+        if len(counts) > 1:
+            raise ValueError(f"training images differ in channel count: {sorted(counts)}")
+        self.channels = counts.pop()
 
     def sample(self, batch: int) -> torch.Tensor:
-        """A ``(batch, 1, patch, patch)`` float32 tensor."""
+        """A ``(batch, channels, patch, patch)`` float32 tensor."""
         p = self.patch
-        out = np.empty((batch, 1, p, p), dtype=np.float32)
+        out = np.empty((batch, self.channels, p, p), dtype=np.float32)
         idx = self.rng.choice(len(self.images), size=batch, p=self.weights)
         for b, i in enumerate(idx):
             im = self.images[i]
@@ -98,7 +108,7 @@ class PatchSampler:
             crop = np.rot90(crop, k % 4, axes=(-2, -1))
             if k >= 4:
                 crop = crop[..., ::-1]
-            out[b, 0] = crop
+            out[b] = crop
         return torch.from_numpy(out)
 
     def state(self) -> dict:

@@ -1,6 +1,16 @@
-"""Quality evaluation on benchmark images, shared by recipes and benchmarks/quality.py."""
+"""Quality evaluation on benchmark images, shared by recipes and benchmarks/quality.py.
+
+Each ``*_scores`` function takes a ``restore`` callable in the task's own terms (noisy
+image, low-resolution image, CFA + pattern, or image + mask) so the same protocol scores a
+bare network (:func:`model_restorer`, used for model cards) and the tiled engine
+(``ar.restore``, used by ``benchmarks/quality.py``).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -8,26 +18,50 @@ from torch import nn
 
 from ..tasks import psnr, ssim
 
+#: The evaluation masks for inpainting (Set12): Landsat-7-like 8-pixel scan-line stripes
+#: covering a quarter of the image, and free-form strokes.
+INPAINT_MASKS = ("stripes", "strokes")
+
 
 @torch.inference_mode()
 def run_full(model: nn.Module, img: np.ndarray) -> np.ndarray:
-    """Run ``model`` on a whole 2D float image in one pass (no tiling)."""
+    """Run ``model`` on a whole image in one pass (no tiling).
+
+    ``img`` is ``(H, W)`` or channels-first ``(C, H, W)``; the output is ``(H', W')`` for one
+    output channel, else ``(C', H', W')``.
+    """
     model.eval()
     dev = next(model.parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None].to(dev)
-    return model(x)[0, 0].float().cpu().numpy()
+    x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).to(dev)
+    x = x[None, None] if x.ndim == 2 else x[None]
+    out = model(x)[0].float().cpu().numpy()
+    return out[0] if out.shape[0] == 1 else out
 
 
-def denoise_scores(
-    restore, images: list[np.ndarray], sigma: float, seed: int = 0
-) -> dict[str, float]:
+def model_restorer(model: nn.Module, task: str) -> Callable[..., np.ndarray]:
+    """A ``restore`` callable for the ``*_scores`` functions that runs ``model`` untiled."""
+    from ..tasks import demosaic as dm
+    from ..tasks import inpaint as ip
+
+    if task == "demosaic":
+        return lambda cfa, pattern: np.moveaxis(run_full(model, dm.prepare_input(cfa, pattern)), 0, -1)
+    if task == "inpaint":
+        return lambda image, mask: run_full(model, ip.prepare_input(image, mask))
+    return lambda x: run_full(model, x)
+
+
+def _mean(rows: dict[str, list[float]]) -> dict[str, float]:
+    return {k: float(np.mean(v)) for k, v in rows.items()}
+
+
+def denoise_scores(restore, images: list[np.ndarray], sigma: float, seed: int = 0) -> dict[str, float]:
     """Mean PSNR/SSIM of noisy input and of ``restore(noisy)`` at Gaussian ``sigma`` (8-bit units).
 
     The noise is drawn from ``default_rng(seed)`` image by image, unclipped, as in the
     DnCNN/SwinIR evaluation protocol.
     """
     rng = np.random.default_rng(seed)
-    rows = {"psnr_in": [], "psnr": [], "ssim_in": [], "ssim": []}
+    rows: dict[str, list[float]] = {"psnr_in": [], "psnr": [], "ssim_in": [], "ssim": []}
     for clean in images:
         noisy = (clean + rng.standard_normal(clean.shape) * sigma / 255.0).astype(np.float32)
         out = np.clip(restore(noisy), 0, 1)
@@ -35,4 +69,92 @@ def denoise_scores(
         rows["ssim_in"].append(ssim(clean, np.clip(noisy, 0, 1)))
         rows["psnr"].append(psnr(clean, out))
         rows["ssim"].append(ssim(clean, out))
-    return {k: float(np.mean(v)) for k, v in rows.items()}
+    return _mean(rows)
+
+
+def sr_pairs(images: list[np.ndarray], scale: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(HR Y, LR Y) pairs of the SR protocol: Y channel (BT.601, [16, 235]), HR cropped to a
+    multiple of ``scale``, LR by antialiased bicubic downsampling."""
+    from ..tasks.sr import downsample, rgb_to_y
+
+    pairs = []
+    for im in images:
+        h, w = (im.shape[0] // scale) * scale, (im.shape[1] // scale) * scale
+        y = rgb_to_y(im[:h, :w]) if im.ndim == 3 else np.asarray(im[:h, :w], dtype=np.float32)
+        pairs.append((y, downsample(y, scale=scale)))
+    return pairs
+
+
+def sr_scores(restore, images: list[np.ndarray], scale: int) -> dict[str, float]:
+    """Mean PSNR/SSIM (Y channel, border = scale) of bicubic (``psnr_in``) and ``restore(lr)``."""
+    from ..tasks.sr import bicubic_baseline
+
+    rows: dict[str, list[float]] = {"psnr_in": [], "psnr": [], "ssim": []}
+    for hr, lr in sr_pairs(images, scale):
+        out = np.clip(restore(lr), 0, 1)
+        if out.shape != hr.shape:
+            raise ValueError(f"SR output {out.shape} differs from the reference {hr.shape}")
+        rows["psnr_in"].append(psnr(hr, np.clip(bicubic_baseline(lr, scale), 0, 1), border=scale))
+        rows["psnr"].append(psnr(hr, out, border=scale))
+        rows["ssim"].append(ssim(hr, out, border=scale))
+    return _mean(rows)
+
+
+def demosaic_scores(restore, images: list[np.ndarray], pattern: str = "RGGB") -> dict[str, float]:
+    """Mean RGB PSNR (border 4) of Malvar 2004 (``psnr_in``) and ``restore(cfa, pattern)``."""
+    from ..tasks import demosaic as dm
+
+    rows: dict[str, list[float]] = {"psnr_in": [], "psnr": []}
+    for im in images:
+        rgb = np.asarray(im[..., :3], dtype=np.float32)
+        cfa = dm.mosaic(rgb, pattern)
+        rows["psnr_in"].append(dm.demosaic_psnr(rgb, dm.malvar_baseline(cfa, pattern)))
+        rows["psnr"].append(dm.demosaic_psnr(rgb, np.clip(restore(cfa, pattern), 0, 1)))
+    return _mean(rows)
+
+
+def inpaint_mask(shape: tuple[int, int], kind: str, index: int) -> np.ndarray:
+    """The evaluation mask of image ``index``: ``stripes`` (8 px, a quarter) or ``strokes``."""
+    from ..tasks import inpaint as ip
+
+    rng = np.random.default_rng(1000 + index)
+    if kind == "stripes":
+        return ip.scanline_mask(shape, rng, width=8, fraction=0.25)
+    if kind == "strokes":
+        return ip.stroke_mask(shape, rng, strokes=(3, 6), width=(6.0, 14.0))
+    raise ValueError(f"unknown inpainting mask {kind!r}; choose from {INPAINT_MASKS}")
+
+
+def inpaint_scores(restore, images: list[np.ndarray], kind: str = "stripes", baseline: bool = True) -> dict[str, float]:
+    """Mean PSNR over the masked pixels of biharmonic (``psnr_in``) and ``restore(image, mask)``."""
+    from ..tasks import inpaint as ip
+
+    rows: dict[str, list[float]] = {"psnr": [], **({"psnr_in": []} if baseline else {})}
+    for i, clean in enumerate(images):
+        mask = inpaint_mask(clean.shape, kind, i)
+        holed = np.where(mask, np.nan, clean).astype(np.float32)
+        rows["psnr"].append(ip.masked_psnr(clean, np.clip(restore(holed, mask), 0, 1), mask))
+        if baseline:
+            rows["psnr_in"].append(ip.masked_psnr(clean, np.clip(ip.biharmonic_baseline(holed, mask), 0, 1), mask))
+    return _mean(rows)
+
+
+def recipe_metrics(task: str, model: nn.Module, data_dir: Path, ev: dict[str, Any], scale: int = 1) -> dict[str, Any]:
+    """The metrics a recipe's model card records: the task's protocol on ``ev["set"]``."""
+    from .data import load_folder
+
+    folder = data_dir / ev["set"]
+    restore = model_restorer(model, task)
+    name = Path(ev["set"]).name
+    if task == "denoise":
+        images = load_folder(folder, gray=True)
+        return {f"{name}_sigma{s}": denoise_scores(restore, images, s) for s in ev.get("sigmas", [25])}
+    if task == "sr":
+        return {f"{name}_x{scale}_Y": sr_scores(restore, load_folder(folder, gray=False), scale)}
+    if task == "demosaic":
+        images = load_folder(folder, gray=False)
+        return {f"{name}_{p}": demosaic_scores(restore, images, p) for p in ev.get("patterns", ["RGGB"])}
+    if task == "inpaint":
+        images = load_folder(folder, gray=True)
+        return {f"{name}_{k}": inpaint_scores(restore, images, k) for k in ev.get("masks", list(INPAINT_MASKS))}
+    raise ValueError(f"no evaluation protocol for task {task!r}")

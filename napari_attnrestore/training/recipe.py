@@ -25,9 +25,9 @@ import torch
 from ..models import build_model
 from ..tasks import get_task
 from .checkpoint import save_checkpoint
-from .data import PatchSampler, load_folder, skimage_pictures
-from .evaluate import denoise_scores, run_full
-from .loop import TrainConfig, fit
+from .data import PatchSampler, channels_first_rgb, load_folder, skimage_pictures
+from .evaluate import recipe_metrics
+from .loop import LOSSES, TrainConfig, fit
 
 log = logging.getLogger("attnrestore.recipe")
 
@@ -48,17 +48,30 @@ def machine_description(device: torch.device) -> str:
 
 
 def load_training_images(recipe: dict[str, Any], data_dir: Path) -> list:
-    """The recipe's training images: folders under ``data_dir`` and/or ``skimage``."""
+    """The recipe's training images: folders under ``data_dir`` and/or ``skimage``.
+
+    Gray ``(H, W)`` by default; with ``"color": true`` only the colour images, as
+    ``(3, H, W)`` (demosaicing).
+    """
+    color = bool(recipe.get("color", False))
     images = []
     for src in recipe["data"]:
-        if src == "skimage":
-            images += skimage_pictures(gray=True)
-        else:
-            folder = data_dir / src
-            if "bench" in Path(src).parts:
-                raise ValueError(f"{src}: benchmark sets are never used for training")
-            images += load_folder(folder, gray=True)
+        if "bench" in Path(src).parts:
+            raise ValueError(f"{src}: benchmark sets are never used for training")
+        found = skimage_pictures(gray=not color) if src == "skimage" else load_folder(data_dir / src, gray=not color)
+        images += channels_first_rgb(found) if color else found
     return images
+
+
+def hole_loss(name: str):
+    """An inpainting loss over the hole pixels only (the engine keeps known pixels as they are)."""
+    crit = LOSSES[name]
+
+    def loss(model: torch.nn.Module, inp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        holes = (inp[:, -1:] > 0.5).expand_as(target)
+        return crit(model(inp)[holes], target[holes])
+
+    return loss
 
 
 def evaluate(recipe: dict[str, Any], model: torch.nn.Module, data_dir: Path) -> dict[str, Any]:
@@ -66,16 +79,13 @@ def evaluate(recipe: dict[str, Any], model: torch.nn.Module, data_dir: Path) -> 
     ev = recipe.get("eval")
     if not ev:
         return {}
-    folder = data_dir / ev["set"]
-    if not folder.exists():
-        log.warning("%s not found: no metrics in the model card", folder)
+    if not (data_dir / ev["set"]).exists():
+        log.warning("%s not found: no metrics in the model card", data_dir / ev["set"])
         return {}
-    images = load_folder(folder, gray=True)
-    out: dict[str, Any] = {}
-    for sigma in ev.get("sigmas", [25]):
-        s = denoise_scores(lambda x: run_full(model, x), images, sigma)
-        out[f"{Path(ev['set']).name}_sigma{sigma}"] = {k: round(v, 3) for k, v in s.items()}
-        log.info("eval %s sigma %s: %s", ev["set"], sigma, s)
+    metrics = recipe_metrics(recipe["task"], model, data_dir, ev, scale=recipe.get("scale", 1))
+    out = {key: {k: round(v, 3) for k, v in vals.items()} for key, vals in metrics.items()}
+    for key, vals in out.items():
+        log.info("eval %s: %s", key, vals)
     return out
 
 
@@ -97,8 +107,12 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
 
     task_mod = getattr(_tasks, task.name)
 
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in deg.items()}
+    if task.name == "sr":
+        kwargs["scale"] = recipe.get("scale", 2)
+
     def make_pair(clean, gen):
-        return task_mod.make_training_pair(clean, gen, **{k: tuple(v) if isinstance(v, list) else v for k, v in deg.items()})
+        return task_mod.make_training_pair(clean, gen, **kwargs)
 
     run_dir = workdir / name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -107,7 +121,8 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
     final = None
     with open(run_dir / "loss.tsv", "a") as curve:
         for ev in fit(model, sampler.sample, make_pair, cfg, state_path=run_dir / "state.pt",
-                      sampler_state=(sampler.state, sampler.set_state), device=dev):
+                      sampler_state=(sampler.state, sampler.set_state), device=dev,
+                      loss_fn=hole_loss(cfg.loss) if task.name == "inpaint" else None):
             if ev.done:
                 final = ev
                 break

@@ -129,3 +129,17 @@ def test_build_model_for_demosaic():
     x = torch.from_numpy(dm.prepare_input(np.random.default_rng(0).random((32, 32)), "RGGB"))[None]
     with torch.no_grad():
         assert net(x).shape == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("pattern", dm.PATTERNS)
+def test_network_skip_is_bilinear_demosaic(pattern):
+    """Demosaicing networks add ``layers.cfa_bilinear`` of their input: bilinear for every phase."""
+    import torch
+
+    from napari_attnrestore.models.layers import cfa_bilinear
+
+    rgb = np.random.default_rng(0).random((24, 30, 3)).astype(np.float32)
+    cfa = dm.mosaic(rgb, pattern)
+    ours = cfa_bilinear(torch.from_numpy(dm.prepare_input(cfa, pattern))[None])[0].permute(1, 2, 0).numpy()
+    ref = dm.bilinear_baseline(cfa, pattern, clip=False)
+    np.testing.assert_allclose(ours[1:-1, 1:-1], ref[1:-1, 1:-1], atol=1e-5)

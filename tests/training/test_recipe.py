@@ -1,0 +1,83 @@
+"""The recipe runner: every task trains, writes a card with its metrics, and resumes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from skimage import io as skio
+
+import napari_attnrestore as ar
+from napari_attnrestore.training import recipe as rc
+
+SMALL_HAT = {"dim": 16, "depths": [1], "heads": 2, "window": 8, "compress": 2}
+
+
+def _images(folder, n, shape, seed):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    for i in range(n):
+        base = 0.5 + 0.4 * np.sin(xx / (3 + i) + rng.uniform(0, 6)) * np.cos(yy / (4 + i))
+        img = base[..., None] * rng.uniform(0.5, 1, size=(1, 1, 3)) if len(shape) == 3 else base
+        skio.imsave(folder / f"im{i}.png", (np.clip(img, 0, 1) * 255).astype(np.uint8), check_contrast=False)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    _images(root / "train" / "gray", 3, (80, 80), 0)
+    _images(root / "train" / "color", 3, (80, 80, 3), 1)
+    _images(root / "bench" / "gray", 2, (48, 64), 2)
+    _images(root / "bench" / "color", 2, (48, 64, 3), 3)
+    return root
+
+
+def _recipe(tmp_path, task, **extra):
+    color = task == "demosaic"
+    r = {
+        "name": f"test-{task}", "task": task, "arch": "hat", "config": SMALL_HAT,
+        "data": ["train/color" if color else "train/gray"], "patch": 32, "degradation": {},
+        "train": {"steps": 2, "batch": 2, "lr": 1e-3, "warmup": 1, "log_every": 1, "checkpoint_every": 1},
+        "eval": {"set": "bench/color" if color or task == "sr" else "bench/gray"},
+        **({"color": True} if color else {}), **extra,
+    }
+    path = tmp_path / f"{task}.json"
+    path.write_text(json.dumps(r))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("task", "extra", "metric"),
+    [
+        ("sr", {"scale": 2}, "color_x2_Y"),
+        ("demosaic", {"eval": {"set": "bench/color", "patterns": ["RGGB", "GBRG"]}}, "color_GBRG"),
+        ("inpaint", {}, "gray_stripes"),
+    ],
+)
+def test_recipe_trains_every_task(tmp_path, data, task, extra, metric):
+    path = rc.run(_recipe(tmp_path, task, **extra), data, tmp_path / "out", tmp_path / "runs")
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["task"] == task and card["training"]["steps_done"] == 2
+    assert {"psnr", "psnr_in"} <= set(card["metrics"][metric])
+    model = ar.load_model(str(path))
+    assert model.card["task"] == task and model.card["name"] == f"test-{task}"
+
+
+def test_recipe_resumes_from_its_state(tmp_path, data):
+    path = _recipe(tmp_path, "sr", scale=2)
+    rc.run(path, data, tmp_path / "out", tmp_path / "runs", steps=2)
+    first = (tmp_path / "runs" / "test-sr" / "loss.tsv").read_text().splitlines()
+    rc.run(path, data, tmp_path / "out", tmp_path / "runs", steps=4)
+    curve = (tmp_path / "runs" / "test-sr" / "loss.tsv").read_text().splitlines()
+    assert curve[: len(first)] == first
+    assert [int(line.split("\t")[0]) for line in curve] == [1, 2, 3, 4]
+    card = json.loads((tmp_path / "out" / "test-sr.safetensors").with_suffix(".json").read_text())
+    assert card["training"]["steps_done"] == 4
+
+
+def test_recipe_refuses_benchmark_data(tmp_path, data):
+    path = _recipe(tmp_path, "inpaint", data=["bench/gray"])
+    with pytest.raises(ValueError, match="benchmark sets are never used"):
+        rc.run(path, data, tmp_path / "out", tmp_path / "runs")
