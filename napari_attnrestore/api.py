@@ -305,7 +305,7 @@ def restore_to_zarr(
     from .engine import build_graph
     from .engine.execute import execute
     from .engine.store import STATE_DIR, ZarrSink, job_fingerprint, prepare_store, set_job_state
-    from .io import create_ome_zarr, write_pyramid
+    from .io import create_ome_zarr
 
     src, meta, handle, plan, mask_src = _prepare(x, task, model, scale, tile, overlap, batch, chunks, device,
                                                  precision, rgb, channel_axis, normalize, dtype, meta, mask=mask,
@@ -328,20 +328,38 @@ def restore_to_zarr(
     dsk, name, deps = build_graph(handle, plan, src, sink=sink, skip=lambda i: i in done, mask=mask_src)
     client, owned = _client_for(scheduler)
     try:
-        execute(dsk, name, deps, progress=progress, cancel=cancel, scheduler=client or scheduler, num_workers=num_workers)
+        try:
+            execute(dsk, name, deps, progress=progress, cancel=cancel, scheduler=client or scheduler,
+                    num_workers=num_workers)
+        finally:
+            if owned is not None:
+                owned.close()
+        _finish(dst, pyramid)
     except BaseException as e:
         try:
             set_job_state(dst, status="failed", error=str(e).splitlines()[0][:500] if str(e) else type(e).__name__)
         except Exception:  # the store itself may be unwritable (disk full); the markers tell the truth
             pass
         raise
-    finally:
-        if owned is not None:
-            owned.close()
-    if pyramid:
-        write_pyramid(dst)
-    set_job_state(dst, status="complete", error=None)
     return dst
+
+
+def _finish(dst: str, pyramid: bool) -> None:
+    """Write the pyramid and mark the store complete; a failed write names ``dst``.
+
+    Every chunk is written and recorded by now, so a resume after fixing the cause
+    (disk full, permissions) only redoes this step.
+    """
+    from .engine.store import output_error, set_job_state
+    from .io import ImageWriteError, write_pyramid
+
+    try:
+        if pyramid:
+            write_pyramid(dst)
+        set_job_state(dst, status="complete", error=None)
+    except OSError as e:
+        cause = e.__cause__ if isinstance(e, ImageWriteError) and isinstance(e.__cause__, OSError) else e
+        raise output_error(dst, "cannot finish the output (pyramid levels, job state)", cause) from e
 
 
 def _client_for(scheduler: Any) -> tuple[Any, Any]:

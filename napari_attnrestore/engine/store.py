@@ -10,6 +10,7 @@ that have no marker.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -30,6 +31,26 @@ _ARRAYS_LOCK = threading.Lock()
 
 class OutputError(OSError):
     """The output cannot be written (exists, not writable, disk full, ...); names the path."""
+
+
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_NO_ACCESS = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def output_error(path: str | os.PathLike, what: str, exc: OSError) -> OutputError:
+    """An :class:`OutputError` ``"PATH: what: problem"`` for an OS error met while writing.
+
+    A full disk (or quota) and a permission error say how to finish the job: fix the
+    cause, then resume (the chunks written so far are kept).
+    """
+    problem = exc.strerror or getattr(exc, "problem", None) or str(exc) or type(exc).__name__
+    if exc.errno in _NO_SPACE:
+        problem += "; free some space, then continue with resume=True (CLI: --resume)"
+    elif exc.errno in _NO_ACCESS:
+        problem += "; make it writable, then continue with resume=True (CLI: --resume)"
+    err = OutputError(f"{os.fspath(path)}: {what}: {problem}")
+    err.errno = exc.errno  # callers can still tell a full disk from a permission error
+    return err
 
 
 def _open_array(path: str, job: str) -> Any:
@@ -69,7 +90,7 @@ class ZarrSink:
             arr[sel] = block
             Path(self.done_dir, marker_name(index)).touch()
         except OSError as e:
-            raise OutputError(f"{self.array_path}: cannot write chunk {index}: {e.strerror or e}") from e
+            raise output_error(self.array_path, f"cannot write chunk {index}", e) from e
         return 1
 
 
