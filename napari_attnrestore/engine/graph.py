@@ -101,13 +101,52 @@ def task_inputs(x: np.ndarray, plan: Plan, mask: np.ndarray | None, origin: tupl
     return x, None
 
 
+def fill_value(plan: Plan) -> float:
+    """What the output holds where the input had no data (NaN, Inf or the nodata value).
+
+    The nodata value when one is given and the output dtype can hold it, else NaN for
+    floating-point output and 0 for integer output.
+    """
+    dt = np.dtype(plan.out_dtype)
+    nd = plan.nodata
+    if dt.kind == "f":
+        return float("nan") if nd is None else float(nd)
+    if nd is not None and np.isfinite(nd) and float(nd).is_integer():
+        info = np.iinfo(dt)
+        if info.min <= nd <= info.max:
+            return float(nd)
+    return 0.0
+
+
+def empty_block(plan: Plan, crop: tuple[int, int, int, int]) -> np.ndarray:
+    """The output block of a chunk with no data at all: every pixel is :func:`fill_value`."""
+    cy0, cy1, cx0, cx1 = crop
+    s = plan.scale
+    shape = (1,) * plan.nlead + ((cy1 - cy0) * s, (cx1 - cx0) * s) + plan.out_trailing
+    return np.full(shape, fill_value(plan), dtype=np.dtype(plan.out_dtype))
+
+
+def _to_output_grid(bad: np.ndarray, crop: tuple[int, int, int, int], scale: int, out_channels: int) -> np.ndarray:
+    """Input-pixel mask ``(P, C, H, W)`` cropped to the chunk and mapped onto the output pixels."""
+    cy0, cy1, cx0, cx1 = crop
+    b = bad[:, :, cy0:cy1, cx0:cx1]
+    if b.shape[1] != out_channels:  # e.g. CFA -> RGB: a pixel without data has no colour either
+        b = b.any(axis=1, keepdims=True)
+    if scale > 1:
+        b = np.repeat(np.repeat(b, scale, axis=2), scale, axis=3)
+    return b
+
+
 def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[int, int, int, int],
                   lead: tuple[int, ...], crop: tuple[int, int, int, int], mask: np.ndarray | None = None,
                   origin: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Restore one chunk from its (unpadded) halo region; returns the output block.
 
     ``mask`` is the inpainting mask of the same region, ``origin`` the global (y, x) of the
-    padded region's first pixel (it fixes the Bayer phase).
+    padded region's first pixel (it fixes the Bayer phase).  Pixels without data (NaN, Inf,
+    ``plan.nodata``) come back as :func:`fill_value`; inpainting fills them instead.  A
+    chunk whose whole halo region has no data (inpainting: no known pixel) skips the
+    network and is written as :func:`fill_value` directly.
     """
     region = pad_region(raw, pads, keep_parity=plan.task == "demosaic")
     planes = to_planes(region, plan)
@@ -117,7 +156,13 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
     if mask is not None:
         mask = pad_region(np.asarray(mask), pads) != 0
     bad = ~np.isfinite(x)
-    if plan.task != "inpaint" and bad.any():  # inpainting fills them; other tasks return them as NaN
+    if plan.task == "inpaint":  # nothing known to fill from: leave it as nodata (when there is a fill value)
+        no_known = bool(bad.all()) or (mask is not None and bool((bad.any(axis=1) | mask).all()))
+        if no_known and (plan.nodata is not None or np.dtype(plan.out_dtype).kind == "f"):
+            return empty_block(plan, crop)
+    elif bad.all():
+        return empty_block(plan, crop)
+    if plan.task != "inpaint" and bad.any():  # inpainting fills them; other tasks return the fill value
         x = np.where(bad, np.float32(0.0), x)
     inp, holes = task_inputs(x, plan, mask, origin)
     y = run_tiled_shrinking(inp, handle, plan)
@@ -127,9 +172,10 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
     if holes is not None:  # known pixels are kept exactly; the network fills the holes
         known = np.where(np.isfinite(x), x, 0.0)[:, :, cy0:cy1, cx0:cx1]
         y = np.where(holes[:, :, cy0:cy1, cx0:cx1], y, known)
-    elif bad.any() and s == 1 and y.shape[1] == bad.shape[1]:
-        y = np.where(bad[:, :, cy0:cy1, cx0:cx1], np.nan, y)
     out = normalize_planes(y, plan, lead, inverse=True)
+    if holes is None and bad.any():
+        nodata_out = np.broadcast_to(_to_output_grid(bad, crop, s, out.shape[1]), out.shape)
+        out[nodata_out] = fill_value(plan)
     block = from_planes(out, plan)
     return block.reshape((1,) * plan.nlead + block.shape)
 

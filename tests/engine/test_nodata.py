@@ -1,0 +1,82 @@
+"""Pixels and chunks without data: nodata/NaN come back as the fill value; empty chunks skip the network."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import Identity, NearestUp
+from torch import nn
+
+import napari_attnrestore as ar
+from napari_attnrestore.engine import ModelHandle
+
+
+class FillHalf(nn.Module):
+    """Inpainting stand-in: 0.5 wherever the mask channel says, the image elsewhere."""
+
+    in_channels, out_channels, scale = 2, 1, 1
+
+    def forward(self, x):
+        return torch.where(x[:, 1:] > 0.5, torch.full_like(x[:, :1], 0.5), x[:, :1])
+
+
+def _run(img, model, **kw):
+    handle = ModelHandle(model, device="cpu")
+    # chunk 32 + halo 8 on each side = one 48 px tile per chunk: one forward call per chunk run
+    out = ar.restore(img, model=handle, chunks=32, tile=48, overlap=8, batch=1, **kw).compute()
+    return out, handle.forward_calls
+
+
+@pytest.mark.parametrize("dtype,nodata", [(np.uint16, 0), (np.float32, -9999.0), (np.float32, None)])
+def test_chunk_without_data_skips_the_network(rng, dtype, nodata):
+    img = rng.integers(1, 1000, (96, 96)).astype(dtype)
+    fill = np.nan if nodata is None else nodata
+    img[:48, :48] = fill  # the whole halo region of chunk (0, 0)
+    img[70, 71] = fill  # a lone pixel in a chunk that runs
+    out, calls = _run(img, Identity(), nodata=nodata, normalize="none")
+    assert calls == 8  # 9 chunks, 1 skipped
+    assert out.dtype == img.dtype
+    np.testing.assert_array_equal(out, img)  # the identity keeps data; no data stays the fill value
+
+
+def test_image_without_any_data_never_calls_the_network():
+    img = np.full((64, 96), np.nan, np.float32)
+    out, calls = _run(img, Identity())
+    assert calls == 0 and out.shape == img.shape and np.isnan(out).all()
+
+
+def test_nodata_in_super_resolution_covers_the_upscaled_pixels(rng):
+    img = rng.integers(1, 200, (64, 64)).astype(np.uint8)
+    img[:48, :48] = 0
+    img[50, 60] = 0
+    out, calls = _run(img, NearestUp(), task="sr", scale=2, nodata=0, normalize="dtype")
+    assert calls == 3  # chunks (0, 1), (1, 0), (1, 1)
+    np.testing.assert_array_equal(out, np.repeat(np.repeat(img, 2, axis=0), 2, axis=1))
+
+
+def test_nodata_not_representable_in_the_output_dtype_becomes_zero(rng):
+    img = rng.random((40, 40)).astype(np.float32) + 1
+    img[:5] = -1
+    out, _ = _run(img, Identity(), nodata=-1, dtype=np.uint8, normalize="none")
+    assert (out[:5] == 0).all()
+
+
+def test_inpainting_region_without_known_pixel_stays_nodata(rng):
+    img = rng.random((96, 96)).astype(np.float32)
+    img[:48, :48] = -1  # chunk (0, 0): nothing known to inpaint from
+    img[60:64, 60:70] = -1  # a hole with known pixels around it
+    out, calls = _run(img, FillHalf(), task="inpaint", nodata=-1, normalize="none")
+    assert calls == 8
+    assert (out[:32, :32] == -1).all()  # left as nodata, not invented
+    np.testing.assert_allclose(out[60:64, 60:70], 0.5)  # filled
+    np.testing.assert_array_equal(out[48:60], img[48:60])  # known pixels kept
+
+
+def test_inpainting_with_a_mask_covering_a_whole_region(rng):
+    img = rng.random((96, 96)).astype(np.float32)
+    mask = np.zeros(img.shape, bool)
+    mask[:48, :48] = True
+    out, calls = _run(img, FillHalf(), task="inpaint", mask=mask, normalize="none")
+    assert calls == 8 and np.isnan(out[:32, :32]).all()  # float output: NaN
+    ints = (img * 200).astype(np.uint8)  # integer output with no nodata value: the network still fills
+    out, calls = _run(ints, FillHalf(), task="inpaint", mask=mask, normalize="dtype")
+    assert calls == 9 and (out[:32, :32] == 128).all()
