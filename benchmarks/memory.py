@@ -18,37 +18,10 @@ import time
 from pathlib import Path
 
 
-def make_input(path: Path, size: int, chunk: int = 1024) -> None:
-    """A ``size x size`` uint16 zarr written chunk by chunk (smooth pattern plus noise)."""
-    import numpy as np
-    import zarr
-
-    arr = zarr.create_array(str(path), shape=(size, size), chunks=(chunk, chunk), dtype="uint16", overwrite=True)
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:chunk, 0:chunk].astype(np.float32)
-    for y in range(0, size, chunk):
-        for x in range(0, size, chunk):
-            base = 20000 + 10000 * np.sin((yy + y) / 97.0) * np.cos((xx + x) / 131.0)
-            arr[y : y + chunk, x : x + chunk] = (base + rng.normal(0, 800, base.shape)).astype(np.uint16)
-
-
 def child(size: int, workdir: Path) -> None:
     """Run one streaming restoration and print a JSON line with its measurements."""
-    import torch
-    from torch import nn
-
     import napari_attnrestore as ar
-
-    class Conv3x3(nn.Module):
-        in_channels, out_channels, scale, halo = 1, 1, 1, 8
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(1, 1, 3, padding=1, bias=False)
-            nn.init.constant_(self.conv.weight, 1 / 9)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.conv(x)
+    from napari_attnrestore.benchmarking import conv3x3, make_input
 
     src = workdir / f"in_{size}.zarr"
     dst = workdir / f"out_{size}.ome.zarr"
@@ -56,7 +29,7 @@ def child(size: int, workdir: Path) -> None:
         make_input(src, size)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
-    ar.restore_to_zarr(str(src), str(dst), model=Conv3x3(), chunks=1024, tile=1056, overlap=8, overwrite=True,
+    ar.restore_to_zarr(str(src), str(dst), model=conv3x3(), chunks=1024, tile=1056, overlap=8, overwrite=True,
                        pyramid=False, device="cpu")
     dt = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -78,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for size in a.sizes:
         # the input is made in its own process so that its memory does not count
-        subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-                        f"from memory import make_input; from pathlib import Path; "
+        subprocess.run([sys.executable, "-c", "from napari_attnrestore.benchmarking import make_input; "
+                        f"from pathlib import Path; "
                         f"p = Path({str(a.workdir)!r}) / 'in_{size}.zarr'; p.exists() or make_input(p, {size})"], check=True)
         out = subprocess.run([sys.executable, __file__, "--child", str(size), "--workdir", str(a.workdir)],
                              check=True, capture_output=True, text=True)

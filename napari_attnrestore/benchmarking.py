@@ -1,7 +1,10 @@
-"""Cost of the architectures: parameters, multiply-adds per pixel, CPU speed, peak memory.
+"""Measuring: raw network cost per architecture, and the whole pipeline per model.
 
-Used by ``attnrestore models --measure`` and ``benchmarks/models.py``.  Each (architecture,
-size) runs in a fresh subprocess so that its peak RSS is its own.
+:func:`table` (``attnrestore models --measure``, ``benchmarks/models.py``): parameters,
+multiply-adds per pixel, CPU speed and peak memory of one whole-image forward pass.
+:func:`bench` (``attnrestore bench``, ``benchmarks/pipeline.py``, ``benchmarks/memory.py``):
+Mpx/s, peak RSS, peak GPU memory and pipeline efficiency of a zarr-to-zarr restoration.
+Each measurement runs in a fresh subprocess so that its peak RSS is its own.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 
@@ -87,11 +91,186 @@ def table(archs: list[str], sizes: list[int], threads: int = 1, preset: str = "t
         rows.append(row)
     cols = ["arch", "params", "macs", *[str(s) for s in sizes], "note"]
     head = ["arch", "params", "MACs/px", *[f"CPU {s}x{s} ({threads} thr): speed, peak RSS" for s in sizes], "note"]
+    return render_table(head, [[r.get(c, "") for c in cols] for r in rows], markdown)
+
+
+def render_table(head: list[str], rows: list[list[Any]], markdown: bool = False) -> str:
+    """A plain-text (aligned columns) or markdown table."""
+    cells = [[str(c) for c in r] for r in rows]
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-        lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
-    else:
-        widths = [max(len(h), *(len(str(r.get(c, ""))) for r in rows)) for h, c in zip(head, cols, strict=True)]
-        lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
-        lines += ["  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(cols, widths, strict=True)) for r in rows]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells])
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     return "\n".join(lines)
+
+
+# --- the whole pipeline: zarr in, restored OME-Zarr out -------------------------------
+
+#: Name of the cheap reference module in :func:`bench` (a fixed 3x3 mean filter).
+CHEAP = "conv3x3"
+
+
+def conv3x3() -> Any:
+    """A fixed 3x3 mean filter: what the pipeline costs when the network costs almost nothing."""
+    from torch import nn
+
+    class Conv3x3(nn.Module):
+        in_channels, out_channels, scale, halo = 1, 1, 1, 8
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 3, padding=1, bias=False)
+            nn.init.constant_(self.conv.weight, 1 / 9)
+
+        def forward(self, x: Any) -> Any:
+            return self.conv(x)
+
+    return Conv3x3()
+
+
+def make_input(path: str | Path, size: int, chunk: int = 1024, channels: int = 0) -> None:
+    """A ``size x size`` uint16 zarr (``channels`` > 0: a trailing channel axis), written chunk by chunk.
+
+    A smooth pattern plus noise, so that denoisers and percentile statistics see an image.
+    """
+    import numpy as np
+    import zarr
+
+    chunk = min(chunk, size)
+    trail = (channels,) if channels else ()
+    arr = zarr.create_array(str(path), shape=(size, size, *trail), chunks=(chunk, chunk, *trail), dtype="uint16",
+                            overwrite=True)
+    rng = np.random.default_rng(0)
+    for y in range(0, size, chunk):
+        for x in range(0, size, chunk):
+            yy, xx = np.mgrid[y : min(y + chunk, size), x : min(x + chunk, size)].astype(np.float32)
+            base = 20000 + 10000 * np.sin(yy / 97.0) * np.cos(xx / 131.0)
+            if channels:
+                base = base[..., None] * np.linspace(0.8, 1.2, channels, dtype=np.float32)
+            arr[y : y + chunk, x : x + chunk] = (base + rng.normal(0, 800, base.shape)).astype(np.uint16)
+
+
+def _peak_rss_mb() -> float:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 / (1024 if sys.platform == "darwin" else 1)  # macOS reports bytes
+
+
+def _model_spec(name: str) -> tuple[Any, str, int | None]:
+    """The model to load for a bench name, its task and SR scale."""
+    if name == CHEAP:
+        return conv3x3(), "denoise", None
+    from .zoo import list_models
+
+    card = next((m for m in list_models() if m["name"] == name), None)
+    if card is None:
+        return name, "denoise", None  # a checkpoint file or default:<task>; load_model checks it
+    return name, card.get("task", "denoise"), card.get("scale") if card.get("task") == "sr" else None
+
+
+def run_pipeline(model: str, size: int, workdir: str | Path, device: str = "auto", precision: str = "fp32",
+                 chunks: int = 1024, tile: Any = None, batch: Any = None, **options: Any) -> dict[str, Any]:
+    """Stream a ``size x size`` uint16 zarr through ``model`` into OME-Zarr, in this process.
+
+    ``model`` is :data:`CHEAP`, a shipped weight's name or a checkpoint.  One tiny forward
+    pass warms the network up first (device transfer, kernel selection) and is not counted.
+    Returns the measurements: Mpx/s, wall and forward seconds, pipeline efficiency (forward
+    time over wall time), peak RSS of this process and peak GPU memory (CUDA only).
+    """
+    import shutil
+
+    import numpy as np
+    import torch
+
+    import napari_attnrestore as ar
+
+    from .api import resolve_model
+
+    module, task, scale = _model_spec(model)
+    handle = resolve_model(module, task, scale, device, precision)
+    info = handle.info
+    image_channels = info.in_channels - {"inpaint": 1, "demosaic": 3}.get(task, 0)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    src = workdir / f"in_{size}_{image_channels if image_channels > 1 else 0}.zarr"
+    if not src.exists():
+        make_input(src, size, channels=image_channels if image_channels > 1 else 0)
+    dev = handle.runtime()[2]
+    m = max(1, info.multiple_of)
+    warm = -(-32 // m) * m
+    handle.infer(np.zeros((1, info.in_channels, warm, warm), np.float32))
+    handle.forward_seconds, handle.forward_calls = 0.0, 0
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+    dst = workdir / f"out_{size}.ome.zarr"
+    extra: dict[str, Any] = {"nodata": 0} if task == "inpaint" else {}
+    t0 = time.perf_counter()
+    ar.restore_to_zarr(str(src), dst, task=task, model=handle, scale=scale, chunks=chunks, tile=tile, batch=batch,
+                       pyramid=False, overwrite=True, **extra, **options)
+    wall = time.perf_counter() - t0
+    shutil.rmtree(dst, ignore_errors=True)
+    return {
+        "model": model, "size": size, "device": str(dev), "dtype": precision,
+        "mpx_s": size * size / 1e6 / wall, "wall_s": wall, "forward_s": handle.forward_seconds,
+        "forward_calls": handle.forward_calls, "efficiency": handle.forward_seconds / wall,
+        "peak_rss_mb": _peak_rss_mb(),
+        "peak_gpu_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else None,
+    }
+
+
+def run_pipeline_isolated(model: str, size: int, workdir: str | Path, **kw: Any) -> dict[str, Any]:
+    """:func:`run_pipeline` in a fresh Python process (its peak RSS is that run's alone)."""
+    args = json.dumps({"model": model, "size": size, "workdir": str(workdir), **kw})
+    code = ("import json, sys; from napari_attnrestore.benchmarking import run_pipeline; "
+            "print(json.dumps(run_pipeline(**json.loads(sys.argv[1]))))")
+    r = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError((r.stderr.strip().splitlines() or ["failed"])[-1])
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def bench(models: list[str], sizes: list[int], device: str = "auto", dtypes: tuple[str, ...] = ("fp32",),
+          workdir: str | Path | None = None, isolate: bool = True, **kw: Any) -> list[dict[str, Any]]:
+    """:func:`run_pipeline` for every model x size x dtype; a failed run is a row with ``error``."""
+    import shutil
+    import tempfile
+
+    tmp = None
+    if workdir is None:
+        workdir = tmp = tempfile.mkdtemp(prefix="attnrestore-bench-")
+    run = run_pipeline_isolated if isolate else run_pipeline
+    rows = []
+    try:
+        for model in models:
+            for dtype in dtypes:
+                for size in sizes:
+                    try:
+                        rows.append(run(model, size, workdir, device=device, precision=dtype, **kw))
+                    except Exception as e:  # one failing model (e.g. bf16 unsupported) does not stop the table
+                        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                        rows.append({"model": model, "size": size, "device": device, "dtype": dtype, "error": msg})
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+BENCH_COLUMNS = ["model", "size", "device", "dtype", "Mpx/s", "wall s", "forward s", "efficiency", "peak RSS MB",
+                 "peak GPU MB"]
+
+
+def bench_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
+    """The rows of :func:`bench` as a table (:data:`BENCH_COLUMNS`)."""
+    cells = []
+    for r in rows:
+        head = [r["model"], f"{r['size']}x{r['size']}", r["device"], r["dtype"]]
+        if "error" in r:
+            cells.append([*head, f"failed: {r['error']}", "", "", "", "", ""])
+            continue
+        gpu = "-" if r.get("peak_gpu_mb") is None else f"{r['peak_gpu_mb']:.0f}"
+        cells.append([*head, f"{r['mpx_s']:.3f}", f"{r['wall_s']:.2f}", f"{r['forward_s']:.2f}",
+                      f"{r['efficiency']:.2f}", f"{r['peak_rss_mb']:.0f}", gpu])
+    return render_table(BENCH_COLUMNS, cells, markdown)

@@ -165,6 +165,24 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(a: argparse.Namespace) -> int:
+    import json
+
+    import napari_attnrestore as ar
+    from napari_attnrestore.benchmarking import CHEAP, bench, bench_table
+
+    models = a.models or [*(m["name"] for m in ar.list_models()), CHEAP]
+    if any(s < 8 for s in a.sizes):
+        raise UserError(f"--sizes must be at least 8 pixels, got {a.sizes}")
+    if not a.quiet and not a.json:
+        print(f"benchmarking {len(models) * len(a.sizes) * len(a.dtype)} runs "
+              f"({'each in a fresh process' if not a.in_process else 'in this process'}) ...", file=sys.stderr)
+    rows = bench(models, a.sizes, device=a.device, dtypes=tuple(a.dtype), workdir=a.workdir,
+                 isolate=not a.in_process, chunks=a.chunks)
+    print(json.dumps(rows, indent=1) if a.json else bench_table(rows, markdown=a.markdown))
+    return 0 if all("error" not in r for r in rows) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="attnrestore", description="Restore huge images with attention networks, chunk by chunk.")
     p.add_argument("--version", action="version", version=_version())
@@ -217,6 +235,21 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--sizes", type=int, nargs="+", default=[256, 1024], help="image sides to measure at")
     m.add_argument("--threads", type=int, default=1)
     m.set_defaults(func=cmd_models)
+
+    b = sub.add_parser("bench", help="pipeline speed, memory and efficiency of the shipped models and a 3x3 conv")
+    b.add_argument("--sizes", type=int, nargs="+", default=[512, 2048], help="image sides (uint16 zarr in, OME-Zarr out)")
+    b.add_argument("--models", nargs="+", default=None,
+                   help="shipped weight names, checkpoint files or 'conv3x3' (default: every shipped model and conv3x3)")
+    b.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
+    b.add_argument("--dtype", nargs="+", default=["fp32"], choices=["auto", "fp32", "bf16", "fp16"],
+                   help="compute precisions to measure")
+    b.add_argument("--chunks", type=int, default=1024, help="chunk side")
+    b.add_argument("--workdir", default=None, help="folder for the generated input and output (default: a temp folder)")
+    b.add_argument("--in-process", action="store_true", help="run here, not each in a fresh process (peak RSS is then cumulative)")
+    b.add_argument("--json", action="store_true", help="print the measurements as JSON")
+    b.add_argument("--markdown", action="store_true", help="print a markdown table")
+    b.add_argument("-q", "--quiet", action="store_true")
+    b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("demo", help="denoise a bundled picture chunk by chunk; write OME-Zarr + before/after PNG")
     d.add_argument("--out", default="attnrestore-demo", help="output folder")
