@@ -1,15 +1,18 @@
 """Image quality of the shipped weights next to classical baselines and published numbers.
 
-    python benchmarks/quality.py --data ../shared/data [--no-bm3d] [--markdown]
+    python benchmarks/quality.py --data ../shared/data [--tasks denoise sr demosaic inpaint]
+                                 [--no-bm3d] [--markdown]
 
-The "input" column is the degraded image (denoising) or its bicubic upsampling (SR).
+Every shipped model runs through the real engine (``ar.restore``: chunks, tiles, halo,
+blending), so the numbers are what users get.  PSNR in dB on [0, 1] images, mean over the
+set; the protocols are those of :mod:`napari_attnrestore.training.evaluate`:
 
-Denoising: Set12 with Gaussian noise (sigma 15, 25, 50; unclipped float noise drawn with
-``numpy.random.default_rng(0)``, the DnCNN/SwinIR protocol).  Each shipped denoiser runs
-through the real engine (``ar.restore``: chunks, tiles, halo, blending), so the numbers
-are what users get.  SR: Set5 on the Y channel, border = scale, HR cropped to a
-multiple of the scale and downsampled by antialiased bicubic.  PSNR in dB on [0, 1]
-images, mean over the set.
+* denoise: Set12 + Gaussian noise (sigma 15, 25, 50; unclipped, ``default_rng(0)``), BM3D
+  with the known sigma as the classical baseline;
+* SR: Set5, Y channel, border = scale, LR by antialiased bicubic; bicubic as the baseline;
+* demosaic: McMaster, all four Bayer patterns, RGB PSNR with a 4-pixel border; Malvar 2004;
+* inpaint: Set12 with 8-pixel scan-line stripes over a quarter of the image, and free-form
+  strokes; PSNR over the masked pixels; biharmonic inpainting.
 """
 
 from __future__ import annotations
@@ -17,144 +20,153 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 import napari_attnrestore as ar
-from napari_attnrestore.tasks import psnr
+from napari_attnrestore.tasks.sr import bicubic_baseline
+from napari_attnrestore.training import evaluate as ev
 from napari_attnrestore.training.data import load_folder
 
-#: Set12 averages from the DnCNN paper (Zhang et al. 2017) and SwinIR (Liang et al. 2021).
-PUBLISHED_SET12 = {
-    15: {"BM3D": 32.37, "DnCNN": 32.86},
-    25: {"BM3D": 29.97, "DnCNN": 30.44, "SwinIR": 31.01},
-    50: {"BM3D": 26.72, "DnCNN": 27.18},
+CACHE = Path(__file__).parent / ".cache" / "baselines.json"
+
+#: Published means (PSNR, dB): DnCNN (Zhang et al. 2017), SwinIR (Liang et al. 2021), HAT,
+#: GRL and the data README.
+PUBLISHED = {
+    ("denoise", 15): "BM3D 32.37, DnCNN 32.86",
+    ("denoise", 25): "BM3D 29.97, DnCNN 30.44, SwinIR 31.01",
+    ("denoise", 50): "BM3D 26.72, DnCNN 27.18",
+    ("sr", 2): "bicubic 33.66, VDSR 37.53, SwinIR-light 38.14, HAT 38.73",
+    ("sr", 4): "bicubic 28.42, VDSR 31.35, SwinIR-light 32.44, GRL-T 32.56, HAT-S 32.92",
+    ("demosaic", None): "bilinear 32.3, Malvar 34.5, GRL-S 40.22 (RGGB)",
+    ("inpaint", "stripes"): "biharmonic 21.7 (data README protocol)",
 }
 
 
-def noisy_set(images: list[np.ndarray], sigma: float, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [(im + rng.standard_normal(im.shape) * sigma / 255.0).astype(np.float32) for im in images]
+def cached(key: str, compute) -> float:
+    """A slow baseline's score, cached on disk (BM3D takes seconds per image)."""
+    store = json.loads(CACHE.read_text()) if CACHE.exists() else {}
+    if key not in store:
+        store[key] = float(compute())
+        CACHE.parent.mkdir(parents=True, exist_ok=True)
+        CACHE.write_text(json.dumps(store, indent=1))
+    return store[key]
 
 
-def bm3d_scores(clean: list[np.ndarray], noisy: list[np.ndarray], sigma: float, cache: Path | None) -> float:
-    """BM3D (known sigma, as published) PSNR; cached on disk because it is slow."""
-    key = f"set12_sigma{sigma:g}"
-    store = json.loads(cache.read_text()) if cache and cache.exists() else {}
-    if key in store:
-        return store[key]
+def shipped(task: str, scale: int | None = None) -> list[str]:
+    return [m["name"] for m in ar.list_models() if m["task"] == task and (scale is None or m.get("scale") == scale)]
+
+
+def engine(name: str, task: str, **kw):
+    model = ar.load_model(name)
+    if task == "demosaic":
+        return lambda cfa, pattern: np.asarray(ar.restore(cfa, task=task, model=model, cfa=pattern, normalize="none", device="cpu").compute())
+    if task == "inpaint":
+        return lambda image, mask: np.asarray(ar.restore(image, task=task, model=model, mask=mask, normalize="none", device="cpu").compute())
+    return lambda x: np.asarray(ar.restore(x, task=task, model=model, normalize="none", device="cpu", **kw).compute())
+
+
+def denoise_rows(data: Path, use_bm3d: bool, sigmas: list[int]) -> list[dict]:
     from napari_attnrestore.tasks.denoise import bm3d_baseline
 
-    val = float(np.mean([psnr(c, np.clip(bm3d_baseline(n, sigma), 0, 1)) for c, n in zip(clean, noisy, strict=True)]))
-    if cache:
-        store[key] = val
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(store, indent=1))
-    return val
-
-
-def model_scores(name: str, clean: list[np.ndarray], noisy: list[np.ndarray]) -> tuple[float, float]:
-    """Mean PSNR and throughput (Mpx/s) of a shipped model run through the engine."""
-    model = ar.load_model(name)
-    t0, px, vals = time.perf_counter(), 0, []
-    for c, n in zip(clean, noisy, strict=True):
-        out = ar.restore(n, model=model, normalize="none", device="cpu").compute()
-        vals.append(psnr(c, np.clip(out, 0, 1)))
-        px += n.size
-    return float(np.mean(vals)), px / 1e6 / (time.perf_counter() - t0)
-
-
-def denoise_table(data: Path, use_bm3d: bool, sigmas: list[int]) -> list[dict]:
     clean = load_folder(data / "bench" / "set12", gray=True)
-    models = [m["name"] for m in ar.list_models() if m["task"] == "denoise"]
     rows = []
     for sigma in sigmas:
-        noisy = noisy_set(clean, sigma)
-        row: dict = {"task": "denoise", "set": "Set12", "setting": f"sigma={sigma}"}
-        row["input"] = float(np.mean([psnr(c, np.clip(n, 0, 1)) for c, n in zip(clean, noisy, strict=True)]))
+        row: dict = {"set": "Set12", "setting": f"sigma={sigma}"}
+        row["input"] = ev.denoise_scores(lambda n: n, clean, sigma)["psnr_in"]
         if use_bm3d:
-            row["BM3D (here)"] = bm3d_scores(clean, noisy, sigma, Path(__file__).parent / ".cache" / "bm3d.json")
-        for name in models:
-            row[name], row[f"{name} Mpx/s"] = model_scores(name, clean, noisy)
-        row["published"] = ", ".join(f"{k} {v}" for k, v in PUBLISHED_SET12.get(sigma, {}).items())
+            row["BM3D (here)"] = cached(f"set12_sigma{sigma}_bm3d", lambda s=sigma: ev.denoise_scores(lambda n: bm3d_baseline(n, s), clean, s)["psnr"])
+        for name in shipped("denoise"):
+            row[name] = ev.denoise_scores(engine(name, "denoise"), clean, sigma)["psnr"]
+        row["published"] = PUBLISHED[("denoise", sigma)]
         rows.append(row)
     return rows
 
 
-#: Set5 (Y channel, border = scale) from the SwinIR/HAT papers and the data README.
-PUBLISHED_SET5 = {
-    2: {"VDSR": 37.53, "SwinIR-light": 38.14, "HAT": 38.73},
-    4: {"VDSR": 31.35, "SwinIR-light": 32.44, "GRL-T": 32.56, "HAT-S": 32.92},
-}
-
-
-def rgb_to_y(img: np.ndarray) -> np.ndarray:
-    """ITU-R BT.601 luma in [16, 235]/255, as the SR literature measures PSNR."""
-    return (16.0 + img[..., :3] @ np.array([65.481, 128.553, 24.966])) / 255.0
-
-
-def sr_table(data: Path, scales: list[int]) -> list[dict]:
-    """Set5 SR rows: bicubic input, every shipped SR model of that scale (run on Y), published."""
-    from napari_attnrestore.tasks.sr import bicubic_baseline, downsample
-
-    hr_images = [im[..., :3] if im.ndim == 3 else np.stack([im] * 3, -1) for im in load_folder(data / "bench" / "set5", gray=False)]
+def sr_rows(data: Path, scales: list[int]) -> list[dict]:
+    hr = load_folder(data / "bench" / "set5", gray=False)
     rows = []
     for s in scales:
-        row: dict = {"task": f"sr x{s}", "set": "Set5 (Y)", "setting": f"border {s}"}
-        models = [m["name"] for m in ar.list_models() if m["task"] == "sr" and m.get("scale") == s]
-        vals: dict[str, list[float]] = {"bicubic": [], **{n: [] for n in models}}
-        for hr in hr_images:
-            h, w = (hr.shape[0] // s) * s, (hr.shape[1] // s) * s
-            y_hr = rgb_to_y(hr[:h, :w].astype(np.float64))
-            y_lr = downsample(y_hr.astype(np.float32), scale=s)
-            vals["bicubic"].append(psnr(y_hr, np.clip(bicubic_baseline(y_lr, s), 0, 1), border=s))
-            for n in models:
-                out = ar.restore(y_lr, task="sr", scale=s, model=n, normalize="none", device="cpu").compute()
-                vals[n].append(psnr(y_hr, np.clip(out, 0, 1), border=s))
-        row["input"] = float(np.mean(vals.pop("bicubic")))  # for SR the input column is bicubic
-        for n, v in vals.items():
-            row[n] = float(np.mean(v))
-        row["published"] = ", ".join(f"{k} {v}" for k, v in PUBLISHED_SET5[s].items())
+        row: dict = {"set": "Set5 (Y)", "setting": f"x{s}, border {s}"}
+        row["bicubic (here)"] = ev.sr_scores(lambda lr, s=s: bicubic_baseline(lr, s), hr, s)["psnr"]
+        for name in shipped("sr", s):
+            row[name] = ev.sr_scores(engine(name, "sr", scale=s), hr, s)["psnr"]
+        row["published"] = PUBLISHED[("sr", s)]
         rows.append(row)
     return rows
 
 
-def print_table(rows: list[dict], markdown: bool) -> None:
+def demosaic_rows(data: Path, patterns: list[str]) -> list[dict]:
+    from napari_attnrestore.tasks import demosaic as dm
+
+    images = load_folder(data / "bench" / "mcmaster", gray=False)
+    rows = []
+    for pattern in patterns:
+        row: dict = {"set": "McMaster", "setting": f"{pattern}, border 4"}
+        row["bilinear (here)"] = ev.demosaic_scores(lambda c, p: dm.bilinear_baseline(c, p), images, pattern)["psnr"]
+        row["Malvar 2004 (here)"] = ev.demosaic_scores(lambda c, p: dm.malvar_baseline(c, p), images, pattern)["psnr"]
+        for name in shipped("demosaic"):
+            row[name] = ev.demosaic_scores(engine(name, "demosaic"), images, pattern)["psnr"]
+        row["published"] = PUBLISHED[("demosaic", None)]
+        rows.append(row)
+    return rows
+
+
+def inpaint_rows(data: Path, kinds: list[str]) -> list[dict]:
+    from napari_attnrestore.tasks.inpaint import biharmonic_baseline
+
+    clean = load_folder(data / "bench" / "set12", gray=True)
+    rows = []
+    for kind in kinds:
+        row: dict = {"set": "Set12", "setting": f"{kind}, masked pixels"}
+        row["biharmonic (here)"] = cached(f"set12_{kind}_biharmonic", lambda k=kind: ev.inpaint_scores(biharmonic_baseline, clean, k, baseline=False)["psnr"])
+        for name in shipped("inpaint"):
+            row[name] = ev.inpaint_scores(engine(name, "inpaint"), clean, kind, baseline=False)["psnr"]
+        row["published"] = PUBLISHED.get(("inpaint", kind), "")
+        rows.append(row)
+    return rows
+
+
+def print_table(title: str, rows: list[dict], markdown: bool) -> None:
     cols: list[str] = []
     for r in rows:
-        cols += [k for k in r if k not in cols and not k.endswith("Mpx/s")]
+        cols += [k for k in r if k not in cols]
     fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
+    print(f"\n{title}")
     if markdown:
         print("| " + " | ".join(cols) + " |")
         print("|" + "|".join("---" for _ in cols) + "|")
         for r in rows:
             print("| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |")
-    else:
-        widths = [max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in cols]
-        print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
-        for r in rows:
-            print("  ".join(fmt(r.get(c, "")).ljust(w) for c, w in zip(cols, widths, strict=True)))
+        return
+    widths = [max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in cols]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for r in rows:
+        print("  ".join(fmt(r.get(c, "")).ljust(w) for c, w in zip(cols, widths, strict=True)))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, help="data folder holding bench/set12")
-    p.add_argument("--no-bm3d", action="store_true", help="skip BM3D (slow: ~4 s per 256x256 image)")
+    p.add_argument("--data", type=Path, required=True, help="data folder holding bench/set12, set5, mcmaster")
+    p.add_argument("--tasks", nargs="+", default=["denoise", "sr", "demosaic", "inpaint"], choices=["denoise", "sr", "demosaic", "inpaint"])
+    p.add_argument("--no-bm3d", action="store_true", help="skip BM3D (slow: ~4 s per 256x256 image, cached after)")
     p.add_argument("--sigmas", type=int, nargs="+", default=[15, 25, 50])
+    p.add_argument("--patterns", nargs="+", default=["RGGB", "BGGR", "GRBG", "GBRG"])
     p.add_argument("--markdown", action="store_true")
-    p.add_argument("--tasks", nargs="+", default=["denoise", "sr"], choices=["denoise", "sr"])
     a = p.parse_args(argv)
-    if not (a.data / "bench" / "set12").exists():
-        print(f"quality.py: {a.data / 'bench' / 'set12'} not found", file=sys.stderr)
+    missing = [s for s in ("set12", "set5", "mcmaster") if not (a.data / "bench" / s).exists()]
+    if missing:
+        print(f"quality.py: {a.data / 'bench'} lacks {', '.join(missing)}", file=sys.stderr)
         return 2
-    rows = []
-    if "denoise" in a.tasks:
-        rows += denoise_table(a.data, not a.no_bm3d, a.sigmas)
-    if "sr" in a.tasks:
-        rows += sr_table(a.data, [2, 4])
-    print_table(rows, a.markdown)
+    tables = {
+        "denoise": lambda: denoise_rows(a.data, not a.no_bm3d, a.sigmas),
+        "sr": lambda: sr_rows(a.data, [2, 4]),
+        "demosaic": lambda: demosaic_rows(a.data, a.patterns),
+        "inpaint": lambda: inpaint_rows(a.data, list(ev.INPAINT_MASKS)),
+    }
+    for task in a.tasks:
+        print_table(f"{task} (PSNR, dB)", tables[task](), a.markdown)
     return 0
 
 

@@ -63,6 +63,26 @@ def load_training_images(recipe: dict[str, Any], data_dir: Path) -> list:
     return images
 
 
+def init_from(model: torch.nn.Module, source: str, out_dir: Path) -> None:
+    """Start ``model`` from another weight (as the HAT paper starts x4 from x2).
+
+    ``source`` is a shipped weight name or a ``.safetensors`` path; tensors whose names and
+    shapes match are copied (e.g. everything but an SR model's upsampler).
+    """
+    from ..zoo import resolve_weight
+    from .checkpoint import load_state
+
+    path = Path(source) if source.endswith(".safetensors") else (out_dir / f"{source}.safetensors")
+    if not path.exists():
+        path = resolve_weight(source) or path
+    if not path.exists():
+        raise FileNotFoundError(f"init weight {source!r} not found (train it first: its recipe is in recipes/)")
+    own = model.state_dict()
+    state = {k: v.float() for k, v in load_state(path).items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(state, strict=False)
+    log.info("initialized %d of %d tensors from %s", len(state), len(own), path)
+
+
 def hole_loss(name: str):
     """An inpainting loss over the hole pixels only (the engine keeps known pixels as they are)."""
     crit = LOSSES[name]
@@ -100,6 +120,8 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
         cfg.steps = steps
     torch.manual_seed(cfg.seed)
     model = build_model(recipe["arch"], task=task.name, scale=recipe.get("scale", 1), preset=recipe.get("preset", "tiny"), **recipe.get("config", {}))
+    if recipe.get("init"):
+        init_from(model, recipe["init"], out_dir)
     images = load_training_images(recipe, data_dir)
     sampler = PatchSampler(images, recipe["patch"], seed=cfg.seed)
     deg = recipe.get("degradation", {})

@@ -10,6 +10,7 @@ from skimage import io as skio
 
 import napari_attnrestore as ar
 from napari_attnrestore.training import recipe as rc
+from napari_attnrestore.training.checkpoint import load_state
 
 SMALL_HAT = {"dim": 16, "depths": [1], "heads": 2, "window": 8, "compress": 2}
 
@@ -81,3 +82,17 @@ def test_recipe_refuses_benchmark_data(tmp_path, data):
     path = _recipe(tmp_path, "inpaint", data=["bench/gray"])
     with pytest.raises(ValueError, match="benchmark sets are never used"):
         rc.run(path, data, tmp_path / "out", tmp_path / "runs")
+
+
+def test_recipe_starts_x4_from_x2_weights(tmp_path, data):
+    x2 = rc.run(_recipe(tmp_path, "sr", scale=2), data, tmp_path / "out", tmp_path / "runs")
+    x4 = _recipe(tmp_path, "sr", scale=4, name="test-sr-x4", init=str(x2), patch=64)
+    model = rc.build_model("hat", task="sr", scale=4, **SMALL_HAT)
+    rc.init_from(model, str(x2), tmp_path / "out")
+    src = load_state(x2)
+    body = [k for k in model.state_dict() if k in src and src[k].shape == model.state_dict()[k].shape]
+    assert body and any(k not in body for k in model.state_dict())  # the upsampler differs
+    for k in body:
+        assert model.state_dict()[k].equal(src[k].float())
+    path = rc.run(x4, data, tmp_path / "out", tmp_path / "runs", steps=1)
+    assert ar.load_model(str(path)).card["scale"] == 4
