@@ -5,6 +5,7 @@ Everything here is also what the CLI and the napari widgets call.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -15,11 +16,14 @@ import numpy as np
 from torch import nn
 
 from .engine import ModelHandle, make_plan, restore_array
+from .engine.plan import AUTO
 from .models import build_model, list_architectures
 from .tasks import get_task
 from .training.checkpoint import CheckpointError, load_checkpoint, load_state
 from .training.session import save_model, train
 from .zoo import list_models, resolve_weight
+
+log = logging.getLogger("attnrestore")
 
 __all__ = ["as_source", "build_model", "list_architectures", "list_models", "load_model", "resolve_model", "restore", "restore_to_zarr", "save_model", "train"]
 
@@ -153,7 +157,8 @@ def _sampler(src: Any):
 
 
 def _prepare(
-    x: Any, task: str, model: Any, scale: int | None, tile: int | None, overlap: int | None, batch: int | None,
+    x: Any, task: str, model: Any, scale: int | None, tile: int | str | None, overlap: int | None,
+    batch: int | str | None,
     chunks: int | tuple[int, int] | None, device: str, precision: str, rgb: bool | None, channel_axis: int | None,
     normalize: str, dtype: Any, meta: dict[str, Any] | None = None, mask: Any = None, nodata: float | None = None,
     cfa: str | None = None,
@@ -170,13 +175,20 @@ def _prepare(
     handle = resolve_model(model, task, scale, device, precision)
     if get_task(task).name == "sr" and scale is not None and handle.info.scale != int(scale):
         raise ValueError(f"model {handle.info.name!r} upscales x{handle.info.scale}, not x{scale}")
+    memory = None
+    if AUTO in (tile, batch):
+        from .engine.autotune import measure_memory
+
+        memory = measure_memory(handle)
     plan = make_plan(
         tuple(src.shape), np.dtype(src.dtype), handle.info, _sampler(src), rgb=rgb, chunk=chunks,
         native_chunks=_native_chunks(src), tile=tile, overlap=overlap, batch=batch, normalize=normalize,
         channel_axis=channel_axis, out_dtype=dtype, task=get_task(task).name, cfa=cfa,
         nodata=nodata if nodata is not None else meta.get("nodata"),
-        mask_shape=tuple(mask_src.shape) if mask_src is not None else None,
+        mask_shape=tuple(mask_src.shape) if mask_src is not None else None, memory=memory,
     )
+    if memory is not None:
+        log.info("tile %d, batch %d chosen from free memory on %s", plan.tile, plan.batch, memory.device)
     return src, meta, handle, plan, mask_src
 
 
@@ -185,9 +197,9 @@ def restore(
     task: str = "denoise",
     model: Any = None,
     scale: int | None = None,
-    tile: int | None = None,
+    tile: int | str | None = None,
     overlap: int | None = None,
-    batch: int | None = None,
+    batch: int | str | None = None,
     chunks: int | tuple[int, int] | None = None,
     device: str = "auto",
     precision: str = "auto",
@@ -213,6 +225,9 @@ def restore(
     tile, overlap, batch
         Network tile side, tile overlap (also the chunk halo) and tiles per forward
         pass; defaults from the model (256, its halo hint, to fit about 1 Mpx a batch).
+        ``tile="auto"``/``batch="auto"``: the largest that fit in a share of the free
+        memory of the device, measured with two small probe forward passes (a few
+        seconds on a CPU; see :mod:`napari_attnrestore.engine.autotune`).
     chunks
         Side of the dask chunks (read/write unit); default the source's, else 1024.
     device, precision
@@ -267,9 +282,9 @@ def restore_to_zarr(
     task: str = "denoise",
     model: Any = None,
     scale: int | None = None,
-    tile: int | None = None,
+    tile: int | str | None = None,
     overlap: int | None = None,
-    batch: int | None = None,
+    batch: int | str | None = None,
     chunks: int | tuple[int, int] | None = None,
     device: str = "auto",
     precision: str = "auto",
@@ -307,6 +322,10 @@ def restore_to_zarr(
     from .engine.store import STATE_DIR, ZarrSink, job_fingerprint, prepare_store, set_job_state
     from .io import create_ome_zarr
 
+    if resume and tile == AUTO:  # a resumed job keeps the tile it started with (free memory may differ now)
+        from .engine.store import job_state
+
+        tile = job_state(dst).get("job", {}).get("tile", tile)
     src, meta, handle, plan, mask_src = _prepare(x, task, model, scale, tile, overlap, batch, chunks, device,
                                                  precision, rgb, channel_axis, normalize, dtype, meta, mask=mask,
                                                  nodata=nodata, cfa=cfa)

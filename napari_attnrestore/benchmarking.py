@@ -24,11 +24,19 @@ def measure(arch: str, size: int, threads: int = 1, preset: str = "tiny") -> dic
 
     from .models import build_model
 
-    torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = build_model(arch, task="denoise", preset=preset).eval()
+    return {"arch": arch, **measure_model(build_model(arch, task="denoise", preset=preset), size, threads)}
+
+
+def measure_model(model: Any, size: int, threads: int = 1) -> dict[str, Any]:
+    """Parameters, multiply-adds per input pixel (at sizes up to 256) and CPU forward Mpx/s
+    (best of 2 after a warm-up) of ``model`` on a random ``size x size`` input."""
+    import torch
+
+    torch.set_num_threads(threads)
+    model = model.eval()
     params = sum(p.numel() for p in model.parameters())
-    x = torch.rand(1, 1, size, size)
+    x = torch.rand(1, int(getattr(model, "in_channels", 1)), size, size)
     macs = None
     with torch.inference_mode():
         if size <= 256:
@@ -44,8 +52,7 @@ def measure(arch: str, size: int, threads: int = 1, preset: str = "tiny") -> dic
             model(x)
             best = min(best, time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"arch": arch, "size": size, "params": params, "macs_per_px": macs, "mpx_s": size * size / 1e6 / best,
-            "peak_rss_mb": peak}
+    return {"size": size, "params": params, "macs_per_px": macs, "mpx_s": size * size / 1e6 / best, "peak_rss_mb": peak}
 
 
 def measure_isolated(arch: str, size: int, threads: int = 1, preset: str = "tiny") -> dict[str, Any]:
@@ -152,11 +159,6 @@ def make_input(path: str | Path, size: int, chunk: int = 1024, channels: int = 0
             arr[y : y + chunk, x : x + chunk] = (base + rng.normal(0, 800, base.shape)).astype(np.uint16)
 
 
-def _peak_rss_mb() -> float:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024 / (1024 if sys.platform == "darwin" else 1)  # macOS reports bytes
-
-
 def _model_spec(name: str) -> tuple[Any, str, int | None]:
     """The model to load for a bench name, its task and SR scale."""
     if name == CHEAP:
@@ -186,6 +188,7 @@ def run_pipeline(model: str, size: int, workdir: str | Path, device: str = "auto
     import napari_attnrestore as ar
 
     from .api import resolve_model
+    from .engine.autotune import peak_rss_bytes
 
     module, task, scale = _model_spec(model)
     handle = resolve_model(module, task, scale, device, precision)
@@ -211,12 +214,15 @@ def run_pipeline(model: str, size: int, workdir: str | Path, device: str = "auto
     ar.restore_to_zarr(str(src), dst, task=task, model=handle, scale=scale, chunks=chunks, tile=tile, batch=batch,
                        pyramid=False, overwrite=True, **extra, **options)
     wall = time.perf_counter() - t0
+    from .engine.store import job_state
+
+    used_tile = job_state(dst).get("job", {}).get("tile")
     shutil.rmtree(dst, ignore_errors=True)
     return {
-        "model": model, "size": size, "device": str(dev), "dtype": precision,
+        "model": model, "size": size, "device": str(dev), "dtype": precision, "tile": used_tile,
         "mpx_s": size * size / 1e6 / wall, "wall_s": wall, "forward_s": handle.forward_seconds,
         "forward_calls": handle.forward_calls, "efficiency": handle.forward_seconds / wall,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_bytes() / 2**20,
         "peak_gpu_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else None,
     }
 
@@ -258,7 +264,7 @@ def bench(models: list[str], sizes: list[int], device: str = "auto", dtypes: tup
     return rows
 
 
-BENCH_COLUMNS = ["model", "size", "device", "dtype", "Mpx/s", "wall s", "forward s", "efficiency", "peak RSS MB",
+BENCH_COLUMNS = ["model", "size", "device", "dtype", "tile", "Mpx/s", "wall s", "forward s", "efficiency", "peak RSS MB",
                  "peak GPU MB"]
 
 
@@ -266,7 +272,7 @@ def bench_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     """The rows of :func:`bench` as a table (:data:`BENCH_COLUMNS`)."""
     cells = []
     for r in rows:
-        head = [r["model"], f"{r['size']}x{r['size']}", r["device"], r["dtype"]]
+        head = [r["model"], f"{r['size']}x{r['size']}", r["device"], r["dtype"], r.get("tile") or ""]
         if "error" in r:
             cells.append([*head, f"failed: {r['error']}", "", "", "", "", ""])
             continue

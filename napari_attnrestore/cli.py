@@ -178,9 +178,19 @@ def cmd_bench(a: argparse.Namespace) -> int:
         print(f"benchmarking {len(models) * len(a.sizes) * len(a.dtype)} runs "
               f"({'each in a fresh process' if not a.in_process else 'in this process'}) ...", file=sys.stderr)
     rows = bench(models, a.sizes, device=a.device, dtypes=tuple(a.dtype), workdir=a.workdir,
-                 isolate=not a.in_process, chunks=a.chunks)
+                 isolate=not a.in_process, chunks=a.chunks, tile=a.tile, batch=a.batch)
     print(json.dumps(rows, indent=1) if a.json else bench_table(rows, markdown=a.markdown))
     return 0 if all("error" not in r for r in rows) else 1
+
+
+def _int_or_auto(text: str) -> int | str:
+    """argparse type: a positive integer or ``auto``."""
+    if text.lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,9 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cfa", default=None, choices=["RGGB", "BGGR", "GRBG", "GBRG"], help="demosaic: Bayer pattern")
     r.add_argument("--arch", default=None, help="use the shipped weights of this architecture")
     r.add_argument("--weights", default=None, help="checkpoint file (.safetensors + .json card, or a HAT/GRL/SwinIR .pth)")
-    r.add_argument("--tile", type=int, default=None, help="network tile side in pixels (default 256)")
+    r.add_argument("--tile", type=_int_or_auto, default=None,
+                   help="network tile side in pixels (default 256), or 'auto': the largest that fits in free memory")
     r.add_argument("--overlap", type=int, default=None, help="tile overlap and chunk halo (default: the model's hint)")
-    r.add_argument("--batch", type=int, default=None, help="tiles per forward pass")
+    r.add_argument("--batch", type=_int_or_auto, default=None, help="tiles per forward pass, or 'auto' (fit free memory)")
     r.add_argument("--chunks", type=int, default=None, help="chunk side (read/write unit; default the input's, else 1024)")
     r.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
     r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
@@ -244,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dtype", nargs="+", default=["fp32"], choices=["auto", "fp32", "bf16", "fp16"],
                    help="compute precisions to measure")
     b.add_argument("--chunks", type=int, default=1024, help="chunk side")
+    b.add_argument("--tile", type=_int_or_auto, default=None, help="tile side or 'auto' (default 256)")
+    b.add_argument("--batch", type=_int_or_auto, default=None, help="tiles per forward pass or 'auto'")
     b.add_argument("--workdir", default=None, help="folder for the generated input and output (default: a temp folder)")
     b.add_argument("--in-process", action="store_true", help="run here, not each in a fresh process (peak RSS is then cumulative)")
     b.add_argument("--json", action="store_true", help="print the measurements as JSON")

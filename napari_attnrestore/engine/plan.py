@@ -24,6 +24,8 @@ DEFAULT_CHUNK = 1024
 #: input channels a task adds to the image channels of each plane
 TASK_AUX_CHANNELS = {"inpaint": 1, "demosaic": 3}
 DEFAULT_TILE = 256
+#: ``tile``/``batch`` value that asks for a size chosen from a memory probe
+AUTO = "auto"
 MAX_STATS_WINDOWS = 16
 STATS_WINDOW = 256
 
@@ -175,9 +177,9 @@ def make_plan(
     rgb: bool | None = None,
     chunk: int | tuple[int, int] | None = None,
     native_chunks: tuple[int, ...] | None = None,
-    tile: int | None = None,
+    tile: int | str | None = None,
     overlap: int | None = None,
-    batch: int | None = None,
+    batch: int | str | None = None,
     normalize: str = "auto",
     channel_axis: int | None = None,
     out_dtype: Any = None,
@@ -185,10 +187,13 @@ def make_plan(
     cfa: str | None = None,
     nodata: float | None = None,
     mask_shape: tuple[int, ...] | None = None,
+    memory: Any = None,
 ) -> Plan:
     """Validate the request and decide chunks, tiles, halo and normalization.
 
     ``sample(key)`` reads a small window of the image (used for the global statistics).
+    ``tile``/``batch`` ``"auto"`` choose them from ``memory``, an
+    :class:`~napari_attnrestore.engine.autotune.MemoryModel` of the network.
     """
     dtype = np.dtype(dtype)
     if len(shape) < 2:
@@ -218,17 +223,6 @@ def make_plan(
     mode = choose_mode(is_rgb, info, nchan, aux)
     m = max(1, info.multiple_of)
 
-    # tiles: multiples of the window multiple; overlap too (keeps windows aligned globally)
-    t = DEFAULT_TILE if tile is None else int(tile)
-    if t < 8:
-        raise ValueError(f"tile must be at least 8 pixels, got {t}")
-    t = round_up(t, m)
-    o = info.halo if overlap is None else int(overlap)
-    if o < 0:
-        raise ValueError(f"overlap must be >= 0, got {o}")
-    o = min(round_up(o, m), max(t - m, 0))
-    halo = o
-
     # chunks: the source's own chunking when it is reasonable, else DEFAULT_CHUNK
     if chunk is None:
         if native_chunks is not None:
@@ -245,8 +239,41 @@ def make_plan(
         raise ValueError(f"chunk must be positive, got {chunk}")
     cy, cx = min(cy, h), min(cx, w)
 
+    # tiles: multiples of the window multiple; overlap too (keeps windows aligned globally)
+    auto_tile, auto_batch = tile == AUTO, batch == AUTO
+    for name, v in (("tile", tile), ("batch", batch)):
+        if isinstance(v, str) and v != AUTO:
+            raise ValueError(f"{name} must be a number of pixels or 'auto', got {v!r}")
+    if (auto_tile or auto_batch) and memory is None:
+        raise ValueError("tile='auto' / batch='auto' need a memory probe of the model (memory=...)")
+    o = info.halo if overlap is None else int(overlap)
+    if o < 0:
+        raise ValueError(f"overlap must be >= 0, got {o}")
+    o = round_up(o, m)
+    t = None if auto_tile else (DEFAULT_TILE if tile is None else int(tile))
+    if t is not None:
+        if t < 8:
+            raise ValueError(f"tile must be at least 8 pixels, got {t}")
+        t = round_up(t, m)
+        o = min(o, max(t - m, 0))
+    if auto_tile or auto_batch:
+        from .autotune import choose_tile_batch, max_batch_for, max_tile_for
+
+        region = round_up(max(cy, cx) + 2 * o, m) + (m if m > 1 else 0)
+        planes = nchan if (is_rgb and mode == "rgb-planes") else 1
+        t, b = choose_tile_batch(memory, region=region, overlap=o, multiple=m, planes=planes, tile=t,
+                                 batch=None if auto_batch else batch, max_batch=max_batch_for(memory.device),
+                                 max_tile=max_tile_for(memory.device))
+        o = min(o, max(t - m, 0))
+        batch = b
+    assert t is not None
+    halo = o
+
     if batch is None:
         batch = max(1, min(16, (512 * 512) // (t * t)))
+    batch = int(batch)
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
 
     # normalization statistics, once, on a subsample
     if channel_axis is not None:
