@@ -133,6 +133,22 @@ def detect_rgb(shape: tuple[int, ...], rgb: bool | None) -> bool:
     return len(shape) >= 3 and shape[-1] in (3, 4)
 
 
+def check_image(shape: tuple[int, ...], dtype: Any, rgb: bool | None = None, task: str = "denoise") -> bool:
+    """Refuse an image no model can restore (too few axes, empty, non-numeric, RGB for
+    demosaicing); returns whether it is RGB(A).  Cheap: needs no pixels and no model."""
+    shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
+    if len(shape) < 2:
+        raise ValueError(f"an image needs at least 2 dimensions (Y, X); got shape {shape}")
+    if dtype.kind not in "uif":
+        raise ValueError(f"unsupported pixel type {dtype}; use integer or floating-point data")
+    is_rgb = detect_rgb(shape, rgb)
+    if any(n < 1 for n in shape):
+        raise ValueError(f"the image is empty (shape {shape})")
+    if task == "demosaic" and is_rgb:
+        raise ValueError(f"demosaicing takes the single-channel CFA image (Y, X); got shape {shape}")
+    return is_rgb
+
+
 def choose_mode(rgb: bool, info: ModelInfo, nchan: int, aux: int = 0) -> str:
     """How the image's channels meet the network's input channels (besides ``aux`` task channels)."""
     image_channels = info.in_channels - aux
@@ -196,23 +212,15 @@ def make_plan(
     :class:`~napari_attnrestore.engine.autotune.MemoryModel` of the network.
     """
     dtype = np.dtype(dtype)
-    if len(shape) < 2:
-        raise ValueError(f"an image needs at least 2 dimensions (Y, X); got shape {shape}")
-    if dtype.kind not in "uif":
-        raise ValueError(f"unsupported pixel type {dtype}; use integer or floating-point data")
-    is_rgb = detect_rgb(shape, rgb)
+    is_rgb = check_image(shape, dtype, rgb, task)
     nlead = len(shape) - 2 - int(is_rgb)
     h, w = shape[nlead], shape[nlead + 1]
-    if h < 1 or w < 1 or any(n < 1 for n in shape):
-        raise ValueError(f"the image is empty (shape {shape})")
     nchan = shape[-1] if is_rgb else 1
     aux = TASK_AUX_CHANNELS.get(task, 0)
     if task == "demosaic":
         from ..tasks.demosaic import check_pattern
 
         cfa = check_pattern(cfa or "RGGB")
-        if is_rgb:
-            raise ValueError(f"demosaicing takes the single-channel CFA image (Y, X); got shape {shape}")
     if mask_shape is not None:
         if task != "inpaint":
             raise ValueError(f"a mask is only used for inpainting, not {task}")

@@ -12,6 +12,7 @@ chunk:
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -263,6 +264,8 @@ class RestoreWidget(Container):
             path = self._checkpoint.value
             if path is None or str(path) in ("", "."):
                 raise ValueError(self._no_model_message() if not self._has_model() else "choose a checkpoint file")
+            if not Path(path).is_file():
+                raise ValueError(f"{path}: checkpoint not found" if not Path(path).exists() else f"{path}: not a file")
             return str(path)
         if value is None:
             raise ValueError(self._no_model_message())
@@ -287,6 +290,7 @@ class RestoreWidget(Container):
             raise ValueError("add an image layer to restore")
         data = level0(layer.data)
         task = self._task.value
+        _check_layer(layer, data, task)
         kwargs: dict[str, Any] = {
             "task": task,
             "scale": self._scale.value if task == "sr" else None,
@@ -300,8 +304,6 @@ class RestoreWidget(Container):
             "channel_axis": channel_axis_of(data.shape, layer.rgb, layer.metadata),
         }
         if task == "demosaic":
-            if layer.rgb:
-                raise ValueError(f"demosaic needs the raw single-channel CFA image; {layer.name!r} is RGB")
             kwargs["cfa"] = self._cfa.value
         elif task == "inpaint":
             kwargs["mask"] = self._mask_data(layer, data)
@@ -358,7 +360,7 @@ class RestoreWidget(Container):
                 spatial_key = crop.key[: pixels.ndim - int(layer.rgb)]
                 kwargs["mask"] = np.asarray(mask[spatial_key[-mask.ndim :]])
         except Exception as e:  # bad settings: say so, stay idle
-            show_error(f"AttnRestore preview: {e}")
+            self._on_error(e, "AttnRestore preview")
             return
 
         def done(result: jobs.JobResult) -> None:
@@ -384,8 +386,8 @@ class RestoreWidget(Container):
             dst = self._zarr_path() if to_zarr else None
             if not to_zarr:
                 _check_fits_in_memory(data, kwargs["scale"] or 1, 3 if kwargs["task"] == "demosaic" else 1)
-        except Exception as e:
-            show_error(f"AttnRestore: {e}")
+        except Exception as e:  # bad input or settings: say so before any work starts, stay idle
+            self._on_error(e)
             return
         existing = self._existing.value
         open_result = self._open_zarr.value
@@ -417,6 +419,13 @@ class RestoreWidget(Container):
         p = Path(path).expanduser()
         if p.suffix != ".zarr":
             p = p.with_name(p.name + ".ome.zarr")
+        parent = p.parent
+        if not parent.is_dir():
+            raise ValueError(f"{p}: folder {parent} does not exist" if not parent.exists() else f"{p}: {parent} is not a folder")
+        if not os.access(parent, os.W_OK):
+            raise ValueError(f"{p}: folder {parent} is not writable")
+        if p.exists() and self._existing.value == "stop":
+            raise ValueError(f"{p}: exists; choose 'if it exists: resume' to continue it or 'overwrite' to replace it")
         return str(p)
 
     # ------------------------------------------------------------------ workers
@@ -463,14 +472,16 @@ class RestoreWidget(Container):
         if not self.busy:  # a late event from a run that already ended
             return
         done, total = value
+        if not self._cancel.is_set():
+            self._status.value = f"running: {done}/{total} chunks"
+        # last: napari's progress bar processes Qt events, so the job's end ("done", idle)
+        # may be handled inside this call; nothing may overwrite it afterwards
         pbar = self._pbar
         if pbar is not None:
             if pbar.total != total:
                 pbar.total = total
             if done > pbar.n:
                 pbar.update(done - pbar.n)
-        if not self._cancel.is_set():
-            self._status.value = f"running: {done}/{total} chunks"
 
     def _on_returned(self, result: jobs.JobResult, on_done: Any, desc: str) -> None:
         if result.cancelled:
@@ -484,10 +495,11 @@ class RestoreWidget(Container):
         except Exception as e:
             self._on_error(e)
 
-    def _on_error(self, exc: BaseException) -> None:
-        msg = str(exc).strip() or type(exc).__name__
-        show_error(f"AttnRestore: {msg}")
-        self._status.value = f"error: {msg.splitlines()[0][:200]}"
+    def _on_error(self, exc: BaseException, prefix: str = "AttnRestore") -> None:
+        """One error notification (one line) and the status line; the widget stays usable."""
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        show_error(f"{prefix}: {msg}")
+        self._status.value = f"error: {msg[:200]}"
 
     def _on_aborted(self) -> None:  # quit from napari's task manager
         self._cancel.set()
@@ -536,6 +548,38 @@ class RestoreWidget(Container):
         if isinstance(data, list):
             kw["multiscale"] = True
         return self._viewer.add_image(data, **kw)
+
+
+def _check_layer(layer: Image, data: Any, task: str) -> None:
+    """Refuse, before any work starts, a layer the engine cannot restore (named in the message)."""
+    from napari_attnrestore.engine.plan import check_image
+
+    try:
+        check_image(tuple(data.shape), data.dtype, bool(layer.rgb), task)
+    except ValueError as e:
+        raise ValueError(f"layer {layer.name!r}: {e}") from None
+    if not _has_finite(data):
+        raise ValueError(f"layer {layer.name!r} has no finite pixels (all NaN or Inf): nothing to restore")
+
+
+def _has_finite(data: Any, rows: int = 1024) -> bool:
+    """Whether an in-memory float array has a finite pixel (stops at the first block that has one).
+
+    Lazy data (dask, zarr) is not scanned: reading it all up front would take as long as the job.
+    """
+    if not isinstance(data, np.ndarray) or data.dtype.kind != "f":
+        return True
+    if data.ndim == 2:
+        planes = data[None]
+    elif data.flags.c_contiguous:
+        planes = data.reshape((-1, *data.shape[-2:]))
+    else:
+        return bool(np.isfinite(data).any())
+    for plane in planes:
+        for y in range(0, plane.shape[0], rows):
+            if np.isfinite(plane[y : y + rows]).any():
+                return True
+    return False
 
 
 def _mtime(path: str) -> float | None:
