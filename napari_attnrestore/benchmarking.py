@@ -172,11 +172,13 @@ def _model_spec(name: str) -> tuple[Any, str, int | None]:
 
 
 def run_pipeline(model: str, size: int, workdir: str | Path, device: str = "auto", precision: str = "fp32",
-                 chunks: int = 1024, tile: Any = None, batch: Any = None, **options: Any) -> dict[str, Any]:
+                 chunks: int = 1024, tile: Any = None, batch: Any = None, compile: bool = False,
+                 **options: Any) -> dict[str, Any]:
     """Stream a ``size x size`` uint16 zarr through ``model`` into OME-Zarr, in this process.
 
     ``model`` is :data:`CHEAP`, a shipped weight's name or a checkpoint.  One tiny forward
-    pass warms the network up first (device transfer, kernel selection) and is not counted.
+    pass warms the network up first (device transfer, kernel selection, compilation) and is
+    not counted.
     Returns the measurements: Mpx/s, wall and forward seconds, pipeline efficiency (forward
     time over wall time), peak RSS of this process and peak GPU memory (CUDA only).
     """
@@ -191,7 +193,7 @@ def run_pipeline(model: str, size: int, workdir: str | Path, device: str = "auto
     from .engine.autotune import peak_rss_bytes
 
     module, task, scale = _model_spec(model)
-    handle = resolve_model(module, task, scale, device, precision)
+    handle = resolve_model(module, task, scale, device, precision, compile=compile)
     info = handle.info
     image_channels = info.in_channels - {"inpaint": 1, "demosaic": 3}.get(task, 0)
     workdir = Path(workdir)
@@ -219,7 +221,7 @@ def run_pipeline(model: str, size: int, workdir: str | Path, device: str = "auto
     used_tile = job_state(dst).get("job", {}).get("tile")
     shutil.rmtree(dst, ignore_errors=True)
     return {
-        "model": model, "size": size, "device": str(dev), "dtype": precision, "tile": used_tile,
+        "model": model, "size": size, "device": str(dev), "dtype": precision, "tile": used_tile, "compile": compile,
         "mpx_s": size * size / 1e6 / wall, "wall_s": wall, "forward_s": handle.forward_seconds,
         "forward_calls": handle.forward_calls, "efficiency": handle.forward_seconds / wall,
         "peak_rss_mb": peak_rss_bytes() / 2**20,
@@ -272,7 +274,8 @@ def bench_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     """The rows of :func:`bench` as a table (:data:`BENCH_COLUMNS`)."""
     cells = []
     for r in rows:
-        head = [r["model"], f"{r['size']}x{r['size']}", r["device"], r["dtype"], r.get("tile") or ""]
+        dtype = r["dtype"] + (" compiled" if r.get("compile") else "")
+        head = [r["model"], f"{r['size']}x{r['size']}", r["device"], dtype, r.get("tile") or ""]
         if "error" in r:
             cells.append([*head, f"failed: {r['error']}", "", "", "", "", ""])
             continue

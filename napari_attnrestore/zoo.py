@@ -55,3 +55,48 @@ def resolve_weight(name: str, task: str | None = None, scale: int | None = None)
         name = chosen
     p = WEIGHTS_DIR / f"{name}.safetensors"
     return p if p.exists() else None
+
+
+def headline_metric(card: dict[str, Any]) -> tuple[str, float | None]:
+    """The benchmark number that ranks a weight for its task: (metric key, PSNR or None).
+
+    Denoise: Set12 sigma 25; SR: Set5 Y at the weight's scale; demosaic: McMaster RGGB;
+    inpaint: Set12 scan-line stripes (keys as the recipes write them into model cards).
+    """
+    task = card.get("task")
+    key = {
+        "denoise": "set12_sigma25",
+        "sr": f"set5_x{card.get('scale', 2)}_Y",
+        "demosaic": "mcmaster_RGGB",
+        "inpaint": "set12_stripes",
+    }.get(str(task), "")
+    value = card.get("metrics", {}).get(key, {}).get("psnr")
+    return key, None if value is None else float(value)
+
+
+def choose_defaults(write: bool = True) -> dict[str, dict[str, Any]]:
+    """Pick the best measured weight per task (:func:`headline_metric`) as its default.
+
+    With ``write``, ``defaults.json`` is rewritten and each card records what it is the
+    default for and the numbers of the comparison (``default_choice``).  Returns, per task
+    key, the chosen name, the metric and every candidate's value.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for card in list_models():
+        groups.setdefault(default_key(card["task"], card.get("scale")), []).append(card)
+    choice: dict[str, dict[str, Any]] = {}
+    for key, cards in sorted(groups.items()):
+        scored = [(headline_metric(c)[1], c["name"]) for c in cards if headline_metric(c)[1] is not None]
+        if not scored:
+            continue
+        best = max(scored)[1]
+        choice[key] = {"name": best, "metric": headline_metric(cards[0])[0], "candidates": {n: v for v, n in sorted(scored, reverse=True)}}
+    if write:
+        (WEIGHTS_DIR / "defaults.json").write_text(json.dumps({k: v["name"] for k, v in choice.items()}, indent=1) + "\n")
+        for card in list_models():
+            path = Path(card.pop("path")).with_suffix(".json")
+            keys = [k for k, v in choice.items() if v["name"] == card["name"]]
+            card["default_for"] = keys
+            card["default_choice"] = {k: {m: choice[k][m] for m in ("metric", "candidates")} for k in keys}
+            path.write_text(json.dumps(card, indent=2) + "\n")
+    return choice
