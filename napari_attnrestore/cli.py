@@ -56,7 +56,7 @@ def cmd_restore(a: argparse.Namespace) -> int:
         raise UserError(f"{out}: output exists; pass --overwrite to replace it" + (" or --resume to continue it" if _is_zarr(out) else ""))
     common: dict[str, Any] = dict(
         task=a.task, model=model, scale=a.scale, tile=a.tile, overlap=a.overlap, batch=a.batch, chunks=a.chunks,
-        device=a.device, precision=a.precision, mask=a.mask, nodata=a.nodata, cfa=a.cfa,
+        device=a.device, precision=a.precision, mask=a.mask, nodata=a.nodata, cfa=a.cfa, compile=a.compile,
     )
     t0 = time.perf_counter()
     if _is_zarr(out):
@@ -178,7 +178,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
         print(f"benchmarking {len(models) * len(a.sizes) * len(a.dtype)} runs "
               f"({'each in a fresh process' if not a.in_process else 'in this process'}) ...", file=sys.stderr)
     rows = bench(models, a.sizes, device=a.device, dtypes=tuple(a.dtype), workdir=a.workdir,
-                 isolate=not a.in_process, chunks=a.chunks, tile=a.tile, batch=a.batch)
+                 isolate=not a.in_process, chunks=a.chunks, tile=a.tile, batch=a.batch, compile=a.compile)
     print(json.dumps(rows, indent=1) if a.json else bench_table(rows, markdown=a.markdown))
     return 0 if all("error" not in r for r in rows) else 1
 
@@ -215,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--chunks", type=int, default=None, help="chunk side (read/write unit; default the input's, else 1024)")
     r.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
     r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    r.add_argument("--compile", action="store_true", help="run the network through torch.compile (falls back with a warning)")
     r.add_argument("--scheduler", default=None, help="'local' (LocalCluster of processes) or tcp://host:port")
     r.add_argument("--resume", action="store_true", help="continue an interrupted .zarr job")
     r.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -257,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--chunks", type=int, default=1024, help="chunk side")
     b.add_argument("--tile", type=_int_or_auto, default=None, help="tile side or 'auto' (default 256)")
     b.add_argument("--batch", type=_int_or_auto, default=None, help="tiles per forward pass or 'auto'")
+    b.add_argument("--compile", action="store_true", help="run the networks through torch.compile")
     b.add_argument("--workdir", default=None, help="folder for the generated input and output (default: a temp folder)")
     b.add_argument("--in-process", action="store_true", help="run here, not each in a fresh process (peak RSS is then cumulative)")
     b.add_argument("--json", action="store_true", help="print the measurements as JSON")

@@ -255,15 +255,15 @@ def peak_forward_bytes(handle: Any, side: int) -> float:
             torch.cuda.synchronize(dev)
             torch.cuda.reset_peak_memory_stats(dev)
             base = torch.cuda.memory_allocated(dev)
-            handle.infer(x)
+            handle.infer(x, eager=True)
             torch.cuda.synchronize(dev)
             return float(torch.cuda.max_memory_allocated(dev) - base)
         if dev.type == "cpu":
-            grown = rss_growth(lambda: handle.infer(x))
+            grown = rss_growth(lambda: handle.infer(x, eager=True))
             if grown is not None:
                 return grown
         with LiveTensorBytes() as probe:
-            handle.infer(x)
+            handle.infer(x, eager=True)
         return float(probe.peak) * LIVE_TO_PEAK
     finally:
         handle.forward_seconds, handle.forward_calls = seconds, calls

@@ -8,9 +8,11 @@ is unpickled once and the module is built on first use, then cached by ``key``.
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 import time
 import uuid
+import warnings
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,15 @@ class ModelInfo:
 
 _CACHE: dict[str, tuple[nn.Module, threading.Lock, torch.device, torch.dtype]] = {}
 _CACHE_LOCK = threading.Lock()
+#: ``torch.compile`` of a cached module, per handle key (None: compilation failed, run eagerly)
+_COMPILED: dict[str, Any] = {}
+
+log = logging.getLogger("attnrestore.engine")
+
+
+def _drop(key: str) -> None:
+    _CACHE.pop(key, None)
+    _COMPILED.pop(key, None)
 
 
 def _first_conv_in_channels(module: nn.Module) -> int | None:
@@ -86,13 +97,18 @@ class ModelHandle:
         As for :func:`napari_attnrestore.restore`; resolved in the process that runs.
     checkpoint
         Path of the checkpoint the module came from (for messages and model cards).
+    compile
+        Run the network through ``torch.compile`` (once per process, on first use); if
+        compiling fails, a warning says so and the network runs uncompiled.
     """
 
-    def __init__(self, module: nn.Module, device: str = "auto", precision: str = "auto", checkpoint: str | None = None) -> None:
+    def __init__(self, module: nn.Module, device: str = "auto", precision: str = "auto", checkpoint: str | None = None,
+                 compile: bool = False) -> None:
         self.module = module.eval()
         self.device = device
         self.precision = precision
         self.checkpoint = checkpoint
+        self.compile = bool(compile)
         self.info = describe(module, Path(checkpoint).stem if checkpoint else None)
         resolve_precision(precision, resolve_device(device), self.info.half_safe)  # fail early on a typo
         self.key = uuid.uuid4().hex
@@ -100,7 +116,7 @@ class ModelHandle:
         self.forward_calls = 0
         # the cached device copy lives as long as this handle (copies unpickled on workers
         # share the key and keep using the worker's cache)
-        weakref.finalize(self, _CACHE.pop, self.key, None)
+        weakref.finalize(self, _drop, self.key)
 
     def __getstate__(self) -> dict[str, Any]:
         st = dict(self.__dict__)
@@ -139,25 +155,60 @@ class ModelHandle:
 
     def release(self) -> None:
         """Drop this process's cached copy (frees GPU memory)."""
-        _CACHE.pop(self.key, None)
+        _drop(self.key)
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def compiled(self) -> Any:
+        """This process's ``torch.compile`` of the network; None when not asked for or it failed."""
+        if not self.compile:
+            return None
+        if self.key not in _COMPILED:
+            module = self.runtime()[0]
+            with _CACHE_LOCK:
+                if self.key not in _COMPILED:
+                    try:
+                        _COMPILED[self.key] = torch.compile(module)
+                    except Exception as e:  # no compiler backend on this platform, an old torch, ...
+                        self._compile_failed(e)
+        return _COMPILED.get(self.key)
+
+    def _compile_failed(self, error: BaseException) -> None:
+        msg = f"torch.compile failed for {self.info.name} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); running it uncompiled"
+        log.warning(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        _COMPILED[self.key] = None
+
+    def infer(self, batch: np.ndarray, eager: bool = False) -> np.ndarray:
         """Run one float32 batch ``(B, C, h, w)`` and return float32 ``(B, C_out, s*h, s*w)``.
 
         Forward passes are serialized per process: the network itself uses all cores
         (or the GPU), while other threads read, prepare and write chunks meanwhile.
+        ``eager`` skips ``torch.compile`` (memory probes).
         """
         module, lock, dev, dtype = self.runtime()
+        fn = None if eager else self.compiled()
         x = torch.from_numpy(batch)
         with lock, torch.inference_mode():
             t0 = time.perf_counter()
             x = x.to(dev, non_blocking=dev.type == "cuda")
-            if dtype != torch.float32:
-                with torch.autocast(device_type=dev.type, dtype=dtype):
-                    y = module(x)
+            if fn is not None:
+                try:
+                    y = _forward(fn, x, dev, dtype)
+                except torch.OutOfMemoryError:
+                    raise
+                except Exception as e:  # compilation happens on the first calls; a model error recurs eagerly
+                    self._compile_failed(e)
+                    y = _forward(module, x, dev, dtype)
             else:
-                y = module(x)
+                y = _forward(module, x, dev, dtype)
             out = y.float().cpu().numpy()
             self.forward_seconds += time.perf_counter() - t0
             self.forward_calls += 1
         return out
+
+
+def _forward(fn: Any, x: torch.Tensor, dev: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``fn(x)``, under autocast when the compute dtype is not float32."""
+    if dtype != torch.float32:
+        with torch.autocast(device_type=dev.type, dtype=dtype):
+            return fn(x)
+    return fn(x)

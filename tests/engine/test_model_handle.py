@@ -1,0 +1,90 @@
+"""ModelHandle: optional torch.compile once per process, with an eager fallback."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import Box3
+
+import napari_attnrestore as ar
+from napari_attnrestore.engine import ModelHandle
+from napari_attnrestore.engine import model_handle as mh
+
+
+class _Calls:
+    """A stand-in for torch.compile that records its calls and wraps (or breaks) the module."""
+
+    def __init__(self, fail_at: str | None = None) -> None:
+        self.compiled, self.calls, self.fail_at = [], 0, fail_at
+
+    def __call__(self, module):
+        self.compiled.append(module)
+        if self.fail_at == "compile":
+            raise RuntimeError("no backend")
+
+        def run(x):
+            self.calls += 1
+            if self.fail_at == "run":
+                raise RuntimeError("inductor: C++ compiler not found")
+            return module(x)
+
+        return run
+
+
+def test_compile_flag_reaches_the_handle_and_compiles_once(monkeypatch, rng):
+    fake = _Calls()
+    monkeypatch.setattr(torch, "compile", fake)
+    handle = ar.api.resolve_model(Box3(), device="cpu", compile=True)
+    assert handle.compile
+    img = rng.random((64, 64)).astype(np.float32)
+    out = ar.restore(img, model=handle, chunks=32, tile=32, overlap=8, normalize="none").compute()
+    assert len(fake.compiled) == 1 and fake.calls == handle.forward_calls > 1
+    np.testing.assert_allclose(out, ar.restore(img, model=Box3(), chunks=32, tile=32, overlap=8,
+                                               normalize="none").compute(), atol=1e-6)
+    assert not ModelHandle(Box3(), device="cpu").compile  # off by default
+
+
+@pytest.mark.parametrize("fail_at", ["compile", "run"])
+def test_failed_compilation_warns_and_runs_eagerly(monkeypatch, fail_at):
+    fake = _Calls(fail_at)
+    monkeypatch.setattr(torch, "compile", fake)
+    handle = ModelHandle(Box3(), device="cpu", compile=True)
+    x = np.ones((1, 1, 16, 16), np.float32)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed"):
+        y = handle.infer(x)
+    np.testing.assert_allclose(y[0, 0, 5:-5, 5:-5], 1.0, atol=1e-6)
+    assert handle.compiled() is None  # not tried again in this process
+    handle.infer(x)
+    assert len(fake.compiled) == 1 and fake.calls <= 1
+    handle.release()
+    assert handle.key not in mh._COMPILED
+
+
+def test_model_errors_are_not_hidden_by_the_fallback(monkeypatch):
+    monkeypatch.setattr(torch, "compile", _Calls())
+    handle = ModelHandle(Box3(), device="cpu", compile=True)
+    with pytest.warns(RuntimeWarning), pytest.raises(RuntimeError):
+        handle.infer(np.ones((1, 2, 16, 16), np.float32))  # wrong channel count fails eagerly too
+
+
+def test_cli_passes_compile(monkeypatch, tmp_path):
+    import tifffile
+
+    from napari_attnrestore import cli
+
+    seen = {}
+
+    def fake_restore_to_zarr(src, dst, **kw):
+        seen.update(kw)
+
+    monkeypatch.setattr(ar, "restore_to_zarr", fake_restore_to_zarr)
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((16, 16), np.uint8))
+    assert cli.main(["restore", str(tmp_path / "a.tif"), str(tmp_path / "b.ome.zarr"), "--compile", "-q"]) == 0
+    assert seen["compile"] is True
+
+
+@pytest.mark.slow
+def test_real_torch_compile_of_a_small_conv(rng):
+    img = rng.random((48, 48)).astype(np.float32)
+    kw = dict(chunks=48, tile=48, overlap=8, normalize="none", device="cpu")
+    compiled = ar.restore(img, model=Box3(), compile=True, **kw).compute()
+    np.testing.assert_allclose(compiled, ar.restore(img, model=Box3(), **kw).compute(), atol=1e-5)
