@@ -141,13 +141,23 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
     n_params = sum(p.numel() for p in model.parameters())
     log.info("recipe %s: %s (%d parameters), %d images, device %s", name, recipe["arch"], n_params, len(images), dev)
     final = None
+    anneal = recipe.get("anneal_tau")  # ACLA: Gumbel-softmax temperature, geometric from -> to
+
+    def set_tau(step: int) -> None:
+        if anneal and hasattr(model, "set_temperature"):
+            t0, t1 = anneal
+            model.set_temperature(t0 * (t1 / t0) ** min(step / cfg.steps, 1.0))
+
+    state_path = run_dir / "state.pt"
+    set_tau(torch.load(state_path, map_location="cpu", weights_only=True)["step"] if anneal and state_path.exists() else 0)
     with open(run_dir / "loss.tsv", "a") as curve:
-        for ev in fit(model, sampler.sample, make_pair, cfg, state_path=run_dir / "state.pt",
+        for ev in fit(model, sampler.sample, make_pair, cfg, state_path=state_path,
                       sampler_state=(sampler.state, sampler.set_state), device=dev,
                       loss_fn=hole_loss(cfg.loss) if task.name == "inpaint" else None):
             if ev.done:
                 final = ev
                 break
+            set_tau(ev.step)
             curve.write(f"{ev.step}\t{ev.loss:.6f}\t{ev.elapsed:.1f}\n")
             curve.flush()
             if ev.step % (cfg.log_every * 10) == 0:

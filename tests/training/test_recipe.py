@@ -96,3 +96,21 @@ def test_recipe_starts_x4_from_x2_weights(tmp_path, data):
         assert model.state_dict()[k].equal(src[k].float())
     path = rc.run(x4, data, tmp_path / "out", tmp_path / "runs", steps=1)
     assert ar.load_model(str(path)).card["scale"] == 4
+
+
+def test_recipe_anneals_acla_temperature(tmp_path, data):
+    path = _recipe(tmp_path, "sr", scale=2, arch="acla", config={"dim": 8, "n_blocks": 2, "positions": [1], "keys": 2},
+                   anneal_tau=[1.0, 0.1], name="test-acla")
+    seen = []
+    orig = rc.build_model
+
+    def spy(*args, **kw):
+        model = orig(*args, **kw)
+        set_t = model.set_temperature
+        model.set_temperature = lambda tau: (seen.append(tau), set_t(tau))
+        return model
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rc, "build_model", spy)
+        rc.run(path, data, tmp_path / "out", tmp_path / "runs", steps=2)
+    assert seen[0] == 1.0 and seen[-1] == pytest.approx(0.1)
