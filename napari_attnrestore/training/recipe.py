@@ -4,7 +4,9 @@
 
 Runs resumably: the training state is saved in ``--workdir`` every few hundred steps and
 a rerun of the same command continues from it.  At the end the EMA weights are written to
-``--out`` with a model card (config, data, steps, wall time, machine, metrics).
+``--out`` with a model card (config, data, steps, wall time, machine, metrics).  On a CUDA
+device the recipe's ``train_gpu`` block (more steps, larger batches) overrides ``train``,
+and the state lives in ``<workdir>/<name>-gpu``.
 """
 
 from __future__ import annotations
@@ -115,7 +117,10 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
     name = recipe["name"]
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     task = get_task(recipe["task"])
-    cfg = TrainConfig(**recipe["train"])
+    train = dict(recipe["train"])
+    if dev.type == "cuda":  # a GPU trains longer and with larger batches in the same wall time
+        train.update(recipe.get("train_gpu", {}))
+    cfg = TrainConfig(**train)
     if steps is not None:
         cfg.steps = steps
     torch.manual_seed(cfg.seed)
@@ -136,7 +141,7 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
     def make_pair(clean, gen):
         return task_mod.make_training_pair(clean, gen, **kwargs)
 
-    run_dir = workdir / name
+    run_dir = workdir / (f"{name}-gpu" if dev.type == "cuda" and recipe.get("train_gpu") else name)
     run_dir.mkdir(parents=True, exist_ok=True)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("recipe %s: %s (%d parameters), %d images, device %s", name, recipe["arch"], n_params, len(images), dev)
