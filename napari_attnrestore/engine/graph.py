@@ -191,7 +191,8 @@ def run_tiled_shrinking(inp: np.ndarray, handle: ModelHandle, plan: Plan) -> np.
     tile, batch = plan.tile, plan.batch
     while True:
         try:
-            return run_tiled(inp, handle.infer, tile, plan.overlap, batch, plan.scale)
+            return run_tiled(inp, handle.infer, tile, plan.overlap, batch, plan.scale, infer_many=handle.infer_many,
+                             full_batches=handle.compile)
         except torch.OutOfMemoryError:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()

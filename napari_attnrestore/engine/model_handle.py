@@ -14,6 +14,7 @@ import time
 import uuid
 import warnings
 import weakref
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from .device import resolve_device, resolve_precision
+from .transfer import HostStaging, Pending
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ _CACHE: dict[str, tuple[nn.Module, threading.Lock, torch.device, torch.dtype]] =
 _CACHE_LOCK = threading.Lock()
 #: ``torch.compile`` of a cached module, per handle key (None: compilation failed, run eagerly)
 _COMPILED: dict[str, Any] = {}
+#: reusable (pinned) host buffers for transfers to and from the device, per handle key
+_STAGING: dict[str, HostStaging] = {}
 
 log = logging.getLogger("attnrestore.engine")
 
@@ -49,6 +53,7 @@ log = logging.getLogger("attnrestore.engine")
 def _drop(key: str) -> None:
     _CACHE.pop(key, None)
     _COMPILED.pop(key, None)
+    _STAGING.pop(key, None)
 
 
 def _first_conv_in_channels(module: nn.Module) -> int | None:
@@ -100,15 +105,19 @@ class ModelHandle:
     compile
         Run the network through ``torch.compile`` (once per process, on first use); if
         compiling fails, a warning says so and the network runs uncompiled.
+    staging
+        Copy batches through reusable host buffers (page-locked, ``non_blocking``
+        transfers).  None: on CUDA only; True elsewhere runs the same path unpinned (tests).
     """
 
     def __init__(self, module: nn.Module, device: str = "auto", precision: str = "auto", checkpoint: str | None = None,
-                 compile: bool = False) -> None:
+                 compile: bool = False, staging: bool | None = None) -> None:
         self.module = module.eval()
         self.device = device
         self.precision = precision
         self.checkpoint = checkpoint
         self.compile = bool(compile)
+        self.staging = staging
         self.info = describe(module, Path(checkpoint).stem if checkpoint else None)
         resolve_precision(precision, resolve_device(device), self.info.half_safe)  # fail early on a typo
         self.key = uuid.uuid4().hex
@@ -171,11 +180,32 @@ class ModelHandle:
                         self._compile_failed(e)
         return _COMPILED.get(self.key)
 
+    def stager(self) -> HostStaging | None:
+        """This process's host buffers for the device transfers (None: copy directly)."""
+        dev = self.runtime()[2]
+        if not (self.staging if self.staging is not None else dev.type == "cuda"):
+            return None
+        st = _STAGING.get(self.key)
+        if st is None:
+            st = _STAGING.setdefault(self.key, HostStaging(pin=dev.type == "cuda"))
+        return st
+
     def _compile_failed(self, error: BaseException) -> None:
         msg = f"torch.compile failed for {self.info.name} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); running it uncompiled"
         log.warning(msg)
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
         _COMPILED[self.key] = None
+
+    def _run(self, fn: Any, module: nn.Module, x: torch.Tensor, dev: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The forward pass: compiled when there is a compiled network, else eager."""
+        if fn is not None:
+            try:
+                return _forward(fn, x, dev, dtype)
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as e:  # compilation happens on the first calls; a model error recurs eagerly
+                self._compile_failed(e)
+        return _forward(module, x, dev, dtype)
 
     def infer(self, batch: np.ndarray, eager: bool = False) -> np.ndarray:
         """Run one float32 batch ``(B, C, h, w)`` and return float32 ``(B, C_out, s*h, s*w)``.
@@ -186,23 +216,53 @@ class ModelHandle:
         """
         module, lock, dev, dtype = self.runtime()
         fn = None if eager else self.compiled()
-        x = torch.from_numpy(batch)
+        stage = self.stager()
         with lock, torch.inference_mode():
-            t0 = time.perf_counter()
-            x = x.to(dev, non_blocking=dev.type == "cuda")
-            if fn is not None:
-                try:
-                    y = _forward(fn, x, dev, dtype)
-                except torch.OutOfMemoryError:
-                    raise
-                except Exception as e:  # compilation happens on the first calls; a model error recurs eagerly
-                    self._compile_failed(e)
-                    y = _forward(module, x, dev, dtype)
+            if stage is not None:
+                timer = stage.timer(dev)
+                y = self._run(fn, module, stage.to_device(batch, dev), dev, dtype)
+                pending = stage.start_to_host(y.float(), 0, timer)
+                out = pending.wait()
+                self.forward_seconds += pending.seconds
             else:
-                y = _forward(module, x, dev, dtype)
-            out = y.float().cpu().numpy()
-            self.forward_seconds += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                out = self._run(fn, module, torch.from_numpy(batch).to(dev), dev, dtype).float().cpu().numpy()
+                self.forward_seconds += time.perf_counter() - t0
             self.forward_calls += 1
+        return out
+
+    def infer_many(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """:meth:`infer` over a stream of batches, pipelined where there is a device to overlap.
+
+        With host staging (CUDA), batch ``k + 1`` is taken from ``batches`` (the caller
+        cuts its tiles meanwhile), copied and queued while batch ``k`` computes, and the
+        caller blends result ``k`` while ``k + 1`` computes.  The forward lock is held
+        until the stream is consumed.  Without staging (CPU) this is ``map(infer, batches)``.
+        """
+        stage = self.stager()
+        if stage is None:
+            for b in batches:
+                yield self.infer(b)
+            return
+        module, lock, dev, dtype = self.runtime()
+        fn = self.compiled()
+        pending: Pending | None = None
+        slot = 0
+        with lock, torch.inference_mode():
+            for b in batches:
+                timer = stage.timer(dev)
+                y = self._run(fn, module, stage.to_device(b, dev, slot), dev, dtype)
+                queued = stage.start_to_host(y.float(), slot, timer)
+                if pending is not None:
+                    yield self._collect(pending)
+                pending, slot = queued, (slot + 1) % len(stage.inp)
+            if pending is not None:
+                yield self._collect(pending)
+
+    def _collect(self, pending: Pending) -> np.ndarray:
+        out = pending.wait()
+        self.forward_seconds += pending.seconds
+        self.forward_calls += 1
         return out
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -54,11 +55,17 @@ def run_tiled(
     overlap: int,
     batch: int,
     scale: int = 1,
+    infer_many: Callable[[Iterator[np.ndarray]], Iterator[np.ndarray]] | None = None,
+    full_batches: bool = False,
 ) -> np.ndarray:
     """Restore ``region`` ``(P, C, H, W)`` tile by tile and blend the overlaps.
 
     ``infer`` maps a float32 batch ``(B, C, h, w)`` to ``(B, C_out, s*h, s*w)``.  Tiles
-    of all ``P`` planes go through ``infer`` together, ``batch`` at a time.
+    of all ``P`` planes go through ``infer`` together, ``batch`` at a time.  ``infer_many``
+    (optional) maps a stream of batches to their results and may pipeline them: the next
+    batch is cut, and the previous result blended, while the device computes.
+    ``full_batches`` pads the last batch with blank tiles to ``batch`` tiles, so that every
+    forward pass has the same shape (a compiled network then compiles once).
     """
     p, _, h, w = region.shape
     th, tw = min(tile, h), min(tile, w)
@@ -72,13 +79,21 @@ def run_tiled(
     for y in ys:
         for x in xs:
             norm[y * s : (y + th) * s, x * s : (x + tw) * s] += np.outer(wy[y], wx[x])
-    for b0 in range(0, len(jobs), batch):
-        chunk = jobs[b0 : b0 + batch]
-        tiles = np.stack([region[i, :, y : y + th, x : x + tw] for i, y, x in chunk])
-        out = infer(np.ascontiguousarray(tiles, dtype=np.float32))
-        if acc is None:
-            acc = np.zeros((p, out.shape[1], h * s, w * s), dtype=np.float32)
-        for (i, y, x), o in zip(chunk, out, strict=True):
-            acc[i, :, y * s : (y + th) * s, x * s : (x + tw) * s] += o * np.outer(wy[y], wx[x])
+    groups = [jobs[b0 : b0 + batch] for b0 in range(0, len(jobs), batch)]
+
+    def cut(group: list[tuple[int, int, int]]) -> np.ndarray:
+        tiles = np.stack([region[i, :, y : y + th, x : x + tw] for i, y, x in group])
+        if full_batches and len(group) < batch:
+            tiles = np.concatenate([tiles, np.zeros((batch - len(group), *tiles.shape[1:]), tiles.dtype)])
+        return np.ascontiguousarray(tiles, dtype=np.float32)
+
+    batches = (cut(g) for g in groups)
+    results = infer_many(batches) if infer_many is not None else map(infer, batches)
+    with contextlib.closing(results) if hasattr(results, "close") else contextlib.nullcontext():
+        for group, out in zip(groups, results, strict=True):
+            if acc is None:
+                acc = np.zeros((p, out.shape[1], h * s, w * s), dtype=np.float32)
+            for (i, y, x), o in zip(group, out[: len(group)], strict=True):
+                acc[i, :, y * s : (y + th) * s, x * s : (x + tw) * s] += o * np.outer(wy[y], wx[x])
     assert acc is not None
     return acc / norm

@@ -38,3 +38,16 @@ def test_run_tiled_scale(rng):
     x = rng.random((1, 1, 40, 48)).astype(np.float32)
     out = run_tiled(x, lambda b: b.repeat(2, axis=2).repeat(2, axis=3), tile=16, overlap=4, batch=3, scale=2)
     np.testing.assert_allclose(out[0, 0, ::2, ::2], x[0, 0], atol=1e-6)
+
+
+def test_full_batches_pad_the_last_batch_and_drop_the_padding():
+    x = np.random.default_rng(0).random((1, 1, 50, 50)).astype(np.float32)
+    shapes = []
+
+    def infer(b):
+        shapes.append(b.shape)
+        return b
+
+    out = run_tiled(x, infer, tile=32, overlap=8, batch=3, full_batches=True)
+    assert set(shapes) == {(3, 1, 32, 32)} and len(shapes) == 2  # 4 tiles: 3 + 1 padded to 3
+    np.testing.assert_allclose(out, x, atol=1e-6)
