@@ -139,7 +139,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     events = ar.train(
         [str(p) for p in a.images], task=a.task, arch=a.arch, model=a.start, clean=[str(p) for p in a.clean] or None,
         mode=mode, scale=a.scale, steps=a.steps, batch=a.batch, patch=a.patch, lr=a.lr, device=a.device,
-        state_path=a.state, log_every=1,
+        state_path=a.state, log_every=1, nodata=a.nodata,
     )
     from tqdm.auto import tqdm
 
@@ -225,9 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train or fine-tune on your own images (self-supervised on noisy data)")
     t.add_argument("images", nargs="+", help="training images (.tif/.zarr/.png); every 2D plane is used")
     t.add_argument("--out", required=True, help="checkpoint to write (.safetensors, with a .json card)")
-    t.add_argument("--task", default="denoise", choices=["denoise", "sr"])
+    t.add_argument("--task", default="denoise", choices=["denoise", "sr", "inpaint"])
     t.add_argument("--scale", type=int, choices=[2, 4], default=None)
-    t.add_argument("--self-supervised", action="store_true", help="blind-spot training on noisy images only")
+    t.add_argument("--self-supervised", action="store_true",
+                   help="train on the degraded images only: blind-spot denoising, or inpainting known pixels hidden by masks")
+    t.add_argument("--nodata", type=float, default=None, help="inpaint: value marking the images' gaps (NaN always does)")
     t.add_argument("--clean", nargs="*", default=[], help="clean counterparts of the images (supervised)")
     t.add_argument("--mode", default=None, choices=["self-supervised", "paired", "synthetic"])
     t.add_argument("--arch", default="hat", help="architecture of a new model")

@@ -122,16 +122,22 @@ class NormalizedPlane:
     """A 2D plane of a (possibly lazy) array, scaled to about [0, 1] on the fly.
 
     The statistics are the engine's (:func:`napari_attnrestore.engine.normalize.compute_stats`
-    on a subsample), so a model trained here sees what inference will feed it.
+    on a subsample, ``nodata`` pixels excluded), so a model trained here sees what inference
+    will feed it.  Non-finite and ``nodata`` pixels read as 0, or as NaN with ``keep_gaps``
+    (self-supervised inpainting needs to know the image's own holes).
     """
 
-    def __init__(self, array, index: tuple = (), normalize: str = "auto") -> None:
+    def __init__(self, array, index: tuple = (), normalize: str = "auto", nodata: float | None = None,
+                 keep_gaps: bool = False) -> None:
         from ..engine.normalize import compute_stats
 
         self.array, self.index = array, tuple(index)
+        self.nodata, self.keep_gaps = nodata, keep_gaps
         h, w = array.shape[-2:]
         step = max(1, int(max(h, w) // 512))
         sample = np.asarray(array[(*self.index, slice(None, None, step), slice(None, None, step))], dtype=np.float64)
+        if nodata is not None:
+            sample[sample == nodata] = np.nan
         if not np.isfinite(sample).any():
             raise ValueError("a training image has no finite pixels")
         lo, hi = compute_stats(sample, np.dtype(array.dtype), mode=normalize)
@@ -141,11 +147,15 @@ class NormalizedPlane:
     def __getitem__(self, key) -> np.ndarray:
         raw = np.asarray(self.array[(*self.index, *key[-2:])], dtype=np.float32)
         out = (raw - self.lo) / (self.hi - self.lo)
-        return np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0)
+        gaps = ~np.isfinite(out) if self.nodata is None else (~np.isfinite(out)) | (raw == self.nodata)
+        return np.where(gaps, np.float32(np.nan if self.keep_gaps else 0.0), out)
 
 
-def planes_of(array, rgb: bool | None = None, normalize: str = "auto") -> list[NormalizedPlane]:
-    """Every 2D plane of an image (leading axes and RGB channels split), normalized lazily."""
+def planes_of(array, rgb: bool | None = None, normalize: str = "auto", **plane_kw) -> list[NormalizedPlane]:
+    """Every 2D plane of an image (leading axes and RGB channels split), normalized lazily.
+
+    ``plane_kw`` go to :class:`NormalizedPlane` (``nodata``, ``keep_gaps``).
+    """
     shape = tuple(array.shape)
     if len(shape) < 2:
         raise ValueError(f"a training image needs at least 2 dimensions; got shape {shape}")
@@ -154,7 +164,9 @@ def planes_of(array, rgb: bool | None = None, normalize: str = "auto") -> list[N
         array = _MovedAxis(array)
         shape = tuple(array.shape)
     lead = shape[:-2]
-    return [NormalizedPlane(array, idx, normalize) for idx in np.ndindex(*lead)] if lead else [NormalizedPlane(array, (), normalize)]
+    if not lead:
+        return [NormalizedPlane(array, (), normalize, **plane_kw)]
+    return [NormalizedPlane(array, idx, normalize, **plane_kw) for idx in np.ndindex(*lead)]
 
 
 class _MovedAxis:

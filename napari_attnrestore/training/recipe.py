@@ -30,6 +30,7 @@ from .checkpoint import save_checkpoint
 from .data import PatchSampler, channels_first_rgb, load_folder, skimage_pictures
 from .evaluate import recipe_metrics
 from .loop import LOSSES, TrainConfig, fit
+from .selfsupervised import hole_loss
 
 log = logging.getLogger("attnrestore.recipe")
 
@@ -83,17 +84,6 @@ def init_from(model: torch.nn.Module, source: str, out_dir: Path) -> None:
     state = {k: v.float() for k, v in load_state(path).items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(state, strict=False)
     log.info("initialized %d of %d tensors from %s", len(state), len(own), path)
-
-
-def hole_loss(name: str):
-    """An inpainting loss over the hole pixels only (the engine keeps known pixels as they are)."""
-    crit = LOSSES[name]
-
-    def loss(model: torch.nn.Module, inp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        holes = (inp[:, -1:] > 0.5).expand_as(target)
-        return crit(model(inp)[holes], target[holes])
-
-    return loss
 
 
 def evaluate(recipe: dict[str, Any], model: torch.nn.Module, data_dir: Path) -> dict[str, Any]:
@@ -158,7 +148,7 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
     with open(run_dir / "loss.tsv", "a") as curve:
         for ev in fit(model, sampler.sample, make_pair, cfg, state_path=state_path,
                       sampler_state=(sampler.state, sampler.set_state), device=dev,
-                      loss_fn=hole_loss(cfg.loss) if task.name == "inpaint" else None):
+                      loss_fn=hole_loss(LOSSES[cfg.loss]) if task.name == "inpaint" else None):
             if ev.done:
                 final = ev
                 break

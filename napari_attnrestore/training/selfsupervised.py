@@ -1,5 +1,9 @@
-"""Self-supervised denoising on noisy images only: blind-spot masking (Noise2Void / Noise2Self).
+"""Self-supervised training on the user's own degraded images, with no clean reference.
 
+Denoising: blind-spot masking (Noise2Void / Noise2Self).  Inpainting: known pixels are
+hidden behind random masks and the network learns to fill them (:func:`hide_known`).
+
+Blind-spot denoising:
 A random subset of pixels is hidden: each is replaced by a random neighbour from its
 5x5 window (never itself), the network restores the whole patch, and the loss compares
 the output at the hidden pixels with their original noisy values.  Because the noise
@@ -67,3 +71,35 @@ class BlindSpotLoss:
         out = model(inp)
         diff = (out - target)[mask.expand_as(out)]
         return diff.abs().mean() if self.loss == "l1" else diff.square().mean()
+
+
+def hole_loss(crit):
+    """Inpainting loss over the hole pixels whose target is known (finite).
+
+    The input's last channel is the hole mask.  Known pixels are kept by the engine, so they
+    carry no loss; holes the image already had (NaN targets) cannot be scored.
+    """
+
+    def loss(model: nn.Module, inp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        scored = (inp[:, -1:] > 0.5).expand_as(target) & torch.isfinite(target)
+        if not scored.any():
+            return (model(inp) * 0).sum()
+        return crit(model(inp)[scored], target[scored])
+
+    return loss
+
+
+def hide_known(x: torch.Tensor, gen: torch.Generator, kinds=("strokes", "boxes", "scanlines")) -> tuple[torch.Tensor, torch.Tensor]:
+    """Self-supervised inpainting pair from gapped patches ``x`` (NaN = the image's own holes).
+
+    Random masks (:func:`~napari_attnrestore.tasks.inpaint.make_training_pair`) hide known
+    pixels too; the input marks old and new holes, the target is ``x`` itself (NaN where
+    nothing is known), so :func:`hole_loss` scores the hidden known pixels only.
+    """
+    from ..tasks.inpaint import make_training_pair
+
+    own = ~torch.isfinite(x)
+    inp, _ = make_training_pair(torch.where(own, torch.zeros_like(x), x), gen, kinds=kinds)
+    holes = (inp[:, -1:] > 0.5) | own.any(dim=1, keepdim=True)
+    img = torch.where(holes, torch.zeros_like(x), inp[:, :-1])
+    return torch.cat([img, holes.to(x.dtype)], dim=1), x

@@ -10,8 +10,8 @@ from typing import Any
 from torch import nn
 
 from .data import PairedPatchSampler, PatchSampler, planes_of
-from .loop import TrainConfig, TrainEvent, fit
-from .selfsupervised import BlindSpotLoss
+from .loop import LOSSES, TrainConfig, TrainEvent, fit
+from .selfsupervised import BlindSpotLoss, hide_known, hole_loss
 
 MODES = ("self-supervised", "paired", "synthetic")
 
@@ -32,10 +32,10 @@ def _open(x: Any) -> Any:
     return x
 
 
-def _planes(images: Sequence[Any]) -> list:
+def _planes(images: Sequence[Any], **plane_kw: Any) -> list:
     out = []
     for im in images:
-        out += planes_of(_open(im))
+        out += planes_of(_open(im), **plane_kw)
     return out
 
 
@@ -58,6 +58,7 @@ def train(
     state_path: str | Path | None = None,
     seed: int = 0,
     log_every: int = 10,
+    nodata: float | None = None,
 ) -> Iterator[TrainEvent]:
     """Train on ``images``; yields :class:`TrainEvent` (step, loss, elapsed), the last with the model.
 
@@ -72,9 +73,12 @@ def train(
     clean
         Clean counterparts of ``images`` (same shapes) for supervised training.
     mode
-        ``self-supervised`` (blind-spot; noisy images only; the default for denoising
-        without ``clean``), ``paired`` (the default with ``clean``), or ``synthetic``
+        ``self-supervised`` (the default for denoising and inpainting without ``clean``:
+        blind-spot training on noisy images, or filling known pixels hidden behind random
+        masks in gapped images), ``paired`` (the default with ``clean``), or ``synthetic``
         (``images`` are clean; the task's degradation makes the inputs).
+    nodata
+        Inpainting: this value (as well as NaN) marks the images' own gaps.
     state_path
         Save the training state there and resume from it if it exists.
 
@@ -86,20 +90,22 @@ def train(
     from ..tasks import get_task
 
     t = get_task(task)
-    if t.name not in ("denoise", "sr"):
-        raise ValueError(f"training on your own images is available for denoise and sr; {t.name} models are "
-                         f"trained by their recipes (python -m napari_attnrestore.training.recipe ...)")
+    if t.name not in ("denoise", "sr", "inpaint"):
+        raise ValueError(f"training on your own images is available for denoise, sr and inpaint; {t.name} models "
+                         f"are trained by their recipes (python -m napari_attnrestore.training.recipe ...)")
     scale = t.check_scale(scale)
     imgs = _as_list(images)
     if not imgs:
         raise ValueError("no training images given")
     cleans = _as_list(clean)
     if mode is None:
-        mode = "paired" if cleans else ("self-supervised" if t.name == "denoise" else "synthetic")
+        mode = "paired" if cleans else ("synthetic" if t.name == "sr" else "self-supervised")
     if mode not in MODES:
         raise ValueError(f"unknown training mode {mode!r}; use one of {', '.join(MODES)}")
-    if mode == "self-supervised" and t.name != "denoise":
-        raise ValueError(f"self-supervised training is for denoising, not {t.name}")
+    if mode == "self-supervised" and t.name == "sr":
+        raise ValueError("self-supervised training is for denoising and inpainting, not sr")
+    if mode == "paired" and t.name == "inpaint":
+        raise ValueError("inpainting trains self-supervised on gapped images or synthetic on clean ones, not paired")
     if mode == "paired" and len(cleans) != len(imgs):
         raise ValueError(f"paired training needs one clean image per input ({len(imgs)} inputs, {len(cleans)} clean)")
 
@@ -126,6 +132,18 @@ def train(
 
         def make_pair(x, gen):
             return x[:, :1], x[:, 1:]
+    elif t.name == "inpaint":
+        sampler = PatchSampler(_planes(imgs, nodata=nodata, keep_gaps=mode == "self-supervised"), patch, seed=seed)
+        loss_fn = hole_loss(LOSSES[cfg.loss])
+        if mode == "self-supervised":
+
+            def make_pair(x, gen):
+                return hide_known(x, gen)
+        else:
+            from ..tasks.inpaint import make_training_pair as holes
+
+            def make_pair(x, gen):
+                return holes(x, gen)
     else:
         sampler = PatchSampler(_planes(imgs), patch, seed=seed)
         if mode == "self-supervised":

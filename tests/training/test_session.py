@@ -7,7 +7,7 @@ import torch
 
 import napari_attnrestore as ar
 from napari_attnrestore.cli import main
-from napari_attnrestore.training.selfsupervised import blind_spot_mask, replace_with_neighbours
+from napari_attnrestore.training.selfsupervised import blind_spot_mask, hide_known, hole_loss, replace_with_neighbours
 
 SMALL = {"dim": 16, "depths": [1], "heads": 2, "window": 8}
 
@@ -44,8 +44,10 @@ def test_bad_training_requests(rng):
     noisy, _ = _noisy(rng)
     with pytest.raises(ValueError, match="self-supervised training is for denoising"):
         next(ar.train(noisy, task="sr", scale=2, mode="self-supervised"))
-    with pytest.raises(ValueError, match="available for denoise and sr"):
-        next(ar.train(noisy, task="inpaint"))
+    with pytest.raises(ValueError, match="available for denoise, sr and inpaint"):
+        next(ar.train(noisy, task="demosaic"))
+    with pytest.raises(ValueError, match="not paired"):
+        next(ar.train(noisy, task="inpaint", clean=noisy))
     with pytest.raises(ValueError, match="one clean image per input"):
         next(ar.train([noisy, noisy], clean=[noisy]))
 
@@ -58,3 +60,36 @@ def test_cli_self_supervised_train_then_restore(tmp_path, rng):
                  "--steps", "3", "--batch", "2", "--patch", "32", "-q"]) == 0
     assert ckpt.exists() and ckpt.with_suffix(".json").exists()
     assert main(["restore", str(tmp_path / "noisy.tif"), str(tmp_path / "out.ome.zarr"), "--weights", str(ckpt), "-q"]) == 0
+
+
+def test_hide_known_scores_only_hidden_known_pixels():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 1, 48, 48)
+    x[:, :, 10:14, :] = float("nan")  # the image's own gap: never scored, always a hole
+    inp, target = hide_known(x, g)
+    holes = inp[:, 1:] > 0.5
+    assert holes[:, :, 10:14].all() and holes.float().mean() > holes[:, :, 10:14].float().sum() / holes.numel()
+    assert torch.isfinite(inp).all() and (inp[:, :1][holes] == 0).all()
+    assert torch.equal(inp[:, :1][~holes], x[~holes])
+
+    class Echo(torch.nn.Module):  # predicts 0.5 everywhere
+        def forward(self, t):
+            return torch.full_like(t[:, :1], 0.5)
+
+    loss = hole_loss(torch.nn.functional.l1_loss)(Echo(), inp, target)
+    scored = holes & torch.isfinite(target)
+    assert loss.item() == pytest.approx((target[scored] - 0.5).abs().mean().item(), rel=1e-5)
+
+
+def test_cli_self_supervised_inpainting_on_a_gapped_image(tmp_path, rng):
+    """Gaps marked by a nodata value; training hides known pixels; the model fills the gaps."""
+    yy, xx = np.mgrid[0:128, 0:128]
+    img = (1000 + 800 * np.sin(xx / 9.0) * np.cos(yy / 13.0)).astype(np.uint16)
+    img[40:46, :] = 0
+    tifffile.imwrite(tmp_path / "gapped.tif", img)
+    ckpt = tmp_path / "fill.safetensors"
+    assert main(["train", "--task", "inpaint", "--self-supervised", str(tmp_path / "gapped.tif"), "--nodata", "0",
+                 "--out", str(ckpt), "--steps", "3", "--batch", "2", "--patch", "48", "-q"]) == 0
+    assert ar.load_model(str(ckpt)).card["training"]["mode"] == "self-supervised"
+    out = ar.restore(str(tmp_path / "gapped.tif"), task="inpaint", model=str(ckpt), nodata=0).compute()
+    assert np.isfinite(out).all() and np.array_equal(out[:40], img[:40])
