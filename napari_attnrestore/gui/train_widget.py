@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TrainError", "TrainRequest", "TrainRun", "TrainWidget", "curve_polyline", "train_job"]
 
-TASKS = (("denoise", "denoise"), ("super-resolve", "sr"))
+TASKS = (("denoise", "denoise"), ("super-resolve", "sr"), ("inpaint", "inpaint"))
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MAX_EVENTS = 2000  # events per run at most (log_every grows for longer runs)
 CURVE_SIZE = (300, 120)
@@ -64,7 +64,8 @@ TIPS = {
     "clean": "Optional clean counterpart of the input (same shape): supervised, paired training. "
     "Leave empty to train self-supervised (blind-spot) on the noisy layer alone.",
     "task": "denoise: same-size output. super-resolve: x2 or x4 more pixels per axis (the input layer is "
-    "downscaled to make the training inputs).",
+    "downscaled to make the training inputs). inpaint: fill gaps (NaN pixels); it learns from the layer alone "
+    "by hiding known pixels behind random strokes, boxes and scan lines.",
     "scale": "Upscaling factor for super-resolution.",
     "start": "new <architecture>: an untrained network. A shipped weight or a model trained earlier in this "
     "session: fine-tune it (a copy; the original is left as it is).",
@@ -322,6 +323,8 @@ class TrainWidget(Container):
     def _mode_name(self) -> str:
         if self._task.value == "sr":
             return "synthetic"
+        if self._task.value == "inpaint":
+            return "self-supervised"
         return "paired" if self._clean.value is not None else "self-supervised"
 
     # ------------------------------------------------------------------ settings
@@ -374,6 +377,8 @@ class TrainWidget(Container):
         if scale and patch % scale:
             raise ValueError(f"patch ({patch}) must be a multiple of the scale ({scale})")
         clean = None
+        if task == "inpaint" and self._clean.value is not None:
+            raise ValueError("inpainting learns from the gapped layer alone; clear the clean layer")
         if mode == "paired":
             if self._clean.value is layer:
                 raise ValueError("the clean layer is the input layer itself; choose its clean counterpart")

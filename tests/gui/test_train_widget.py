@@ -250,3 +250,18 @@ def test_curve_polyline_is_bounded_and_thinned() -> None:
     assert all(0 <= x <= 200 and 0 <= y <= 100 for x, y in pts)
     assert pts[0][1] < pts[-1][1]  # the loss falls: y grows downwards
     assert smooth([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])
+
+
+def test_inpainting_training_on_a_gapped_layer(viewer, trainer, qtbot) -> None:
+    img, clean = _noisy(seed=4)
+    gapped = img.astype(np.float32)
+    gapped[20:26, :] = np.nan
+    viewer.add_image(gapped, name="gapped")
+    trainer.set_options(task="inpaint", **FAST)
+    assert trainer.request().mode == "self-supervised"
+    train(qtbot, trainer)
+    assert trainer.model is not None and trainer._status.value.startswith("done: 3 steps")
+    viewer.add_image(clean, name="clean")
+    trainer.set_options(input=viewer.layers["gapped"], clean=viewer.layers["clean"])
+    with pytest.raises(ValueError, match="gapped layer alone"):
+        trainer.request()
