@@ -121,6 +121,9 @@ class ModelHandle:
         self.info = describe(module, Path(checkpoint).stem if checkpoint else None)
         resolve_precision(precision, resolve_device(device), self.info.half_safe)  # fail early on a typo
         self.key = uuid.uuid4().hex
+        # intra-op threads of every forward pass, whichever (dask) thread runs it: float sums,
+        # and so the last bit of the output, depend on the thread count
+        self.threads = torch.get_num_threads()
         self.forward_seconds = 0.0  # time spent in forward passes in this process (pipeline efficiency)
         self.forward_calls = 0
         # the cached device copy lives as long as this handle (copies unpickled on workers
@@ -133,10 +136,21 @@ class ModelHandle:
         if any(p.device.type != "cpu" for p in mod.parameters()):
             mod = copy.deepcopy(mod).to("cpu")  # a worker moves its own copy to its device once
         st["module"] = mod
+        st.pop("threads", None)  # a worker process keeps its own thread count
         return st
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.threads = torch.get_num_threads()
+
     def runtime(self) -> tuple[nn.Module, threading.Lock, torch.device, torch.dtype]:
-        """The module on its device (moved there once per process), its lock, device, dtype."""
+        """The module on its device (moved there once per process), its lock, device, dtype.
+
+        Also sets the calling thread's torch thread count to the handle's (OpenMP keeps one
+        per thread, and dask's threads start with the process default).
+        """
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
         hit = _CACHE.get(self.key)
         if hit is not None:
             return hit
