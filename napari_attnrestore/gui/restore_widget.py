@@ -181,9 +181,9 @@ class RestoreWidget(Container):
 
     def _select_default_model(self) -> None:
         self._model.reset_choices()
-        choices = self._model.choices
-        if choices:
-            self._model.value = choices[0]
+        ours = self._model_choices()  # the combo box keeps old items' places, so not its order
+        if ours:
+            self._model.value = ours[0][1]
 
     def _on_task(self, _value: Any = None) -> None:
         self.native.destroyed.connect(self._on_destroyed)
