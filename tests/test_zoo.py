@@ -36,3 +36,26 @@ def test_shipped_cards_describe_their_training():
         assert card["training"]["machine"] and card["training"]["steps_done"] > 0
         key, value = zoo.headline_metric(card)
         assert value is not None, f"{card['name']} has no {key} metric in its card"
+
+
+def test_every_shipped_default_restores_through_the_engine():
+    import numpy as np
+
+    import napari_attnrestore as ar
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (40, 48), dtype=np.uint8)
+    for key in zoo.defaults():
+        task, _, sc = key.partition("-x")
+        kw = {"scale": int(sc)} if sc else {}
+        if task == "demosaic":
+            kw["cfa"] = "GBRG"
+        if task == "inpaint":
+            kw["mask"] = np.zeros(img.shape, bool)
+            kw["mask"][10:14] = True
+        out = np.asarray(ar.restore(img, task=task, model=f"default:{task}", **kw).compute())
+        s = int(sc or 1)
+        assert out.shape[:2] == (40 * s, 48 * s) and (out.ndim == 3) == (task == "demosaic"), key
+        assert np.isfinite(out.astype(np.float64)).all(), key
+        if task == "inpaint":
+            assert np.array_equal(out[~kw["mask"]], img[~kw["mask"]])

@@ -390,7 +390,10 @@ def test_demosaic_preview_keeps_bayer_phase() -> None:
             np.testing.assert_array_equal(mosaic(rgb[y0:, x0:], shift_pattern(pattern, y0, x0)), full[y0:, x0:])
 
 
-def test_inpaint_without_model_notifies(viewer, widget, qtbot, notifications) -> None:
+def test_inpaint_without_model_notifies(viewer, widget, qtbot, notifications, tmp_path, monkeypatch) -> None:
+    from napari_attnrestore import zoo
+
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path)  # an install without a shipped inpainter
     viewer.add_image(np.zeros((32, 32), np.float32), name="img")
     widget.set_options(task="inpaint")
     assert list(widget._model.choices) == ["checkpoint file..."]
