@@ -8,36 +8,6 @@ import torch
 from torch import nn
 
 
-class Identity(nn.Module):
-    in_channels, out_channels, scale = 1, 1, 1
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
-class Box3(nn.Module):
-    """A fixed 3x3 mean filter: its output is exactly predictable across tile borders."""
-
-    in_channels, out_channels, scale, halo = 1, 1, 1, 8
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 1, 3, padding=1, bias=False)
-        nn.init.constant_(self.conv.weight, 1 / 9)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
-
-
-class NearestUp(nn.Module):
-    """Nearest-neighbour x2 upsampling (exact reference for SR geometry)."""
-
-    in_channels, out_channels, scale = 1, 1, 2
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.interpolate(x, scale_factor=2, mode="nearest")
-
-
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

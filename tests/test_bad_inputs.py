@@ -17,6 +17,7 @@ import pickle
 import numpy as np
 import pytest
 import tifffile
+from standins import FillHalf, SplitCFA
 from torch import nn
 
 import napari_attnrestore as ar
@@ -170,22 +171,10 @@ def test_nan_and_inf_pixels_are_marked_not_spread():
 
 
 def test_task_inputs():
-    class Fill(nn.Module):
-        in_channels, out_channels, scale = 2, 1, 1
-
-        def forward(self, x):
-            return x[:, :1]
-
-    class Split(nn.Module):
-        in_channels, out_channels, scale = 4, 3, 1
-
-        def forward(self, x):
-            return x[:, :1] * x[:, 1:]
-
     with pytest.raises(ValueError, match="mask shape"):
-        ar.restore(np.zeros((32, 32), np.uint8), task="inpaint", model=Fill(), mask=np.zeros((31, 32), bool))
+        ar.restore(np.zeros((32, 32), np.uint8), task="inpaint", model=FillHalf(), mask=np.zeros((31, 32), bool))
     odd = (np.random.default_rng(1).random((31, 45)) * 255).astype(np.uint8)
-    out = ar.restore(odd, task="demosaic", cfa="GBRG", model=Split()).compute()
+    out = ar.restore(odd, task="demosaic", cfa="GBRG", model=SplitCFA()).compute()
     assert out.shape == (31, 45, 3)  # documented: odd-sized CFA images are demosaiced as they are
     with pytest.raises(ValueError, match="unknown task"):
         ar.restore(np.zeros((8, 8), np.uint8), task="colorize", model=Gray())
@@ -231,15 +220,6 @@ def test_disk_full_and_permission_denied_while_writing(tmp_path, tif, tiny_check
 
 
 # ---------------------------------------------------------------- the Restore widget
-
-class SplitCFA(nn.Module):
-    """Demosaicing stand-in: each CFA sample to its own colour channel."""
-
-    in_channels, out_channels, scale = 4, 3, 1
-
-    def forward(self, x):
-        return x[:, :1] * x[:, 1:]
-
 
 @pytest.fixture
 def gui(make_napari_viewer, qtbot):

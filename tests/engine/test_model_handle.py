@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import Box3
+from standins import Box3
 
 import napari_attnrestore as ar
 from napari_attnrestore.engine import ModelHandle

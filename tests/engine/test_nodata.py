@@ -2,21 +2,10 @@
 
 import numpy as np
 import pytest
-import torch
-from conftest import Identity, NearestUp
-from torch import nn
+from standins import FillHalf, Identity, NearestUp
 
 import napari_attnrestore as ar
 from napari_attnrestore.engine import ModelHandle
-
-
-class FillHalf(nn.Module):
-    """Inpainting stand-in: 0.5 wherever the mask channel says, the image elsewhere."""
-
-    in_channels, out_channels, scale = 2, 1, 1
-
-    def forward(self, x):
-        return torch.where(x[:, 1:] > 0.5, torch.full_like(x[:, :1], 0.5), x[:, :1])
 
 
 def _run(img, model, **kw):

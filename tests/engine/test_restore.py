@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import Box3, Identity, NearestUp
+from standins import Box3, Identity, NearestUp
 from torch import nn
 
 import napari_attnrestore as ar

@@ -2,29 +2,10 @@
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
+from standins import FillHalf, SplitCFA
 
 import napari_attnrestore as ar
 from napari_attnrestore.tasks.demosaic import PATTERNS, mosaic
-
-
-class FillHalf(nn.Module):
-    """Inpainting stand-in: image + mask in, 0.5 wherever the mask says, the image elsewhere."""
-
-    in_channels, out_channels, scale = 2, 1, 1
-
-    def forward(self, x):
-        return torch.where(x[:, 1:] > 0.5, torch.full_like(x[:, :1], 0.5), x[:, :1])
-
-
-class SplitCFA(nn.Module):
-    """Demosaicing stand-in: each CFA sample goes to its own colour channel (zeros elsewhere)."""
-
-    in_channels, out_channels, scale = 4, 3, 1
-
-    def forward(self, x):
-        return x[:, :1] * x[:, 1:]
 
 
 def test_inpaint_keeps_known_pixels_and_fills_mask_nan_and_nodata(rng):

@@ -2,7 +2,7 @@
 
 import numpy as np
 import torch
-from conftest import Box3, NearestUp
+from standins import Box3, NearestUp
 
 import napari_attnrestore as ar
 from napari_attnrestore.engine import ModelHandle

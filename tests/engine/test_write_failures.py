@@ -17,7 +17,7 @@ import pytest
 import tifffile
 import zarr
 import zarr.storage._local as zarr_local
-from conftest import Box3
+from standins import Box3
 
 import napari_attnrestore as ar
 from napari_attnrestore.cli import main

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import Box3, NearestUp
+from standins import Box3, NearestUp
 
 import napari_attnrestore as ar
 from napari_attnrestore.engine.execute import Cancelled

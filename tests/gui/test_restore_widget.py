@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from standins import FillHalf, SplitCFA
 from torch import nn
 
 pytest.importorskip("napari")
@@ -282,26 +283,6 @@ def test_torch_runtime_error_notifies_and_reenables(viewer, widget, qtbot, notif
     assert len(viewer.layers) == 1
 
 
-class _FillHalf(nn.Module):
-    """Inpainting stand-in: image + mask in, 0.5 wherever the mask says, the image elsewhere."""
-
-    in_channels, out_channels, scale = 2, 1, 1
-
-    def forward(self, x):
-        import torch
-
-        return torch.where(x[:, 1:] > 0.5, torch.full_like(x[:, :1], 0.5), x[:, :1])
-
-
-class _SplitCFA(nn.Module):
-    """Demosaicing stand-in: each CFA sample goes to its own colour channel (zeros elsewhere)."""
-
-    in_channels, out_channels, scale = 4, 3, 1
-
-    def forward(self, x):
-        return x[:, :1] * x[:, 1:]
-
-
 def test_task_options_visibility(viewer, widget) -> None:
     assert [c for c in widget._task.choices] == ["denoise", "sr", "demosaic", "inpaint"]
     widget.set_options(task="inpaint")
@@ -319,7 +300,7 @@ def test_inpaint_with_labels_mask(viewer, widget, qtbot, notifications) -> None:
     labels = np.zeros((48, 64), np.uint8)
     labels[10:20, 30:40] = 3
     viewer.add_labels(labels, name="holes", scale=(2.0, 2.0))
-    widget.add_model("fill", _FillHalf())
+    widget.add_model("fill", FillHalf())
     assert widget._task.value == "inpaint"
     widget.set_options(input=viewer.layers["img"], mask=viewer.layers["holes"], nodata=None)
     run(qtbot, widget)
@@ -338,7 +319,7 @@ def test_inpaint_with_shapes_rectangle_and_nodata(viewer, widget, qtbot) -> None
     img[2, 2] = -1.0  # nodata
     viewer.add_image(img, name="img")
     shapes = viewer.add_shapes([np.array([[5, 6], [15, 20]])], shape_type="rectangle", name="roi")
-    widget.add_model("fill", _FillHalf())
+    widget.add_model("fill", FillHalf())
     widget.set_options(mask=shapes, nodata=-1)
     run(qtbot, widget)
     out = viewer.layers["img (inpainted)"].data
@@ -352,7 +333,7 @@ def test_inpaint_with_shapes_rectangle_and_nodata(viewer, widget, qtbot) -> None
 def test_inpaint_mask_of_wrong_size_is_an_error(viewer, widget, notifications) -> None:
     viewer.add_image(np.zeros((32, 32), np.float32), name="img")
     viewer.add_labels(np.zeros((16, 32), np.uint8), name="small")
-    widget.add_model("fill", _FillHalf())
+    widget.add_model("fill", FillHalf())
     widget.set_options(input=viewer.layers["img"], mask=viewer.layers["small"])
     widget.run()
     assert_idle(widget)
@@ -367,7 +348,7 @@ def test_demosaic_gives_rgb_layer(viewer, widget, qtbot, notifications) -> None:
     rgb = np.random.default_rng(10).integers(0, 255, (40, 48, 3), dtype=np.uint8)
     cfa = mosaic(rgb, "GRBG")
     viewer.add_image(cfa, name="raw", scale=(2.0, 3.0), translate=(1.0, 4.0))
-    widget.add_model("split", _SplitCFA())
+    widget.add_model("split", SplitCFA())
     assert widget._task.value == "demosaic"
     widget.set_options(cfa="GRBG")
     run(qtbot, widget)
@@ -410,7 +391,7 @@ def test_preview_demosaic_and_inpaint(viewer, widget, qtbot, notifications) -> N
 
     cfa = mosaic(np.random.default_rng(12).integers(0, 255, (32, 40, 3), dtype=np.uint8), "BGGR")
     viewer.add_image(cfa, name="raw")
-    widget.add_model("split", _SplitCFA())
+    widget.add_model("split", SplitCFA())
     widget.set_options(cfa="BGGR")
     run(qtbot, widget, "preview")
     prev = viewer.layers["raw (preview)"]
@@ -424,7 +405,7 @@ def test_preview_demosaic_and_inpaint(viewer, widget, qtbot, notifications) -> N
     labels = np.zeros(img.shape, np.uint8)
     labels[4:8, 4:8] = 1
     viewer.add_labels(labels, name="holes")
-    widget.add_model("fill", _FillHalf())
+    widget.add_model("fill", FillHalf())
     widget.set_options(input=viewer.layers["img"], mask=viewer.layers["holes"])
     run(qtbot, widget, "preview")
     assert not [n for n in notifications if "error" in str(n.severity).lower()]

@@ -1,0 +1,58 @@
+"""Small stand-in networks whose output is exactly predictable (engine, widget and bad-input tests).
+
+Imported as ``from standins import ...`` (``tests/`` is on ``sys.path``; the name ``conftest``
+is ambiguous because ``tests/gui`` has its own).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Identity(nn.Module):
+    in_channels, out_channels, scale = 1, 1, 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class Box3(nn.Module):
+    """A fixed 3x3 mean filter: its output is exactly predictable across tile borders."""
+
+    in_channels, out_channels, scale, halo = 1, 1, 1, 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1, bias=False)
+        nn.init.constant_(self.conv.weight, 1 / 9)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class FillHalf(nn.Module):
+    """Inpainting stand-in: image + mask in, 0.5 wherever the mask says, the image elsewhere."""
+
+    in_channels, out_channels, scale = 2, 1, 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x[:, 1:] > 0.5, torch.full_like(x[:, :1], 0.5), x[:, :1])
+
+
+class SplitCFA(nn.Module):
+    """Demosaicing stand-in: each CFA sample goes to its own colour channel (zeros elsewhere)."""
+
+    in_channels, out_channels, scale = 4, 3, 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1] * x[:, 1:]
+
+
+class NearestUp(nn.Module):
+    """Nearest-neighbour x2 upsampling (exact reference for SR geometry)."""
+
+    in_channels, out_channels, scale = 1, 1, 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.interpolate(x, scale_factor=2, mode="nearest")
