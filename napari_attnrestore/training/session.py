@@ -157,12 +157,10 @@ def train(
             def make_pair(x, gen):
                 return make_training_pair(x, gen, sigma=sigma)
         else:
-            import torch.nn.functional as F
+            from ..tasks.sr import make_training_pair as lowres
 
             def make_pair(x, gen):
-                h, w = x.shape[-2:]
-                low = F.interpolate(x, size=(h // scale, w // scale), mode="bicubic", antialias=True, align_corners=False)
-                return low, x
+                return lowres(x, gen, scale=scale)
 
     if t.name == "sr" and patch % scale:
         raise ValueError(f"patch ({patch}) must be a multiple of the scale ({scale})")
