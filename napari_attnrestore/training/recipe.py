@@ -115,7 +115,10 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
         cfg.steps = steps
     torch.manual_seed(cfg.seed)
     model = build_model(recipe["arch"], task=task.name, scale=recipe.get("scale", 1), preset=recipe.get("preset", "tiny"), **recipe.get("config", {}))
-    if recipe.get("init"):
+    run_dir = workdir / (f"{name}-gpu" if dev.type == "cuda" and recipe.get("train_gpu") else name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state_path = run_dir / "state.pt"
+    if recipe.get("init") and not state_path.exists():  # a resumed run restores its own weights
         init_from(model, recipe["init"], out_dir)
     images = load_training_images(recipe, data_dir)
     sampler = PatchSampler(images, recipe["patch"], seed=cfg.seed)
@@ -131,8 +134,6 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
     def make_pair(clean, gen):
         return task_mod.make_training_pair(clean, gen, **kwargs)
 
-    run_dir = workdir / (f"{name}-gpu" if dev.type == "cuda" and recipe.get("train_gpu") else name)
-    run_dir.mkdir(parents=True, exist_ok=True)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("recipe %s: %s (%d parameters), %d images, device %s", name, recipe["arch"], n_params, len(images), dev)
     final = None
@@ -143,7 +144,6 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
             t0, t1 = anneal
             model.set_temperature(t0 * (t1 / t0) ** min(step / cfg.steps, 1.0))
 
-    state_path = run_dir / "state.pt"
     set_tau(torch.load(state_path, map_location="cpu", weights_only=True)["step"] if anneal and state_path.exists() else 0)
     with open(run_dir / "loss.tsv", "a") as curve:
         for ev in fit(model, sampler.sample, make_pair, cfg, state_path=state_path,
