@@ -13,8 +13,12 @@ its neighbours is the clean value.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
+
+from ..tasks.inpaint import KINDS
 
 
 def blind_spot_mask(shape: tuple[int, ...], fraction: float, gen: torch.Generator) -> torch.Tensor:
@@ -89,7 +93,7 @@ def hole_loss(crit):
     return loss
 
 
-def hide_known(x: torch.Tensor, gen: torch.Generator, kinds=("strokes", "boxes", "scanlines")) -> tuple[torch.Tensor, torch.Tensor]:
+def hide_known(x: torch.Tensor, gen: torch.Generator, kinds: Sequence[str] = KINDS) -> tuple[torch.Tensor, torch.Tensor]:
     """Self-supervised inpainting pair from gapped patches ``x`` (NaN = the image's own holes).
 
     Random masks (:func:`~napari_attnrestore.tasks.inpaint.make_training_pair`) hide known
