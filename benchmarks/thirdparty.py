@@ -3,9 +3,10 @@
     python benchmarks/thirdparty.py [--size 2048] [--device auto] [--workdir /tmp/attnrestore-3p]
 
 Builds HAT-S (x4 SR) and GRL-T (x1 denoising) with spandrel's own classes and random
-weights, saves each as ``.pth`` and ``.safetensors``, loads them with ``ar.load_model``
-(tensors only, never pickled code), restores a ``size x size`` RGB image through the
-tiled engine into OME-Zarr, and prints load/restore times and throughput.
+weights, saves each as ``.pth`` and ``.safetensors``, loads both with ``ar.load_model``
+(tensors only, never pickled code), checks they compute the same network, restores a
+``size x size`` RGB image through the tiled engine into OME-Zarr (``--resume`` continues
+an interrupted run), and prints load/restore times and throughput.
 """
 
 from __future__ import annotations
@@ -38,18 +39,31 @@ def grl_t():
                local_connection=False, img_size=64)
 
 
+def _same_network(a, b) -> bool:
+    """Whether two loaded models give bitwise-identical output on a small random image."""
+    import torch
+
+    x = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        return bool(torch.equal(a.eval()(x), b.eval()(x)))
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
+    import zarr
     from safetensors.torch import save_file
 
     import napari_attnrestore as ar
+    from napari_attnrestore.engine.store import job_state
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=2048)
     p.add_argument("--device", default="auto")
-    p.add_argument("--tile", type=int, default=256)
+    p.add_argument("--tile", type=int, default=512)
+    p.add_argument("--batch", type=int, default=1)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/attnrestore-3p"))
     p.add_argument("--only", choices=["hat-s", "grl-t"], default=None)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted restore in --workdir")
     a = p.parse_args(argv)
     a.workdir.mkdir(parents=True, exist_ok=True)
     img = (np.random.default_rng(0).random((a.size, a.size, 3)) * 255).astype(np.uint8)
@@ -60,20 +74,35 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(0)
         net = build()
         n = sum(p.numel() for p in net.parameters())
+        state = {k: v.contiguous() for k, v in net.state_dict().items()}
+        loaded = {}
         for suffix in (".pth", ".safetensors"):
             path = a.workdir / f"{name}{suffix}"
-            state = {k: v.contiguous() for k, v in net.state_dict().items()}
             torch.save(state, path) if suffix == ".pth" else save_file(state, str(path))
             t0 = time.perf_counter()
-            model = ar.load_model(str(path))
-            t_load = time.perf_counter() - t0
-            dst = a.workdir / f"{name}{suffix}.ome.zarr"
+            loaded[suffix] = ar.load_model(str(path))
+            print(f"{path.name}: {n / 1e6:.2f}M params, loaded as {loaded[suffix].arch} "
+                  f"(x{loaded[suffix].scale}, {loaded[suffix].in_channels}->{loaded[suffix].out_channels} channels) in {time.perf_counter() - t0:.1f} s",
+                  flush=True)
+        same = _same_network(loaded[".pth"], loaded[".safetensors"])
+        print(f"{name}: .pth and .safetensors give identical output: {same}", flush=True)
+        if not same:
+            return 1
+        dst = a.workdir / f"{name}.ome.zarr"
+        resume = a.resume and dst.exists()
+        if not resume:
             shutil.rmtree(dst, ignore_errors=True)
-            t0 = time.perf_counter()
-            ar.restore_to_zarr(img, dst, task=task, scale=scale, model=model, tile=a.tile, device=a.device, pyramid=False)
-            dt = time.perf_counter() - t0
-            print(f"{name}{suffix}: {n / 1e6:.2f}M params ({model.arch}), loaded in {t_load:.1f} s; "
-                  f"{a.size}x{a.size} RGB restored in {dt:.1f} s ({a.size**2 / 1e6 / dt:.3f} Mpx/s) -> {dst}")
+        t0 = time.perf_counter()
+        ar.restore_to_zarr(img, dst, task=task, scale=scale, model=loaded[".safetensors"], tile=a.tile,
+                           batch=a.batch, device=a.device, pyramid=False, resume=resume)
+        dt = time.perf_counter() - t0
+        out = zarr.open_array(str(dst / "0"), mode="r")
+        status = job_state(dst).get("status")
+        shape = f"{tuple(out.shape)} {out.dtype}"
+        print(f"{name}: {a.size}x{a.size} RGB restored through the tiled engine in {dt:.1f} s"
+              f"{' (resumed)' if resume else ''} ({a.size**2 / 1e6 / dt:.4f} Mpx/s in), tile {a.tile}, "
+              f"batch {a.batch}, torch threads {torch.get_num_threads()}; output {shape}, store {status} -> {dst}",
+              flush=True)
     return 0
 
 
