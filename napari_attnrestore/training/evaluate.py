@@ -54,16 +54,19 @@ def _mean(rows: dict[str, list[float]]) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in rows.items()}
 
 
-def denoise_scores(restore, images: list[np.ndarray], sigma: float, seed: int = 0) -> dict[str, float]:
+def denoise_scores(restore, images: list[np.ndarray], sigma: float, seed: int = 0,
+                   peak: float | None = None) -> dict[str, float]:
     """Mean PSNR/SSIM of noisy input and of ``restore(noisy)`` at Gaussian ``sigma`` (8-bit units).
 
     The noise is drawn from ``default_rng(seed)`` image by image, unclipped, as in the
-    DnCNN/SwinIR evaluation protocol.
+    DnCNN/SwinIR evaluation protocol.  With ``peak`` the image first gets Poisson noise
+    at ``peak`` photons for white (Poisson-Gaussian: shot noise plus read noise ``sigma``).
     """
     rng = np.random.default_rng(seed)
     rows: dict[str, list[float]] = {"psnr_in": [], "psnr": [], "ssim_in": [], "ssim": []}
     for clean in images:
-        noisy = (clean + rng.standard_normal(clean.shape) * sigma / 255.0).astype(np.float32)
+        signal = clean if peak is None else rng.poisson(np.clip(clean, 0, None) * peak) / peak
+        noisy = (signal + rng.standard_normal(clean.shape) * sigma / 255.0).astype(np.float32)
         out = np.clip(restore(noisy), 0, 1)
         rows["psnr_in"].append(psnr(clean, np.clip(noisy, 0, 1)))
         rows["ssim_in"].append(ssim(clean, np.clip(noisy, 0, 1)))
@@ -71,6 +74,42 @@ def denoise_scores(restore, images: list[np.ndarray], sigma: float, seed: int = 
         rows["ssim"].append(ssim(clean, out))
     return _mean(rows)
 
+
+
+def frame_noise_sigma(frames: np.ndarray) -> float:
+    """Noise standard deviation of a still time series, from its frame-to-frame differences.
+
+    ``var(x[t+1] - x[t]) / 2``: exact for a static scene, an overestimate where it moves.
+    """
+    f = np.asarray(frames, dtype=np.float64)
+    return float(np.sqrt(np.mean(np.var(np.diff(f, axis=0), axis=(1, 2))) / 2))
+
+
+def frame_scores(restore, frames: np.ndarray) -> dict[str, float]:
+    """Denoising quality on real noisy data without a clean image: a time series ``(T, Y, X)``.
+
+    Each frame is restored and compared with the mean of the other frames, whose noise is
+    independent of its own (Noise2Noise).  The expected squared error against that mean is
+    the error against the true signal plus ``sigma**2 / (T - 1)``, which is subtracted
+    (``sigma`` from :func:`frame_noise_sigma`), so ``psnr`` estimates the PSNR against the
+    unseen clean signal, on the stack's 0.1-99.9 percentile range.  Motion between frames
+    adds the same error to every method, so it lowers all numbers but keeps their order.
+    """
+    f = np.asarray(frames, dtype=np.float64)
+    t = f.shape[0]
+    if f.ndim != 3 or t < 2:
+        raise ValueError(f"need a time series (T >= 2, Y, X), got shape {f.shape}")
+    lo, hi = np.percentile(f, (0.1, 99.9))
+    sigma = frame_noise_sigma(f)
+    floor = sigma**2 / (t - 1)
+    rows: dict[str, list[float]] = {"psnr_in": [], "psnr": []}
+    for i in range(t):
+        ref = (f.sum(axis=0) - f[i]) / (t - 1)
+        out = np.asarray(restore(f[i].astype(np.float32)), dtype=np.float64)
+        for key, x in (("psnr_in", f[i]), ("psnr", out)):
+            mse = max(float(np.mean((x - ref) ** 2)) - floor, 1e-12)
+            rows[key].append(10 * np.log10((hi - lo) ** 2 / mse))
+    return {**_mean(rows), "sigma": sigma, "range": float(hi - lo)}
 
 def sr_pairs(images: list[np.ndarray], scale: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(HR Y, LR Y) pairs of the SR protocol: Y channel (BT.601, [16, 235]), HR cropped to a
