@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..models import build_model
@@ -50,18 +51,32 @@ def machine_description(device: torch.device) -> str:
     return f"{cpu}, {torch.get_num_threads()} threads (CPU), torch {torch.__version__}"
 
 
+def block_mean(image: np.ndarray, k: int) -> np.ndarray:
+    """Average ``k x k`` blocks of an ``(H, W)`` or ``(H, W, C)`` image (edges cropped)."""
+    h, w = image.shape[0] // k * k, image.shape[1] // k * k
+    x = np.asarray(image[:h, :w], dtype=np.float32)
+    return x.reshape(h // k, k, w // k, k, *x.shape[2:]).mean(axis=(1, 3))
+
+
 def load_training_images(recipe: dict[str, Any], data_dir: Path) -> list:
     """The recipe's training images: folders under ``data_dir`` and/or ``skimage``.
 
     Gray ``(H, W)`` by default; with ``"color": true`` only the colour images, as
-    ``(3, H, W)`` (demosaicing).
+    ``(3, H, W)`` (demosaicing).  ``"downscale": k`` averages k x k blocks first: photos
+    stored as JPEG carry their colour at half resolution (4:2:0) over a camera's own
+    demosaicing, so their chroma is far smoother than a real scene's; block averaging
+    restores full-resolution colour (Malvar's demosaic scores 43.7 dB on color80 as
+    stored, 35.6 dB after 2x2 averaging, 34.5 on McMaster).
     """
     color = bool(recipe.get("color", False))
+    k = int(recipe.get("downscale", 1))
     images = []
     for src in recipe["data"]:
         if "bench" in Path(src).parts:
             raise ValueError(f"{src}: benchmark sets are never used for training")
         found = skimage_pictures(gray=not color) if src == "skimage" else load_folder(data_dir / src, gray=not color)
+        if k > 1:
+            found = [block_mean(im, k) for im in found]
         images += channels_first_rgb(found) if color else found
     return images
 

@@ -114,3 +114,12 @@ def test_recipe_anneals_acla_temperature(tmp_path, data):
         mp.setattr(rc, "build_model", spy)
         rc.run(path, data, tmp_path / "out", tmp_path / "runs", steps=2)
     assert seen[0] == 1.0 and seen[-1] == pytest.approx(0.1)
+
+
+def test_recipe_downscales_training_images(tmp_path, data):
+    full = rc.load_training_images(json.loads(_recipe(tmp_path, "demosaic").read_text()), data)
+    half = rc.load_training_images(json.loads(_recipe(tmp_path, "demosaic", downscale=2).read_text()), data)
+    assert [im.shape for im in full] == [(3, 80, 80)] * 3 and [im.shape for im in half] == [(3, 40, 40)] * 3
+    np.testing.assert_allclose(half[0][:, 0, 0], full[0][:, :2, :2].mean(axis=(1, 2)), rtol=1e-6)
+    odd = rc.block_mean(np.arange(35, dtype=np.float32).reshape(5, 7), 2)
+    np.testing.assert_array_equal(odd, [[4, 6, 8], [18, 20, 22]])
