@@ -139,7 +139,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     events = ar.train(
         [str(p) for p in a.images], task=a.task, arch=a.arch, model=a.start, clean=[str(p) for p in a.clean] or None,
         mode=mode, scale=a.scale, steps=a.steps, batch=a.batch, patch=a.patch, lr=a.lr, device=a.device,
-        state_path=a.state, log_every=1, nodata=a.nodata,
+        state_path=a.state, log_every=1, nodata=a.nodata, method=a.method,
     )
     from tqdm.auto import tqdm
 
@@ -228,7 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--task", default="denoise", choices=["denoise", "sr", "inpaint"])
     t.add_argument("--scale", type=int, choices=[2, 4], default=None)
     t.add_argument("--self-supervised", action="store_true",
-                   help="train on the degraded images only: blind-spot denoising, or inpainting known pixels hidden by masks")
+                   help="train on the degraded images only: denoising by --method, or inpainting known pixels hidden by masks")
+    t.add_argument("--method", default="neighbor2neighbor", choices=["neighbor2neighbor", "blind-spot"],
+                   help="self-supervised denoising: adjacent pixels predict each other (default), or Noise2Void blind spots")
     t.add_argument("--nodata", type=float, default=None, help="inpaint: value marking the images' gaps (NaN always does)")
     t.add_argument("--clean", nargs="*", default=[], help="clean counterparts of the images (supervised)")
     t.add_argument("--mode", default=None, choices=["self-supervised", "paired", "synthetic"])

@@ -6,7 +6,7 @@ library) and counted in napari's activity dock.
 
 What is learned from what:
 
-- denoise, no clean layer: **self-supervised** (blind-spot) training on the noisy layer
+- denoise, no clean layer: **self-supervised** (Neighbor2Neighbor) training on the noisy layer
   alone;
 - denoise with a clean layer (same shape): **paired**, supervised training;
 - super-resolve: the layer is taken as the high-resolution truth and degraded
@@ -62,7 +62,7 @@ TIPS = {
     "image": "Image layer to learn from: the noisy data for denoising, the high-resolution truth for "
     "super-resolution. Every 2D plane (time points, z, channels, RGB) is used.",
     "clean": "Optional clean counterpart of the input (same shape): supervised, paired training. "
-    "Leave empty to train self-supervised (blind-spot) on the noisy layer alone.",
+    "Leave empty to train self-supervised (Neighbor2Neighbor) on the noisy layer alone.",
     "task": "denoise: same-size output. super-resolve: x2 or x4 more pixels per axis (the input layer is "
     "downscaled to make the training inputs). inpaint: fill gaps (NaN pixels); it learns from the layer alone "
     "by hiding known pixels behind random strokes, boxes and scan lines.",
@@ -536,7 +536,7 @@ class TrainWidget(Container):
 
 
 _MODE_TEXT = {
-    "self-supervised": "self-supervised (blind-spot, noisy layer only)",
+    "self-supervised": "self-supervised (Neighbor2Neighbor, noisy layer only)",
     "paired": "supervised (noisy -> clean pairs)",
     "synthetic": "synthetic (input taken as high-res, downscaled)",
 }

@@ -1,7 +1,9 @@
 """Self-supervised training on the user's own degraded images, with no clean reference.
 
-Denoising: blind-spot masking (Noise2Void / Noise2Self).  Inpainting: known pixels are
-hidden behind random masks and the network learns to fill them (:func:`hide_known`).
+Denoising: blind-spot masking (Noise2Void / Noise2Self, :class:`BlindSpotLoss`) or
+neighbour sub-sampling (Neighbor2Neighbor, :class:`Neighbor2NeighborLoss`).  Inpainting:
+known pixels are hidden behind random masks and the network learns to fill them
+(:func:`hide_known`).
 
 Blind-spot denoising:
 A random subset of pixels is hidden: each is replaced by a random neighbour from its
@@ -75,6 +77,65 @@ class BlindSpotLoss:
         out = model(inp)
         diff = (out - target)[mask.expand_as(out)]
         return diff.abs().mean() if self.loss == "l1" else diff.square().mean()
+
+
+#: Ordered pairs of 4-adjacent pixels in a 2x2 cell (indices ``dy * 2 + dx``).
+NEIGHBOUR_PAIRS = torch.tensor([(0, 1), (1, 0), (0, 2), (2, 0), (1, 3), (3, 1), (2, 3), (3, 2)])
+
+
+def neighbour_choice(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One random ordered neighbour pair per 2x2 cell of ``x`` (index into :data:`NEIGHBOUR_PAIRS`)."""
+    b, _, h, w = x.shape
+    return torch.randint(0, len(NEIGHBOUR_PAIRS), (b, 1, h // 2, w // 2), generator=gen)
+
+
+def neighbour_subsample(x: torch.Tensor, choice: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two half-size images ``g1(x), g2(x)``: from each 2x2 cell, two adjacent pixels."""
+    b, c, h, w = x.shape
+    cells = nn.functional.pixel_unshuffle(x[:, :, : h // 2 * 2, : w // 2 * 2], 2).view(b, c, 4, h // 2, w // 2)
+    pairs = NEIGHBOUR_PAIRS.to(x.device)[choice[:, 0]]  # (B, h, w, 2)
+    take = lambda k: torch.gather(cells, 2, pairs[..., k][:, None, None].expand(b, c, 1, h // 2, w // 2))[:, :, 0]  # noqa: E731
+    return take(0), take(1)
+
+
+class Neighbor2NeighborLoss:
+    """Neighbor2Neighbor (Huang et al., CVPR 2021) for :func:`napari_attnrestore.training.fit`.
+
+    Two half-size images are drawn from one noisy patch by taking two adjacent pixels of
+    every 2x2 cell; their noise is independent and their signals nearly equal, so the
+    network learns to map one onto the other: ``|f(g1) - g2|^2`` plus ``gamma`` times the
+    regularizer ``|f(g1) - g2 - (g1(f(y)) - g2(f(y)))|^2`` (``f(y)`` without gradient),
+    which corrects for the small signal difference between neighbours.  Every pixel
+    contributes, unlike blind-spot training.  Use with ``make_pair = lambda y, gen: (y,
+    neighbour_choice(y, gen))`` so the random choice comes from the loop's (resumable)
+    generator.
+    """
+
+    def __init__(self, gamma: float = 1.0) -> None:
+        self.gamma = gamma
+
+    def __call__(self, model: nn.Module, noisy: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
+        g1, g2 = neighbour_subsample(noisy, choice)
+        out = model(g1)
+        loss = (out - g2).square().mean()
+        if self.gamma:
+            with torch.no_grad():
+                full = model(noisy)
+            f1, f2 = neighbour_subsample(full, choice)
+            loss = loss + self.gamma * (out - g2 - (f1 - f2)).square().mean()
+        return loss
+
+
+def denoise_objective(method: str, seed: int = 0):
+    """``(loss_fn, make_pair)`` of a self-supervised denoising ``method``."""
+    if method in ("neighbor2neighbor", "nbr2nbr"):
+        return Neighbor2NeighborLoss(), lambda y, gen: (y, neighbour_choice(y, gen))
+    if method in ("blind-spot", "n2v", "noise2void"):
+        return BlindSpotLoss(seed=seed), lambda y, gen: (y, y)
+    raise ValueError(f"unknown self-supervised denoising method {method!r}; use one of {', '.join(SSL_METHODS)}")
+
+
+SSL_METHODS = ("neighbor2neighbor", "blind-spot")
 
 
 def hole_loss(crit):

@@ -11,7 +11,7 @@ from torch import nn
 
 from .data import PairedPatchSampler, PatchSampler, planes_of
 from .loop import LOSSES, TrainConfig, TrainEvent, fit
-from .selfsupervised import BlindSpotLoss, hide_known, hole_loss
+from .selfsupervised import denoise_objective, hide_known, hole_loss
 
 MODES = ("self-supervised", "paired", "synthetic")
 
@@ -59,6 +59,7 @@ def train(
     seed: int = 0,
     log_every: int = 10,
     nodata: float | None = None,
+    method: str = "neighbor2neighbor",
 ) -> Iterator[TrainEvent]:
     """Train on ``images``; yields :class:`TrainEvent` (step, loss, elapsed), the last with the model.
 
@@ -79,6 +80,10 @@ def train(
         (``images`` are clean; the task's degradation makes the inputs).
     nodata
         Inpainting: this value (as well as NaN) marks the images' own gaps.
+    method
+        Self-supervised denoising: ``neighbor2neighbor`` (two adjacent pixels of every 2x2
+        cell predict each other; every pixel trains) or ``blind-spot`` (Noise2Void: hidden
+        pixels are predicted from their neighbours).
     state_path
         Save the training state there and resume from it if it exists.
 
@@ -147,10 +152,9 @@ def train(
     else:
         sampler = PatchSampler(_planes(imgs), patch, seed=seed)
         if mode == "self-supervised":
-            loss_fn = BlindSpotLoss(seed=seed)
-
-            def make_pair(x, gen):
-                return x, x
+            if method in ("neighbor2neighbor", "nbr2nbr") and patch % 2:
+                raise ValueError(f"neighbor2neighbor needs an even patch size, got {patch}")
+            loss_fn, make_pair = denoise_objective(method, seed=seed)
         elif t.name == "denoise":
             from ..tasks.denoise import make_training_pair
 
@@ -168,7 +172,8 @@ def train(
                  sampler_state=(sampler.state, sampler.set_state), device=dev, loss_fn=loss_fn)
     for ev in events:
         if ev.done and ev.model is not None:
-            ev.model.card = {"task": t.name, "training": {"mode": mode, "steps": ev.step, "patch": patch, "lr": lr}}  # type: ignore[attr-defined]
+            ev.model.card = {"task": t.name, "training": {"mode": mode, "steps": ev.step, "patch": patch, "lr": lr,
+                                                          **({"method": method} if mode == "self-supervised" and t.name == "denoise" else {})}}  # type: ignore[attr-defined]
         yield ev
 
 

@@ -7,7 +7,16 @@ import torch
 
 import napari_attnrestore as ar
 from napari_attnrestore.cli import main
-from napari_attnrestore.training.selfsupervised import blind_spot_mask, hide_known, hole_loss, replace_with_neighbours
+from napari_attnrestore.training.selfsupervised import (
+    Neighbor2NeighborLoss,
+    blind_spot_mask,
+    hide_known,
+    hole_loss,
+    neighbour_choice,
+    neighbour_subsample,
+    replace_with_neighbours,
+)
+from napari_attnrestore.training.session import train_to_end
 
 SMALL = {"dim": 16, "depths": [1], "heads": 2, "window": 8}
 
@@ -26,6 +35,54 @@ def test_blind_spot_hides_pixels_behind_neighbours():
     assert torch.equal(y[~mask], x[~mask])
     assert (y[mask] != x[mask]).all()  # a hidden pixel never sees its own value
     assert ((y[mask] - x[mask]).abs() <= 2 * 64 + 2).all()  # ... but a neighbour's
+
+
+def test_neighbour_subsample_takes_two_adjacent_pixels_per_cell():
+    g = torch.Generator().manual_seed(0)
+    x = torch.arange(32 * 32, dtype=torch.float32).reshape(1, 1, 32, 32).repeat(2, 3, 1, 1)
+    choice = neighbour_choice(x, g)
+    assert choice.shape == (2, 1, 16, 16) and set(choice.unique().tolist()) == set(range(8))
+    g1, g2 = neighbour_subsample(x, choice)
+    assert g1.shape == g2.shape == (2, 3, 16, 16)
+    step = (g2 - g1).abs()
+    assert ((step == 1) | (step == 32)).all()  # horizontal or vertical neighbours, never the same pixel
+    cell = (g1 // 32 // 2) * 16 + (g1 % 32) // 2  # both pixels lie in the output pixel's 2x2 cell
+    assert torch.equal(cell, (g2 // 32 // 2) * 16 + (g2 % 32) // 2)
+    assert torch.equal(cell[0, 0], torch.arange(256, dtype=torch.float32).reshape(16, 16))
+
+
+def test_neighbor2neighbor_loss():
+    g = torch.Generator().manual_seed(1)
+    y = torch.rand(2, 1, 16, 16, generator=g)
+    choice = neighbour_choice(y, g)
+    g1, g2 = neighbour_subsample(y, choice)
+    # identity network: the regularizer cancels, the loss is the neighbours' squared difference
+    assert Neighbor2NeighborLoss()(torch.nn.Identity(), y, choice).item() == pytest.approx((g1 - g2).square().mean().item())
+    conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+    Neighbor2NeighborLoss(gamma=2.0)(conv, y, choice).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in conv.parameters())
+
+
+@pytest.mark.parametrize("method", ["neighbor2neighbor", "blind-spot"])
+def test_self_supervised_denoising_learns_from_noisy_images_only(rng, method):
+    torch.manual_seed(0)
+    yy, xx = np.mgrid[0:96, 0:96] / 96
+    clean = np.stack([0.5 + 0.3 * np.sin(2 * np.pi * (xx * (1.5 + i) + rng.random())) * np.cos(2 * np.pi * yy * (1 + i))
+                      for i in range(2)]) * 3000 + 500
+    noisy = (clean + rng.normal(0, 400, clean.shape)).astype(np.uint16)
+    model = train_to_end(ar.train(noisy, mode="self-supervised", method=method, steps=60, batch=4, patch=32,
+                                  config=SMALL, lr=2e-3, log_every=20))
+    assert model.card["training"]["method"] == method
+    out = ar.restore(noisy[0], model=model, dtype=np.float32).compute()
+    assert np.abs(out - clean[0]).mean() < 0.9 * np.abs(noisy[0] - clean[0]).mean()
+
+
+def test_self_supervised_method_is_checked(rng):
+    noisy, _ = _noisy(rng)
+    with pytest.raises(ValueError, match="unknown self-supervised denoising method"):
+        next(ar.train(noisy, mode="self-supervised", method="noise2magic", steps=1))
+    with pytest.raises(ValueError, match="even patch"):
+        next(ar.train(noisy, mode="self-supervised", patch=33, steps=1))
 
 
 @pytest.mark.parametrize("mode", ["self-supervised", "synthetic", "paired"])
@@ -58,6 +115,11 @@ def test_cli_self_supervised_train_then_restore(tmp_path, rng):
     ckpt = tmp_path / "mine.safetensors"
     assert main(["train", "--task", "denoise", "--self-supervised", str(tmp_path / "noisy.tif"), "--out", str(ckpt),
                  "--steps", "3", "--batch", "2", "--patch", "32", "-q"]) == 0
+    assert ar.load_model(str(ckpt)).card["training"]["method"] == "neighbor2neighbor"
+    blind = tmp_path / "blind.safetensors"
+    assert main(["train", "--self-supervised", "--method", "blind-spot", str(tmp_path / "noisy.tif"), "--out", str(blind),
+                 "--steps", "2", "--batch", "2", "--patch", "32", "-q"]) == 0
+    assert ar.load_model(str(blind)).card["training"]["method"] == "blind-spot"
     assert ckpt.exists() and ckpt.with_suffix(".json").exists()
     assert main(["restore", str(tmp_path / "noisy.tif"), str(tmp_path / "out.ome.zarr"), "--weights", str(ckpt), "-q"]) == 0
 
