@@ -31,7 +31,7 @@ from .checkpoint import save_checkpoint
 from .data import PatchSampler, channels_first_rgb, load_folder, skimage_pictures
 from .evaluate import recipe_metrics
 from .loop import LOSSES, TrainConfig, fit
-from .selfsupervised import hole_loss
+from .selfsupervised import denoise_objective, hole_loss
 
 log = logging.getLogger("attnrestore.recipe")
 
@@ -56,6 +56,15 @@ def block_mean(image: np.ndarray, k: int) -> np.ndarray:
     h, w = image.shape[0] // k * k, image.shape[1] // k * k
     x = np.asarray(image[:h, :w], dtype=np.float32)
     return x.reshape(h // k, k, w // k, k, *x.shape[2:]).mean(axis=(1, 3))
+
+
+def noisy_once(images: list[np.ndarray], seed: int, **noise: Any) -> list[np.ndarray]:
+    """One fixed noisy copy of each image (its own sigma drawn from the range), for
+    self-supervised recipes: a real noisy dataset, not fresh noise at every step."""
+    from ..tasks.denoise import add_noise
+
+    rng = np.random.default_rng(seed)
+    return [add_noise(im, rng, **noise) for im in images]
 
 
 def load_training_images(recipe: dict[str, Any], data_dir: Path) -> list:
@@ -149,6 +158,15 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
     def make_pair(clean, gen):
         return task_mod.make_training_pair(clean, gen, **kwargs)
 
+    loss_fn = hole_loss(LOSSES[cfg.loss]) if task.name == "inpaint" else None
+    method = recipe.get("self_supervised")
+    if method:  # the clean images are dropped here: the network only ever sees noisy ones
+        if task.name != "denoise":
+            raise ValueError(f"recipe {name}: self_supervised recipes are for denoising, not {task.name}")
+        images = noisy_once(images, cfg.seed, **kwargs)
+        sampler = PatchSampler(images, recipe["patch"], seed=cfg.seed)
+        loss_fn, make_pair = denoise_objective(method, seed=cfg.seed)
+
     n_params = sum(p.numel() for p in model.parameters())
     log.info("recipe %s: %s (%d parameters), %d images, device %s", name, recipe["arch"], n_params, len(images), dev)
     final = None
@@ -163,7 +181,7 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
     with open(run_dir / "loss.tsv", "a") as curve:
         for ev in fit(model, sampler.sample, make_pair, cfg, state_path=state_path,
                       sampler_state=(sampler.state, sampler.set_state), device=dev,
-                      loss_fn=hole_loss(LOSSES[cfg.loss]) if task.name == "inpaint" else None):
+                      loss_fn=loss_fn):
             if ev.done:
                 final = ev
                 break
@@ -183,6 +201,7 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
         "training": {
             "data": recipe["data"],
             "degradation": deg,
+            **({"self_supervised": method, "clean_images_used": False} if method else {}),
             "patch": recipe["patch"],
             **{k: v for k, v in vars(cfg).items()},
             "steps_done": final.step,

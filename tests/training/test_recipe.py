@@ -123,3 +123,20 @@ def test_recipe_downscales_training_images(tmp_path, data):
     np.testing.assert_allclose(half[0][:, 0, 0], full[0][:, :2, :2].mean(axis=(1, 2)), rtol=1e-6)
     odd = rc.block_mean(np.arange(35, dtype=np.float32).reshape(5, 7), 2)
     np.testing.assert_array_equal(odd, [[4, 6, 8], [18, 20, 22]])
+
+
+def test_self_supervised_recipe_trains_on_fixed_noisy_images(tmp_path, data):
+    recipe = _recipe(tmp_path, "denoise", self_supervised="neighbor2neighbor", degradation={"sigma": [10, 30]},
+                     eval={"set": "bench/gray", "sigmas": [25]})
+    path = rc.run(recipe, data, tmp_path / "out", tmp_path / "runs")
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["training"]["self_supervised"] == "neighbor2neighbor" and card["training"]["clean_images_used"] is False
+    assert "gray_sigma25" in card["metrics"]
+    clean = rc.load_training_images(json.loads(recipe.read_text()), data)
+    noisy = rc.noisy_once(clean, 0, sigma=(10.0, 30.0))
+    assert all(np.array_equal(a, b) for a, b in zip(noisy, rc.noisy_once(clean, 0, sigma=(10.0, 30.0)), strict=True))
+    sigmas = [float(np.std(n - c)) * 255 for n, c in zip(noisy, clean, strict=True)]
+    assert all(9 < s < 31 for s in sigmas) and len(set(np.round(sigmas))) > 1  # one sigma per image
+    bad = _recipe(tmp_path, "sr", scale=2, self_supervised="neighbor2neighbor")
+    with pytest.raises(ValueError, match="self_supervised recipes are for denoising"):
+        rc.run(bad, data, tmp_path / "out", tmp_path / "runs")
