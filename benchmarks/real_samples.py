@@ -6,7 +6,8 @@
   by ``default:demosaic`` through the engine, next to bilinear and Malvar 2004, with the
   same grey-world white balance and sRGB-like gamma for display
   (``colorchecker_demosaic.png``: a full view and 4x crops of the same area).
-* ``landsat7_slcoff_2011_b3.tif`` with its real gap mask, filled by ``default:inpaint``
+* ``landsat7_slcoff_2011_b3.tif`` with its real gap mask (inside the scene's footprint;
+  the no-data frame around the rotated scene is left empty), filled by ``default:inpaint``
   next to biharmonic inpainting and the 1999 scene of the same path/row, taken before the
   scan-line corrector failed (``landsat7_gapfill.png``).  The 1999 grid differs slightly,
   so it is a visual reference, not a pixel-exact truth.
@@ -71,6 +72,14 @@ def colorchecker(data: Path, out: Path, model: str) -> None:
     print(f"wrote {out / 'colorchecker_demosaic.png'} (top: {', '.join(results)}; bottom: 4x crops)")
 
 
+def scene_footprint(valid: np.ndarray, gap: int = 9) -> np.ndarray:
+    """The area a striped scene covers: its valid pixels with gaps up to ``gap`` pixels closed
+    and enclosed holes filled (the no-data frame around a rotated scene stays outside)."""
+    from scipy import ndimage as ndi
+
+    return ndi.binary_fill_holes(ndi.binary_closing(valid, structure=np.ones((gap, gap), bool), border_value=0))
+
+
 def landsat(data: Path, out: Path, model: str) -> None:
     import tifffile
 
@@ -79,6 +88,7 @@ def landsat(data: Path, out: Path, model: str) -> None:
 
     band = tifffile.imread(data / "samples" / "landsat7_slcoff_2011_b3.tif").astype(np.float32) / 255.0
     gaps = tifffile.imread(data / "samples" / "landsat7_slcoff_2011_b3_gapmask.tif") == 0
+    gaps &= scene_footprint(~gaps)  # fill the scan-line gaps, not the no-data frame around the scene
     before = tifffile.imread(data / "samples" / "landsat7_slcon_1999_b3.tif").astype(np.float32) / 255.0
     ours = np.asarray(ar.restore(band, task="inpaint", model=model, mask=gaps, normalize="none", device="cpu").compute())
     bih = biharmonic_baseline(band, gaps)
