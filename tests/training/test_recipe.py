@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from skimage import io as skio
 
 import napari_attnrestore as ar
@@ -140,3 +142,25 @@ def test_self_supervised_recipe_trains_on_fixed_noisy_images(tmp_path, data):
     bad = _recipe(tmp_path, "sr", scale=2, self_supervised="neighbor2neighbor")
     with pytest.raises(ValueError, match="self_supervised recipes are for denoising"):
         rc.run(bad, data, tmp_path / "out", tmp_path / "runs")
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "recipes").glob("*.json")), ids=lambda p: p.stem)
+def test_committed_recipes_are_valid(path):
+    """Every committed recipe names its file, builds its network and degrades a batch."""
+    from napari_attnrestore import tasks
+    from napari_attnrestore.models import build_model
+
+    r = json.loads(path.read_text())
+    assert r["name"].replace("-", "_") == path.stem
+    task = tasks.get_task(r["task"])
+    scale = r.get("scale", 1)
+    build_model(r["arch"], task=task.name, scale=scale, preset=r.get("preset", "tiny"), **r.get("config", {}))
+    rc.TrainConfig(**{**r["train"], **r.get("train_gpu", {})})
+    assert r["patch"] % max(scale, 2 if r.get("self_supervised") else 1) == 0
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in r.get("degradation", {}).items()}
+    if task.name == "sr":
+        kwargs["scale"] = scale
+    channels = 3 if r.get("color") else 1
+    clean = torch.rand(2, channels, r["patch"], r["patch"])
+    inp, target = getattr(tasks, task.name).make_training_pair(clean, torch.Generator().manual_seed(0), **kwargs)
+    assert torch.isfinite(inp).all() and target.shape[-1] == r["patch"]
