@@ -121,20 +121,9 @@ CHEAP = "conv3x3"
 
 def conv3x3() -> Any:
     """A fixed 3x3 mean filter: what the pipeline costs when the network costs almost nothing."""
-    from torch import nn
+    from .models.reference import MeanFilter3x3
 
-    class Conv3x3(nn.Module):
-        in_channels, out_channels, scale, halo = 1, 1, 1, 8
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(1, 1, 3, padding=1, bias=False)
-            nn.init.constant_(self.conv.weight, 1 / 9)
-
-        def forward(self, x: Any) -> Any:
-            return self.conv(x)
-
-    return Conv3x3()
+    return MeanFilter3x3()
 
 
 def make_input(path: str | Path, size: int, chunk: int = 1024, channels: int = 0) -> None:

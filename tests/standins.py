@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from napari_attnrestore.models.reference import MeanFilter3x3
+
 
 class Identity(nn.Module):
     in_channels, out_channels, scale = 1, 1, 1
@@ -17,18 +19,8 @@ class Identity(nn.Module):
         return x
 
 
-class Box3(nn.Module):
-    """A fixed 3x3 mean filter: its output is exactly predictable across tile borders."""
-
-    in_channels, out_channels, scale, halo = 1, 1, 1, 8
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 1, 3, padding=1, bias=False)
-        nn.init.constant_(self.conv.weight, 1 / 9)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+#: A fixed 3x3 mean filter: its output is exactly predictable across tile borders.
+Box3 = MeanFilter3x3
 
 
 class FillHalf(nn.Module):
