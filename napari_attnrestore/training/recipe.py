@@ -125,6 +125,23 @@ def evaluate(recipe: dict[str, Any], model: torch.nn.Module, data_dir: Path) -> 
     return out
 
 
+def record_segment(run_dir: Path, start_step: int, schedule_steps: int, machine: str) -> list[dict]:
+    """Append this run to ``run_dir/segments.json`` and return every segment so far.
+
+    A weight trained over several resumed runs (different machines, thread counts or
+    extended schedules) lists each in its model card: the step it started from, the
+    schedule length it ran under and the machine.  A segment that ended before saving any
+    state (the next one starts at the same step) is replaced.
+    """
+    path = run_dir / "segments.json"
+    segments = json.loads(path.read_text()) if path.exists() else []
+    segments = [s for s in segments if s["from_step"] < start_step]
+    segments.append({"from_step": start_step, "schedule_steps": schedule_steps, "machine": machine,
+                     "started": time.strftime("%Y-%m-%d %H:%M")})
+    path.write_text(json.dumps(segments, indent=1) + "\n")
+    return segments
+
+
 def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device: str = "auto", steps: int | None = None) -> Path:
     """Train (or resume) the recipe and write its weights and model card; returns the weights path."""
     recipe = json.loads(recipe_path.read_text())
@@ -177,7 +194,9 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
             t0, t1 = anneal
             model.set_temperature(t0 * (t1 / t0) ** min(step / cfg.steps, 1.0))
 
-    set_tau(torch.load(state_path, map_location="cpu", weights_only=True)["step"] if anneal and state_path.exists() else 0)
+    start = torch.load(state_path, map_location="cpu", weights_only=True)["step"] if state_path.exists() else 0
+    set_tau(start)
+    segments = record_segment(run_dir, start, cfg.steps, machine_description(dev))
     with open(run_dir / "loss.tsv", "a") as curve:
         for ev in fit(model, sampler.sample, make_pair, cfg, state_path=state_path,
                       sampler_state=(sampler.state, sampler.set_state), device=dev,
@@ -208,6 +227,8 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
             "wall_time_s": round(final.elapsed, 1),
             "machine": machine_description(dev),
             "date": time.strftime("%Y-%m-%d"),
+            "segments": [{**seg, "to_step": nxt["from_step"] if nxt else final.step}
+                         for seg, nxt in zip(segments, [*segments[1:], None], strict=True)],
         },
         "normalization": "input scaled to [0, 1] (dtype range for uint8, percentiles otherwise)",
         "metrics": metrics,

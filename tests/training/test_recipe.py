@@ -78,6 +78,9 @@ def test_recipe_resumes_from_its_state(tmp_path, data):
     assert [int(line.split("\t")[0]) for line in curve] == [1, 2, 3, 4]
     card = json.loads((tmp_path / "out" / "test-sr.safetensors").with_suffix(".json").read_text())
     assert card["training"]["steps_done"] == 4
+    segs = card["training"]["segments"]
+    assert [(g["from_step"], g["to_step"], g["schedule_steps"]) for g in segs] == [(0, 2, 2), (2, 4, 4)]
+    assert all("threads" in g["machine"] for g in segs)
 
 
 def test_recipe_refuses_benchmark_data(tmp_path, data):
