@@ -88,7 +88,7 @@ class GRLConfig:
     squeeze: int = 18
     cpb_hidden: int = 64
     unshuffle: int = 1
-    image_residual: bool = True
+    image_residual: bool | str = True  # for demosaicing: "bilinear" (True) or "malvar" base
 
     def __post_init__(self) -> None:
         self.depths = [int(d) for d in self.depths]

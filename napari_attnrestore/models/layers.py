@@ -238,27 +238,36 @@ class RestorationHead(nn.Module):
         return self.net(x)
 
 
-def finish(out: torch.Tensor, xp: torch.Tensor, h: int, w: int, image_residual: bool, out_channels: int, scale: int) -> torch.Tensor:
+def finish(out: torch.Tensor, xp: torch.Tensor, h: int, w: int, image_residual: bool | str, out_channels: int,
+           scale: int) -> torch.Tensor:
     """End of every network's forward: add the resized input (global residual) if configured,
-    then crop the padding of ``pad_to_multiple`` away (``h``, ``w`` are the unpadded size)."""
+    then crop the padding of ``pad_to_multiple`` away (``h``, ``w`` are the unpadded size).
+
+    ``image_residual`` is True/False, or for demosaicing the name of the classical demosaic
+    the network corrects (``"bilinear"``, the meaning of True, or ``"malvar"``).
+    """
     if image_residual:
-        skip = image_skip(xp, out_channels, scale)
+        base = image_residual if isinstance(image_residual, str) else "bilinear"
+        skip = image_skip(xp, out_channels, scale, demosaic=base)
         if skip is not None:
             out = out + skip
     return out[..., : h * scale, : w * scale]
 
 
-def image_skip(x: torch.Tensor, out_channels: int, scale: int) -> torch.Tensor | None:
+def image_skip(x: torch.Tensor, out_channels: int, scale: int, demosaic: str = "bilinear") -> torch.Tensor | None:
     """The input, resized and channel-matched, added to the head's output (global residual).
 
-    A demosaicing input (CFA + three colour masks, 4 -> 3 channels) gets its bilinear
-    demosaic (:func:`cfa_bilinear`), so the network learns a correction of it.  Other inputs
-    with more channels than the output keep their leading ones (the inpainting image),
-    one channel is repeated.  Returns None when nothing matches.
+    A demosaicing input (CFA + three colour masks, 4 -> 3 channels) gets its classical
+    demosaic (:func:`cfa_bilinear` or :func:`cfa_malvar`, by ``demosaic``), so the network
+    learns a correction of it.  Other inputs with more channels than the output keep their
+    leading ones (the inpainting image), one channel is repeated.  Returns None when nothing
+    matches.
     """
     c = x.shape[1]
     if c == 4 and out_channels == 3:
-        x = cfa_bilinear(x)
+        if demosaic not in DEMOSAIC_BASES:
+            raise ValueError(f"unknown demosaic base {demosaic!r}; choose from {sorted(DEMOSAIC_BASES)}")
+        x = DEMOSAIC_BASES[demosaic](x)
     elif c != out_channels:
         if c > out_channels:
             x = x[:, :out_channels]
@@ -284,6 +293,39 @@ def cfa_bilinear(x: torch.Tensor) -> torch.Tensor:
     num = F.conv2d(cfa * masks, kernel, padding=1, groups=3)
     den = F.conv2d(masks, kernel, padding=1, groups=3)
     return torch.where(masks > 0.5, cfa.expand_as(masks), num / den.clamp_min(1e-6))
+
+
+def _malvar_kernels(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Malvar-He-Cutler 2004 5x5 filters, ``(4, 1, 5, 5)``: G at R/B; a colour at G whose
+    samples lie in the same row; the same in the same column; R at B (and B at R)."""
+    g = [[0, 0, -1, 0, 0], [0, 0, 2, 0, 0], [-1, 2, 4, 2, -1], [0, 0, 2, 0, 0], [0, 0, -1, 0, 0]]
+    row = [[0, 0, 0.5, 0, 0], [0, -1, 0, -1, 0], [-1, 4, 5, 4, -1], [0, -1, 0, -1, 0], [0, 0, 0.5, 0, 0]]
+    diag = [[0, 0, -1.5, 0, 0], [0, 2, 0, 2, 0], [-1.5, 0, 6, 0, -1.5], [0, 2, 0, 2, 0], [0, 0, -1.5, 0, 0]]
+    k = torch.tensor([g, row, [list(c) for c in zip(*row, strict=True)], diag], dtype=dtype, device=device) / 8
+    return k[:, None]
+
+
+def cfa_malvar(x: torch.Tensor) -> torch.Tensor:
+    """Malvar 2004 gradient-corrected bilinear demosaic of ``(B, 4, H, W)`` = CFA + R/G/B masks.
+
+    Works for any Bayer phase: each pixel's site (R, G in an R row, G in a B row, B) is read
+    from the masks.  Borders are mirrored, which keeps the Bayer phase.
+    """
+    cfa, masks = x[:, :1], x[:, 1:4]
+    mr, mg, mb = masks[:, :1] > 0.5, masks[:, 1:2] > 0.5, masks[:, 2:3] > 0.5
+    pad = (2, 2, 2, 2)
+    est = F.conv2d(F.pad(cfa, pad, mode="reflect"), _malvar_kernels(x.dtype, x.device))
+    g_rb, c_row, c_col, c_diag = est[:, :1], est[:, 1:2], est[:, 2:3], est[:, 3:4]
+    beside = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 1.0], [0.0, 0.0, 0.0]], dtype=x.dtype, device=x.device)
+    r_in_row = F.conv2d(F.pad(masks[:, :1], (1, 1, 1, 1), mode="reflect"), beside[None, None]) > 0.5
+    red = torch.where(mr, cfa, torch.where(mg, torch.where(r_in_row, c_row, c_col), c_diag))
+    green = torch.where(mg, cfa, g_rb)
+    blue = torch.where(mb, cfa, torch.where(mg, torch.where(r_in_row, c_col, c_row), c_diag))
+    return torch.cat([red, green, blue], dim=1)
+
+
+#: Classical demosaics a demosaicing network can correct (``image_residual``).
+DEMOSAIC_BASES = {"bilinear": cfa_bilinear, "malvar": cfa_malvar}
 
 
 class ResidualBlock(nn.Module):

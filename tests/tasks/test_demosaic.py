@@ -143,3 +143,17 @@ def test_network_skip_is_bilinear_demosaic(pattern):
     ours = cfa_bilinear(torch.from_numpy(dm.prepare_input(cfa, pattern))[None])[0].permute(1, 2, 0).numpy()
     ref = dm.bilinear_baseline(cfa, pattern, clip=False)
     np.testing.assert_allclose(ours[1:-1, 1:-1], ref[1:-1, 1:-1], atol=1e-5)
+
+
+@pytest.mark.parametrize("pattern", dm.PATTERNS)
+def test_network_malvar_skip_matches_colour_demosaicing(pattern):
+    """``image_residual="malvar"`` adds ``layers.cfa_malvar``: Malvar 2004 for every phase."""
+    import torch
+
+    from napari_attnrestore.models.layers import cfa_malvar
+
+    rgb = np.random.default_rng(1).random((24, 30, 3)).astype(np.float32)
+    cfa = dm.mosaic(rgb, pattern)
+    ours = cfa_malvar(torch.from_numpy(dm.prepare_input(cfa, pattern))[None])[0].permute(1, 2, 0).numpy()
+    ref = dm.malvar_baseline(cfa, pattern, clip=False)
+    np.testing.assert_allclose(ours[2:-2, 2:-2], ref[2:-2, 2:-2], atol=1e-5)
