@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{m['params'] / 1e3:.0f}k", f"{m['macs_per_px'] / 1e3:.0f}k" if m["macs_per_px"] else "",
             f"{m['mpx_s']:.3f}", f"{gpu:.2f}" if gpu else "not measured", key,
             f"{value:.2f}" if value is not None else "", f"{baseline[card['task']]} {base:.2f}" if base is not None else "",
-            card.get("training", {}).get("machine", ""),
+            zoo.trained_on(card),
         ])
     head = ["weight", "task", "arch", "params", "MACs/px", f"CPU Mpx/s ({a.threads} thr)", "GPU Mpx/s", "bench set",
             "PSNR", "baseline (here)", "trained on"]

@@ -74,6 +74,14 @@ def headline_metric(card: dict[str, Any]) -> tuple[str, float | None]:
     return key, None if value is None else float(value)
 
 
+def trained_on(card: dict[str, Any]) -> str:
+    """The machines that trained a weight, in order: one per resumed segment of its recipe
+    (``training.segments``), else the card's single ``training.machine``."""
+    training = card.get("training", {})
+    machines = [s["machine"] for s in training.get("segments", [])] or [training.get("machine", "")]
+    return "; ".join(dict.fromkeys(m for m in machines if m))
+
+
 def choose_defaults(write: bool = True) -> dict[str, dict[str, Any]]:
     """Pick the best measured weight per task (:func:`headline_metric`) as its default.
 

@@ -59,3 +59,11 @@ def test_every_shipped_default_restores_through_the_engine():
         assert np.isfinite(out.astype(np.float64)).all(), key
         if task == "inpaint":
             assert np.array_equal(out[~kw["mask"]], img[~kw["mask"]])
+
+
+def test_trained_on_lists_the_machine_of_every_segment():
+    one = {"training": {"machine": "cpu, 1 threads"}}
+    assert zoo.trained_on(one) == "cpu, 1 threads"
+    segs = [{"from_step": 0, "machine": "cpu, 2 threads"}, {"from_step": 500, "machine": "H100 (CUDA)"},
+            {"from_step": 900, "machine": "cpu, 2 threads"}]
+    assert zoo.trained_on({"training": {"machine": "cpu, 2 threads", "segments": segs}}) == "cpu, 2 threads; H100 (CUDA)"
