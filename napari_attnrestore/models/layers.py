@@ -328,6 +328,36 @@ def cfa_malvar(x: torch.Tensor) -> torch.Tensor:
 DEMOSAIC_BASES = {"bilinear": cfa_bilinear, "malvar": cfa_malvar}
 
 
+def harmonic_fill(image: torch.Tensor, holes: torch.Tensor, iterations: int = 64) -> torch.Tensor:
+    """A smooth first fill of the ``holes`` of ``(B, 1, H, W)`` images (no parameters).
+
+    A push-pull pyramid (the known pixels averaged level by level, holes filled from the
+    coarser level) gives every hole a value; Jacobi sweeps of Laplace's equation then relax
+    the holes towards the harmonic interpolant of their borders (linear ramps are kept
+    exactly).  Known pixels are returned unchanged; hole values in ``image`` (0, NaN) are
+    ignored.  64 sweeps settle gaps about 16 pixels wide; the pyramid carries wider ones.
+    """
+    known = (~holes).to(image.dtype)
+    x = _push_pull(torch.where(holes, torch.zeros_like(image), image), known)
+    kernel = torch.tensor([[0.0, 0.25, 0.0], [0.25, 0.0, 0.25], [0.0, 0.25, 0.0]], dtype=image.dtype,
+                          device=image.device)[None, None]
+    for _ in range(iterations):
+        x = torch.where(holes, F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel), x)
+    return x
+
+
+def _push_pull(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Fill where ``weight`` (coverage in [0, 1]) is below 1 from a 2x coarser level, recursively."""
+    h, w = values.shape[-2:]
+    if bool((weight > 0.999).all()) or min(h, w) <= 1:
+        return values
+    w1 = F.avg_pool2d(weight, 2, ceil_mode=True)
+    v1 = F.avg_pool2d(values * weight, 2, ceil_mode=True) / w1.clamp_min(1e-6)
+    coarse = _push_pull(v1, w1)
+    up = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+    return weight * values + (1 - weight) * up
+
+
 class ResidualBlock(nn.Module):
     """EDSR residual block: conv3x3 -> ReLU -> conv3x3, scaled by ``res_scale``, plus the input.
 

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ResidualBlock, RestorationHead, finish, pad_to_multiple
+from .layers import ResidualBlock, RestorationHead, finish, harmonic_fill, pad_to_multiple
 
 _BIG = 1.0e4  # cost of an excluded candidate inside the differentiable softmax (finite: no NaN)
 _GATHER_BUDGET = 1 << 22  # elements per gathered block of candidate patches (16 MB in float32)
@@ -89,6 +89,9 @@ class PSALConfig:
     mean_cost: bool = True
     unshuffle: int = 1
     image_residual: bool = True
+    #: Masked variant: fill the holes smoothly (``layers.harmonic_fill``) before the network,
+    #: which then learns a correction of that fill (its image residual) instead of the pixels.
+    prefill: bool = False
 
 
 # ----------------------------------------------------------------------------------------
@@ -557,6 +560,8 @@ class PSAL(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xp, h, w = pad_to_multiple(x, self.multiple_of)
+        if self.masked and self.cfg.prefill:
+            xp = torch.cat([harmonic_fill(xp[:, :1], xp[:, -1:] > 0.5), xp[:, 1:]], dim=1)
         y = self.conv_first(self.unshuffle(xp))
         f0 = y
         skips = []

@@ -179,3 +179,34 @@ def test_paper_preset_builds():
     assert m.multiple_of == 4
     with torch.no_grad():
         assert m.eval()(torch.rand(1, 2, 20, 20)).shape == (1, 1, 20, 20)
+
+
+def test_harmonic_fill_keeps_ramps_and_known_pixels():
+    from napari_attnrestore.models.layers import harmonic_fill
+
+    yy, xx = torch.meshgrid(torch.arange(48.0), torch.arange(40.0), indexing="ij")
+    ramp = (0.3 + 0.01 * yy - 0.005 * xx)[None, None]
+    holes = torch.zeros_like(ramp, dtype=torch.bool)
+    holes[..., 10:18, :] = True  # an 8-pixel scan-line stripe across the image
+    holes[..., 30:36, 5:20] = True
+    filled = harmonic_fill(torch.where(holes, torch.full_like(ramp, float("nan")), ramp), holes)
+    assert torch.equal(filled[~holes], ramp[~holes])
+    # away from the image's left and right edges (where the fill sees a mirrored, flat border)
+    assert (filled - ramp)[..., 8:-8].abs().max() < 3e-3
+
+
+def test_prefilled_psal_corrects_the_smooth_fill():
+    from napari_attnrestore.models.layers import harmonic_fill
+
+    torch.manual_seed(0)
+    m = PSAL(2, 1, **SMALL, prefill=True).eval()
+    x = torch.rand(1, 2, 32, 36)
+    x[:, 1] = 0
+    x[:, 1, 8:16] = 1
+    x[:, 0][x[:, 1] > 0] = 0
+    fill = harmonic_fill(x[:, :1], x[:, 1:] > 0.5)
+    with torch.no_grad():
+        assert not torch.allclose(m(x), fill)
+        torch.nn.init.zeros_(m.head.net[0].weight)
+        torch.nn.init.zeros_(m.head.net[0].bias)
+        assert torch.allclose(m(x), fill)  # a silent head leaves exactly the smooth fill
