@@ -14,6 +14,7 @@ set; the protocols are those of :mod:`napari_attnrestore.training.evaluate`:
 * real: a real bright-field movie with no clean image, each frame scored against the
   mean of the others (Noise2Noise), the noise floor subtracted; BM3D at the measured noise;
 * SR: Set5, Y channel, border = scale, LR by antialiased bicubic; bicubic as the baseline;
+  Set12's gray pictures with the same protocol as a check on other images;
 * demosaic: McMaster, all four Bayer patterns, RGB PSNR with a 4-pixel border; Malvar 2004;
 * inpaint: Set12 with 8-pixel scan-line stripes over a quarter of the image, and free-form
   strokes; PSNR over the masked pixels; biharmonic inpainting.
@@ -147,15 +148,19 @@ def real_rows(data: Path, use_bm3d: bool) -> list[dict]:
 
 
 def sr_rows(data: Path, scales: list[int]) -> list[dict]:
-    hr = load_folder(data / "bench" / "set5", gray=False)
+    """Set5 on the Y channel (the literature's protocol), then Set12's gray images as a check
+    on other pictures (no published figures)."""
+    sets = [("Set5 (Y)", load_folder(data / "bench" / "set5", gray=False)),
+            ("Set12 (gray)", load_folder(data / "bench" / "set12", gray=True))]
     rows = []
-    for s in scales:
-        row: dict = {"set": "Set5 (Y)", "setting": f"x{s}, border {s}"}
-        row["bicubic (here)"] = ev.sr_scores(lambda lr, s=s: bicubic_baseline(lr, s), hr, s)["psnr"]
-        for name in shipped("sr", s):
-            row[name] = ev.sr_scores(engine(name, "sr", scale=s), hr, s)["psnr"]
-        row["published"] = PUBLISHED[("sr", s)]
-        rows.append(row)
+    for label, hr in sets:
+        for s in scales:
+            row: dict = {"set": label, "setting": f"x{s}, border {s}"}
+            row["bicubic (here)"] = ev.sr_scores(lambda lr, s=s: bicubic_baseline(lr, s), hr, s)["psnr"]
+            for name in shipped("sr", s):
+                row[name] = ev.sr_scores(engine(name, "sr", scale=s), hr, s)["psnr"]
+            row["published"] = PUBLISHED[("sr", s)] if label.startswith("Set5") else ""
+            rows.append(row)
     return rows
 
 
