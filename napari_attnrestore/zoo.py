@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +76,27 @@ def headline_metric(card: dict[str, Any]) -> tuple[str, float | None]:
 
 
 def trained_on(card: dict[str, Any]) -> str:
-    """The machines that trained a weight, in order: one per resumed segment of its recipe
-    (``training.segments``), else the card's single ``training.machine``."""
+    """The machines that trained a weight: one entry per machine over the resumed segments of
+    its recipe (``training.segments``; else the card's ``training.machine``), a CPU's
+    thread counts merged into a range (``AMD EPYC, 1-2 threads (CPU), torch ...``)."""
     training = card.get("training", {})
     machines = [s["machine"] for s in training.get("segments", [])] or [training.get("machine", "")]
-    return "; ".join(dict.fromkeys(m for m in machines if m))
+    threads: dict[str, list[int]] = {}
+    for m in machines:
+        found = _CPU_THREADS.match(m)
+        if found:  # the same CPU and torch with other thread counts is the same machine
+            key = f"{found['cpu']}, {{}} threads (CPU), {found['rest']}"
+            threads.setdefault(key, []).extend(int(t) for t in found["threads"].split("-"))
+        elif m:
+            threads.setdefault(m, [])
+    out = []
+    for key, counts in threads.items():
+        lo, hi = (min(counts), max(counts)) if counts else (0, 0)
+        out.append(key.format(lo if lo == hi else f"{lo}-{hi}") if counts else key)
+    return "; ".join(out)
+
+
+_CPU_THREADS = re.compile(r"^(?P<cpu>.*), (?P<threads>\d+(?:-\d+)?) threads \(CPU\), (?P<rest>.*)$")
 
 
 def choose_defaults(write: bool = True) -> dict[str, dict[str, Any]]:

@@ -62,8 +62,10 @@ def test_every_shipped_default_restores_through_the_engine():
 
 
 def test_trained_on_lists_the_machine_of_every_segment():
-    one = {"training": {"machine": "cpu, 1 threads"}}
-    assert zoo.trained_on(one) == "cpu, 1 threads"
-    segs = [{"from_step": 0, "machine": "cpu, 2 threads"}, {"from_step": 500, "machine": "H100 (CUDA)"},
-            {"from_step": 900, "machine": "cpu, 2 threads"}]
-    assert zoo.trained_on({"training": {"machine": "cpu, 2 threads", "segments": segs}}) == "cpu, 2 threads; H100 (CUDA)"
+    one = {"training": {"machine": "EPYC, 1 threads (CPU), torch 2"}}
+    assert zoo.trained_on(one) == "EPYC, 1 threads (CPU), torch 2"
+    segs = [{"from_step": 0, "machine": "EPYC, 2 threads (CPU), torch 2"},
+            {"from_step": 500, "machine": "NVIDIA H100 (CUDA), torch 2"},
+            {"from_step": 900, "machine": "EPYC, 1 threads (CPU), torch 2"}]
+    card = {"training": {"machine": "EPYC, 1 threads (CPU), torch 2", "segments": segs}}
+    assert zoo.trained_on(card) == "EPYC, 1-2 threads (CPU), torch 2; NVIDIA H100 (CUDA), torch 2"
