@@ -62,7 +62,7 @@ class ACLAConfig:
     tau: float = 1.0
     res_scale: float = 1.0
     unshuffle: int = 1
-    image_residual: bool = True
+    image_residual: bool | str = True  # for demosaicing: "bilinear" (True) or "malvar" base
 
 
 def gumbel_select(

@@ -65,7 +65,7 @@ class CSAttnConfig:
     multi_scale_input: bool = True  # inject the down-sampled input at every encoder level
     bias: bool = False
     unshuffle: int = 1
-    image_residual: bool = True
+    image_residual: bool | str = True  # for demosaicing: "bilinear" (True) or "malvar" base
 
     def __post_init__(self) -> None:
         self.depths = [int(d) for d in self.depths]

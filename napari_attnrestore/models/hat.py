@@ -53,7 +53,7 @@ class HATConfig:
     alpha: float = 0.01
     overlap_ratio: float = 0.5
     unshuffle: int = 1
-    image_residual: bool = True
+    image_residual: bool | str = True  # for demosaicing: "bilinear" (True) or "malvar" base
 
 
 class HybridAttentionBlock(nn.Module):

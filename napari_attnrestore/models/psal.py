@@ -88,7 +88,7 @@ class PSALConfig:
     #: Average (True) or sum (the reference) the squared differences over a patch.
     mean_cost: bool = True
     unshuffle: int = 1
-    image_residual: bool = True
+    image_residual: bool | str = True  # for demosaicing: "bilinear" (True) or "malvar" base
     #: Masked variant: fill the holes smoothly (``layers.harmonic_fill``) before the network,
     #: which then learns a correction of that fill (its image residual) instead of the pixels.
     prefill: bool = False
