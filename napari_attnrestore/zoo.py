@@ -89,11 +89,10 @@ def trained_on(card: dict[str, Any]) -> str:
             threads.setdefault(key, []).extend(int(t) for t in found["threads"].split("-"))
         elif m:
             threads.setdefault(m, [])
-    out = []
-    for key, counts in threads.items():
-        lo, hi = (min(counts), max(counts)) if counts else (0, 0)
-        out.append(key.format(lo if lo == hi else f"{lo}-{hi}") if counts else key)
-    return "; ".join(out)
+    def span(counts: list[int]) -> str:
+        return str(min(counts)) if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
+
+    return "; ".join(key.format(span(counts)) if counts else key for key, counts in threads.items())
 
 
 _CPU_THREADS = re.compile(r"^(?P<cpu>.*), (?P<threads>\d+(?:-\d+)?) threads \(CPU\), (?P<rest>.*)$")
