@@ -150,16 +150,16 @@ def real_rows(data: Path, use_bm3d: bool) -> list[dict]:
 def sr_rows(data: Path, scales: list[int]) -> list[dict]:
     """Set5 on the Y channel (the literature's protocol), then Set12's gray images as a check
     on other pictures (no published figures)."""
-    sets = [("Set5 (Y)", load_folder(data / "bench" / "set5", gray=False)),
-            ("Set12 (gray)", load_folder(data / "bench" / "set12", gray=True))]
+    sets = [("Set5 (Y)", load_folder(data / "bench" / "set5", gray=False), True),
+            ("Set12 (gray)", load_folder(data / "bench" / "set12", gray=True), False)]
     rows = []
-    for label, hr in sets:
+    for label, hr, has_published in sets:
         for s in scales:
             row: dict = {"set": label, "setting": f"x{s}, border {s}"}
             row["bicubic (here)"] = ev.sr_scores(lambda lr, s=s: bicubic_baseline(lr, s), hr, s)["psnr"]
             for name in shipped("sr", s):
                 row[name] = ev.sr_scores(engine(name, "sr", scale=s), hr, s)["psnr"]
-            row["published"] = PUBLISHED[("sr", s)] if label.startswith("Set5") else ""
+            row["published"] = PUBLISHED[("sr", s)] if has_published else ""
             rows.append(row)
     return rows
 

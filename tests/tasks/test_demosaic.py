@@ -132,31 +132,23 @@ def test_build_model_for_demosaic():
 
 
 @pytest.mark.parametrize("pattern", dm.PATTERNS)
-def test_network_skip_is_bilinear_demosaic(pattern):
-    """Demosaicing networks add ``layers.cfa_bilinear`` of their input: bilinear for every phase."""
+@pytest.mark.parametrize(("base", "baseline", "border", "seed"), [
+    ("bilinear", dm.bilinear_baseline, 1, 0),
+    ("malvar", dm.malvar_baseline, 2, 1),
+])
+def test_network_skip_is_the_classical_demosaic(pattern, base, baseline, border, seed):
+    """Demosaicing networks add ``layers.DEMOSAIC_BASES[base]`` of their input (``image_residual``):
+    bilinear, or Malvar 2004 as colour-demosaicing computes it, for every Bayer phase."""
     import torch
 
-    from napari_attnrestore.models.layers import cfa_bilinear
+    from napari_attnrestore.models.layers import DEMOSAIC_BASES
 
-    rgb = np.random.default_rng(0).random((24, 30, 3)).astype(np.float32)
+    rgb = np.random.default_rng(seed).random((24, 30, 3)).astype(np.float32)
     cfa = dm.mosaic(rgb, pattern)
-    ours = cfa_bilinear(torch.from_numpy(dm.prepare_input(cfa, pattern))[None])[0].permute(1, 2, 0).numpy()
-    ref = dm.bilinear_baseline(cfa, pattern, clip=False)
-    np.testing.assert_allclose(ours[1:-1, 1:-1], ref[1:-1, 1:-1], atol=1e-5)
-
-
-@pytest.mark.parametrize("pattern", dm.PATTERNS)
-def test_network_malvar_skip_matches_colour_demosaicing(pattern):
-    """``image_residual="malvar"`` adds ``layers.cfa_malvar``: Malvar 2004 for every phase."""
-    import torch
-
-    from napari_attnrestore.models.layers import cfa_malvar
-
-    rgb = np.random.default_rng(1).random((24, 30, 3)).astype(np.float32)
-    cfa = dm.mosaic(rgb, pattern)
-    ours = cfa_malvar(torch.from_numpy(dm.prepare_input(cfa, pattern))[None])[0].permute(1, 2, 0).numpy()
-    ref = dm.malvar_baseline(cfa, pattern, clip=False)
-    np.testing.assert_allclose(ours[2:-2, 2:-2], ref[2:-2, 2:-2], atol=1e-5)
+    ours = DEMOSAIC_BASES[base](torch.from_numpy(dm.prepare_input(cfa, pattern))[None])[0].permute(1, 2, 0).numpy()
+    ref = baseline(cfa, pattern, clip=False)
+    inner = (slice(border, -border), slice(border, -border))
+    np.testing.assert_allclose(ours[inner], ref[inner], atol=1e-5)
 
 
 @pytest.mark.parametrize("arch", ["hat", "grl", "acla", "psal", "csattn"])
