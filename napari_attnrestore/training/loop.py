@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
+
+log = logging.getLogger("attnrestore")
 
 
 @dataclass
@@ -28,6 +32,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 200
+    compile: bool = False  # train through torch.compile (falls back to eager, with a warning)
 
 
 @dataclass
@@ -140,6 +145,10 @@ def fit(
         torch.save(st, tmp)
         tmp.replace(state_path)
 
+    def step_loss(net: Callable[[torch.Tensor], torch.Tensor], inp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return loss_fn(net, inp, target) if loss_fn else crit(net(inp), target)
+
+    net: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if cfg.compile else model
     t0 = time.perf_counter()
     running, count = 0.0, 0
     try:
@@ -150,7 +159,16 @@ def fit(
             clean = sample_batch(cfg.batch)
             inp, target = make_pair(clean, gen)
             inp, target = inp.to(device), target.to(device)
-            loss = loss_fn(model, inp, target) if loss_fn else crit(model(inp), target)
+            try:
+                loss = step_loss(net, inp, target)
+            except Exception as e:  # compilation fails lazily, on the first call; a real error recurs eagerly
+                if net is model:
+                    raise
+                msg = f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); training uncompiled"
+                log.warning(msg)
+                warnings.warn(msg, RuntimeWarning, stacklevel=2)
+                net = model
+                loss = step_loss(net, inp, target)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training diverged at step {step}: loss is {loss.item()}")
             opt.zero_grad(set_to_none=True)

@@ -142,8 +142,12 @@ def record_segment(run_dir: Path, start_step: int, schedule_steps: int, machine:
     return segments
 
 
-def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device: str = "auto", steps: int | None = None) -> Path:
-    """Train (or resume) the recipe and write its weights and model card; returns the weights path."""
+def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device: str = "auto", steps: int | None = None,
+        compile: bool | None = None) -> Path:
+    """Train (or resume) the recipe and write its weights and model card; returns the weights path.
+
+    ``steps`` and ``compile`` (train through ``torch.compile``), when given, override the recipe.
+    """
     recipe = json.loads(recipe_path.read_text())
     name = recipe["name"]
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
@@ -154,6 +158,8 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
     cfg = TrainConfig(**train)
     if steps is not None:
         cfg.steps = steps
+    if compile is not None:
+        cfg.compile = compile
     torch.manual_seed(cfg.seed)
     model = build_model(recipe["arch"], task=task.name, scale=recipe.get("scale", 1), preset=recipe.get("preset", "tiny"), **recipe.get("config", {}))
     run_dir = workdir / (f"{name}-gpu" if dev.type == "cuda" and recipe.get("train_gpu") else name)
@@ -251,13 +257,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=Path("runs"))
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="train through torch.compile (overrides the recipe's train.compile)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("ATTNRESTORE_THREADS", 0)) or None)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` saves the training state, then exits
     if a.threads:
         torch.set_num_threads(a.threads)
-    run(a.recipe, a.data, a.out, a.workdir, a.device, a.steps)
+    run(a.recipe, a.data, a.out, a.workdir, a.device, a.steps, a.compile)
     return 0
 
 

@@ -1,5 +1,6 @@
 """The training loop: progress events, loss goes down, exact resume."""
 
+import pytest
 import torch
 
 from napari_attnrestore.models import build_model
@@ -44,3 +45,35 @@ def test_resume_continues_exactly(tmp_path):
     assert [e.step for e in rest] == [5, 6, 7, 8]
     losses = [e.loss for e in first + rest]
     assert losses == [e.loss for e in straight]
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch):
+    """``compile=True`` on a platform where compilation fails trains eagerly, with a warning."""
+    cfg = TrainConfig(steps=4, batch=2, log_every=1, warmup=2)
+    model, sampler = _setup()
+    eager = [e.loss for e in fit(model, sampler.sample, make_training_pair, cfg) if not e.done]
+
+    def broken_compile(module, **kwargs):
+        def run(*args, **kw):
+            raise RuntimeError("no C++ compiler found")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    model, sampler = _setup()
+    cfg.compile = True
+    with pytest.warns(RuntimeWarning, match="torch.compile failed .*no C\\+\\+ compiler.*training uncompiled"):
+        fallback = [e.loss for e in fit(model, sampler.sample, make_training_pair, cfg) if not e.done]
+    assert fallback == eager
+
+
+def test_training_errors_still_raise_when_compiled(monkeypatch):
+    """A real error (here a wrong input shape) is not hidden by the compile fallback."""
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: lambda *a, **k: module(*a, **k))
+    model, sampler = _setup()
+    cfg = TrainConfig(steps=2, batch=2, warmup=1, compile=True)
+
+    def bad_pair(clean, gen):
+        return clean[:, :, :, None], clean
+
+    with pytest.raises(RuntimeError, match="not supported for 5D input"), pytest.warns(RuntimeWarning):
+        list(fit(model, sampler.sample, bad_pair, cfg))
