@@ -126,7 +126,6 @@ class CrossLayerAttention(nn.Module):
             self.proj.weight.mul_(0.1)  # small, not zero: gradients reach every branch from step 0
             self.select.bias.zero_()
             self.select.bias.view(layers, keys + 1)[:, -1] = 1.0  # start by preferring all K keys
-        self.last_keys_used: float = float("nan")
 
     def selection_mask(self, q: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Key mask ``(B, L, K, H, W)``: 1 for the keys a query uses (hard; straight-through in training)."""
@@ -152,7 +151,6 @@ class CrossLayerAttention(nn.Module):
         off = self.sample_offsets(query)
         bias = self.bias(query).float().view(b, self.layers, kk, h, w)
         mask = self.selection_mask(query)
-        self.last_keys_used = float(mask.detach().sum(dim=(1, 2)).mean())
         ys = torch.arange(h, device=query.device, dtype=torch.float32).view(1, 1, h, 1)
         xs = torch.arange(w, device=query.device, dtype=torch.float32).view(1, 1, 1, w)
         sy, sx = 2.0 / max(h - 1, 1), 2.0 / max(w - 1, 1)  # align_corners=True normalisation

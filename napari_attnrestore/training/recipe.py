@@ -19,11 +19,13 @@ import platform
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..models import build_model
 from ..tasks import get_task
@@ -34,6 +36,11 @@ from .loop import LOSSES, TrainConfig, fit
 from .selfsupervised import denoise_objective, hole_loss
 
 log = logging.getLogger("attnrestore.recipe")
+
+#: ``make_pair(patches, generator) -> (network input, target)``
+MakePair = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+#: ``loss(model, input, target) -> scalar`` (replaces ``cfg.loss(model(input), target)``)
+LossFn = Callable[..., torch.Tensor]
 
 
 def machine_description(device: torch.device) -> str:
@@ -142,6 +149,36 @@ def record_segment(run_dir: Path, start_step: int, schedule_steps: int, machine:
     return segments
 
 
+def training_parts(recipe: dict[str, Any], data_dir: Path, cfg: TrainConfig) -> tuple[nn.Module, PatchSampler, MakePair, LossFn | None]:
+    """A recipe's fresh network, patch sampler, input/target maker and loss (None: the plain ``cfg.loss``).
+
+    Self-supervised recipes drop the clean images here: their sampler holds one fixed noisy
+    copy of each, and the loss never sees a clean pixel.
+    """
+    name, task = recipe["name"], get_task(recipe["task"])
+    torch.manual_seed(cfg.seed)
+    model = build_model(recipe["arch"], task=task.name, scale=recipe.get("scale", 1), preset=recipe.get("preset", "tiny"), **recipe.get("config", {}))
+    images = load_training_images(recipe, data_dir)
+    from .. import tasks as _tasks
+
+    task_mod = getattr(_tasks, task.name)
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.get("degradation", {}).items()}
+    if task.name == "sr":
+        kwargs["scale"] = recipe.get("scale", 2)
+
+    def make_pair(clean: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return task_mod.make_training_pair(clean, gen, **kwargs)
+
+    loss_fn: LossFn | None = hole_loss(LOSSES[cfg.loss]) if task.name == "inpaint" else None
+    method = recipe.get("self_supervised")
+    if method:
+        if task.name != "denoise":
+            raise ValueError(f"recipe {name}: self_supervised recipes are for denoising, not {task.name}")
+        images = noisy_once(images, cfg.seed, **kwargs)
+        loss_fn, make_pair = denoise_objective(method, seed=cfg.seed)
+    return model, PatchSampler(images, recipe["patch"], seed=cfg.seed), make_pair, loss_fn
+
+
 def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device: str = "auto", steps: int | None = None,
         compile: bool | None = None) -> Path:
     """Train (or resume) the recipe and write its weights and model card; returns the weights path.
@@ -160,38 +197,16 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
         cfg.steps = steps
     if compile is not None:
         cfg.compile = compile
-    torch.manual_seed(cfg.seed)
-    model = build_model(recipe["arch"], task=task.name, scale=recipe.get("scale", 1), preset=recipe.get("preset", "tiny"), **recipe.get("config", {}))
     run_dir = workdir / (f"{name}-gpu" if dev.type == "cuda" and recipe.get("train_gpu") else name)
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / "state.pt"
+    model, sampler, make_pair, loss_fn = training_parts(recipe, data_dir, cfg)
     if recipe.get("init") and not state_path.exists():  # a resumed run restores its own weights
         init_from(model, recipe["init"], out_dir)
-    images = load_training_images(recipe, data_dir)
-    sampler = PatchSampler(images, recipe["patch"], seed=cfg.seed)
-    deg = recipe.get("degradation", {})
-    from .. import tasks as _tasks
-
-    task_mod = getattr(_tasks, task.name)
-
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in deg.items()}
-    if task.name == "sr":
-        kwargs["scale"] = recipe.get("scale", 2)
-
-    def make_pair(clean, gen):
-        return task_mod.make_training_pair(clean, gen, **kwargs)
-
-    loss_fn = hole_loss(LOSSES[cfg.loss]) if task.name == "inpaint" else None
-    method = recipe.get("self_supervised")
-    if method:  # the clean images are dropped here: the network only ever sees noisy ones
-        if task.name != "denoise":
-            raise ValueError(f"recipe {name}: self_supervised recipes are for denoising, not {task.name}")
-        images = noisy_once(images, cfg.seed, **kwargs)
-        sampler = PatchSampler(images, recipe["patch"], seed=cfg.seed)
-        loss_fn, make_pair = denoise_objective(method, seed=cfg.seed)
+    method, deg = recipe.get("self_supervised"), recipe.get("degradation", {})
 
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("recipe %s: %s (%d parameters), %d images, device %s", name, recipe["arch"], n_params, len(images), dev)
+    log.info("recipe %s: %s (%d parameters), %d images, device %s", name, recipe["arch"], n_params, len(sampler.images), dev)
     final = None
     anneal = recipe.get("anneal_tau")  # ACLA: Gumbel-softmax temperature, geometric from -> to
 
