@@ -147,6 +147,18 @@ def test_self_supervised_recipe_trains_on_fixed_noisy_images(tmp_path, data):
         rc.run(bad, data, tmp_path / "out", tmp_path / "runs")
 
 
+def test_recipe_compile_flag_reaches_the_loop(tmp_path, data, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append(module) or module)
+    recipe = _recipe(tmp_path, "denoise", degradation={"sigma": [10, 30]}, eval={"set": "bench/gray", "sigmas": [25]})
+    path = rc.run(recipe, data, tmp_path / "out", tmp_path / "runs", compile=True)
+    assert json.loads(path.with_suffix(".json").read_text())["training"]["compile"] is True
+    assert len(compiled) == 1 and compiled[0].arch == "hat"
+    model, sampler, make_pair, loss_fn = rc.training_parts(json.loads(recipe.read_text()), data, rc.TrainConfig())
+    assert model.arch == "hat"
+    assert loss_fn is None and sampler.patch == 32 and make_pair(sampler.sample(2), torch.Generator())[0].shape == (2, 1, 32, 32)
+
+
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "recipes").glob("*.json")), ids=lambda p: p.stem)
 def test_committed_recipes_are_valid(path):
     """Every committed recipe names its file, builds its network and degrades a batch."""
