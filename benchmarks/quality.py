@@ -1,7 +1,7 @@
 """Image quality of the shipped weights next to classical baselines and published numbers.
 
     python benchmarks/quality.py --data ../shared/data [--tasks denoise poisson real sr demosaic inpaint]
-                                 [--no-bm3d] [--markdown]
+                                 [--no-bm3d] [--ensemble] [--markdown]
 
 Every shipped model runs through the real engine (``ar.restore``: chunks, tiles, halo,
 blending), so the numbers are what users get.  PSNR in dB on [0, 1] images, mean over the
@@ -66,13 +66,18 @@ def shipped(task: str, scale: int | None = None) -> list[str]:
     return [m["name"] for m in ar.list_models() if m["task"] == task and (scale is None or m.get("scale") == scale)]
 
 
+#: ``--ensemble``: every network runs with the 8-orientation self-ensemble (``ar.restore(ensemble=True)``)
+ENSEMBLE = False
+
+
 def engine(name: str, task: str, **kw):
     model = ar.load_model(name)
+    kw = {"normalize": "none", "device": "cpu", "ensemble": ENSEMBLE, **kw}
     if task == "demosaic":
-        return lambda cfa, pattern: np.asarray(ar.restore(cfa, task=task, model=model, cfa=pattern, normalize="none", device="cpu").compute())
+        return lambda cfa, pattern: np.asarray(ar.restore(cfa, task=task, model=model, cfa=pattern, **kw).compute())
     if task == "inpaint":
-        return lambda image, mask: np.asarray(ar.restore(image, task=task, model=model, mask=mask, normalize="none", device="cpu").compute())
-    return lambda x: np.asarray(ar.restore(x, task=task, model=model, normalize="none", device="cpu", **kw).compute())
+        return lambda image, mask: np.asarray(ar.restore(image, task=task, model=model, mask=mask, **kw).compute())
+    return lambda x: np.asarray(ar.restore(x, task=task, model=model, **kw).compute())
 
 
 def bm3d_set12(clean: list[np.ndarray], sigma: int) -> float:
@@ -142,7 +147,8 @@ def real_rows(data: Path, use_bm3d: bool) -> list[dict]:
             lambda x: bm3d_baseline((x - lo) / (hi - lo), sigma / (hi - lo) * 255) * (hi - lo) + lo, frames)["psnr"])
     for name in shipped("denoise"):
         model = ar.load_model(name)
-        row[name] = ev.frame_scores(lambda x, m=model: np.asarray(ar.restore(x, model=m, device="cpu").compute()), frames)["psnr"]
+        row[name] = ev.frame_scores(
+            lambda x, m=model: np.asarray(ar.restore(x, model=m, device="cpu", ensemble=ENSEMBLE).compute()), frames)["psnr"]
     row["published"] = "none (estimated against the other frames)"
     return [row]
 
@@ -223,8 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-bm3d", action="store_true", help="skip BM3D (slow: ~4 s per 256x256 image, cached after)")
     p.add_argument("--sigmas", type=int, nargs="+", default=[15, 25, 50])
     p.add_argument("--patterns", nargs="+", default=["RGGB", "BGGR", "GRBG", "GBRG"])
+    p.add_argument("--ensemble", action="store_true", help="run every network with the x8 self-ensemble (8x slower)")
     p.add_argument("--markdown", action="store_true")
     a = p.parse_args(argv)
+    global ENSEMBLE
+    ENSEMBLE = a.ensemble
     missing = [s for s in ("set12", "set5", "mcmaster") if not (a.data / "bench" / s).exists()]
     if missing:
         print(f"quality.py: {a.data / 'bench'} lacks {', '.join(missing)}", file=sys.stderr)
@@ -240,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     titles = {"poisson": "denoise, Poisson-Gaussian (PSNR, dB)",
               "real": "denoise, real microscopy without a clean image (estimated PSNR, dB)"}
     for task in a.tasks:
-        print_table(titles.get(task, f"{task} (PSNR, dB)"), tables[task](), a.markdown)
+        title = titles.get(task, f"{task} (PSNR, dB)") + (", networks with the x8 self-ensemble" if a.ensemble else "")
+        print_table(title, tables[task](), a.markdown)
     return 0
 
 

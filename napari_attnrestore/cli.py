@@ -57,6 +57,7 @@ def cmd_restore(a: argparse.Namespace) -> int:
     common: dict[str, Any] = dict(
         task=a.task, model=model, scale=a.scale, tile=a.tile, overlap=a.overlap, batch=a.batch, chunks=a.chunks,
         device=a.device, precision=a.precision, mask=a.mask, nodata=a.nodata, cfa=a.cfa, compile=a.compile,
+        ensemble=a.ensemble,
     )
     t0 = time.perf_counter()
     if _is_zarr(out):
@@ -216,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
     r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     r.add_argument("--compile", action="store_true", help="run the network through torch.compile (falls back with a warning)")
+    r.add_argument("--ensemble", action="store_true",
+                   help="self-ensemble: average the 8 turned/mirrored passes of every tile (8x slower, a little better)")
     r.add_argument("--scheduler", default=None, help="'local' (LocalCluster of processes) or tcp://host:port")
     r.add_argument("--resume", action="store_true", help="continue an interrupted .zarr job")
     r.add_argument("--overwrite", action="store_true", help="replace an existing output")

@@ -108,16 +108,21 @@ class ModelHandle:
     staging
         Copy batches through reusable host buffers (page-locked, ``non_blocking``
         transfers).  None: on CUDA only; True elsewhere runs the same path unpinned (tests).
+    ensemble
+        Self-ensemble: run every batch in the 8 orientations of the square (4 rotations,
+        each also mirrored), undo each on the output and average.  About 0.1-0.2 dB more
+        for denoising, 8 times the compute, the same memory.
     """
 
     def __init__(self, module: nn.Module, device: str = "auto", precision: str = "auto", checkpoint: str | None = None,
-                 compile: bool = False, staging: bool | None = None) -> None:
+                 compile: bool = False, staging: bool | None = None, ensemble: bool = False) -> None:
         self.module = module.eval()
         self.device = device
         self.precision = precision
         self.checkpoint = checkpoint
         self.compile = bool(compile)
         self.staging = staging
+        self.ensemble = bool(ensemble)
         self.info = describe(module, Path(checkpoint).stem if checkpoint else None)
         resolve_precision(precision, resolve_device(device), self.info.half_safe)  # fail early on a typo
         self.key = uuid.uuid4().hex
@@ -214,12 +219,12 @@ class ModelHandle:
         """The forward pass: compiled when there is a compiled network, else eager."""
         if fn is not None:
             try:
-                return _forward(fn, x, dev, dtype)
+                return _forward(fn, x, dev, dtype, self.ensemble)
             except torch.OutOfMemoryError:
                 raise
             except Exception as e:  # compilation happens on the first calls; a model error recurs eagerly
                 self._compile_failed(e)
-        return _forward(module, x, dev, dtype)
+        return _forward(module, x, dev, dtype, self.ensemble)
 
     def infer(self, batch: np.ndarray, eager: bool = False) -> np.ndarray:
         """Run one float32 batch ``(B, C, h, w)`` and return float32 ``(B, C_out, s*h, s*w)``.
@@ -280,9 +285,30 @@ class ModelHandle:
         return out
 
 
-def _forward(fn: Any, x: torch.Tensor, dev: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """``fn(x)``, under autocast when the compute dtype is not float32."""
+#: The 8 orientations of the square: (quarter turns, mirrored left-right afterwards).
+DIHEDRAL: tuple[tuple[int, bool], ...] = tuple((k, flip) for k in range(4) for flip in (False, True))
+
+
+def self_ensemble(fn: Any, x: torch.Tensor) -> torch.Tensor:
+    """Mean of ``fn`` over the 8 orientations of ``x``, each output turned back (float32).
+
+    Valid for every task here: the mask channels of inpainting and demosaicing turn with
+    the image, so a turned Bayer mosaic arrives with its (turned) pattern.
+    """
+    acc = None
+    for k, flip in DIHEDRAL:
+        z = torch.rot90(x, k, (-2, -1))
+        y = fn(z.flip(-1) if flip else z).float()
+        y = torch.rot90(y.flip(-1) if flip else y, -k, (-2, -1))
+        acc = y if acc is None else acc.add_(y)
+    assert acc is not None
+    return acc / len(DIHEDRAL)
+
+
+def _forward(fn: Any, x: torch.Tensor, dev: torch.device, dtype: torch.dtype, ensemble: bool = False) -> torch.Tensor:
+    """``fn(x)`` (or its :func:`self_ensemble`), under autocast when the compute dtype is not float32."""
+    run = (lambda t: self_ensemble(fn, t)) if ensemble else fn
     if dtype != torch.float32:
         with torch.autocast(device_type=dev.type, dtype=dtype):
-            return fn(x)
-    return fn(x)
+            return run(x)
+    return run(x)

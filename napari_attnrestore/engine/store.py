@@ -127,13 +127,14 @@ def set_job_state(store: str | os.PathLike, **fields: Any) -> None:
     g.attrs["attnrestore"] = state
 
 
-def job_fingerprint(plan: Plan, weights_digest: str, task: str, src_desc: str) -> dict[str, Any]:
+def job_fingerprint(plan: Plan, weights_digest: str, task: str, src_desc: str, ensemble: bool = False) -> dict[str, Any]:
     """What must match for ``resume`` to continue a job (input, model, geometry, dtype)."""
     return {
         "source": src_desc, "weights": weights_digest, "task": task, "shape": list(plan.out_shape),
         "chunks": [list(c[:1]) for c in plan.out_chunks], "tile": plan.tile, "overlap": plan.overlap,
         "dtype": plan.out_dtype, "norm": [list(plan.norm.lo), list(plan.norm.hi)],
         "cfa": plan.cfa, "nodata": plan.nodata, "mask": plan.has_mask,
+        **({"ensemble": True} if ensemble else {}),  # absent when off: stores of earlier versions still resume
     }
 
 
@@ -153,10 +154,12 @@ def prepare_store(
     if dst.exists():
         state = job_state(dst)
         if resume and state:
-            if state.get("job") != fingerprint:
+            old = state.get("job") or {}
+            if old != fingerprint:
+                differ = sorted(k for k in {*old, *fingerprint} if old.get(k) != fingerprint.get(k))
                 raise OutputError(
                     f"{dst}: cannot resume: the existing output was made with other settings "
-                    f"(input, model, tile or chunks differ); use --overwrite to start again"
+                    f"({', '.join(differ)} differ); use --overwrite to start again"
                 )
             if state.get("status") == "complete":
                 return None

@@ -67,6 +67,8 @@ TIPS = {
     "resume. 0 = auto (the source's own chunks when 256-4096, else 1024).",
     "device": "auto: CUDA, then Apple MPS, then the CPU.",
     "precision": "auto: bf16 on CUDA for models that declare it safe, else fp32.",
+    "ensemble": "Also run every tile turned and mirrored (8 orientations) and average the results: a little "
+    "better (about 0.1-0.2 dB for denoising), 8 times slower.",
     "output": "new layer: computed into memory (fine up to a few hundred megapixels). zarr file: streamed to an "
     "OME-Zarr on disk chunk by chunk, then opened lazily; use it for large images.",
     "zarr": "Output OME-Zarr (NGFF 0.5) folder; '.ome.zarr' is appended when the name has no .zarr suffix.",
@@ -113,6 +115,7 @@ class RestoreWidget(Container):
         self._chunk = _auto_spin("chunk", 16384, 256)
         self._device = ComboBox(label="device", choices=DEVICES, value="auto", tooltip=TIPS["device"])
         self._precision = ComboBox(label="precision", choices=PRECISIONS, value="auto", tooltip=TIPS["precision"])
+        self._ensemble = CheckBox(text="self-ensemble (8x slower)", value=False, tooltip=TIPS["ensemble"])
         self._output = RadioButtons(
             label="output", choices=(NEW_LAYER, ZARR), value=NEW_LAYER, orientation="horizontal", tooltip=TIPS["output"]
         )
@@ -127,7 +130,7 @@ class RestoreWidget(Container):
         super().__init__(
             widgets=[
                 self._image, self._task, self._scale, self._mask, self._nodata, self._cfa, self._model, self._checkpoint, self._tile, self._overlap,
-                self._batch, self._chunk, self._device, self._precision, self._output, self._zarr, self._existing,
+                self._batch, self._chunk, self._device, self._precision, self._ensemble, self._output, self._zarr, self._existing,
                 self._open_zarr, buttons, self._status,
             ]
         )
@@ -242,7 +245,7 @@ class RestoreWidget(Container):
 
     def set_options(self, **values: Any) -> None:
         """Set widget values by name: input, task, scale, mask, nodata, cfa (or pattern), model,
-        checkpoint, tile, overlap, batch, chunk, device, precision, output, zarr, existing, open_zarr."""
+        checkpoint, tile, overlap, batch, chunk, device, precision, ensemble, output, zarr, existing, open_zarr."""
         names = {"input": "_image", "zarr": "_zarr", "existing": "_existing", "open_zarr": "_open_zarr",
                  "pattern": "_cfa"}
         if values.get("nodata") is not None:
@@ -271,15 +274,15 @@ class RestoreWidget(Container):
             raise ValueError(self._no_model_message())
         return value
 
-    def _resolve(self, spec: Any, task: str, scale: int | None, device: str, precision: str) -> Any:
+    def _resolve(self, spec: Any, task: str, scale: int | None, device: str, precision: str, ensemble: bool = False) -> Any:
         """A cached ModelHandle (built in the worker thread: loading weights takes time)."""
         from napari_attnrestore.api import resolve_model
 
         ident = (spec, _mtime(spec)) if isinstance(spec, str) else id(spec)
-        key = (ident, task, scale, device, precision)
+        key = (ident, task, scale, device, precision, ensemble)
         handle = self._handles.get(key)
         if handle is None:
-            handle = resolve_model(spec, task, scale, device, precision)
+            handle = resolve_model(spec, task, scale, device, precision, ensemble=ensemble)
             self._handles[key] = handle
         return handle
 
@@ -300,6 +303,7 @@ class RestoreWidget(Container):
             "chunks": self._chunk.value or None,
             "device": self._device.value,
             "precision": self._precision.value,
+            "ensemble": bool(self._ensemble.value),
             "rgb": bool(layer.rgb),
             "channel_axis": channel_axis_of(data.shape, layer.rgb, layer.metadata),
         }
@@ -431,8 +435,9 @@ class RestoreWidget(Container):
     # ------------------------------------------------------------------ workers
 
     def _with_model(self, kwargs: dict[str, Any], spec: Any) -> tuple[dict[str, Any], int]:
-        handle = self._resolve(spec, kwargs["task"], kwargs["scale"], kwargs["device"], kwargs["precision"])
-        return {**kwargs, "model": handle}, int(handle.info.scale)
+        kw = dict(kwargs)
+        handle = self._resolve(spec, kw["task"], kw["scale"], kw["device"], kw["precision"], kw.pop("ensemble", False))
+        return {**kw, "model": handle}, int(handle.info.scale)
 
     def _preview_gen(self, pixels: np.ndarray, kwargs: dict[str, Any], spec: Any, cancel: threading.Event) -> jobs.JobGen:
         kw, k = self._with_model(kwargs, spec)

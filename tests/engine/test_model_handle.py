@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from standins import Box3
+from standins import Box3, NearestUp, RightNeighbourMean, plus_filter
 
 import napari_attnrestore as ar
 from napari_attnrestore.engine import ModelHandle
@@ -66,7 +66,7 @@ def test_model_errors_are_not_hidden_by_the_fallback(monkeypatch):
         handle.infer(np.ones((1, 2, 16, 16), np.float32))  # wrong channel count fails eagerly too
 
 
-def test_cli_passes_compile(monkeypatch, tmp_path):
+def test_cli_passes_compile_and_ensemble(monkeypatch, tmp_path):
     import tifffile
 
     from napari_attnrestore import cli
@@ -79,7 +79,9 @@ def test_cli_passes_compile(monkeypatch, tmp_path):
     monkeypatch.setattr(ar, "restore_to_zarr", fake_restore_to_zarr)
     tifffile.imwrite(tmp_path / "a.tif", np.zeros((16, 16), np.uint8))
     assert cli.main(["restore", str(tmp_path / "a.tif"), str(tmp_path / "b.ome.zarr"), "--compile", "-q"]) == 0
-    assert seen["compile"] is True
+    assert seen["compile"] is True and seen["ensemble"] is False
+    assert cli.main(["restore", str(tmp_path / "a.tif"), str(tmp_path / "c.ome.zarr"), "--ensemble", "-q"]) == 0
+    assert seen["ensemble"] is True
 
 
 @pytest.mark.slow
@@ -88,3 +90,28 @@ def test_real_torch_compile_of_a_small_conv(rng):
     kw = dict(chunks=48, tile=48, overlap=8, normalize="none", device="cpu")
     compiled = ar.restore(img, model=Box3(), compile=True, **kw).compute()
     np.testing.assert_allclose(compiled, ar.restore(img, model=Box3(), **kw).compute(), atol=1e-5)
+
+
+def test_self_ensemble_averages_the_eight_orientations():
+    x = torch.rand(2, 1, 12, 20, generator=torch.Generator().manual_seed(0))
+    ens = mh.self_ensemble(RightNeighbourMean(), x)[0, 0].numpy()
+    np.testing.assert_allclose(ens[1:-1, 1:-1], plus_filter(x[0, 0].numpy()), atol=1e-6)
+    with torch.no_grad():
+        np.testing.assert_allclose(mh.self_ensemble(Box3(), x), Box3()(x), atol=1e-6)  # symmetric: unchanged
+    up = mh.self_ensemble(NearestUp(), x)  # non-square input, x2 output: every orientation turned back
+    np.testing.assert_allclose(up, NearestUp()(x), atol=1e-6)
+
+
+def test_restore_with_ensemble_through_the_engine(rng, tmp_path):
+    """Tiles, halo and blending with the self-ensemble: the plus filter everywhere inside."""
+    img = rng.random((96, 80)).astype(np.float32)
+    out = ar.restore(img, model=RightNeighbourMean(), chunks=48, tile=32, overlap=8, normalize="none",
+                     ensemble=True).compute()
+    np.testing.assert_allclose(out[1:-1, 1:-1], plus_filter(img), atol=1e-5)
+    plain = ar.restore(img, model=RightNeighbourMean(), chunks=48, tile=32, overlap=8, normalize="none").compute()
+    assert np.abs(plain - out).max() > 0.05
+    dst = ar.restore_to_zarr(img, tmp_path / "e.ome.zarr", model=RightNeighbourMean(), chunks=48, tile=32, overlap=8,
+                             normalize="none", ensemble=True)
+    with pytest.raises(OSError, match=r"other settings \(ensemble differ\)"):  # a resume must use the same setting
+        ar.restore_to_zarr(img, dst, model=RightNeighbourMean(), chunks=48, tile=32, overlap=8, normalize="none",
+                           resume=True)

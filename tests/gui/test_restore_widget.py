@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from standins import FillHalf, SplitCFA
+from standins import FillHalf, RightNeighbourMean, SplitCFA, plus_filter
 from torch import nn
 
 pytest.importorskip("napari")
@@ -76,6 +76,22 @@ def test_restore_2d_layer(viewer, widget, qtbot, denoiser) -> None:
     assert out.metadata["attnrestore"]["task"] == "denoise"
     assert np.abs(out.data.astype(float) - img).mean() > 1  # it was really filtered
     assert widget._status.value == "done"
+    assert_idle(widget)
+
+
+def test_self_ensemble_option(viewer, widget, qtbot) -> None:
+    """The checkbox runs the 8-orientation ensemble; unticked again, the plain network runs."""
+    img = np.random.default_rng(1).random((48, 48)).astype(np.float32)
+    viewer.add_image(img, name="img")
+    widget.add_model("asymmetric", RightNeighbourMean())
+    widget.set_options(ensemble=True, tile=32, overlap=8)
+    run(qtbot, widget)
+    widget.set_options(ensemble=False)
+    run(qtbot, widget)
+    ens, plain = viewer.layers["img (denoised)"].data, viewer.layers["img (denoised) [1]"].data
+    lo, hi = np.percentile(img, (0.1, 99.9))  # the engine's percentile normalization is undone on output
+    np.testing.assert_allclose(ens[1:-1, 1:-1], plus_filter(img), atol=1e-4 * (hi - lo))
+    assert np.abs(plain - ens).max() > 0.05
     assert_idle(widget)
 
 
