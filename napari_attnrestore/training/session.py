@@ -60,6 +60,7 @@ def train(
     log_every: int = 10,
     nodata: float | None = None,
     method: str = "neighbor2neighbor",
+    compile: bool = False,
 ) -> Iterator[TrainEvent]:
     """Train on ``images``; yields :class:`TrainEvent` (step, loss, elapsed), the last with the model.
 
@@ -86,6 +87,10 @@ def train(
         pixels are predicted from their neighbours).
     state_path
         Save the training state there and resume from it if it exists.
+    compile
+        Train through ``torch.compile`` (about 10-15% faster per step on a CPU for the
+        attention networks here, after a minute of compiling; a failure falls back to
+        eager with a warning).
 
     Closing the generator stops training; the model so far is not returned then, so
     stop by breaking out and use the ``state_path`` or train for fewer steps.
@@ -124,7 +129,7 @@ def train(
         net = build_model(arch, task=t.name, scale=scale, preset=preset, **(config or {}))
     dev = resolve_device(device)
     cfg = TrainConfig(steps=steps, batch=batch, lr=lr, min_lr=lr / 100, warmup=min(100, steps // 10),
-                      seed=seed, log_every=log_every, checkpoint_every=max(50, steps // 10))
+                      seed=seed, log_every=log_every, checkpoint_every=max(50, steps // 10), compile=compile)
     loss_fn = None
     if mode == "paired":
         pairs = []

@@ -109,7 +109,9 @@ def test_bad_training_requests(rng):
         next(ar.train([noisy, noisy], clean=[noisy]))
 
 
-def test_cli_self_supervised_train_then_restore(tmp_path, rng):
+def test_cli_self_supervised_train_then_restore(tmp_path, rng, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append(module) or module)
     noisy, _ = _noisy(rng, n=1, size=128)
     tifffile.imwrite(tmp_path / "noisy.tif", noisy[0])
     ckpt = tmp_path / "mine.safetensors"
@@ -117,9 +119,10 @@ def test_cli_self_supervised_train_then_restore(tmp_path, rng):
                  "--steps", "3", "--batch", "2", "--patch", "32", "-q"]) == 0
     assert ar.load_model(str(ckpt)).card["training"]["method"] == "neighbor2neighbor"
     blind = tmp_path / "blind.safetensors"
+    assert not compiled
     assert main(["train", "--self-supervised", "--method", "blind-spot", str(tmp_path / "noisy.tif"), "--out", str(blind),
-                 "--steps", "2", "--batch", "2", "--patch", "32", "-q"]) == 0
-    assert ar.load_model(str(blind)).card["training"]["method"] == "blind-spot"
+                 "--steps", "2", "--batch", "2", "--patch", "32", "--compile", "-q"]) == 0
+    assert ar.load_model(str(blind)).card["training"]["method"] == "blind-spot" and len(compiled) == 1
     assert ckpt.exists() and ckpt.with_suffix(".json").exists()
     assert main(["restore", str(tmp_path / "noisy.tif"), str(tmp_path / "out.ome.zarr"), "--weights", str(ckpt), "-q"]) == 0
 
