@@ -1,7 +1,7 @@
 """Image quality of the shipped weights next to classical baselines and published numbers.
 
     python benchmarks/quality.py --data ../shared/data [--tasks denoise poisson real sr demosaic inpaint]
-                                 [--no-bm3d] [--ensemble] [--markdown]
+                                 [--no-bm3d] [--ensemble] [--models NAME ...] [--markdown]
 
 Every shipped model runs through the real engine (``ar.restore``: chunks, tiles, halo,
 blending), so the numbers are what users get.  PSNR in dB on [0, 1] images, mean over the
@@ -62,8 +62,13 @@ def cached(key: str, compute) -> float:
     return store[key]
 
 
+#: ``--models``: only these shipped weights (None: all)
+ONLY: set[str] | None = None
+
+
 def shipped(task: str, scale: int | None = None) -> list[str]:
-    return [m["name"] for m in ar.list_models() if m["task"] == task and (scale is None or m.get("scale") == scale)]
+    return [m["name"] for m in ar.list_models() if m["task"] == task and (scale is None or m.get("scale") == scale)
+            and (ONLY is None or m["name"] in ONLY)]
 
 
 #: ``--ensemble``: every network runs with the 8-orientation self-ensemble (``ar.restore(ensemble=True)``)
@@ -230,10 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sigmas", type=int, nargs="+", default=[15, 25, 50])
     p.add_argument("--patterns", nargs="+", default=["RGGB", "BGGR", "GRBG", "GBRG"])
     p.add_argument("--ensemble", action="store_true", help="run every network with the x8 self-ensemble (8x slower)")
+    p.add_argument("--models", nargs="+", default=None, help="only these shipped weights (default: all)")
     p.add_argument("--markdown", action="store_true")
     a = p.parse_args(argv)
-    global ENSEMBLE
-    ENSEMBLE = a.ensemble
+    global ENSEMBLE, ONLY
+    ENSEMBLE, ONLY = a.ensemble, set(a.models) if a.models else None
     missing = [s for s in ("set12", "set5", "mcmaster") if not (a.data / "bench" / s).exists()]
     if missing:
         print(f"quality.py: {a.data / 'bench'} lacks {', '.join(missing)}", file=sys.stderr)
