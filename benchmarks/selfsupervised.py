@@ -60,16 +60,17 @@ def main(argv: list[str] | None = None) -> int:
     if not path.exists():
         print(f"selfsupervised.py: {path} not found", file=sys.stderr)
         return 2
-    frames = tifffile.imread(path).astype(np.float32)
     raw = tifffile.imread(path)
+    frames = raw.astype(np.float32)
     print(f"{path.name}: {frames.shape}, noise {ev.frame_noise_sigma(frames):.2f} counts (from frame differences)")
     print(f"noisy input                    {ev.frame_scores(lambda x: x, frames)['psnr_in']:.2f} dB")
     if not a.no_bm3d:
         print(f"BM3D (measured sigma)          {bm3d_frames(frames):.2f} dB")
     if a.start:
-        card = getattr(ar.load_model(a.start, task="denoise"), "card", {})
+        start = ar.load_model(a.start, task="denoise")  # loaded once for the 5 frames; training loads its own copy
+        card = getattr(start, "card", {})
         print(f"clean images used to train {Path(a.start).name}: {card.get('training', {}).get('clean_images_used', 'not recorded')}")
-        score = ev.frame_scores(lambda x: np.asarray(ar.restore(x, model=a.start, device="cpu").compute()), frames)
+        score = ev.frame_scores(lambda x: np.asarray(ar.restore(x, model=start, device="cpu").compute()), frames)
         print(f"{Path(a.start).stem + ' as shipped':30s} {score['psnr']:.2f} dB")
     for method in a.methods:
         torch.manual_seed(0)

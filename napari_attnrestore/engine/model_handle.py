@@ -210,9 +210,7 @@ class ModelHandle:
         return st
 
     def _compile_failed(self, error: BaseException) -> None:
-        msg = f"torch.compile failed for {self.info.name} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); running it uncompiled"
-        log.warning(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        warn_compile_failed(error, "running it uncompiled", subject=self.info.name, stacklevel=4)
         _COMPILED[self.key] = None
 
     def _run(self, fn: Any, module: nn.Module, x: torch.Tensor, dev: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -283,6 +281,14 @@ class ModelHandle:
         self.forward_seconds += pending.seconds
         self.forward_calls += 1
         return out
+
+
+def warn_compile_failed(error: BaseException, fallback: str, subject: str | None = None, stacklevel: int = 3) -> None:
+    """Log and warn (RuntimeWarning) that ``torch.compile`` failed with ``error`` and what runs instead."""
+    first_line = str(error).splitlines()[0] if str(error) else ""
+    msg = f"torch.compile failed{f' for {subject}' if subject else ''} ({type(error).__name__}: {first_line}); {fallback}"
+    log.warning(msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=stacklevel)
 
 
 #: The 8 orientations of the square: (quarter turns, mirrored left-right afterwards).

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-log = logging.getLogger("attnrestore")
+from ..engine.model_handle import warn_compile_failed
 
 
 @dataclass
@@ -164,9 +162,7 @@ def fit(
             except Exception as e:  # compilation fails lazily, on the first call; a real error recurs eagerly
                 if net is model:
                     raise
-                msg = f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); training uncompiled"
-                log.warning(msg)
-                warnings.warn(msg, RuntimeWarning, stacklevel=2)
+                warn_compile_failed(e, "training uncompiled")
                 net = model
                 loss = step_loss(net, inp, target)
             if not torch.isfinite(loss):
