@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ResidualBlock, RestorationHead, finish, harmonic_fill, pad_to_multiple
+from .layers import HOLE_FILLS, ResidualBlock, RestorationHead, finish, pad_to_multiple
 
 _BIG = 1.0e4  # cost of an excluded candidate inside the differentiable softmax (finite: no NaN)
 _GATHER_BUDGET = 1 << 22  # elements per gathered block of candidate patches (16 MB in float32)
@@ -89,9 +89,11 @@ class PSALConfig:
     mean_cost: bool = True
     unshuffle: int = 1
     image_residual: bool | str = True  # for demosaicing: "bilinear" (True) or "malvar" base
-    #: Masked variant: fill the holes smoothly (``layers.harmonic_fill``) before the network,
-    #: which then learns a correction of that fill (its image residual) instead of the pixels.
-    prefill: bool = False
+    #: Masked variant: fill the holes smoothly before the network, which then learns a
+    #: correction of that fill (its image residual) instead of the pixels: ``"harmonic"``
+    #: (or True; ``layers.harmonic_fill``), ``"biharmonic"`` (``layers.biharmonic_fill``),
+    #: or False.
+    prefill: bool | str = False
 
 
 # ----------------------------------------------------------------------------------------
@@ -498,6 +500,10 @@ class PSAL(nn.Module):
         cfg = PSALConfig(**config)
         if cfg.patch_size % 2 != 1:
             raise ValueError(f"patch_size must be odd, got {cfg.patch_size}")
+        if cfg.prefill is True:
+            cfg.prefill = "harmonic"
+        if cfg.prefill and cfg.prefill not in HOLE_FILLS:
+            raise ValueError(f"unknown prefill {cfg.prefill!r}; choose from {', '.join(HOLE_FILLS)} or False")
         self.cfg = cfg
         self.in_channels, self.out_channels, self.scale = in_channels, out_channels, scale
         self.masked = (in_channels == 2) if cfg.masked is None else bool(cfg.masked)
@@ -561,7 +567,7 @@ class PSAL(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xp, h, w = pad_to_multiple(x, self.multiple_of)
         if self.masked and self.cfg.prefill:
-            xp = torch.cat([harmonic_fill(xp[:, :1], xp[:, -1:] > 0.5), xp[:, 1:]], dim=1)
+            xp = torch.cat([HOLE_FILLS[self.cfg.prefill](xp[:, :1], xp[:, -1:] > 0.5), xp[:, 1:]], dim=1)
         y = self.conv_first(self.unshuffle(xp))
         f0 = y
         skips = []

@@ -1,5 +1,7 @@
 """PSAL: PatchMatch against brute force, masked search, shapes, gradients, overfitting, memory."""
 
+import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from memory_probe import LargestTensor
@@ -195,18 +197,47 @@ def test_harmonic_fill_keeps_ramps_and_known_pixels():
     assert (filled - ramp)[..., 8:-8].abs().max() < 3e-3
 
 
-def test_prefilled_psal_corrects_the_smooth_fill():
-    from napari_attnrestore.models.layers import harmonic_fill
+def test_biharmonic_fill_continues_curvature_and_matches_scikit_image():
+    from skimage.restoration import inpaint_biharmonic
+
+    from napari_attnrestore.models.layers import biharmonic_fill, harmonic_fill
+
+    yy, xx = torch.meshgrid(torch.arange(48.0), torch.arange(40.0), indexing="ij")
+    # a quadratic surface: biharmonic (its fill is exact) but not harmonic
+    surface = (0.2 + 4e-4 * (yy - 20) ** 2 - 3e-4 * (yy - 20) * (xx - 15) + 2e-4 * (xx - 15) ** 2)[None, None]
+    holes = torch.zeros_like(surface, dtype=torch.bool)
+    holes[..., 20:28, :] = True
+    holed = torch.where(holes, torch.full_like(surface, float("nan")), surface)
+    smooth = harmonic_fill(holed, holes)
+    curved = biharmonic_fill(holed, holes)
+    assert torch.equal(curved[~holes], surface[~holes])
+    inner = (..., slice(None), slice(4, -4))  # away from the replicated left and right borders
+    assert (curved - surface)[inner].abs().max() < 0.2 * (smooth - surface)[inner].abs().max()
+    # converged, it is scikit-image's biharmonic inpainting
+    converged = biharmonic_fill(holed, holes, iterations=200)[0, 0].numpy()
+    reference = inpaint_biharmonic(np.where(holes[0, 0].numpy(), 0.0, surface[0, 0].numpy()), holes[0, 0].numpy())
+    assert np.abs(converged - reference)[:, 8:-8].max() < 1e-3
+    assert biharmonic_fill(holed.half(), holes).dtype == torch.float16
+
+
+@pytest.mark.parametrize("prefill", [True, "harmonic", "biharmonic"])
+def test_prefilled_psal_corrects_the_smooth_fill(prefill):
+    from napari_attnrestore.models.layers import HOLE_FILLS
 
     torch.manual_seed(0)
-    m = PSAL(2, 1, **SMALL, prefill=True).eval()
+    m = PSAL(2, 1, **SMALL, prefill=prefill).eval()
     x = torch.rand(1, 2, 32, 36)
     x[:, 1] = 0
     x[:, 1, 8:16] = 1
     x[:, 0][x[:, 1] > 0] = 0
-    fill = harmonic_fill(x[:, :1], x[:, 1:] > 0.5)
+    fill = HOLE_FILLS["harmonic" if prefill is True else prefill](x[:, :1], x[:, 1:] > 0.5)
     with torch.no_grad():
         assert not torch.allclose(m(x), fill)
         torch.nn.init.zeros_(m.head.net[0].weight)
         torch.nn.init.zeros_(m.head.net[0].bias)
-        assert torch.allclose(m(x), fill)  # a silent head leaves exactly the smooth fill
+        assert torch.allclose(m(x), fill, atol=1e-6)  # a silent head leaves exactly the smooth fill
+
+
+def test_unknown_prefill_is_refused():
+    with pytest.raises(ValueError, match="unknown prefill 'poisson'"):
+        PSAL(2, 1, **SMALL, prefill="poisson")
