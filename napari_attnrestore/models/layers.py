@@ -362,9 +362,9 @@ def biharmonic_fill(image: torch.Tensor, holes: torch.Tensor, iterations: int = 
     Starts from :func:`harmonic_fill` and runs ``iterations`` conjugate-gradient steps on the
     hole pixels towards the minimum of the squared Laplacian, the biharmonic interpolant of
     scikit-image's ``inpaint_biharmonic``.  On Set12 with 8-pixel scan-line gaps it scores
-    21.8 dB on the holes after 24 steps (harmonic 21.2, converged biharmonic 21.6): the
-    partly relaxed fill keeps some of the harmonic one's restraint.  Runs in float32;
-    known pixels are returned unchanged.
+    21.77 dB on the holes after 24 steps (harmonic 21.16, scikit-image 21.65; 21.62 here
+    after 100 steps): the partly relaxed fill keeps some of the harmonic one's restraint.
+    Runs in float32; known pixels are returned unchanged.
     """
     dtype = image.dtype
     x = harmonic_fill(image.float(), holes)
