@@ -346,14 +346,19 @@ def harmonic_fill(image: torch.Tensor, holes: torch.Tensor, iterations: int = 64
     return x
 
 
-def _laplacian(u: torch.Tensor) -> torch.Tensor:
-    """5-point Laplacian of ``(B, 1, H, W)`` with replicated borders.
+def _laplacian(u: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """5-point Laplacian of ``(B, 1, H, W)`` with replicated borders (``kernel``: :func:`_laplacian_kernel`).
 
     With replicated borders this is minus the grid graph's Laplacian matrix, a symmetric
-    operator: ``L^T L u`` is ``_laplacian(_laplacian(u))``.
+    operator: ``L^T L u`` is ``_laplacian(_laplacian(u, k), k)``.
     """
-    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=u.dtype, device=u.device)
-    return F.conv2d(F.pad(u, (1, 1, 1, 1), mode="replicate"), kernel[None, None])
+    return F.conv2d(F.pad(u, (1, 1, 1, 1), mode="replicate"), kernel)
+
+
+def _laplacian_kernel(like: torch.Tensor) -> torch.Tensor:
+    """The ``(1, 1, 3, 3)`` 5-point Laplacian stencil, in ``like``'s dtype and on its device."""
+    k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=like.dtype, device=like.device)
+    return k[None, None]
 
 
 def biharmonic_fill(image: torch.Tensor, holes: torch.Tensor, iterations: int = 24) -> torch.Tensor:
@@ -369,11 +374,12 @@ def biharmonic_fill(image: torch.Tensor, holes: torch.Tensor, iterations: int = 
     dtype = image.dtype
     x = harmonic_fill(image.float(), holes)
     m = holes.to(x.dtype)
-    r = -_laplacian(_laplacian(x)) * m
+    k = _laplacian_kernel(x)  # made once: on a GPU each new constant is a host-to-device copy
+    r = -_laplacian(_laplacian(x, k), k) * m
     p = r.clone()
     rr = (r * r).sum(dim=(1, 2, 3), keepdim=True)
     for _ in range(iterations):
-        ap = _laplacian(_laplacian(p)) * m
+        ap = _laplacian(_laplacian(p, k), k) * m
         alpha = rr / (p * ap).sum(dim=(1, 2, 3), keepdim=True).clamp_min(1e-20)
         x = x + alpha * p
         r = r - alpha * ap
