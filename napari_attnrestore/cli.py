@@ -232,8 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--scale", type=int, choices=[2, 4], default=None)
     t.add_argument("--self-supervised", action="store_true",
                    help="train on the degraded images only: denoising by --method, or inpainting known pixels hidden by masks")
-    t.add_argument("--method", default="neighbor2neighbor", choices=["neighbor2neighbor", "blind-spot"],
-                   help="self-supervised denoising: adjacent pixels predict each other (default), or Noise2Void blind spots")
+    t.add_argument("--method", default="neighbor2neighbor", choices=["neighbor2neighbor", "blind-spot", "sure"],
+                   help="self-supervised denoising: adjacent pixels predict each other (default), Noise2Void blind spots, "
+                        "or Stein's unbiased risk estimate (Gaussian noise; its level is estimated from each patch)")
     t.add_argument("--nodata", type=float, default=None, help="inpaint: value marking the images' gaps (NaN always does)")
     t.add_argument("--clean", nargs="*", default=[], help="clean counterparts of the images (supervised)")
     t.add_argument("--mode", default=None, choices=["self-supervised", "paired", "synthetic"])

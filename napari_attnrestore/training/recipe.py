@@ -33,7 +33,7 @@ from .checkpoint import save_checkpoint
 from .data import PatchSampler, channels_first_rgb, load_folder, skimage_pictures
 from .evaluate import recipe_metrics
 from .loop import LOSSES, TrainConfig, fit
-from .selfsupervised import denoise_objective, hole_loss
+from .selfsupervised import denoise_objective, estimate_noise_sigma, hole_loss, with_sigma_plane
 
 log = logging.getLogger("attnrestore.recipe")
 
@@ -175,6 +175,8 @@ def training_parts(recipe: dict[str, Any], data_dir: Path, cfg: TrainConfig) -> 
         if task.name != "denoise":
             raise ValueError(f"recipe {name}: self_supervised recipes are for denoising, not {task.name}")
         images = noisy_once(images, cfg.seed, **kwargs)
+        if method == "sure":  # each image's noise level, estimated from the noisy image alone
+            images = [with_sigma_plane(im, estimate_noise_sigma(im)) for im in images]
         loss_fn, make_pair = denoise_objective(method, seed=cfg.seed)
     return model, PatchSampler(images, recipe["patch"], seed=cfg.seed), make_pair, loss_fn
 

@@ -1,7 +1,8 @@
 """Self-supervised training on the user's own degraded images, with no clean reference.
 
-Denoising: blind-spot masking (Noise2Void / Noise2Self, :class:`BlindSpotLoss`) or
-neighbour sub-sampling (Neighbor2Neighbor, :class:`Neighbor2NeighborLoss`).  Inpainting:
+Denoising: blind-spot masking (Noise2Void / Noise2Self, :class:`BlindSpotLoss`),
+neighbour sub-sampling (Neighbor2Neighbor, :class:`Neighbor2NeighborLoss`), or Stein's
+unbiased risk estimate for Gaussian noise (:class:`SureLoss`).  Inpainting:
 known pixels are hidden behind random masks and the network learns to fill them
 (:func:`hide_known`).
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -126,16 +128,81 @@ class Neighbor2NeighborLoss:
         return loss
 
 
+def estimate_noise_sigma(image: np.ndarray) -> float:
+    """Gaussian noise level of one noisy image, from itself (wavelet median absolute deviation,
+    :func:`skimage.restoration.estimate_sigma`); a little high on textured images."""
+    from skimage.restoration import estimate_sigma
+
+    return float(estimate_sigma(np.asarray(image, dtype=np.float64)))
+
+
+def patch_noise_sigma(x: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, 1, 1)`` noise level of each patch of ``x`` from its finest diagonal Haar
+    coefficients (median absolute deviation / 0.6745, Donoho's estimator)."""
+    b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+    x = x[:, :, : h // 2 * 2, : w // 2 * 2]
+    d = (x[:, :, 0::2, 0::2] - x[:, :, 0::2, 1::2] - x[:, :, 1::2, 0::2] + x[:, :, 1::2, 1::2]) / 2
+    return (d.abs().reshape(b, -1).median(dim=1).values / 0.6745).reshape(b, 1, 1, 1)
+
+
+def with_sigma_plane(image: np.ndarray, sigma: float) -> np.ndarray:
+    """``(2, H, W)``: a gray noisy image and a constant plane holding its noise level, so
+    the level travels with every patch the sampler cuts (see :class:`SureLoss`)."""
+    im = np.asarray(image, dtype=np.float32)
+    return np.stack([im, np.full_like(im, sigma)])
+
+
+class SureLoss:
+    """Stein's unbiased risk estimate (Stein 1981; as a training loss, Soltanayev & Chun,
+    NeurIPS 2018, and Metzler et al. 2018) for :func:`napari_attnrestore.training.fit`.
+
+    For Gaussian noise of level ``sigma``,
+    ``|f(y) - y|^2 / N - sigma^2 + 2 sigma^2 div f(y) / N`` has the expectation of the
+    supervised ``|f(y) - x|^2 / N``, yet needs no clean ``x``: only the noisy patch and its
+    noise level, which is estimated from the noisy data itself.  The divergence is a Monte
+    Carlo estimate, ``b . (f(y + eps b) - f(y)) / eps`` with ``b`` standard normal.  Both
+    passes draw the same random numbers (ACLA's Gumbel key choice is random while
+    training), so their difference is the network's response to ``eps b`` alone.
+    ``make_pair`` gives ``(noisy, sigma)``, ``sigma`` broadcastable to ``(B, 1, 1, 1)``.
+    """
+
+    def __init__(self, eps: float = 1e-3, seed: int = 0) -> None:
+        self.eps = eps
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def __call__(self, model: nn.Module, noisy: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        sigma = sigma.reshape(sigma.shape[0], -1)[:, :1].reshape(-1, 1, 1, 1).to(noisy)
+        probe = torch.randn(noisy.shape, generator=self.gen).to(noisy)
+        cpu_state = torch.get_rng_state()
+        cuda = noisy.device.type == "cuda"
+        cuda_state = torch.cuda.get_rng_state(noisy.device) if cuda else None
+        out = model(noisy)
+        torch.set_rng_state(cpu_state)
+        if cuda:
+            torch.cuda.set_rng_state(cuda_state, noisy.device)
+        shifted = model(noisy + self.eps * probe)
+        n = noisy[0].numel()
+        div = (probe * (shifted - out)).flatten(1).sum(1) / self.eps
+        risk = (out - noisy).square().flatten(1).mean(1) - sigma.flatten().square() + 2 * sigma.flatten().square() * div / n
+        return risk.mean()
+
+
 def denoise_objective(method: str, seed: int = 0):
-    """``(loss_fn, make_pair)`` of a self-supervised denoising ``method``."""
+    """``(loss_fn, make_pair)`` of a self-supervised denoising ``method``.
+
+    ``"sure"`` reads the noise level from a second input channel when there is one
+    (:func:`with_sigma_plane`), else estimates it from each patch (:func:`patch_noise_sigma`).
+    """
     if method in ("neighbor2neighbor", "nbr2nbr"):
         return Neighbor2NeighborLoss(), lambda y, gen: (y, neighbour_choice(y, gen))
     if method in ("blind-spot", "n2v", "noise2void"):
         return BlindSpotLoss(seed=seed), lambda y, gen: (y, y)
+    if method == "sure":
+        return SureLoss(seed=seed), lambda y, gen: (y[:, :1], y[:, 1:2] if y.shape[1] == 2 else patch_noise_sigma(y))
     raise ValueError(f"unknown self-supervised denoising method {method!r}; use one of {', '.join(SSL_METHODS)}")
 
 
-SSL_METHODS = ("neighbor2neighbor", "blind-spot")
+SSL_METHODS = ("neighbor2neighbor", "blind-spot", "sure")
 
 
 def hole_loss(crit):

@@ -83,8 +83,10 @@ def train(
         Inpainting: this value (as well as NaN) marks the images' own gaps.
     method
         Self-supervised denoising: ``neighbor2neighbor`` (two adjacent pixels of every 2x2
-        cell predict each other; every pixel trains) or ``blind-spot`` (Noise2Void: hidden
-        pixels are predicted from their neighbours).
+        cell predict each other; every pixel trains), ``blind-spot`` (Noise2Void: hidden
+        pixels are predicted from their neighbours) or ``sure`` (Stein's unbiased risk
+        estimate of the squared error, for Gaussian noise whose level is estimated from each
+        patch).
     state_path
         Save the training state there and resume from it if it exists.
     compile

@@ -147,6 +147,20 @@ def test_self_supervised_recipe_trains_on_fixed_noisy_images(tmp_path, data):
         rc.run(bad, data, tmp_path / "out", tmp_path / "runs")
 
 
+def test_sure_recipe_carries_each_image_noise_level_estimated_from_it(tmp_path, data):
+    recipe = json.loads(_recipe(tmp_path, "denoise", self_supervised="sure", degradation={"sigma": [10, 30]}).read_text())
+    cfg = rc.TrainConfig(**recipe["train"])
+    _, sampler, make_pair, loss_fn = rc.training_parts(recipe, data, cfg)
+    noisy = rc.noisy_once(rc.load_training_images(recipe, data), cfg.seed, sigma=(10.0, 30.0))
+    assert [im.shape for im in sampler.images] == [(2, 80, 80)] * 3
+    for im, n in zip(sampler.images, noisy, strict=True):
+        np.testing.assert_array_equal(im[0], n)
+        assert np.all(im[1] == im[1, 0, 0]) and abs(im[1, 0, 0] - rc.estimate_noise_sigma(n)) < 1e-6
+    inp, sigma = make_pair(sampler.sample(2), None)
+    assert inp.shape == (2, 1, 32, 32) and sigma.shape == (2, 1, 32, 32)
+    assert type(loss_fn).__name__ == "SureLoss"
+
+
 def test_recipe_compile_flag_reaches_the_loop(tmp_path, data, monkeypatch):
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append(module) or module)

@@ -63,7 +63,7 @@ def test_neighbor2neighbor_loss():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in conv.parameters())
 
 
-@pytest.mark.parametrize("method", ["neighbor2neighbor", "blind-spot"])
+@pytest.mark.parametrize("method", ["neighbor2neighbor", "blind-spot", "sure"])
 def test_self_supervised_denoising_learns_from_noisy_images_only(rng, method):
     torch.manual_seed(0)
     yy, xx = np.mgrid[0:96, 0:96] / 96
