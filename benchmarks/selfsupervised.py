@@ -1,6 +1,6 @@
 """Self-supervised denoising of a real noisy movie, trained on that movie alone.
 
-    python benchmarks/selfsupervised.py --data ../shared/data [--steps 400] [--methods neighbor2neighbor blind-spot]
+    python benchmarks/selfsupervised.py --data ../shared/data [--steps 400] [--lr 5e-4] [--methods neighbor2neighbor blind-spot sure] [--ensemble]
     python benchmarks/selfsupervised.py --data ../shared/data --from napari_attnrestore/weights/denoise-acla-tiny-selfsup.safetensors
 
 The user's workflow with no clean image: ``ar.train(movie, mode="self-supervised")`` on the
@@ -47,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--patch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (lower it when fine-tuning with --from)")
     p.add_argument("--methods", nargs="+", default=["neighbor2neighbor", "blind-spot"])
     p.add_argument("--no-bm3d", action="store_true")
+    p.add_argument("--ensemble", action="store_true", help="also restore with the x8 self-ensemble (8 times the compute)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--from", dest="start", default=None, help="fine-tune this weight instead of a fresh network")
     a = p.parse_args(argv)
@@ -76,11 +78,15 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(0)
         t0 = time.perf_counter()
         model = train_to_end(ar.train(raw, mode="self-supervised", method=method, model=a.start, steps=a.steps,
-                                      batch=a.batch, patch=a.patch, device="cpu", log_every=50))
+                                      batch=a.batch, patch=a.patch, lr=a.lr, device="cpu", log_every=50))
         dt = time.perf_counter() - t0
         score = ev.frame_scores(lambda x, m=model: np.asarray(ar.restore(x, model=m, device="cpu").compute()), frames)
-        print(f"{method:30s} {score['psnr']:.2f} dB  ({a.steps} steps, batch {a.batch}, patch {a.patch}, "
+        print(f"{method:30s} {score['psnr']:.2f} dB  ({a.steps} steps, batch {a.batch}, patch {a.patch}, lr {a.lr:g}, "
               f"trained in {dt:.0f} s on {torch.get_num_threads()} threads)", flush=True)
+        if a.ensemble:
+            score = ev.frame_scores(
+                lambda x, m=model: np.asarray(ar.restore(x, model=m, device="cpu", ensemble=True).compute()), frames)
+            print(f"{method + ', x8 self-ensemble':30s} {score['psnr']:.2f} dB", flush=True)
     return 0
 
 

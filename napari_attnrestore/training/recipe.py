@@ -244,6 +244,7 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
             "data": recipe["data"],
             "degradation": deg,
             **({"self_supervised": method, "clean_images_used": False} if method else {}),
+            **({"init": recipe["init"]} if recipe.get("init") else {}),
             "patch": recipe["patch"],
             **{k: v for k, v in vars(cfg).items()},
             "steps_done": final.step,

@@ -100,7 +100,8 @@ def test_recipe_starts_x4_from_x2_weights(tmp_path, data):
     for k in body:
         assert model.state_dict()[k].equal(src[k].float())
     path = rc.run(x4, data, tmp_path / "out", tmp_path / "runs", steps=1)
-    assert ar.load_model(str(path)).card["scale"] == 4
+    card = ar.load_model(str(path)).card
+    assert card["scale"] == 4 and card["training"]["init"] == str(x2)  # the card names its starting point
 
 
 def test_recipe_anneals_acla_temperature(tmp_path, data):
