@@ -29,11 +29,12 @@ from torch import nn
 
 from ..models import build_model
 from ..tasks import get_task
+from ..tasks.denoise import estimate_noise_sigma
 from .checkpoint import save_checkpoint
 from .data import PatchSampler, channels_first_rgb, load_folder, skimage_pictures
 from .evaluate import recipe_metrics
 from .loop import LOSSES, TrainConfig, fit
-from .selfsupervised import denoise_objective, estimate_noise_sigma, hole_loss, with_sigma_plane
+from .selfsupervised import denoise_objective, hole_loss, with_sigma_plane
 
 log = logging.getLogger("attnrestore.recipe")
 

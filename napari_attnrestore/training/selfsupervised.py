@@ -128,14 +128,6 @@ class Neighbor2NeighborLoss:
         return loss
 
 
-def estimate_noise_sigma(image: np.ndarray) -> float:
-    """Gaussian noise level of one noisy image, from itself (wavelet median absolute deviation,
-    :func:`skimage.restoration.estimate_sigma`); a little high on textured images."""
-    from skimage.restoration import estimate_sigma
-
-    return float(estimate_sigma(np.asarray(image, dtype=np.float64)))
-
-
 def patch_noise_sigma(x: torch.Tensor) -> torch.Tensor:
     """``(B, 1, 1, 1)`` noise level of each patch of ``x`` from its finest diagonal Haar
     coefficients (median absolute deviation / 0.6745, Donoho's estimator)."""
@@ -171,19 +163,14 @@ class SureLoss:
         self.gen = torch.Generator().manual_seed(seed)
 
     def __call__(self, model: nn.Module, noisy: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        sigma = sigma.reshape(sigma.shape[0], -1)[:, :1].reshape(-1, 1, 1, 1).to(noisy)
+        var = sigma.reshape(sigma.shape[0], -1)[:, 0].to(noisy).square()
         probe = torch.randn(noisy.shape, generator=self.gen).to(noisy)
-        cpu_state = torch.get_rng_state()
-        cuda = noisy.device.type == "cuda"
-        cuda_state = torch.cuda.get_rng_state(noisy.device) if cuda else None
-        out = model(noisy)
-        torch.set_rng_state(cpu_state)
-        if cuda:
-            torch.cuda.set_rng_state(cuda_state, noisy.device)
+        cuda = [noisy.device] if noisy.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):  # the RNG state is put back, so the second pass replays it
+            out = model(noisy)
         shifted = model(noisy + self.eps * probe)
-        n = noisy[0].numel()
         div = (probe * (shifted - out)).flatten(1).sum(1) / self.eps
-        risk = (out - noisy).square().flatten(1).mean(1) - sigma.flatten().square() + 2 * sigma.flatten().square() * div / n
+        risk = (out - noisy).square().flatten(1).mean(1) - var + 2 * var * div / noisy[0].numel()
         return risk.mean()
 
 

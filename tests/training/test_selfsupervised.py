@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
+from napari_attnrestore.tasks.denoise import estimate_noise_sigma
 from napari_attnrestore.training.selfsupervised import (
     SureLoss,
     denoise_objective,
-    estimate_noise_sigma,
     patch_noise_sigma,
     with_sigma_plane,
 )
