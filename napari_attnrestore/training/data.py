@@ -79,16 +79,26 @@ class PatchSampler:
         Patch side in pixels.
     seed
         Seed of the sampler's own generator (its state is saved with training checkpoints).
+    weights
+        Relative chance of drawing each image (default: its pixel count, so every pixel is
+        equally likely).
     """
 
-    def __init__(self, images: Sequence[np.ndarray], patch: int, seed: int = 0) -> None:
-        self.images = [im for im in images if min(im.shape[-2:]) >= patch]
+    def __init__(self, images: Sequence[np.ndarray], patch: int, seed: int = 0,
+                 weights: Sequence[float] | None = None) -> None:
+        if weights is not None and len(weights) != len(images):
+            raise ValueError(f"{len(weights)} sampling weights for {len(images)} images")
+        keep = [i for i, im in enumerate(images) if min(im.shape[-2:]) >= patch]
+        self.images = [images[i] for i in keep]
         if not self.images:
             raise ValueError(f"no training image is at least {patch}x{patch} pixels")
         self.patch = patch
         self.rng = np.random.default_rng(seed)
-        sizes = np.array([im.shape[-2] * im.shape[-1] for im in self.images], dtype=np.float64)
-        self.weights = sizes / sizes.sum()
+        if weights is None:
+            w = np.array([im.shape[-2] * im.shape[-1] for im in self.images], dtype=np.float64)
+        else:
+            w = np.asarray([weights[i] for i in keep], dtype=np.float64)
+        self.weights = w / w.sum()
         counts = {im.shape[0] if len(im.shape) == 3 else 1 for im in self.images}
         if len(counts) > 1:
             raise ValueError(f"training images differ in channel count: {sorted(counts)}")

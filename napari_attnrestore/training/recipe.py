@@ -31,7 +31,7 @@ from ..models import build_model
 from ..tasks import get_task
 from ..tasks.denoise import estimate_noise_sigma
 from .checkpoint import save_checkpoint
-from .data import PatchSampler, channels_first_rgb, load_folder, skimage_pictures
+from .data import PatchSampler, channels_first_rgb, load_folder, skimage_pictures, to_gray
 from .evaluate import recipe_metrics
 from .loop import LOSSES, TrainConfig, fit
 from .selfsupervised import denoise_objective, hole_loss, with_sigma_plane
@@ -179,7 +179,35 @@ def training_parts(recipe: dict[str, Any], data_dir: Path, cfg: TrainConfig) -> 
         if method == "sure":  # each image's noise level, estimated from the noisy image alone
             images = [with_sigma_plane(im, estimate_noise_sigma(im)) for im in images]
         loss_fn, make_pair = denoise_objective(method, seed=cfg.seed)
-    return model, PatchSampler(images, recipe["patch"], seed=cfg.seed), make_pair, loss_fn
+    images, weights = with_synthetic(images, recipe.get("synthetic"), seed=cfg.seed)
+    return model, PatchSampler(images, recipe["patch"], seed=cfg.seed, weights=weights), make_pair, loss_fn
+
+
+def with_synthetic(images: list, synthetic: dict[str, Any] | None, seed: int = 0) -> tuple[list, list[float] | None]:
+    """The recipe's images plus its synthetic pictures, and the sampling weights that mix them.
+
+    ``synthetic = {"dead_leaves": n, "share": s, "size": px}`` adds ``n`` dead-leaves
+    pictures (:func:`~napari_attnrestore.training.synthetic.dead_leaves`, fixed by ``seed``)
+    that together make up the fraction ``s`` of the patches drawn; the real images share the
+    rest by pixel count.  Gray recipes get the pictures' luma.  Without it: the images and
+    None (the sampler's own weighting).
+    """
+    if not synthetic:
+        return images, None
+    from .synthetic import dead_leaves_set
+
+    unknown = set(synthetic) - {"dead_leaves", "share", "size"}
+    if unknown or "dead_leaves" not in synthetic:
+        raise ValueError(f"synthetic: expected dead_leaves (count), share and size, got {sorted(synthetic)}")
+    share = float(synthetic.get("share", 0.5))
+    if not 0 < share < 1:
+        raise ValueError(f"synthetic share must lie between 0 and 1, got {share}")
+    extra = dead_leaves_set(int(synthetic["dead_leaves"]), size=int(synthetic.get("size", 128)), seed=seed + 1)
+    if images and images[0].ndim == 2:
+        extra = [to_gray(np.moveaxis(im, 0, -1)) for im in extra]
+    pixels = np.array([im.shape[-2] * im.shape[-1] for im in images], dtype=np.float64)
+    weights = [*((1 - share) * pixels / pixels.sum()), *([share / len(extra)] * len(extra))]
+    return images + extra, weights
 
 
 def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device: str = "auto", steps: int | None = None,
@@ -243,6 +271,7 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
         "parameters": n_params,
         "training": {
             "data": recipe["data"],
+            **({"synthetic": recipe["synthetic"]} if recipe.get("synthetic") else {}),
             "degradation": deg,
             **({"self_supervised": method, "clean_images_used": False} if method else {}),
             **({"init": recipe["init"]} if recipe.get("init") else {}),

@@ -1,5 +1,6 @@
 """The training loop: progress events, loss goes down, exact resume."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -77,3 +78,11 @@ def test_training_errors_still_raise_when_compiled(monkeypatch):
 
     with pytest.raises(RuntimeError, match="not supported for 5D input"), pytest.warns(RuntimeWarning):
         list(fit(model, sampler.sample, bad_pair, cfg))
+
+
+def test_sampler_follows_given_weights():
+    images = [np.zeros((40, 40), np.float32), np.ones((40, 40), np.float32), np.full((20, 20), 2, np.float32)]
+    sampler = PatchSampler(images, 32, weights=[0.0, 1.0, 5.0])  # the third is too small and dropped
+    assert len(sampler.images) == 2 and np.all(sampler.sample(8).numpy() == 1)
+    with pytest.raises(ValueError, match="2 sampling weights for 3 images"):
+        PatchSampler(images, 32, weights=[1.0, 1.0])

@@ -194,3 +194,20 @@ def test_committed_recipes_are_valid(path):
     clean = torch.rand(2, channels, r["patch"], r["patch"])
     inp, target = getattr(tasks, task.name).make_training_pair(clean, torch.Generator().manual_seed(0), **kwargs)
     assert torch.isfinite(inp).all() and target.shape[-1] == r["patch"]
+
+
+def test_recipe_mixes_in_synthetic_pictures_at_its_share(tmp_path, data):
+    recipe = json.loads(_recipe(tmp_path, "demosaic", synthetic={"dead_leaves": 4, "share": 0.25, "size": 48}).read_text())
+    _, sampler, _, _ = rc.training_parts(recipe, data, rc.TrainConfig(**recipe["train"]))
+    assert [im.shape for im in sampler.images] == [(3, 80, 80)] * 3 + [(3, 48, 48)] * 4
+    np.testing.assert_allclose(sampler.weights[3:], 0.25 / 4)
+    np.testing.assert_allclose(sampler.weights[:3], 0.75 / 3)
+    gray, weights = rc.with_synthetic([np.zeros((40, 40), np.float32)], {"dead_leaves": 2, "size": 32})
+    assert [im.shape for im in gray] == [(40, 40), (32, 32), (32, 32)] and weights == [0.5, 0.25, 0.25]
+    assert rc.with_synthetic(gray, None) == (gray, None)
+    for bad in ({"share": 0.5}, {"dead_leaves": 2, "share": 1.0}, {"dead_leaves": 2, "leaves": 3}):
+        with pytest.raises(ValueError, match="synthetic"):
+            rc.with_synthetic(gray, bad)
+    card_recipe = _recipe(tmp_path, "demosaic", synthetic={"dead_leaves": 2, "size": 40})
+    card = json.loads(rc.run(card_recipe, data, tmp_path / "out", tmp_path / "runs").with_suffix(".json").read_text())
+    assert card["training"]["synthetic"] == {"dead_leaves": 2, "size": 40}
