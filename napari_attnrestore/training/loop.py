@@ -106,7 +106,8 @@ def fit(
     network input and target.  ``loss_fn(model, inp, target)``, when given, replaces the
     plain ``loss(model(inp), target)`` (self-supervised losses mask pixels this way).
     With ``state_path``, the full training state (weights, EMA, optimizer, step, random
-    generators) is saved every ``cfg.checkpoint_every`` steps and at the end, and training
+    generators: the pair maker's, the sampler's, the loss's ``gen`` and torch's global one)
+    is saved every ``cfg.checkpoint_every`` steps and at the end, and training
     resumes from it when the file exists.  Closing the generator stops training.
     """
     device = torch.device(device)
@@ -118,6 +119,8 @@ def fit(
     step, history = 0, []
     prior_elapsed = 0.0
     state_path = Path(state_path) if state_path else None
+    loss_gen = getattr(loss_fn, "gen", None)  # a self-supervised loss's masks or probes
+    loss_gen = loss_gen if isinstance(loss_gen, torch.Generator) else None
     if state_path and state_path.exists():
         st = torch.load(state_path, map_location="cpu", weights_only=True)
         model.load_state_dict(st["model"])
@@ -127,6 +130,10 @@ def fit(
         step, history, prior_elapsed = st["step"], list(st["history"]), st["elapsed"]
         if sampler_state and st.get("sampler") is not None:
             sampler_state[1](st["sampler"])
+        if loss_gen is not None and st.get("loss_gen") is not None:
+            loss_gen.set_state(st["loss_gen"])
+        if st.get("torch_rng") is not None:  # the model's own randomness (ACLA's Gumbel key choice)
+            torch.set_rng_state(st["torch_rng"])
     ema.model.to(device)
 
     def save() -> None:
@@ -138,6 +145,8 @@ def fit(
             "gen": gen.get_state(), "step": step, "history": history,
             "elapsed": prior_elapsed + time.perf_counter() - t0, "config": asdict(cfg),
             "sampler": sampler_state[0]() if sampler_state else None,
+            "loss_gen": loss_gen.get_state() if loss_gen is not None else None,
+            "torch_rng": torch.get_rng_state(),
         }
         tmp = state_path.with_suffix(".tmp")
         torch.save(st, tmp)

@@ -8,6 +8,7 @@ from napari_attnrestore.models import build_model
 from napari_attnrestore.tasks.denoise import make_training_pair
 from napari_attnrestore.training import TrainConfig, fit
 from napari_attnrestore.training.data import PatchSampler
+from napari_attnrestore.training.selfsupervised import BlindSpotLoss
 
 
 def _setup(seed=0):
@@ -28,21 +29,33 @@ def test_events_and_final_model():
     assert all(e.elapsed >= 0 and e.loss > 0 for e in events)
 
 
-def test_resume_continues_exactly(tmp_path):
+@pytest.mark.parametrize("variant", ["plain", "blind-spot loss", "stochastic model"])
+def test_resume_continues_exactly(tmp_path, variant):
+    """Interrupted and resumed in a fresh process, training repeats the uninterrupted losses,
+    also when the loss draws its own masks or the network its own random numbers."""
     cfg = TrainConfig(steps=8, batch=2, log_every=1, warmup=2, checkpoint_every=4)
-    model, sampler = _setup()
-    straight = [e for e in fit(model, sampler.sample, make_training_pair, cfg) if not e.done]
 
-    model, sampler = _setup()
+    def setup(seed=0):
+        model, sampler = _setup(seed)
+        if variant == "stochastic model":  # ACLA draws its keys by Gumbel-softmax from torch's RNG
+            model = build_model("acla", "denoise", dim=8, n_blocks=2, positions=[1], keys=2)
+        loss = BlindSpotLoss(fraction=0.1, seed=seed) if variant == "blind-spot loss" else None
+        torch.manual_seed(seed + 1)  # the global RNG differs per process
+        return model, sampler, loss
+
+    model, sampler, loss = setup()
+    straight = [e for e in fit(model, sampler.sample, make_training_pair, cfg, loss_fn=loss) if not e.done]
+
+    model, sampler, loss = setup()
     state = tmp_path / "state.pt"
     gen = fit(model, sampler.sample, make_training_pair, cfg, state_path=state,
-              sampler_state=(sampler.state, sampler.set_state))
+              sampler_state=(sampler.state, sampler.set_state), loss_fn=loss)
     first = [next(gen) for _ in range(4)]
     gen.close()  # interrupted after step 4 (state saved on close)
 
-    model, sampler = _setup(seed=99)  # a fresh process: different initial weights and sampler
+    model, sampler, loss = setup(seed=99)  # a fresh process: different weights, sampler and RNGs
     rest = [e for e in fit(model, sampler.sample, make_training_pair, cfg, state_path=state,
-                           sampler_state=(sampler.state, sampler.set_state)) if not e.done]
+                           sampler_state=(sampler.state, sampler.set_state), loss_fn=loss) if not e.done]
     assert [e.step for e in rest] == [5, 6, 7, 8]
     losses = [e.loss for e in first + rest]
     assert losses == [e.loss for e in straight]
