@@ -175,6 +175,8 @@ def training_parts(recipe: dict[str, Any], data_dir: Path, cfg: TrainConfig) -> 
     if method:
         if task.name != "denoise":
             raise ValueError(f"recipe {name}: self_supervised recipes are for denoising, not {task.name}")
+        if recipe.get("synthetic"):
+            raise ValueError(f"recipe {name}: self_supervised recipes train on noisy pictures only; drop 'synthetic'")
         images = noisy_once(images, cfg.seed, **kwargs)
         if method == "sure":  # each image's noise level, estimated from the noisy image alone
             images = [with_sigma_plane(im, estimate_noise_sigma(im)) for im in images]
@@ -199,6 +201,8 @@ def with_synthetic(images: list, synthetic: dict[str, Any] | None, seed: int = 0
     unknown = set(synthetic) - {"dead_leaves", "share", "size"}
     if unknown or "dead_leaves" not in synthetic:
         raise ValueError(f"synthetic: expected dead_leaves (count), share and size, got {sorted(synthetic)}")
+    if int(synthetic["dead_leaves"]) < 1:
+        raise ValueError(f"synthetic: dead_leaves must be a positive count, got {synthetic['dead_leaves']}")
     share = float(synthetic.get("share", 0.5))
     if not 0 < share < 1:
         raise ValueError(f"synthetic share must lie between 0 and 1, got {share}")

@@ -205,9 +205,12 @@ def test_recipe_mixes_in_synthetic_pictures_at_its_share(tmp_path, data):
     gray, weights = rc.with_synthetic([np.zeros((40, 40), np.float32)], {"dead_leaves": 2, "size": 32})
     assert [im.shape for im in gray] == [(40, 40), (32, 32), (32, 32)] and weights == [0.5, 0.25, 0.25]
     assert rc.with_synthetic(gray, None) == (gray, None)
-    for bad in ({"share": 0.5}, {"dead_leaves": 2, "share": 1.0}, {"dead_leaves": 2, "leaves": 3}):
+    for bad in ({"share": 0.5}, {"dead_leaves": 2, "share": 1.0}, {"dead_leaves": 2, "leaves": 3}, {"dead_leaves": 0}):
         with pytest.raises(ValueError, match="synthetic"):
             rc.with_synthetic(gray, bad)
+    selfsup = json.loads(_recipe(tmp_path, "denoise", self_supervised="neighbor2neighbor", synthetic={"dead_leaves": 2}).read_text())
+    with pytest.raises(ValueError, match="noisy pictures only"):
+        rc.training_parts(selfsup, data, rc.TrainConfig(**selfsup["train"]))
     card_recipe = _recipe(tmp_path, "demosaic", synthetic={"dead_leaves": 2, "size": 40})
     card = json.loads(rc.run(card_recipe, data, tmp_path / "out", tmp_path / "runs").with_suffix(".json").read_text())
     assert card["training"]["synthetic"] == {"dead_leaves": 2, "size": 40}
