@@ -152,8 +152,9 @@ def real_rows(data: Path, use_bm3d: bool) -> list[dict]:
         row["BM3D (here)"] = cached("brightfield_bm3d", lambda: ev.frame_scores(
             lambda x: bm3d_baseline((x - lo) / (hi - lo), sigma / (hi - lo) * 255) * (hi - lo) + lo, frames)["psnr"])
     for name in shipped("denoise"):
-        models = [(name, ar.load_model(name))]
-        if models[0][1].card.get("training", {}).get("clean_images_used") is False:
+        model = ar.load_model(name)
+        models = [(name, model)]
+        if model.card.get("training", {}).get("clean_images_used") is False:
             models.append((f"{name} + {MOVIE_STEPS} steps on the movie", movie_fine_tuned(name, path)))
         for label, model in models:
             row[label] = ev.frame_scores(

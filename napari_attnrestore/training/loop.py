@@ -106,9 +106,9 @@ def fit(
     network input and target.  ``loss_fn(model, inp, target)``, when given, replaces the
     plain ``loss(model(inp), target)`` (self-supervised losses mask pixels this way).
     With ``state_path``, the full training state (weights, EMA, optimizer, step, random
-    generators: the pair maker's, the sampler's, the loss's ``gen`` and torch's global one)
-    is saved every ``cfg.checkpoint_every`` steps and at the end, and training
-    resumes from it when the file exists.  Closing the generator stops training.
+    generators: the pair maker's, the sampler's, the loss's ``gen`` and torch's global CPU
+    and CUDA ones) is saved every ``cfg.checkpoint_every`` steps and at the end, and
+    training resumes from it when the file exists.  Closing the generator stops training.
     """
     device = torch.device(device)
     model.to(device).train()
@@ -134,6 +134,8 @@ def fit(
             loss_gen.set_state(st["loss_gen"])
         if st.get("torch_rng") is not None:  # the model's own randomness (ACLA's Gumbel key choice)
             torch.set_rng_state(st["torch_rng"])
+        if device.type == "cuda" and st.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(st["cuda_rng"], device)
     ema.model.to(device)
 
     def save() -> None:
@@ -147,6 +149,7 @@ def fit(
             "sampler": sampler_state[0]() if sampler_state else None,
             "loss_gen": loss_gen.get_state() if loss_gen is not None else None,
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         }
         tmp = state_path.with_suffix(".tmp")
         torch.save(st, tmp)
