@@ -172,13 +172,9 @@ def movie_fine_tuned(name: str, path: Path):
     Neighbor2Neighbor (``attnrestore train --self-supervised movie.tif --from NAME --steps 400
     --lr 1e-4``); seeded, so the row repeats."""
     import tifffile
-    import torch
+    from selfsupervised import fine_tune  # the sibling benchmark script: the same workflow, one definition
 
-    from napari_attnrestore.training.session import train_to_end
-
-    torch.manual_seed(0)
-    return train_to_end(ar.train(tifffile.imread(path), mode="self-supervised", method="neighbor2neighbor", model=name,
-                                 steps=MOVIE_STEPS, lr=1e-4, device="cpu", log_every=MOVIE_STEPS))
+    return fine_tune(tifffile.imread(path), "neighbor2neighbor", name, steps=MOVIE_STEPS, lr=1e-4, log_every=MOVIE_STEPS)
 
 
 def sr_rows(data: Path, scales: list[int]) -> list[dict]:

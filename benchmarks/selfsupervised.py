@@ -41,6 +41,15 @@ def bm3d_frames(frames: np.ndarray) -> float:
     return ev.frame_scores(lambda x: bm3d_baseline((x - lo) / (hi - lo), sigma) * (hi - lo) + lo, frames)["psnr"]
 
 
+def fine_tune(raw: np.ndarray, method: str, start=None, steps: int = 400, lr: float = 5e-4, batch: int = 8,
+              patch: int = 64, log_every: int = 50):
+    """Self-supervised training on the movie's own noisy frames (``start``: a weight to fine-tune,
+    None for a fresh network), seeded so that a rerun repeats; returns the trained model."""
+    torch.manual_seed(0)
+    return train_to_end(ar.train(raw, mode="self-supervised", method=method, model=start, steps=steps, batch=batch,
+                                 patch=patch, lr=lr, device="cpu", log_every=log_every))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True)
@@ -75,10 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         score = ev.frame_scores(lambda x: np.asarray(ar.restore(x, model=start, device="cpu").compute()), frames)
         print(f"{Path(a.start).stem + ' as shipped':30s} {score['psnr']:.2f} dB")
     for method in a.methods:
-        torch.manual_seed(0)
         t0 = time.perf_counter()
-        model = train_to_end(ar.train(raw, mode="self-supervised", method=method, model=a.start, steps=a.steps,
-                                      batch=a.batch, patch=a.patch, lr=a.lr, device="cpu", log_every=50))
+        model = fine_tune(raw, method, a.start, steps=a.steps, lr=a.lr, batch=a.batch, patch=a.patch)
         dt = time.perf_counter() - t0
         score = ev.frame_scores(lambda x, m=model: np.asarray(ar.restore(x, model=m, device="cpu").compute()), frames)
         print(f"{method:30s} {score['psnr']:.2f} dB  ({a.steps} steps, batch {a.batch}, patch {a.patch}, lr {a.lr:g}, "

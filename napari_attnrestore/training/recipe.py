@@ -181,18 +181,20 @@ def training_parts(recipe: dict[str, Any], data_dir: Path, cfg: TrainConfig) -> 
         if method == "sure":  # each image's noise level, estimated from the noisy image alone
             images = [with_sigma_plane(im, estimate_noise_sigma(im)) for im in images]
         loss_fn, make_pair = denoise_objective(method, seed=cfg.seed)
-    images, weights = with_synthetic(images, recipe.get("synthetic"), seed=cfg.seed)
+    images, weights = with_synthetic(images, recipe.get("synthetic"), seed=cfg.seed, patch=recipe["patch"])
     return model, PatchSampler(images, recipe["patch"], seed=cfg.seed, weights=weights), make_pair, loss_fn
 
 
-def with_synthetic(images: list, synthetic: dict[str, Any] | None, seed: int = 0) -> tuple[list, list[float] | None]:
+def with_synthetic(images: list, synthetic: dict[str, Any] | None, seed: int = 0,
+                   patch: int = 1) -> tuple[list, list[float] | None]:
     """The recipe's images plus its synthetic pictures, and the sampling weights that mix them.
 
     ``synthetic = {"dead_leaves": n, "share": s, "size": px}`` adds ``n`` dead-leaves
     pictures (:func:`~napari_attnrestore.training.synthetic.dead_leaves`, fixed by ``seed``)
     that together make up the fraction ``s`` of the patches drawn; the real images share the
-    rest by pixel count.  Gray recipes get the pictures' luma.  Without it: the images and
-    None (the sampler's own weighting).
+    rest by pixel count (those smaller than ``patch``, which the sampler skips, get none, so
+    the share holds).  Gray recipes get the pictures' luma.  Without it: the images and None
+    (the sampler's own weighting).
     """
     if not synthetic:
         return images, None
@@ -206,10 +208,15 @@ def with_synthetic(images: list, synthetic: dict[str, Any] | None, seed: int = 0
     share = float(synthetic.get("share", 0.5))
     if not 0 < share < 1:
         raise ValueError(f"synthetic share must lie between 0 and 1, got {share}")
-    extra = dead_leaves_set(int(synthetic["dead_leaves"]), size=int(synthetic.get("size", 128)), seed=seed + 1)
+    size = int(synthetic.get("size", 128))
+    if size < patch:
+        raise ValueError(f"synthetic size {size} is smaller than the training patch {patch}")
+    extra = dead_leaves_set(int(synthetic["dead_leaves"]), size=size, seed=seed + 1)
     if images and images[0].ndim == 2:
         extra = [to_gray(np.moveaxis(im, 0, -1)) for im in extra]
-    pixels = np.array([im.shape[-2] * im.shape[-1] for im in images], dtype=np.float64)
+    pixels = np.array([im.shape[-2] * im.shape[-1] * (min(im.shape[-2:]) >= patch) for im in images], dtype=np.float64)
+    if not pixels.sum():
+        raise ValueError(f"no training image is at least {patch}x{patch} pixels")
     weights = [*((1 - share) * pixels / pixels.sum()), *([share / len(extra)] * len(extra))]
     return images + extra, weights
 

@@ -205,6 +205,13 @@ def test_recipe_mixes_in_synthetic_pictures_at_its_share(tmp_path, data):
     gray, weights = rc.with_synthetic([np.zeros((40, 40), np.float32)], {"dead_leaves": 2, "size": 32})
     assert [im.shape for im in gray] == [(40, 40), (32, 32), (32, 32)] and weights == [0.5, 0.25, 0.25]
     assert rc.with_synthetic(gray, None) == (gray, None)
+    # a photo smaller than the patch is skipped by the sampler, so it takes no part of the share
+    mixed, weights = rc.with_synthetic([np.zeros((40, 40), np.float32), np.zeros((20, 60), np.float32)],
+                                       {"dead_leaves": 2, "size": 32}, patch=32)
+    assert weights == [0.5, 0.0, 0.25, 0.25]
+    np.testing.assert_allclose(rc.PatchSampler(mixed, 32, weights=weights).weights, [0.5, 0.25, 0.25])
+    with pytest.raises(ValueError, match="smaller than the training patch"):
+        rc.with_synthetic(gray, {"dead_leaves": 2, "size": 32}, patch=48)
     for bad in ({"share": 0.5}, {"dead_leaves": 2, "share": 1.0}, {"dead_leaves": 2, "leaves": 3}, {"dead_leaves": 0}):
         with pytest.raises(ValueError, match="synthetic"):
             rc.with_synthetic(gray, bad)
