@@ -94,6 +94,11 @@ class PSALConfig:
     #: (or True; ``layers.harmonic_fill``), ``"biharmonic"`` (``layers.biharmonic_fill``),
     #: or False.
     prefill: bool | str = False
+    #: Masked variant: transpose every input whose gaps run more down the columns than along
+    #: the rows (and its output back), so that the network always sees row-wise gaps, the
+    #: orientation of the scan-line stripes it was trained on; vertical gaps such as dead
+    #: sensor columns then get the same fill as horizontal ones.
+    gap_rows: bool = False
 
 
 # ----------------------------------------------------------------------------------------
@@ -488,6 +493,15 @@ class PatchStochasticAttention(nn.Module):
         return x + self.fuse(torch.cat((x, att.to(x.dtype)), 1))
 
 
+def gaps_run_down_columns(mask: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` True where a ``(B, 1, H, W)`` hole mask changes more often along the rows than
+    down the columns, that is, where its gaps are mostly vertical (ties: False)."""
+    m = (mask > 0.5).float()
+    along_rows = (m[..., :, 1:] - m[..., :, :-1]).abs().sum((1, 2, 3))
+    down_columns = (m[..., 1:, :] - m[..., :-1, :]).abs().sum((1, 2, 3))
+    return along_rows > down_columns
+
+
 class PSAL(nn.Module):
     """Encoder-decoder with a patch-based stochastic attention layer at the bottleneck."""
 
@@ -565,6 +579,18 @@ class PSAL(nn.Module):
         return hole < 0.5
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.masked and self.cfg.gap_rows and self.scale == 1:
+            turn = gaps_run_down_columns(x[:, -1:])
+            if bool(turn.any()):
+                keep = ~turn
+                y = x.new_empty((x.shape[0], self.out_channels, *x.shape[-2:]))
+                if bool(keep.any()):
+                    y[keep] = self._restore(x[keep])
+                y[turn] = self._restore(x[turn].transpose(-2, -1)).transpose(-2, -1)
+                return y
+        return self._restore(x)
+
+    def _restore(self, x: torch.Tensor) -> torch.Tensor:
         xp, h, w = pad_to_multiple(x, self.multiple_of)
         if self.masked and self.cfg.prefill:
             xp = torch.cat([HOLE_FILLS[self.cfg.prefill](xp[:, :1], xp[:, -1:] > 0.5), xp[:, 1:]], dim=1)

@@ -241,3 +241,30 @@ def test_prefilled_psal_corrects_the_smooth_fill(prefill):
 def test_unknown_prefill_is_refused():
     with pytest.raises(ValueError, match="unknown prefill 'poisson'"):
         PSAL(2, 1, **SMALL, prefill="poisson")
+
+
+def test_gap_rows_turns_vertical_gaps_to_the_trained_orientation():
+    from napari_attnrestore.models.psal import gaps_run_down_columns
+    from napari_attnrestore.tasks.inpaint import scanline_mask
+
+    rng = np.random.default_rng(0)
+    stripes = torch.from_numpy(scanline_mask((40, 48), rng, width=4, fraction=0.25, slope=0.15)).float()
+    upright = torch.from_numpy(scanline_mask((48, 40), rng, width=4, fraction=0.25, slope=-0.15)).float().T
+    column = torch.zeros(40, 48)
+    column[:, 20] = 1  # a dead sensor column
+    masks = torch.stack([stripes, upright, column])[:, None]
+    assert gaps_run_down_columns(masks).tolist() == [False, True, True]
+    assert not gaps_run_down_columns(torch.zeros(1, 1, 8, 8)).any()  # no gaps: left as it is
+
+    torch.manual_seed(0)
+    turned, plain = PSAL(2, 1, **SMALL, gap_rows=True).eval(), PSAL(2, 1, **SMALL).eval()
+    plain.load_state_dict(turned.state_dict())
+    x = torch.rand(2, 2, 32, 32)
+    x[:, 1] = 0
+    x[0, 1, 8:14] = 1  # row-wise gap: run as it is
+    x[1, 1, :, 20:23] = 1  # column-wise gap: run transposed, output turned back
+    with torch.no_grad():
+        y = turned(x)
+        assert torch.equal(y[:1], plain(x[:1]))
+        assert torch.equal(y[1:], plain(x[1:].transpose(-2, -1)).transpose(-2, -1))
+        assert not torch.allclose(y[1:], plain(x[1:]))
