@@ -295,20 +295,29 @@ def warn_compile_failed(error: BaseException, fallback: str, subject: str | None
 DIHEDRAL: tuple[tuple[int, bool], ...] = tuple((k, flip) for k in range(4) for flip in (False, True))
 
 
+#: The 4 of them that keep rows as rows (no quarter turn).
+ROW_KEEPING: tuple[tuple[int, bool], ...] = tuple((k, flip) for k, flip in DIHEDRAL if k % 2 == 0)
+
+
 def self_ensemble(fn: Any, x: torch.Tensor) -> torch.Tensor:
     """Mean of ``fn`` over the 8 orientations of ``x``, each output turned back (float32).
 
     Valid for every task here: the mask channels of inpainting and demosaicing turn with
-    the image, so a turned Bayer mosaic arrives with its (turned) pattern.
+    the image, so a turned Bayer mosaic arrives with its (turned) pattern.  A network that
+    turns its inputs itself (PSAL with ``gap_rows``) would see every quarter-turned
+    orientation as a mirrored one it already ran; it gets only the 4 of :data:`ROW_KEEPING`.
     """
+    cfg = getattr(fn, "cfg", None)
+    turns_itself = bool(getattr(cfg, "gap_rows", False)) and bool(getattr(fn, "masked", False))
+    orientations = ROW_KEEPING if turns_itself else DIHEDRAL
     acc = None
-    for k, flip in DIHEDRAL:
+    for k, flip in orientations:
         z = torch.rot90(x, k, (-2, -1))
         y = fn(z.flip(-1) if flip else z).float()
         y = torch.rot90(y.flip(-1) if flip else y, -k, (-2, -1))
         acc = y if acc is None else acc.add_(y)
     assert acc is not None
-    return acc / len(DIHEDRAL)
+    return acc / len(orientations)
 
 
 def _forward(fn: Any, x: torch.Tensor, dev: torch.device, dtype: torch.dtype, ensemble: bool = False) -> torch.Tensor:

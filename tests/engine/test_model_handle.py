@@ -102,6 +102,29 @@ def test_self_ensemble_averages_the_eight_orientations():
     np.testing.assert_allclose(up, NearestUp()(x), atol=1e-6)
 
 
+def test_self_ensemble_of_a_network_that_turns_its_gaps_runs_four_orientations():
+    from napari_attnrestore.models.psal import PSAL
+
+    torch.manual_seed(0)
+    net = PSAL(2, 1, dims=[8, 16], blocks=1, mid_blocks=1, match_dim=4, iters=1, gap_rows=True).eval()
+    x = torch.rand(1, 2, 24, 24, generator=torch.Generator().manual_seed(1))
+    x[:, 1] = 0
+    x[:, 1, 6:10] = 1  # a row-wise gap
+    calls = []
+    net.register_forward_hook(lambda *_: calls.append(1))
+
+    def turned_back(k: int, flip: bool) -> torch.Tensor:
+        z = torch.rot90(x, k, (-2, -1))
+        y = net(z.flip(-1) if flip else z)
+        return torch.rot90(y.flip(-1) if flip else y, -k, (-2, -1))
+
+    with torch.no_grad():
+        ens = mh.self_ensemble(net, x)
+        assert len(calls) == 4  # the quarter turns would repeat mirrored passes
+        every = torch.stack([turned_back(k, flip) for k, flip in mh.DIHEDRAL])
+    torch.testing.assert_close(ens, every.mean(0), atol=1e-6, rtol=0)  # the same mean as all 8
+
+
 def test_restore_with_ensemble_through_the_engine(rng, tmp_path):
     """Tiles, halo and blending with the self-ensemble: the plus filter everywhere inside."""
     img = rng.random((96, 80)).astype(np.float32)
