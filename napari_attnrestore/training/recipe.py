@@ -34,7 +34,6 @@ from .checkpoint import save_checkpoint
 from .data import PatchSampler, channels_first_rgb, load_folder, skimage_pictures, to_gray
 from .evaluate import recipe_metrics
 from .loop import LOSSES, TrainConfig, fit
-from .mining import HardPatches, with_hard_patches
 from .selfsupervised import denoise_objective, hole_loss, with_sigma_plane
 
 log = logging.getLogger("attnrestore.recipe")
@@ -151,7 +150,7 @@ def record_segment(run_dir: Path, start_step: int, schedule_steps: int, machine:
     return segments
 
 
-def training_parts(recipe: dict[str, Any], data_dir: Path, cfg: TrainConfig) -> tuple[nn.Module, PatchSampler | HardPatches, MakePair, LossFn | None]:
+def training_parts(recipe: dict[str, Any], data_dir: Path, cfg: TrainConfig) -> tuple[nn.Module, PatchSampler, MakePair, LossFn | None]:
     """A recipe's fresh network, patch sampler, input/target maker and loss (None: the plain ``cfg.loss``).
 
     Self-supervised recipes drop the clean images here: their sampler holds one fixed noisy
@@ -182,12 +181,8 @@ def training_parts(recipe: dict[str, Any], data_dir: Path, cfg: TrainConfig) -> 
         if method == "sure":  # each image's noise level, estimated from the noisy image alone
             images = [with_sigma_plane(im, estimate_noise_sigma(im)) for im in images]
         loss_fn, make_pair = denoise_objective(method, seed=cfg.seed)
-        if recipe.get("hard_patches"):
-            raise ValueError(f"recipe {name}: self_supervised recipes have no clean patches to mine; drop 'hard_patches'")
     images, weights = with_synthetic(images, recipe.get("synthetic"), seed=cfg.seed, patch=recipe["patch"])
-    sampler = with_hard_patches(PatchSampler(images, recipe["patch"], seed=cfg.seed, weights=weights), task.name,
-                                recipe.get("hard_patches"))
-    return model, sampler, make_pair, loss_fn
+    return model, PatchSampler(images, recipe["patch"], seed=cfg.seed, weights=weights), make_pair, loss_fn
 
 
 def with_synthetic(images: list, synthetic: dict[str, Any] | None, seed: int = 0,
@@ -288,7 +283,6 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
         "training": {
             "data": recipe["data"],
             **({"synthetic": recipe["synthetic"]} if recipe.get("synthetic") else {}),
-            **({"hard_patches": recipe["hard_patches"]} if recipe.get("hard_patches") else {}),
             "degradation": deg,
             **({"self_supervised": method, "clean_images_used": False} if method else {}),
             **({"init": recipe["init"]} if recipe.get("init") else {}),

@@ -221,14 +221,3 @@ def test_recipe_mixes_in_synthetic_pictures_at_its_share(tmp_path, data):
     card_recipe = _recipe(tmp_path, "demosaic", synthetic={"dead_leaves": 2, "size": 40})
     card = json.loads(rc.run(card_recipe, data, tmp_path / "out", tmp_path / "runs").with_suffix(".json").read_text())
     assert card["training"]["synthetic"] == {"dead_leaves": 2, "size": 40}
-
-
-def test_recipe_mines_hard_patches_and_its_card_says_so(tmp_path, data):
-    path = rc.run(_recipe(tmp_path, "demosaic", hard_patches={"candidates": 2, "share": 0.5}), data,
-                  tmp_path / "out", tmp_path / "runs")
-    card = json.loads(path.with_suffix(".json").read_text())
-    assert card["training"]["hard_patches"] == {"candidates": 2, "share": 0.5}
-    selfsup = json.loads(_recipe(tmp_path, "denoise", self_supervised="neighbor2neighbor",
-                                 hard_patches={"candidates": 2}).read_text())
-    with pytest.raises(ValueError, match="no clean patches to mine"):
-        rc.training_parts(selfsup, data, rc.TrainConfig(**selfsup["train"]))
