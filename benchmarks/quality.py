@@ -17,8 +17,9 @@ set; the protocols are those of :mod:`napari_attnrestore.training.evaluate`:
 * SR: Set5, Y channel, border = scale, LR by antialiased bicubic; bicubic as the baseline;
   Set12's gray pictures with the same protocol as a check on other images;
 * demosaic: McMaster, all four Bayer patterns, RGB PSNR with a 4-pixel border; Malvar 2004;
-* inpaint: Set12 with 8-pixel scan-line stripes over a quarter of the image, and free-form
-  strokes; PSNR over the masked pixels; biharmonic inpainting.
+* inpaint: Set12 with 8-pixel scan-line stripes over a quarter of the image, the same
+  stripes turned upright (``columns``), and free-form strokes; PSNR over the masked pixels;
+  biharmonic inpainting.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from ..tasks import psnr, ssim
 
 #: The evaluation masks for inpainting (Set12): Landsat-7-like 8-pixel scan-line stripes
 #: covering a quarter of the image, and free-form strokes.
-INPAINT_MASKS = ("stripes", "strokes")
+INPAINT_MASKS = ("stripes", "columns", "strokes")
 
 
 @torch.inference_mode()
@@ -153,12 +153,16 @@ def demosaic_scores(restore, images: list[np.ndarray], pattern: str = "RGGB") ->
 
 
 def inpaint_mask(shape: tuple[int, int], kind: str, index: int) -> np.ndarray:
-    """The evaluation mask of image ``index``: ``stripes`` (8 px, a quarter) or ``strokes``."""
+    """The evaluation mask of image ``index``: ``stripes`` (8 px, a quarter), ``columns``
+    (the same stripes turned upright: gaps down the columns, as dead sensor columns are) or
+    ``strokes``."""
     from ..tasks import inpaint as ip
 
     rng = np.random.default_rng(1000 + index)
     if kind == "stripes":
         return ip.scanline_mask(shape, rng, width=8, fraction=0.25)
+    if kind == "columns":
+        return np.ascontiguousarray(ip.scanline_mask(shape[::-1], rng, width=8, fraction=0.25).T)
     if kind == "strokes":
         return ip.stroke_mask(shape, rng, strokes=(3, 6), width=(6.0, 14.0))
     raise ValueError(f"unknown inpainting mask {kind!r}; choose from {INPAINT_MASKS}")

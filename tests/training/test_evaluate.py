@@ -1,9 +1,10 @@
-"""Evaluation protocols: Poisson-Gaussian Set12 noise and the reference-free time-series score."""
+"""Evaluation protocols: Poisson-Gaussian Set12 noise, the inpainting masks and the reference-free time-series score."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from napari_attnrestore.training import evaluate as ev
 
@@ -42,3 +43,15 @@ def test_denoise_scores_poisson_gaussian_input_noise():
     # shot noise at half of 20 photons: variance 0.5 / 20, plus the read noise
     expected = -10 * np.log10(0.5 / 20 + (5 / 255) ** 2)
     assert pg == pytest.approx(expected, abs=0.3) and pg < gauss - 10
+
+
+def test_inpaint_masks_include_upright_stripes():
+    from napari_attnrestore.models.psal import gaps_run_down_columns
+
+    stripes, columns = ev.inpaint_mask((60, 80), "stripes", 0), ev.inpaint_mask((60, 80), "columns", 0)
+    assert stripes.shape == columns.shape == (60, 80)
+    assert abs(stripes.mean() - 0.25) < 0.05 and abs(columns.mean() - 0.25) < 0.05
+    turned = torch.from_numpy(np.stack([stripes, columns])[:, None].astype(np.float32))
+    assert gaps_run_down_columns(turned).tolist() == [False, True]
+    with pytest.raises(ValueError, match="unknown inpainting mask"):
+        ev.inpaint_mask((8, 8), "boxes", 0)
