@@ -19,7 +19,7 @@ from torch import nn
 from ..tasks import psnr, ssim
 
 #: The evaluation masks for inpainting (Set12): Landsat-7-like 8-pixel scan-line stripes
-#: covering a quarter of the image, and free-form strokes.
+#: covering a quarter of the image, the same stripes upright, and free-form strokes.
 INPAINT_MASKS = ("stripes", "columns", "strokes")
 
 
