@@ -67,6 +67,13 @@ def channels_first_rgb(images: Sequence[np.ndarray]) -> list[np.ndarray]:
     return [np.ascontiguousarray(np.moveaxis(im[..., :3], -1, 0)) for im in images if im.ndim == 3 and im.shape[-1] in (3, 4)]
 
 
+def patch_pixels(images: Sequence, patch: int) -> np.ndarray:
+    """Pixel count of each image that patches are drawn from: 0 for one smaller than
+    ``patch x patch``, which :class:`PatchSampler` skips."""
+    return np.array([im.shape[-2] * im.shape[-1] if min(im.shape[-2:]) >= patch else 0 for im in images],
+                    dtype=np.float64)
+
+
 class PatchSampler:
     """Random square patches with flips and 90-degree rotations from a set of images.
 
@@ -88,16 +95,14 @@ class PatchSampler:
                  weights: Sequence[float] | None = None) -> None:
         if weights is not None and len(weights) != len(images):
             raise ValueError(f"{len(weights)} sampling weights for {len(images)} images")
-        keep = [i for i, im in enumerate(images) if min(im.shape[-2:]) >= patch]
+        pixels = patch_pixels(images, patch)
+        keep = np.flatnonzero(pixels)
         self.images = [images[i] for i in keep]
         if not self.images:
             raise ValueError(f"no training image is at least {patch}x{patch} pixels")
         self.patch = patch
         self.rng = np.random.default_rng(seed)
-        if weights is None:
-            w = np.array([im.shape[-2] * im.shape[-1] for im in self.images], dtype=np.float64)
-        else:
-            w = np.asarray([weights[i] for i in keep], dtype=np.float64)
+        w = pixels[keep] if weights is None else np.asarray([weights[i] for i in keep], dtype=np.float64)
         self.weights = w / w.sum()
         counts = {im.shape[0] if len(im.shape) == 3 else 1 for im in self.images}
         if len(counts) > 1:

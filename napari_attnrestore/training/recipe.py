@@ -31,7 +31,7 @@ from ..models import build_model
 from ..tasks import get_task
 from ..tasks.denoise import estimate_noise_sigma
 from .checkpoint import save_checkpoint
-from .data import PatchSampler, channels_first_rgb, load_folder, skimage_pictures, to_gray
+from .data import PatchSampler, channels_first_rgb, load_folder, patch_pixels, skimage_pictures, to_gray
 from .evaluate import recipe_metrics
 from .loop import LOSSES, TrainConfig, fit
 from .selfsupervised import denoise_objective, hole_loss, with_sigma_plane
@@ -214,7 +214,7 @@ def with_synthetic(images: list, synthetic: dict[str, Any] | None, seed: int = 0
     extra = dead_leaves_set(int(synthetic["dead_leaves"]), size=size, seed=seed + 1)
     if images and images[0].ndim == 2:
         extra = [to_gray(np.moveaxis(im, 0, -1)) for im in extra]
-    pixels = np.array([im.shape[-2] * im.shape[-1] * (min(im.shape[-2:]) >= patch) for im in images], dtype=np.float64)
+    pixels = patch_pixels(images, patch)
     if not pixels.sum():
         raise ValueError(f"no training image is at least {patch}x{patch} pixels")
     weights = [*((1 - share) * pixels / pixels.sum()), *([share / len(extra)] * len(extra))]
