@@ -304,12 +304,11 @@ def self_ensemble(fn: Any, x: torch.Tensor) -> torch.Tensor:
 
     Valid for every task here: the mask channels of inpainting and demosaicing turn with
     the image, so a turned Bayer mosaic arrives with its (turned) pattern.  A network that
-    turns its inputs itself (PSAL with ``gap_rows``) would see every quarter-turned
-    orientation as a mirrored one it already ran; it gets only the 4 of :data:`ROW_KEEPING`.
+    turns its inputs itself (``orients_itself``, as PSAL with ``gap_rows``) would see every
+    quarter-turned orientation as a mirrored one it already ran; it gets only the 4 of
+    :data:`ROW_KEEPING`.
     """
-    cfg = getattr(fn, "cfg", None)
-    turns_itself = bool(getattr(cfg, "gap_rows", False)) and bool(getattr(fn, "masked", False))
-    orientations = ROW_KEEPING if turns_itself else DIHEDRAL
+    orientations = ROW_KEEPING if getattr(fn, "orients_itself", False) else DIHEDRAL
     acc = None
     for k, flip in orientations:
         z = torch.rot90(x, k, (-2, -1))

@@ -578,8 +578,15 @@ class PSAL(nn.Module):
             hole = F.max_pool2d(hole, 2 * r + 1, stride=1, padding=r)
         return hole < 0.5
 
+    @property
+    def orients_itself(self) -> bool:
+        """True when the network turns column-wise gaps to rows itself (``gap_rows``): a
+        quarter-turned input then gives what its mirror image gives, which the engine's
+        self-ensemble uses to skip the quarter turns."""
+        return self.masked and bool(self.cfg.gap_rows) and self.scale == 1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.masked and self.cfg.gap_rows and self.scale == 1:
+        if self.orients_itself:
             turn = gaps_run_down_columns(x[:, -1:])
             if bool(turn.any()):
                 keep = ~turn
