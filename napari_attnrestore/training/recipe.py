@@ -144,10 +144,56 @@ def record_segment(run_dir: Path, start_step: int, schedule_steps: int, machine:
     path = run_dir / "segments.json"
     segments = json.loads(path.read_text()) if path.exists() else []
     segments = [s for s in segments if s["from_step"] < start_step]
+    rebuilt = run_dir / "rebuilt_at"
+    fresh_optimizer = rebuilt.exists() and int(rebuilt.read_text()) == start_step
     segments.append({"from_step": start_step, "schedule_steps": schedule_steps, "machine": machine,
-                     "started": time.strftime("%Y-%m-%d %H:%M")})
+                     "started": time.strftime("%Y-%m-%d %H:%M"),
+                     **({"optimizer": "state rebuilt from the weight (fresh AdamW moments)"} if fresh_optimizer else {})})
     path.write_text(json.dumps(segments, indent=1) + "\n")
     return segments
+
+
+def rebuild_state(model: nn.Module, cfg: TrainConfig, weight: Path, run_dir: Path) -> int:
+    """Rebuild a lost training state from a trained weight and its card; returns its step.
+
+    For continuing a shipped weight when ``run_dir`` no longer holds its state (a new
+    checkout, another machine).  Weights and EMA both start from the weight (its stored
+    EMA); the step count, elapsed time and earlier segments come from its card.  What the
+    weight does not hold starts afresh: AdamW's moments (empty) and the random streams,
+    which are seeded from ``cfg.seed`` and the step so the continuation does not replay the
+    first run's patches.  The new segment records that its optimizer state was rebuilt.
+    """
+    from .checkpoint import load_state, read_card
+
+    state_path = run_dir / "state.pt"
+    if state_path.exists():
+        raise FileExistsError(f"{state_path} exists: the run resumes from it; remove it to rebuild from {weight}")
+    training = read_card(weight).get("training", {})
+    step = int(training.get("steps_done", 0))
+    if step <= 0:
+        raise ValueError(f"{weight}: its model card records no training steps, so there is nothing to continue")
+    own = model.state_dict()
+    src = {k: v.float() for k, v in load_state(weight).items()}
+    wrong = sorted(k for k in own if k not in src or src[k].shape != own[k].shape)
+    if wrong:
+        raise ValueError(f"{weight} does not fit this recipe's network ({len(wrong)} tensors missing or of another shape, "
+                         f"e.g. {wrong[0]!r})")
+    model.load_state_dict(src)
+    seed = cfg.seed + step
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({
+        "model": model.state_dict(), "ema": model.state_dict(), "opt": opt.state_dict(),
+        "gen": torch.Generator().manual_seed(seed).get_state(), "step": step, "history": [],
+        "elapsed": float(training.get("wall_time_s", 0.0)), "config": {},
+        "sampler": np.random.default_rng(seed).bit_generator.state, "loss_gen": None,
+        "torch_rng": torch.Generator().manual_seed(seed).get_state(), "cuda_rng": None,
+    }, state_path)
+    earlier = [{k: v for k, v in seg.items() if k != "to_step"} for seg in training.get("segments", [])]
+    (run_dir / "segments.json").write_text(json.dumps(earlier, indent=1) + "\n")
+    (run_dir / "rebuilt_at").write_text(f"{step}\n")
+    log.info("rebuilt the training state at step %d from %s (fresh optimizer moments)", step, weight)
+    return step
 
 
 def training_parts(recipe: dict[str, Any], data_dir: Path, cfg: TrainConfig) -> tuple[nn.Module, PatchSampler, MakePair, LossFn | None]:
@@ -222,10 +268,12 @@ def with_synthetic(images: list, synthetic: dict[str, Any] | None, seed: int = 0
 
 
 def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device: str = "auto", steps: int | None = None,
-        compile: bool | None = None) -> Path:
+        compile: bool | None = None, continue_weight: Path | None = None) -> Path:
     """Train (or resume) the recipe and write its weights and model card; returns the weights path.
 
     ``steps`` and ``compile`` (train through ``torch.compile``), when given, override the recipe.
+    ``continue_weight``: with no saved state, continue from this trained weight of the
+    recipe (:func:`rebuild_state`) instead of starting over.
     """
     recipe = json.loads(recipe_path.read_text())
     name = recipe["name"]
@@ -243,6 +291,8 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / "state.pt"
     model, sampler, make_pair, loss_fn = training_parts(recipe, data_dir, cfg)
+    if continue_weight is not None and not state_path.exists():
+        rebuild_state(model, cfg, continue_weight, run_dir)
     if recipe.get("init") and not state_path.exists():  # a resumed run restores its own weights
         init_from(model, recipe["init"], out_dir)
     method, deg = recipe.get("self_supervised"), recipe.get("degradation", {})
@@ -318,13 +368,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="train through torch.compile (overrides the recipe's train.compile)")
+    p.add_argument("--continue", dest="continue_weight", type=Path, default=None, metavar="WEIGHT",
+                   help="when no training state is saved, continue from this trained weight of the recipe "
+                        "(its .safetensors; step count and history from its card, fresh optimizer moments)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("ATTNRESTORE_THREADS", 0)) or None)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` saves the training state, then exits
     if a.threads:
         torch.set_num_threads(a.threads)
-    run(a.recipe, a.data, a.out, a.workdir, a.device, a.steps, a.compile)
+    run(a.recipe, a.data, a.out, a.workdir, a.device, a.steps, a.compile, a.continue_weight)
     return 0
 
 

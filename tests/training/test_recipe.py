@@ -83,6 +83,41 @@ def test_recipe_resumes_from_its_state(tmp_path, data):
     assert all("threads" in g["machine"] for g in segs)
 
 
+def test_recipe_continues_a_trained_weight_without_its_state(tmp_path, data):
+    path = _recipe(tmp_path, "sr", scale=2)
+    first = rc.run(path, data, tmp_path / "out", tmp_path / "runs", steps=2)
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for f in (first, first.with_suffix(".json")):
+        (shipped / f.name).write_bytes(f.read_bytes())
+    fresh = tmp_path / "fresh-runs"  # a new checkout: no saved state
+    model = rc.build_model("hat", task="sr", scale=2, **SMALL_HAT)
+    cfg = rc.TrainConfig(steps=4, batch=2, lr=1e-3)
+    assert rc.rebuild_state(model, cfg, shipped / first.name, fresh / "test-sr") == 2
+    st = torch.load(fresh / "test-sr" / "state.pt", weights_only=True)
+    assert st["step"] == 2 and st["opt"]["state"] == {}
+    for k, v in load_state(shipped / first.name).items():
+        assert torch.equal(st["ema"][k], v.float()) and torch.equal(st["model"][k], v.float())
+    with pytest.raises(FileExistsError, match="resumes from it"):
+        rc.rebuild_state(model, cfg, shipped / first.name, fresh / "test-sr")
+    (fresh / "test-sr" / "state.pt").unlink()
+
+    out = rc.run(path, data, tmp_path / "out2", fresh, steps=4, continue_weight=shipped / first.name)
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["training"]["steps_done"] == 4
+    segs = card["training"]["segments"]
+    assert [(g["from_step"], g["to_step"], g["schedule_steps"]) for g in segs] == [(0, 2, 2), (2, 4, 4)]
+    assert "optimizer" not in segs[0] and "rebuilt" in segs[1]["optimizer"]
+    assert [int(line.split("\t")[0]) for line in (fresh / "test-sr" / "loss.tsv").read_text().splitlines()] == [3, 4]
+
+
+def test_continuing_refuses_a_weight_of_another_network(tmp_path, data):
+    other = rc.run(_recipe(tmp_path, "sr", scale=2), data, tmp_path / "out", tmp_path / "runs")
+    model = rc.build_model("hat", task="denoise", **SMALL_HAT)
+    with pytest.raises(ValueError, match="does not fit this recipe's network"):
+        rc.rebuild_state(model, rc.TrainConfig(steps=4), other, tmp_path / "fresh")
+
+
 def test_recipe_refuses_benchmark_data(tmp_path, data):
     path = _recipe(tmp_path, "inpaint", data=["bench/gray"])
     with pytest.raises(ValueError, match="benchmark sets are never used"):
