@@ -153,7 +153,7 @@ def record_segment(run_dir: Path, start_step: int, schedule_steps: int, machine:
     return segments
 
 
-def rebuild_state(model: nn.Module, cfg: TrainConfig, weight: Path, run_dir: Path) -> int:
+def rebuild_state(model: nn.Module, cfg: TrainConfig, weight: Path, run_dir: Path, name: str | None = None) -> int:
     """Rebuild a lost training state from a trained weight and its card; returns its step.
 
     For continuing a shipped weight when ``run_dir`` no longer holds its state (a new
@@ -162,13 +162,19 @@ def rebuild_state(model: nn.Module, cfg: TrainConfig, weight: Path, run_dir: Pat
     weight does not hold starts afresh: AdamW's moments (empty) and the random streams,
     which are seeded from ``cfg.seed`` and the step so the continuation does not replay the
     first run's patches.  The new segment records that its optimizer state was rebuilt.
+    ``name``: the recipe's; a weight whose card names another is refused (starting from
+    another weight is the recipe's ``init``).
     """
     from .checkpoint import load_state, read_card
 
     state_path = run_dir / "state.pt"
     if state_path.exists():
         raise FileExistsError(f"{state_path} exists: the run resumes from it; remove it to rebuild from {weight}")
-    training = read_card(weight).get("training", {})
+    card = read_card(weight)
+    if name is not None and card.get("name") != name:
+        raise ValueError(f"{weight} is {card.get('name')!r}, not this recipe's {name!r}: only a weight of the same "
+                         "recipe can be continued (start from another weight with the recipe's \"init\")")
+    training = card.get("training", {})
     step = int(training.get("steps_done", 0))
     if step <= 0:
         raise ValueError(f"{weight}: its model card records no training steps, so there is nothing to continue")
@@ -292,7 +298,7 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
     state_path = run_dir / "state.pt"
     model, sampler, make_pair, loss_fn = training_parts(recipe, data_dir, cfg)
     if continue_weight is not None and not state_path.exists():
-        rebuild_state(model, cfg, continue_weight, run_dir)
+        rebuild_state(model, cfg, continue_weight, run_dir, name)
     if recipe.get("init") and not state_path.exists():  # a resumed run restores its own weights
         init_from(model, recipe["init"], out_dir)
     method, deg = recipe.get("self_supervised"), recipe.get("degradation", {})

@@ -111,11 +111,13 @@ def test_recipe_continues_a_trained_weight_without_its_state(tmp_path, data):
     assert [int(line.split("\t")[0]) for line in (fresh / "test-sr" / "loss.tsv").read_text().splitlines()] == [3, 4]
 
 
-def test_continuing_refuses_a_weight_of_another_network(tmp_path, data):
+def test_continuing_refuses_a_weight_of_another_recipe_or_network(tmp_path, data):
     other = rc.run(_recipe(tmp_path, "sr", scale=2), data, tmp_path / "out", tmp_path / "runs")
     model = rc.build_model("hat", task="denoise", **SMALL_HAT)
     with pytest.raises(ValueError, match="does not fit this recipe's network"):
         rc.rebuild_state(model, rc.TrainConfig(steps=4), other, tmp_path / "fresh")
+    with pytest.raises(ValueError, match="only a weight of the same recipe"):
+        rc.rebuild_state(model, rc.TrainConfig(steps=4), other, tmp_path / "fresh", name="test-sr-x4")
 
 
 def test_recipe_refuses_benchmark_data(tmp_path, data):
