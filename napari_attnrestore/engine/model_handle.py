@@ -295,20 +295,18 @@ def warn_compile_failed(error: BaseException, fallback: str, subject: str | None
 DIHEDRAL: tuple[tuple[int, bool], ...] = tuple((k, flip) for k in range(4) for flip in (False, True))
 
 
-#: The 4 of them that keep rows as rows (no quarter turn).
-ROW_KEEPING: tuple[tuple[int, bool], ...] = tuple((k, flip) for k, flip in DIHEDRAL if k % 2 == 0)
-
 
 def self_ensemble(fn: Any, x: torch.Tensor) -> torch.Tensor:
     """Mean of ``fn`` over the 8 orientations of ``x``, each output turned back (float32).
 
     Valid for every task here: the mask channels of inpainting and demosaicing turn with
     the image, so a turned Bayer mosaic arrives with its (turned) pattern.  A network that
-    turns its inputs itself (``orients_itself``, as PSAL with ``gap_rows``) would see every
-    quarter-turned orientation as a mirrored one it already ran; it gets only the 4 of
-    :data:`ROW_KEEPING`.
+    turns or mirrors its inputs itself would repeat some orientations exactly; it names the
+    distinct ones (``ensemble_orientations``: PSAL with ``gap_rows`` the 4 that
+    keep rows as rows, a GRL demosaicer that mirrors to RGGB upright and quarter-turned),
+    and only those run: the same mean at a fraction of the cost.
     """
-    orientations = ROW_KEEPING if getattr(fn, "orients_itself", False) else DIHEDRAL
+    orientations = getattr(fn, "ensemble_orientations", None) or DIHEDRAL
     acc = None
     for k, flip in orientations:
         z = torch.rot90(x, k, (-2, -1))

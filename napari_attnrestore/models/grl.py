@@ -63,6 +63,7 @@ from .layers import (
     RestorationHead,
     finish,
     pad_to_multiple,
+    run_as_rggb,
     shifted_window_mask,
     window_partition,
     window_reverse,
@@ -89,6 +90,7 @@ class GRLConfig:
     cpb_hidden: int = 64
     unshuffle: int = 1
     image_residual: bool | str = True  # for demosaicing: "bilinear" (True) or "malvar" base
+    canonical_bayer: bool = False  # demosaicing: mirror every mosaic to RGGB (and back) around the network
 
     def __post_init__(self) -> None:
         self.depths = [int(d) for d in self.depths]
@@ -430,7 +432,26 @@ class GRL(nn.Module):
         """Suggested tile overlap in input pixels (the longer stripe side)."""
         return max(self.cfg.window, *self.cfg.stripe) * self.cfg.unshuffle
 
+    @property
+    def mirrors_to_rggb(self) -> bool:
+        """True for a demosaicer with ``canonical_bayer``: every pattern is mirrored to RGGB."""
+        return bool(self.cfg.canonical_bayer) and self.in_channels == 4 and self.out_channels == 3 and self.scale == 1
+
+    @property
+    def ensemble_orientations(self) -> tuple[tuple[int, bool], ...] | None:
+        """The self-ensemble's distinct orientations (quarter turns, mirrored), None: all 8.
+
+        Mirroring to RGGB makes the network mirror-equivariant, so of the 8 orientations
+        only the upright and the quarter-turned one differ.
+        """
+        return ((0, False), (1, False)) if self.mirrors_to_rggb else None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mirrors_to_rggb:
+            return run_as_rggb(self._restore, x)
+        return self._restore(x)
+
+    def _restore(self, x: torch.Tensor) -> torch.Tensor:
         xp, h, w = pad_to_multiple(x, self.multiple_of)
         f = self.conv_first(self.unshuffle(xp))
         y = self.norm_start(f.permute(0, 2, 3, 1))

@@ -8,6 +8,7 @@ task heads.  Tensors inside transformer blocks are channel-last ``(B, H, W, C)``
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -326,6 +327,31 @@ def cfa_malvar(x: torch.Tensor) -> torch.Tensor:
 
 #: Classical demosaics a demosaicing network can correct (``image_residual``).
 DEMOSAIC_BASES = {"bilinear": cfa_bilinear, "malvar": cfa_malvar}
+
+
+def run_as_rggb(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``fn`` on demosaicing input ``(B, 4, H, W)`` (CFA + R/G/B masks) mirrored to RGGB, and back.
+
+    Each sample is mirrored up-down when its red pixels sit on odd rows and left-right when
+    they sit on odd columns, so ``fn`` only ever sees RGGB mosaics; its output is mirrored
+    back.  An even-sized mirror moves every colour to the other parity; an odd size is first
+    padded by one reflected row/column, which keeps the Bayer pattern (and cropped after).
+    The result is exactly mirror-equivariant: a mirrored mosaic gives the mirrored output.
+    """
+    h, w = x.shape[-2:]
+    if h % 2 or w % 2:
+        x = F.pad(x, (0, w % 2, 0, h % 2), mode="reflect" if min(h, w) > 1 else "replicate")
+    red = x[:, 1, :2, :2].reshape(x.shape[0], 4).argmax(1)  # where R is in the first 2x2 cell
+    odd_row, odd_col = (red >= 2).view(-1, 1, 1, 1), (red % 2 == 1).view(-1, 1, 1, 1)
+
+    def mirror(t: torch.Tensor) -> torch.Tensor:
+        if bool(odd_row.any()):
+            t = torch.where(odd_row, t.flip(-2), t)
+        if bool(odd_col.any()):
+            t = torch.where(odd_col, t.flip(-1), t)
+        return t
+
+    return mirror(fn(mirror(x)))[..., :h, :w]
 
 
 def harmonic_fill(image: torch.Tensor, holes: torch.Tensor, iterations: int = 64) -> torch.Tensor:

@@ -581,9 +581,18 @@ class PSAL(nn.Module):
     @property
     def orients_itself(self) -> bool:
         """True when the network turns column-wise gaps to rows itself (``gap_rows``): a
-        quarter-turned input then gives what its mirror image gives, which the engine's
-        self-ensemble uses to skip the quarter turns."""
+        quarter-turned input then gives what its mirror image gives (see
+        :attr:`ensemble_orientations`)."""
         return self.masked and bool(self.cfg.gap_rows) and self.scale == 1
+
+    @property
+    def ensemble_orientations(self) -> tuple[tuple[int, bool], ...] | None:
+        """The self-ensemble's distinct orientations (quarter turns, mirrored), None: all 8.
+
+        A network that turns its gaps to rows (:attr:`orients_itself`) needs only the 4 that
+        keep rows as rows.
+        """
+        return tuple((k, flip) for k in (0, 2) for flip in (False, True)) if self.orients_itself else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.orients_itself:

@@ -97,3 +97,62 @@ def test_registered_presets_build():
     m = build_model("grl", "denoise", **SMALL)
     assert isinstance(m, GRL) and m.arch == "grl"
     assert m(torch.rand(1, 1, 20, 20)).shape == (1, 1, 20, 20)
+
+
+def _mosaic_input(rgb: torch.Tensor, pattern: str) -> torch.Tensor:
+    """``(1, 4, H, W)`` network input: the RGB image mosaicked with ``pattern`` + its masks."""
+    from napari_attnrestore.tasks import demosaic as dm
+
+    cfa = dm.mosaic(rgb.permute(1, 2, 0).numpy(), pattern)
+    return torch.from_numpy(dm.prepare_input(cfa, pattern))[None]
+
+
+@pytest.mark.parametrize("size", [(16, 24), (15, 21)])
+def test_run_as_rggb_mirrors_every_pattern_to_rggb_and_back(size):
+    from napari_attnrestore.models.layers import run_as_rggb
+    from napari_attnrestore.tasks import demosaic as dm
+
+    rgb = torch.rand(3, *size, generator=torch.Generator().manual_seed(0))
+    x = torch.cat([_mosaic_input(rgb, p) for p in dm.PATTERNS])
+    seen = []
+
+    def spy(t: torch.Tensor) -> torch.Tensor:
+        seen.append(t.clone())
+        return t[:, :3] + 2 * t[:, 1:4]  # depends on position, so a wrong mirror back shows
+
+    out = run_as_rggb(spy, x)
+    assert out.shape == (4, 3, *size)
+    (net_in,) = seen
+    assert net_in.shape[-2] % 2 == 0 and net_in.shape[-1] % 2 == 0
+    rggb = torch.from_numpy(dm.cfa_masks(net_in.shape[-2:], "RGGB"))
+    for b in range(4):
+        torch.testing.assert_close(net_in[b, 1:], rggb)  # the network only sees RGGB
+        torch.testing.assert_close(out[b], x[b, :3] + 2 * x[b, 1:4])  # and its output lands back in place
+
+
+def test_canonical_bayer_grl_is_mirror_equivariant_and_ensembles_two_orientations():
+    from napari_attnrestore.engine import model_handle as mh
+
+    torch.manual_seed(0)
+    net = GRL(4, 3, 1, **SMALL, unshuffle=2, image_residual="malvar", canonical_bayer=True).eval()
+    plain = GRL(4, 3, 1, **SMALL, unshuffle=2, image_residual="malvar").eval()
+    plain.load_state_dict(net.state_dict())
+    assert net.ensemble_orientations == ((0, False), (1, False)) and plain.ensemble_orientations is None
+    rgb = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        up = net(_mosaic_input(rgb, "RGGB"))
+        torch.testing.assert_close(up, plain(_mosaic_input(rgb, "RGGB")))  # RGGB itself is not mirrored
+        for dims, pattern in (((-1,), "GRBG"), ((-2,), "GBRG"), ((-2, -1), "BGGR")):
+            mirrored = net(_mosaic_input(rgb.flip(dims), pattern))
+            torch.testing.assert_close(mirrored, up.flip(dims), atol=1e-5, rtol=0)
+        x = _mosaic_input(rgb, "GRBG")
+        calls = []
+        net.register_forward_hook(lambda *_: calls.append(1))
+        ens = mh.self_ensemble(net, x)
+        assert len(calls) == 2
+        every = []
+        for k, flip in mh.DIHEDRAL:
+            z = torch.rot90(x, k, (-2, -1))
+            y = net(z.flip(-1) if flip else z)
+            every.append(torch.rot90(y.flip(-1) if flip else y, -k, (-2, -1)))
+        torch.testing.assert_close(ens, torch.stack(every).mean(0), atol=1e-5, rtol=0)  # the mean of all 8
