@@ -295,7 +295,6 @@ def warn_compile_failed(error: BaseException, fallback: str, subject: str | None
 DIHEDRAL: tuple[tuple[int, bool], ...] = tuple((k, flip) for k in range(4) for flip in (False, True))
 
 
-
 def self_ensemble(fn: Any, x: torch.Tensor) -> torch.Tensor:
     """Mean of ``fn`` over the 8 orientations of ``x``, each output turned back (float32).
 
