@@ -140,7 +140,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     events = ar.train(
         [str(p) for p in a.images], task=a.task, arch=a.arch, model=a.start, clean=[str(p) for p in a.clean] or None,
         mode=mode, scale=a.scale, steps=a.steps, batch=a.batch, patch=a.patch, lr=a.lr, device=a.device,
-        state_path=a.state, log_every=1, nodata=a.nodata, method=a.method, compile=a.compile,
+        state_path=a.state, log_every=1, nodata=a.nodata, method=a.method, compile=a.compile, cfa=a.cfa,
     )
     from tqdm.auto import tqdm
 
@@ -226,9 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_restore)
 
     t = sub.add_parser("train", help="train or fine-tune on your own images (self-supervised on noisy data)")
-    t.add_argument("images", nargs="+", help="training images (.tif/.zarr/.png); every 2D plane is used")
+    t.add_argument("images", nargs="+", help="training images (.tif/.zarr/.png); every 2D plane is used "
+                                             "(demosaic: colour pictures, mosaicked to make the inputs)")
     t.add_argument("--out", required=True, help="checkpoint to write (.safetensors, with a .json card)")
-    t.add_argument("--task", default="denoise", choices=["denoise", "sr", "inpaint"])
+    t.add_argument("--task", default="denoise", choices=["denoise", "sr", "demosaic", "inpaint"])
+    t.add_argument("--cfa", default=None, choices=["RGGB", "BGGR", "GRBG", "GBRG"],
+                   help="demosaic: train on your camera's Bayer pattern only (default: all four)")
     t.add_argument("--scale", type=int, choices=[2, 4], default=None)
     t.add_argument("--self-supervised", action="store_true",
                    help="train on the degraded images only: denoising by --method, or inpainting known pixels hidden by masks")

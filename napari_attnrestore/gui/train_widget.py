@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TrainError", "TrainRequest", "TrainRun", "TrainWidget", "curve_polyline", "train_job"]
 
-TASKS = (("denoise", "denoise"), ("super-resolve", "sr"), ("inpaint", "inpaint"))
+TASKS = (("denoise", "denoise"), ("super-resolve", "sr"), ("demosaic", "demosaic"), ("inpaint", "inpaint"))
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MAX_EVENTS = 2000  # events per run at most (log_every grows for longer runs)
 CURVE_SIZE = (300, 120)
@@ -64,7 +64,8 @@ TIPS = {
     "clean": "Optional clean counterpart of the input (same shape): supervised, paired training. "
     "Leave empty to train self-supervised (Neighbor2Neighbor) on the noisy layer alone.",
     "task": "denoise: same-size output. super-resolve: x2 or x4 more pixels per axis (the input layer is "
-    "downscaled to make the training inputs). inpaint: fill gaps (NaN pixels); it learns from the layer alone "
+    "downscaled to make the training inputs). demosaic: Bayer mosaic to RGB; it learns from a colour (RGB) layer, "
+    "mosaicked with every Bayer pattern. inpaint: fill gaps (NaN pixels); it learns from the layer alone "
     "by hiding known pixels behind random strokes, boxes and scan lines.",
     "scale": "Upscaling factor for super-resolution.",
     "start": "new <architecture>: an untrained network. A shipped weight or a model trained earlier in this "
@@ -316,12 +317,13 @@ class TrainWidget(Container):
     def _update_visibility(self, _value: Any = None) -> None:
         sr = self._task.value == "sr"
         self._scale.visible = sr
-        self._clean.visible = not sr
+        self._clean.visible = self._task.value not in ("sr", "demosaic")
         self._preset.visible = bool(self._start.value) and self._start.value[0] == "new"
-        self._mode.value = f"mode: {_MODE_TEXT[self._mode_name()]}"
+        mode = self._mode_name()
+        self._mode.value = f"mode: {_MODE_TEXT.get((self._task.value, mode), _MODE_TEXT[mode])}"
 
     def _mode_name(self) -> str:
-        if self._task.value == "sr":
+        if self._task.value in ("sr", "demosaic"):
             return "synthetic"
         if self._task.value == "inpaint":
             return "self-supervised"
@@ -377,6 +379,9 @@ class TrainWidget(Container):
         if scale and patch % scale:
             raise ValueError(f"patch ({patch}) must be a multiple of the scale ({scale})")
         clean = None
+        if task == "demosaic" and not layer.rgb:
+            raise ValueError("demosaicing learns from a colour (RGB) layer, mosaicked to make the inputs; "
+                             f"{layer.name!r} is not RGB")
         if task == "inpaint" and self._clean.value is not None:
             raise ValueError("inpainting learns from the gapped layer alone; clear the clean layer")
         if mode == "paired":
@@ -535,10 +540,12 @@ class TrainWidget(Container):
             self._status.value = status
 
 
-_MODE_TEXT = {
+_MODE_TEXT: dict = {  # by mode, or by (task, mode) where the task does it its own way
     "self-supervised": "self-supervised (Neighbor2Neighbor, noisy layer only)",
     "paired": "supervised (noisy -> clean pairs)",
     "synthetic": "synthetic (input taken as high-res, downscaled)",
+    ("inpaint", "self-supervised"): "self-supervised (known pixels hidden behind random masks)",
+    ("demosaic", "synthetic"): "synthetic (colour layer mosaicked with every Bayer pattern)",
 }
 
 

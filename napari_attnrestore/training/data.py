@@ -143,24 +143,27 @@ class NormalizedPlane:
     """
 
     def __init__(self, array, index: tuple = (), normalize: str = "auto", nodata: float | None = None,
-                 keep_gaps: bool = False) -> None:
+                 keep_gaps: bool = False, channels: int | None = None) -> None:
         from ..engine.normalize import compute_stats
 
         self.array, self.index = array, tuple(index)
         self.nodata, self.keep_gaps = nodata, keep_gaps
+        # ``channels``: a channels-first colour picture, its first ``channels`` scaled together
+        self._chan = () if channels is None else (slice(0, channels),)
         h, w = array.shape[-2:]
         step = max(1, int(max(h, w) // 512))
-        sample = np.asarray(array[(*self.index, slice(None, None, step), slice(None, None, step))], dtype=np.float64)
+        sample = np.asarray(array[(*self.index, *self._chan, slice(None, None, step), slice(None, None, step))],
+                            dtype=np.float64)
         if nodata is not None:
             sample[sample == nodata] = np.nan
         if not np.isfinite(sample).any():
             raise ValueError("a training image has no finite pixels")
         lo, hi = compute_stats(sample, np.dtype(array.dtype), mode=normalize)
         self.lo, self.hi = lo[0], hi[0]
-        self.shape = (h, w)
+        self.shape = (h, w) if channels is None else (channels, h, w)
 
     def __getitem__(self, key) -> np.ndarray:
-        raw = np.asarray(self.array[(*self.index, *key[-2:])], dtype=np.float32)
+        raw = np.asarray(self.array[(*self.index, *self._chan, *key[-2:])], dtype=np.float32)
         out = (raw - self.lo) / (self.hi - self.lo)
         gaps = ~np.isfinite(out) if self.nodata is None else (~np.isfinite(out)) | (raw == self.nodata)
         return np.where(gaps, np.float32(np.nan if self.keep_gaps else 0.0), out)
@@ -184,6 +187,19 @@ def planes_of(array, rgb: bool | None = None, normalize: str = "auto", **plane_k
     return [NormalizedPlane(array, idx, normalize, **plane_kw) for idx in np.ndindex(*lead)]
 
 
+def colour_pictures_of(array, normalize: str = "auto") -> list[NormalizedPlane]:
+    """Every RGB picture of a ``(..., Y, X, 3|4)`` image as channels-first ``(3, H, W)``, read lazily.
+
+    The three channels share one scale (the engine scales a mosaic as a single plane, so the
+    colour balance must survive); an alpha channel is dropped.
+    """
+    shape = tuple(array.shape)
+    if len(shape) < 3 or shape[-1] not in (3, 4):
+        raise ValueError(f"demosaicing trains on colour pictures (..., Y, X, 3); got shape {shape}")
+    moved = _MovedAxis(array)
+    return [NormalizedPlane(moved, idx, normalize, channels=3) for idx in np.ndindex(*moved.shape[:-3])]
+
+
 class _MovedAxis:
     """A view of ``(..., Y, X, C)`` as ``(..., C, Y, X)`` that slices lazily."""
 
@@ -196,7 +212,8 @@ class _MovedAxis:
     def __getitem__(self, key):
         key = tuple(key)
         *lead, c, ys, xs = key if len(key) == len(self.shape) else (*key, slice(None), slice(None))
-        return np.asarray(self.array[(*lead, ys, xs, c)])
+        out = np.asarray(self.array[(*lead, ys, xs, c)])
+        return np.moveaxis(out, -1, -3) if isinstance(c, slice) else out  # channels stay first
 
 
 class PairedPatchSampler(PatchSampler):

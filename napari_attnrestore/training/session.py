@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from .data import PairedPatchSampler, PatchSampler, planes_of
+from .data import PairedPatchSampler, PatchSampler, colour_pictures_of, planes_of
 from .loop import LOSSES, TrainConfig, TrainEvent, fit
 from .selfsupervised import denoise_objective, hide_known, hole_loss
 
@@ -61,6 +61,7 @@ def train(
     nodata: float | None = None,
     method: str = "neighbor2neighbor",
     compile: bool = False,
+    cfa: str | None = None,
 ) -> Iterator[TrainEvent]:
     """Train on ``images``; yields :class:`TrainEvent` (step, loss, elapsed), the last with the model.
 
@@ -68,7 +69,9 @@ def train(
     ----------
     images
         An array (numpy, dask, zarr, napari layer data), a path, or a list of them.
-        Every 2D plane is used; intensities are normalized as the engine does.
+        Every 2D plane is used; intensities are normalized as the engine does.  For
+        demosaicing, colour pictures ``(..., Y, X, 3)``: each is mosaicked to make the
+        inputs (``synthetic``, the only mode there).
     model
         Starting weights to fine-tune (``default:denoise``, a checkpoint, an nn.Module);
         None builds a fresh ``arch`` network (``preset`` plus ``config``).
@@ -89,6 +92,8 @@ def train(
         patch).
     state_path
         Save the training state there and resume from it if it exists.
+    cfa
+        Demosaicing: mosaic with this Bayer pattern only (your camera's); default: all four.
     compile
         Train through ``torch.compile`` (about 10-15% faster per step on a CPU for the
         attention networks here, after a minute of compiling; a failure falls back to
@@ -102,20 +107,22 @@ def train(
     from ..tasks import get_task
 
     t = get_task(task)
-    if t.name not in ("denoise", "sr", "inpaint"):
-        raise ValueError(f"training on your own images is available for denoise, sr and inpaint; {t.name} models "
-                         f"are trained by their recipes (python -m napari_attnrestore.training.recipe ...)")
     scale = t.check_scale(scale)
     imgs = _as_list(images)
     if not imgs:
         raise ValueError("no training images given")
     cleans = _as_list(clean)
     if mode is None:
-        mode = "paired" if cleans else ("synthetic" if t.name == "sr" else "self-supervised")
+        mode = "paired" if cleans else ("synthetic" if t.name in ("sr", "demosaic") else "self-supervised")
     if mode not in MODES:
         raise ValueError(f"unknown training mode {mode!r}; use one of {', '.join(MODES)}")
-    if mode == "self-supervised" and t.name == "sr":
-        raise ValueError("self-supervised training is for denoising and inpainting, not sr")
+    if mode == "self-supervised" and t.name in ("sr", "demosaic"):
+        raise ValueError(f"self-supervised training is for denoising and inpainting, not {t.name}")
+    if t.name == "demosaic" and mode != "synthetic":
+        raise ValueError("demosaicing trains on colour pictures, mosaicked to make the inputs (mode 'synthetic'); "
+                         "give the pictures as images, without clean counterparts")
+    if cfa is not None and t.name != "demosaic":
+        raise ValueError(f"cfa (a Bayer pattern) is for demosaicing, not {t.name}")
     if mode == "paired" and t.name == "inpaint":
         raise ValueError("inpainting trains self-supervised on gapped images or synthetic on clean ones, not paired")
     if mode == "paired" and len(cleans) != len(imgs):
@@ -144,6 +151,18 @@ def train(
 
         def make_pair(x, gen):
             return x[:, :1], x[:, 1:]
+    elif t.name == "demosaic":
+        from ..tasks.demosaic import PATTERNS, check_pattern
+        from ..tasks.demosaic import make_training_pair as mosaicked
+
+        pictures = []
+        for im in imgs:
+            pictures += colour_pictures_of(_open(im))
+        sampler = PatchSampler(pictures, patch, seed=seed)
+        patterns = [check_pattern(cfa)] if cfa else list(PATTERNS)
+
+        def make_pair(x, gen):
+            return mosaicked(x, gen, patterns=patterns)
     elif t.name == "inpaint":
         sampler = PatchSampler(_planes(imgs, nodata=nodata, keep_gaps=mode == "self-supervised"), patch, seed=seed)
         loss_fn = hole_loss(LOSSES[cfg.loss])
@@ -180,7 +199,8 @@ def train(
     for ev in events:
         if ev.done and ev.model is not None:
             ev.model.card = {"task": t.name, "training": {"mode": mode, "steps": ev.step, "patch": patch, "lr": lr,
-                                                          **({"method": method} if mode == "self-supervised" and t.name == "denoise" else {})}}  # type: ignore[attr-defined]
+                                                          **({"method": method} if mode == "self-supervised" and t.name == "denoise" else {}),
+                                                          **({"cfa": cfa.upper()} if cfa else {})}}  # type: ignore[attr-defined]
         yield ev
 
 

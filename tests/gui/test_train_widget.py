@@ -265,3 +265,24 @@ def test_inpainting_training_on_a_gapped_layer(viewer, trainer, qtbot) -> None:
     trainer.set_options(input=viewer.layers["gapped"], clean=viewer.layers["clean"])
     with pytest.raises(ValueError, match="gapped layer alone"):
         trainer.request()
+
+
+def test_demosaicing_training_on_a_colour_layer(viewer, trainer, qtbot) -> None:
+    from napari_attnrestore.training.synthetic import dead_leaves
+
+    pic = (np.moveaxis(dead_leaves(64, np.random.default_rng(0)), 0, -1) * 255).astype(np.uint8)
+    viewer.add_image(pic, name="colour", rgb=True)
+    _dock, restore = viewer.window.add_plugin_dock_widget("napari-attnrestore", "Restore")
+    trainer.set_options(task="demosaic", **FAST)
+    assert trainer.request().mode == "synthetic" and not shown(trainer._clean)
+    assert "mosaicked" in trainer._mode.value
+    train(qtbot, trainer)
+    assert trainer.model is not None and trainer._status.value.startswith("done: 3 steps")
+    assert restore._task.value == "demosaic" and restore._model.value is trainer.model
+    noisy, _ = _noisy(seed=5)
+    viewer.add_image(noisy, name="gray")
+    trainer.set_options(input=viewer.layers["gray"])
+    with pytest.raises(ValueError, match="'gray' is not RGB"):
+        trainer.request()
+    trainer.set_options(task="inpaint")
+    assert "hidden behind random masks" in trainer._mode.value

@@ -101,8 +101,12 @@ def test_bad_training_requests(rng):
     noisy, _ = _noisy(rng)
     with pytest.raises(ValueError, match="self-supervised training is for denoising"):
         next(ar.train(noisy, task="sr", scale=2, mode="self-supervised"))
-    with pytest.raises(ValueError, match="available for denoise, sr and inpaint"):
-        next(ar.train(noisy, task="demosaic"))
+    with pytest.raises(ValueError, match="demosaicing trains on colour pictures"):
+        next(ar.train(noisy, task="demosaic"))  # gray planes
+    with pytest.raises(ValueError, match="mosaicked to make the inputs"):
+        next(ar.train(noisy, task="demosaic", clean=noisy))
+    with pytest.raises(ValueError, match="for demosaicing, not denoise"):
+        next(ar.train(noisy, cfa="RGGB"))
     with pytest.raises(ValueError, match="not paired"):
         next(ar.train(noisy, task="inpaint", clean=noisy))
     with pytest.raises(ValueError, match="one clean image per input"):
@@ -158,3 +162,30 @@ def test_cli_self_supervised_inpainting_on_a_gapped_image(tmp_path, rng):
     assert ar.load_model(str(ckpt)).card["training"]["mode"] == "self-supervised"
     out = ar.restore(str(tmp_path / "gapped.tif"), task="inpaint", model=str(ckpt), nodata=0).compute()
     assert np.isfinite(out).all() and np.array_equal(out[:40], img[:40])
+
+
+def test_cli_fine_tunes_a_demosaicer_on_colour_pictures(tmp_path):
+    """Colour pictures are mosaicked (the camera's pattern only, with --cfa) and the three
+    channels share one scale; the fine-tuned model demosaics through the engine."""
+    from napari_attnrestore.tasks import demosaic as dm
+    from napari_attnrestore.training.data import colour_pictures_of
+    from napari_attnrestore.training.synthetic import dead_leaves
+
+    pic = (np.moveaxis(dead_leaves(96, np.random.default_rng(0)), 0, -1) * 255).round().astype(np.uint8)
+    rgb = pic / 255.0  # sharp colour edges, where bilinear and Malvar fail
+    (plane,) = colour_pictures_of(pic)
+    assert plane.shape == (3, 96, 96)
+    np.testing.assert_allclose(plane[..., 10:20, 30:40], np.moveaxis(pic[10:20, 30:40], -1, 0) / 255, atol=1e-6)
+    stack = colour_pictures_of(np.stack([pic, pic[::-1]]).astype(np.float32))
+    assert len(stack) == 2 and stack[1].shape == (3, 96, 96)
+    tifffile.imwrite(tmp_path / "colour.tif", pic, photometric="rgb")
+    ckpt = tmp_path / "dm.safetensors"
+    assert main(["train", "--task", "demosaic", "--cfa", "BGGR", str(tmp_path / "colour.tif"), "--from",
+                 "default:demosaic", "--out", str(ckpt), "--steps", "2", "--batch", "2", "--patch", "32", "--lr", "1e-5",
+                 "-q"]) == 0
+    card = ar.load_model(str(ckpt)).card
+    assert card["task"] == "demosaic" and card["training"]["cfa"] == "BGGR" and card["training"]["mode"] == "synthetic"
+    cfa = dm.mosaic(rgb.astype(np.float32), "BGGR")
+    out = np.asarray(ar.restore(cfa, task="demosaic", model=str(ckpt), cfa="BGGR", normalize="none").compute())
+    assert out.shape == (96, 96, 3)
+    assert dm.demosaic_psnr(rgb, np.clip(out, 0, 1)) > dm.demosaic_psnr(rgb, dm.malvar_baseline(cfa, "BGGR")) + 0.5
