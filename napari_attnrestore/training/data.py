@@ -187,33 +187,47 @@ def planes_of(array, rgb: bool | None = None, normalize: str = "auto", **plane_k
     return [NormalizedPlane(array, idx, normalize, **plane_kw) for idx in np.ndindex(*lead)]
 
 
-def colour_pictures_of(array, normalize: str = "auto") -> list[NormalizedPlane]:
-    """Every RGB picture of a ``(..., Y, X, 3|4)`` image as channels-first ``(3, H, W)``, read lazily.
+def colour_pictures_of(array, normalize: str = "auto", channel_axis: int | None = None) -> list[NormalizedPlane]:
+    """Every RGB picture of an image as channels-first ``(3, H, W)``, read lazily.
 
-    The three channels share one scale (the engine scales a mosaic as a single plane, so the
-    colour balance must survive); an alpha channel is dropped.
+    The colour axis is the last (``(..., Y, X, 3|4)``) or ``channel_axis`` (an OME image's C
+    axis, e.g. ``(C, Y, X)``).  The three channels share one scale (the engine scales a mosaic
+    as a single plane, so the colour balance must survive); an alpha channel is dropped.
     """
     shape = tuple(array.shape)
-    if len(shape) < 3 or shape[-1] not in (3, 4):
-        raise ValueError(f"demosaicing trains on colour pictures (..., Y, X, 3); got shape {shape}")
-    moved = _MovedAxis(array)
+    axis = -1 if channel_axis is None else channel_axis
+    if len(shape) < 3 or shape[axis] not in (3, 4):
+        where = "last axis" if channel_axis is None else f"axis {channel_axis}"
+        raise ValueError(f"demosaicing trains on colour pictures (3 channels on the {where}, e.g. (..., Y, X, 3)); "
+                         f"got shape {shape}")
+    moved = _MovedAxis(array, axis)
     return [NormalizedPlane(moved, idx, normalize, channels=3) for idx in np.ndindex(*moved.shape[:-3])]
 
 
 class _MovedAxis:
-    """A view of ``(..., Y, X, C)`` as ``(..., C, Y, X)`` that slices lazily."""
+    """A view of ``array`` with its channel axis ``source`` (default the last, ``(..., Y, X, C)``)
+    moved to third from last, ``(..., C, Y, X)``, that slices lazily."""
 
-    def __init__(self, array) -> None:
+    def __init__(self, array, source: int = -1) -> None:
         self.array = array
-        s = tuple(array.shape)
-        self.shape = (*s[:-3], s[-1], s[-3], s[-2])
+        s = list(array.shape)
+        self.source = source % len(s)
+        if self.source >= len(s) - 2 and self.source != len(s) - 1:
+            raise ValueError(f"axis {source} of shape {tuple(s)} is a spatial axis, not a channel axis")
+        c = s.pop(self.source)
+        self.shape = (*s[:-2], c, *s[-2:])
         self.dtype = array.dtype
 
     def __getitem__(self, key):
         key = tuple(key)
         *lead, c, ys, xs = key if len(key) == len(self.shape) else (*key, slice(None), slice(None))
-        out = np.asarray(self.array[(*lead, ys, xs, c)])
-        return np.moveaxis(out, -1, -3) if isinstance(c, slice) else out  # channels stay first
+        original = [*lead, ys, xs]
+        original.insert(self.source, c)
+        out = np.asarray(self.array[tuple(original)])
+        if not isinstance(c, slice):
+            return out
+        kept = sum(not isinstance(k, (int, np.integer)) for k in original[: self.source])  # where C landed
+        return np.moveaxis(out, kept, -3)  # channels stay first
 
 
 class PairedPatchSampler(PatchSampler):

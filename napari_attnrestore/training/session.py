@@ -32,6 +32,16 @@ def _open(x: Any) -> Any:
     return x
 
 
+def _colour_pictures(x: Any) -> list:
+    """The RGB pictures of an array (colours on the last axis) or a file (RGB, or an OME C axis of 3)."""
+    if isinstance(x, (str, os.PathLike)):
+        from ..io import open_image
+
+        img = open_image(x)
+        return colour_pictures_of(img.data, channel_axis=None if img.rgb else img.channel_axis)
+    return colour_pictures_of(x)
+
+
 def _planes(images: Sequence[Any], **plane_kw: Any) -> list:
     out = []
     for im in images:
@@ -157,7 +167,7 @@ def train(
 
         pictures = []
         for im in imgs:
-            pictures += colour_pictures_of(_open(im))
+            pictures += _colour_pictures(im)
         sampler = PatchSampler(pictures, patch, seed=seed)
         patterns = [check_pattern(cfa)] if cfa else list(PATTERNS)
 

@@ -178,6 +178,13 @@ def test_cli_fine_tunes_a_demosaicer_on_colour_pictures(tmp_path):
     np.testing.assert_allclose(plane[..., 10:20, 30:40], np.moveaxis(pic[10:20, 30:40], -1, 0) / 255, atol=1e-6)
     stack = colour_pictures_of(np.stack([pic, pic[::-1]]).astype(np.float32))
     assert len(stack) == 2 and stack[1].shape == (3, 96, 96)
+    tczyx = np.moveaxis(np.stack([pic, pic[::-1]]), -1, 1)[:, :, None]  # (T, C, Z, Y, X), an OME layout
+    by_axis = colour_pictures_of(tczyx, channel_axis=1)
+    assert len(by_axis) == 2 and by_axis[1].shape == (3, 96, 96)
+    np.testing.assert_allclose(by_axis[1][..., :, :], np.moveaxis(pic[::-1], -1, 0) / 255, atol=1e-6)
+    tifffile.imwrite(tmp_path / "cyx.ome.tif", np.moveaxis(pic, -1, 0), metadata={"axes": "CYX"})
+    assert next(ar.train(str(tmp_path / "cyx.ome.tif"), task="demosaic", steps=2, batch=2, patch=32, log_every=2,
+                         config={"dim": 16, "depths": [1], "heads": 2, "window": 8})).step == 2
     tifffile.imwrite(tmp_path / "colour.tif", pic, photometric="rgb")
     ckpt = tmp_path / "dm.safetensors"
     assert main(["train", "--task", "demosaic", "--cfa", "BGGR", str(tmp_path / "colour.tif"), "--from",
