@@ -90,6 +90,34 @@ class EMA:
                 e.copy_(m)
 
 
+def training_state(
+    model: nn.Module,
+    ema_model: nn.Module,
+    opt: torch.optim.Optimizer,
+    gen: torch.Generator,
+    step: int,
+    history: list,
+    elapsed: float,
+    cfg: TrainConfig,
+    sampler: dict | None = None,
+    loss_gen: torch.Generator | None = None,
+    torch_rng: torch.Tensor | None = None,
+    device: torch.device | None = None,
+) -> dict:
+    """The training state :func:`fit` saves and resumes from: weights, EMA, optimizer, step,
+    history, elapsed seconds, config and the random generators (the pair maker's ``gen``, the
+    sampler's state, the loss's generator, torch's global CPU one (``torch_rng``: its current
+    state unless given) and, on CUDA, the device's)."""
+    return {
+        "model": model.state_dict(), "ema": ema_model.state_dict(), "opt": opt.state_dict(),
+        "gen": gen.get_state(), "step": step, "history": history, "elapsed": elapsed, "config": asdict(cfg),
+        "sampler": sampler,
+        "loss_gen": loss_gen.get_state() if loss_gen is not None else None,
+        "torch_rng": torch.get_rng_state() if torch_rng is None else torch_rng,
+        "cuda_rng": torch.cuda.get_rng_state(device) if device is not None and device.type == "cuda" else None,
+    }
+
+
 def fit(
     model: nn.Module,
     sample_batch: Callable[[int], torch.Tensor],
@@ -142,15 +170,8 @@ def fit(
         if not state_path:
             return
         state_path.parent.mkdir(parents=True, exist_ok=True)
-        st = {
-            "model": model.state_dict(), "ema": ema.model.state_dict(), "opt": opt.state_dict(),
-            "gen": gen.get_state(), "step": step, "history": history,
-            "elapsed": prior_elapsed + time.perf_counter() - t0, "config": asdict(cfg),
-            "sampler": sampler_state[0]() if sampler_state else None,
-            "loss_gen": loss_gen.get_state() if loss_gen is not None else None,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        }
+        st = training_state(model, ema.model, opt, gen, step, history, prior_elapsed + time.perf_counter() - t0, cfg,
+                            sampler=sampler_state[0]() if sampler_state else None, loss_gen=loss_gen, device=device)
         tmp = state_path.with_suffix(".tmp")
         torch.save(st, tmp)
         tmp.replace(state_path)

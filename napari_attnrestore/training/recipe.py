@@ -33,7 +33,7 @@ from ..tasks.denoise import estimate_noise_sigma
 from .checkpoint import save_checkpoint
 from .data import PatchSampler, channels_first_rgb, load_folder, patch_pixels, skimage_pictures, to_gray
 from .evaluate import recipe_metrics
-from .loop import LOSSES, TrainConfig, fit
+from .loop import LOSSES, TrainConfig, fit, training_state
 from .selfsupervised import denoise_objective, hole_loss, with_sigma_plane
 
 log = logging.getLogger("attnrestore.recipe")
@@ -187,14 +187,11 @@ def rebuild_state(model: nn.Module, cfg: TrainConfig, weight: Path, run_dir: Pat
     model.load_state_dict(src)
     seed = cfg.seed + step
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({
-        "model": model.state_dict(), "ema": model.state_dict(), "opt": opt.state_dict(),
-        "gen": torch.Generator().manual_seed(seed).get_state(), "step": step, "history": [],
-        "elapsed": float(training.get("wall_time_s", 0.0)), "config": {},
-        "sampler": np.random.default_rng(seed).bit_generator.state, "loss_gen": None,
-        "torch_rng": torch.Generator().manual_seed(seed).get_state(), "cuda_rng": None,
-    }, state_path)
+    torch.save(training_state(model, model, opt, gen, step, [], float(training.get("wall_time_s", 0.0)), cfg,
+                              sampler=np.random.default_rng(seed).bit_generator.state, torch_rng=gen.get_state()),
+               state_path)
     earlier = [{k: v for k, v in seg.items() if k != "to_step"} for seg in training.get("segments", [])]
     (run_dir / "segments.json").write_text(json.dumps(earlier, indent=1) + "\n")
     (run_dir / "rebuilt_at").write_text(f"{step}\n")
