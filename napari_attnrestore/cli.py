@@ -141,6 +141,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         [str(p) for p in a.images], task=a.task, arch=a.arch, model=a.start, clean=[str(p) for p in a.clean] or None,
         mode=mode, scale=a.scale, steps=a.steps, batch=a.batch, patch=a.patch, lr=a.lr, device=a.device,
         state_path=a.state, log_every=1, nodata=a.nodata, method=a.method, compile=a.compile, cfa=a.cfa,
+        precision=a.precision,
     )
     from tqdm.auto import tqdm
 
@@ -249,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=5e-4)
     t.add_argument("--device", default="auto")
     t.add_argument("--compile", action="store_true", help="train through torch.compile (falls back with a warning)")
+    t.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16: mixed precision (bfloat16 autocast, float32 weights); faster on GPUs and CPUs with bf16")
     t.add_argument("--state", default=None, help="training state file: saved as it goes, resumed if it exists")
     t.add_argument("--overwrite", action="store_true")
     t.add_argument("-q", "--quiet", action="store_true")

@@ -31,6 +31,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 200
     compile: bool = False  # train through torch.compile (falls back to eager, with a warning)
+    precision: str = "fp32"  # "bf16": forward and loss under bfloat16 autocast (weights, AdamW and EMA stay fp32)
 
 
 @dataclass
@@ -53,6 +54,8 @@ def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> 
     """Charbonnier loss, a smooth L1."""
     return torch.sqrt((pred - target) ** 2 + eps * eps).mean()
 
+
+PRECISIONS = ("fp32", "bf16")
 
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "charbonnier": charbonnier,
@@ -139,6 +142,8 @@ def fit(
     training resumes from it when the file exists.  Closing the generator stops training.
     """
     device = torch.device(device)
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"training precision {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMA(model, cfg.ema)
@@ -177,7 +182,18 @@ def fit(
         tmp.replace(state_path)
 
     def step_loss(net: Callable[[torch.Tensor], torch.Tensor], inp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return loss_fn(net, inp, target) if loss_fn else crit(net(inp), target)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            loss = loss_fn(net, inp, target) if loss_fn else crit(net(inp), target)
+        return loss.float()
+
+    def forward_backward(net: Callable[[torch.Tensor], torch.Tensor], inp: torch.Tensor,
+                         target: torch.Tensor) -> torch.Tensor:
+        loss = step_loss(net, inp, target)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training diverged at step {step}: loss is {loss.item()}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss
 
     net: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if cfg.compile else model
     t0 = time.perf_counter()
@@ -191,17 +207,15 @@ def fit(
             inp, target = make_pair(clean, gen)
             inp, target = inp.to(device), target.to(device)
             try:
-                loss = step_loss(net, inp, target)
-            except Exception as e:  # compilation fails lazily, on the first call; a real error recurs eagerly
-                if net is model:
+                loss = forward_backward(net, inp, target)
+            except FloatingPointError:
+                raise
+            except Exception as e:  # compilation fails lazily, on the first forward or backward pass
+                if net is model:  # a real error recurs eagerly
                     raise
                 warn_compile_failed(e, "training uncompiled")
                 net = model
-                loss = step_loss(net, inp, target)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training diverged at step {step}: loss is {loss.item()}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+                loss = forward_backward(net, inp, target)
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()

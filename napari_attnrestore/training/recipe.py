@@ -133,12 +133,13 @@ def evaluate(recipe: dict[str, Any], model: torch.nn.Module, data_dir: Path) -> 
     return out
 
 
-def record_segment(run_dir: Path, start_step: int, schedule_steps: int, machine: str) -> list[dict]:
+def record_segment(run_dir: Path, start_step: int, schedule_steps: int, machine: str,
+                   precision: str = "fp32") -> list[dict]:
     """Append this run to ``run_dir/segments.json`` and return every segment so far.
 
-    A weight trained over several resumed runs (different machines, thread counts or
-    extended schedules) lists each in its model card: the step it started from, the
-    schedule length it ran under and the machine.  A segment that ended before saving any
+    A weight trained over several resumed runs (different machines, thread counts,
+    precisions or extended schedules) lists each in its model card: the step it started
+    from, the schedule length it ran under, the machine and, when not fp32, the precision.  A segment that ended before saving any
     state (the next one starts at the same step) is replaced.
     """
     path = run_dir / "segments.json"
@@ -148,6 +149,7 @@ def record_segment(run_dir: Path, start_step: int, schedule_steps: int, machine:
     fresh_optimizer = rebuilt.exists() and int(rebuilt.read_text()) == start_step
     segments.append({"from_step": start_step, "schedule_steps": schedule_steps, "machine": machine,
                      "started": time.strftime("%Y-%m-%d %H:%M"),
+                     **({"precision": precision} if precision != "fp32" else {}),
                      **({"optimizer": "state rebuilt from the weight (fresh AdamW moments)"} if fresh_optimizer else {})})
     path.write_text(json.dumps(segments, indent=1) + "\n")
     return segments
@@ -271,10 +273,11 @@ def with_synthetic(images: list, synthetic: dict[str, Any] | None, seed: int = 0
 
 
 def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device: str = "auto", steps: int | None = None,
-        compile: bool | None = None, continue_weight: Path | None = None) -> Path:
+        compile: bool | None = None, continue_weight: Path | None = None, precision: str | None = None) -> Path:
     """Train (or resume) the recipe and write its weights and model card; returns the weights path.
 
-    ``steps`` and ``compile`` (train through ``torch.compile``), when given, override the recipe.
+    ``steps``, ``compile`` (train through ``torch.compile``) and ``precision`` (``bf16``:
+    mixed precision), when given, override the recipe for this run (its card segment says so).
     ``continue_weight``: with no saved state, continue from this trained weight of the
     recipe (:func:`rebuild_state`) instead of starting over.
     """
@@ -290,6 +293,8 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
         cfg.steps = steps
     if compile is not None:
         cfg.compile = compile
+    if precision is not None:
+        cfg.precision = precision
     run_dir = workdir / (f"{name}-gpu" if dev.type == "cuda" and recipe.get("train_gpu") else name)
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / "state.pt"
@@ -312,7 +317,7 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
 
     start = torch.load(state_path, map_location="cpu", weights_only=True)["step"] if state_path.exists() else 0
     set_tau(start)
-    segments = record_segment(run_dir, start, cfg.steps, machine_description(dev))
+    segments = record_segment(run_dir, start, cfg.steps, machine_description(dev), cfg.precision)
     with open(run_dir / "loss.tsv", "a") as curve:
         for ev in fit(model, sampler.sample, make_pair, cfg, state_path=state_path,
                       sampler_state=(sampler.state, sampler.set_state), device=dev,
@@ -371,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="train through torch.compile (overrides the recipe's train.compile)")
+    p.add_argument("--precision", default=None, choices=["fp32", "bf16"],
+                   help="bf16: mixed precision for this run (overrides the recipe's train.precision)")
     p.add_argument("--continue", dest="continue_weight", type=Path, default=None, metavar="WEIGHT",
                    help="when no training state is saved, continue from this trained weight of the recipe "
                         "(its .safetensors; step count and history from its card, fresh optimizer moments)")
@@ -380,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` saves the training state, then exits
     if a.threads:
         torch.set_num_threads(a.threads)
-    run(a.recipe, a.data, a.out, a.workdir, a.device, a.steps, a.compile, a.continue_weight)
+    run(a.recipe, a.data, a.out, a.workdir, a.device, a.steps, a.compile, a.continue_weight, a.precision)
     return 0
 
 

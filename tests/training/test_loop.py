@@ -61,6 +61,29 @@ def test_resume_continues_exactly(tmp_path, variant):
     assert losses == [e.loss for e in straight]
 
 
+def test_bf16_mixed_precision_trains_like_fp32():
+    """``precision="bf16"``: the network computes in bfloat16, its weights and the EMA stay
+    float32, and the loss falls as it does in float32; an unknown precision is refused."""
+    curves = {}
+    for precision in ("fp32", "bf16"):
+        model, sampler = _setup()
+        seen = set()
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        conv.register_forward_hook(lambda m, i, o, seen=seen: seen.add(o.dtype))
+        cfg = TrainConfig(steps=40, batch=4, log_every=5, warmup=4, lr=2e-3, precision=precision)
+        events = list(fit(model, sampler.sample, make_training_pair, cfg))
+        curves[precision] = [e.loss for e in events if not e.done]
+        assert seen == {torch.bfloat16 if precision == "bf16" else torch.float32}
+        assert all(p.dtype == torch.float32 for p in events[-1].model.parameters())
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+    for curve in curves.values():
+        assert curve[-1] < 0.6 * curve[0]
+    assert curves["bf16"][-1] == pytest.approx(curves["fp32"][-1], rel=0.15)
+    model, sampler = _setup()
+    with pytest.raises(ValueError, match="precision 'fp16'"):
+        next(fit(model, sampler.sample, make_training_pair, TrainConfig(steps=2, precision="fp16")))
+
+
 def test_compile_failure_falls_back_to_eager(monkeypatch):
     """``compile=True`` on a platform where compilation fails trains eagerly, with a warning."""
     cfg = TrainConfig(steps=4, batch=2, log_every=1, warmup=2)
@@ -76,6 +99,32 @@ def test_compile_failure_falls_back_to_eager(monkeypatch):
     model, sampler = _setup()
     cfg.compile = True
     with pytest.warns(RuntimeWarning, match="torch.compile failed .*no C\\+\\+ compiler.*training uncompiled"):
+        fallback = [e.loss for e in fit(model, sampler.sample, make_training_pair, cfg) if not e.done]
+    assert fallback == eager
+
+
+class _FailsBackward(torch.autograd.Function):
+    """Identity forward whose backward fails, as inductor's can on its first backward pass."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise AssertionError("expected size 8==8, stride 1==1024 at dim=1")
+
+
+def test_compiled_backward_failure_falls_back_to_eager(monkeypatch):
+    """A compiled network whose backward pass fails on the first step trains eagerly instead,
+    with a warning, and repeats the eager losses (no stale gradient is kept)."""
+    cfg = TrainConfig(steps=4, batch=2, log_every=1, warmup=2)
+    model, sampler = _setup()
+    eager = [e.loss for e in fit(model, sampler.sample, make_training_pair, cfg) if not e.done]
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: lambda *a, **k: _FailsBackward.apply(module(*a, **k)))
+    model, sampler = _setup()
+    cfg.compile = True
+    with pytest.warns(RuntimeWarning, match="torch.compile failed .*stride.*training uncompiled"):
         fallback = [e.loss for e in fit(model, sampler.sample, make_training_pair, cfg) if not e.done]
     assert fallback == eager
 

@@ -72,7 +72,7 @@ def test_recipe_resumes_from_its_state(tmp_path, data):
     path = _recipe(tmp_path, "sr", scale=2)
     rc.run(path, data, tmp_path / "out", tmp_path / "runs", steps=2)
     first = (tmp_path / "runs" / "test-sr" / "loss.tsv").read_text().splitlines()
-    rc.run(path, data, tmp_path / "out", tmp_path / "runs", steps=4)
+    rc.run(path, data, tmp_path / "out", tmp_path / "runs", steps=4, precision="bf16")
     curve = (tmp_path / "runs" / "test-sr" / "loss.tsv").read_text().splitlines()
     assert curve[: len(first)] == first
     assert [int(line.split("\t")[0]) for line in curve] == [1, 2, 3, 4]
@@ -81,6 +81,7 @@ def test_recipe_resumes_from_its_state(tmp_path, data):
     segs = card["training"]["segments"]
     assert [(g["from_step"], g["to_step"], g["schedule_steps"]) for g in segs] == [(0, 2, 2), (2, 4, 4)]
     assert all("threads" in g["machine"] for g in segs)
+    assert "precision" not in segs[0] and segs[1]["precision"] == "bf16"  # the run that overrode it says so
 
 
 def test_recipe_continues_a_trained_weight_without_its_state(tmp_path, data):

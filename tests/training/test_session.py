@@ -125,8 +125,10 @@ def test_cli_self_supervised_train_then_restore(tmp_path, rng, monkeypatch):
     blind = tmp_path / "blind.safetensors"
     assert not compiled
     assert main(["train", "--self-supervised", "--method", "blind-spot", str(tmp_path / "noisy.tif"), "--out", str(blind),
-                 "--steps", "2", "--batch", "2", "--patch", "32", "--compile", "-q"]) == 0
+                 "--steps", "2", "--batch", "2", "--patch", "32", "--compile", "--precision", "bf16", "-q"]) == 0
     assert ar.load_model(str(blind)).card["training"]["method"] == "blind-spot" and len(compiled) == 1
+    assert ar.load_model(str(blind)).card["training"]["precision"] == "bf16"
+    assert ar.load_model(str(ckpt)).card["training"]["precision"] == "fp32"
     assert ckpt.exists() and ckpt.with_suffix(".json").exists()
     assert main(["restore", str(tmp_path / "noisy.tif"), str(tmp_path / "out.ome.zarr"), "--weights", str(ckpt), "-q"]) == 0
 
