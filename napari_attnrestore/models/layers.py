@@ -344,10 +344,12 @@ def run_as_rggb(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> 
     red = x[:, 1, :2, :2].reshape(x.shape[0], 4).argmax(1)  # where R is in the first 2x2 cell
     odd_row, odd_col = (red >= 2).view(-1, 1, 1, 1), (red % 2 == 1).view(-1, 1, 1, 1)
 
+    compiling = torch.compiler.is_compiling()  # no data-dependent branch (a graph break) when compiled
+
     def mirror(t: torch.Tensor) -> torch.Tensor:
-        if bool(odd_row.any()):
+        if compiling or bool(odd_row.any()):
             t = torch.where(odd_row, t.flip(-2), t)
-        if bool(odd_col.any()):
+        if compiling or bool(odd_col.any()):
             t = torch.where(odd_col, t.flip(-1), t)
         return t
 
