@@ -125,9 +125,11 @@ def test_supervised_with_clean_layer_and_save(viewer, trainer, qtbot, tmp_path) 
     noisy, clean = _noisy(seed=1)
     viewer.add_image(noisy, name="noisy")
     viewer.add_image(clean, name="clean")
-    trainer.set_options(input=viewer.layers["noisy"], clean=viewer.layers["clean"], **FAST)
+    trainer.set_options(input=viewer.layers["noisy"], clean=viewer.layers["clean"], precision="bf16", **FAST)
+    assert trainer.request().precision == "bf16"
     train(qtbot, trainer)
     assert trainer.model is not None and trainer.model.card["training"]["mode"] == "paired"
+    assert trainer.model.card["training"]["precision"] == "bf16"
     assert trainer._status.value.startswith("done: 3 steps")
 
     path = trainer.save(tmp_path / "mine")
