@@ -144,6 +144,8 @@ def fit(
     device = torch.device(device)
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"training precision {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
+    if cfg.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise ValueError(f"{torch.cuda.get_device_name(device)} has no bfloat16 arithmetic; train in fp32")
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMA(model, cfg.ema)

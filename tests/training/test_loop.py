@@ -84,6 +84,14 @@ def test_bf16_mixed_precision_trains_like_fp32():
         next(fit(model, sampler.sample, make_training_pair, TrainConfig(steps=2, precision="fp16")))
 
 
+def test_bf16_on_a_gpu_without_it_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
+    model, sampler = _setup()
+    with pytest.raises(ValueError, match="Tesla V100 has no bfloat16 arithmetic; train in fp32"):
+        next(fit(model, sampler.sample, make_training_pair, TrainConfig(steps=2, precision="bf16"), device="cuda"))
+
+
 def test_compile_failure_falls_back_to_eager(monkeypatch):
     """``compile=True`` on a platform where compilation fails trains eagerly, with a warning."""
     cfg = TrainConfig(steps=4, batch=2, log_every=1, warmup=2)
