@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from napari_attnrestore.training.loop import TrainConfig, fit
+from napari_attnrestore.training.loop import PRECISIONS, TrainConfig, fit
 from napari_attnrestore.training.recipe import training_parts
 
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="for every recipe")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="for every recipe")
     p.add_argument("--markdown", action="store_true")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)

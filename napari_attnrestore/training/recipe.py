@@ -33,7 +33,7 @@ from ..tasks.denoise import estimate_noise_sigma
 from .checkpoint import save_checkpoint
 from .data import PatchSampler, channels_first_rgb, load_folder, patch_pixels, skimage_pictures, to_gray
 from .evaluate import recipe_metrics
-from .loop import LOSSES, TrainConfig, fit, training_state
+from .loop import LOSSES, PRECISIONS, TrainConfig, fit, training_state
 from .selfsupervised import denoise_objective, hole_loss, with_sigma_plane
 
 log = logging.getLogger("attnrestore.recipe")
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="train through torch.compile (overrides the recipe's train.compile)")
-    p.add_argument("--precision", default=None, choices=["fp32", "bf16"],
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
                    help="bf16: mixed precision for this run (overrides the recipe's train.precision)")
     p.add_argument("--continue", dest="continue_weight", type=Path, default=None, metavar="WEIGHT",
                    help="when no training state is saved, continue from this trained weight of the recipe "
