@@ -111,12 +111,12 @@ def resolve_model(
         model.ensemble = model.ensemble or ensemble
         return model
     t = get_task(task)
-    if t.name == "sr" and scale is None:
-        scale = 2
     if isinstance(model, nn.Module):
         return ModelHandle(model, device=device, precision=precision, compile=compile, ensemble=ensemble)
     if model is None:
         model = f"default:{t.name}"
+        if t.name == "sr" and scale is None:
+            scale = 2  # a named or given model keeps its own scale
     mod = load_model(model, task=t.name, scale=scale if t.name == "sr" else None)
     card = getattr(mod, "card", None)
     ckpt = str(model) if card is None else card.get("name", str(model))
@@ -129,11 +129,15 @@ def as_source(x: Any) -> tuple[Any, dict[str, Any]]:
     Paths are opened lazily with :func:`napari_attnrestore.io.open_image`.
     """
     if isinstance(x, (str, os.PathLike)):
-        from .io import open_image
+        from .io import GuardedArray, as_dask, open_image
 
         img = open_image(x)
-        return img.data, {"axes": img.axes, "scale": img.scale, "translate": img.translate, "units": img.units,
-                          "rgb": img.rgb, "channel_axis": img.channel_axis, "name": img.name, "path": img.path}
+        meta = {"axes": img.axes, "scale": img.scale, "translate": img.translate, "units": img.units,
+                "rgb": img.rgb, "channel_axis": img.channel_axis, "name": img.name, "path": img.path}
+        if img.channel_axis is not None and img.channel_axis == len(img.axes) - 1:
+            return _channels_first(as_dask(img.data, img.axes, img.path), meta)
+        data = img.data if isinstance(img.data, (np.ndarray, da.Array)) else GuardedArray(img.data, img.path)
+        return data, meta
     if isinstance(x, da.Array):
         return x, {}
     if hasattr(x, "shape") and hasattr(x, "dtype") and hasattr(x, "__getitem__"):
@@ -141,6 +145,16 @@ def as_source(x: Any) -> tuple[Any, dict[str, Any]]:
     if isinstance(x, (list, tuple)):
         return np.asarray(x), {}
     raise TypeError(f"cannot restore an object of type {type(x).__name__}; give an array, a dask/zarr array or a path")
+
+
+def _channels_first(data: da.Array, meta: dict[str, Any]) -> tuple[da.Array, dict[str, Any]]:
+    """Move a trailing channel axis that is not RGB (gray + alpha, two-sample TIFF, ``yxc``
+    zarr) to its NGFF place (``tczyx``): the engine restores planes along leading axes."""
+    axes = meta["axes"]
+    order = sorted(range(len(axes)), key=lambda i: "tczyx".find(axes[i]))  # other letters (-1) lead
+    meta = {**meta, "axes": "".join(axes[i] for i in order), "channel_axis": order.index(len(axes) - 1),
+            "scale": tuple(meta["scale"][i] for i in order), "translate": tuple(meta["translate"][i] for i in order)}
+    return data.transpose(order), meta
 
 
 def _native_chunks(src: Any) -> tuple[int, ...] | None:
@@ -172,6 +186,11 @@ def _prepare(
 ) -> tuple[Any, dict[str, Any], ModelHandle, Any, Any]:
     """Source, metadata, model handle, plan and mask source shared by :func:`restore` and
     :func:`restore_to_zarr`."""
+    tname = get_task(task).name
+    if tname != "sr" and scale not in (None, 1):
+        raise ValueError(f"scale {scale} is for super-resolution (task 'sr'); {tname} keeps the image size")
+    if cfa is not None and tname != "demosaic":
+        raise ValueError(f"cfa {cfa!r} is for demosaicing (task 'demosaic'), not {tname}")
     src, src_meta = as_source(x)
     mask_src = as_source(mask)[0] if mask is not None else None
     meta = {**src_meta, **{k: v for k, v in (meta or {}).items() if v is not None}}
@@ -180,8 +199,10 @@ def _prepare(
     if channel_axis is None and meta.get("channel_axis") is not None:
         channel_axis = meta["channel_axis"]
     handle = resolve_model(model, task, scale, device, precision, compile=compile, ensemble=ensemble)
-    if get_task(task).name == "sr" and scale is not None and handle.info.scale != int(scale):
+    if tname == "sr" and scale is not None and handle.info.scale != int(scale):
         raise ValueError(f"model {handle.info.name!r} upscales x{handle.info.scale}, not x{scale}")
+    if tname != "sr" and handle.info.scale != 1:
+        raise ValueError(f"model {handle.info.name!r} upscales x{handle.info.scale}; use it with task 'sr', not {tname}")
     memory = None
     if AUTO in (tile, batch):
         from .engine.autotune import measure_memory
@@ -190,7 +211,7 @@ def _prepare(
     plan = make_plan(
         tuple(src.shape), np.dtype(src.dtype), handle.info, _sampler(src), rgb=rgb, chunk=chunks,
         native_chunks=_native_chunks(src), tile=tile, overlap=overlap, batch=batch, normalize=normalize,
-        channel_axis=channel_axis, out_dtype=dtype, task=get_task(task).name, cfa=cfa,
+        channel_axis=channel_axis, out_dtype=dtype, task=tname, cfa=cfa,
         nodata=nodata if nodata is not None else meta.get("nodata"),
         mask_shape=tuple(mask_src.shape) if mask_src is not None else None, memory=memory,
     )
@@ -339,7 +360,7 @@ def restore_to_zarr(
     """
     from .engine import build_graph
     from .engine.execute import execute
-    from .engine.store import STATE_DIR, ZarrSink, job_fingerprint, prepare_store, set_job_state
+    from .engine.store import STATE_DIR, ZarrSink, data_identity, job_fingerprint, prepare_store, set_job_state
     from .io import create_ome_zarr
 
     if resume and tile == AUTO:  # a resumed job keeps the tile it started with (free memory may differ now)
@@ -351,15 +372,18 @@ def restore_to_zarr(
                                                  nodata=nodata, cfa=cfa, compile=compile, ensemble=ensemble)
     dst = str(dst)
     geom = output_geometry(plan.scale, meta, len(plan.shape), len(plan.out_shape), bool(plan.out_trailing))
-    src_desc = meta.get("path") or f"{type(src).__name__}{tuple(src.shape)}:{np.dtype(src.dtype)}"
-    fp = job_fingerprint(plan, handle.weights_digest(), get_task(task).name, str(src_desc), handle.ensemble)
+    src_desc = (os.path.realpath(meta["path"]) if meta.get("path")  # the same file however it is typed
+                else f"{type(src).__name__}{tuple(src.shape)}:{np.dtype(src.dtype)}")
+    fp = job_fingerprint(plan, handle.weights_digest(), get_task(task).name, str(src_desc), handle.ensemble,
+                         mask_id=data_identity(mask) if mask is not None else None)
     chunk_shape = tuple(c[0] for c in plan.out_chunks)
 
     def create() -> None:
         create_ome_zarr(dst, plan.out_shape, np.dtype(plan.out_dtype), chunk_shape, geom["axes"], scale=geom["scale"],
                         translate=geom["translate"], units=geom["units"], name=meta.get("name"), overwrite=False)
 
-    done = prepare_store(dst, plan, fp, create, overwrite=overwrite, resume=resume)
+    inputs = [str(v) for v in (x, mask, meta.get("path")) if isinstance(v, (str, os.PathLike))]
+    done = prepare_store(dst, plan, fp, create, overwrite=overwrite, resume=resume, inputs=inputs)
     if done is None:
         return dst
     sink = ZarrSink(str(Path(dst) / "0"), str(Path(dst) / STATE_DIR / "done"), chunk_shape, len(plan.out_shape),

@@ -81,25 +81,32 @@ def cmd_restore(a: argparse.Namespace) -> int:
 
             if lazy.size > 64_000_000:
                 raise UserError(f"{out}: image too large for PNG ({lazy.shape}); write .ome.zarr or .tif")
-            arr = np.asarray(lazy.compute())
-            if arr.ndim > 3 or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
-                raise UserError(f"{out}: PNG holds one 2D gray or RGB image; the result has shape {arr.shape}")
-            skio.imsave(out, arr, check_contrast=False)
+            if lazy.ndim > 3 or (lazy.ndim == 3 and lazy.shape[-1] not in (3, 4)):
+                raise UserError(f"{out}: PNG holds one 2D gray or RGB image; the result has shape {lazy.shape}")
+            if np.dtype(lazy.dtype) not in (np.uint8, np.uint16):
+                raise UserError(f"{out}: PNG holds 8- or 16-bit integers; the result is {np.dtype(lazy.dtype)}; write .tif")
+            skio.imsave(out, np.asarray(lazy.compute()), check_contrast=False)
         else:
-            geom = output_geometry(a.scale or 1, meta, len(src.shape), lazy.ndim, lazy.ndim > len(src.shape))
-            write_tiff(lazy, out, axes=geom["axes"], scale=geom["scale"], overwrite=a.overwrite)
+            yx = [i for i, ax in enumerate(meta.get("axes") or "") if ax in "yx"][-1:] or [len(src.shape) - 1]
+            k = lazy.shape[yx[0]] // src.shape[yx[0]]  # the SR factor, also when the model chose it
+            geom = output_geometry(k, meta, len(src.shape), lazy.ndim, lazy.ndim > len(src.shape))
+            write_tiff(lazy, out, axes=geom["axes"], scale=geom["scale"], units=geom["units"] or None,
+                       overwrite=a.overwrite)
     if not a.quiet:
         print(f"wrote {out} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0
 
 
 def _arch_default(arch: str, task: str, scale: int | None) -> str:
-    from napari_attnrestore.zoo import list_models
+    """The shipped ``arch`` weight for the task: the task's default when it is one, else the best measured."""
+    from napari_attnrestore.zoo import default_key, defaults, headline_metric, list_models
 
-    cands = [m for m in list_models() if m.get("arch") == arch and m.get("task") == task and (scale is None or m.get("scale", 1) == scale)]
+    key = default_key(task, scale)
+    cands = [m for m in list_models() if m.get("arch") == arch and default_key(m["task"], m.get("scale")) == key]
     if not cands:
-        raise UserError(f"no shipped {arch} weights for task {task}{f' x{scale}' if scale else ''}; see `attnrestore models`")
-    return cands[0]["name"]
+        raise UserError(f"no shipped {arch} weights for {key}; see `attnrestore models`")
+    chosen = defaults().get(key)
+    return max(cands, key=lambda m: (m["name"] == chosen, headline_metric(m)[1] or float("-inf")))["name"]
 
 
 def cmd_models(a: argparse.Namespace) -> int:

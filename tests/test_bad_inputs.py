@@ -71,6 +71,48 @@ def test_corrupt_tiff(tmp_path, tiny_checkpoint, capsys):
     SEEN["corrupt TIFF"] = "cli"
 
 
+def test_tiff_with_a_corrupt_strip_names_the_file(tmp_path, tiny_checkpoint, capsys):
+    path = tmp_path / "pages.tif"
+    tifffile.imwrite(path, np.random.default_rng(0).integers(0, 4000, (5, 32, 32), dtype=np.uint16), compression="zlib")
+    with tifffile.TiffFile(path) as t:
+        start, size = t.pages[2].dataoffsets[0], t.pages[2].databytecounts[0]
+    raw = bytearray(path.read_bytes())
+    raw[start:start + size] = bytes(size)
+    path.write_bytes(bytes(raw))
+    err = cli(capsys, "restore", path, tmp_path / "o.zarr", "--weights", tiny_checkpoint, "-q")
+    assert "pages.tif" in err and "cannot read chunk 2" in err and "ZarrTiffStore" not in err
+    SEEN["TIFF with a corrupt strip"] = "cli"
+
+
+def test_mismatched_checkpoints_and_training_states(tmp_path, tif, tiny_checkpoint, capsys):
+    import json
+    import shutil
+
+    from napari_attnrestore.models import build_model
+    from napari_attnrestore.training import save_checkpoint
+
+    other = save_checkpoint(build_model("hat", "denoise", dim=8, depths=[1], heads=2, window=8, unshuffle=1),
+                            tmp_path / "other.safetensors", task="denoise", card={"name": "other"})
+    mixed = tmp_path / "mixed.safetensors"
+    shutil.copy(other, mixed)
+    shutil.copy(tiny_checkpoint.with_suffix(".json"), mixed.with_suffix(".json"))  # the card of another network
+    assert "mixed.safetensors: weights do not match" in cli(capsys, "restore", tif, tmp_path / "o.zarr",
+                                                            "--weights", mixed)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"junkjunk")
+    args = ["train", "--self-supervised", tif, "--out", tmp_path / "t.safetensors", "--steps", "1", "--batch", "1",
+            "--patch", "32", "--device", "cpu", "-q", "--overwrite"]
+    assert "junk.pt: cannot resume" in cli(capsys, *args, "--state", junk)
+    assert main([str(a) for a in (*args, "--state", tmp_path / "st.pt")]) == 0
+    capsys.readouterr()
+    assert "st.pt: this training state was saved by another network" in cli(
+        capsys, *args, "--state", tmp_path / "st.pt", "--arch", "psal", "--steps", "2")
+    assert "steps and batch must be at least 1" in cli(capsys, *args, "--steps", "0")
+    assert json.loads(mixed.with_suffix(".json").read_text())["name"] == "tiny"
+    SEEN["weights that do not match their card"] = SEEN["unreadable training state"] = "cli"
+    SEEN["training state of another network"] = "cli"
+
+
 def test_non_image_and_empty_files(tmp_path, tiny_checkpoint, capsys):
     text = tmp_path / "notes.tif"
     text.write_text("this is not an image\n")
@@ -117,7 +159,8 @@ class _Evil:
 def test_checkpoints(tmp_path, tif, tiny_checkpoint, capsys):
     evil = tmp_path / "evil.pth"
     evil.write_bytes(pickle.dumps({"state_dict": {"w": _Evil()}}))
-    assert "refused" in cli(capsys, "restore", tif, tmp_path / "o.zarr", "--weights", evil)
+    refused = cli(capsys, "restore", tif, tmp_path / "o.zarr", "--weights", evil)
+    assert "refused" in refused and "weights_only" not in refused  # not torch's advice to unpickle anyway
     assert "EXECUTED" not in SEEN
     assert "for task 'denoise', not 'sr'" in cli(capsys, "restore", tif, tmp_path / "o2.zarr", "--task", "sr",
                                                  "--scale", "2", "--weights", tiny_checkpoint)

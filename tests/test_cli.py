@@ -75,3 +75,41 @@ def test_corrupt_zarr_chunk_is_named(tmp_path, tiny_checkpoint):
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "in.ome.zarr" in lines[0] and "c/1/0" in lines[0]
+
+
+def test_arch_picks_the_default_weight_of_its_architecture():
+    from napari_attnrestore.cli import _arch_default
+    from napari_attnrestore.zoo import defaults, list_models
+
+    cards = {m["name"]: m for m in list_models()}
+    for key, name in defaults().items():
+        task, _, scale = key.partition("-x")
+        assert _arch_default(cards[name]["arch"], task, int(scale) if scale else None) == name
+
+
+def test_sr_tiff_output_carries_the_model_scale_and_units(tmp_path):
+    import torch
+
+    from napari_attnrestore.io import open_image, write_tiff
+    from napari_attnrestore.models import build_model
+    from napari_attnrestore.training import save_checkpoint
+
+    torch.manual_seed(0)
+    net = build_model("hat", "sr", scale=2, dim=16, depths=[1], heads=2, window=8).eval()
+    ckpt = save_checkpoint(net, tmp_path / "sr.safetensors", task="sr", card={"name": "tiny-sr"})
+    src = write_tiff((np.random.default_rng(0).random((3, 24, 20)) * 255).astype(np.uint8), tmp_path / "in.ome.tif",
+                     axes="zyx", scale=(0.3, 60.0, 50.0), units="nanometer")
+    out = tmp_path / "out.ome.tif"
+    assert main(["restore", src, str(out), "--task", "sr", "--weights", str(ckpt), "-q"]) == 0  # no --scale
+    img = open_image(out)
+    assert img.data.shape == (3, 48, 40)
+    assert img.scale == pytest.approx((0.3, 30.0, 25.0))
+    assert img.units["x"] == img.units["y"] == "nanometer"
+
+
+def test_png_output_of_a_float_result_is_refused_before_restoring(tmp_path, tiny_checkpoint, capsys):
+    tifffile.imwrite(tmp_path / "f.tif", np.random.default_rng(0).random((32, 32)).astype(np.float32))
+    assert main(["restore", str(tmp_path / "f.tif"), str(tmp_path / "o.png"), "--weights", str(tiny_checkpoint),
+                 "-q"]) == 2
+    assert "o.png: PNG holds 8- or 16-bit integers; the result is float32" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()

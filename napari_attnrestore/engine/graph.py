@@ -150,7 +150,7 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
     """
     region = pad_region(raw, pads, keep_parity=plan.task == "demosaic")
     planes = to_planes(region, plan)
-    x = normalize_planes(planes.astype(np.float32), plan, lead)
+    x = normalize_planes(planes, plan, lead)  # float32 out; wide types are shifted in float64 first
     if plan.nodata is not None:
         x[planes == plan.nodata] = np.nan
     if mask is not None:

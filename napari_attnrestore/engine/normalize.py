@@ -21,8 +21,8 @@ class Normalizer:
     hi: tuple[float, ...]
     out_dtype: str
 
-    def _bcast(self, values: tuple[float, ...], ndim: int, channel_axis: int | None) -> np.ndarray:
-        v = np.asarray(values, dtype=np.float32)
+    def _bcast(self, values: tuple[float, ...], ndim: int, channel_axis: int | None, dtype: type = np.float32) -> np.ndarray:
+        v = np.asarray(values, dtype=dtype)
         if len(v) == 1 or channel_axis is None:
             return v[:1].reshape((1,) * ndim)
         shape = [1] * ndim
@@ -30,23 +30,33 @@ class Normalizer:
         return v.reshape(shape)
 
     def forward(self, x: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
-        """Map raw values to the network's range."""
-        lo = self._bcast(self.lo, x.ndim, channel_axis)
-        hi = self._bcast(self.hi, x.ndim, channel_axis)
-        return (x.astype(np.float32) - lo) / (hi - lo)
+        """Map raw values to the network's range (float32; computed in float64 for wide types)."""
+        work = np.float64 if needs_float64(x.dtype) else np.float32
+        lo = self._bcast(self.lo, x.ndim, channel_axis, work)
+        hi = self._bcast(self.hi, x.ndim, channel_axis, work)
+        return ((x.astype(work, copy=False) - lo) / (hi - lo)).astype(np.float32, copy=False)
 
     def inverse(self, y: np.ndarray, channel_axis: int | None = None) -> np.ndarray:
         """Map network output back to raw values and cast (clipped and rounded for integers)."""
-        lo = self._bcast(self.lo, y.ndim, channel_axis)
-        hi = self._bcast(self.hi, y.ndim, channel_axis)
-        out = y * (hi - lo) + lo
         dt = np.dtype(self.out_dtype)
+        work = np.float64 if needs_float64(dt) else np.float32
+        lo = self._bcast(self.lo, y.ndim, channel_axis, work)
+        hi = self._bcast(self.hi, y.ndim, channel_axis, work)
+        out = y.astype(work, copy=False) * (hi - lo) + lo
         if dt.kind in "ui":
             info = np.iinfo(dt)
-            out = np.clip(np.rint(out), info.min, info.max)
+            # 64-bit limits round up to 2**63 / 2**64 as floats, which would wrap around in the cast
+            top = float(info.max) if dt.itemsize < 8 else np.nextafter(float(info.max), -np.inf)
+            out = np.clip(np.rint(out), info.min, top)
         elif dt == np.bool_:
             out = out > 0.5
         return out.astype(dt, copy=False)
+
+
+def needs_float64(dtype: np.dtype) -> bool:
+    """Whether values of ``dtype`` lose precision in float32 arithmetic (float64, 32/64-bit integers)."""
+    dtype = np.dtype(dtype)
+    return (dtype.kind in "ui" and dtype.itemsize >= 4) or (dtype.kind == "f" and dtype.itemsize > 4)
 
 
 def compute_stats(

@@ -11,17 +11,19 @@ that have no marker.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
-import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..io import remove_output
+from ..io.errors import ImageWriteError
 from .plan import Plan
 
 STATE_DIR = ".attnrestore"
@@ -127,15 +129,50 @@ def set_job_state(store: str | os.PathLike, **fields: Any) -> None:
     g.attrs["attnrestore"] = state
 
 
-def job_fingerprint(plan: Plan, weights_digest: str, task: str, src_desc: str, ensemble: bool = False) -> dict[str, Any]:
-    """What must match for ``resume`` to continue a job (input, model, geometry, dtype)."""
+def data_identity(x: Any) -> str:
+    """A short description that changes when ``x`` (a path or an array) holds other data.
+
+    Files and folders: resolved path, size and modification time; numpy arrays: a hash of their
+    bytes; dask arrays: their graph name (a token of how they were made); other arrays:
+    type, shape and dtype.
+    """
+    if isinstance(x, (str, os.PathLike)):
+        p = Path(x).resolve()
+        if not p.exists():
+            return str(p)
+        st = p.stat()  # a folder (zarr store) gets a new time when it is written again
+        return f"{p}:{st.st_size}:{st.st_mtime_ns}"
+    if isinstance(x, np.ndarray):
+        return "sha1:" + hashlib.sha1(np.ascontiguousarray(x).view(np.uint8).ravel()).hexdigest()
+    name = getattr(x, "name", None)
+    if hasattr(x, "dask") and isinstance(name, str):
+        return f"dask:{name}"
+    return f"{type(x).__name__}{tuple(getattr(x, 'shape', ()))}:{getattr(x, 'dtype', '')}"
+
+
+def job_fingerprint(plan: Plan, weights_digest: str, task: str, src_desc: str, ensemble: bool = False,
+                    mask_id: str | None = None) -> dict[str, Any]:
+    """What must match for ``resume`` to continue a job (input, mask, model, geometry, dtype)."""
     return {
         "source": src_desc, "weights": weights_digest, "task": task, "shape": list(plan.out_shape),
         "chunks": [list(c[:1]) for c in plan.out_chunks], "tile": plan.tile, "overlap": plan.overlap,
         "dtype": plan.out_dtype, "norm": [list(plan.norm.lo), list(plan.norm.hi)],
         "cfa": plan.cfa, "nodata": plan.nodata, "mask": plan.has_mask,
         **({"ensemble": True} if ensemble else {}),  # absent when off: stores of earlier versions still resume
+        **({"mask_id": mask_id} if plan.has_mask and mask_id else {}),
     }
+
+
+def refuse_output_over_input(dst: str | os.PathLike, inputs: Sequence[str | os.PathLike]) -> None:
+    """Raise :class:`OutputError` when ``dst`` is one of ``inputs``, holds one, or lies inside one.
+
+    Replacing such an output would delete the pixels the job is about to read.
+    """
+    out = Path(dst).resolve()
+    for src in inputs:
+        p = Path(src).resolve()
+        if p == out or out in p.parents or p in out.parents:
+            raise OutputError(f"{dst}: the output would overlap the input {src}; write it somewhere else")
 
 
 def prepare_store(
@@ -145,12 +182,16 @@ def prepare_store(
     create: Callable[[], Any],
     overwrite: bool,
     resume: bool,
+    inputs: Sequence[str | os.PathLike] = (),
 ) -> set[tuple[int, ...]] | None:
     """Create (or reopen for resume) the output store; returns the chunks already done.
 
     None means the store is already complete (a resume of a finished job: nothing to do).
+    ``inputs``: the files the job reads (image, mask); an output that is one of them, or
+    holds one, is refused before anything is deleted.
     """
     dst = Path(dst)
+    refuse_output_over_input(dst, inputs)
     if dst.exists():
         state = job_state(dst)
         if resume and state:
@@ -167,7 +208,10 @@ def prepare_store(
         if not overwrite:
             hint = "; pass resume=True (CLI: --resume) to continue it" if state and not resume else ""
             raise OutputError(f"{dst}: output exists; pass overwrite=True (CLI: --overwrite) to replace it{hint}")
-        shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
+        try:
+            remove_output(dst)
+        except ImageWriteError as exc:
+            raise OutputError(str(exc)) from None
     parent = dst.parent if str(dst.parent) else Path(".")
     if not parent.exists():
         raise OutputError(f"{dst}: folder {parent} does not exist")

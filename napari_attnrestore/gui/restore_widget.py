@@ -388,7 +388,9 @@ class RestoreWidget(Container):
             layer, data, kwargs, spec = self._request()
             to_zarr = self._output.value == ZARR
             dst = self._zarr_path() if to_zarr else None
-            if not to_zarr:
+            if to_zarr:
+                kwargs["meta"] = layer_meta(layer, data)
+            else:
                 _check_fits_in_memory(data, kwargs["scale"] or 1, 3 if kwargs["task"] == "demosaic" else 1)
         except Exception as e:  # bad input or settings: say so before any work starts, stay idle
             self._on_error(e)
@@ -553,6 +555,25 @@ class RestoreWidget(Container):
         if isinstance(data, list):
             kw["multiscale"] = True
         return self._viewer.add_image(data, **kw)
+
+
+def layer_meta(layer: Image, data: Any) -> dict[str, Any]:
+    """A layer's axes, pixel size, origin, units and source file, for an output written to disk.
+
+    napari keeps no scale entry for an RGB layer's colour axis; it gets 1 here.
+    """
+    extra = data.ndim - len(layer.scale)
+    meta: dict[str, Any] = {"scale": (*map(float, layer.scale), *[1.0] * extra),
+                            "translate": (*map(float, layer.translate), *[0.0] * extra)}
+    axes = layer.metadata.get("axes")
+    if isinstance(axes, str) and len(axes) == data.ndim:
+        meta["axes"] = axes
+    if layer.metadata.get("units"):
+        meta["units"] = dict(layer.metadata["units"])
+    path = layer.metadata.get("path") or getattr(layer.source, "path", None)
+    if path:
+        meta["path"] = str(path)
+    return meta
 
 
 def _check_layer(layer: Image, data: Any, task: str) -> None:

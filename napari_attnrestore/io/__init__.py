@@ -5,11 +5,19 @@ the writers stream dask arrays chunk by chunk.
 """
 
 from .errors import ImageReadError, ImageWriteError
-from .images import ImageData, as_dask, guess_axes, open_image, read_region
-from .ome_zarr import create_ome_zarr, default_chunks, read_ome_metadata, write_ome_zarr, write_pyramid
+from .images import GuardedArray, ImageData, as_dask, guess_axes, open_image, read_region
+from .ome_zarr import (
+    create_ome_zarr,
+    default_chunks,
+    read_ome_metadata,
+    remove_output,
+    write_ome_zarr,
+    write_pyramid,
+)
 from .tiff import write_tiff
 
 __all__ = [
+    "GuardedArray",
     "ImageData",
     "ImageReadError",
     "ImageWriteError",
@@ -20,6 +28,7 @@ __all__ = [
     "open_image",
     "read_ome_metadata",
     "read_region",
+    "remove_output",
     "write_ome_zarr",
     "write_pyramid",
     "write_tiff",

@@ -327,6 +327,16 @@ class GuardedArray:
         self.dtype = np.dtype(data.dtype)
         self.ndim = len(self.shape)
 
+    @property
+    def chunks(self) -> Any:
+        """The wrapped array's chunks (None when it has none)."""
+        return getattr(self.data, "chunks", None)
+
+    @property
+    def shards(self) -> Any:
+        """The wrapped array's shards (None when it is not sharded)."""
+        return getattr(self.data, "shards", None)
+
     def __getitem__(self, key: Any) -> np.ndarray:
         return read_region(self.data, key, path=self.path)
 

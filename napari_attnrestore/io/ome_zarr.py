@@ -51,11 +51,11 @@ def _prepare_output(path: str, overwrite: bool) -> None:
     if os.path.lexists(path):
         if not overwrite:
             raise ImageWriteError(path, "already exists; pass overwrite=True (CLI: --overwrite)")
-        _remove(path)
+        remove_output(path)
     ensure_writable_parent(path)
 
 
-def _remove(path: str) -> None:
+def remove_output(path: str | os.PathLike) -> None:
     """Delete an existing output; refuse to delete a folder that is not a zarr store."""
     try:
         if os.path.isdir(path) and not os.path.islink(path):

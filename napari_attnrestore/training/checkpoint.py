@@ -92,9 +92,11 @@ def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             warnings.simplefilter("ignore")
             obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError and friends
+        detail = next((ln.strip() for ln in str(e).splitlines()[1:] if "global" in ln.lower()), "")
+        detail = detail.split(" Please", 1)[0]  # torch goes on to say how to allow it: not our advice
         raise CheckpointError(
-            f"{p}: refused to load: it is not a plain tensor checkpoint (it may hold pickled code): "
-            f"{str(e).splitlines()[0]}"
+            f"{p}: refused to load: it is not a plain tensor checkpoint (it may hold pickled code)"
+            + (f": {detail}" if detail else f" ({type(e).__name__})")
         ) from None
     return obj
 
@@ -118,7 +120,11 @@ def load_checkpoint(path: str | os.PathLike, task: str | None = None, scale: int
         raise CheckpointError(f"{p}: model card does not describe a known model ({e})") from None
     state = load_state(p)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # tensors of other shapes: the card describes another network
+        first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e).splitlines()[0])
+        raise CheckpointError(f"{p}: weights do not match the {card['arch']} config in its card ({first})") from None
     if missing or unexpected:
         raise CheckpointError(
             f"{p}: weights do not match the {card['arch']} config in its card "

@@ -121,6 +121,37 @@ def training_state(
     }
 
 
+def load_training_state(
+    path: Path, model: nn.Module, ema_model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator
+) -> dict:
+    """Read a state saved by :func:`fit` (tensors only) into the model, its EMA, the
+    optimizer and the pair maker's generator; returns the whole state.
+
+    Raises :class:`CheckpointError` naming ``path`` when the file is unreadable or was
+    saved by another network.
+    """
+    from .checkpoint import CheckpointError
+
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(st, dict) or not {"model", "ema", "opt", "gen", "step"} <= set(st):
+            raise ValueError("not a training state of this program")
+    except Exception as e:  # truncated, corrupt, pickled code, another program's file
+        raise CheckpointError(f"{path}: cannot resume: not a readable training state of this program, or a "
+                              f"truncated one ({type(e).__name__})") from None
+    try:
+        model.load_state_dict(st["model"])
+        ema_model.load_state_dict(st["ema"])
+        opt.load_state_dict(st["opt"])
+        gen.set_state(st["gen"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        why = next((ln for ln in lines if ln.startswith(("size mismatch", "Missing key", "Unexpected key"))), lines[0])
+        raise CheckpointError(f"{path}: this training state was saved by another network or settings "
+                              f"({why if len(why) <= 120 else why[:117] + '...'}); start a new one or pass the matching model") from None
+    return st
+
+
 def fit(
     model: nn.Module,
     sample_batch: Callable[[int], torch.Tensor],
@@ -157,11 +188,7 @@ def fit(
     loss_gen = getattr(loss_fn, "gen", None)  # a self-supervised loss's masks or probes
     loss_gen = loss_gen if isinstance(loss_gen, torch.Generator) else None
     if state_path and state_path.exists():
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(st["model"])
-        ema.model.load_state_dict(st["ema"])
-        opt.load_state_dict(st["opt"])
-        gen.set_state(st["gen"])
+        st = load_training_state(state_path, model, ema.model, opt, gen)
         step, history, prior_elapsed = st["step"], list(st["history"]), st["elapsed"]
         if sampler_state and st.get("sampler") is not None:
             sampler_state[1](st["sampler"])

@@ -123,6 +123,8 @@ def train(
 
     t = get_task(task)
     scale = t.check_scale(scale)
+    if steps < 1 or batch < 1:
+        raise ValueError(f"steps and batch must be at least 1 (got steps {steps}, batch {batch})")
     imgs = _as_list(images)
     if not imgs:
         raise ValueError("no training images given")

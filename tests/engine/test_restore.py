@@ -65,6 +65,52 @@ def test_sr_scale_mismatch_is_an_error(rng):
         ar.restore(np.zeros((32, 32), np.uint8), task="sr", scale=4, model=NearestUp())
 
 
+def test_task_settings_that_do_not_apply_are_refused():
+    img = np.zeros((32, 32), np.uint8)
+    with pytest.raises(ValueError, match="scale 4 is for super-resolution"):
+        ar.restore(img, task="denoise", scale=4, model=Identity())
+    with pytest.raises(ValueError, match="cfa 'RGGB' is for demosaicing"):
+        ar.restore(img, task="denoise", cfa="RGGB", model=Identity())
+    with pytest.raises(ValueError, match="upscales x2; use it with task 'sr'"):
+        ar.restore(img, task="denoise", model=NearestUp())
+
+
+def test_a_named_sr_model_keeps_its_own_scale():
+    from napari_attnrestore.api import resolve_model
+    from napari_attnrestore.zoo import list_models
+
+    x4 = next(m["name"] for m in list_models() if m["task"] == "sr" and m.get("scale") == 4)
+    assert resolve_model(x4, "sr").info.scale == 4
+    assert resolve_model("default:sr-x4", "sr").info.scale == 4
+    assert resolve_model(None, "sr").info.scale == 2
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.int32, np.int64])
+def test_saturated_wide_integers_do_not_wrap(rng, dtype):
+    img = rng.integers(0, 1000, (40, 40)).astype(dtype)
+    img[:10] = np.iinfo(dtype).max
+    out = ar.restore(img, model=Identity(), chunks=32).compute()
+    assert out.dtype == dtype and out[:10].min() > np.iinfo(dtype).max // 2  # not wrapped round to the minimum
+    if np.dtype(dtype).itemsize == 4:
+        np.testing.assert_array_equal(out, img)
+
+
+def test_float64_and_wide_integers_keep_their_precision(rng):
+    img = 1e6 + rng.random((40, 40))
+    np.testing.assert_allclose(ar.restore(img, model=Identity()).compute(), img, rtol=0, atol=1e-6)
+    big = (3_000_000_000 + rng.integers(0, 1000, (40, 40))).astype(np.uint32)
+    np.testing.assert_array_equal(ar.restore(big, model=Identity()).compute(), big)
+
+
+def test_trailing_channel_axis_of_a_file_is_restored_per_channel(tmp_path, rng):
+    import tifffile
+
+    img = (rng.random((40, 50, 2)) * 255).astype(np.uint8)  # gray + alpha: two samples per pixel, not RGB
+    tifffile.imwrite(tmp_path / "la.tif", img, photometric="minisblack", planarconfig="contig")
+    out = ar.restore(tmp_path / "la.tif", model=Identity()).compute()
+    np.testing.assert_array_equal(out, np.moveaxis(img, -1, 0))  # channels first, in the NGFF order
+
+
 class Constant(nn.Module):
     """Outputs 0.5 everywhere: reveals the normalization the engine used."""
 

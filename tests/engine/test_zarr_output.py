@@ -55,6 +55,26 @@ def test_refuses_to_overwrite(tmp_path, rng):
     ar.restore_to_zarr(img, dst, model=Box3(), pyramid=False, overwrite=True)
 
 
+def test_output_overlapping_its_input_is_refused_and_the_input_kept(tmp_path, rng):
+    from napari_attnrestore.io import write_ome_zarr
+
+    img = (rng.random((48, 48)) * 60000).astype(np.uint16)
+    src = write_ome_zarr(img, tmp_path / "in.ome.zarr", axes="yx", pyramid=False)
+    for dst in (src, tmp_path / "in.ome.zarr" / "0", tmp_path):  # the input, inside it, holding it
+        with pytest.raises(OutputError, match="overlap the input"):
+            ar.restore_to_zarr(src, dst, model=Box3(), pyramid=False, overwrite=True)
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "in.ome.zarr" / "0"))[:], img)
+
+
+def test_overwrite_deletes_only_zarr_stores(tmp_path, rng):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="not a zarr store"):
+        ar.restore_to_zarr(rng.random((32, 32)).astype(np.float32), folder, model=Box3(), overwrite=True)
+    assert (folder / "notes.txt").read_text() == "mine"
+
+
 class FailAfter(Box3):
     """Raises on the n-th forward pass (a crash in the middle of a job)."""
 
@@ -105,6 +125,36 @@ def test_resume_refuses_other_settings(tmp_path, rng):
         ar.restore_to_zarr(img, dst, model=FailAfter(1), chunks=32, pyramid=False, num_workers=1)
     with pytest.raises(OutputError, match="other settings"):
         ar.restore_to_zarr(img, dst, model=Box3(), chunks=16, pyramid=False, resume=True)
+
+
+def test_resume_refuses_another_mask(tmp_path, rng):
+    from standins import FillHalf
+
+    class FailingFill(FillHalf):
+        calls = 0
+
+        def forward(self, x):
+            FailingFill.calls += 1
+            if FailingFill.calls > 1:
+                raise RuntimeError("simulated failure")
+            return super().forward(x)
+
+    img = rng.random((64, 64)).astype(np.float32)
+    left, right = np.zeros((64, 64), bool), np.zeros((64, 64), bool)
+    left[:, :20], right[:, 40:] = True, True
+    dst = tmp_path / "o.zarr"
+    kw = dict(task="inpaint", chunks=32, pyramid=False, num_workers=1)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        ar.restore_to_zarr(img, dst, model=FailingFill(), mask=left, **kw)
+
+    class Same(FillHalf):
+        pass
+
+    Same.__name__ = "FailingFill"  # the same weights: only the mask differs
+    with pytest.raises(OutputError, match=r"\(mask_id differ\)"):
+        ar.restore_to_zarr(img, dst, model=Same(), mask=right, resume=True, **kw)
+    ar.restore_to_zarr(img, dst, model=Same(), mask=left, resume=True, **kw)
+    assert job_state(dst)["status"] == "complete"
 
 
 def test_cancel_leaves_valid_partial_store(tmp_path, rng):

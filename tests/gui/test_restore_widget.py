@@ -281,6 +281,26 @@ def test_zarr_overwrite_with_other_shape(viewer, widget, qtbot, denoiser, upsamp
     assert data.shape == (64, 64) and data.std() > 0.01
 
 
+def test_zarr_output_keeps_the_layer_geometry_and_units(viewer, widget, qtbot, upsampler, tmp_path) -> None:
+    from napari_attnrestore.api import output_geometry
+    from napari_attnrestore.io import open_image
+
+    units = {"z": "micrometer", "y": "nanometer", "x": "nanometer"}
+    img = np.random.default_rng(3).integers(0, 255, (2, 32, 40), dtype=np.uint8)
+    viewer.add_image(img, name="lr", scale=(0.3, 60.0, 50.0), translate=(0.0, 10.0, 20.0),
+                     metadata={"axes": "zyx", "units": units})
+    widget.add_model("up", upsampler)
+    dst = tmp_path / "sr.ome.zarr"
+    widget.set_options(output="zarr file", zarr=str(dst))
+    run(qtbot, widget)
+    out = open_image(dst)
+    ref = output_geometry(2, {"axes": "zyx", "scale": (0.3, 60.0, 50.0), "translate": (0.0, 10.0, 20.0)}, 3, 3, False)
+    assert out.axes == "zyx" and out.data.shape == (2, 64, 80)
+    np.testing.assert_allclose(out.scale, (0.3, 30.0, 25.0))
+    np.testing.assert_allclose(out.translate, ref["translate"])
+    assert out.units == units
+
+
 class _TorchFailure(nn.Module):
     """Fails inside the forward pass the way torch does (RuntimeError, e.g. out of memory)."""
 
