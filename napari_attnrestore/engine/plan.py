@@ -184,6 +184,43 @@ def stats_windows(plan_shape: tuple[int, ...], nlead: int, rgb: bool, budget: in
     return keys
 
 
+def image_stats(
+    shape: tuple[int, ...], dtype: np.dtype, sample: Any, nlead: int, rgb: bool, channel_axis: int | None = None,
+    normalize: str = "auto", nodata: float | None = None, require_finite: bool = False,
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Normalization statistics of a whole image, from :func:`stats_windows` read by ``sample(key)``.
+
+    One (lo, hi) for the image, one per colour for RGB, one per channel for a leading
+    ``channel_axis``; ``nodata`` pixels are left out.  Training uses it too, so a model
+    sees the scaling that inference will give it; ``require_finite``: raise ValueError when
+    no sampled pixel is finite (a training image with nothing to learn from).
+    """
+    keys = stats_windows(shape, nlead, rgb)
+    pieces = [np.asarray(sample(k), dtype=np.float64) for k in keys]
+    if nodata is not None:  # pixels to fill say nothing about the intensity range
+        pieces = [np.where(p == nodata, np.nan, p) for p in pieces]
+    if require_finite and not any(np.isfinite(p).any() for p in pieces):
+        raise ValueError("a training image has no finite pixels")
+    if rgb:
+        flat = np.concatenate([p.reshape(-1, p.shape[-1]) for p in pieces])
+        return compute_stats(flat, dtype, channel_axis=1, mode=normalize)
+    if channel_axis is None:
+        return compute_stats(np.concatenate([p.ravel() for p in pieces]), dtype, mode=normalize)
+    lo_l, hi_l = [], []  # one statistic per channel: sample each channel's planes separately
+    for c in range(shape[channel_axis]):
+        sel = [p for k, p in zip(keys, pieces, strict=True) if k[channel_axis] == c]
+        if not sel:
+            key0 = list(keys[0])
+            key0[channel_axis] = c
+            sel = [np.asarray(sample(tuple(key0)), dtype=np.float64)]
+            if nodata is not None:
+                sel = [np.where(sel[0] == nodata, np.nan, sel[0])]
+        a, b = compute_stats(np.concatenate([s.ravel() for s in sel]), dtype, mode=normalize)
+        lo_l.append(a[0])
+        hi_l.append(b[0])
+    return tuple(lo_l), tuple(hi_l)
+
+
 def make_plan(
     shape: tuple[int, ...],
     dtype: np.dtype,
@@ -288,28 +325,7 @@ def make_plan(
         channel_axis = channel_axis % len(shape)
         if channel_axis >= nlead:
             raise ValueError(f"channel_axis {channel_axis} is a spatial axis of shape {shape}")
-    keys = stats_windows(shape, nlead, is_rgb)
-    pieces = [np.asarray(sample(k), dtype=np.float64) for k in keys]
-    if nodata is not None:  # pixels to fill say nothing about the intensity range
-        pieces = [np.where(p == nodata, np.nan, p) for p in pieces]
-    if is_rgb:
-        flat = np.concatenate([p.reshape(-1, p.shape[-1]) for p in pieces])
-        lo, hi = compute_stats(flat, dtype, channel_axis=1, mode=normalize)
-    elif channel_axis is not None:
-        # one statistic per channel: sample each channel's planes separately
-        lo_l, hi_l = [], []
-        for c in range(shape[channel_axis]):
-            sel = [p for k, p in zip(keys, pieces, strict=True) if k[channel_axis] == c]
-            if not sel:
-                key0 = list(keys[0])
-                key0[channel_axis] = c
-                sel = [np.asarray(sample(tuple(key0)), dtype=np.float64)]
-            a, b = compute_stats(np.concatenate([s.ravel() for s in sel]), dtype, mode=normalize)
-            lo_l.append(a[0])
-            hi_l.append(b[0])
-        lo, hi = tuple(lo_l), tuple(hi_l)
-    else:
-        lo, hi = compute_stats(np.concatenate([p.ravel() for p in pieces]), dtype, mode=normalize)
+    lo, hi = image_stats(shape, dtype, sample, nlead, is_rgb, channel_axis, normalize, nodata)
 
     odt = np.dtype(out_dtype) if out_dtype is not None else dtype
     if odt.kind not in "uif":

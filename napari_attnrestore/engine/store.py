@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..io import remove_output
+from ..io._output import refuse_output_over_input
 from ..io.errors import ImageWriteError
 from .plan import Plan
 
@@ -163,18 +164,6 @@ def job_fingerprint(plan: Plan, weights_digest: str, task: str, src_desc: str, e
     }
 
 
-def refuse_output_over_input(dst: str | os.PathLike, inputs: Sequence[str | os.PathLike]) -> None:
-    """Raise :class:`OutputError` when ``dst`` is one of ``inputs``, holds one, or lies inside one.
-
-    Replacing such an output would delete the pixels the job is about to read.
-    """
-    out = Path(dst).resolve()
-    for src in inputs:
-        p = Path(src).resolve()
-        if p == out or out in p.parents or p in out.parents:
-            raise OutputError(f"{dst}: the output would overlap the input {src}; write it somewhere else")
-
-
 def prepare_store(
     dst: str | os.PathLike,
     plan: Plan,
@@ -191,7 +180,10 @@ def prepare_store(
     holds one, is refused before anything is deleted.
     """
     dst = Path(dst)
-    refuse_output_over_input(dst, inputs)
+    try:
+        refuse_output_over_input(dst, inputs)
+    except ImageWriteError as exc:
+        raise OutputError(str(exc)) from None
     if dst.exists():
         state = job_state(dst)
         if resume and state:

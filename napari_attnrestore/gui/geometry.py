@@ -11,18 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
+from ..io.napari_hooks import level0  # one definition for the writers and the widgets
+
 __all__ = ["Crop", "channel_axis_of", "level0", "preview_crop", "sr_geometry"]
-
-
-def level0(data: Any) -> Any:
-    """Full-resolution data of a layer (level 0 of a multiscale list)."""
-    if isinstance(data, (list, tuple)):
-        return data[0]
-    return data
 
 
 def sr_geometry(scale: Sequence[float], translate: Sequence[float], k: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -166,7 +166,7 @@ def _starting_model(req: TrainRequest) -> nn.Module:
         return ar.load_model(name, task=req.task, scale=scale)
     if kind == "session":
         net = copy.deepcopy(req.session_model).train()
-        net.requires_grad_(True)  # a final (EMA) model comes frozen
+        net.requires_grad_(True)  # a session model may have been frozen by its owner
         return net
     raise ValueError(f"unknown starting point {req.start!r}")
 
@@ -296,8 +296,13 @@ class TrainWidget(Container):
         for card in ar.list_models():
             if card.get("task") == task and (task != "sr" or int(card.get("scale") or 2) == scale):
                 choices.append((f"fine-tune {card['name']}", ("weights", card["name"])))
+        from napari_attnrestore.tasks import get_task
+
+        wanted_in = get_task(task).in_channels
         for name, module in session_models.items():
-            if _model_scale(module) == (scale if task == "sr" else 1):
+            made_for = (getattr(module, "card", None) or {}).get("task")
+            fits = made_for == task if made_for else getattr(module, "in_channels", wanted_in) == wanted_in
+            if fits and _model_scale(module) == (scale if task == "sr" else 1):
                 choices.append((f"fine-tune {name}", ("session", name)))
         return choices
 

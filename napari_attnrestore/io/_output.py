@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from pathlib import Path
 
 from .errors import ImageWriteError
 
@@ -22,3 +24,15 @@ def ensure_writable_parent(path: str) -> None:
         raise ImageWriteError(path, f"cannot create the parent folder ({exc.strerror or exc})") from exc
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ImageWriteError(path, f"the parent folder {parent} is not writable")
+
+
+def refuse_output_over_input(path: str | os.PathLike, inputs: Sequence[str | os.PathLike]) -> None:
+    """Raise ImageWriteError when ``path`` is one of ``inputs``, holds one, or lies inside one.
+
+    Replacing such an output would delete the pixels that are about to be read from it.
+    """
+    out = Path(path).resolve()
+    for src in inputs:
+        p = Path(src).resolve()
+        if p == out or out in p.parents or p in out.parents:
+            raise ImageWriteError(path, f"the output would overlap the input {src}; write it somewhere else")

@@ -12,11 +12,12 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._output import refuse_output_over_input
 from .images import ImageData, guess_axes, open_image
 from .ome_zarr import write_ome_zarr
 from .tiff import write_tiff
 
-__all__ = ["layer_data", "napari_get_reader", "read_images", "write_ome_zarr_layer", "write_tiff_layer"]
+__all__ = ["layer_data", "level0", "napari_get_reader", "read_images", "write_ome_zarr_layer", "write_tiff_layer"]
 
 LayerData = tuple[Any, dict, str]
 logger = logging.getLogger(__name__)
@@ -79,9 +80,10 @@ def layer_data(image: ImageData) -> LayerData:
 # --------------------------------------------------------------------------- writers
 
 
-def _level0(data: Any) -> Any:
-    """Level 0 of a layer's data (a list/tuple for multiscale layers)."""
-    if isinstance(data, (list, tuple)):
+def level0(data: Any) -> Any:
+    """Full-resolution data of a layer: level 0 of a multiscale pyramid (a list, a tuple
+    or napari's ``MultiScaleData``, all sequences, unlike numpy, dask and zarr arrays)."""
+    if isinstance(data, Sequence) and not isinstance(data, str):
         return data[0]
     return data
 
@@ -108,10 +110,15 @@ def _layer_geometry(meta: dict, axes: str, rgb: bool, key: str, default: float) 
     return values + ([default] if rgb else [])
 
 
-def _layer_units(meta: dict, axes: str) -> dict[str, str]:
-    """Units per axis letter from our reader's metadata, if present."""
+def _layer_units(meta: dict, axes: str, rgb: bool) -> dict[str, str]:
+    """Units per axis letter: from our reader's metadata, else from napari's layer ``units``
+    (one per layer axis, none for RGB; ``pixel`` where none was set)."""
     units = (meta.get("metadata") or {}).get("units") or {}
-    return {ax: str(u) for ax, u in units.items() if ax in axes} if isinstance(units, dict) else {}
+    if isinstance(units, dict) and units:
+        return {ax: str(u) for ax, u in units.items() if ax in axes}
+    spatial = axes[:-1] if rgb else axes
+    given = [str(u) for u in (meta.get("units") or ())][-len(spatial):]
+    return {ax: u for ax, u in zip(spatial[-len(given):], given, strict=True) if u not in ("", "pixel")} if given else {}
 
 
 def _as_dask(data: Any) -> Any:
@@ -126,17 +133,20 @@ def _as_dask(data: Any) -> Any:
 
 def _layer_output(data: Any, meta: dict) -> tuple[Any, str, dict[str, Any]]:
     """The layer's level-0 data as dask, its axes, and the geometry keywords of the writers."""
-    arr = _as_dask(_level0(data))
+    arr = _as_dask(level0(data))
     axes, rgb = _layer_axes(arr.shape, meta)
     return arr, axes, {
         "scale": _layer_geometry(meta, axes, rgb, "scale", 1.0),
         "translate": _layer_geometry(meta, axes, rgb, "translate", 0.0),
-        "units": _layer_units(meta, axes) or None,
+        "units": _layer_units(meta, axes, rgb) or None,
     }
 
 
 def write_ome_zarr_layer(path: str, data: Any, meta: dict) -> list[str]:
     """npe2 single-layer writer: image layer -> OME-Zarr (NGFF 0.5) with pyramid."""
+    source = (meta.get("metadata") or {}).get("path")
+    # the layer's pixels are read lazily from its source while the store is written
+    refuse_output_over_input(path, [source] if source else [])
     arr, axes, geometry = _layer_output(data, meta)
     write_ome_zarr(arr, path, axes, name=meta.get("name"), overwrite=True, **geometry)
     return [path]

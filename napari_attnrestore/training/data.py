@@ -138,12 +138,14 @@ class NormalizedPlane:
 
     The statistics are the engine's (:func:`napari_attnrestore.engine.normalize.compute_stats`
     on a subsample, ``nodata`` pixels excluded), so a model trained here sees what inference
-    will feed it.  Non-finite and ``nodata`` pixels read as 0, or as NaN with ``keep_gaps``
-    (self-supervised inpainting needs to know the image's own holes).
+    will feed it: ``stats`` gives the (lo, hi) of the whole image (:func:`planes_of`), else
+    they are the plane's own.  Non-finite and ``nodata`` pixels read as 0, or as NaN with
+    ``keep_gaps`` (self-supervised inpainting needs to know the image's own holes).
     """
 
     def __init__(self, array, index: tuple = (), normalize: str = "auto", nodata: float | None = None,
-                 keep_gaps: bool = False, channels: int | None = None) -> None:
+                 keep_gaps: bool = False, channels: int | None = None,
+                 stats: tuple[float, float] | None = None) -> None:
         from ..engine.normalize import compute_stats
 
         self.array, self.index = array, tuple(index)
@@ -151,6 +153,10 @@ class NormalizedPlane:
         # ``channels``: a channels-first colour picture, its first ``channels`` scaled together
         self._chan = () if channels is None else (slice(0, channels),)
         h, w = array.shape[-2:]
+        self.shape = (h, w) if channels is None else (channels, h, w)
+        if stats is not None:
+            self.lo, self.hi = float(stats[0]), float(stats[1])
+            return
         step = max(1, int(max(h, w) // 512))
         sample = np.asarray(array[(*self.index, *self._chan, slice(None, None, step), slice(None, None, step))],
                             dtype=np.float64)
@@ -160,7 +166,6 @@ class NormalizedPlane:
             raise ValueError("a training image has no finite pixels")
         lo, hi = compute_stats(sample, np.dtype(array.dtype), mode=normalize)
         self.lo, self.hi = lo[0], hi[0]
-        self.shape = (h, w) if channels is None else (channels, h, w)
 
     def __getitem__(self, key) -> np.ndarray:
         raw = np.asarray(self.array[(*self.index, *self._chan, *key[-2:])], dtype=np.float32)
@@ -172,19 +177,27 @@ class NormalizedPlane:
 def planes_of(array, rgb: bool | None = None, normalize: str = "auto", **plane_kw) -> list[NormalizedPlane]:
     """Every 2D plane of an image (leading axes and RGB channels split), normalized lazily.
 
-    ``plane_kw`` go to :class:`NormalizedPlane` (``nodata``, ``keep_gaps``).
+    The scaling is the engine's for the whole image (:func:`~napari_attnrestore.engine.plan.image_stats`):
+    one (lo, hi) shared by all planes, one per colour for RGB.  ``plane_kw`` go to
+    :class:`NormalizedPlane` (``nodata``, ``keep_gaps``).
     """
+    from ..engine.plan import image_stats
+
     shape = tuple(array.shape)
     if len(shape) < 2:
         raise ValueError(f"a training image needs at least 2 dimensions; got shape {shape}")
     is_rgb = (len(shape) >= 3 and shape[-1] in (3, 4)) if rgb is None else rgb
+    nlead = len(shape) - 2 - int(is_rgb)
+    lo, hi = image_stats(shape, np.dtype(array.dtype), lambda key: np.asarray(array[key]), nlead, is_rgb,
+                         normalize=normalize, nodata=plane_kw.get("nodata"), require_finite=True)
     if is_rgb:
         array = _MovedAxis(array)
         shape = tuple(array.shape)
     lead = shape[:-2]
     if not lead:
-        return [NormalizedPlane(array, (), normalize, **plane_kw)]
-    return [NormalizedPlane(array, idx, normalize, **plane_kw) for idx in np.ndindex(*lead)]
+        return [NormalizedPlane(array, (), normalize, stats=(lo[0], hi[0]), **plane_kw)]
+    return [NormalizedPlane(array, idx, normalize, stats=(lo[idx[-1]], hi[idx[-1]]) if is_rgb else (lo[0], hi[0]),
+                            **plane_kw) for idx in np.ndindex(*lead)]
 
 
 def colour_pictures_of(array, normalize: str = "auto", channel_axis: int | None = None) -> list[NormalizedPlane]:

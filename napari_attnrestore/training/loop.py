@@ -261,4 +261,5 @@ def fit(
     finally:
         save()
     yield TrainEvent(step, cfg.steps, history[-1][1] if history else float("nan"),
-                     prior_elapsed + time.perf_counter() - t0, lr_at(step, cfg), done=True, model=ema.model.eval())
+                     prior_elapsed + time.perf_counter() - t0, lr_at(step, cfg), done=True,
+                     model=ema.model.eval().requires_grad_(True))  # trainable again: it may be fine-tuned next

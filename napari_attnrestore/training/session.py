@@ -24,12 +24,14 @@ def _as_list(images: Any) -> list[Any]:
     return list(images)
 
 
-def _open(x: Any) -> Any:
+def _open(x: Any) -> tuple[Any, float | None]:
+    """The pixels of an array or a file, and the nodata value the file declares (GeoTIFF)."""
     if isinstance(x, (str, os.PathLike)):
         from ..io import open_image
 
-        return open_image(x).data
-    return x
+        img = open_image(x)
+        return img.data, img.meta.get("nodata")
+    return x, None
 
 
 def _colour_pictures(x: Any) -> list:
@@ -42,10 +44,12 @@ def _colour_pictures(x: Any) -> list:
     return colour_pictures_of(x)
 
 
-def _planes(images: Sequence[Any], **plane_kw: Any) -> list:
+def _planes(images: Sequence[Any], nodata: float | None = None, **plane_kw: Any) -> list:
+    """The normalized planes of every image; ``nodata`` (else the one a file declares) marks gaps."""
     out = []
     for im in images:
-        out += planes_of(_open(im), **plane_kw)
+        data, declared = _open(im)
+        out += planes_of(data, nodata=nodata if nodata is not None else declared, **plane_kw)
     return out
 
 
@@ -164,6 +168,8 @@ def train(
             pa, pb = _planes([a]), _planes([b])
             if len(pa) != len(pb):
                 raise ValueError("paired images have a different number of planes")
+            for pin, pout in zip(pa, pb, strict=True):  # the target in the input's units: inference maps the
+                pout.lo, pout.hi = pin.lo, pin.hi  # output back with the input's statistics
             pairs += list(zip(pa, pb, strict=True))
         sampler: PatchSampler = PairedPatchSampler(pairs, patch, seed=seed)
 

@@ -288,3 +288,22 @@ def test_demosaicing_training_on_a_colour_layer(viewer, trainer, qtbot) -> None:
         trainer.request()
     trainer.set_options(task="inpaint")
     assert "hidden behind random masks" in trainer._mode.value
+
+
+def test_session_models_are_offered_only_for_their_task(trainer) -> None:
+    from standins import Identity
+
+    from napari_attnrestore.gui import session_models
+
+    denoiser = Identity()
+    denoiser.card = {"task": "denoise"}
+    session_models.add("trained: img (10 steps)", denoiser)
+
+    def offered() -> list[str]:
+        return [label for label, _ in trainer._start_choices()]
+
+    trainer.set_options(task="denoise")
+    assert "fine-tune trained: img (10 steps)" in offered()
+    for task in ("inpaint", "demosaic"):
+        trainer.set_options(task=task)
+        assert "fine-tune trained: img (10 steps)" not in offered()

@@ -145,3 +145,33 @@ def test_write_layer_rgb_and_split_channel(tmp_path):
     im = open_image(tmp_path / "ch.ome.zarr")
     assert im.axes == "tyx" and im.scale == (3.0, 1.0, 1.0)
     assert zarr.open_group(tmp_path / "ch.ome.zarr", mode="r").metadata.zarr_format == 3
+
+
+def test_saving_a_layer_onto_its_own_store_is_refused_and_the_store_kept(tmp_path):
+    from napari_attnrestore.io import ImageWriteError
+    from napari_attnrestore.io.napari_hooks import layer_data
+
+    img = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
+    path = write_ome_zarr(img, tmp_path / "a.ome.zarr", axes="yx", pyramid=False)
+    data, kwargs, _ = layer_data(open_image(path))
+    with pytest.raises(ImageWriteError, match="overlap the input"):
+        write_ome_zarr_layer(path, data, kwargs)
+    np.testing.assert_array_equal(np.asarray(open_image(path).data), img)
+
+
+def test_writers_take_level0_of_napari_multiscale_data_and_napari_units(tmp_path):
+    napari = pytest.importorskip("napari")
+    from napari.layers._multiscale_data import MultiScaleData
+
+    from napari_attnrestore.gui.geometry import level0
+
+    base = da.random.default_rng(0).integers(0, 255, size=(64, 48), chunks=32, dtype=np.uint8)
+    pyramid = MultiScaleData([base, base[::2, ::2]])
+    assert level0(pyramid) is base and level0(base) is base
+    layer = napari.layers.Image(pyramid, multiscale=True, scale=(0.1, 0.2), units=("nm", "nm"))
+    meta = layer._get_state()
+    for writer, name in ((write_ome_zarr_layer, "m.ome.zarr"), (write_tiff_layer, "m.ome.tif")):
+        im = open_image(writer(str(tmp_path / name), layer.data, meta)[0])
+        assert im.data.shape == (64, 48) and im.units == {"y": "nanometer", "x": "nanometer"}
+        assert im.scale == pytest.approx((0.1, 0.2))
+        assert bool((im.to_dask() == base).all().compute())

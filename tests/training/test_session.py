@@ -198,3 +198,51 @@ def test_cli_fine_tunes_a_demosaicer_on_colour_pictures(tmp_path):
     out = np.asarray(ar.restore(cfa, task="demosaic", model=str(ckpt), cfa="BGGR", normalize="none").compute())
     assert out.shape == (96, 96, 3)
     assert dm.demosaic_psnr(rgb, np.clip(out, 0, 1)) > dm.demosaic_psnr(rgb, dm.malvar_baseline(cfa, "BGGR")) + 0.5
+
+
+def test_training_planes_share_the_image_scaling_the_engine_uses(rng):
+    from napari_attnrestore.engine.plan import image_stats
+    from napari_attnrestore.training.data import planes_of
+
+    bleaching = np.stack([(rng.random((96, 96)) * 4000 / (1 + t)).astype(np.uint16) for t in range(4)])
+    planes = planes_of(bleaching)
+    lo, hi = image_stats(bleaching.shape, bleaching.dtype, lambda k: bleaching[k], 1, False)
+    assert {(p.lo, p.hi) for p in planes} == {(lo[0], hi[0])}  # one scaling, as restore gives the stack
+    rgb = (rng.random((40, 40, 3)) * [100, 1000, 10000]).astype(np.uint16)
+    assert len({p.hi for p in planes_of(rgb)}) == 3  # one per colour, as the engine
+
+
+def test_paired_targets_are_scaled_like_their_inputs(rng, monkeypatch):
+    from napari_attnrestore.training import session
+
+    noisy, clean = _noisy(rng)
+    seen = {}
+    real = session.PairedPatchSampler
+
+    def spy(pairs, *a, **k):
+        seen["pairs"] = pairs
+        return real(pairs, *a, **k)
+
+    monkeypatch.setattr(session, "PairedPatchSampler", spy)
+    next(ar.train(noisy, clean=clean * 3000 + 1000, steps=1, batch=1, patch=32, config=SMALL))
+    for a, b in seen["pairs"]:  # inference maps the output back with the input's statistics
+        assert (b.lo, b.hi) == (a.lo, a.hi)
+
+
+def test_a_file_nodata_value_marks_gaps_for_training(tmp_path, rng):
+    from napari_attnrestore.training.session import _planes
+
+    img = (rng.random((64, 64)) * 3000 + 1000).astype(np.uint16)
+    img[::8] = 0  # scan-line gaps, declared by GDAL_NODATA
+    tifffile.imwrite(tmp_path / "g.tif", img, extratags=[(42113, "s", 0, "0", True)])
+    plane = _planes([tmp_path / "g.tif"], keep_gaps=True)[0]
+    assert plane.nodata == 0 and np.isnan(plane[(slice(None), slice(None))][::8]).all()
+    assert plane.lo > 500  # the gaps do not count in the scaling
+
+
+def test_a_trained_model_can_be_trained_again(rng):
+    noisy, _ = _noisy(rng)
+    first = train_to_end(ar.train(noisy, steps=2, batch=1, patch=32, config=SMALL))
+    assert all(p.requires_grad for p in first.parameters())
+    again = train_to_end(ar.train(noisy, model=first, steps=2, batch=1, patch=32))
+    assert again is not None
