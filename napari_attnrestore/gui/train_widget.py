@@ -147,10 +147,15 @@ class TrainRun:
             return None
         req = self.request
         self.net.eval()
+        from napari_attnrestore.training.session import NORMALIZATION
+
+        kind, start = req.start
         self.net.card = {  # what ar.train writes on a normal end, plus the early stop
             "task": req.task,
             "training": {"mode": req.mode, "steps": self.last.step, "planned_steps": req.steps,
-                         "stopped_early": True, "patch": req.patch, "lr": req.lr, "precision": req.precision},
+                         "stopped_early": True, "patch": req.patch, "lr": req.lr, "precision": req.precision,
+                         **({"init": start} if kind != "new" else {})},
+            "normalization": NORMALIZATION,
         }
         return self.net
 

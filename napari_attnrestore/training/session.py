@@ -24,6 +24,10 @@ def _as_list(images: Any) -> list[Any]:
     return list(images)
 
 
+#: How the images a session trains on are scaled (as restoring scales them), for model cards.
+NORMALIZATION = "each image scaled to about [0, 1] as a whole (dtype range for uint8, 0.1/99.9 percentiles otherwise)"
+
+
 def _open(x: Any) -> tuple[Any, float | None]:
     """The pixels of an array or a file, and the nodata value the file declares (GeoTIFF)."""
     if isinstance(x, (str, os.PathLike)):
@@ -220,12 +224,20 @@ def train(
         raise ValueError(f"patch ({patch}) must be a multiple of the scale ({scale})")
     events = fit(net, sampler.sample, make_pair, cfg, state_path=state_path,
                  sampler_state=(sampler.state, sampler.set_state), device=dev, loss_fn=loss_fn)
+    training: dict[str, Any] = {"mode": mode, "patch": patch, "lr": lr, "precision": precision}
+    if mode == "self-supervised" and t.name == "denoise":
+        training["method"] = method
+    if cfa:
+        training["cfa"] = cfa.upper()
+    if model is not None:  # what it was fine-tuned from
+        training["init"] = (getattr(net, "card", None) or {}).get("name") or (
+            str(model) if not isinstance(model, nn.Module) else f"a {type(model).__name__} module")
+    if nodata is not None:
+        training["nodata"] = nodata
     for ev in events:
         if ev.done and ev.model is not None:
-            ev.model.card = {"task": t.name, "training": {"mode": mode, "steps": ev.step, "patch": patch, "lr": lr,
-                                                          "precision": precision,
-                                                          **({"method": method} if mode == "self-supervised" and t.name == "denoise" else {}),
-                                                          **({"cfa": cfa.upper()} if cfa else {})}}  # type: ignore[attr-defined]
+            ev.model.card = {"task": t.name, "training": {**training, "steps": ev.step},  # type: ignore[attr-defined]
+                             "normalization": NORMALIZATION}
         yield ev
 
 

@@ -245,4 +245,6 @@ def test_a_trained_model_can_be_trained_again(rng):
     first = train_to_end(ar.train(noisy, steps=2, batch=1, patch=32, config=SMALL))
     assert all(p.requires_grad for p in first.parameters())
     again = train_to_end(ar.train(noisy, model=first, steps=2, batch=1, patch=32))
-    assert again is not None
+    assert again.card["training"]["init"] == "a HAT module" and "as a whole" in again.card["normalization"]
+    tuned = train_to_end(ar.train(noisy, model="default:denoise", steps=1, batch=1, patch=32))
+    assert tuned.card["training"]["init"] == ar.zoo.defaults()["denoise"]  # the card names its starting point
