@@ -22,8 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import remove_output
-from ..io._output import refuse_output_over_input
+from ..io import refuse_output_over_input, remove_output
 from ..io.errors import ImageWriteError
 from .plan import Plan
 

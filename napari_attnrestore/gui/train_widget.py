@@ -147,16 +147,12 @@ class TrainRun:
             return None
         req = self.request
         self.net.eval()
-        from napari_attnrestore.training.session import NORMALIZATION
+        from napari_attnrestore.training.session import training_card
 
         kind, start = req.start
-        self.net.card = {  # what ar.train writes on a normal end, plus the early stop
-            "task": req.task,
-            "training": {"mode": req.mode, "steps": self.last.step, "planned_steps": req.steps,
-                         "stopped_early": True, "patch": req.patch, "lr": req.lr, "precision": req.precision,
-                         **({"init": start} if kind != "new" else {})},
-            "normalization": NORMALIZATION,
-        }
+        self.net.card = training_card(  # what ar.train writes on a normal end, plus the early stop
+            req.task, req.mode, self.last.step, req.patch, req.lr, req.precision,
+            init=start if kind != "new" else None, planned_steps=req.steps, stopped_early=True)
         return self.net
 
 

@@ -4,6 +4,7 @@ No torch and no Qt here. Everything is lazy: `open_image` returns zarr-backed ar
 the writers stream dask arrays chunk by chunk.
 """
 
+from ._output import refuse_output_over_input
 from .errors import ImageReadError, ImageWriteError
 from .images import GuardedArray, ImageData, as_dask, guess_axes, open_image, read_region
 from .ome_zarr import (
@@ -28,6 +29,7 @@ __all__ = [
     "open_image",
     "read_ome_metadata",
     "read_region",
+    "refuse_output_over_input",
     "remove_output",
     "write_ome_zarr",
     "write_pyramid",

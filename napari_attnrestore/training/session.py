@@ -28,6 +28,17 @@ def _as_list(images: Any) -> list[Any]:
 NORMALIZATION = "each image scaled to about [0, 1] as a whole (dtype range for uint8, 0.1/99.9 percentiles otherwise)"
 
 
+def training_card(task: str, mode: str, steps: int, patch: int, lr: float, precision: str, *,
+                  method: str | None = None, cfa: str | None = None, init: str | None = None,
+                  nodata: float | None = None, **extra: Any) -> dict[str, Any]:
+    """The card of a model trained by :func:`train` (or stopped early in the Train widget,
+    with ``extra`` saying so): task, training settings, what it started from, scaling."""
+    training: dict[str, Any] = {"mode": mode, "steps": steps, "patch": patch, "lr": lr, "precision": precision, **extra}
+    optional = {"method": method, "cfa": cfa.upper() if cfa else None, "init": init, "nodata": nodata}
+    training.update({k: v for k, v in optional.items() if v is not None})
+    return {"task": task, "training": training, "normalization": NORMALIZATION}
+
+
 def _open(x: Any) -> tuple[Any, float | None]:
     """The pixels of an array or a file, and the nodata value the file declares (GeoTIFF)."""
     if isinstance(x, (str, os.PathLike)):
@@ -224,20 +235,17 @@ def train(
         raise ValueError(f"patch ({patch}) must be a multiple of the scale ({scale})")
     events = fit(net, sampler.sample, make_pair, cfg, state_path=state_path,
                  sampler_state=(sampler.state, sampler.set_state), device=dev, loss_fn=loss_fn)
-    training: dict[str, Any] = {"mode": mode, "patch": patch, "lr": lr, "precision": precision}
-    if mode == "self-supervised" and t.name == "denoise":
-        training["method"] = method
-    if cfa:
-        training["cfa"] = cfa.upper()
-    if model is not None:  # what it was fine-tuned from
-        training["init"] = (getattr(net, "card", None) or {}).get("name") or (
-            str(model) if not isinstance(model, nn.Module) else f"a {type(model).__name__} module")
-    if nodata is not None:
-        training["nodata"] = nodata
+    init = None  # what it was fine-tuned from: a weight's name, or a module that was trained before
+    if isinstance(model, nn.Module):
+        card = getattr(model, "card", None)
+        init = (card.get("name") or f"a {type(model).__name__} module") if card is not None else None
+    elif model is not None:
+        init = (getattr(net, "card", None) or {}).get("name") or str(model)
     for ev in events:
         if ev.done and ev.model is not None:
-            ev.model.card = {"task": t.name, "training": {**training, "steps": ev.step},  # type: ignore[attr-defined]
-                             "normalization": NORMALIZATION}
+            ev.model.card = training_card(  # type: ignore[attr-defined]
+                t.name, mode, ev.step, patch, lr, precision, cfa=cfa, init=init, nodata=nodata,
+                method=method if mode == "self-supervised" and t.name == "denoise" else None)
         yield ev
 
 
