@@ -560,6 +560,8 @@ def _tiff_metadata(tif: tifffile.TiffFile, series: Any, axes: str) -> tuple[tupl
         meta["imagej"] = {k: v for k, v in tif.imagej_metadata.items() if isinstance(v, (str, int, float, bool))}
     if tif.is_ome and tif.ome_metadata:
         meta["ome"] = _ome_scale(tif.ome_metadata, scale, units)
+    if tif.is_shaped and tif.shaped_metadata:
+        _shaped_scale(tif.shaped_metadata[0], scale, units)
     if tif.is_geotiff or "ModelPixelScaleTag" in page.tags or "ModelTransformationTag" in page.tags:
         meta["geotiff"] = _geotiff_scale(tif, page, scale, translate, units)
     if "GDAL_NODATA" in page.tags:
@@ -603,6 +605,18 @@ def _imagej_scale(ij: dict, page: Any, scale: dict, units: dict) -> None:
     if "t" in scale and ij.get("finterval"):
         scale["t"] = float(ij["finterval"])
         units["t"] = "second"
+
+
+def _shaped_scale(described: dict, scale: dict, units: dict) -> None:
+    """Pixel size per axis that our TIFF writer keeps in tifffile's JSON description."""
+    sizes, names = described.get("scale"), described.get("units")
+    if not isinstance(sizes, dict):
+        return
+    for ax, value in sizes.items():
+        if ax in scale and isinstance(value, (int, float)) and value > 0:
+            scale[ax] = float(value)
+            if isinstance(names, dict) and isinstance(names.get(ax), str):
+                units[ax] = names[ax]
 
 
 def _ome_scale(ome_xml: str, scale: dict, units: dict) -> dict:

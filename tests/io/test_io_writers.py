@@ -77,6 +77,15 @@ def test_plain_tiff_scale_roundtrip(tmp_path):
     assert im.scale == pytest.approx((0.65, 0.65)) and im.units["x"] == "micrometer"
 
 
+def test_plain_tiff_keeps_z_spacing_time_interval_and_units(tmp_path):
+    stack = np.zeros((2, 3, 16, 16), np.uint16)
+    write_tiff(stack, tmp_path / "tz.tif", "tzyx", scale=(30.0, 2.0, 0.1, 0.1),
+               units={"t": "millisecond", "z": "nanometer", "y": "nanometer", "x": "nanometer"})
+    im = open_image(tmp_path / "tz.tif")
+    assert im.axes == "tzyx" and im.scale == pytest.approx((30.0, 2.0, 0.1, 0.1))
+    assert im.units == {"t": "millisecond", "z": "nanometer", "y": "nanometer", "x": "nanometer"}
+
+
 def test_refuse_overwrite(tmp_path):
     a = np.zeros((32, 32), np.uint8)
     write_ome_zarr(a, tmp_path / "a.ome.zarr", "yx")
