@@ -168,8 +168,13 @@ class NormalizedPlane:
         self.lo, self.hi = lo[0], hi[0]
 
     def __getitem__(self, key) -> np.ndarray:
-        raw = np.asarray(self.array[(*self.index, *self._chan, *key[-2:])], dtype=np.float32)
-        out = (raw - self.lo) / (self.hi - self.lo)
+        from ..engine.normalize import needs_float64
+
+        raw = np.asarray(self.array[(*self.index, *self._chan, *key[-2:])])
+        # scaled as the engine scales: float64 for values float32 cannot hold exactly, and
+        # nodata compared in the image's own values, not after rounding
+        work = np.float64 if needs_float64(raw.dtype) else np.float32
+        out = ((raw.astype(work) - self.lo) / (self.hi - self.lo)).astype(np.float32)
         gaps = ~np.isfinite(out) if self.nodata is None else (~np.isfinite(out)) | (raw == self.nodata)
         return np.where(gaps, np.float32(np.nan if self.keep_gaps else 0.0), out)
 

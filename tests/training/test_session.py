@@ -212,6 +212,17 @@ def test_training_planes_share_the_image_scaling_the_engine_uses(rng):
     assert len({p.hi for p in planes_of(rgb)}) == 3  # one per colour, as the engine
 
 
+def test_wide_integer_planes_keep_nodata_and_values_apart():
+    from napari_attnrestore.training.data import planes_of
+
+    # 2**24 and 2**24 + 1 are one float32 value: only the nodata pixel is a gap
+    counts = np.full((8, 8), 2**24 + 1, np.uint32)
+    counts[0, 0], counts[1] = 2**24, 2**24 + 9
+    plane = planes_of(counts, nodata=2**24, keep_gaps=True)[0][(slice(None), slice(None))]
+    assert np.isnan(plane).sum() == 1
+    assert plane[1, 0] > plane[2, 0]  # 8 counts apart still tell apart
+
+
 def test_paired_targets_are_scaled_like_their_inputs(rng, monkeypatch):
     from napari_attnrestore.training import session
 
