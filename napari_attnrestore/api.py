@@ -134,7 +134,8 @@ def as_source(x: Any) -> tuple[Any, dict[str, Any]]:
         img = open_image(x)
         meta = {"axes": img.axes, "scale": img.scale, "translate": img.translate, "units": img.units,
                 "rgb": img.rgb, "channel_axis": img.channel_axis, "name": img.name, "path": img.path,
-                "nodata": img.meta.get("nodata")}  # a GeoTIFF's GDAL_NODATA marks pixels without data
+                "nodata": img.meta.get("nodata"),  # a GeoTIFF's GDAL_NODATA marks pixels without data
+                "geotiff": img.meta.get("geotiff")}
         if img.channel_axis is not None and img.channel_axis == len(img.axes) - 1:
             return _channels_first(as_dask(img.data, img.axes, img.path), meta)
         data = img.data if isinstance(img.data, (np.ndarray, da.Array)) else GuardedArray(img.data, img.path)

@@ -73,6 +73,7 @@ def cmd_restore(a: argparse.Namespace) -> int:
         if a.scheduler:
             raise UserError("--scheduler needs a .zarr output")
         from .api import as_source, output_geometry
+        from .io.geotiff import georeference_tags
 
         src, meta = as_source(str(a.input))
         lazy = ar.restore(str(a.input), **common)
@@ -90,8 +91,11 @@ def cmd_restore(a: argparse.Namespace) -> int:
             yx = [i for i, ax in enumerate(meta.get("axes") or "") if ax in "yx"][-1:] or [len(src.shape) - 1]
             k = lazy.shape[yx[0]] // src.shape[yx[0]]  # the SR factor, also when the model chose it
             geom = output_geometry(k, meta, len(src.shape), lazy.ndim, lazy.ndim > len(src.shape))
+            nodata = a.nodata if a.nodata is not None else meta.get("nodata")
+            ys, xs = (i for i, ax in enumerate(geom["axes"]) if ax in "yx")
+            geo = georeference_tags(meta.get("geotiff"), (lazy.shape[ys], lazy.shape[xs]), lazy.dtype, nodata)
             write_tiff(lazy, out, axes=geom["axes"], scale=geom["scale"], units=geom["units"] or None,
-                       overwrite=a.overwrite)
+                       overwrite=a.overwrite, extratags=geo)
     if not a.quiet:
         print(f"wrote {out} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0

@@ -113,3 +113,20 @@ def test_png_output_of_a_float_result_is_refused_before_restoring(tmp_path, tiny
                  "-q"]) == 2
     assert "o.png: PNG holds 8- or 16-bit integers; the result is float32" in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists()
+
+
+def test_geotiff_input_gives_a_geotiff_with_its_georeference_and_nodata(tmp_path, tiny_checkpoint):
+    from napari_attnrestore.io import open_image
+
+    keys = (1, 1, 0, 2, 1024, 0, 1, 1, 3076, 0, 1, 9001)
+    scene = np.random.default_rng(0).integers(1, 250, (40, 48), dtype=np.uint8)
+    scene[:, 20:23] = 0  # a scan-line gap
+    tifffile.imwrite(tmp_path / "scene.tif", scene, extratags=[
+        (33550, "d", 3, (30.0, 30.0, 0.0), False), (33922, "d", 6, (0, 0, 0, 355185.0, -3723285.0, 0), False),
+        (34735, "H", len(keys), keys, False), (42113, "s", 0, "0", False)])
+    out = tmp_path / "den.tif"
+    assert main(["restore", str(tmp_path / "scene.tif"), str(out), "--weights", str(tiny_checkpoint), "-q"]) == 0
+    src, res = open_image(tmp_path / "scene.tif"), open_image(out)
+    assert res.scale == src.scale and res.translate == pytest.approx(src.translate) and res.units == src.units
+    assert res.meta["nodata"] == 0 and (np.asarray(res.data[:])[:, 20:23] == 0).all()
+    assert res.meta["geotiff"]["geokeys"]["GTModelTypeGeoKey"] == "Projected"

@@ -542,7 +542,8 @@ class RestoreWidget(Container):
         right for a result with an extra RGB axis (napari's RGB layers have no entry for it).
         """
         rgb = rgb or bool(layer.rgb)
-        meta = {k: v for k, v in layer.metadata.items() if k in ("axes", "units")}
+        # a GeoTIFF's georeference and nodata go on, so the result saves as a GeoTIFF again
+        meta = {k: v for k, v in layer.metadata.items() if k in ("axes", "units", "geotiff", "nodata")}
         if rgb and not layer.rgb and isinstance(meta.get("axes"), str):
             meta["axes"] += "c"
         meta["attnrestore"] = {"source_layer": layer.name, **extra}

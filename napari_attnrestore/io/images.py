@@ -20,6 +20,7 @@ import tifffile
 import zarr
 
 from .errors import ImageReadError
+from .geotiff import read_georeference
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -563,7 +564,7 @@ def _tiff_metadata(tif: tifffile.TiffFile, series: Any, axes: str) -> tuple[tupl
     if tif.is_shaped and tif.shaped_metadata:
         _shaped_scale(tif.shaped_metadata[0], scale, units)
     if tif.is_geotiff or "ModelPixelScaleTag" in page.tags or "ModelTransformationTag" in page.tags:
-        meta["geotiff"] = _geotiff_scale(tif, page, scale, translate, units)
+        meta["geotiff"] = read_georeference(tif, page, scale, translate, units)
     if "GDAL_NODATA" in page.tags:
         meta["nodata"] = page.nodata
     units = {ax: u for ax, u in units.items() if ax in axes}
@@ -635,55 +636,6 @@ def _ome_scale(ome_xml: str, scale: dict, units: dict) -> dict:
         scale["t"] = float(pixels["TimeIncrement"])
         units["t"] = _ngff_unit(pixels.get("TimeIncrementUnit", "s"))
     return ome
-
-
-def _plain(value: Any) -> Any:
-    """Make tag values JSON-friendly (enums to names, arrays to lists)."""
-    if isinstance(value, enum.Enum):
-        return value.name
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _geotiff_scale(tif: tifffile.TiffFile, page: Any, scale: dict, translate: dict, units: dict) -> dict:
-    """Pixel size and origin from ModelPixelScaleTag / ModelTiepointTag; return geo metadata.
-
-    Y pixel size is kept positive (napari's y grows downwards); translate is the world
-    coordinate of the tie point shifted to pixel (0, 0).
-    """
-    geo: dict[str, Any] = {}
-    try:
-        geo["geokeys"] = {k: _plain(v) for k, v in (tif.geotiff_metadata or {}).items()}
-    except Exception as exc:  # malformed geokeys should not stop reading pixels
-        geo["geokeys_error"] = str(exc)
-    tags = page.tags
-    pixel_scale = tags.get("ModelPixelScaleTag")
-    tiepoint = tags.get("ModelTiepointTag")
-    if pixel_scale is not None:
-        sx, sy = (float(v) for v in pixel_scale.value[:2])
-        geo["pixel_scale"] = [float(v) for v in pixel_scale.value]
-        if sx > 0 and sy > 0:
-            scale["x"], scale["y"] = sx, sy
-            if tiepoint is not None and len(tiepoint.value) >= 6:
-                i, j, _, wx, wy, _ = (float(v) for v in tiepoint.value[:6])
-                translate["x"] = wx - i * sx
-                translate["y"] = wy - j * sy
-                geo["tiepoint"] = [float(v) for v in tiepoint.value]
-                geo["y_axis"] = "north-up: world Y decreases with the row index"
-    if "ModelTransformationTag" in tags:
-        geo["transformation"] = [float(v) for v in tags["ModelTransformationTag"].value]
-    linear = str(geo.get("geokeys", {}).get("ProjLinearUnitsGeoKey", "")).lower()
-    model = str(geo.get("geokeys", {}).get("GTModelTypeGeoKey", "")).lower()
-    unit = "meter" if "meter" in linear or (not linear and "projected" in model) else None
-    unit = "degree" if unit is None and "geographic" in model else unit
-    if unit and pixel_scale is not None:
-        units["x"] = units["y"] = unit
-    return geo
 
 
 # --------------------------------------------------------------------------- PNG / JPEG

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._output import refuse_output_over_input
+from .geotiff import georeference_tags
 from .images import ImageData, guess_axes, open_image
 from .ome_zarr import write_ome_zarr
 from .tiff import write_tiff
@@ -64,6 +65,9 @@ def layer_data(image: ImageData) -> LayerData:
         "rgb": image.rgb,
         "metadata": {"axes": image.axes, "units": dict(image.units), "path": image.path},
     }
+    for key in ("geotiff", "nodata"):  # written again with a restored layer (GeoTIFF output)
+        if image.meta.get(key) is not None:
+            kwargs["metadata"][key] = image.meta[key]
     if image.channel_axis is not None:
         drop.add(image.channel_axis)
         kwargs["channel_axis"] = image.channel_axis
@@ -155,6 +159,9 @@ def write_ome_zarr_layer(path: str, data: Any, meta: dict) -> list[str]:
 def write_tiff_layer(path: str, data: Any, meta: dict) -> list[str]:
     """npe2 single-layer writer: image layer -> tiled BigTIFF (OME-TIFF for .ome.tif)."""
     arr, axes, geometry = _layer_output(data, meta)
-    geometry.pop("translate")  # TIFF keeps pixel size and units, not an origin
-    write_tiff(arr, path, axes, overwrite=True, **geometry)
+    geometry.pop("translate")  # TIFF keeps pixel size and units, not an origin (a GeoTIFF's tags do)
+    md = meta.get("metadata") or {}
+    geo = georeference_tags(md.get("geotiff"), (arr.shape[axes.index("y")], arr.shape[axes.index("x")]), arr.dtype,
+                            md.get("nodata"))
+    write_tiff(arr, path, axes, overwrite=True, extratags=geo, **geometry)
     return [path]

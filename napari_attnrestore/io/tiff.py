@@ -134,6 +134,7 @@ def write_tiff(
     tile: tuple[int, int] = (256, 256),
     compression: str | None = "zlib",
     units: Mapping[str, str] | str | None = None,
+    extratags: Sequence[tuple] = (),
 ) -> str:
     """Write a tiled BigTIFF (OME-TIFF when the name ends .ome.tif/.ome.tiff).
 
@@ -158,6 +159,9 @@ def write_tiff(
         tifffile compression name ("zlib", "zstd", "lzw", None).
     units : mapping or str, optional
         Unit name per axis letter, or one unit for all.
+    extratags : sequence of tuples
+        More tags in tifffile's ``extratags`` form, e.g. a georeference from
+        :func:`napari_attnrestore.io.geotiff.georeference_tags`.
 
     Returns
     -------
@@ -190,6 +194,7 @@ def write_tiff(
             bigtiff=True,
             ome=ome,
             metadata=metadata,
+            extratags=list(extratags),
             **kwargs,
         )
         os.replace(partial, path)

@@ -73,7 +73,8 @@ def test_reader_rgb_drops_sample_axis_from_scale(tmp_path):
     tifffile.imwrite(tmp_path / "geo.tif", rgb, photometric="rgb", extratags=extratags)
     ((data, kwargs, _),) = napari_get_reader(tmp_path / "geo.tif")(None)
     assert data.shape == (40, 30, 3) and kwargs["rgb"] is True
-    assert kwargs["scale"] == (3.0, 2.0) and kwargs["translate"] == (20.0, 10.0)
+    # pixel centres (the tie point is a corner), north up: napari y is minus the map Y
+    assert kwargs["scale"] == (3.0, 2.0) and kwargs["translate"] == (-18.5, 11.0)
     assert "channel_axis" not in kwargs
 
 
@@ -175,3 +176,15 @@ def test_writers_take_level0_of_napari_multiscale_data_and_napari_units(tmp_path
         assert im.data.shape == (64, 48) and im.units == {"y": "nanometer", "x": "nanometer"}
         assert im.scale == pytest.approx((0.1, 0.2))
         assert bool((im.to_dask() == base).all().compute())
+
+
+def test_tiff_writer_keeps_a_geotiff_layers_georeference(tmp_path):
+    keys = (1, 1, 0, 2, 1024, 0, 1, 1, 3076, 0, 1, 9001)
+    tifffile.imwrite(tmp_path / "geo.tif", np.ones((30, 20), np.uint16), extratags=[
+        (33550, "d", 3, (30.0, 30.0, 0.0), False), (33922, "d", 6, (0, 0, 0, 5e5, 4e6, 0), False),
+        (34735, "H", len(keys), keys, False), (42113, "s", 0, "65535", False)])
+    ((data, kwargs, _),) = napari_get_reader(tmp_path / "geo.tif")(None)
+    write_tiff_layer(str(tmp_path / "out.tif"), data, kwargs)
+    src, out = open_image(tmp_path / "geo.tif"), open_image(tmp_path / "out.tif")
+    assert out.translate == pytest.approx(src.translate) and out.units == {"x": "meter", "y": "meter"}
+    assert out.meta["nodata"] == 65535

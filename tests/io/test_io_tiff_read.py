@@ -55,7 +55,7 @@ def test_geotiff_scale_and_origin(tmp_path):
     im = open_image(path)
     assert im.axes == "yx"
     assert im.scale == (15.0, 30.0)
-    assert im.translate == (4000000.0, 500000.0)
+    assert im.translate == (-(4000000.0 - 7.5), 500000.0 + 15.0)  # centre of pixel (0, 0); y = -northing
     assert im.units == {"x": "meter", "y": "meter"}
     geo = im.meta["geotiff"]
     assert geo["pixel_scale"][:2] == [30.0, 15.0]
@@ -70,7 +70,7 @@ def test_geotiff_rgb(tmp_path):
     tifffile.imwrite(path, a, photometric="rgb", extratags=extratags)
     im = open_image(path)
     assert im.axes == "yxc" and im.rgb and im.channel_axis is None
-    assert im.scale == (2.0, 2.0, 1.0) and im.translate == (20.0, 10.0, 0.0)
+    assert im.scale == (2.0, 2.0, 1.0) and im.translate == (-19.0, 11.0, 0.0)
     np.testing.assert_array_equal(im.data[:], a)
 
 

@@ -1,0 +1,159 @@
+"""GeoTIFF georeference: read it into napari geometry, and carry it to a restored TIFF.
+
+A GeoTIFF ties raster coordinates (I = column, J = row) to map coordinates (X, Y) with
+ModelPixelScale + ModelTiepoint or a ModelTransformation matrix.  Its raster type says
+whether integer raster coordinates are pixel corners (PixelIsArea, the default) or pixel
+centres (PixelIsPoint).  napari places pixel centres at ``translate + index * scale`` with
+y growing downwards, so north-up rasters get ``y = -Y``: scenes of one projection then
+overlay at their true offsets.
+
+The written tags are the source's, with the pixel grid rescaled when super-resolution
+changed the raster size, so GIS tools place the result where the input was.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["georeference_tags", "read_georeference"]
+
+PIXEL_SCALE, TIEPOINT, TRANSFORMATION = 33550, 33922, 34264
+KEY_DIRECTORY, DOUBLE_PARAMS, ASCII_PARAMS, GDAL_NODATA = 34735, 34736, 34737, 42113
+_RASTER_TYPE_KEY, _PIXEL_IS_POINT = 1025, 2
+_TAG_TYPES = {PIXEL_SCALE: "d", TIEPOINT: "d", TRANSFORMATION: "d", KEY_DIRECTORY: "H", DOUBLE_PARAMS: "d",
+              ASCII_PARAMS: "s"}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly copy of a tag or geokey value (enums by name, arrays as lists)."""
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _pixel_is_point(directory: Sequence[int] | None) -> bool:
+    """Whether the GeoKeyDirectory says PixelIsPoint (integer raster coordinates are centres)."""
+    if not directory or len(directory) < 4:
+        return False
+    for n in range(int(directory[3])):
+        key = directory[4 + 4 * n : 8 + 4 * n]
+        if len(key) == 4 and key[0] == _RASTER_TYPE_KEY and key[1] == 0:
+            return key[3] == _PIXEL_IS_POINT
+    return False
+
+
+def read_georeference(tif: Any, page: Any, scale: dict, translate: dict, units: dict) -> dict:
+    """Fill ``scale``/``translate``/``units`` (per axis letter) from a GeoTIFF page; return its geo metadata.
+
+    The metadata keep the raw georeferencing tags (``tags``) and the raster size they
+    describe (``shape``), which :func:`georeference_tags` needs to write them again.
+    """
+    geo: dict[str, Any] = {}
+    try:
+        geo["geokeys"] = {k: _plain(v) for k, v in (tif.geotiff_metadata or {}).items()}
+    except Exception as exc:  # malformed geokeys should not stop reading pixels
+        geo["geokeys_error"] = str(exc)
+    tags = page.tags
+    raw = {code: tags[code].value for code in _TAG_TYPES if code in tags}
+    geo["tags"] = {str(code): _plain(value) for code, value in raw.items()}
+    geo["shape"] = [int(page.imagelength), int(page.imagewidth)]
+    point = _pixel_is_point(raw.get(KEY_DIRECTORY))
+    geo["pixel_is_point"] = point
+    centre = 0.0 if point else 0.5  # raster coordinate of a pixel's centre
+    pixel_scale, tiepoint = raw.get(PIXEL_SCALE), raw.get(TIEPOINT)
+    if pixel_scale is not None:
+        sx, sy = (float(v) for v in pixel_scale[:2])
+        geo["pixel_scale"] = [float(v) for v in pixel_scale]
+        if sx > 0 and sy > 0:
+            scale["x"], scale["y"] = sx, sy
+            if tiepoint is not None and len(tiepoint) >= 6:
+                i, j, _, wx, wy, _ = (float(v) for v in tiepoint[:6])
+                translate["x"] = wx + (centre - i) * sx  # X of column 0's centre
+                translate["y"] = -(wy - (centre - j) * sy)  # minus Y of row 0's centre (north up)
+                geo["tiepoint"] = [float(v) for v in tiepoint]
+                geo["y_axis"] = "napari y = -(map Y): rows run south"
+    if TRANSFORMATION in raw:
+        geo["transformation"] = [float(v) for v in raw[TRANSFORMATION]]
+    linear = str(geo.get("geokeys", {}).get("ProjLinearUnitsGeoKey", "")).lower()
+    model = str(geo.get("geokeys", {}).get("GTModelTypeGeoKey", "")).lower()
+    unit = "meter" if "meter" in linear or (not linear and "projected" in model) else None
+    unit = "degree" if unit is None and "geographic" in model else unit
+    if unit and pixel_scale is not None:
+        units["x"] = units["y"] = unit
+    return geo
+
+
+def georeference_tags(geo: dict | None, shape_yx: Sequence[int], dtype: Any = None,
+                      nodata: float | None = None) -> list[tuple]:
+    """tifffile ``extratags`` placing a ``shape_yx`` raster where the source raster of ``geo`` lies.
+
+    A raster ``f`` times larger (super-resolution) gets pixels ``f`` times smaller over the
+    same ground; tie points move to the same ground position on the new grid.  ``nodata``
+    (the input's) is declared (GDAL_NODATA) when the output ``dtype`` holds it, as the
+    engine then writes it where the input had no data.  Returns [] when ``geo`` holds no
+    georeference or the sizes are not an integer ratio.
+    """
+    if not geo or not geo.get("tags") or not geo.get("shape"):
+        return []
+    (h, w), (oh, ow) = geo["shape"], (int(shape_yx[0]), int(shape_yx[1]))
+    if oh % h or ow % w:
+        return []
+    fy, fx = oh // h, ow // w
+    point = bool(geo.get("pixel_is_point"))
+    # an output pixel's raster coordinate is (input coordinate) * f + shift
+    shift_x, shift_y = ((fx - 1) / 2, (fy - 1) / 2) if point else (0.0, 0.0)
+    tags = {int(code): value for code, value in geo["tags"].items()}
+    out = []
+    for code, kind in _TAG_TYPES.items():
+        if code not in tags:
+            continue
+        value = tags[code]
+        if code == PIXEL_SCALE:
+            value = [value[0] / fx, value[1] / fy, *value[2:]]
+        elif code == TIEPOINT:
+            value = list(value)
+            for t in range(0, len(value) - 5, 6):
+                value[t], value[t + 1] = value[t] * fx + shift_x, value[t + 1] * fy + shift_y
+        elif code == TRANSFORMATION:
+            m = list(value)
+            for r in (0, 4):  # X and Y rows: I = (I' - shift) / f
+                a, b = m[r], m[r + 1]
+                m[r], m[r + 1] = a / fx, b / fy
+                m[r + 3] -= a * shift_x / fx + b * shift_y / fy
+            value = m
+        if kind == "s":
+            out.append((code, "s", 0, str(value), True))
+        else:
+            out.append((code, kind, len(value), tuple(value), True))
+    if nodata is not None and _holds(dtype, nodata):
+        out.append((GDAL_NODATA, "s", 0, _nodata_text(nodata), True))
+    return out
+
+
+def _holds(dtype: Any, value: float) -> bool:
+    """Whether an array of ``dtype`` can hold ``value`` exactly."""
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return True
+    if dt.kind not in "ui" or not np.isfinite(value) or not float(value).is_integer():
+        return False
+    info = np.iinfo(dt)
+    return info.min <= value <= info.max
+
+
+def _nodata_text(nodata: float) -> str:
+    """GDAL's spelling of a nodata value ('0', '-9999', 'nan')."""
+    value = float(nodata)
+    if np.isnan(value):
+        return "nan"
+    return str(int(value)) if value.is_integer() else repr(value)

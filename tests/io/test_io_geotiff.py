@@ -1,0 +1,72 @@
+"""GeoTIFF georeference: pixel centres in napari, and carried to restored TIFFs (also x2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_attnrestore.io import open_image, write_tiff
+from napari_attnrestore.io.geotiff import georeference_tags
+
+PROJECTED_METRE = (1, 1, 0, 2, 1024, 0, 1, 1, 3076, 0, 1, 9001)
+POINT = (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 2, 3076, 0, 1, 9001)  # + GTRasterTypeGeoKey = PixelIsPoint
+
+
+def _geotiff(path, shape=(20, 30), keys=PROJECTED_METRE, corner=(500000.0, 4000000.0), size=(30.0, 30.0),
+             nodata=None):
+    tags = [(33550, "d", 3, (*size, 0.0), False), (33922, "d", 6, (0.0, 0.0, 0.0, *corner, 0.0), False),
+            (34735, "H", len(keys), keys, False)]
+    if nodata is not None:
+        tags.append((42113, "s", 0, str(nodata), False))
+    data = np.random.default_rng(0).integers(1, 200, shape, dtype=np.uint8)
+    tifffile.imwrite(path, data, extratags=tags)
+    return path
+
+
+def test_scenes_of_one_projection_overlay_at_their_true_offset(tmp_path):
+    a = open_image(_geotiff(tmp_path / "a.tif"))
+    b = open_image(_geotiff(tmp_path / "b.tif", corner=(500060.0, 4000090.0)))  # 2 px east, 3 px north
+    assert np.subtract(b.translate, a.translate) == pytest.approx((-90.0, 60.0))  # up and right in napari
+    assert a.translate == pytest.approx((-4000000.0 + 15.0, 500015.0))  # centre of pixel (0, 0)
+    point = open_image(_geotiff(tmp_path / "p.tif", keys=POINT))
+    assert point.translate == pytest.approx((-4000000.0, 500000.0))  # the tie point is the centre
+
+
+@pytest.mark.parametrize("keys", [PROJECTED_METRE, POINT], ids=["area", "point"])
+def test_x2_output_keeps_the_ground_position(tmp_path, keys):
+    src = open_image(_geotiff(tmp_path / "in.tif", keys=keys, nodata=0))
+    geo = src.meta["geotiff"]
+    tags = georeference_tags(geo, (40, 60), np.uint8, src.meta["nodata"])
+    write_tiff(np.zeros((40, 60), np.uint8), tmp_path / "x2.tif", "yx", extratags=tags)
+    out = open_image(tmp_path / "x2.tif")
+    assert out.scale == pytest.approx((15.0, 15.0)) and out.units == {"x": "meter", "y": "meter"}
+    # output pixel (0, 0) covers the top-left quarter of input pixel (0, 0)
+    assert np.subtract(out.translate, src.translate) == pytest.approx((-7.5, -7.5))
+    assert out.meta["nodata"] == 0
+    keys = {k: v for k, v in out.meta["geotiff"]["geokeys"].items() if k.endswith("GeoKey")}
+    assert keys == {k: v for k, v in geo["geokeys"].items() if k.endswith("GeoKey")} and len(keys) >= 2
+
+
+@pytest.mark.parametrize("point", [False, True], ids=["area", "point"])
+def test_x4_transformation_matrix_maps_output_centres_to_the_same_ground(point):
+    m = [20.0, 5.0, 0, 1000.0, 3.0, -20.0, 0, 9000.0, 0, 0, 0, 0, 0, 0, 0, 1]  # rotated/sheared grid
+    keys = POINT if point else PROJECTED_METRE
+    geo = {"tags": {"34264": m, "34735": list(keys)}, "shape": [10, 10], "pixel_is_point": point}
+    ((code, _, _, new, _), _) = georeference_tags(geo, (40, 40))
+    assert code == 34264
+
+    def ground(mat, i, j):
+        return mat[0] * i + mat[1] * j + mat[3], mat[4] * i + mat[5] * j + mat[7]
+
+    c = 0.0 if point else 0.5  # raster coordinate of a pixel centre
+    for i_out, j_out in [(0, 0), (7, 3), (39, 21)]:
+        i_in, j_in = (i_out + 0.5) / 4 - 0.5 + c, (j_out + 0.5) / 4 - 0.5 + c
+        assert ground(new, i_out + c, j_out + c) == pytest.approx(ground(m, i_in, j_in))
+
+
+def test_nodata_is_declared_only_when_the_output_holds_it():
+    geo = {"tags": {"33550": [1.0, 1.0, 0.0]}, "shape": [4, 4]}
+    assert [t[0] for t in georeference_tags(geo, (4, 4), np.uint8, -9999)] == [33550]
+    assert georeference_tags(geo, (4, 4), np.float32, -9999)[-1][:4] == (42113, "s", 0, "-9999")
+    assert georeference_tags(None, (4, 4)) == [] and georeference_tags(geo, (6, 4)) == []
