@@ -155,8 +155,13 @@ def _model_spec(name: str) -> tuple[Any, str, int | None]:
     from .zoo import list_models
 
     card = next((m for m in list_models() if m["name"] == name), None)
-    if card is None:
-        return name, "denoise", None  # a checkpoint file or default:<task>; load_model checks it
+    if card is None:  # a checkpoint file or default:<task>: the loaded model's card names its task
+        from .api import load_model
+
+        net = load_model(name)
+        card = getattr(net, "card", None) or {"task": "sr" if getattr(net, "scale", 1) > 1 else "denoise",
+                                               "scale": getattr(net, "scale", 1)}
+        name = net
     return name, card.get("task", "denoise"), card.get("scale") if card.get("task") == "sr" else None
 
 

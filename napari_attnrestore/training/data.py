@@ -13,19 +13,37 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 def to_float01(img: np.ndarray) -> np.ndarray:
-    """Scale an image to float32 [0, 1]: by the dtype range for integers, as is for floats."""
+    """Scale an image to float32 of about [0, 1] as restoring it will (the engine's ``auto``).
+
+    uint8 by its range, other types (12-bit data in uint16, int16, float) by the
+    percentiles of :func:`~napari_attnrestore.engine.normalize.compute_stats`, one range
+    for all channels (a colour picture keeps its colour balance).
+    """
+    from ..engine.normalize import compute_stats
+
     a = np.asarray(img)
+    if a.dtype == bool:
+        return a.astype(np.float32)
     if a.dtype == np.uint8:
         return a.astype(np.float32) / 255.0
-    if a.dtype == np.uint16:
-        return a.astype(np.float32) / 65535.0
-    return a.astype(np.float32)
+    lo, hi = compute_stats(a, a.dtype)
+    return ((a.astype(np.float64) - lo[0]) / (hi[0] - lo[0])).astype(np.float32)
+
+
+def drop_alpha(img: np.ndarray) -> np.ndarray:
+    """An image without its alpha channel: gray+alpha ``(H, W, 2)`` to ``(H, W)``, RGBA to RGB."""
+    if img.ndim == 3 and img.shape[-1] == 2:
+        return img[..., 0]
+    if img.ndim == 3 and img.shape[-1] == 4:
+        return img[..., :3]
+    return img
 
 
 def to_gray(img: np.ndarray) -> np.ndarray:
-    """ITU-R BT.601 luma for RGB(A) images; gray images pass through."""
-    if img.ndim == 3 and img.shape[-1] in (3, 4):
-        return (img[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.float32)
+    """ITU-R BT.601 luma for RGB(A) images; gray(+alpha) images pass through (alpha dropped)."""
+    img = drop_alpha(img)
+    if img.ndim == 3 and img.shape[-1] == 3:
+        return (img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.float32)
     return img
 
 
@@ -38,7 +56,7 @@ def load_folder(folder: str | os.PathLike, gray: bool = True, limit: int | None 
         raise FileNotFoundError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
     out = []
     for p in paths[:limit]:
-        img = to_float01(skio.imread(p))
+        img = to_float01(drop_alpha(skio.imread(p)))  # alpha says nothing about the intensities
         out.append(to_gray(img) if gray else img)
     return out
 
@@ -202,7 +220,8 @@ def planes_of(array, rgb: bool | None = None, normalize: str = "auto", **plane_k
     if not lead:
         return [NormalizedPlane(array, (), normalize, stats=(lo[0], hi[0]), **plane_kw)]
     return [NormalizedPlane(array, idx, normalize, stats=(lo[idx[-1]], hi[idx[-1]]) if is_rgb else (lo[0], hi[0]),
-                            **plane_kw) for idx in np.ndindex(*lead)]
+                            **plane_kw) for idx in np.ndindex(*lead)
+            if not (is_rgb and idx[-1] == 3)]  # an RGBA picture's alpha is no image to learn
 
 
 def colour_pictures_of(array, normalize: str = "auto", channel_axis: int | None = None) -> list[NormalizedPlane]:

@@ -1,0 +1,39 @@
+"""Training images are scaled as restoring scales them, without their alpha channel."""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage import io as skio
+
+from napari_attnrestore.training.data import PatchSampler, load_folder, planes_of
+
+
+def test_folder_images_of_every_integer_type_are_scaled_to_about_0_1(tmp_path):
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 1, 64 * 64).reshape(64, 64)
+    skio.imsave(tmp_path / "a_12bit.tif", (ramp * 4095).astype(np.uint16), check_contrast=False)
+    skio.imsave(tmp_path / "b_int16.tif", (ramp * 25500).astype(np.int16), check_contrast=False)
+    skio.imsave(tmp_path / "c_byte.png", (rng.random((64, 64)) * 255).astype(np.uint8), check_contrast=False)
+    for img in load_folder(tmp_path):
+        assert img.dtype == np.float32 and -0.05 < img.min() < 0.05 and 0.95 < img.max() < 1.05
+
+
+def test_gray_alpha_pictures_train_as_gray(tmp_path):
+    la = np.zeros((64, 64, 2), np.uint8)
+    la[..., 0], la[..., 1] = np.arange(64, dtype=np.uint8)[None] * 4, 255
+    skio.imsave(tmp_path / "la.png", la, check_contrast=False)
+    (img,) = load_folder(tmp_path, gray=True)
+    assert img.shape == (64, 64)
+    assert PatchSampler([img], 32).sample(2).shape == (2, 1, 32, 32)
+
+
+def test_rgba_alpha_is_not_a_training_plane():
+    rgba = np.random.default_rng(0).integers(0, 255, (32, 32, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    assert len(planes_of(rgba)) == 3
+
+
+def test_rgba_folder_pictures_keep_three_colours(tmp_path):
+    skio.imsave(tmp_path / "rgba.png", np.full((64, 64, 4), 200, np.uint8), check_contrast=False)
+    (img,) = load_folder(tmp_path, gray=False)
+    assert img.shape == (64, 64, 3)
