@@ -203,11 +203,16 @@ def malvar_baseline(cfa: np.ndarray, pattern: str = "RGGB", clip: bool = True) -
     Returns ``(H, W, 3)`` float32 in the input's units (clipped as in :func:`bilinear_baseline`).
     """
     x, top = _as_float(cfa)
+    # colour-demosaicing mirrors edges with the edge pixel repeated, which puts the wrong colour
+    # next to the border; a 2-pixel reflection without repeat keeps the Bayer phase
+    pad = 2 if min(x.shape[-2:]) > 2 else 0
+    x = np.pad(x, pad, mode="reflect") if pad else x
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # colour's optional-dependency and scipy deprecation notes
         from colour_demosaicing import demosaicing_CFA_Bayer_Malvar2004
 
         out = np.asarray(demosaicing_CFA_Bayer_Malvar2004(x, check_pattern(pattern)), dtype=np.float32)
+    out = out[pad : out.shape[0] - pad, pad : out.shape[1] - pad] if pad else out
     return np.clip(out, 0, top) if clip else out
 
 

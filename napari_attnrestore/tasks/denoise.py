@@ -28,7 +28,7 @@ def add_noise(
     if poisson_peak is not None and rng.random() < poisson_prob:
         peak = rng.uniform(*poisson_peak)
         x = rng.poisson(np.clip(x, 0, None) * peak).astype(np.float32) / peak
-    s = rng.uniform(*sigma) if isinstance(sigma, tuple) else float(sigma)
+    s = rng.uniform(*sigma) if isinstance(sigma, (tuple, list)) else float(sigma)
     return (x + rng.standard_normal(x.shape, dtype=np.float32) * (s / 255.0)).astype(np.float32)
 
 

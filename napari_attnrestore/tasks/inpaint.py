@@ -33,7 +33,7 @@ KINDS = ("strokes", "boxes", "scanlines")
 
 def _range(v, rng: np.random.Generator, integer: bool = False):
     """A value, or one drawn uniformly from a ``(lo, hi)`` tuple (inclusive for integers)."""
-    if isinstance(v, tuple):
+    if isinstance(v, (tuple, list)):
         return int(rng.integers(v[0], v[1] + 1)) if integer else float(rng.uniform(v[0], v[1]))
     return int(v) if integer else float(v)
 
@@ -238,7 +238,10 @@ def biharmonic_baseline(image: np.ndarray, mask: np.ndarray | None = None) -> np
     if img.ndim == 3:
         holes = holes.any(axis=-1)
     if mask is not None:
-        holes = holes | np.asarray(mask).astype(bool)
+        mask = np.asarray(mask)
+        if mask.shape != holes.shape:
+            raise ValueError(f"mask shape {mask.shape} does not match the image's {holes.shape}")
+        holes = holes | mask.astype(bool)
     if not holes.any():
         return img.astype(np.float32)
     img = np.where(holes[..., None] if img.ndim == 3 else holes, 0.0, img)

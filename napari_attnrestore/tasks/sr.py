@@ -19,7 +19,11 @@ def rgb_to_y(img: np.ndarray) -> np.ndarray:
 
 
 def downsample(clean: np.ndarray, rng: np.random.Generator | None = None, scale: int = 2, blur: float = 0.0) -> np.ndarray:
-    """Antialiased bicubic downsampling by ``scale`` (optionally after a Gaussian blur)."""
+    """Antialiased bicubic downsampling by ``scale`` (optionally after a Gaussian blur).
+
+    The image is first cropped to a multiple of ``scale`` (as the benchmark pairs are), so
+    every low-resolution pixel covers exactly ``scale x scale`` of the original.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -29,6 +33,7 @@ def downsample(clean: np.ndarray, rng: np.random.Generator | None = None, scale:
 
         x = torch.from_numpy(gaussian(clean, blur).astype(np.float32))[None, None]
     h, w = x.shape[-2:]
+    x = x[..., : h // scale * scale, : w // scale * scale]
     y = F.interpolate(x, size=(h // scale, w // scale), mode="bicubic", antialias=True, align_corners=False)
     return y[0, 0].numpy()
 
@@ -56,12 +61,13 @@ def make_training_pair(
 
 
 def bicubic_baseline(low: np.ndarray, scale: int = 2) -> np.ndarray:
-    """Bicubic upsampling by ``scale``."""
+    """Bicubic upsampling by ``scale`` with the Keys a = -0.5 kernel (MATLAB's ``imresize``,
+    and the kernel of :func:`downsample`); plain ``bicubic`` in PyTorch is a = -0.75."""
     import torch
     import torch.nn.functional as F
 
     x = torch.from_numpy(np.ascontiguousarray(low, dtype=np.float32))[None, None]
-    return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)[0, 0].numpy()
+    return F.interpolate(x, scale_factor=scale, mode="bicubic", antialias=True, align_corners=False)[0, 0].numpy()
 
 
 TASK = Task(

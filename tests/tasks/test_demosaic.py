@@ -102,6 +102,12 @@ def test_baselines_restore_smooth_image():
     np.testing.assert_allclose(dm.mosaic(dm.bilinear_baseline(cfa, "GRBG"), "GRBG"), cfa, atol=1e-6)
 
 
+@pytest.mark.parametrize("pattern", dm.PATTERNS)
+def test_malvar_baseline_is_exact_on_a_flat_colour_up_to_the_edges(pattern):
+    rgb = np.ones((16, 20, 3), np.float32) * np.array([0.2, 0.5, 0.8], np.float32)
+    np.testing.assert_allclose(dm.malvar_baseline(dm.mosaic(rgb, pattern), pattern), rgb, atol=1e-6)
+
+
 def test_malvar_beats_bilinear_on_a_photo():
     from skimage import data
 

@@ -65,6 +65,27 @@ def test_sr_downsample_and_bicubic(scale):
     assert up.shape == clean.shape and psnr(clean, up, border=scale) > 30
 
 
+def test_bicubic_baseline_is_imresize_kernel_exact_on_quadratics():
+    # Keys' a = -0.5 kernel (MATLAB imresize, the published bicubic figures) reproduces
+    # quadratics; PyTorch's default a = -0.75 misses them by 0.025 here
+    x = np.arange(16, dtype=np.float32)
+    up = sr.bicubic_baseline(np.tile(x**2 / 50, (4, 1)), scale=2)[0]
+    u = (np.arange(32) + 0.5) / 2 - 0.5
+    np.testing.assert_allclose(up[4:-4], (u**2 / 50)[4:-4], atol=1e-5)
+
+
+def test_sr_downsample_of_a_size_not_divisible_by_the_scale_stays_on_the_grid():
+    ramp = np.tile(np.arange(17, dtype=np.float32), (8, 1))
+    low = sr.downsample(ramp, scale=2)
+    assert low.shape == (4, 8)
+    np.testing.assert_allclose(low[0, 2:6], [4.5, 6.5, 8.5, 10.5], atol=1e-3)  # centres of 2x2 cells
+
+
+def test_noise_range_may_be_a_list():
+    out = denoise.add_noise(np.zeros((8, 8), np.float32), np.random.default_rng(0), sigma=[10, 20])
+    assert 5 / 255 < out.std() < 25 / 255
+
+
 def test_gat_bm3d_poisson_gaussian():
     pytest.importorskip("bm3d")
     clean = _smooth(96, 96)

@@ -115,6 +115,11 @@ def test_biharmonic_fills_a_smooth_image():
     assert holes.any() and ip.masked_psnr(clean, t.baseline(deg), holes) > 25
 
 
+def test_biharmonic_refuses_a_mask_of_another_shape():
+    with pytest.raises(ValueError, match=r"mask shape \(1, 5\) does not match the image's \(4, 5\)"):
+        ip.biharmonic_baseline(np.zeros((4, 5), np.float32), np.ones((1, 5), bool))
+
+
 def test_task_and_model_channels():
     from napari_attnrestore.models import build_model
 
