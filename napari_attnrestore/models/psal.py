@@ -114,9 +114,13 @@ def _patches(x: torch.Tensor, p: int) -> torch.Tensor:
 
 
 def _uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Uniform numbers of ``shape`` (batch first).  From a (seeded) generator every batch item
+    gets the same ones, so an item's matches do not depend on the batch it is run in (the
+    engine batches tiles; a batch of one draws what it always drew)."""
     if generator is None:
         return torch.rand(shape, device=device)
-    return torch.rand(shape, generator=generator, device=generator.device).to(device)
+    one = torch.rand(shape[1:], generator=generator, device=generator.device).to(device)
+    return one.unsqueeze(0).expand(shape)
 
 
 class _Matcher:

@@ -138,3 +138,11 @@ def test_restore_with_ensemble_through_the_engine(rng, tmp_path):
     with pytest.raises(OSError, match=r"other settings \(ensemble differ\)"):  # a resume must use the same setting
         ar.restore_to_zarr(img, dst, model=RightNeighbourMean(), chunks=48, tile=32, overlap=8, normalize="none",
                            resume=True)
+
+
+def test_restoring_with_a_users_module_leaves_it_trainable(rng):
+    net = torch.nn.Conv2d(1, 1, 3, padding=1).train()
+    ar.restore(rng.random((40, 40)).astype(np.float32), model=net, tile=32).compute()
+    assert net.training and all(p.requires_grad for p in net.parameters())
+    net(torch.zeros(1, 1, 8, 8)).sum().backward()  # the caller can keep training it
+    assert net.weight.grad is not None

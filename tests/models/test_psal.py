@@ -86,6 +86,18 @@ def test_patchmatch_is_deterministic_with_a_seeded_generator():
     assert a[0].max() < 15 * 22
 
 
+def test_an_image_restores_the_same_alone_or_in_any_batch():
+    torch.manual_seed(0)
+    net = PSAL(2, 1, **SMALL).eval()
+    a, b = torch.rand(1, 2, 40, 44), torch.rand(1, 2, 40, 44)
+    a[:, 1], b[:, 1] = 0, 0
+    a[:, 1, 10:26, 12:30] = b[:, 1, 4:12, 5:40] = 1  # holes
+    with torch.no_grad():
+        alone = net(a)
+        first, second = net(torch.cat([a, b]))[:1], net(torch.cat([b, a]))[1:]
+    assert torch.allclose(alone, first, atol=1e-5) and torch.allclose(alone, second, atol=1e-5)
+
+
 def test_masked_search_never_picks_the_hole():
     f = smooth_field(4, 24, 24, seed=5)
     valid = torch.ones(1, 24, 24, dtype=torch.bool)
