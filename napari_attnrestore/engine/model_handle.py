@@ -303,9 +303,12 @@ def self_ensemble(fn: Any, x: torch.Tensor) -> torch.Tensor:
     turns or mirrors its inputs itself would repeat some orientations exactly; it names the
     distinct ones (``ensemble_orientations``: PSAL with ``gap_rows`` the 4 that
     keep rows as rows, a GRL demosaicer that mirrors to RGGB upright and quarter-turned),
-    and only those run: the same mean at a fraction of the cost.
+    and only those run: the same mean at a fraction of the cost.  An odd height or width
+    runs all 8 (mirroring an odd-sized mosaic keeps its pattern, so the GRL network itself
+    sees the mirrored image).
     """
-    orientations = getattr(fn, "ensemble_orientations", None) or DIHEDRAL
+    odd = x.shape[-1] % 2 or x.shape[-2] % 2
+    orientations = (None if odd else getattr(fn, "ensemble_orientations", None)) or DIHEDRAL
     acc = None
     for k, flip in orientations:
         z = torch.rot90(x, k, (-2, -1))

@@ -441,8 +441,10 @@ class GRL(nn.Module):
     def ensemble_orientations(self) -> tuple[tuple[int, bool], ...] | None:
         """The self-ensemble's distinct orientations (quarter turns, mirrored), None: all 8.
 
-        Mirroring to RGGB makes the network mirror-equivariant, so of the 8 orientations
-        only the upright and the quarter-turned one differ.
+        Mirroring to RGGB makes the network mirror-equivariant on even-sized mosaics, so of
+        the 8 orientations only the upright and the quarter-turned one differ there (the
+        engine's tiles are even; :func:`~napari_attnrestore.engine.model_handle.self_ensemble`
+        runs all 8 on an odd size).
         """
         return ((0, False), (1, False)) if self.mirrors_to_rggb else None
 

@@ -54,6 +54,8 @@ class HATConfig:
     overlap_ratio: float = 0.5
     unshuffle: int = 1
     image_residual: bool | str = True  # for demosaicing: "bilinear" (True) or "malvar" base
+    upsample_features: int | None = None  # SR head width (None: dim; the paper's models use 64)
+    patch_norm: bool = False  # LayerNorm on the embedded features before the body (the paper's)
 
 
 class HybridAttentionBlock(nn.Module):
@@ -160,10 +162,11 @@ class HAT(nn.Module):
         u = cfg.unshuffle
         self.unshuffle = nn.PixelUnshuffle(u) if u > 1 else nn.Identity()
         self.conv_first = nn.Conv2d(in_channels * u * u, cfg.dim, 3, padding=1)
+        self.patch_norm = nn.LayerNorm(cfg.dim) if cfg.patch_norm else nn.Identity()
         self.groups = nn.ModuleList(ResidualHybridAttentionGroup(cfg, d) for d in cfg.depths)
         self.norm = nn.LayerNorm(cfg.dim)
         self.conv_after_body = nn.Conv2d(cfg.dim, cfg.dim, 3, padding=1)
-        self.head = RestorationHead(cfg.dim, out_channels, scale, u)
+        self.head = RestorationHead(cfg.dim, out_channels, scale, u, features=cfg.upsample_features)
 
     @property
     def multiple_of(self) -> int:
@@ -178,7 +181,7 @@ class HAT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xp, h, w = pad_to_multiple(x, self.multiple_of)
         f = self.conv_first(self.unshuffle(xp))
-        y = f.permute(0, 2, 3, 1)
+        y = self.patch_norm(f.permute(0, 2, 3, 1))
         for g in self.groups:
             y = g(y)
         y = self.norm(y).permute(0, 3, 1, 2)
@@ -191,6 +194,6 @@ PRESETS: dict[str, dict] = {
     "tiny": {},
     "paper-s": dict(
         dim=144, depths=[6] * 6, heads=6, window=16, mlp_ratio=2.0, compress=24, squeeze=24,
-        alpha=0.01, overlap_ratio=0.5, unshuffle=1, image_residual=False,
+        alpha=0.01, overlap_ratio=0.5, unshuffle=1, image_residual=False, upsample_features=64, patch_norm=True,
     ),
 }

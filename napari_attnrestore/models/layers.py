@@ -18,7 +18,9 @@ from torch import nn
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
     """Pad a ``(B, C, H, W)`` tensor at the bottom/right to a multiple of ``multiple``.
 
-    Reflection is used where the image is large enough, replication otherwise.
+    Mirrored without repeating the edge (as numpy's ``reflect``), several times over when
+    the pad is longer than the image, so every padded pixel keeps its row and column
+    parity (a Bayer mosaic keeps its pattern); a 1-pixel-wide side is replicated.
 
     Returns
     -------
@@ -30,8 +32,15 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, 
     pw = (-w) % multiple
     if ph == 0 and pw == 0:
         return x, h, w
-    mode = "reflect" if (ph < h and pw < w) else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode), h, w
+    if h == 1 and ph:  # nothing to mirror along a single pixel
+        x, ph = F.pad(x, (0, 0, 0, ph), mode="replicate"), 0
+    if w == 1 and pw:
+        x, pw = F.pad(x, (0, pw, 0, 0), mode="replicate"), 0
+    while ph or pw:
+        step_h, step_w = min(ph, x.shape[-2] - 1), min(pw, x.shape[-1] - 1)
+        x = F.pad(x, (0, step_w, 0, step_h), mode="reflect")
+        ph, pw = ph - step_h, pw - step_w
+    return x, h, w
 
 
 def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
@@ -215,10 +224,12 @@ class RestorationHead(nn.Module):
     """Maps features back to an image for a task.
 
     ``scale == 1``: a 3x3 conv (preceded by pixel shuffle when the body ran at a
-    reduced resolution).  ``scale > 1``: conv + LeakyReLU, pixel-shuffle upsampler, conv.
+    reduced resolution).  ``scale > 1``: conv + LeakyReLU, pixel-shuffle upsampler, conv,
+    on ``features`` channels (the body's ``dim`` by default; SwinIR and HAT use 64).
     """
 
-    def __init__(self, dim: int, out_channels: int, scale: int = 1, unshuffle: int = 1) -> None:
+    def __init__(self, dim: int, out_channels: int, scale: int = 1, unshuffle: int = 1,
+                 features: int | None = None) -> None:
         super().__init__()
         self.scale = scale
         if scale == 1:
@@ -227,12 +238,12 @@ class RestorationHead(nn.Module):
                 nn.PixelShuffle(unshuffle) if unshuffle > 1 else nn.Identity(),
             )
         else:
-            up = scale * unshuffle
+            up, feat = scale * unshuffle, features or dim
             self.net = nn.Sequential(
-                nn.Conv2d(dim, dim, 3, padding=1),
+                nn.Conv2d(dim, feat, 3, padding=1),
                 nn.LeakyReLU(0.2, inplace=True),
-                Upsampler(up, dim),
-                nn.Conv2d(dim, out_channels, 3, padding=1),
+                Upsampler(up, feat),
+                nn.Conv2d(feat, out_channels, 3, padding=1),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -336,7 +347,9 @@ def run_as_rggb(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> 
     they sit on odd columns, so ``fn`` only ever sees RGGB mosaics; its output is mirrored
     back.  An even-sized mirror moves every colour to the other parity; an odd size is first
     padded by one reflected row/column, which keeps the Bayer pattern (and cropped after).
-    The result is exactly mirror-equivariant: a mirrored mosaic gives the mirrored output.
+    On even sizes the result is exactly mirror-equivariant (a mirrored mosaic gives the
+    mirrored output); mirroring an odd-sized mosaic keeps its pattern, so ``fn`` then sees
+    the mirrored picture and the output is only as equivariant as ``fn``.
     """
     h, w = x.shape[-2:]
     if h % 2 or w % 2:

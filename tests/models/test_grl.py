@@ -156,3 +156,19 @@ def test_canonical_bayer_grl_is_mirror_equivariant_and_ensembles_two_orientation
             y = net(z.flip(-1) if flip else z)
             every.append(torch.rot90(y.flip(-1) if flip else y, -k, (-2, -1)))
         torch.testing.assert_close(ens, torch.stack(every).mean(0), atol=1e-5, rtol=0)  # the mean of all 8
+
+
+@pytest.mark.parametrize("shape", [(33, 32), (32, 31)], ids=["odd-height", "odd-width"])
+def test_canonical_bayer_ensemble_of_an_odd_sized_mosaic_runs_all_eight(shape):
+    from napari_attnrestore.engine import model_handle as mh
+
+    torch.manual_seed(0)
+    net = GRL(4, 3, 1, **SMALL, unshuffle=2, image_residual="malvar", canonical_bayer=True).eval()
+    x = _mosaic_input(torch.rand(3, *shape, generator=torch.Generator().manual_seed(1)), "GBRG")
+    every = []
+    with torch.no_grad():
+        for k, flip in mh.DIHEDRAL:
+            z = torch.rot90(x, k, (-2, -1))
+            y = net(z.flip(-1) if flip else z)
+            every.append(torch.rot90(y.flip(-1) if flip else y, -k, (-2, -1)))
+        torch.testing.assert_close(mh.self_ensemble(net, x), torch.stack(every).mean(0), atol=1e-5, rtol=0)
