@@ -9,6 +9,7 @@ at the next chunk.
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 from collections.abc import Callable, Generator
@@ -65,6 +66,24 @@ def compute_in_memory(arr: Any, progress: Progress, cancel: threading.Event) -> 
 
 class JobError(Exception):
     """An error from the restoration job (torch's RuntimeErrors are re-raised as this)."""
+
+
+def surfacing_runtime_errors(gen_fn: Callable[..., JobGen]) -> Callable[..., JobGen]:
+    """``gen_fn`` with a RuntimeError leaving it re-raised as :class:`JobError`.
+
+    napari's worker reads a RuntimeError leaving its generator as "worker deleted" and never
+    emits errored/finished, so the widget would stay busy: torch raises RuntimeError for
+    many model errors, also while a model is set up (its shape probe) before any chunk runs.
+    """
+
+    @functools.wraps(gen_fn)
+    def wrapped(*args: Any, **kwargs: Any) -> JobGen:
+        try:
+            return (yield from gen_fn(*args, **kwargs))
+        except RuntimeError as err:
+            raise JobError(f"{type(err).__name__}: {err}") from err
+
+    return wrapped
 
 
 def run_with_progress(fn: Callable[[Progress], Any], cancel: threading.Event) -> JobGen:

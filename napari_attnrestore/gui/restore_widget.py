@@ -465,7 +465,8 @@ class RestoreWidget(Container):
     def _start(self, gen: Any, args: tuple, on_done: Any, desc: str) -> None:
         self._cancel = cancel = threading.Event()
         self._pbar = progress(total=0, desc=f"AttnRestore: {desc}")
-        worker = create_worker(gen, *args, cancel, _start_thread=False, _ignore_errors=True)
+        worker = create_worker(jobs.surfacing_runtime_errors(gen), *args, cancel, _start_thread=False,
+                               _ignore_errors=True)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda result: self._on_returned(result, on_done, desc))
         worker.errored.connect(self._on_error)

@@ -319,6 +319,21 @@ def test_torch_runtime_error_notifies_and_reenables(viewer, widget, qtbot, notif
     assert len(viewer.layers) == 1
 
 
+class _NeedsBigInput(nn.Module):
+    """A user's network without the engine's attributes whose shape probe fails in torch."""
+
+    def forward(self, x):
+        return x + nn.functional.avg_pool2d(x, 64).mean()  # RuntimeError below 64 x 64
+
+
+def test_torch_error_while_setting_up_the_model_notifies_and_reenables(viewer, widget, qtbot, notifications) -> None:
+    viewer.add_image(np.zeros((40, 48), np.uint8), name="img")
+    widget.add_model("needs 64 px", _NeedsBigInput())
+    run(qtbot, widget)  # it stayed busy for good: the error never reached the widget
+    assert_idle(widget)
+    assert any("RuntimeError" in str(n.message) for n in notifications)
+
+
 def test_task_options_visibility(viewer, widget) -> None:
     assert [c for c in widget._task.choices] == ["denoise", "sr", "demosaic", "inpaint"]
     widget.set_options(task="inpaint")
