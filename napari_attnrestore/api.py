@@ -5,7 +5,6 @@ Everything here is also what the CLI and the napari widgets call.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import uuid
@@ -113,10 +112,7 @@ def resolve_model(
         return model
     t = get_task(task)
     if isinstance(model, nn.Module):
-        # the engine puts its network in eval mode, freezes it and moves it to the device:
-        # the caller's module (perhaps still being trained) is left as it was
-        return ModelHandle(copy.deepcopy(model), device=device, precision=precision, compile=compile,
-                           ensemble=ensemble)
+        return ModelHandle(model, device=device, precision=precision, compile=compile, ensemble=ensemble)
     if model is None:
         model = f"default:{t.name}"
         if t.name == "sr" and scale is None:

@@ -1,9 +1,10 @@
-"""Running a chunk graph: progress per chunk, cancellation between chunks, schedulers."""
+"""Running a chunk graph: progress per chunk, cancellation between tile batches, schedulers."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dask
@@ -16,6 +17,29 @@ Progress = Callable[[int, int], None]
 
 class Cancelled(RuntimeError):
     """The job was cancelled; chunks already written stay and are recorded as done."""
+
+
+_CANCELS: dict[str, threading.Event] = {}
+
+
+@contextlib.contextmanager
+def cancellable(name: str, cancel: threading.Event | None) -> Iterator[None]:
+    """While in this block, the chunk tasks of graph ``name`` stop at their next tile batch
+    once ``cancel`` is set (the threaded scheduler starts several chunks at once, so
+    refusing new ones alone would let those run to the end)."""
+    if cancel is None:
+        yield
+        return
+    _CANCELS[name] = cancel
+    try:
+        yield
+    finally:
+        _CANCELS.pop(name, None)
+
+
+def cancel_event(name: str) -> threading.Event | None:
+    """The cancel event of graph ``name`` while it runs in this process (see :func:`cancellable`)."""
+    return _CANCELS.get(name)
 
 
 class _ChunkCallback(Callback):
@@ -74,7 +98,7 @@ def execute(
     kw: dict[str, Any] = {"scheduler": scheduler or "threads"}
     if num_workers:
         kw["num_workers"] = num_workers
-    with cb:
+    with cb, cancellable(name, cancel):
         return int(dask.compute(job, **kw)[0])
 
 

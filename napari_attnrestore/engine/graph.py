@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ import dask.array as da
 import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
+from .execute import cancel_event
 from .model_handle import ModelHandle
 from .normalize import Normalizer
 from .plan import Plan
@@ -139,7 +141,7 @@ def _to_output_grid(bad: np.ndarray, crop: tuple[int, int, int, int], scale: int
 
 def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[int, int, int, int],
                   lead: tuple[int, ...], crop: tuple[int, int, int, int], mask: np.ndarray | None = None,
-                  origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+                  origin: tuple[int, int] = (0, 0), cancel: threading.Event | None = None) -> np.ndarray:
     """Restore one chunk from its (unpadded) halo region; returns the output block.
 
     ``mask`` is the inpainting mask of the same region, ``origin`` the global (y, x) of the
@@ -165,7 +167,7 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
     if plan.task != "inpaint" and bad.any():  # inpainting fills them; other tasks return the fill value
         x = np.where(bad, np.float32(0.0), x)
     inp, holes = task_inputs(x, plan, mask, origin)
-    y = run_tiled_shrinking(inp, handle, plan)
+    y = run_tiled_shrinking(inp, handle, plan, cancel)  # raises Cancelled at a batch once ``cancel`` is set
     s = plan.scale
     cy0, cy1, cx0, cx1 = crop
     y = y[:, :, cy0 * s : cy1 * s, cx0 * s : cx1 * s]
@@ -180,7 +182,8 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
     return block.reshape((1,) * plan.nlead + block.shape)
 
 
-def run_tiled_shrinking(inp: np.ndarray, handle: ModelHandle, plan: Plan) -> np.ndarray:
+def run_tiled_shrinking(inp: np.ndarray, handle: ModelHandle, plan: Plan,
+                        cancel: threading.Event | None = None) -> np.ndarray:
     """:func:`run_tiled`, retried with half the batch, then half the tile, on out-of-memory.
 
     The job completes on a smaller device (or a busy one) instead of failing; the tile never
@@ -192,7 +195,7 @@ def run_tiled_shrinking(inp: np.ndarray, handle: ModelHandle, plan: Plan) -> np.
     while True:
         try:
             return run_tiled(inp, handle.infer, tile, plan.overlap, batch, plan.scale, infer_many=handle.infer_many,
-                             full_batches=handle.compile)
+                             full_batches=handle.compile, cancel=cancel)
         except torch.OutOfMemoryError:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -206,9 +209,9 @@ def run_tiled_shrinking(inp: np.ndarray, handle: ModelHandle, plan: Plan) -> np.
             log.warning("out of memory: retrying this chunk with tile %d, batch %d", tile, batch)
 
 
-def _chunk_task(handle, plan, raw, mask, pads, crop, origin, lead, sink, index):
+def _chunk_task(handle, plan, raw, mask, pads, crop, origin, lead, sink, index, name):
     """One output chunk: ``raw`` and ``mask`` arrive already read (nested tasks)."""
-    block = compute_chunk(handle, plan, raw, pads, lead, crop, mask, origin)
+    block = compute_chunk(handle, plan, raw, pads, lead, crop, mask, origin, cancel=cancel_event(name))
     return sink(block, index) if sink is not None else block
 
 
@@ -280,7 +283,7 @@ def build_graph(
             mregion = region if mask_per_plane else plan.clipped((), window)
             mask_arg = _region_reader(mask_src, keys["mask"], mregion, False, None)
         dsk[(name, *index)] = (_chunk_task, handle_key, plan, raw, mask_arg, pads, crop, (window[0], window[2]),
-                               lead, sink, index)
+                               lead, sink, index, name)
     return dsk, name, deps
 
 

@@ -164,9 +164,9 @@ class ModelHandle:
             if hit is None:
                 dev = resolve_device(self.device)
                 dtype = resolve_precision(self.precision, dev, self.info.half_safe)
+                # eval mode, as any inference; the parameters are not frozen (forward passes
+                # run under inference_mode), so a caller's module can go on training
                 mod = self.module.to(dev).eval()
-                for p in mod.parameters():
-                    p.requires_grad_(False)
                 hit = (mod, threading.Lock(), dev, dtype)
                 _CACHE[self.key] = hit
         return hit

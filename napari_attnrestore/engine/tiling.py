@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
+
+from .execute import Cancelled
 
 
 def round_up(n: int, m: int) -> int:
@@ -57,6 +60,7 @@ def run_tiled(
     scale: int = 1,
     infer_many: Callable[[Iterator[np.ndarray]], Iterator[np.ndarray]] | None = None,
     full_batches: bool = False,
+    cancel: threading.Event | None = None,
 ) -> np.ndarray:
     """Restore ``region`` ``(P, C, H, W)`` tile by tile and blend the overlaps.
 
@@ -66,6 +70,8 @@ def run_tiled(
     batch is cut, and the previous result blended, while the device computes.
     ``full_batches`` pads the last batch with blank tiles to ``batch`` tiles, so that every
     forward pass has the same shape (a compiled network then compiles once).
+    Once ``cancel`` is set, :class:`~napari_attnrestore.engine.execute.Cancelled` is raised
+    before the next batch.
     """
     p, _, h, w = region.shape
     th, tw = min(tile, h), min(tile, w)
@@ -82,6 +88,8 @@ def run_tiled(
     groups = [jobs[b0 : b0 + batch] for b0 in range(0, len(jobs), batch)]
 
     def cut(group: list[tuple[int, int, int]]) -> np.ndarray:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled")
         tiles = np.stack([region[i, :, y : y + th, x : x + tw] for i, y, x in group])
         if full_batches and len(group) < batch:
             tiles = np.concatenate([tiles, np.zeros((batch - len(group), *tiles.shape[1:]), tiles.dtype)])

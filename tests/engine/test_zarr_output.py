@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -174,6 +175,34 @@ def test_cancel_leaves_valid_partial_store(tmp_path, rng):
     assert 3 <= len(done_chunks(dst)) < 16
     ar.restore_to_zarr(img, dst, model=Box3(), chunks=32, pyramid=False, resume=True)
     assert job_state(dst)["status"] == "complete"
+
+
+_CANCEL = threading.Event()
+_AFTER_CANCEL: list = []  # module state: the engine runs its own copy of a given module
+
+
+class _CountingBox3(Box3):
+    """Box3 that counts its forward passes once the job is cancelled."""
+
+    def forward(self, x):
+        if _CANCEL.is_set():
+            _AFTER_CANCEL.append(1)
+        time.sleep(0.01)  # slow enough that the other chunks are under way when one is done
+        return super().forward(x)
+
+
+def test_cancel_stops_every_running_chunk_at_its_next_tile_batch(tmp_path, rng):
+    img = rng.random((96, 96)).astype(np.float32)
+    cancel, net = _CANCEL, _CountingBox3()
+    cancel.clear()
+    _AFTER_CANCEL.clear()
+    with pytest.raises(Cancelled):
+        # 9 chunks of 32 px in 16 px tiles, one per batch: 4 workers start 4 chunks at once
+        ar.restore_to_zarr(img, tmp_path / "c.zarr", model=net, chunks=32, tile=16, overlap=4, batch=1,
+                           pyramid=False, progress=lambda done, total: cancel.set(), cancel=cancel, num_workers=4)
+    assert job_state(tmp_path / "c.zarr")["status"] == "failed"
+    assert len(done_chunks(tmp_path / "c.zarr")) < 9
+    assert len(_AFTER_CANCEL) <= 4  # at most the batch each running chunk was in (a chunk has 9 batches)
 
 
 def test_pyramid_levels(tmp_path, rng):
