@@ -24,6 +24,8 @@ from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
+from ..io import guess_axes
+from ..io.napari_hooks import layer_units
 from . import jobs, session_models
 from .geometry import channel_axis_of, level0, preview_crop, sr_geometry
 from .widgets import auto_spin_box
@@ -550,6 +552,8 @@ class RestoreWidget(Container):
         meta["attnrestore"] = {"source_layer": layer.name, **extra}
         kw: dict[str, Any] = {"name": name, "scale": scale, "translate": translate, "metadata": meta,
                               "rgb": rgb, "blending": layer.blending}
+        if getattr(layer, "units", None) is not None:  # one layer without units hides every scale bar unit
+            kw["units"] = layer.units
         if not rgb:
             kw["colormap"] = layer.colormap.name
             if np.dtype(level0(data).dtype) == np.dtype(level0(layer.data).dtype):
@@ -570,8 +574,10 @@ def layer_meta(layer: Image, data: Any) -> dict[str, Any]:
     axes = layer.metadata.get("axes")
     if isinstance(axes, str) and len(axes) == data.ndim:
         meta["axes"] = axes
-    if layer.metadata.get("units"):
-        meta["units"] = dict(layer.metadata["units"])
+    axes = meta.get("axes") or guess_axes(data.shape, rgb=bool(layer.rgb))[0]
+    units = layer_units({"metadata": layer.metadata, "units": getattr(layer, "units", None)}, axes, bool(layer.rgb))
+    if units:  # from our reader's metadata, else napari's layer units
+        meta["units"] = units
     path = layer.metadata.get("path") or getattr(layer.source, "path", None)
     if path:
         meta["path"] = str(path)

@@ -18,7 +18,7 @@ from .images import ImageData, guess_axes, open_image
 from .ome_zarr import write_ome_zarr
 from .tiff import write_tiff
 
-__all__ = ["layer_data", "level0", "napari_get_reader", "read_images", "write_ome_zarr_layer", "write_tiff_layer"]
+__all__ = ["layer_data", "layer_units", "level0", "napari_get_reader", "read_images", "write_ome_zarr_layer", "write_tiff_layer"]
 
 LayerData = tuple[Any, dict, str]
 logger = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def _layer_geometry(meta: dict, axes: str, rgb: bool, key: str, default: float) 
     return values + ([default] if rgb else [])
 
 
-def _layer_units(meta: dict, axes: str, rgb: bool) -> dict[str, str]:
+def layer_units(meta: dict, axes: str, rgb: bool) -> dict[str, str]:
     """Units per axis letter: from our reader's metadata, else from napari's layer ``units``
     (one per layer axis, none for RGB; ``pixel`` where none was set)."""
     units = (meta.get("metadata") or {}).get("units") or {}
@@ -142,7 +142,7 @@ def _layer_output(data: Any, meta: dict) -> tuple[Any, str, dict[str, Any]]:
     return arr, axes, {
         "scale": _layer_geometry(meta, axes, rgb, "scale", 1.0),
         "translate": _layer_geometry(meta, axes, rgb, "translate", 0.0),
-        "units": _layer_units(meta, axes, rgb) or None,
+        "units": layer_units(meta, axes, rgb) or None,
     }
 
 

@@ -301,6 +301,20 @@ def test_zarr_output_keeps_the_layer_geometry_and_units(viewer, widget, qtbot, u
     assert out.units == units
 
 
+def test_napari_units_reach_the_result_layer_and_the_zarr(viewer, widget, qtbot, upsampler, tmp_path) -> None:
+    from napari_attnrestore.io import open_image
+
+    viewer.add_image(np.zeros((32, 40), np.uint8), name="um", scale=(0.5, 0.5), units=("um", "um"))
+    widget.add_model("up", upsampler)
+    run(qtbot, widget)
+    result = [lyr for lyr in viewer.layers if lyr.name != "um"][0]
+    assert [str(u) for u in result.units] == ["micrometer", "micrometer"]  # was pixel: the scale bar lost its unit
+    dst = tmp_path / "um.ome.zarr"
+    widget.set_options(output="zarr file", zarr=str(dst))
+    run(qtbot, widget)
+    assert open_image(dst).units == {"y": "micrometer", "x": "micrometer"}
+
+
 class _TorchFailure(nn.Module):
     """Fails inside the forward pass the way torch does (RuntimeError, e.g. out of memory)."""
 
