@@ -103,7 +103,27 @@ def _layer_axes(shape: Sequence[int], meta: dict) -> tuple[str, bool]:
         if rgb and not axes.endswith("c"):
             return guess_axes(shape, rgb=True)
         return axes, rgb
-    return guess_axes(shape, rgb=rgb if ndim >= 3 and shape[-1] in (3, 4) else False)
+    guessed, rgb = guess_axes(shape, rgb=rgb if ndim >= 3 and shape[-1] in (3, 4) else False)
+    return _time_axis_by_unit(guessed, rgb, meta.get("units")), rgb
+
+
+_TIME_UNITS = {"second", "millisecond", "microsecond", "nanosecond", "minute", "hour", "day", "s", "ms", "min", "h"}
+
+
+def _time_axis_by_unit(axes: str, rgb: bool, units: Any) -> str:
+    """Guessed axes with the one leading axis napari gives a time unit named ``t`` (a
+    ``tyx`` layer is otherwise guessed ``zyx``, and would be written as space in seconds)."""
+    lead = axes[:-3] if rgb else axes[:-2]
+    names = [str(u) for u in (units or ())]
+    if not lead or len(names) != len(axes) - int(rgb):
+        return axes
+    timed = [i for i in range(len(lead)) if names[i] in _TIME_UNITS]
+    if len(timed) != 1:
+        return axes
+    others = [ax for ax in lead if ax != "t"]
+    others = (others + [ax for ax in "zc" if ax not in others])[: len(lead) - 1]
+    new_lead = [*others[:timed[0]], "t", *others[timed[0]:]]
+    return "".join(new_lead) + axes[len(lead):]
 
 
 def _layer_geometry(meta: dict, axes: str, rgb: bool, key: str, default: float) -> list[float]:

@@ -307,7 +307,7 @@ def test_napari_units_reach_the_result_layer_and_the_zarr(viewer, widget, qtbot,
     viewer.add_image(np.zeros((32, 40), np.uint8), name="um", scale=(0.5, 0.5), units=("um", "um"))
     widget.add_model("up", upsampler)
     run(qtbot, widget)
-    result = [lyr for lyr in viewer.layers if lyr.name != "um"][0]
+    result = next(lyr for lyr in viewer.layers if lyr.name != "um")
     assert [str(u) for u in result.units] == ["micrometer", "micrometer"]  # was pixel: the scale bar lost its unit
     dst = tmp_path / "um.ome.zarr"
     widget.set_options(output="zarr file", zarr=str(dst))

@@ -188,3 +188,11 @@ def test_tiff_writer_keeps_a_geotiff_layers_georeference(tmp_path):
     src, out = open_image(tmp_path / "geo.tif"), open_image(tmp_path / "out.tif")
     assert out.translate == pytest.approx(src.translate) and out.units == {"x": "meter", "y": "meter"}
     assert out.meta["nodata"] == 65535
+
+
+def test_writer_names_the_axis_napari_gives_a_time_unit_t(tmp_path):
+    meta = {"scale": (5.0, 0.5, 0.25), "units": ("second", "micrometer", "micrometer"), "metadata": {}}
+    write_ome_zarr_layer(str(tmp_path / "movie.ome.zarr"), np.zeros((3, 16, 16), np.uint8), meta)
+    im = open_image(tmp_path / "movie.ome.zarr")
+    assert im.axes == "tyx" and im.units["t"] == "second"  # was a z axis of type space in seconds
+    assert im.scale == pytest.approx((5.0, 0.5, 0.25))
