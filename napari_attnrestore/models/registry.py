@@ -42,7 +42,7 @@ def list_architectures() -> list[str]:
 def get_architecture(name: str) -> Architecture:
     """Look up an architecture by name, with a clear error for unknown names."""
     try:
-        return _REGISTRY[name.lower()]
+        return _REGISTRY[str(name).lower()]
     except KeyError:
         raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(list_architectures())}") from None
 
@@ -50,7 +50,7 @@ def get_architecture(name: str) -> Architecture:
 def build_model(
     name: str,
     task: str = "denoise",
-    scale: int = 1,
+    scale: int | None = None,
     in_channels: int | None = None,
     out_channels: int | None = None,
     preset: str = "tiny",
@@ -58,8 +58,9 @@ def build_model(
 ) -> nn.Module:
     """Build an untrained network for ``task``.
 
-    Channel counts default to the task's (see :mod:`napari_attnrestore.tasks`); keyword
-    arguments override the preset's configuration.
+    Channel counts default to the task's (see :mod:`napari_attnrestore.tasks`), ``scale``
+    to its first (1, or 2 for super-resolution); keyword arguments override the preset's
+    configuration.
     """
     from ..tasks import get_task
 

@@ -80,3 +80,11 @@ def test_eval_is_deterministic(arch):
     x = torch.rand(1, 1, 40, 40)
     with torch.no_grad():
         assert torch.equal(m(x), m(x))
+
+
+def test_build_model_defaults_to_the_tasks_first_scale_and_names_bad_architectures():
+    from napari_attnrestore.models import build_model
+
+    assert build_model("hat", task="sr").scale == 2  # was refused: "supports scale 2, 4, not 1"
+    with pytest.raises(ValueError, match="unknown architecture None"):
+        get_architecture(None)
