@@ -341,6 +341,15 @@ class RestoreWidget(Container):
                 f"mask layer {mask_layer.name!r} has shape {shape} but the input {layer.name!r} has "
                 f"(Y, X) = {spatial[-2:]}; the mask must have the same Y, X size (or the input's shape {spatial})"
             )
+        if isinstance(mask_layer, Labels):  # used pixel for pixel: it must lie on the image's pixels
+            n = len(shape)
+            ours = (tuple(layer.scale[-n:]), tuple(layer.translate[-n:]))
+            theirs = (tuple(mask_layer.scale[-n:]), tuple(mask_layer.translate[-n:]))
+            if not np.allclose(np.array(ours, dtype=float), np.array(theirs, dtype=float)):
+                raise ValueError(
+                    f"mask layer {mask_layer.name!r} lies elsewhere than the input {layer.name!r} (scale, translate "
+                    f"{theirs} against {ours}); the mask is read pixel for pixel, so give it the input's geometry"
+                )
         return mask
 
     # ------------------------------------------------------------------ actions

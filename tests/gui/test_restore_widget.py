@@ -407,6 +407,17 @@ def test_inpaint_mask_of_wrong_size_is_an_error(viewer, widget, notifications) -
     assert len(viewer.layers) == 2
 
 
+def test_inpaint_labels_mask_elsewhere_in_the_world_is_an_error(viewer, widget, notifications) -> None:
+    viewer.add_image(np.zeros((32, 32), np.float32), name="img", scale=(0.5, 0.5))
+    viewer.add_labels(np.zeros((32, 32), np.uint8), name="coarse")  # same shape, twice the pixel size
+    widget.add_model("fill", FillHalf())
+    widget.set_options(input=viewer.layers["img"], mask=viewer.layers["coarse"])
+    widget.run()
+    assert_idle(widget)
+    assert any("coarse" in str(n.message) and "lies elsewhere" in str(n.message) for n in notifications)
+    assert len(viewer.layers) == 2
+
+
 def test_demosaic_gives_rgb_layer(viewer, widget, qtbot, notifications) -> None:
     from napari_attnrestore.tasks.demosaic import mosaic
 
