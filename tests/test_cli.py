@@ -130,3 +130,20 @@ def test_geotiff_input_gives_a_geotiff_with_its_georeference_and_nodata(tmp_path
     assert res.scale == src.scale and res.translate == pytest.approx(src.translate) and res.units == src.units
     assert res.meta["nodata"] == 0 and (np.asarray(res.data[:])[:, 20:23] == 0).all()
     assert res.meta["geotiff"]["geokeys"]["GTModelTypeGeoKey"] == "Projected"
+
+
+def test_geotiff_restored_to_zarr_saves_as_a_geotiff_again(tmp_path, tiny_checkpoint):
+    from napari_attnrestore.io import open_image
+    from napari_attnrestore.io.napari_hooks import napari_get_reader, write_tiff_layer
+
+    keys = (1, 1, 0, 2, 1024, 0, 1, 1, 3076, 0, 1, 9001)
+    tifffile.imwrite(tmp_path / "scene.tif", np.full((32, 40), 7, np.uint8), extratags=[
+        (33550, "d", 3, (30.0, 30.0, 0.0), False), (33922, "d", 6, (0, 0, 0, 5e5, 4e6, 0), False),
+        (34735, "H", len(keys), keys, False), (42113, "s", 0, "0", False)])
+    store = tmp_path / "den.ome.zarr"
+    assert main(["restore", str(tmp_path / "scene.tif"), str(store), "--weights", str(tiny_checkpoint), "-q"]) == 0
+    ((data, kwargs, _),) = napari_get_reader(str(store))(None)
+    write_tiff_layer(str(tmp_path / "den.tif"), data, kwargs)
+    src, out = open_image(tmp_path / "scene.tif"), open_image(tmp_path / "den.tif")
+    assert out.translate == pytest.approx(src.translate) and out.meta["nodata"] == 0
+    assert out.meta["geotiff"]["geokeys"]["GTModelTypeGeoKey"] == "Projected"

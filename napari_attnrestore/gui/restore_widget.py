@@ -590,6 +590,9 @@ def layer_meta(layer: Image, data: Any) -> dict[str, Any]:
     path = layer.metadata.get("path") or getattr(layer.source, "path", None)
     if path:
         meta["path"] = str(path)
+    for key in ("geotiff", "nodata"):  # a GeoTIFF's, kept in the store
+        if layer.metadata.get(key) is not None:
+            meta[key] = layer.metadata[key]
     return meta
 
 
