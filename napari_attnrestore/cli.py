@@ -142,6 +142,11 @@ def cmd_models(a: argparse.Namespace) -> int:
 def cmd_train(a: argparse.Namespace) -> int:
     import napari_attnrestore as ar
 
+    if a.self_supervised and a.clean:
+        raise UserError("--self-supervised trains without clean images; drop --clean, or drop --self-supervised to train paired")
+    if a.mode and ((a.self_supervised and a.mode != "self-supervised") or (a.clean and a.mode != "paired")):
+        given = "--self-supervised" if a.self_supervised else "--clean"
+        raise UserError(f"--mode {a.mode} contradicts {given}; give one of them")
     mode = "self-supervised" if a.self_supervised else ("paired" if a.clean else a.mode)
     out = Path(a.out)
     if out.suffix != ".safetensors":
@@ -321,7 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(a.func(a) or 0)
     except KeyboardInterrupt:
-        print("attnrestore: interrupted; a .zarr output can be continued with --resume", file=sys.stderr)
+        if a.command == "train":
+            hint = (f"the training state is saved in {a.state}; the same command continues it" if a.state
+                    else "nothing was saved; pass --state FILE to make a training resumable")
+        else:
+            hint = "a .zarr output can be continued with --resume"
+        print(f"attnrestore: interrupted; {hint}", file=sys.stderr)
         return 130
     except _user_errors() as e:
         if os.environ.get("ATTNRESTORE_DEBUG"):

@@ -450,6 +450,7 @@ class TrainWidget(Container):
     def save(self, path: str | Path | None = None) -> Path | None:
         """Write the last trained model (``.safetensors`` + ``.json``) to ``path`` or the chosen file."""
         import napari_attnrestore as ar
+        from napari_attnrestore.training.checkpoint import checkpoint_path
 
         try:
             if self.model is None:
@@ -457,7 +458,7 @@ class TrainWidget(Container):
             target = path if path is not None else self._checkpoint.value
             if target is None or str(target) in ("", "."):
                 raise ValueError("choose a file to save the checkpoint to")
-            target = Path(target).expanduser().with_suffix(".safetensors")
+            target = checkpoint_path(Path(target).expanduser())
             model = self.model
             if any(p.device.type != "cpu" for p in model.parameters()):
                 model = copy.deepcopy(model)  # save_model moves to the CPU: leave the session model in place

@@ -35,6 +35,13 @@ def model_config(model: nn.Module) -> dict[str, Any]:
     }
 
 
+def checkpoint_path(path: str | os.PathLike) -> Path:
+    """``path`` ending in ``.safetensors``: the suffix is added, never put in place of a part of
+    the name (``denoise_v1.5`` becomes ``denoise_v1.5.safetensors``, not ``denoise_v1``)."""
+    p = Path(path)
+    return p if p.suffix == ".safetensors" else p.with_name(p.name + ".safetensors")
+
+
 def save_checkpoint(
     model: nn.Module,
     path: str | os.PathLike,
@@ -48,7 +55,7 @@ def save_checkpoint(
     """
     from safetensors.torch import save_file
 
-    path = Path(path).with_suffix(".safetensors")
+    path = checkpoint_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {}
     for k, v in model.state_dict().items():

@@ -141,7 +141,7 @@ def train(
     from ..tasks import get_task
 
     t = get_task(task)
-    scale = t.check_scale(scale)
+    asked_scale, scale = scale, t.check_scale(scale)
     if steps < 1 or batch < 1:
         raise ValueError(f"steps and batch must be at least 1 (got steps {steps}, batch {batch})")
     imgs = _as_list(images)
@@ -161,6 +161,11 @@ def train(
         raise ValueError(f"cfa (a Bayer pattern) is for demosaicing, not {t.name}")
     if mode == "paired" and t.name == "inpaint":
         raise ValueError("inpainting trains self-supervised on gapped images or synthetic on clean ones, not paired")
+    if mode == "paired" and t.name == "sr":
+        raise ValueError("super-resolution trains on high-resolution images, downsampled to make the inputs "
+                         "(mode 'synthetic'); give them as images, without clean counterparts")
+    if cleans and mode != "paired":
+        raise ValueError(f"clean images are for paired training; mode {mode!r} does not use them")
     if mode == "paired" and len(cleans) != len(imgs):
         raise ValueError(f"paired training needs one clean image per input ({len(imgs)} inputs, {len(cleans)} clean)")
 
@@ -169,9 +174,10 @@ def train(
     elif model is not None:
         from ..api import load_model
 
-        net = load_model(model, task=t.name, scale=scale if t.name == "sr" else None)
+        net = load_model(model, task=t.name, scale=asked_scale if t.name == "sr" else None)
     else:
         net = build_model(arch, task=t.name, scale=scale, preset=preset, **(config or {}))
+    scale = _check_trainable(net, t, asked_scale, scale)
     dev = resolve_device(device)
     cfg = TrainConfig(steps=steps, batch=batch, lr=lr, min_lr=lr / 100, warmup=min(100, steps // 10),
                       seed=seed, log_every=log_every, checkpoint_every=max(50, steps // 10), compile=compile,
@@ -203,17 +209,13 @@ def train(
         def make_pair(x, gen):
             return mosaicked(x, gen, patterns=patterns)
     elif t.name == "inpaint":
-        sampler = PatchSampler(_planes(imgs, nodata=nodata, keep_gaps=mode == "self-supervised"), patch, seed=seed)
+        # the image's own gaps (NaN, nodata) stay holes without a target in both modes: read as
+        # 0 they would be scored as truth, and the network would learn to paint gaps black
+        sampler = PatchSampler(_planes(imgs, nodata=nodata, keep_gaps=True), patch, seed=seed)
         loss_fn = hole_loss(LOSSES[cfg.loss])
-        if mode == "self-supervised":
 
-            def make_pair(x, gen):
-                return hide_known(x, gen)
-        else:
-            from ..tasks.inpaint import make_training_pair as holes
-
-            def make_pair(x, gen):
-                return holes(x, gen)
+        def make_pair(x, gen):
+            return hide_known(x, gen)
     else:
         sampler = PatchSampler(_planes(imgs), patch, seed=seed)
         if mode == "self-supervised":
@@ -247,6 +249,22 @@ def train(
                 t.name, mode, ev.step, patch, lr, precision, cfa=cfa, init=init, nodata=nodata,
                 method=method if mode == "self-supervised" and t.name == "denoise" else None)
         yield ev
+
+
+
+def _check_trainable(net: nn.Module, t: Any, asked_scale: int | None, scale: int) -> int:
+    """The scale to train ``net`` at for task ``t``; a ValueError when the network cannot do the task."""
+    own = int(getattr(net, "scale", 1) or 1)
+    if t.name == "sr" and asked_scale is None and own in t.scales:
+        scale = own  # a given x4 network trains at x4
+    want = scale if t.name == "sr" else 1
+    if own != want:
+        needs = f"a x{want} model" if want > 1 else "a model that keeps the image size"
+        raise ValueError(f"the model upscales x{own}; {t.name}{f' x{want}' if want > 1 else ''} needs {needs}")
+    cin = getattr(net, "in_channels", None)
+    if cin is not None and int(cin) != t.in_channels:
+        raise ValueError(f"the model takes {cin} input channels; {t.name} feeds {t.in_channels}")
+    return scale
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, task: str, card: dict[str, Any] | None = None) -> Path:

@@ -54,3 +54,9 @@ def test_corrupt_safetensors(tmp_path, tiny_checkpoint):
     tiny_checkpoint.with_suffix(".json").rename(bad.with_suffix(".json"))
     with pytest.raises(CheckpointError, match=r"bad\.safetensors"):
         load_checkpoint(bad)
+
+
+def test_a_dot_in_the_name_is_kept(tmp_path, tiny_hat):
+    out = ar.save_model(tiny_hat, tmp_path / "denoise_v1.5", task="denoise")
+    assert out.name == "denoise_v1.5.safetensors" and (tmp_path / "denoise_v1.5.json").exists()
+    assert load_checkpoint(out, task="denoise") is not None  # was written as denoise_v1.safetensors

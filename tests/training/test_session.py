@@ -259,3 +259,58 @@ def test_a_trained_model_can_be_trained_again(rng):
     assert again.card["training"]["init"] == "a HAT module" and "as a whole" in again.card["normalization"]
     tuned = train_to_end(ar.train(noisy, model="default:denoise", steps=1, batch=1, patch=32))
     assert tuned.card["training"]["init"] == ar.zoo.defaults()["denoise"]  # the card names its starting point
+
+
+def test_training_refuses_what_it_cannot_learn(rng):
+    imgs = (rng.random((48, 48)) * 255).astype(np.uint8)
+    with pytest.raises(ValueError, match="super-resolution trains on high-resolution images"):
+        next(ar.train(imgs, task="sr", clean=imgs, steps=1, patch=32))  # crashed in the loss
+    with pytest.raises(ValueError, match="mode 'self-supervised' does not use them"):
+        next(ar.train(imgs, mode="self-supervised", clean=imgs, steps=1, patch=32))
+    sr4 = ar.build_model("hat", "sr", scale=4, **SMALL)
+    with pytest.raises(ValueError, match="the model upscales x4; denoise needs a model that keeps the image size"):
+        next(ar.train(imgs, task="denoise", model=sr4, steps=1, patch=32))
+    with pytest.raises(ValueError, match="the model takes 1 input channels; inpaint feeds 2"):
+        next(ar.train(imgs, task="inpaint", model=ar.build_model("hat", "denoise", **SMALL), steps=1, patch=32))
+    events = list(ar.train(imgs, task="sr", model=sr4, steps=1, batch=1, patch=32))  # no scale: the model's x4
+    assert events[-1].model is not None and events[-1].model.scale == 4
+
+
+def test_synthetic_inpainting_keeps_the_images_own_gaps_unscored(rng, monkeypatch):
+    from napari_attnrestore.training import session
+
+    seen = []
+
+    def spy(x, gen, **kw):
+        out = hide_known(x, gen, **kw)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(session, "hide_known", spy)
+    img = rng.random((64, 64)).astype(np.float32)
+    img[:, 24:40] = np.nan  # a gap band the synthetic masks come on top of
+    train_to_end(ar.train(img, task="inpaint", mode="synthetic", steps=2, batch=2, patch=32, **{"config": SMALL}))
+    inp, target = seen[0]
+    gaps = ~torch.isfinite(target)
+    assert gaps.any() and bool((inp[:, -1:][gaps] > 0.5).all())  # marked holes, never scored as 0-valued truth
+
+
+def test_cli_refuses_contradicting_training_modes(tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((40, 40), np.uint8))
+    base = ["train", str(tmp_path / "a.tif"), "--out", str(tmp_path / "m.safetensors"), "--steps", "1"]
+    assert main([*base, "--self-supervised", "--clean", str(tmp_path / "a.tif")]) == 2
+    assert "--self-supervised trains without clean images" in capsys.readouterr().err
+    assert main([*base, "--mode", "synthetic", "--clean", str(tmp_path / "a.tif")]) == 2
+    assert "--mode synthetic contradicts --clean" in capsys.readouterr().err
+
+
+def test_interrupted_training_says_how_to_continue(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ar, "train", interrupted)
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((40, 40), np.uint8))
+    args = ["train", str(tmp_path / "a.tif"), "--out", str(tmp_path / "m.safetensors")]
+    assert main([*args, "--state", str(tmp_path / "s.pt")]) == 130
+    assert f"the training state is saved in {tmp_path / 's.pt'}" in capsys.readouterr().err
+    assert main(args) == 130 and "pass --state FILE" in capsys.readouterr().err
