@@ -161,6 +161,7 @@ def fit(
     sampler_state: tuple[Callable[[], dict], Callable[[dict], None]] | None = None,
     device: str | torch.device = "cpu",
     loss_fn: Callable[..., torch.Tensor] | None = None,
+    objective: str | None = None,
 ) -> Iterator[TrainEvent]:
     """Train ``model`` and yield a :class:`TrainEvent` every ``cfg.log_every`` steps.
 
@@ -170,7 +171,10 @@ def fit(
     With ``state_path``, the full training state (weights, EMA, optimizer, step, random
     generators: the pair maker's, the sampler's, the loss's ``gen`` and torch's global CPU
     and CUDA ones) is saved every ``cfg.checkpoint_every`` steps and at the end, and
-    training resumes from it when the file exists.  Closing the generator stops training.
+    training resumes from it when the file exists.  ``objective`` (e.g. ``"denoise:
+    self-supervised:sure"``) is saved with the state, and a state saved for another objective
+    is refused rather than continued with a different loss.  Closing the generator stops
+    training.
     """
     device = torch.device(device)
     if cfg.precision not in PRECISIONS:
@@ -189,6 +193,11 @@ def fit(
     loss_gen = loss_gen if isinstance(loss_gen, torch.Generator) else None
     if state_path and state_path.exists():
         st = load_training_state(state_path, model, ema.model, opt, gen)
+        if objective and st.get("objective") and st["objective"] != objective:
+            from .checkpoint import CheckpointError
+
+            raise CheckpointError(f"{state_path}: cannot resume: this training state is for {st['objective']}, "
+                                  f"not {objective}; pass a new state path to start again")
         step, history, prior_elapsed = st["step"], list(st["history"]), st["elapsed"]
         if sampler_state and st.get("sampler") is not None:
             sampler_state[1](st["sampler"])
@@ -206,6 +215,7 @@ def fit(
         state_path.parent.mkdir(parents=True, exist_ok=True)
         st = training_state(model, ema.model, opt, gen, step, history, prior_elapsed + time.perf_counter() - t0, cfg,
                             sampler=sampler_state[0]() if sampler_state else None, loss_gen=loss_gen, device=device)
+        st["objective"] = objective
         tmp = state_path.with_suffix(".tmp")
         torch.save(st, tmp)
         tmp.replace(state_path)

@@ -235,8 +235,12 @@ def train(
 
     if t.name == "sr" and patch % scale:
         raise ValueError(f"patch ({patch}) must be a multiple of the scale ({scale})")
+    # what the state learns: resuming it with another objective would switch losses mid-run
+    objective = t.name if t.name == "inpaint" else f"{t.name}:{mode}"  # inpainting: one objective in both modes
+    if t.name == "denoise" and mode == "self-supervised":
+        objective += f":{method}"
     events = fit(net, sampler.sample, make_pair, cfg, state_path=state_path,
-                 sampler_state=(sampler.state, sampler.set_state), device=dev, loss_fn=loss_fn)
+                 sampler_state=(sampler.state, sampler.set_state), device=dev, loss_fn=loss_fn, objective=objective)
     init = None  # what it was fine-tuned from: a weight's name, or a module that was trained before
     if isinstance(model, nn.Module):
         card = getattr(model, "card", None)

@@ -314,3 +314,14 @@ def test_interrupted_training_says_how_to_continue(tmp_path, capsys, monkeypatch
     assert main([*args, "--state", str(tmp_path / "s.pt")]) == 130
     assert f"the training state is saved in {tmp_path / 's.pt'}" in capsys.readouterr().err
     assert main(args) == 130 and "pass --state FILE" in capsys.readouterr().err
+
+
+def test_a_training_state_is_not_resumed_with_another_objective(rng, tmp_path):
+    from napari_attnrestore.training import CheckpointError
+
+    noisy, _ = _noisy(rng, n=1, size=64)
+    kw = dict(steps=2, batch=2, patch=32, config=SMALL, state_path=tmp_path / "s.pt")
+    train_to_end(ar.train(noisy, method="neighbor2neighbor", **kw))
+    with pytest.raises(CheckpointError, match="is for denoise:self-supervised:neighbor2neighbor, not "
+                                              "denoise:self-supervised:blind-spot"):
+        train_to_end(ar.train(noisy, method="blind-spot", **{**kw, "steps": 4}))
