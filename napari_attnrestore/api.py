@@ -364,6 +364,7 @@ def restore_to_zarr(
     from .engine.execute import execute
     from .engine.store import STATE_DIR, ZarrSink, data_identity, job_fingerprint, prepare_store, set_job_state
     from .io import create_ome_zarr
+    from .io.geotiff import carried
 
     if resume and tile == AUTO:  # a resumed job keeps the tile it started with (free memory may differ now)
         from .engine.store import job_state
@@ -380,13 +381,10 @@ def restore_to_zarr(
                          mask_id=data_identity(mask) if mask is not None else None)
     chunk_shape = tuple(c[0] for c in plan.out_chunks)
 
-    # a GeoTIFF's georeference and nodata ride along, so the store saves as a GeoTIFF again
-    carried = {key: meta[key] for key in ("geotiff", "nodata") if meta.get(key) is not None}
-
     def create() -> None:
         create_ome_zarr(dst, plan.out_shape, np.dtype(plan.out_dtype), chunk_shape, geom["axes"], scale=geom["scale"],
                         translate=geom["translate"], units=geom["units"], name=meta.get("name"), overwrite=False,
-                        extra_attrs=carried)
+                        extra_attrs=carried(meta))  # a GeoTIFF's, so the store saves as a GeoTIFF again
 
     inputs = [str(v) for v in (x, mask, meta.get("path")) if isinstance(v, (str, os.PathLike))]
     done = prepare_store(dst, plan, fp, create, overwrite=overwrite, resume=resume, inputs=inputs)

@@ -90,7 +90,8 @@ def run_with_progress(fn: Callable[[Progress], Any], cancel: threading.Event) ->
     """Run ``fn(progress)`` in a helper thread, yielding its ``(done, total)`` reports.
 
     Returns ``fn``'s :class:`JobResult`; :class:`Cancelled` becomes a result with
-    ``cancelled=True``; other errors are re-raised here.  If the generator is closed
+    ``cancelled=True``; other errors are re-raised here (run it under
+    :func:`surfacing_runtime_errors` in a napari worker).  If the generator is closed
     early (the worker was quit), ``cancel`` is set so the computation stops too.
     """
     q: queue.Queue = queue.Queue()
@@ -118,12 +119,7 @@ def run_with_progress(fn: Callable[[Progress], Any], cancel: threading.Event) ->
         if th.is_alive():
             cancel.set()
     if "error" in box:
-        err = box["error"]
-        if isinstance(err, RuntimeError):
-            # napari's worker reads a RuntimeError leaving the job as "worker deleted" and
-            # never emits errored/finished: torch's errors must reach the widget as another type
-            raise JobError(f"{type(err).__name__}: {err}") from err
-        raise err
+        raise box["error"]  # a RuntimeError reaches the widget as JobError (surfacing_runtime_errors)
     return box["result"]
 
 

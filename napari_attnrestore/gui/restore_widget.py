@@ -25,6 +25,7 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
 from ..io import guess_axes
+from ..io.geotiff import CARRIED, carried
 from ..io.napari_hooks import layer_units
 from . import jobs, session_models
 from .geometry import channel_axis_of, level0, preview_crop, sr_geometry
@@ -555,7 +556,7 @@ class RestoreWidget(Container):
         """
         rgb = rgb or bool(layer.rgb)
         # a GeoTIFF's georeference and nodata go on, so the result saves as a GeoTIFF again
-        meta = {k: v for k, v in layer.metadata.items() if k in ("axes", "units", "geotiff", "nodata")}
+        meta = {k: v for k, v in layer.metadata.items() if k in ("axes", "units", *CARRIED)}
         if rgb and not layer.rgb and isinstance(meta.get("axes"), str):
             meta["axes"] += "c"
         meta["attnrestore"] = {"source_layer": layer.name, **extra}
@@ -590,9 +591,7 @@ def layer_meta(layer: Image, data: Any) -> dict[str, Any]:
     path = layer.metadata.get("path") or getattr(layer.source, "path", None)
     if path:
         meta["path"] = str(path)
-    for key in ("geotiff", "nodata"):  # a GeoTIFF's, kept in the store
-        if layer.metadata.get(key) is not None:
-            meta[key] = layer.metadata[key]
+    meta.update(carried(layer.metadata))  # a GeoTIFF's, kept in the store
     return meta
 
 

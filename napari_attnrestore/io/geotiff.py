@@ -19,7 +19,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["georeference_tags", "read_georeference"]
+__all__ = ["CARRIED", "carried", "georeference_tags", "read_georeference"]
+
+#: Metadata of a GeoTIFF source kept with its restored layers and stores, so they save as a GeoTIFF again.
+CARRIED = ("geotiff", "nodata")
 
 PIXEL_SCALE, TIEPOINT, TRANSFORMATION = 33550, 33922, 34264
 KEY_DIRECTORY, DOUBLE_PARAMS, ASCII_PARAMS, GDAL_NODATA = 34735, 34736, 34737, 42113
@@ -39,6 +42,11 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def carried(meta: Any) -> dict:
+    """The :data:`CARRIED` entries of a metadata mapping that are set."""
+    return {key: meta[key] for key in CARRIED if meta.get(key) is not None}
 
 
 def _pixel_is_point(directory: Sequence[int] | None) -> bool:

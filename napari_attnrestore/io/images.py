@@ -20,7 +20,7 @@ import tifffile
 import zarr
 
 from .errors import ImageReadError
-from .geotiff import read_georeference
+from .geotiff import carried, read_georeference
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -805,10 +805,6 @@ def _ome_image(group: zarr.Group, path: str, ms: dict, ome: dict, version: str |
         levels=levels,
         name=str(ms.get("name") or _base_name(path)),
         path=path,
-        meta={"ome": ome, "ngff_version": version, "multiscales": ms, **_carried(dict(group.attrs))},
+        # what a restore kept of a GeoTIFF source in the store's attributes (written on to a .tif)
+        meta={"ome": ome, "ngff_version": version, "multiscales": ms, **carried(dict(group.attrs))},
     )
-
-
-def _carried(attrs: dict) -> dict:
-    """What our restore kept of a GeoTIFF source in a store's attributes (written on to a .tif)."""
-    return {key: attrs[key] for key in ("geotiff", "nodata") if attrs.get(key) is not None}

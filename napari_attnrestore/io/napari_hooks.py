@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._output import refuse_output_over_input
-from .geotiff import georeference_tags
+from .geotiff import carried, georeference_tags
 from .images import ImageData, guess_axes, open_image
 from .ome_zarr import write_ome_zarr
 from .tiff import write_tiff
@@ -65,9 +65,7 @@ def layer_data(image: ImageData) -> LayerData:
         "rgb": image.rgb,
         "metadata": {"axes": image.axes, "units": dict(image.units), "path": image.path},
     }
-    for key in ("geotiff", "nodata"):  # written again with a restored layer (GeoTIFF output)
-        if image.meta.get(key) is not None:
-            kwargs["metadata"][key] = image.meta[key]
+    kwargs["metadata"].update(carried(image.meta))  # written again with a restored layer (GeoTIFF output)
     if image.channel_axis is not None:
         drop.add(image.channel_axis)
         kwargs["channel_axis"] = image.channel_axis

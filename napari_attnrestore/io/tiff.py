@@ -111,12 +111,11 @@ def _metadata(axes: str, rgb: bool, physical: dict, ome: bool) -> tuple[dict, di
         if "t" in physical:
             metadata["TimeIncrement"], unit = physical["t"]
             metadata["TimeIncrementUnit"] = _OME_UNITS.get(unit, unit)
-    else:
+    elif physical:
         # tifffile's JSON description keeps every axis' size (z spacing, time interval)
         # for our reader; X/YResolution below is what other tools read.
-        if physical:
-            metadata["scale"] = {ax: value for ax, (value, _) in physical.items()}
-            metadata["units"] = {ax: unit for ax, (_, unit) in physical.items()}
+        metadata["scale"] = {ax: value for ax, (value, _) in physical.items()}
+        metadata["units"] = {ax: unit for ax, (_, unit) in physical.items()}
     if not ome and "x" in physical and "y" in physical:
         (sx, ux), (sy, uy) = physical["x"], physical["y"]
         if ux in _TO_MICROMETER and uy in _TO_MICROMETER and sx > 0 and sy > 0:

@@ -158,15 +158,17 @@ class NormalizedPlane:
     on a subsample, ``nodata`` pixels excluded), so a model trained here sees what inference
     will feed it: ``stats`` gives the (lo, hi) of the whole image (:func:`planes_of`), else
     they are the plane's own.  Non-finite and ``nodata`` pixels read as 0, or as NaN with
-    ``keep_gaps`` (self-supervised inpainting needs to know the image's own holes).
+    ``keep_gaps`` (inpainting needs to know the image's own holes).
     """
 
     def __init__(self, array, index: tuple = (), normalize: str = "auto", nodata: float | None = None,
                  keep_gaps: bool = False, channels: int | None = None,
                  stats: tuple[float, float] | None = None) -> None:
-        from ..engine.normalize import compute_stats
+        from ..engine.normalize import compute_stats, needs_float64
 
         self.array, self.index = array, tuple(index)
+        # scaled as the engine scales: in float64 for values float32 cannot hold exactly
+        self._work = np.float64 if needs_float64(np.dtype(array.dtype)) else np.float32
         self.nodata, self.keep_gaps = nodata, keep_gaps
         # ``channels``: a channels-first colour picture, its first ``channels`` scaled together
         self._chan = () if channels is None else (slice(0, channels),)
@@ -186,13 +188,9 @@ class NormalizedPlane:
         self.lo, self.hi = lo[0], hi[0]
 
     def __getitem__(self, key) -> np.ndarray:
-        from ..engine.normalize import needs_float64
-
         raw = np.asarray(self.array[(*self.index, *self._chan, *key[-2:])])
-        # scaled as the engine scales: float64 for values float32 cannot hold exactly, and
+        out = ((raw.astype(self._work) - self.lo) / (self.hi - self.lo)).astype(np.float32)
         # nodata compared in the image's own values, not after rounding
-        work = np.float64 if needs_float64(raw.dtype) else np.float32
-        out = ((raw.astype(work) - self.lo) / (self.hi - self.lo)).astype(np.float32)
         gaps = ~np.isfinite(out) if self.nodata is None else (~np.isfinite(out)) | (raw == self.nodata)
         return np.where(gaps, np.float32(np.nan if self.keep_gaps else 0.0), out)
 

@@ -236,9 +236,9 @@ def train(
     if t.name == "sr" and patch % scale:
         raise ValueError(f"patch ({patch}) must be a multiple of the scale ({scale})")
     # what the state learns: resuming it with another objective would switch losses mid-run
+    ss_method = method if mode == "self-supervised" and t.name == "denoise" else None
     objective = t.name if t.name == "inpaint" else f"{t.name}:{mode}"  # inpainting: one objective in both modes
-    if t.name == "denoise" and mode == "self-supervised":
-        objective += f":{method}"
+    objective += f":{ss_method}" if ss_method else ""
     events = fit(net, sampler.sample, make_pair, cfg, state_path=state_path,
                  sampler_state=(sampler.state, sampler.set_state), device=dev, loss_fn=loss_fn, objective=objective)
     init = None  # what it was fine-tuned from: a weight's name, or a module that was trained before
@@ -251,9 +251,8 @@ def train(
         if ev.done and ev.model is not None:
             ev.model.card = training_card(  # type: ignore[attr-defined]
                 t.name, mode, ev.step, patch, lr, precision, cfa=cfa, init=init, nodata=nodata,
-                method=method if mode == "self-supervised" and t.name == "denoise" else None)
+                method=ss_method)
         yield ev
-
 
 
 def _check_trainable(net: nn.Module, t: Any, asked_scale: int | None, scale: int) -> int:
