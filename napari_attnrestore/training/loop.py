@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +13,9 @@ import torch
 from torch import nn
 
 from ..engine.model_handle import warn_compile_failed
+from .checkpoint import CheckpointError
+
+log = logging.getLogger("attnrestore.training")
 
 
 @dataclass
@@ -130,8 +134,6 @@ def load_training_state(
     Raises :class:`CheckpointError` naming ``path`` when the file is unreadable or was
     saved by another network.
     """
-    from .checkpoint import CheckpointError
-
     try:
         st = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(st, dict) or not {"model", "ema", "opt", "gen", "step"} <= set(st):
@@ -150,6 +152,12 @@ def load_training_state(
         raise CheckpointError(f"{path}: this training state was saved by another network or settings "
                               f"({why if len(why) <= 120 else why[:117] + '...'}); start a new one or pass the matching model") from None
     return st
+
+
+def _finite(*models: nn.Module) -> bool:
+    """Whether every parameter and buffer of ``models`` is finite."""
+    return all(bool(torch.isfinite(t).all()) for m in models for t in (*m.parameters(), *m.buffers())
+               if t.is_floating_point())
 
 
 def fit(
@@ -194,11 +202,12 @@ def fit(
     if state_path and state_path.exists():
         st = load_training_state(state_path, model, ema.model, opt, gen)
         if objective and st.get("objective") and st["objective"] != objective:
-            from .checkpoint import CheckpointError
-
             raise CheckpointError(f"{state_path}: cannot resume: this training state is for {st['objective']}, "
                                   f"not {objective}; pass a new state path to start again")
         step, history, prior_elapsed = st["step"], list(st["history"]), st["elapsed"]
+        if step > cfg.steps:
+            raise CheckpointError(f"{state_path}: this training state is already at step {step}, past the "
+                                  f"{cfg.steps} steps asked for; ask for more steps to go on, or start a new state")
         if sampler_state and st.get("sampler") is not None:
             sampler_state[1](st["sampler"])
         if loss_gen is not None and st.get("loss_gen") is not None:
@@ -237,6 +246,7 @@ def fit(
     net: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if cfg.compile else model
     t0 = time.perf_counter()
     running, count = 0.0, 0
+    keep_saved = False  # after a divergence the state on disk is the last good one: keep it
     try:
         while step < cfg.steps:
             lr = lr_at(step, cfg)
@@ -268,8 +278,16 @@ def fit(
                 running, count = 0.0, 0
             if step % cfg.checkpoint_every == 0:
                 save()
+    except FloatingPointError as e:
+        keep_saved = True
+        if state_path and state_path.exists():
+            e.add_note(f"the training state saved in {state_path} before it is kept")
+        raise
     finally:
-        save()
+        if not keep_saved and _finite(model, ema.model):
+            save()
+        elif not keep_saved:
+            log.warning("the weights are no longer finite at step %d; the training state on disk is kept", step)
     yield TrainEvent(step, cfg.steps, history[-1][1] if history else float("nan"),
                      prior_elapsed + time.perf_counter() - t0, lr_at(step, cfg), done=True,
                      model=ema.model.eval().requires_grad_(True))  # trainable again: it may be fine-tuned next

@@ -61,6 +61,44 @@ def test_resume_continues_exactly(tmp_path, variant):
     assert losses == [e.loss for e in straight]
 
 
+def test_a_diverged_run_keeps_its_last_good_state(tmp_path):
+    """Weights that turn non-finite end training with an error, and the state on disk stays
+    the last good checkpoint instead of being overwritten by the broken weights."""
+    model, sampler = _setup()
+    cfg = TrainConfig(steps=12, batch=2, log_every=1, warmup=2, checkpoint_every=4)
+    calls = [0]
+
+    def nan_gradient_at_step_6(net, inp, target):
+        calls[0] += 1
+        loss = torch.nn.functional.l1_loss(net(inp), target)
+        if calls[0] == 6:  # finite loss, NaN gradient: the update leaves NaN weights behind
+            loss = loss + torch.sqrt(0 * next(net.parameters()).sum())
+        return loss
+
+    state = tmp_path / "state.pt"
+    with pytest.raises(FloatingPointError, match="diverged at step 6") as err:
+        list(fit(model, sampler.sample, make_training_pair, cfg, state_path=state, loss_fn=nan_gradient_at_step_6))
+    assert any(str(state) in n for n in err.value.__notes__)
+    st = torch.load(state, weights_only=True)
+    assert st["step"] == 4
+    assert all(torch.isfinite(t).all() for t in st["model"].values())
+
+
+def test_a_state_past_the_steps_asked_for_is_refused(tmp_path):
+    """Resuming a 6-step state with 4 steps asked for is an error, not a silent no-op."""
+    from napari_attnrestore.training.checkpoint import CheckpointError
+
+    state = tmp_path / "state.pt"
+    model, sampler = _setup()
+    list(fit(model, sampler.sample, make_training_pair, TrainConfig(steps=6, batch=2, warmup=2), state_path=state))
+    model, sampler = _setup()
+    with pytest.raises(CheckpointError, match="already at step 6, past the 4 steps asked for"):
+        next(fit(model, sampler.sample, make_training_pair, TrainConfig(steps=4, batch=2, warmup=2), state_path=state))
+    events = list(fit(model, sampler.sample, make_training_pair, TrainConfig(steps=6, batch=2, warmup=2),
+                      state_path=state))  # a finished state finishes again (its weights are written)
+    assert [(e.step, e.done) for e in events] == [(6, True)]
+
+
 def test_bf16_mixed_precision_trains_like_fp32():
     """``precision="bf16"``: the network computes in bfloat16, its weights and the EMA stay
     float32, and the loss falls as it does in float32; an unknown precision is refused."""
