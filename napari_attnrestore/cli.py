@@ -255,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method", default="neighbor2neighbor", choices=["neighbor2neighbor", "blind-spot", "sure"],
                    help="self-supervised denoising: adjacent pixels predict each other (default), Noise2Void blind spots, "
                         "or Stein's unbiased risk estimate (Gaussian noise; its level is estimated from each patch)")
-    t.add_argument("--nodata", type=float, default=None, help="inpaint: value marking the images' gaps (NaN always does)")
+    t.add_argument("--nodata", type=float, default=None,
+                   help="value marking the images' gaps (NaN always does): left out of the scaling; inpaint learns around them")
     t.add_argument("--clean", nargs="*", default=[], help="clean counterparts of the images (supervised)")
     t.add_argument("--mode", default=None, choices=["self-supervised", "paired", "synthetic"])
     t.add_argument("--arch", default="hat", help="architecture of a new model")

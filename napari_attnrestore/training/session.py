@@ -217,7 +217,7 @@ def train(
         def make_pair(x, gen):
             return hide_known(x, gen)
     else:
-        sampler = PatchSampler(_planes(imgs), patch, seed=seed)
+        sampler = PatchSampler(_planes(imgs, nodata=nodata), patch, seed=seed)  # scaled without the gaps, as restoring does
         if mode == "self-supervised":
             if method in ("neighbor2neighbor", "nbr2nbr") and patch % 2:
                 raise ValueError(f"neighbor2neighbor needs an even patch size, got {patch}")

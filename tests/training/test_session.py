@@ -7,6 +7,7 @@ import torch
 
 import napari_attnrestore as ar
 from napari_attnrestore.cli import main
+from napari_attnrestore.training.data import PatchSampler
 from napari_attnrestore.training.selfsupervised import (
     Neighbor2NeighborLoss,
     blind_spot_mask,
@@ -249,6 +250,20 @@ def test_a_file_nodata_value_marks_gaps_for_training(tmp_path, rng):
     plane = _planes([tmp_path / "g.tif"], keep_gaps=True)[0]
     assert plane.nodata == 0 and np.isnan(plane[(slice(None), slice(None))][::8]).all()
     assert plane.lo > 500  # the gaps do not count in the scaling
+
+
+@pytest.mark.parametrize("task", ["denoise", "sr"])
+def test_a_nodata_value_is_left_out_of_the_scaling_for_every_task(monkeypatch, rng, task):
+    """``nodata`` is not only for inpainting: a -9999 fill counted in the scaling would squeeze
+    the land into a sliver of [0, 1], unlike restoring, which leaves it out."""
+    from napari_attnrestore.training import session
+
+    seen = []
+    monkeypatch.setattr(session, "PatchSampler", lambda planes, *a, **k: seen.append(planes) or PatchSampler(planes, *a, **k))
+    img = (rng.random((96, 96)) * 3000 + 1000).astype(np.float32)
+    img[:, :24] = -9999
+    train_to_end(ar.train(img, task=task, nodata=-9999, steps=1, batch=1, patch=32, config=SMALL))
+    assert seen[0][0].lo > 500
 
 
 def test_a_trained_model_can_be_trained_again(rng):
