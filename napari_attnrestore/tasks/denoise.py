@@ -22,11 +22,13 @@ def add_noise(
     """Add Gaussian noise (``sigma`` in 8-bit units, a value or a range to draw from).
 
     With probability ``poisson_prob`` the image is first given signal-dependent Poisson
-    noise with a peak photon count drawn from ``poisson_peak`` (Poisson-Gaussian model).
+    noise with a peak photon count drawn log-uniformly from ``poisson_peak`` (Poisson-Gaussian
+    model; drawn as :func:`make_training_pair` draws it).
     """
     x = np.asarray(clean, dtype=np.float32)
     if poisson_peak is not None and rng.random() < poisson_prob:
-        peak = rng.uniform(*poisson_peak)
+        lo, hi = poisson_peak
+        peak = lo * (hi / lo) ** rng.random()
         x = rng.poisson(np.clip(x, 0, None) * peak).astype(np.float32) / peak
     s = rng.uniform(*sigma) if isinstance(sigma, (tuple, list)) else float(sigma)
     return (x + rng.standard_normal(x.shape, dtype=np.float32) * (s / 255.0)).astype(np.float32)

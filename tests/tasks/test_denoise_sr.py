@@ -86,6 +86,21 @@ def test_noise_range_may_be_a_list():
     assert 5 / 255 < out.std() < 25 / 255
 
 
+def test_numpy_and_torch_noise_draw_the_photon_peak_alike():
+    """Both draw the Poisson peak log-uniformly: the median peak of 5-100 is about 22, not 52."""
+    import torch
+
+    ones = np.ones((64, 64), np.float32)
+    rng = np.random.default_rng(0)
+    peaks = [1 / denoise.add_noise(ones, rng, sigma=0.0, poisson_peak=(5, 100), poisson_prob=1).var()
+             for _ in range(300)]
+    gen = torch.Generator().manual_seed(0)
+    noisy, _ = denoise.make_training_pair(torch.ones(300, 1, 64, 64), gen, sigma=(0, 0), poisson_prob=1)
+    torch_peaks = 1 / noisy.var(dim=(1, 2, 3)).numpy()
+    for p in (peaks, torch_peaks):
+        assert 17 < np.median(p) < 28
+
+
 def test_gat_bm3d_poisson_gaussian():
     pytest.importorskip("bm3d")
     clean = _smooth(96, 96)
