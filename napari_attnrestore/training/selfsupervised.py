@@ -156,6 +156,8 @@ class SureLoss:
     passes draw the same random numbers (ACLA's Gumbel key choice is random while
     training), so their difference is the network's response to ``eps b`` alone.
     ``make_pair`` gives ``(noisy, sigma)``, ``sigma`` broadcastable to ``(B, 1, 1, 1)``.
+    The passes run in float32 even under bfloat16 training: bfloat16's rounding (about 4e-3
+    of the value) would swamp the ``eps`` response.
     """
 
     def __init__(self, eps: float = 1e-3, seed: int = 0) -> None:
@@ -166,9 +168,11 @@ class SureLoss:
         var = sigma.reshape(sigma.shape[0], -1)[:, 0].to(noisy).square()
         probe = torch.randn(noisy.shape, generator=self.gen).to(noisy)
         cuda = [noisy.device] if noisy.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):  # the RNG state is put back, so the second pass replays it
-            out = model(noisy)
-        shifted = model(noisy + self.eps * probe)
+        with torch.autocast(noisy.device.type, enabled=False):
+            noisy = noisy.float()
+            with torch.random.fork_rng(devices=cuda):  # the RNG state is put back, so the second pass replays it
+                out = model(noisy)
+            shifted = model(noisy + self.eps * probe.float())
         div = (probe * (shifted - out)).flatten(1).sum(1) / self.eps
         risk = (out - noisy).square().flatten(1).mean(1) - var + 2 * var * div / noisy[0].numel()
         return risk.mean()

@@ -42,6 +42,19 @@ def test_sure_matches_the_supervised_error_without_the_clean_image():
     assert SureLoss()(_RandomOutput(), noisy, sigma).item() == pytest.approx(0.01 + 0.01, abs=1e-3)
 
 
+def test_sure_under_bfloat16_training_estimates_as_in_float32():
+    """bf16 rounding of the two passes would swamp the eps-sized response of the divergence."""
+    _, noisy = _smooth_pair()
+    sigma = torch.full((noisy.shape[0], 1, 1, 1), 0.1)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1))
+    with torch.no_grad():
+        fp32 = SureLoss()(net, noisy, sigma).item()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = SureLoss()(net, noisy, sigma).item()
+    assert bf16 == pytest.approx(fp32, rel=1e-6)
+
+
 def test_sure_trains_a_denoiser():
     clean, noisy = _smooth_pair(n=8)
     loss_fn, make_pair = denoise_objective("sure")
