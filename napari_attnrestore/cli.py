@@ -73,8 +73,11 @@ def cmd_restore(a: argparse.Namespace) -> int:
         if a.scheduler:
             raise UserError("--scheduler needs a .zarr output")
         from .api import as_source, output_geometry
+        from .io import refuse_output_over_input
         from .io.geotiff import georeference_tags
 
+        # the result is streamed from the input while it is written: replacing it would lose both
+        refuse_output_over_input(out, [a.input] + ([a.mask] if isinstance(a.mask, str) else []))
         src, meta = as_source(str(a.input))
         lazy = ar.restore(str(a.input), **common)
         if out.lower().endswith(".png"):

@@ -30,6 +30,15 @@ def test_restore_to_tif_and_png(tmp_path, tiny_checkpoint, suffix):
     assert out.exists()
 
 
+def test_restore_refuses_to_write_a_tif_over_its_input(tmp_path, tiny_checkpoint, capsys):
+    img = (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "in.tif", img)
+    assert main(["restore", str(tmp_path / "in.tif"), str(tmp_path / "in.tif"), "--weights", str(tiny_checkpoint),
+                 "--overwrite", "-q"]) == 2
+    assert "overlap the input" in capsys.readouterr().err
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "in.tif"), img)
+
+
 def _run(*args):
     return subprocess.run([sys.executable, "-m", "napari_attnrestore.cli", *args], capture_output=True, text=True)
 
