@@ -706,9 +706,22 @@ def _multiscales(attrs: dict) -> tuple[list, dict, str | None]:
     return [], {}, None
 
 
+def _refuse_unfinished(attrs: dict, path: str) -> None:
+    """Raise for an output this package has not finished writing: its unwritten chunks read as
+    zeros, so it would pass for a whole image."""
+    job = attrs.get("attnrestore")
+    if not isinstance(job, dict):
+        return
+    status = job.get("status", "complete" if job.get("complete", True) else "running")
+    if status != "complete":
+        raise ImageReadError(path, f"an unfinished attnrestore output (status: {status}); its missing chunks "
+                                   "would read as zeros: continue it with --resume (resume=True) or write it again")
+
+
 def _zarr_group(group: zarr.Group, path: str) -> ImageData:
     """ImageData from a zarr group."""
     attrs = dict(group.attrs)
+    _refuse_unfinished(attrs, path)
     multiscales, ome, version = _multiscales(attrs)
     if multiscales:
         return _ome_image(group, path, multiscales[0], ome, version)

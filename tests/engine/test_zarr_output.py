@@ -113,8 +113,11 @@ def test_failure_is_not_complete_and_resume_finishes_identically(tmp_path, rng):
 
     Counting.__name__ = "FailAfter"  # same weights, same class name: the same model for resume
 
+    with pytest.raises(ValueError, match=r"unfinished attnrestore output \(status: failed\).*--resume"):
+        ar.io.open_image(dst)  # its missing chunks would read as zeros: it must not open as an image
     ar.restore_to_zarr(img, dst, model=Counting(), resume=True, **kw)
     assert job_state(dst)["status"] == "complete"
+    assert ar.io.open_image(dst).shape == img.shape
     assert len(calls) == 25 - len(done_before)  # one forward per remaining chunk (one tile each)
     np.testing.assert_array_equal(zarr.open_array(str(dst / "0"))[:], zarr.open_array(str(ref / "0"))[:])
 
