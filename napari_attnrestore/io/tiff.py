@@ -93,6 +93,8 @@ def _physical(scale: Any, axes: str, units: Mapping[str, str] | str | None) -> d
         values = dict(zip(axes, (float(s) for s in scale), strict=True))
     out = {}
     for ax, value in values.items():
+        if ax in "cs":  # channels and samples have no physical size
+            continue
         unit = units if isinstance(units, str) else (units or {}).get(ax)
         out[ax] = (value, unit or ("second" if ax == "t" else "micrometer"))
     return out
@@ -203,6 +205,9 @@ def write_tiff(
     except Exception as exc:
         _discard(partial)
         raise ImageWriteError(path, f"cannot write TIFF ({type(exc).__name__}: {exc})") from exc
+    except BaseException:  # Ctrl-C, a cancelled job: no half-written file is left behind
+        _discard(partial)
+        raise
     return path
 
 

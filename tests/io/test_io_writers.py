@@ -86,6 +86,29 @@ def test_plain_tiff_keeps_z_spacing_time_interval_and_units(tmp_path):
     assert im.units == {"t": "millisecond", "z": "nanometer", "y": "nanometer", "x": "nanometer"}
 
 
+def test_plain_tiff_channels_get_no_length_unit(tmp_path):
+    write_tiff(np.zeros((16, 16, 3), np.uint8), tmp_path / "rgb.tif", "yxc", scale=(0.5, 0.5, 1.0))
+    write_tiff(np.zeros((2, 16, 16), np.uint16), tmp_path / "cyx.tif", "cyx", scale=(1.0, 0.5, 0.5))
+    for name in ("rgb.tif", "cyx.tif"):
+        assert set(open_image(tmp_path / name).units) == {"y", "x"}
+
+
+class _Interrupt(BaseException):
+    """Stands for Ctrl-C (a BaseException, not an Exception), without interrupting pytest."""
+
+
+def test_an_interrupted_tiff_write_leaves_no_partial_file(tmp_path):
+    def interrupted(block):
+        if block.size:  # not dask's empty probe of the output type
+            raise _Interrupt
+        return block
+
+    data = da.zeros((64, 64), dtype=np.uint8, chunks=32).map_blocks(interrupted, dtype=np.uint8, meta=np.empty((0, 0), np.uint8))
+    with pytest.raises(_Interrupt):
+        write_tiff(data, tmp_path / "out.tif")
+    assert os.listdir(tmp_path) == []
+
+
 def test_refuse_overwrite(tmp_path):
     a = np.zeros((32, 32), np.uint8)
     write_ome_zarr(a, tmp_path / "a.ome.zarr", "yx")
