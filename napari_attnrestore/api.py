@@ -135,9 +135,11 @@ def as_source(x: Any) -> tuple[Any, dict[str, Any]]:
         meta = {"axes": img.axes, "scale": img.scale, "translate": img.translate, "units": img.units,
                 "rgb": img.rgb, "channel_axis": img.channel_axis, "name": img.name, "path": img.path,
                 "nodata": img.meta.get("nodata"),  # a GeoTIFF's GDAL_NODATA marks pixels without data
-                "geotiff": img.meta.get("geotiff")}
-        if img.channel_axis is not None and img.channel_axis == len(img.axes) - 1:
-            return _channels_first(as_dask(img.data, img.axes, img.path), meta)
+                "geotiff": img.meta.get("geotiff"),
+                "omero": (img.meta.get("ome") or {}).get("omero")}  # an OME-Zarr's channel names and colours
+        order = ngff_order(img.axes, img.rgb)
+        if order != list(range(len(order))):
+            return _reordered(as_dask(img.data, img.axes, img.path), meta, order)
         data = img.data if isinstance(img.data, (np.ndarray, da.Array)) else GuardedArray(img.data, img.path)
         return data, meta
     if isinstance(x, da.Array):
@@ -149,14 +151,42 @@ def as_source(x: Any) -> tuple[Any, dict[str, Any]]:
     raise TypeError(f"cannot restore an object of type {type(x).__name__}; give an array, a dask/zarr array or a path")
 
 
-def _channels_first(data: da.Array, meta: dict[str, Any]) -> tuple[da.Array, dict[str, Any]]:
-    """Move a trailing channel axis that is not RGB (gray + alpha, two-sample TIFF, ``yxc``
-    zarr) to its NGFF place (``tczyx``): the engine restores planes along leading axes."""
-    axes = meta["axes"]
-    order = sorted(range(len(axes)), key=lambda i: "tczyx".find(axes[i]))  # other letters (-1) lead
-    meta = {**meta, "axes": "".join(axes[i] for i in order), "channel_axis": order.index(len(axes) - 1),
-            "scale": tuple(meta["scale"][i] for i in order), "translate": tuple(meta["translate"][i] for i in order)}
+def ngff_order(axes: str, rgb: bool = False) -> list[int]:
+    """The axis order that puts ``axes`` in NGFF order (``t``, ``c``, ``z``, ``y``, ``x``; other
+    letters first), an RGB(A) channel axis staying last, as the engine and napari keep it.
+
+    Files often hold another order: ``zcyx`` (ImageJ hyperstacks, OME-TIFF), a trailing
+    non-RGB channel (gray + alpha, two-sample TIFF, ``yxc`` zarr).  The engine restores planes
+    along leading axes, and an OME-Zarr must list its axes in this order.
+    """
+    n = len(axes) - int(rgb)
+    return sorted(range(n), key=lambda i: "tczyx".find(axes[i])) + list(range(n, len(axes)))  # sort is stable
+
+
+def _reordered(data: da.Array, meta: dict[str, Any], order: list[int]) -> tuple[da.Array, dict[str, Any]]:
+    """``data`` and its metadata with the axes put in ``order`` (``source_order`` keeps it)."""
+    axes = "".join(meta["axes"][i] for i in order)
+    channel = meta["channel_axis"]
+    meta = {**meta, "axes": axes, "channel_axis": None if channel is None else order.index(channel),
+            "scale": tuple(meta["scale"][i] for i in order), "translate": tuple(meta["translate"][i] for i in order),
+            "source_order": order}
     return data.transpose(order), meta
+
+
+def _array_in_ngff_order(src: Any, meta: dict[str, Any], rgb: bool | None) -> tuple[Any, dict[str, Any]]:
+    """An array with named ``axes`` (``meta``) put in NGFF order, its channel axis named."""
+    axes, n = meta["axes"], len(src.shape)
+    if len(axes) != n:
+        raise ValueError(f"axes {axes!r} name {len(axes)} axes; the image has {n}: {tuple(src.shape)}")
+    trailing_rgb = axes.endswith("c") and (rgb if rgb is not None else src.shape[-1] in (3, 4))
+    meta = {"scale": (1.0,) * n, "translate": (0.0,) * n, **meta, "rgb": bool(trailing_rgb),
+            "channel_axis": None if trailing_rgb else axes.index("c")}
+    order = ngff_order(axes, trailing_rgb)
+    if order == list(range(n)):
+        return src, meta
+    from .io import as_dask
+
+    return _reordered(src if isinstance(src, da.Array) else as_dask(src, axes), meta, order)
 
 
 def _native_chunks(src: Any) -> tuple[int, ...] | None:
@@ -198,6 +228,13 @@ def _prepare(
     meta = {**src_meta, **{k: v for k, v in (meta or {}).items() if v is not None}}
     if rgb is None and "rgb" in meta:
         rgb = meta["rgb"]
+    if not src_meta and isinstance(meta.get("axes"), str) and "c" in meta["axes"]:
+        src, meta = _array_in_ngff_order(src, meta, rgb)  # an array whose axes the caller named
+    if channel_axis is not None and meta.get("source_order"):  # given in the file's (array's) own axis order
+        order = meta["source_order"]
+        if not -len(order) <= channel_axis < len(order):
+            raise ValueError(f"channel_axis {channel_axis} is out of range for an image of {len(order)} axes")
+        channel_axis = order.index(channel_axis % len(order))
     if channel_axis is None and meta.get("channel_axis") is not None:
         channel_axis = meta["channel_axis"]
     handle = resolve_model(model, task, scale, device, precision, compile=compile, ensemble=ensemble)
@@ -248,7 +285,9 @@ def restore(
     Parameters
     ----------
     x
-        numpy, dask or zarr array, or a path (.tif/.tiff, .png, .zarr/.ome.zarr).
+        numpy, dask or zarr array, or a path (.tif/.tiff, .png, .zarr/.ome.zarr).  A path's
+        axes come back in NGFF order (``t``, ``c``, ``z``, ``y``, ``x``; RGB stays last), as
+        they are written to OME-Zarr; an array's come back in its own order.
     task
         ``denoise`` or ``sr`` (with ``scale`` 2 or 4).
     model
@@ -265,7 +304,8 @@ def restore(
     device, precision
         ``auto`` (CUDA, then MPS, then CPU; bf16 on CUDA where the model allows), or explicit.
     rgb, channel_axis
-        Override the layout guess (trailing 3/4 = RGB); per-channel statistics along ``channel_axis``.
+        Override the layout guess (trailing 3/4 = RGB); per-channel statistics along
+        ``channel_axis`` (for a path, an axis of the file as it is stored).
     normalize
         ``auto`` (dtype range for uint8, 0.1/99.9 percentiles otherwise), ``dtype``, ``percentile``, ``none``.
     dtype
@@ -375,16 +415,24 @@ def restore_to_zarr(
                                                  nodata=nodata, cfa=cfa, compile=compile, ensemble=ensemble)
     dst = str(dst)
     geom = output_geometry(plan.scale, meta, len(plan.shape), len(plan.out_shape), bool(plan.out_trailing))
-    src_desc = (os.path.realpath(meta["path"]) if meta.get("path")  # the same file however it is typed
+    # a file: its resolved path, size and time (rewritten between runs, it is another input);
+    # an in-memory array: its bytes; a lazy one (a napari layer, reopened with a new dask name
+    # in the next session): its type, shape and dtype
+    src_desc = (data_identity(meta["path"]) if meta.get("path")
+                else data_identity(x) if isinstance(x, np.ndarray)
                 else f"{type(src).__name__}{tuple(src.shape)}:{np.dtype(src.dtype)}")
     fp = job_fingerprint(plan, handle.weights_digest(), get_task(task).name, str(src_desc), handle.ensemble,
                          mask_id=data_identity(mask) if mask is not None else None)
     chunk_shape = tuple(c[0] for c in plan.out_chunks)
 
+    omero, c = meta.get("omero"), geom["axes"].find("c")
+    if not isinstance(omero, dict) or c < 0 or len(omero.get("channels") or []) != plan.out_shape[c]:
+        omero = None  # names and colours go on only to the same channels
+
     def create() -> None:
         create_ome_zarr(dst, plan.out_shape, np.dtype(plan.out_dtype), chunk_shape, geom["axes"], scale=geom["scale"],
                         translate=geom["translate"], units=geom["units"], name=meta.get("name"), overwrite=False,
-                        extra_attrs=carried(meta))  # a GeoTIFF's, so the store saves as a GeoTIFF again
+                        omero=omero, extra_attrs=carried(meta))  # a GeoTIFF's: saved as .tif, a GeoTIFF again
 
     inputs = [str(v) for v in (x, mask, meta.get("path")) if isinstance(v, (str, os.PathLike))]
     done = prepare_store(dst, plan, fp, create, overwrite=overwrite, resume=resume, inputs=inputs)

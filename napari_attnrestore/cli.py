@@ -80,20 +80,23 @@ def cmd_restore(a: argparse.Namespace) -> int:
         refuse_output_over_input(out, [a.input] + ([a.mask] if isinstance(a.mask, str) else []))
         src, meta = as_source(str(a.input))
         lazy = ar.restore(str(a.input), **common)
+        yx = [i for i, ax in enumerate(meta.get("axes") or "") if ax in "yx"][-1:] or [len(src.shape) - 1]
+        k = lazy.shape[yx[0]] // src.shape[yx[0]]  # the SR factor, also when the model chose it
+        geom = output_geometry(k, meta, len(src.shape), lazy.ndim, lazy.ndim > len(src.shape))
         if out.lower().endswith(".png"):
             from skimage import io as skio
 
+            if geom["axes"] == "cyx":  # gray + alpha, restored channels first: PNG keeps them last
+                lazy = lazy.transpose(1, 2, 0)
+
             if lazy.size > 64_000_000:
                 raise UserError(f"{out}: image too large for PNG ({lazy.shape}); write .ome.zarr or .tif")
-            if lazy.ndim > 3 or (lazy.ndim == 3 and lazy.shape[-1] not in (3, 4)):
-                raise UserError(f"{out}: PNG holds one 2D gray or RGB image; the result has shape {lazy.shape}")
+            if lazy.ndim > 3 or (lazy.ndim == 3 and lazy.shape[-1] not in (2, 3, 4)):
+                raise UserError(f"{out}: PNG holds one 2D gray, gray + alpha or RGB(A) image; the result has shape {lazy.shape}")
             if np.dtype(lazy.dtype) not in (np.uint8, np.uint16):
                 raise UserError(f"{out}: PNG holds 8- or 16-bit integers; the result is {np.dtype(lazy.dtype)}; write .tif")
             skio.imsave(out, np.asarray(lazy.compute()), check_contrast=False)
         else:
-            yx = [i for i, ax in enumerate(meta.get("axes") or "") if ax in "yx"][-1:] or [len(src.shape) - 1]
-            k = lazy.shape[yx[0]] // src.shape[yx[0]]  # the SR factor, also when the model chose it
-            geom = output_geometry(k, meta, len(src.shape), lazy.ndim, lazy.ndim > len(src.shape))
             nodata = a.nodata if a.nodata is not None else meta.get("nodata")
             ys, xs = (i for i, ax in enumerate(geom["axes"]) if ax in "yx")
             geo = georeference_tags(meta.get("geotiff"), (lazy.shape[ys], lazy.shape[xs]), lazy.dtype, nodata)

@@ -39,6 +39,16 @@ def test_restore_refuses_to_write_a_tif_over_its_input(tmp_path, tiny_checkpoint
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "in.tif"), img)
 
 
+def test_restore_gray_alpha_png_to_png(tmp_path, tiny_checkpoint):
+    from skimage import io as skio
+
+    img = (np.random.default_rng(0).random((40, 44, 2)) * 255).astype(np.uint8)
+    skio.imsave(tmp_path / "la.png", img, check_contrast=False)
+    assert main(["restore", str(tmp_path / "la.png"), str(tmp_path / "out.png"), "--weights", str(tiny_checkpoint),
+                 "-q"]) == 0
+    assert skio.imread(tmp_path / "out.png").shape == (40, 44, 2)
+
+
 def _run(*args):
     return subprocess.run([sys.executable, "-m", "napari_attnrestore.cli", *args], capture_output=True, text=True)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -508,6 +509,10 @@ def _tiff_image(tif: tifffile.TiffFile, path: str, size: int) -> ImageData:
     if tuple(levels[0].shape) != tuple(series.shape):
         raise ImageReadError(path, f"TIFF store shape {levels[0].shape} differs from series shape {series.shape}")
     meta.update(tiff_axes=series.axes, n_series=len(tif.series), byteorder=tif.byteorder, bigtiff=tif.is_bigtiff)
+    if len(tif.series) > 1:  # positions of a multi-position OME-TIFF, a slide's label and macro pictures
+        others = ", ".join(str(tuple(s.shape)) for s in tif.series[1:4]) + (", ..." if len(tif.series) > 4 else "")
+        warnings.warn(f"{path}: holds {len(tif.series)} images; only the first, {tuple(series.shape)}, is read "
+                      f"(the others: {others})", UserWarning, stacklevel=4)
     return ImageData(
         data=levels[0],
         axes=axes,

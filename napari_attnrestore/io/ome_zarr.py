@@ -122,6 +122,7 @@ def create_ome_zarr(
     overwrite: bool = False,
     fill_value: Any = 0,
     extra_attrs: Mapping[str, Any] | None = None,
+    omero: Mapping[str, Any] | None = None,
 ) -> zarr.Array:
     """Create an empty single-scale OME-Zarr (NGFF 0.5, zarr v3) and return its array "0".
 
@@ -145,6 +146,8 @@ def create_ome_zarr(
         Value of chunks never written.
     extra_attrs : mapping, optional
         More group attributes (stored next to ``"ome"``).
+    omero : mapping, optional
+        NGFF ``omero`` rendering metadata (channel names, colours, windows), e.g. the source's.
 
     Raises
     ------
@@ -163,7 +166,10 @@ def create_ome_zarr(
         "axes": _axes_meta(axes, units),
         "datasets": [{"path": "0", "coordinateTransformations": _transform_list(scale_l, translate_l)}],
     }
-    attrs = {"ome": {"version": NGFF_VERSION, "multiscales": [multiscale]}, **dict(extra_attrs or {})}
+    ome: dict[str, Any] = {"version": NGFF_VERSION, "multiscales": [multiscale]}
+    if omero:
+        ome["omero"] = dict(omero)
+    attrs = {"ome": ome, **dict(extra_attrs or {})}
     _prepare_output(path, overwrite)
     try:
         group = zarr.create_group(store=path, zarr_format=3, attributes=attrs, overwrite=overwrite)

@@ -111,6 +111,28 @@ def test_trailing_channel_axis_of_a_file_is_restored_per_channel(tmp_path, rng):
     np.testing.assert_array_equal(out, np.moveaxis(img, -1, 0))  # channels first, in the NGFF order
 
 
+def test_a_hyperstack_comes_out_in_ngff_axis_order(tmp_path, rng):
+    """ImageJ keeps z before c (TZCYX); an OME-Zarr must list them t, c, z, y, x."""
+    import tifffile
+
+    img = (rng.random((2, 3, 2, 24, 28)) * 1000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "h.tif", img, imagej=True, metadata={"axes": "TZCYX"})
+    ar.restore_to_zarr(tmp_path / "h.tif", tmp_path / "h.ome.zarr", model=Identity(), pyramid=False)
+    ms = zarr.open_group(str(tmp_path / "h.ome.zarr")).attrs["ome"]["multiscales"][0]
+    assert [a["name"] for a in ms["axes"]] == ["t", "c", "z", "y", "x"]
+    out = zarr.open_array(str(tmp_path / "h.ome.zarr" / "0"))[:]
+    np.testing.assert_array_equal(out, img.transpose(0, 2, 1, 3, 4))
+
+
+def test_channel_axis_of_a_path_counts_in_the_file_order(tmp_path, rng):
+    import tifffile
+
+    img = np.stack([rng.random((40, 50)) * 1000, rng.random((40, 50)) * 60000], -1).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "two.tif", img, photometric="minisblack", planarconfig="contig")
+    out = ar.restore(tmp_path / "two.tif", model=Identity(), channel_axis=2).compute()  # yxc as stored
+    np.testing.assert_array_equal(out, np.moveaxis(img, -1, 0))
+
+
 class Constant(nn.Module):
     """Outputs 0.5 everywhere: reveals the normalization the engine used."""
 
@@ -118,6 +140,19 @@ class Constant(nn.Module):
 
     def forward(self, x):
         return torch.full_like(x, 0.5)
+
+
+def test_an_arrays_named_axes_place_its_channels(tmp_path, rng):
+    """``meta={"axes": ...}`` for an array: channels are scaled each on its own and, when
+    they come last, moved first (and super-resolution enlarges y and x, not c)."""
+    a = np.stack([rng.random((40, 44)) * 1000, 50000 + rng.random((40, 44)) * 10000]).astype(np.uint16)
+    ar.restore_to_zarr(a, tmp_path / "c.ome.zarr", model=Constant(), meta={"axes": "cyx"}, pyramid=False)
+    out = zarr.open_array(str(tmp_path / "c.ome.zarr" / "0"))[:]
+    assert out[0].mean() < 1000 < 50000 < out[1].mean()  # each channel at its own mid-range
+    ar.restore_to_zarr(np.moveaxis(a, 0, -1), tmp_path / "sr.ome.zarr", task="sr", model=NearestUp(),
+                       meta={"axes": "yxc"}, pyramid=False)
+    img = ar.io.open_image(tmp_path / "sr.ome.zarr")
+    assert img.axes == "cyx" and img.shape == (2, 80, 88) and img.scale == (1.0, 0.5, 0.5)
 
 
 def test_normalization_is_global_not_per_tile(rng):

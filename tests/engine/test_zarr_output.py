@@ -47,6 +47,16 @@ def test_sr_divides_pixel_size_and_shifts_origin(tmp_path, rng):
     assert trans == pytest.approx([-0.125, -0.125])
 
 
+def test_channel_names_and_colours_go_on_to_the_output(tmp_path, rng):
+    from napari_attnrestore.io import create_ome_zarr
+
+    omero = {"channels": [{"label": "GFP", "color": "00FF00"}, {"label": "RFP", "color": "FF0000"}]}
+    src = create_ome_zarr(tmp_path / "in.ome.zarr", (2, 32, 32), np.uint16, None, "cyx", omero=omero)
+    src[:] = (rng.random((2, 32, 32)) * 1000).astype(np.uint16)
+    ar.restore_to_zarr(str(tmp_path / "in.ome.zarr"), tmp_path / "out.ome.zarr", model=Box3(), pyramid=False)
+    assert zarr.open_group(str(tmp_path / "out.ome.zarr")).attrs["ome"]["omero"] == omero
+
+
 def test_refuses_to_overwrite(tmp_path, rng):
     img = rng.random((40, 40)).astype(np.float32)
     dst = tmp_path / "o.zarr"
@@ -129,6 +139,26 @@ def test_resume_refuses_other_settings(tmp_path, rng):
         ar.restore_to_zarr(img, dst, model=FailAfter(1), chunks=32, pyramid=False, num_workers=1)
     with pytest.raises(OutputError, match="other settings"):
         ar.restore_to_zarr(img, dst, model=Box3(), chunks=16, pyramid=False, resume=True)
+
+
+@pytest.mark.parametrize("kind", ["file", "array"])
+def test_resume_refuses_an_input_that_changed(tmp_path, rng, kind):
+    """A TIFF rewritten (or an array refilled) between the runs is another input: resuming would
+    mix chunks of the old image into the new one's result and call it complete."""
+    import tifffile
+
+    img = (rng.random((64, 64)) * 255).astype(np.uint8)
+    src = tmp_path / "in.tif"
+    tifffile.imwrite(src, img)
+    x = str(src) if kind == "file" else img
+    dst = tmp_path / "o.zarr"
+    with pytest.raises(RuntimeError):
+        ar.restore_to_zarr(x, dst, model=FailAfter(1), chunks=32, pyramid=False, num_workers=1)
+    time.sleep(0.01)
+    tifffile.imwrite(src, 255 - img)
+    img[:] = 255 - img
+    with pytest.raises(OutputError, match="source"):
+        ar.restore_to_zarr(x, dst, model=FailAfter(99), chunks=32, pyramid=False, resume=True)
 
 
 def test_resume_refuses_another_mask(tmp_path, rng):

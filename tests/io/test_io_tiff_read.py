@@ -150,3 +150,13 @@ def test_generic_multipage_stack(tmp_path):
     im = open_image(path)
     assert im.shape == (5, 24, 20) and im.axes == "tyx"
     np.testing.assert_array_equal(im.data[:], a)
+
+
+def test_a_tiff_of_several_images_says_only_the_first_is_read(tmp_path):
+    path = tmp_path / "positions.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as w:
+        w.write(_ramp((40, 44)))
+        w.write(_ramp((2, 30, 32)), metadata={"axes": "CYX"})
+    with pytest.warns(UserWarning, match=r"holds 2 images; only the first, \(40, 44\), is read \(the others: \(2, 30, 32\)\)"):
+        im = open_image(path)
+    assert im.shape == (40, 44)
