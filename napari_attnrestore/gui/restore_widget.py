@@ -560,6 +560,8 @@ class RestoreWidget(Container):
         if rgb and not layer.rgb and isinstance(meta.get("axes"), str):
             meta["axes"] += "c"
         meta["attnrestore"] = {"source_layer": layer.name, **extra}
+        if extra.get("path"):  # read from its store: writers and restores must not replace it
+            meta["path"] = extra["path"]
         kw: dict[str, Any] = {"name": name, "scale": scale, "translate": translate, "metadata": meta,
                               "rgb": rgb, "blending": layer.blending}
         if getattr(layer, "units", None) is not None:  # one layer without units hides every scale bar unit

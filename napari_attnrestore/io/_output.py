@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import ImageWriteError
 
@@ -36,3 +37,23 @@ def refuse_output_over_input(path: str | os.PathLike, inputs: Sequence[str | os.
         p = Path(src).resolve()
         if p == out or out in p.parents or p in out.parents:
             raise ImageWriteError(path, f"the output would overlap the input {src}; write it somewhere else")
+
+
+def backing_stores(data: Any) -> list[str]:
+    """The zarr stores a layer's lazy data reads from (zarr arrays, directly or under dask;
+    every level of a pyramid): writing over one of them would erase what is being written."""
+    levels = data if isinstance(data, Sequence) and not isinstance(data, str) else [data]
+    found = []
+    for level in levels:
+        arrays = [level]
+        graph = getattr(level, "dask", None)
+        for layer in getattr(graph, "layers", {}).values():  # the array dask.from_array/from_zarr keeps
+            mapping = getattr(layer, "mapping", None)
+            if isinstance(mapping, dict):
+                arrays += [v for k, v in mapping.items() if isinstance(k, str) and k.startswith("original-")]
+        for a in arrays:
+            root = getattr(getattr(a, "store", None), "root", None)
+            if root is not None:
+                found.append(str(root))
+    return found
+

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._output import refuse_output_over_input
+from ._output import backing_stores, refuse_output_over_input
 from .geotiff import carried, georeference_tags
 from .images import ImageData, guess_axes, open_image
 from .ome_zarr import write_ome_zarr
@@ -164,11 +164,16 @@ def _layer_output(data: Any, meta: dict) -> tuple[Any, str, dict[str, Any]]:
     }
 
 
+def _refuse_writing_over_the_source(path: str, data: Any, meta: dict) -> None:
+    """The layer's pixels are read lazily from its file or store while the output is written:
+    refuse to replace them (its reader's ``path``, or the zarr store behind any reader's data)."""
+    source = (meta.get("metadata") or {}).get("path")
+    refuse_output_over_input(path, ([source] if source else []) + backing_stores(data))
+
+
 def write_ome_zarr_layer(path: str, data: Any, meta: dict) -> list[str]:
     """npe2 single-layer writer: image layer -> OME-Zarr (NGFF 0.5) with pyramid."""
-    source = (meta.get("metadata") or {}).get("path")
-    # the layer's pixels are read lazily from its source while the store is written
-    refuse_output_over_input(path, [source] if source else [])
+    _refuse_writing_over_the_source(path, data, meta)
     arr, axes, geometry = _layer_output(data, meta)
     write_ome_zarr(arr, path, axes, name=meta.get("name"), overwrite=True, **geometry)
     return [path]
@@ -176,6 +181,7 @@ def write_ome_zarr_layer(path: str, data: Any, meta: dict) -> list[str]:
 
 def write_tiff_layer(path: str, data: Any, meta: dict) -> list[str]:
     """npe2 single-layer writer: image layer -> tiled BigTIFF (OME-TIFF for .ome.tif)."""
+    _refuse_writing_over_the_source(path, data, meta)
     arr, axes, geometry = _layer_output(data, meta)
     geometry.pop("translate")  # TIFF keeps pixel size and units, not an origin (a GeoTIFF's tags do)
     md = meta.get("metadata") or {}

@@ -160,6 +160,22 @@ def test_saving_a_layer_onto_its_own_store_is_refused_and_the_store_kept(tmp_pat
     np.testing.assert_array_equal(np.asarray(open_image(path).data), img)
 
 
+@pytest.mark.parametrize("opened_by", ["dask.from_zarr", "zarr"])
+def test_saving_over_the_store_another_reader_opened_is_refused(tmp_path, opened_by):
+    """napari's builtin reader (and the Restore widget's results) keep no ``path`` metadata:
+    the store behind the data is found from the data itself."""
+    from napari_attnrestore.io import ImageWriteError
+
+    img = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
+    path = write_ome_zarr(img, tmp_path / "b.ome.zarr", axes="yx", pyramid=False)
+    arr = zarr.open_group(str(path), mode="r")["0"]
+    data = da.from_zarr(arr) if opened_by == "dask.from_zarr" else arr
+    for writer, out in ((write_ome_zarr_layer, path), (write_tiff_layer, str(tmp_path / "b.ome.zarr" / "x.tif"))):
+        with pytest.raises(ImageWriteError, match="overlap the input"):
+            writer(out, data, {"name": "b", "metadata": {}})
+    np.testing.assert_array_equal(np.asarray(open_image(path).data), img)
+
+
 def test_writers_take_level0_of_napari_multiscale_data_and_napari_units(tmp_path):
     napari = pytest.importorskip("napari")
     from napari.layers._multiscale_data import MultiScaleData
