@@ -24,9 +24,8 @@ from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
-from ..io import guess_axes
 from ..io.geotiff import CARRIED, carried
-from ..io.napari_hooks import layer_units
+from ..io.napari_hooks import layer_axes, layer_units
 from . import jobs, session_models
 from .geometry import channel_axis_of, level0, preview_crop, sr_geometry
 from .widgets import auto_spin_box
@@ -583,11 +582,10 @@ def layer_meta(layer: Image, data: Any) -> dict[str, Any]:
     extra = data.ndim - len(layer.scale)
     meta: dict[str, Any] = {"scale": (*map(float, layer.scale), *[1.0] * extra),
                             "translate": (*map(float, layer.translate), *[0.0] * extra)}
-    axes = layer.metadata.get("axes")
-    if isinstance(axes, str) and len(axes) == data.ndim:
-        meta["axes"] = axes
-    axes = meta.get("axes") or guess_axes(data.shape, rgb=bool(layer.rgb))[0]
-    units = layer_units({"metadata": layer.metadata, "units": getattr(layer, "units", None)}, axes, bool(layer.rgb))
+    state = {"rgb": bool(layer.rgb), "metadata": layer.metadata, "units": getattr(layer, "units", None),
+             "axis_labels": getattr(layer, "axis_labels", None)}
+    axes = meta["axes"] = layer_axes(data.shape, state)[0]  # as the plugin's writers name them
+    units = layer_units(state, axes, bool(layer.rgb))
     if units:  # from our reader's metadata, else napari's layer units
         meta["units"] = units
     path = layer.metadata.get("path") or getattr(layer.source, "path", None)

@@ -18,7 +18,7 @@ from .images import ImageData, guess_axes, open_image
 from .ome_zarr import write_ome_zarr
 from .tiff import write_tiff
 
-__all__ = ["layer_data", "layer_units", "level0", "napari_get_reader", "read_images", "write_ome_zarr_layer", "write_tiff_layer"]
+__all__ = ["layer_axes", "layer_data", "layer_units", "level0", "napari_get_reader", "read_images", "write_ome_zarr_layer", "write_tiff_layer"]
 
 LayerData = tuple[Any, dict, str]
 logger = logging.getLogger(__name__)
@@ -90,8 +90,10 @@ def level0(data: Any) -> Any:
     return data
 
 
-def _layer_axes(shape: Sequence[int], meta: dict) -> tuple[str, bool]:
-    """Axes letters for a layer: from its metadata when they fit, else guessed."""
+def layer_axes(shape: Sequence[int], meta: dict) -> tuple[str, bool]:
+    """Axes letters for a layer (``meta``: its state, as writers get it): from our reader's
+    metadata when they fit, else napari's ``axis_labels`` when they are t/c/z/y/x, else guessed
+    (a leading axis with a time unit is ``t``)."""
     rgb = bool(meta.get("rgb", False))
     axes = (meta.get("metadata") or {}).get("axes")
     ndim = len(shape)
@@ -101,7 +103,12 @@ def _layer_axes(shape: Sequence[int], meta: dict) -> tuple[str, bool]:
         if rgb and not axes.endswith("c"):
             return guess_axes(shape, rgb=True)
         return axes, rgb
-    guessed, rgb = guess_axes(shape, rgb=rgb if ndim >= 3 and shape[-1] in (3, 4) else False)
+    rgb = rgb if ndim >= 3 and shape[-1] in (3, 4) else False
+    labels = "".join(str(a).lower() for a in meta.get("axis_labels") or ())  # napari's, when set to t, c, z, y, x
+    if len(labels) == ndim - int(rgb) and len(set(labels)) == len(labels) and set(labels) <= set("tczyx") \
+            and labels.endswith("yx"):
+        return labels + ("c" if rgb else ""), rgb
+    guessed, rgb = guess_axes(shape, rgb=rgb)
     return _time_axis_by_unit(guessed, rgb, meta.get("units")), rgb
 
 
@@ -156,7 +163,7 @@ def _as_dask(data: Any) -> Any:
 def _layer_output(data: Any, meta: dict) -> tuple[Any, str, dict[str, Any]]:
     """The layer's level-0 data as dask, its axes, and the geometry keywords of the writers."""
     arr = _as_dask(level0(data))
-    axes, rgb = _layer_axes(arr.shape, meta)
+    axes, rgb = layer_axes(arr.shape, meta)
     return arr, axes, {
         "scale": _layer_geometry(meta, axes, rgb, "scale", 1.0),
         "translate": _layer_geometry(meta, axes, rgb, "translate", 0.0),

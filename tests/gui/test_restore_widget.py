@@ -315,6 +315,20 @@ def test_napari_units_reach_the_result_layer_and_the_zarr(viewer, widget, qtbot,
     assert open_image(dst).units == {"y": "micrometer", "x": "micrometer"}
 
 
+def test_a_time_lapse_and_labelled_axes_restored_to_zarr_keep_their_axes(viewer, widget, qtbot, denoiser, tmp_path):
+    """napari's time unit (and its t/c/z/y/x axis labels) name the axes of the store."""
+    from napari_attnrestore.io import open_image
+
+    viewer.add_image(np.zeros((3, 24, 24), np.uint8), name="movie", scale=(2, 0.5, 0.5), units=("s", "um", "um"))
+    viewer.add_image(np.zeros((2, 24, 24), np.uint8), name="stack", axis_labels=("c", "y", "x"))
+    widget.add_model("conv", denoiser)
+    for name, axes in (("movie", "tyx"), ("stack", "cyx")):
+        dst = tmp_path / f"{name}.ome.zarr"
+        widget.set_options(input=viewer.layers[name], output="zarr file", zarr=str(dst))
+        run(qtbot, widget)
+        assert open_image(dst).axes == axes  # the movie was a z axis of type space in seconds
+
+
 class _TorchFailure(nn.Module):
     """Fails inside the forward pass the way torch does (RuntimeError, e.g. out of memory)."""
 

@@ -212,3 +212,12 @@ def test_writer_names_the_axis_napari_gives_a_time_unit_t(tmp_path):
     im = open_image(tmp_path / "movie.ome.zarr")
     assert im.axes == "tyx" and im.units["t"] == "second"  # was a z axis of type space in seconds
     assert im.scale == pytest.approx((5.0, 0.5, 0.25))
+
+
+def test_writers_name_axes_by_napari_axis_labels(tmp_path):
+    meta = {"axis_labels": ("c", "z", "y", "x"), "metadata": {}}
+    write_ome_zarr_layer(str(tmp_path / "czyx.ome.zarr"), np.zeros((2, 3, 16, 16), np.uint8), meta)
+    assert open_image(tmp_path / "czyx.ome.zarr").axes == "czyx"  # was tzyx: the channels became time points
+    meta = {"axis_labels": ("-1", "0", "1"), "metadata": {}}  # napari's defaults say nothing: guessed
+    write_ome_zarr_layer(str(tmp_path / "zyx.ome.zarr"), np.zeros((3, 16, 16), np.uint8), meta)
+    assert open_image(tmp_path / "zyx.ome.zarr").axes == "zyx"
