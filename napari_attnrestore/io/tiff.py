@@ -151,7 +151,8 @@ def write_tiff(
     axes : str
         Axis letters, e.g. ``"yx"``, ``"tyx"``, ``"yxc"``.
     scale : sequence or mapping, optional
-        Physical pixel size per axis (micrometer unless ``units`` says otherwise).
+        Physical pixel size per axis (micrometer unless ``units`` says otherwise).  All ones
+        without ``units`` is napari's default, not a size: nothing is recorded then.
     overwrite : bool
         Replace an existing file.
     tile : (int, int)
@@ -175,6 +176,9 @@ def write_tiff(
     rgb = _is_rgb(axes, data.shape)
     if scale is not None and not isinstance(scale, Mapping) and len(scale) != len(axes):
         raise ImageWriteError(path, f"scale has {len(scale)} values for {len(axes)} axes '{axes}'")
+    values = scale.values() if isinstance(scale, Mapping) else scale or ()
+    if not units and all(float(v) == 1.0 for v in values):  # no size known: Fiji would read 1 micrometer
+        scale = None
     physical = _physical(scale, axes, units)
     order = _order(axes, rgb)
     if order != list(range(len(axes))):

@@ -77,6 +77,18 @@ def test_plain_tiff_scale_roundtrip(tmp_path):
     assert im.scale == pytest.approx((0.65, 0.65)) and im.units["x"] == "micrometer"
 
 
+def test_a_tiff_of_unknown_pixel_size_claims_none(tmp_path):
+    """napari's default scale of ones with no unit is written as no size, not 1 micrometer."""
+    import tifffile
+
+    for name in ("p.tif", "p.ome.tif"):
+        write_tiff(np.zeros((32, 32), np.uint8), tmp_path / name, "yx", scale=(1.0, 1.0))
+        with tifffile.TiffFile(tmp_path / name) as tif:
+            assert "XResolution" not in tif.pages[0].tags or tif.pages[0].tags["ResolutionUnit"].value == 1
+            assert "PhysicalSizeX" not in (tif.ome_metadata or "")
+        assert open_image(tmp_path / name).units == {}
+
+
 def test_plain_tiff_keeps_z_spacing_time_interval_and_units(tmp_path):
     stack = np.zeros((2, 3, 16, 16), np.uint16)
     write_tiff(stack, tmp_path / "tz.tif", "tzyx", scale=(30.0, 2.0, 0.1, 0.1),
