@@ -74,9 +74,106 @@ def layer_data(image: ImageData) -> LayerData:
         del kwargs["rgb"]
     kwargs["scale"] = tuple(s for i, s in enumerate(image.scale) if i not in drop)
     kwargs["translate"] = tuple(t for i, t in enumerate(image.translate) if i not in drop)
+    kept = [ax for i, ax in enumerate(image.axes) if i not in drop]
+    kwargs["axis_labels"] = tuple(kept)  # the dims sliders say t, z, ... instead of -3, -2
+    units = _napari_units(image.units, kept)
+    if units:  # the scale bar shows micrometres, not pixels
+        kwargs["units"] = units
+    kwargs.update(_display(image))
     if len(levels) > 1:
         kwargs["multiscale"] = True
     return data, kwargs, "image"
+
+
+def _napari_units(units: dict[str, str], axes: Sequence[str]) -> tuple[str, ...] | None:
+    """One unit per layer axis that napari (pint) understands, ``pixel`` where none is known;
+    None when none is known or one is not understood (napari would refuse the layer)."""
+    if not any(ax in units for ax in axes):
+        return None
+    try:
+        import pint
+
+        registry = pint.get_application_registry()
+        for ax in axes:
+            if ax in units:
+                registry.Unit(units[ax])
+    except Exception:  # no pint, or a unit it does not know
+        return None
+    return tuple(units.get(ax, "pixel") for ax in axes)
+
+
+def _display(image: ImageData) -> dict[str, Any]:
+    """Contrast limits, and an OME-Zarr's ``omero`` channel names, colours and visibility.
+
+    Without ``omero`` windows, the limits are the range of a window of at most 1024 x 1024
+    pixels of the smallest pyramid level (its middle plane): napari would take them from the
+    first plane it shows, which for a stack placed away from the origin lies outside the data
+    and gives (0, 1).
+    """
+    out: dict[str, Any] = {}
+    if image.rgb and image.dtype == "uint8":
+        return out
+    c = image.channel_axis
+    n = image.shape[c] if c is not None else 1
+    omero = (image.meta.get("ome") or {}).get("omero") or {}
+    channels = omero.get("channels") if isinstance(omero, dict) else None
+    if isinstance(channels, list) and len(channels) == n and not image.rgb:
+        windows = [ch.get("window") or {} for ch in channels]
+        if all("start" in w and "end" in w and float(w["end"]) > float(w["start"]) for w in windows):
+            out["contrast_limits"] = [[float(w["start"]), float(w["end"])] for w in windows]
+        names = [str(ch.get("label") or "") for ch in channels]
+        if c is not None and all(names) and len(set(names)) == n:
+            out["name"] = names
+        colours = [_colour(ch.get("color")) for ch in channels]
+        if all(colours):
+            out["colormap"] = colours  # napari makes a black-to-colour map of "#rrggbb"
+        if c is not None and any("active" in ch for ch in channels):
+            out["visible"] = [bool(ch.get("active", True)) for ch in channels]
+        if c is None:  # one channel: napari takes single values, not lists
+            out = {k: v[0] for k, v in out.items() if k != "name"}
+    if "contrast_limits" not in out:
+        limits = _sample_limits(image.levels[-1], image, c)
+        if limits is not None:
+            out["contrast_limits"] = limits
+    return out
+
+
+def _colour(hex_rgb: Any) -> str | None:
+    """An ``omero`` channel colour (``"00FF00"``) as napari's ``"#00ff00"``; None if it is not one."""
+    text = str(hex_rgb or "").lstrip("#").lower()
+    return f"#{text}" if len(text) == 6 and all(ch in "0123456789abcdef" for ch in text) else None
+
+
+def _sample_limits(level: Any, image: ImageData, c: int | None) -> Any:
+    """Finite min and max (per channel along ``c``) of the central window of at most 1024 x 1024
+    pixels of the middle plane of ``level``: a few chunks, however large the image."""
+    import numpy as np
+
+    yx = {i for i, ax in enumerate(image.axes) if ax in "yx"} or {level.ndim - 2, level.ndim - 1}
+    rgb = level.ndim - 1 if image.rgb else None
+    key = []
+    for i, n in enumerate(level.shape):
+        if i in (c, rgb):
+            key.append(slice(None))
+        elif i in yx:
+            key.append(slice(max(0, n // 2 - 512), max(0, n // 2 - 512) + 1024))
+        else:
+            key.append(slice(n // 2, n // 2 + 1))
+    try:
+        sample = np.asarray(level[tuple(key)], dtype=np.float64)
+    except Exception:  # a damaged chunk: napari will say so when it reads it
+        return None
+    planes = [sample] if c is None else [np.take(sample, i, axis=c) for i in range(sample.shape[c])]
+    limits = []
+    for p in planes:
+        p = p[np.isfinite(p)]
+        if p.size == 0:
+            return None
+        lo, hi = float(p.min()), float(p.max())
+        limits.append([lo, hi if hi > lo else lo + 1])
+    if image.rgb:
+        return [min(lo for lo, _ in limits), max(hi for _, hi in limits)]
+    return limits if c is not None else limits[0]
 
 
 # --------------------------------------------------------------------------- writers

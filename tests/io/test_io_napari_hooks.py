@@ -221,3 +221,33 @@ def test_writers_name_axes_by_napari_axis_labels(tmp_path):
     meta = {"axis_labels": ("-1", "0", "1"), "metadata": {}}  # napari's defaults say nothing: guessed
     write_ome_zarr_layer(str(tmp_path / "zyx.ome.zarr"), np.zeros((3, 16, 16), np.uint8), meta)
     assert open_image(tmp_path / "zyx.ome.zarr").axes == "zyx"
+
+
+def test_reader_gives_omero_names_colours_windows_units_and_axis_labels(tmp_path):
+    from napari_attnrestore.io import create_ome_zarr
+    from napari_attnrestore.io.napari_hooks import read_images
+
+    omero = {"channels": [
+        {"label": "DAPI", "color": "0000FF", "window": {"start": 100, "end": 2000, "min": 0, "max": 4000}},
+        {"label": "GFP", "color": "00FF00", "window": {"start": 50, "end": 3000, "min": 0, "max": 4000}, "active": False}]}
+    z = create_ome_zarr(tmp_path / "cells.ome.zarr", (2, 3, 32, 32), np.uint16, None, "czyx", translate=(0, 5, 0, 0),
+                        units={"z": "micrometer", "y": "micrometer", "x": "micrometer"}, omero=omero)
+    z[:] = 4000
+    ((data, kw, _),) = read_images(tmp_path / "cells.ome.zarr")
+    assert kw["name"] == ["DAPI", "GFP"] and kw["colormap"] == ["#0000ff", "#00ff00"] and kw["visible"] == [True, False]
+    assert kw["contrast_limits"] == [[100, 2000], [50, 3000]]
+    assert kw["axis_labels"] == ("z", "y", "x") and kw["units"] == ("micrometer",) * 3
+    napari = pytest.importorskip("napari")
+    layers = napari.components.ViewerModel().add_image(data, **kw)  # napari takes every keyword as given
+    assert [lyr.colormap.name for lyr in layers] == ["blue", "green"]
+
+
+def test_reader_contrast_limits_come_from_the_data_not_the_first_plane_shown(tmp_path):
+    """A stack placed at z = 5 has no plane at napari's first dims point: it would get (0, 1)."""
+    from napari_attnrestore.io.napari_hooks import read_images
+
+    stack = np.full((3, 40, 40), 1000, np.uint16)
+    stack[1, :4] = 3999
+    write_ome_zarr(stack, tmp_path / "z.ome.zarr", "zyx", translate=(5, 0, 0), pyramid=False)
+    ((_, kw, _),) = read_images(tmp_path / "z.ome.zarr")
+    assert kw["contrast_limits"] == [1000, 3999] and "units" not in kw
