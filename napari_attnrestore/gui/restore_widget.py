@@ -551,9 +551,16 @@ class RestoreWidget(Container):
         """Add a result layer; ``rgb``: the result gained a trailing RGB axis (demosaic).
 
         ``scale``/``translate`` are the input's (one entry per layer axis), which is also
-        right for a result with an extra RGB axis (napari's RGB layers have no entry for it).
+        right for a result with an extra RGB axis (napari's RGB layers have no entry for it),
+        in the input's unrotated frame: the input's rotate, shear and affine go on to the
+        result, and the shift of its origin turns with them.
         """
+        from napari.utils.transforms import Affine
+
         rgb = rgb or bool(layer.rgb)
+        turn = Affine(rotate=layer.rotate, shear=layer.shear, ndim=len(layer.scale)).linear_matrix
+        origin = np.asarray(layer.translate, dtype=float)
+        translate = tuple(origin + turn @ (np.asarray(translate, dtype=float) - origin))
         # a GeoTIFF's georeference and nodata go on, so the result saves as a GeoTIFF again
         meta = {k: v for k, v in layer.metadata.items() if k in ("axes", "units", *CARRIED)}
         if rgb and not layer.rgb and isinstance(meta.get("axes"), str):
@@ -562,7 +569,8 @@ class RestoreWidget(Container):
         if extra.get("path"):  # read from its store: writers and restores must not replace it
             meta["path"] = extra["path"]
         kw: dict[str, Any] = {"name": name, "scale": scale, "translate": translate, "metadata": meta,
-                              "rgb": rgb, "blending": layer.blending}
+                              "rgb": rgb, "blending": layer.blending, "rotate": layer.rotate,
+                              "shear": layer.shear, "affine": layer.affine}
         if getattr(layer, "units", None) is not None:  # one layer without units hides every scale bar unit
             kw["units"] = layer.units
         if not rgb:

@@ -151,6 +151,19 @@ def test_super_resolution_x2_geometry(viewer, widget, qtbot, upsampler) -> None:
     np.testing.assert_allclose(edges(out), edges(lr))
 
 
+def test_results_of_a_rotated_layer_lie_over_it(viewer, widget, qtbot, denoiser, upsampler) -> None:
+    """rotate, shear and affine go on to the result; a super-resolved origin turns with them."""
+    img = np.random.default_rng(5).integers(0, 255, (32, 40), dtype=np.uint8)
+    lr = viewer.add_image(img, name="tilted", scale=(2.0, 2.0), translate=(5.0, 7.0), rotate=30, shear=[0.2])
+    for name, model, k in (("dn", denoiser, 1), ("up", upsampler, 2)):
+        widget.add_model(name, model)
+        run(qtbot, widget)
+        out = viewer.layers[-1]
+        for y, x in ((0, 0), (10, 31)):  # a pixel's centre, and the centre of its k x k block
+            block = (k * y + (k - 1) / 2, k * x + (k - 1) / 2)
+            np.testing.assert_allclose(out.data_to_world(block), lr.data_to_world((y, x)), atol=1e-9)
+
+
 def test_preview_current_plane(viewer, widget, qtbot, upsampler) -> None:
     img = np.random.default_rng(4).integers(0, 255, (3, 40, 48), dtype=np.uint8)
     layer = viewer.add_image(img, name="stack")
