@@ -171,9 +171,12 @@ def _unique_letters(letters: list[str]) -> str:
     return "".join(out)
 
 
-def _tiff_axes(tiff_axes: str, shape: Sequence[int]) -> tuple[str, bool]:
-    """Map tifffile axes (e.g. ``'QYXS'``) to ours (``'tyxc'``) and tell if it is RGB."""
-    rgb = bool(tiff_axes) and tiff_axes[-1] == "S" and shape[-1] in (3, 4) and len(shape) >= 3
+def _tiff_axes(tiff_axes: str, shape: Sequence[int], photometric: Any = None) -> tuple[str, bool]:
+    """Map tifffile axes (e.g. ``'QYXS'``) to ours (``'tyxc'``) and tell if it is RGB: three
+    or four samples per pixel that the file calls colour (not MINISBLACK bands, such as a
+    red, green, blue and near-infrared GeoTIFF, whose fourth band is no alpha)."""
+    colour = photometric is None or getattr(photometric, "name", str(photometric)).upper() in ("RGB", "YCBCR")
+    rgb = bool(tiff_axes) and tiff_axes[-1] == "S" and shape[-1] in (3, 4) and len(shape) >= 3 and colour
     letters = [_TIFF_AXES.get(a, a.lower()) for a in tiff_axes]
     if rgb and "c" in letters[:-1]:
         # a channel axis and RGB samples: keep 'c' for the samples
@@ -499,7 +502,7 @@ def _tiff_image(tif: tifffile.TiffFile, path: str, size: int) -> ImageData:
         raise ImageReadError(path, "TIFF contains no image data")
     series = tif.series[0]
     _check_tiff_offsets(tif, series, path, size)
-    axes, rgb = _tiff_axes(series.axes, series.shape)
+    axes, rgb = _tiff_axes(series.axes, series.shape, getattr(series.keyframe, "photometric", None))
     scale, translate, units, meta = _tiff_metadata(tif, series, axes)
     root = zarr.open(series.aszarr(), mode="r")
     if isinstance(root, zarr.Group):

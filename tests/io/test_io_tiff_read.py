@@ -160,3 +160,12 @@ def test_a_tiff_of_several_images_says_only_the_first_is_read(tmp_path):
     with pytest.warns(UserWarning, match=r"holds 2 images; only the first, \(40, 44\), is read \(the others: \(2, 30, 32\)\)"):
         im = open_image(path)
     assert im.shape == (40, 44)
+
+
+def test_bands_the_file_does_not_call_colour_are_channels_not_rgb(tmp_path):
+    bands = _ramp((40, 44, 4))  # red, green, blue, near-infrared: MINISBLACK, the fourth is no alpha
+    tifffile.imwrite(tmp_path / "rgbn.tif", bands, photometric="minisblack", planarconfig="contig")
+    tifffile.imwrite(tmp_path / "rgba.tif", bands.astype(np.uint8), photometric="rgb", extrasamples=["unassalpha"])
+    im = open_image(tmp_path / "rgbn.tif")
+    assert not im.rgb and im.axes == "yxc" and im.channel_axis == 2
+    assert open_image(tmp_path / "rgba.tif").rgb
