@@ -279,7 +279,8 @@ def write_ome_zarr_layer(path: str, data: Any, meta: dict) -> list[str]:
     """npe2 single-layer writer: image layer -> OME-Zarr (NGFF 0.5) with pyramid."""
     _refuse_writing_over_the_source(path, data, meta)
     arr, axes, geometry = _layer_output(data, meta)
-    write_ome_zarr(arr, path, axes, name=meta.get("name"), overwrite=True, **geometry)
+    write_ome_zarr(arr, path, axes, name=meta.get("name"), overwrite=True,  # a GeoTIFF's: a GeoTIFF again as .tif
+                   extra_attrs=carried(meta.get("metadata") or {}), **geometry)
     return [path]
 
 

@@ -343,11 +343,13 @@ def write_ome_zarr(
     pyramid: bool = True,
     overwrite: bool = False,
     name: str | None = None,
+    extra_attrs: Mapping[str, Any] | None = None,
 ) -> str:
     """Stream a numpy or dask array into a new OME-Zarr, then add its pyramid.
 
     The dask array is never computed whole: it is stored chunk by chunk with ``da.store``.
     The group attribute ``attnrestore.complete`` is False until every level is written.
+    ``extra_attrs``: more group attributes (a GeoTIFF's georeference, kept for a later .tif).
 
     Returns
     -------
@@ -370,7 +372,7 @@ def write_ome_zarr(
         units=units,
         name=name,
         overwrite=overwrite,
-        extra_attrs={"attnrestore": {"complete": False}},
+        extra_attrs={**dict(extra_attrs or {}), "attnrestore": {"complete": False}},
     )
     arr = data.rechunk(z.chunks) if isinstance(data, da.Array) else da.from_array(data, chunks=z.chunks)
     _store(arr, z, path)

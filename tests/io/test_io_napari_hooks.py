@@ -206,6 +206,19 @@ def test_tiff_writer_keeps_a_geotiff_layers_georeference(tmp_path):
     assert out.meta["nodata"] == 65535
 
 
+def test_a_geotiff_layer_saved_as_ome_zarr_then_tif_is_a_geotiff_again(tmp_path):
+    keys = (1, 1, 0, 2, 1024, 0, 1, 1, 3076, 0, 1, 9001)
+    tifffile.imwrite(tmp_path / "geo.tif", np.ones((30, 20), np.uint16), extratags=[
+        (33550, "d", 3, (30.0, 30.0, 0.0), False), (33922, "d", 6, (0, 0, 0, 5e5, 4e6, 0), False),
+        (34735, "H", len(keys), keys, False), (42113, "s", 0, "65535", False)])
+    ((data, kwargs, _),) = napari_get_reader(tmp_path / "geo.tif")(None)
+    write_ome_zarr_layer(str(tmp_path / "geo.ome.zarr"), data, kwargs)
+    ((data, kwargs, _),) = napari_get_reader(tmp_path / "geo.ome.zarr")(None)
+    write_tiff_layer(str(tmp_path / "again.tif"), data, kwargs)
+    src, out = open_image(tmp_path / "geo.tif"), open_image(tmp_path / "again.tif")
+    assert out.meta["geotiff"] and out.translate == pytest.approx(src.translate) and out.meta["nodata"] == 65535
+
+
 def test_writer_names_the_axis_napari_gives_a_time_unit_t(tmp_path):
     meta = {"scale": (5.0, 0.5, 0.25), "units": ("second", "micrometer", "micrometer"), "metadata": {}}
     write_ome_zarr_layer(str(tmp_path / "movie.ome.zarr"), np.zeros((3, 16, 16), np.uint8), meta)
