@@ -238,6 +238,8 @@ def _prepare(
     if channel_axis is None and meta.get("channel_axis") is not None:
         channel_axis = meta["channel_axis"]
     handle = resolve_model(model, task, scale, device, precision, compile=compile, ensemble=ensemble)
+    if tname == "demosaic" and cfa is None:  # a model trained on one camera's pattern says which in its card
+        cfa = ((getattr(handle.module, "card", None) or {}).get("training") or {}).get("cfa")
     if tname == "sr" and scale is not None and handle.info.scale != int(scale):
         raise ValueError(f"model {handle.info.name!r} upscales x{handle.info.scale}, not x{scale}")
     if tname != "sr" and handle.info.scale != 1:
@@ -314,7 +316,8 @@ def restore(
         Inpainting: pixels to fill are nonzero in ``mask`` (same Y, X; an array or a
         path), NaN, or equal to ``nodata``.  Known pixels are kept exactly.
     cfa
-        Demosaicing: the Bayer pattern at pixel (0, 0): RGGB, BGGR, GRBG or GBRG.
+        Demosaicing: the Bayer pattern at pixel (0, 0): RGGB, BGGR, GRBG or GBRG (default:
+        the one the model was trained on, when its card names one, else RGGB).
     compile
         Run the network through ``torch.compile`` (once per process, when the first
         tiles arrive; if it fails, a warning says so and the network runs uncompiled).

@@ -157,8 +157,9 @@ def cmd_train(a: argparse.Namespace) -> int:
     out = Path(a.out)
     if out.suffix != ".safetensors":
         raise UserError(f"{out}: the checkpoint name must end with .safetensors")
-    if out.exists() and not a.overwrite:
-        raise UserError(f"{out}: exists; pass --overwrite to replace it")
+    for path in (out, out.with_suffix(".json")):  # the weights and their card
+        if path.exists() and not a.overwrite:
+            raise UserError(f"{path}: exists; pass --overwrite to replace it")
     events = ar.train(
         [str(p) for p in a.images], task=a.task, arch=a.arch, model=a.start, clean=[str(p) for p in a.clean] or None,
         mode=mode, scale=a.scale, steps=a.steps, batch=a.batch, patch=a.patch, lr=a.lr, device=a.device,
@@ -258,14 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--scale", type=int, choices=[2, 4], default=None)
     t.add_argument("--self-supervised", action="store_true",
                    help="train on the degraded images only: denoising by --method, or inpainting known pixels hidden by masks")
-    t.add_argument("--method", default="neighbor2neighbor", choices=["neighbor2neighbor", "blind-spot", "sure"],
+    t.add_argument("--method", default=None, choices=["neighbor2neighbor", "blind-spot", "sure"],
                    help="self-supervised denoising: adjacent pixels predict each other (default), Noise2Void blind spots, "
                         "or Stein's unbiased risk estimate (Gaussian noise; its level is estimated from each patch)")
     t.add_argument("--nodata", type=float, default=None,
                    help="value marking the images' gaps (NaN always does): left out of the scaling; inpaint learns around them")
     t.add_argument("--clean", nargs="*", default=[], help="clean counterparts of the images (supervised)")
     t.add_argument("--mode", default=None, choices=["self-supervised", "paired", "synthetic"])
-    t.add_argument("--arch", default="hat", help="architecture of a new model")
+    t.add_argument("--arch", default=None, help="architecture of a new model (default hat)")
     t.add_argument("--from", dest="start", default=None, help="fine-tune these weights (e.g. default:denoise)")
     t.add_argument("--steps", type=int, default=500)
     t.add_argument("--batch", type=int, default=8)
@@ -322,8 +323,9 @@ def _version() -> str:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that describe bad input: ValueError covers ImageReadError and CheckpointError,
-    OSError covers missing files, permissions, ImageWriteError and OutputError."""
-    return (UserError, ValueError, TypeError, OSError)
+    OSError covers missing files, permissions, ImageWriteError and OutputError, FloatingPointError
+    a training that diverged."""
+    return (UserError, ValueError, TypeError, OSError, FloatingPointError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,6 +64,9 @@ def save_checkpoint(
     meta = {**model_config(model), "task": task, "format_version": FORMAT_VERSION, **(card or {})}
     tmp = path.with_suffix(".safetensors.tmp")
     save_file(state, str(tmp), metadata={"attnrestore": json.dumps({k: meta[k] for k in ("arch", "task", "scale")})})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600; shared like any file the user saves (and its card)
     os.replace(tmp, path)
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return path

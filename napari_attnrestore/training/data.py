@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -118,6 +119,11 @@ class PatchSampler:
         self.images = [images[i] for i in keep]
         if not self.images:
             raise ValueError(f"no training image is at least {patch}x{patch} pixels")
+        if len(keep) < len(images):
+            small = sorted({tuple(images[i].shape[-2:]) for i in range(len(images)) if not pixels[i]})
+            warnings.warn(f"{len(images) - len(keep)} of {len(images)} training planes are smaller than the "
+                          f"{patch}x{patch} patch and left out (sizes {', '.join(map(str, small[:4]))}); "
+                          "a smaller patch keeps them", UserWarning, stacklevel=2)
         self.patch = patch
         self.rng = np.random.default_rng(seed)
         w = pixels[keep] if weights is None else np.asarray([weights[i] for i in keep], dtype=np.float64)

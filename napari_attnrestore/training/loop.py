@@ -238,7 +238,8 @@ def fit(
                          target: torch.Tensor) -> torch.Tensor:
         loss = step_loss(net, inp, target)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training diverged at step {step}: loss is {loss.item()}")
+            raise FloatingPointError(f"training diverged at step {step}: loss is {loss.item()}; "
+                                     "a lower learning rate may help")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         return loss

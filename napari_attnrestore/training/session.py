@@ -71,7 +71,7 @@ def _planes(images: Sequence[Any], nodata: float | None = None, **plane_kw: Any)
 def train(
     images: Any,
     task: str = "denoise",
-    arch: str = "hat",
+    arch: str | None = None,
     model: Any = None,
     clean: Any = None,
     mode: str | None = None,
@@ -88,7 +88,7 @@ def train(
     seed: int = 0,
     log_every: int = 10,
     nodata: float | None = None,
-    method: str = "neighbor2neighbor",
+    method: str | None = None,
     compile: bool = False,
     cfa: str | None = None,
     precision: str = "fp32",
@@ -104,7 +104,7 @@ def train(
         inputs (``synthetic``, the only mode there).
     model
         Starting weights to fine-tune (``default:denoise``, a checkpoint, an nn.Module);
-        None builds a fresh ``arch`` network (``preset`` plus ``config``).
+        None builds a fresh ``arch`` network (default ``hat``; ``preset`` plus ``config``).
     clean
         Clean counterparts of ``images`` (same shapes) for supervised training.
     mode
@@ -113,9 +113,10 @@ def train(
         masks in gapped images), ``paired`` (the default with ``clean``), or ``synthetic``
         (``images`` are clean; the task's degradation makes the inputs).
     nodata
-        Inpainting: this value (as well as NaN) marks the images' own gaps.
+        This value (as well as NaN) marks the images' gaps: left out of the scaling, and
+        inpainting learns around them (not for demosaicing's colour pictures).
     method
-        Self-supervised denoising: ``neighbor2neighbor`` (two adjacent pixels of every 2x2
+        Self-supervised denoising: ``neighbor2neighbor`` (the default; two adjacent pixels of every 2x2
         cell predict each other; every pixel trains), ``blind-spot`` (Noise2Void: hidden
         pixels are predicted from their neighbours) or ``sure`` (Stein's unbiased risk
         estimate of the squared error, for Gaussian noise whose level is estimated from each
@@ -144,6 +145,10 @@ def train(
     asked_scale, scale = scale, t.check_scale(scale)
     if steps < 1 or batch < 1:
         raise ValueError(f"steps and batch must be at least 1 (got steps {steps}, batch {batch})")
+    if patch < 8:
+        raise ValueError(f"patch must be at least 8 pixels, got {patch}")
+    if not 0 < lr < 1:
+        raise ValueError(f"lr must be between 0 and 1, got {lr}")
     imgs = _as_list(images)
     if not imgs:
         raise ValueError("no training images given")
@@ -159,6 +164,13 @@ def train(
                          "give the pictures as images, without clean counterparts")
     if cfa is not None and t.name != "demosaic":
         raise ValueError(f"cfa (a Bayer pattern) is for demosaicing, not {t.name}")
+    if nodata is not None and t.name == "demosaic":
+        raise ValueError("nodata marks gaps in gray images; demosaicing trains on whole colour pictures")
+    if method is not None and not (mode == "self-supervised" and t.name == "denoise"):
+        raise ValueError(f"method {method!r} is for self-supervised denoising, not {mode} {t.name}")
+    if arch is not None and model is not None:
+        raise ValueError(f"arch {arch!r} builds a new network; the model given is trained as it is: give one of them")
+    method = method or "neighbor2neighbor"
     if mode == "paired" and t.name == "inpaint":
         raise ValueError("inpainting trains self-supervised on gapped images or synthetic on clean ones, not paired")
     if mode == "paired" and t.name == "sr":
@@ -176,7 +188,7 @@ def train(
 
         net = load_model(model, task=t.name, scale=asked_scale if t.name == "sr" else None)
     else:
-        net = build_model(arch, task=t.name, scale=scale, preset=preset, **(config or {}))
+        net = build_model(arch or "hat", task=t.name, scale=scale, preset=preset, **(config or {}))
     scale = _check_trainable(net, t, asked_scale, scale)
     dev = resolve_device(device)
     cfg = TrainConfig(steps=steps, batch=batch, lr=lr, min_lr=lr / 100, warmup=min(100, steps // 10),
@@ -186,7 +198,7 @@ def train(
     if mode == "paired":
         pairs = []
         for a, b in zip(imgs, cleans, strict=True):
-            pa, pb = _planes([a]), _planes([b])
+            pa, pb = _planes([a], nodata=nodata), _planes([b], nodata=nodata)
             if len(pa) != len(pb):
                 raise ValueError("paired images have a different number of planes")
             for pin, pout in zip(pa, pb, strict=True):  # the target in the input's units: inference maps the

@@ -60,3 +60,14 @@ def test_a_dot_in_the_name_is_kept(tmp_path, tiny_hat):
     out = ar.save_model(tiny_hat, tmp_path / "denoise_v1.5", task="denoise")
     assert out.name == "denoise_v1.5.safetensors" and (tmp_path / "denoise_v1.5.json").exists()
     assert load_checkpoint(out, task="denoise") is not None  # was written as denoise_v1.safetensors
+
+
+def test_saved_weights_are_readable_like_their_card(tmp_path):
+    import os
+
+    from napari_attnrestore.models import build_model
+    from napari_attnrestore.training.checkpoint import save_checkpoint
+
+    path = save_checkpoint(build_model("hat", "denoise", dim=16, depths=[1], heads=2, window=8), tmp_path / "m.safetensors",
+                      task="denoise")
+    assert os.stat(path).st_mode & 0o777 == os.stat(path.with_suffix(".json")).st_mode & 0o777

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from skimage import io as skio
 
 from napari_attnrestore.training.data import PatchSampler, load_folder, planes_of
@@ -37,3 +38,9 @@ def test_rgba_folder_pictures_keep_three_colours(tmp_path):
     skio.imsave(tmp_path / "rgba.png", np.full((64, 64, 4), 200, np.uint8), check_contrast=False)
     (img,) = load_folder(tmp_path, gray=False)
     assert img.shape == (64, 64, 3)
+
+
+def test_planes_smaller_than_the_patch_are_left_out_with_a_warning():
+    with pytest.warns(UserWarning, match=r"1 of 2 training planes are smaller than the 32x32 patch .*\(20, 48\)"):
+        sampler = PatchSampler([np.zeros((64, 64), np.float32), np.zeros((20, 48), np.float32)], 32)
+    assert len(sampler.images) == 1

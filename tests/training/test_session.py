@@ -132,6 +132,22 @@ def test_cli_self_supervised_train_then_restore(tmp_path, rng, monkeypatch):
     assert ar.load_model(str(ckpt)).card["training"]["precision"] == "fp32"
     assert ckpt.exists() and ckpt.with_suffix(".json").exists()
     assert main(["restore", str(tmp_path / "noisy.tif"), str(tmp_path / "out.ome.zarr"), "--weights", str(ckpt), "-q"]) == 0
+    (tmp_path / "notes.json").write_text("{}")  # an unrelated card-named file is not replaced either
+    assert main(["train", "--self-supervised", str(tmp_path / "noisy.tif"), "--out", str(tmp_path / "notes.safetensors"),
+                 "--steps", "1", "-q"]) == 2
+    assert (tmp_path / "notes.json").read_text() == "{}"
+
+
+def test_cli_training_that_diverges_is_one_line(tmp_path, rng, capsys, monkeypatch):
+    from napari_attnrestore.training import loop
+
+    monkeypatch.setitem(loop.LOSSES, "charbonnier", lambda out, target: (out - target).sum() * float("nan"))
+    _, clean = _noisy(rng, n=1, size=64)
+    tifffile.imwrite(tmp_path / "c.tif", clean[0].astype(np.float32))
+    assert main(["train", "--mode", "synthetic", str(tmp_path / "c.tif"), "--out", str(tmp_path / "d.safetensors"),
+                 "--steps", "2", "--batch", "1", "--patch", "32", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "diverged at step 0" in err[0] and "lower learning rate" in err[0]
 
 
 def test_hide_known_scores_only_hidden_known_pixels():
@@ -289,6 +305,45 @@ def test_training_refuses_what_it_cannot_learn(rng):
         next(ar.train(imgs, task="inpaint", model=ar.build_model("hat", "denoise", **SMALL), steps=1, patch=32))
     events = list(ar.train(imgs, task="sr", model=sr4, steps=1, batch=1, patch=32))  # no scale: the model's x4
     assert events[-1].model is not None and events[-1].model.scale == 4
+
+
+def test_options_that_do_not_apply_are_refused(rng):
+    imgs = (rng.random((48, 48)) * 255).astype(np.uint8)
+    cases = [
+        (dict(mode="synthetic", method="sure"), "method 'sure' is for self-supervised denoising, not synthetic denoise"),
+        (dict(task="inpaint", method="sure"), "method 'sure' is for self-supervised denoising, not self-supervised inpaint"),
+        (dict(model="default:denoise", arch="hat"), "arch 'hat' builds a new network; the model given is trained as it is"),
+        (dict(task="demosaic", nodata=0), "nodata marks gaps in gray images"),
+        (dict(patch=0), "patch must be at least 8 pixels, got 0"),
+        (dict(lr=1e8), "lr must be between 0 and 1, got 1"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            next(ar.train(imgs, steps=1, **kwargs))
+
+
+def test_paired_training_leaves_nodata_out_of_the_scaling(monkeypatch, rng):
+    from napari_attnrestore.training import session
+
+    seen = []
+    real = session.PairedPatchSampler
+    monkeypatch.setattr(session, "PairedPatchSampler", lambda pairs, *a, **k: seen.append(pairs) or real(pairs, *a, **k))
+    clean = (rng.random((64, 64)) * 3000 + 1000).astype(np.float32)
+    noisy = clean + rng.normal(0, 100, clean.shape).astype(np.float32)
+    clean[:, :16] = noisy[:, :16] = -9999
+    train_to_end(ar.train(noisy, clean=clean, nodata=-9999, steps=1, batch=1, patch=32, config=SMALL))
+    assert seen[0][0][0].lo > 500 and seen[0][0][1].lo == seen[0][0][0].lo
+
+
+def test_a_demosaicer_trained_on_one_pattern_restores_that_pattern_by_default(rng, tmp_path):
+    pic = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    dm = train_to_end(ar.train(pic, task="demosaic", cfa="GRBG", steps=1, batch=1, patch=32, config=SMALL))
+    ar.save_model(dm, tmp_path / "dm.safetensors", task="demosaic")
+    from napari_attnrestore.api import _prepare
+
+    plan = _prepare(pic[..., 1], "demosaic", str(tmp_path / "dm.safetensors"), None, None, None, None, None, "cpu",
+                    "fp32", None, None, "auto", None)[3]
+    assert plan.cfa == "GRBG"
 
 
 def test_synthetic_inpainting_keeps_the_images_own_gaps_unscored(rng, monkeypatch):
