@@ -201,11 +201,13 @@ class NormalizedPlane:
         return np.where(gaps, np.float32(np.nan if self.keep_gaps else 0.0), out)
 
 
-def planes_of(array, rgb: bool | None = None, normalize: str = "auto", **plane_kw) -> list[NormalizedPlane]:
+def planes_of(array, rgb: bool | None = None, normalize: str = "auto", channel_axis: int | None = None,
+              **plane_kw) -> list[NormalizedPlane]:
     """Every 2D plane of an image (leading axes and RGB channels split), normalized lazily.
 
     The scaling is the engine's for the whole image (:func:`~napari_attnrestore.engine.plan.image_stats`):
-    one (lo, hi) shared by all planes, one per colour for RGB.  ``plane_kw`` go to
+    one (lo, hi) shared by all planes, one per colour for RGB, one per channel along
+    ``channel_axis`` (a file's C axis, leading or last).  ``plane_kw`` go to
     :class:`NormalizedPlane` (``nodata``, ``keep_gaps``).
     """
     from ..engine.plan import image_stats
@@ -214,6 +216,15 @@ def planes_of(array, rgb: bool | None = None, normalize: str = "auto", **plane_k
     if len(shape) < 2:
         raise ValueError(f"a training image needs at least 2 dimensions; got shape {shape}")
     is_rgb = (len(shape) >= 3 and shape[-1] in (3, 4)) if rgb is None else rgb
+    if channel_axis is not None and not is_rgb:  # channels scaled one by one, as restoring does
+        c = channel_axis % len(shape)
+        if c >= len(shape) - 2:  # after Y, X (gray + alpha, bands of a GeoTIFF): before them
+            array, c = _MovedAxis(array, c), len(shape) - 3
+            shape = tuple(array.shape)
+        lo, hi = image_stats(shape, np.dtype(array.dtype), lambda key: np.asarray(array[key]), len(shape) - 2, False,
+                             channel_axis=c, normalize=normalize, nodata=plane_kw.get("nodata"), require_finite=True)
+        return [NormalizedPlane(array, idx, normalize, stats=(lo[idx[c]], hi[idx[c]]), **plane_kw)
+                for idx in np.ndindex(*shape[:-2])]
     nlead = len(shape) - 2 - int(is_rgb)
     lo, hi = image_stats(shape, np.dtype(array.dtype), lambda key: np.asarray(array[key]), nlead, is_rgb,
                          normalize=normalize, nodata=plane_kw.get("nodata"), require_finite=True)

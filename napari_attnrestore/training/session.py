@@ -39,14 +39,15 @@ def training_card(task: str, mode: str, steps: int, patch: int, lr: float, preci
     return {"task": task, "training": training, "normalization": NORMALIZATION}
 
 
-def _open(x: Any) -> tuple[Any, float | None]:
-    """The pixels of an array or a file, and the nodata value the file declares (GeoTIFF)."""
+def _open(x: Any) -> tuple[Any, dict[str, Any]]:
+    """The pixels of an array or a file, and what the file says of them: the nodata value it
+    declares (GeoTIFF), whether it is RGB and its channel axis (``planes_of`` keywords)."""
     if isinstance(x, (str, os.PathLike)):
         from ..io import open_image
 
         img = open_image(x)
-        return img.data, img.meta.get("nodata")
-    return x, None
+        return img.data, {"nodata": img.meta.get("nodata"), "rgb": img.rgb, "channel_axis": img.channel_axis}
+    return x, {}
 
 
 def _colour_pictures(x: Any) -> list:
@@ -63,8 +64,9 @@ def _planes(images: Sequence[Any], nodata: float | None = None, **plane_kw: Any)
     """The normalized planes of every image; ``nodata`` (else the one a file declares) marks gaps."""
     out = []
     for im in images:
-        data, declared = _open(im)
-        out += planes_of(data, nodata=nodata if nodata is not None else declared, **plane_kw)
+        data, said = _open(im)
+        declared = said.pop("nodata", None)
+        out += planes_of(data, nodata=nodata if nodata is not None else declared, **said, **plane_kw)
     return out
 
 

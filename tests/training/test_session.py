@@ -257,6 +257,28 @@ def test_paired_targets_are_scaled_like_their_inputs(rng, monkeypatch):
         assert (b.lo, b.hi) == (a.lo, a.hi)
 
 
+@pytest.mark.parametrize("layout", ["tcyx", "yxc"])
+def test_a_files_channels_are_scaled_one_by_one_as_restoring_does(tmp_path, rng, layout):
+    """A dim and a bright channel each fill [0, 1], in training as in restoring (and a
+    channel after Y, X is a channel, not a column)."""
+    from napari_attnrestore.api import _prepare
+    from napari_attnrestore.training.session import _planes
+
+    dim, bright = rng.random((2, 48, 52)) * 60 + 100, rng.random((2, 48, 52)) * 9000 + 1000
+    if layout == "tcyx":
+        img = np.stack([dim, bright], axis=1).astype(np.uint16)  # (T, C, Y, X)
+        tifffile.imwrite(tmp_path / "f.ome.tif", img, metadata={"axes": "TCYX"})
+    else:
+        img = np.stack([dim[0], bright[0]], axis=-1).astype(np.uint16)  # (Y, X, C): two bands, not RGB
+        tifffile.imwrite(tmp_path / "f.ome.tif", img, photometric="minisblack", planarconfig="contig")
+    planes = _planes([tmp_path / "f.ome.tif"])
+    assert len(planes) == (4 if layout == "tcyx" else 2) and all(p.shape == (48, 52) for p in planes)
+    plan = _prepare(str(tmp_path / "f.ome.tif"), "denoise", "default:denoise", None, None, None, None, None, "cpu",
+                    "fp32", None, None, "auto", None)[3]
+    scales = sorted({(round(p.lo, 3), round(p.hi, 3)) for p in planes})
+    assert scales == sorted(zip(np.round(plan.norm.lo, 3), np.round(plan.norm.hi, 3), strict=True))
+
+
 def test_a_file_nodata_value_marks_gaps_for_training(tmp_path, rng):
     from napari_attnrestore.training.session import _planes
 
