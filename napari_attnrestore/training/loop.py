@@ -244,12 +244,31 @@ def fit(
         loss.backward()
         return loss
 
+    def draws() -> tuple:
+        """The random state a step starts from, put back when a step is cut short (Ctrl-C in
+        the forward pass): the saved state then repeats that step's batch exactly."""
+        return (gen.get_state(), sampler_state[0]() if sampler_state else None,
+                loss_gen.get_state() if loss_gen is not None else None, torch.get_rng_state(),
+                torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+    def put_back(d: tuple) -> None:
+        gen.set_state(d[0])
+        if sampler_state:
+            sampler_state[1](d[1])
+        if loss_gen is not None:
+            loss_gen.set_state(d[2])
+        torch.set_rng_state(d[3])
+        if d[4] is not None:
+            torch.cuda.set_rng_state(d[4], device)
+
     net: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if cfg.compile else model
     t0 = time.perf_counter()
     running, count = 0.0, 0
     keep_saved = False  # after a divergence the state on disk is the last good one: keep it
+    start, in_step = None, False
     try:
         while step < cfg.steps:
+            start, in_step = draws(), True
             lr = lr_at(step, cfg)
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -269,8 +288,9 @@ def fit(
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            ema.update(model, step)
             step += 1
+            in_step = False
+            ema.update(model, step - 1)
             running += float(loss.detach())
             count += 1
             if step % cfg.log_every == 0 or step == cfg.steps:
@@ -285,6 +305,8 @@ def fit(
             e.add_note(f"the training state saved in {state_path} before it is kept")
         raise
     finally:
+        if in_step and start is not None:
+            put_back(start)
         if not keep_saved and _finite(model, ema.model):
             save()
         elif not keep_saved:

@@ -61,6 +61,38 @@ def test_resume_continues_exactly(tmp_path, variant):
     assert losses == [e.loss for e in straight]
 
 
+class _CtrlC(BaseException):
+    """Stands for a KeyboardInterrupt (a BaseException) without interrupting pytest."""
+
+
+def test_resume_after_an_interrupt_in_the_middle_of_a_step_is_exact(tmp_path):
+    """Cut short after its batch was drawn, step 5 is saved undone, with the random state it
+    started from: resumed, it draws the same batch again."""
+    cfg = TrainConfig(steps=8, batch=2, log_every=1, warmup=2, checkpoint_every=100)
+    calls = [0]
+
+    def l1(net, inp, target, interrupt_at=None):
+        calls[0] += 1
+        if calls[0] == interrupt_at:
+            raise _CtrlC
+        return torch.nn.functional.l1_loss(net(inp), target)
+
+    model, sampler = _setup()
+    straight = [e.loss for e in fit(model, sampler.sample, make_training_pair, cfg, loss_fn=l1) if not e.done]
+    model, sampler = _setup()
+    state, kw = tmp_path / "state.pt", {"sampler_state": (sampler.state, sampler.set_state)}
+    calls[0] = 0
+    with pytest.raises(_CtrlC):
+        list(fit(model, sampler.sample, make_training_pair, cfg, state_path=state, **kw,
+                 loss_fn=lambda n, i, t: l1(n, i, t, interrupt_at=5)))
+    model, sampler = _setup(seed=99)
+    kw = {"sampler_state": (sampler.state, sampler.set_state)}
+    rest = [e for e in fit(model, sampler.sample, make_training_pair, cfg, state_path=state, **kw, loss_fn=l1)
+            if not e.done]
+    assert [e.step for e in rest] == [5, 6, 7, 8]
+    assert [e.loss for e in rest] == straight[4:]
+
+
 def test_a_diverged_run_keeps_its_last_good_state(tmp_path):
     """Weights that turn non-finite end training with an error, and the state on disk stays
     the last good checkpoint instead of being overwritten by the broken weights."""
