@@ -194,12 +194,17 @@ def test_writers_take_level0_of_napari_multiscale_data_and_napari_units(tmp_path
         assert bool((im.to_dask() == base).all().compute())
 
 
-def test_tiff_writer_keeps_a_geotiff_layers_georeference(tmp_path):
+def _utm_geotiff(path):
+    """A 30 m UTM GeoTIFF with GDAL_NODATA 65535."""
     keys = (1, 1, 0, 2, 1024, 0, 1, 1, 3076, 0, 1, 9001)
-    tifffile.imwrite(tmp_path / "geo.tif", np.ones((30, 20), np.uint16), extratags=[
+    tifffile.imwrite(path, np.ones((30, 20), np.uint16), extratags=[
         (33550, "d", 3, (30.0, 30.0, 0.0), False), (33922, "d", 6, (0, 0, 0, 5e5, 4e6, 0), False),
         (34735, "H", len(keys), keys, False), (42113, "s", 0, "65535", False)])
-    ((data, kwargs, _),) = napari_get_reader(tmp_path / "geo.tif")(None)
+    return path
+
+
+def test_tiff_writer_keeps_a_geotiff_layers_georeference(tmp_path):
+    ((data, kwargs, _),) = napari_get_reader(_utm_geotiff(tmp_path / "geo.tif"))(None)
     write_tiff_layer(str(tmp_path / "out.tif"), data, kwargs)
     src, out = open_image(tmp_path / "geo.tif"), open_image(tmp_path / "out.tif")
     assert out.translate == pytest.approx(src.translate) and out.units == {"x": "meter", "y": "meter"}
@@ -207,11 +212,7 @@ def test_tiff_writer_keeps_a_geotiff_layers_georeference(tmp_path):
 
 
 def test_a_geotiff_layer_saved_as_ome_zarr_then_tif_is_a_geotiff_again(tmp_path):
-    keys = (1, 1, 0, 2, 1024, 0, 1, 1, 3076, 0, 1, 9001)
-    tifffile.imwrite(tmp_path / "geo.tif", np.ones((30, 20), np.uint16), extratags=[
-        (33550, "d", 3, (30.0, 30.0, 0.0), False), (33922, "d", 6, (0, 0, 0, 5e5, 4e6, 0), False),
-        (34735, "H", len(keys), keys, False), (42113, "s", 0, "65535", False)])
-    ((data, kwargs, _),) = napari_get_reader(tmp_path / "geo.tif")(None)
+    ((data, kwargs, _),) = napari_get_reader(_utm_geotiff(tmp_path / "geo.tif"))(None)
     write_ome_zarr_layer(str(tmp_path / "geo.ome.zarr"), data, kwargs)
     ((data, kwargs, _),) = napari_get_reader(tmp_path / "geo.ome.zarr")(None)
     write_tiff_layer(str(tmp_path / "again.tif"), data, kwargs)
