@@ -56,4 +56,3 @@ def backing_stores(data: Any) -> list[str]:
             if root is not None:
                 found.append(str(root))
     return found
-

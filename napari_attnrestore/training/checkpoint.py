@@ -53,7 +53,7 @@ def save_checkpoint(
 
     ``half`` stores floating-point weights as fp16 (they are loaded back as fp32).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = checkpoint_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,10 +63,8 @@ def save_checkpoint(
         state[k] = v.half() if (half and v.is_floating_point()) else v
     meta = {**model_config(model), "task": task, "format_version": FORMAT_VERSION, **(card or {})}
     tmp = path.with_suffix(".safetensors.tmp")
-    save_file(state, str(tmp), metadata={"attnrestore": json.dumps({k: meta[k] for k in ("arch", "task", "scale")})})
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600; shared like any file the user saves (and its card)
+    # written by Python, as the card is (safetensors' own file writer makes it 0600)
+    tmp.write_bytes(save(state, metadata={"attnrestore": json.dumps({k: meta[k] for k in ("arch", "task", "scale")})}))
     os.replace(tmp, path)
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return path

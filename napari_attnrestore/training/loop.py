@@ -199,6 +199,27 @@ def fit(
     state_path = Path(state_path) if state_path else None
     loss_gen = getattr(loss_fn, "gen", None)  # a self-supervised loss's masks or probes
     loss_gen = loss_gen if isinstance(loss_gen, torch.Generator) else None
+
+    def draws() -> tuple:
+        """The random state a step starts from: the pair maker's, the sampler's, the loss's,
+        torch's CPU and CUDA generators (the order :func:`put_back` takes)."""
+        return (gen.get_state(), sampler_state[0]() if sampler_state else None,
+                loss_gen.get_state() if loss_gen is not None else None, torch.get_rng_state(),
+                torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+    def put_back(d: tuple) -> None:
+        """Set the generators to ``d`` (:func:`draws`' order; None leaves one as it is)."""
+        if d[0] is not None:
+            gen.set_state(d[0])
+        if sampler_state and d[1] is not None:
+            sampler_state[1](d[1])
+        if loss_gen is not None and d[2] is not None:
+            loss_gen.set_state(d[2])
+        if d[3] is not None:  # the model's own randomness (ACLA's Gumbel key choice)
+            torch.set_rng_state(d[3])
+        if device.type == "cuda" and d[4] is not None:
+            torch.cuda.set_rng_state(d[4], device)
+
     if state_path and state_path.exists():
         st = load_training_state(state_path, model, ema.model, opt, gen)
         if objective and st.get("objective") and st["objective"] != objective:
@@ -208,14 +229,7 @@ def fit(
         if step > cfg.steps:
             raise CheckpointError(f"{state_path}: this training state is already at step {step}, past the "
                                   f"{cfg.steps} steps asked for; ask for more steps to go on, or start a new state")
-        if sampler_state and st.get("sampler") is not None:
-            sampler_state[1](st["sampler"])
-        if loss_gen is not None and st.get("loss_gen") is not None:
-            loss_gen.set_state(st["loss_gen"])
-        if st.get("torch_rng") is not None:  # the model's own randomness (ACLA's Gumbel key choice)
-            torch.set_rng_state(st["torch_rng"])
-        if device.type == "cuda" and st.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(st["cuda_rng"], device)
+        put_back((None, st.get("sampler"), st.get("loss_gen"), st.get("torch_rng"), st.get("cuda_rng")))
     ema.model.to(device)
 
     def save() -> None:
@@ -244,28 +258,12 @@ def fit(
         loss.backward()
         return loss
 
-    def draws() -> tuple:
-        """The random state a step starts from, put back when a step is cut short (Ctrl-C in
-        the forward pass): the saved state then repeats that step's batch exactly."""
-        return (gen.get_state(), sampler_state[0]() if sampler_state else None,
-                loss_gen.get_state() if loss_gen is not None else None, torch.get_rng_state(),
-                torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
-
-    def put_back(d: tuple) -> None:
-        gen.set_state(d[0])
-        if sampler_state:
-            sampler_state[1](d[1])
-        if loss_gen is not None:
-            loss_gen.set_state(d[2])
-        torch.set_rng_state(d[3])
-        if d[4] is not None:
-            torch.cuda.set_rng_state(d[4], device)
-
     net: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if cfg.compile else model
     t0 = time.perf_counter()
     running, count = 0.0, 0
     keep_saved = False  # after a divergence the state on disk is the last good one: keep it
-    start, in_step = None, False
+    start, in_step = None, False  # a step cut short (Ctrl-C in the forward pass) is saved undone, with
+    # the random state it started from, so that a resumed run repeats that step's batch exactly
     try:
         while step < cfg.steps:
             start, in_step = draws(), True
