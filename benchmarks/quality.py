@@ -173,7 +173,8 @@ def movie_fine_tuned(name: str, path: Path):
     Neighbor2Neighbor (``attnrestore train --self-supervised movie.tif --from NAME --steps 400
     --lr 1e-4``); seeded, so the row repeats."""
     import tifffile
-    from selfsupervised import fine_tune  # the sibling benchmark script: the same workflow, one definition
+
+    from napari_attnrestore.benchmarking import fine_tune
 
     return fine_tune(tifffile.imread(path), "neighbor2neighbor", name, steps=MOVIE_STEPS, lr=1e-4, log_every=MOVIE_STEPS)
 

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 import napari_attnrestore as ar
+from napari_attnrestore.benchmarking import fine_tune
 from napari_attnrestore.training import evaluate as ev
-from napari_attnrestore.training.session import train_to_end
 
 MOVIE = "samples/brightfield_2dt_uint16.tif"
 
@@ -39,15 +39,6 @@ def bm3d_frames(frames: np.ndarray) -> float:
     lo, hi = np.percentile(frames, (0.1, 99.9))
     sigma = ev.frame_noise_sigma(frames) / (hi - lo) * 255
     return ev.frame_scores(lambda x: bm3d_baseline((x - lo) / (hi - lo), sigma) * (hi - lo) + lo, frames)["psnr"]
-
-
-def fine_tune(raw: np.ndarray, method: str, start=None, steps: int = 400, lr: float = 5e-4, batch: int = 8,
-              patch: int = 64, log_every: int = 50):
-    """Self-supervised training on the movie's own noisy frames (``start``: a weight to fine-tune,
-    None for a fresh network), seeded so that a rerun repeats; returns the trained model."""
-    torch.manual_seed(0)
-    return train_to_end(ar.train(raw, mode="self-supervised", method=method, model=start, steps=steps, batch=batch,
-                                 patch=patch, lr=lr, device="cpu", log_every=log_every))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,8 @@ multiply-adds per pixel, CPU speed and peak memory of one whole-image forward pa
 :func:`bench` (``attnrestore bench``, ``benchmarks/pipeline.py``, ``benchmarks/memory.py``):
 Mpx/s, peak RSS, peak GPU memory and pipeline efficiency of a zarr-to-zarr restoration.
 Each measurement runs in a fresh subprocess so that its peak RSS is its own.
+:func:`fine_tune` is the self-supervised workflow that ``benchmarks/selfsupervised.py`` and
+``benchmarks/quality.py`` score on the real movie.
 """
 
 from __future__ import annotations
@@ -277,3 +279,19 @@ def bench_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
         cells.append([*head, f"{r['mpx_s']:.3f}", f"{r['wall_s']:.2f}", f"{r['forward_s']:.2f}",
                       f"{r['efficiency']:.2f}", f"{r['peak_rss_mb']:.0f}", gpu])
     return render_table(BENCH_COLUMNS, cells, markdown)
+
+
+def fine_tune(raw: Any, method: str, start: Any = None, steps: int = 400, lr: float = 5e-4, batch: int = 8,
+              patch: int = 64, log_every: int = 50) -> Any:
+    """Self-supervised training on a movie's own noisy frames, seeded so that a rerun repeats.
+
+    ``start`` is a weight to fine-tune (None: a fresh network); returns the trained model.
+    """
+    import torch
+
+    from . import api
+    from .training.session import train_to_end
+
+    torch.manual_seed(0)
+    return train_to_end(api.train(raw, mode="self-supervised", method=method, model=start, steps=steps, batch=batch,
+                                  patch=patch, lr=lr, device="cpu", log_every=log_every))

@@ -184,6 +184,16 @@ def _tiff_axes(tiff_axes: str, shape: Sequence[int], photometric: Any = None) ->
     return _unique_letters(letters), rgb
 
 
+def _planar_colour(series: Any, rgb: bool) -> bool:
+    """Whether a TIFF stores a colour picture as separate red, green, blue (and alpha) planes
+    (PlanarConfiguration 2): its samples axis is not last, so it opens as channels."""
+    photometric = getattr(series.keyframe, "photometric", None)
+    name = getattr(photometric, "name", str(photometric)).upper()
+    axes = series.axes
+    return (not rgb and name == "RGB" and "S" in axes and axes.index("S") < len(axes) - 1
+            and series.shape[axes.index("S")] in (3, 4))
+
+
 def _channel_axis(axes: str, rgb: bool) -> int | None:
     """Index of a non-RGB channel axis, or None."""
     if "c" not in axes:
@@ -512,6 +522,8 @@ def _tiff_image(tif: tifffile.TiffFile, path: str, size: int) -> ImageData:
     if tuple(levels[0].shape) != tuple(series.shape):
         raise ImageReadError(path, f"TIFF store shape {levels[0].shape} differs from series shape {series.shape}")
     meta.update(tiff_axes=series.axes, n_series=len(tif.series), byteorder=tif.byteorder, bigtiff=tif.is_bigtiff)
+    if _planar_colour(series, rgb):
+        meta["planar_colour"] = True  # red, green, blue (, alpha) planes: shown as one colour picture
     if len(tif.series) > 1:  # positions of a multi-position OME-TIFF, a slide's label and macro pictures
         others = ", ".join(str(tuple(s.shape)) for s in tif.series[1:4]) + (", ..." if len(tif.series) > 4 else "")
         warnings.warn(f"{path}: holds {len(tif.series)} images; only the first, {tuple(series.shape)}, is read "

@@ -135,6 +135,27 @@ def _display(image: ImageData) -> dict[str, Any]:
         limits = _sample_limits(image.levels[-1], image, c)
         if limits is not None:
             out["contrast_limits"] = limits
+    if image.meta.get("planar_colour") and c is not None and "colormap" not in out:
+        out.update(_colour_planes(image, out.get("contrast_limits"), n))
+    return out
+
+
+def _colour_planes(image: ImageData, limits: Any, n: int) -> dict[str, Any]:
+    """Red, green and blue maps added together, with one contrast range for the three (a
+    range per plane would change the white balance), for a TIFF's separate colour planes;
+    a fourth (alpha) plane is hidden."""
+    import numpy as np
+
+    out: dict[str, Any] = {
+        "colormap": ["red", "green", "blue", "gray"][:n],
+        "blending": "additive",
+        "visible": [True, True, True, False][:n],
+    }
+    if np.dtype(image.dtype) == np.uint8:
+        out["contrast_limits"] = [[0.0, 255.0]] * n
+    elif limits is not None:
+        rgb = limits[:3]
+        out["contrast_limits"] = [[min(lo for lo, _ in rgb), max(hi for _, hi in rgb)]] * 3 + limits[3:]
     return out
 
 

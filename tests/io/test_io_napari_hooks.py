@@ -265,3 +265,28 @@ def test_reader_contrast_limits_come_from_the_data_not_the_first_plane_shown(tmp
     write_ome_zarr(stack, tmp_path / "z.ome.zarr", "zyx", translate=(5, 0, 0), pyramid=False)
     ((_, kw, _),) = read_images(tmp_path / "z.ome.zarr")
     assert kw["contrast_limits"] == [1000, 3999] and "units" not in kw
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_reader_shows_separate_colour_planes_as_one_colour_picture(tmp_path, dtype):
+    """PlanarConfiguration 2: red, green and blue are planes; napari's default maps for three
+    channels (cyan, magenta, yellow) and a range per plane would show wrong colours."""
+    from napari_attnrestore.io.napari_hooks import read_images
+
+    rgb = np.zeros((3, 40, 30), dtype)
+    rgb[0], rgb[1], rgb[2] = 200, 100, 50
+    rgb[:, 0] = 20
+    tifffile.imwrite(tmp_path / "planar.tif", rgb, photometric="rgb", planarconfig="separate")
+    ((data, kw, _),) = read_images(tmp_path / "planar.tif")
+    assert data.shape == (3, 40, 30) and kw["channel_axis"] == 0
+    assert kw["colormap"] == ["red", "green", "blue"] and kw["blending"] == "additive"
+    expected = [[0.0, 255.0]] * 3 if dtype == np.uint8 else [[20.0, 200.0]] * 3
+    assert kw["contrast_limits"] == expected
+    tifffile.imwrite(tmp_path / "bands.tif", rgb, photometric="minisblack")  # channels, not colour
+    ((_, kw, _),) = read_images(tmp_path / "bands.tif")
+    assert "colormap" not in kw and "blending" not in kw
+    napari = pytest.importorskip("napari")
+    ((data, kw, _),) = read_images(tmp_path / "planar.tif")
+    layers = napari.components.ViewerModel().add_image(data, **kw)
+    assert [lyr.colormap.name for lyr in layers] == ["red", "green", "blue"]
+    assert {lyr.blending for lyr in layers} == {"additive"}
