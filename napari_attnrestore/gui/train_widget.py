@@ -18,7 +18,8 @@ nothing, so this widget builds the network itself (``ar.build_model`` for "new <
 ``ar.load_model`` for shipped weights) and passes it as ``model=``: it then holds the very
 module being trained.  A run that ends normally gives the final event's EMA model; a
 stopped one gives that module as trained so far (switched to ``eval()``).  Stop takes
-effect after the current step (events come every step, or every ``steps // 2000``).
+effect after the current step: ``ar.train`` reports every step, and the widget's loss
+curve gets one point per ``steps // 2000`` steps (their mean loss) at most.
 
 Either way the model is added to every Restore widget's model list (as
 ``trained: <layer> (<n> steps)``, see :mod:`.session_models`), and "Save checkpoint"
@@ -32,7 +33,7 @@ import math
 import sys
 import threading
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +57,7 @@ __all__ = ["TrainError", "TrainRequest", "TrainRun", "TrainWidget", "curve_polyl
 TASKS = (("denoise", "denoise"), ("super-resolve", "sr"), ("demosaic", "demosaic"), ("inpaint", "inpaint"))
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16")
-MAX_EVENTS = 2000  # events per run at most (log_every grows for longer runs)
+MAX_EVENTS = 2000  # events per run at most (longer runs average several steps per event)
 CURVE_SIZE = (300, 120)
 
 TIPS = {
@@ -187,15 +188,22 @@ def train_job(run: TrainRun) -> Generator[TrainEvent, None, TrainRun]:
         events = ar.train(
             req.images, task=req.task, model=run.net, clean=req.clean, mode=req.mode, scale=req.scale,
             steps=req.steps, batch=req.batch, patch=req.patch, lr=req.lr, device=req.device,
-            precision=req.precision, log_every=max(1, req.steps // MAX_EVENTS),
+            precision=req.precision, log_every=1,  # every step, so that Stop acts after the current one
         )
+        every = max(1, req.steps // MAX_EVENTS)
+        losses: list[float] = []
         try:
             for ev in events:
                 if ev.done:
                     run.final = ev.model
-                else:
-                    run.last = ev
-                yield ev
+                    yield ev
+                    continue
+                run.last = ev
+                losses.append(ev.loss)
+                if ev.step % every == 0 or ev.step == ev.total or run.stop.is_set():
+                    # one event per `every` steps, with their mean loss, for the curve
+                    yield replace(ev, loss=sum(losses) / len(losses))
+                    losses.clear()
                 if run.stop.is_set() and run.final is None:
                     break
         finally:

@@ -310,3 +310,28 @@ def test_session_models_are_offered_only_for_their_task(trainer) -> None:
     for task in ("inpaint", "demosaic"):
         trainer.set_options(task=task)
         assert "fine-tune trained: img (10 steps)" not in offered()
+
+
+def test_stop_acts_after_the_current_step_however_long_the_run(monkeypatch) -> None:
+    """A long run's curve gets one averaged point per `steps // MAX_EVENTS` steps, but Stop is
+    checked after every step (it waited for the next curve point)."""
+    import napari_attnrestore as ar
+    from napari_attnrestore.gui import train_widget as tw
+
+    monkeypatch.setattr(tw, "MAX_EVENTS", 2)  # 3 steps per curve point for a 6-step run
+    noisy, _ = _noisy(64)
+    run = tw.TrainRun(tw.TrainRequest(noisy, start=("new", "hat"), **{**FAST, "steps": 6}))
+    real_train, losses = ar.train, []
+
+    def train(*args, **kwargs):
+        for ev in real_train(*args, **kwargs):
+            losses.append(ev.loss)
+            if ev.step == 4:
+                run.stop.set()  # Stop pressed while step 4 runs
+            yield ev
+
+    monkeypatch.setattr(ar, "train", train)
+    events = list(tw.train_job(run))
+    assert [ev.step for ev in events] == [3, 4] and run.last.step == 4 and run.final is None
+    assert events[0].loss == pytest.approx(sum(losses[:3]) / 3) and events[1].loss == pytest.approx(losses[3])
+    assert run.model() is not None and run.model().card["training"]["steps"] == 4
