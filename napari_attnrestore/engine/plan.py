@@ -163,24 +163,50 @@ def choose_mode(rgb: bool, info: ModelInfo, nchan: int, aux: int = 0) -> str:
     raise ValueError(f"model {info.name!r} expects {info.in_channels} input channels{extra}; the input is {what}")
 
 
-def stats_windows(plan_shape: tuple[int, ...], nlead: int, rgb: bool, budget: int = MAX_STATS_WINDOWS) -> list[tuple]:
-    """Deterministic sample windows spread over planes and the image, for global statistics."""
+def _spread_order(ny: int, nx: int) -> list[tuple[int, int]]:
+    """The cells of an ``ny x nx`` grid, the one nearest the centre first, then each next one
+    as far as possible from those before it (ties: row-major order): any prefix spreads out."""
+    cells = [(i, j) for i in range(ny) for j in range(nx)]
+    centre = ((ny - 1) / 2, (nx - 1) / 2)
+    order = [min(cells, key=lambda c: (c[0] - centre[0]) ** 2 + (c[1] - centre[1]) ** 2)]
+    gap = {c: (c[0] - order[0][0]) ** 2 + (c[1] - order[0][1]) ** 2 for c in cells}
+    while len(order) < len(cells):
+        nxt = max((c for c in cells if c not in order), key=lambda c: gap[c])
+        order.append(nxt)
+        for c in cells:
+            gap[c] = min(gap[c], (c[0] - nxt[0]) ** 2 + (c[1] - nxt[1]) ** 2)
+    return order
+
+
+def stats_windows(plan_shape: tuple[int, ...], nlead: int, rgb: bool, budget: int = MAX_STATS_WINDOWS,
+                  channel_axis: int | None = None) -> list[tuple]:
+    """Deterministic sample windows for global statistics, spread over the planes and the field.
+
+    ``budget`` windows of at most ``STATS_WINDOW`` pixels (per channel along a leading
+    ``channel_axis``, at least 4 each) take distinct cells of a grid over the image, centre
+    first, and run through the planes (Z, T, ...) as they go: a stack is sampled over its
+    whole field, not at the same few places in every plane.
+    """
     lead_shape = plan_shape[:nlead]
     h, w = plan_shape[nlead], plan_shape[nlead + 1]
-    nplanes = int(np.prod(lead_shape)) if lead_shape else 1
-    plane_ids = np.unique(np.linspace(0, nplanes - 1, min(nplanes, 4)).round().astype(int))
-    per_plane = max(1, budget // len(plane_ids))
-    g = max(1, math.ceil(math.sqrt(per_plane)))
     wy, wx = min(STATS_WINDOW, h), min(STATS_WINDOW, w)
-    ys = np.unique(np.linspace(0, h - wy, g).round().astype(int))
-    xs = np.unique(np.linspace(0, w - wx, g).round().astype(int))
+    channels = [None] if channel_axis is None else list(range(lead_shape[channel_axis]))
+    others = [n for i, n in enumerate(lead_shape) if i != channel_axis]
+    nplanes = int(np.prod(others)) if others else 1
+    n = budget if channel_axis is None else max(4, budget // len(channels))
+    ny = 1 if h <= wy else (n if w <= wx else math.ceil(math.sqrt(n)))
+    nx = 1 if w <= wx else math.ceil(n / ny)
+    ys = np.linspace(0, h - wy, ny).round().astype(int)
+    xs = np.linspace(0, w - wx, nx).round().astype(int)
+    cells = list(dict.fromkeys((int(ys[i]), int(xs[j])) for i, j in _spread_order(ny, nx)))[:n]
     keys = []
-    for pid in plane_ids:
-        lead = tuple(int(i) for i in np.unravel_index(pid, lead_shape)) if lead_shape else ()
-        for y in ys:
-            for x in xs:
-                key = (*lead, slice(int(y), int(y) + wy), slice(int(x), int(x) + wx))
-                keys.append(key + ((slice(None),) if rgb else ()))
+    for c in channels:
+        for k, (y, x) in enumerate(cells):
+            plane = round(k * (nplanes - 1) / max(1, len(cells) - 1))
+            lead = [int(i) for i in np.unravel_index(plane, others)] if others else []
+            if c is not None:
+                lead.insert(channel_axis, c)
+            keys.append((*lead, slice(y, y + wy), slice(x, x + wx)) + ((slice(None),) if rgb else ()))
     return keys
 
 
@@ -195,7 +221,7 @@ def image_stats(
     sees the scaling that inference will give it; ``require_finite``: raise ValueError when
     no sampled pixel is finite (a training image with nothing to learn from).
     """
-    keys = stats_windows(shape, nlead, rgb)
+    keys = stats_windows(shape, nlead, rgb, channel_axis=channel_axis)
     pieces = [np.asarray(sample(k), dtype=np.float64) for k in keys]
     if nodata is not None:  # pixels to fill say nothing about the intensity range
         pieces = [np.where(p == nodata, np.nan, p) for p in pieces]
@@ -209,12 +235,6 @@ def image_stats(
     lo_l, hi_l = [], []  # one statistic per channel: sample each channel's planes separately
     for c in range(shape[channel_axis]):
         sel = [p for k, p in zip(keys, pieces, strict=True) if k[channel_axis] == c]
-        if not sel:
-            key0 = list(keys[0])
-            key0[channel_axis] = c
-            sel = [np.asarray(sample(tuple(key0)), dtype=np.float64)]
-            if nodata is not None:
-                sel = [np.where(sel[0] == nodata, np.nan, sel[0])]
         a, b = compute_stats(np.concatenate([s.ravel() for s in sel]), dtype, mode=normalize)
         lo_l.append(a[0])
         hi_l.append(b[0])
