@@ -149,6 +149,14 @@ def check_image(shape: tuple[int, ...], dtype: Any, rgb: bool | None = None, tas
     return is_rgb
 
 
+def tile_overlap(overlap: int, tile: int, multiple: int) -> int:
+    """The overlap of neighbouring tiles: ``overlap``, at most half a tile (in window
+    multiples).  Beyond half a tile the blend ramps cannot grow, and the tile step would
+    shrink to a few pixels: a 96-px tile with the default denoiser's 112-px context would
+    run the image through the network 2700 times over."""
+    return min(overlap, tile // 2 // multiple * multiple)
+
+
 def choose_mode(rgb: bool, info: ModelInfo, nchan: int, aux: int = 0) -> str:
     """How the image's channels meet the network's input channels (besides ``aux`` task channels)."""
     image_channels = info.in_channels - aux
@@ -315,12 +323,13 @@ def make_plan(
     if o < 0:
         raise ValueError(f"overlap must be >= 0, got {o}")
     o = round_up(o, m)
+    halo = o  # the context each chunk reads around it, whatever the tile size
     t = None if auto_tile else (DEFAULT_TILE if tile is None else int(tile))
     if t is not None:
         if t < 8:
             raise ValueError(f"tile must be at least 8 pixels, got {t}")
         t = round_up(t, m)
-        o = min(o, max(t - m, 0))
+        o = tile_overlap(o, t, m)
     if auto_tile or auto_batch:
         from .autotune import choose_tile_batch, max_batch_for, max_tile_for
 
@@ -329,10 +338,9 @@ def make_plan(
         t, b = choose_tile_batch(memory, region=region, overlap=o, multiple=m, planes=planes, tile=t,
                                  batch=None if auto_batch else batch, max_batch=max_batch_for(memory.device),
                                  max_tile=max_tile_for(memory.device))
-        o = min(o, max(t - m, 0))
+        o = tile_overlap(o, t, m)
         batch = b
     assert t is not None
-    halo = o
 
     if batch is None:
         batch = max(1, min(16, (512 * 512) // (t * t)))
