@@ -175,6 +175,10 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
         known = np.where(np.isfinite(x), x, 0.0)[:, :, cy0:cy1, cx0:cx1]
         y = np.where(holes[:, :, cy0:cy1, cx0:cx1], y, known)
     out = normalize_planes(y, plan, lead, inverse=True)
+    if holes is not None and np.dtype(plan.out_dtype) == planes.dtype:
+        # the known pixels themselves, not their float32 round trip (a float DEM, 32-bit counts)
+        keep = ~holes[:, :, cy0:cy1, cx0:cx1]
+        out[keep] = planes[:, :, cy0:cy1, cx0:cx1][keep]
     if holes is None and bad.any():
         nodata_out = np.broadcast_to(_to_output_grid(bad, crop, s, out.shape[1]), out.shape)
         out[nodata_out] = fill_value(plan)

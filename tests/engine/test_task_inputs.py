@@ -22,6 +22,18 @@ def test_inpaint_keeps_known_pixels_and_fills_mask_nan_and_nodata(rng):
     np.testing.assert_allclose(out[holes], 0.5, atol=1e-6)  # normalize="dtype": floats stay in [0, 1] units
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint32, np.int32])
+def test_inpaint_keeps_known_pixels_bit_for_bit_in_wide_types(rng, dtype):
+    """Known pixels went through the float32 scaling and back: a float DEM or 32-bit counts
+    came back changed in their last digits."""
+    img = (rng.random((64, 64)) * 2e9 + 300).astype(dtype)
+    mask = np.zeros(img.shape, bool)
+    mask[10:20, 10:20] = True
+    out = ar.restore(img, task="inpaint", model=FillHalf(), mask=mask, device="cpu").compute()
+    assert out.dtype == img.dtype
+    np.testing.assert_array_equal(out[~mask], img[~mask])
+
+
 def test_inpaint_mask_of_another_shape_is_refused(rng):
     with pytest.raises(ValueError, match=r"mask shape \(10, 10\) does not match the image"):
         ar.restore(np.zeros((32, 32), np.uint8), task="inpaint", model=FillHalf(), mask=np.zeros((10, 10), bool))
