@@ -150,6 +150,10 @@ def data_identity(x: Any) -> str:
     return f"{type(x).__name__}{tuple(getattr(x, 'shape', ()))}:{getattr(x, 'dtype', '')}"
 
 
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, (float, np.floating)) and bool(np.isnan(value))
+
+
 def job_fingerprint(plan: Plan, weights_digest: str, task: str, src_desc: str, ensemble: bool = False,
                     mask_id: str | None = None) -> dict[str, Any]:
     """What must match for ``resume`` to continue a job (input, mask, model, geometry, dtype)."""
@@ -157,7 +161,8 @@ def job_fingerprint(plan: Plan, weights_digest: str, task: str, src_desc: str, e
         "source": src_desc, "weights": weights_digest, "task": task, "shape": list(plan.out_shape),
         "chunks": [list(c[:1]) for c in plan.out_chunks], "tile": plan.tile, "overlap": plan.overlap,
         "dtype": plan.out_dtype, "norm": [list(plan.norm.lo), list(plan.norm.hi)],
-        "cfa": plan.cfa, "nodata": plan.nodata, "mask": plan.has_mask,
+        # NaN reads back unequal to itself: "nan", so that a float GeoTIFF's NaN nodata resumes
+        "cfa": plan.cfa, "nodata": "nan" if _is_nan(plan.nodata) else plan.nodata, "mask": plan.has_mask,
         **({"ensemble": True} if ensemble else {}),  # absent when off: stores of earlier versions still resume
         **({"mask_id": mask_id} if plan.has_mask and mask_id else {}),
     }
@@ -187,16 +192,16 @@ def prepare_store(
         state = job_state(dst)
         if resume and state:
             old = state.get("job") or {}
-            if old != fingerprint:
+            if old == fingerprint:
+                return None if state.get("status") == "complete" else done_chunks(dst)
+            if not overwrite:
                 differ = sorted(k for k in {*old, *fingerprint} if old.get(k) != fingerprint.get(k))
                 raise OutputError(
                     f"{dst}: cannot resume: the existing output was made with other settings "
                     f"({', '.join(differ)} differ); use --overwrite to start again"
                 )
-            if state.get("status") == "complete":
-                return None
-            return done_chunks(dst)
-        if not overwrite:
+            # resume and overwrite: another job's output is replaced, as overwrite alone would
+        elif not overwrite:
             hint = "; pass resume=True (CLI: --resume) to continue it" if state and not resume else ""
             raise OutputError(f"{dst}: output exists; pass overwrite=True (CLI: --overwrite) to replace it{hint}")
         try:

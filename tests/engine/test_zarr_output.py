@@ -139,6 +139,26 @@ def test_resume_refuses_other_settings(tmp_path, rng):
         ar.restore_to_zarr(img, dst, model=FailAfter(1), chunks=32, pyramid=False, num_workers=1)
     with pytest.raises(OutputError, match="other settings"):
         ar.restore_to_zarr(img, dst, model=Box3(), chunks=16, pyramid=False, resume=True)
+    # with --overwrite too, the other job's output is replaced (it was refused with "use --overwrite")
+    ar.restore_to_zarr(img, dst, model=Box3(), chunks=16, pyramid=False, resume=True, overwrite=True)
+    assert job_state(dst)["status"] == "complete"
+
+
+def test_a_nan_nodata_job_resumes(tmp_path, rng):
+    """A float GeoTIFF's nodata is often NaN, which never equals itself: resume was always refused."""
+    import tifffile
+
+    img = rng.random((64, 64)).astype(np.float32)
+    img[:5] = np.nan
+    tifffile.imwrite(tmp_path / "dem.tif", img, extratags=[(42113, "s", 0, "nan", True)])  # GDAL_NODATA
+    dst = tmp_path / "o.zarr"
+    cancel = threading.Event()
+    with pytest.raises(Cancelled):
+        ar.restore_to_zarr(tmp_path / "dem.tif", dst, model=Box3(), chunks=32, pyramid=False, num_workers=1,
+                           progress=lambda done, total: cancel.set(), cancel=cancel)
+    assert json.loads((dst / "zarr.json").read_text()) and job_state(dst)["job"]["nodata"] == "nan"
+    ar.restore_to_zarr(tmp_path / "dem.tif", dst, model=Box3(), chunks=32, pyramid=False, resume=True)
+    assert job_state(dst)["status"] == "complete"
 
 
 @pytest.mark.parametrize("kind", ["file", "array"])
