@@ -69,3 +69,33 @@ def test_inpainting_with_a_mask_covering_a_whole_region(rng):
     ints = (img * 200).astype(np.uint8)  # integer output with no nodata value: the network still fills
     out, calls = _run(ints, FillHalf(), task="inpaint", mask=mask, normalize="dtype")
     assert calls == 9 and (out[:32, :32] == 128).all()
+
+
+def test_gaps_are_filled_smoothly_before_the_network():
+    from napari_attnrestore.engine.graph import fill_gaps
+
+    x = np.full((2, 1, 32, 32), 0.7, np.float32)
+    bad = np.zeros(x.shape, bool)
+    bad[0, 0, :, 10:20] = True  # a stripe: filled from both sides
+    bad[1] = True  # a plane with no data at all
+    out = fill_gaps(x, bad)
+    np.testing.assert_allclose(out[0], 0.7, atol=1e-5)
+    assert (out[1] == 0).all() and np.isfinite(out).all()
+
+
+def test_pixels_beside_a_gap_are_denoised_almost_as_without_it():
+    """A Landsat-7-like stripe of NaN was given to the denoiser as black: the good pixels
+    beside it came out with 37% more error than without the stripe."""
+    from skimage import data, transform
+
+    rng = np.random.default_rng(0)
+    clean = transform.resize(data.camera(), (256, 256)).astype(np.float32) * 0.6 + 0.2
+    noisy = (clean + rng.normal(0, 0.08, clean.shape)).astype(np.float32)
+    gapped = noisy.copy()
+    gapped[:, 120:130] = np.nan
+    plain = ar.restore(noisy, device="cpu").compute()
+    out = ar.restore(gapped, device="cpu").compute()
+    assert np.isnan(out[:, 120:130]).all()
+    beside = np.r_[117:120, 130:133]
+    err = [np.sqrt(np.mean((o[:, beside] - clean[:, beside]) ** 2)) for o in (out, plain)]
+    assert err[0] < 1.2 * err[1], err
