@@ -30,7 +30,11 @@ def hat_s(scale: int = 4):
 
 
 def grl_t():
-    """GRL-T (denoising): embed 64, depths [4, 4, 4, 4], 2 + 2 heads, window 16, stripes 64x64 (anchors / 4)."""
+    """GRL-T (denoising): embed 64, depths [4, 4, 4, 4], 2 + 2 heads, window 16, stripes 64x64 (anchors / 4).
+
+    The paper's denoisers use 64x128 stripes; spandrel 0.4 cannot load those (it rebuilds
+    the network at a 64-px image size, smaller than the stripe).
+    """
     from spandrel.architectures.GRL import GRL
 
     return GRL(in_channels=3, out_channels=3, embed_dim=64, upscale=1, upsampler="", depths=[4, 4, 4, 4],
@@ -39,13 +43,24 @@ def grl_t():
                local_connection=False, img_size=64)
 
 
-def _same_network(a, b) -> bool:
-    """Whether two loaded models give bitwise-identical output on a small random image."""
+def _same_network(*nets) -> bool:
+    """Whether the networks give bitwise-identical output on a small random image."""
     import torch
 
     x = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
-        return bool(torch.equal(a.eval()(x), b.eval()(x)))
+        first, *others = (n.eval()(x) for n in nets)
+        return all(torch.equal(first, o) for o in others)
+
+
+def checkpoint_state(net) -> dict:
+    """What a released checkpoint holds: the state dict and the buffers a class marks
+    non-persistent (GRL's stripe tables), from which spandrel reads the window and stripe
+    sizes; without them it assumes window 8 and 8x8 stripes, another network."""
+    state = dict(net.state_dict())
+    for name, buf in net.named_buffers():
+        state.setdefault(name, buf)
+    return {k: v.contiguous() for k, v in state.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(0)
         net = build()
         n = sum(p.numel() for p in net.parameters())
-        state = {k: v.contiguous() for k, v in net.state_dict().items()}
+        state = checkpoint_state(net)
         loaded = {}
         for suffix in (".pth", ".safetensors"):
             path = a.workdir / f"{name}{suffix}"
@@ -85,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path.name}: {n / 1e6:.2f}M params, loaded as {loaded[suffix].arch} "
                   f"(x{loaded[suffix].scale}, {loaded[suffix].in_channels}->{loaded[suffix].out_channels} channels) in {time.perf_counter() - t0:.1f} s",
                   flush=True)
-        same = _same_network(loaded[".pth"], loaded[".safetensors"])
-        print(f"{name}: .pth and .safetensors give identical output: {same}", flush=True)
+        same = _same_network(net, loaded[".pth"], loaded[".safetensors"])
+        print(f"{name}: the built network, .pth and .safetensors give identical output: {same}", flush=True)
         if not same:
             return 1
         dst = a.workdir / f"{name}.ome.zarr"

@@ -42,9 +42,12 @@ def measure_model(model: Any, size: int, threads: int = 1) -> dict[str, Any]:
     macs = None
     with torch.inference_mode():
         if size <= 256:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
             from torch.utils.flop_counter import FlopCounterMode
 
-            with FlopCounterMode(display=False) as fc:
+            # the counter sees scaled_dot_product_attention only in its math form (on the CPU
+            # the fused kernels count 0: HAT's window attention went uncounted)
+            with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
                 model(x)
             macs = fc.get_total_flops() / 2 / (size * size)
         model(x)  # warm-up
@@ -69,14 +72,16 @@ def measure_isolated(arch: str, size: int, threads: int = 1, preset: str = "tiny
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def full_attention_gb(arch: str, size: int) -> float | None:
-    """Memory one full non-local attention map would need at the resolution where ``arch`` attends."""
+def full_attention_gb(arch: str, size: int, preset: str = "tiny") -> float | None:
+    """Memory one full non-local attention map would need at the resolution where ``arch``
+    attends (PSAL: its bottleneck, ``2 ** (levels - 1)`` times coarser after its pixel-unshuffle)."""
     if arch != "psal":
         return None
     from .models import build_model
 
-    m = build_model(arch, task="denoise")
-    n = (size // getattr(m, "attention_stride", 2)) ** 2
+    m = build_model(arch, task="denoise", preset=preset)
+    stride = 2 ** (len(m.cfg.dims) - 1) * m.cfg.unshuffle
+    n = (size // stride) ** 2
     return n * n * 4 / 1e9
 
 
@@ -95,7 +100,7 @@ def table(archs: list[str], sizes: list[int], threads: int = 1, preset: str = "t
             if m["macs_per_px"] is not None:
                 row["macs"] = f"{m['macs_per_px'] / 1e3:.0f}k"
             row[str(size)] = f"{m['mpx_s']:.3f} Mpx/s, {m['peak_rss_mb']:.0f} MB"
-        full = full_attention_gb(arch, max(sizes))
+        full = full_attention_gb(arch, max(sizes), preset)
         row["note"] = f"full non-local attention at {max(sizes)}px: {full:,.0f} GB" if full else ""
         rows.append(row)
     cols = ["arch", "params", "macs", *[str(s) for s in sizes], "note"]

@@ -26,8 +26,9 @@ Mechanism, as in the paper:
   ``p // 2``); candidates inside the hole are never picked (cost ``+inf``).  Every query
   (in particular the hole's) then draws from the known region.
 
-Self-attention matches a patch to itself at cost 0; ``exclude_radius`` (default 1) forbids
-key positions within that Chebyshev distance of the query.
+Self-attention matches a patch to itself at cost 0; ``exclude_radius`` r (default 1) forbids
+key positions at a Chebyshev distance below r from the query: r = 1 forbids the query's own
+position only, r = 2 its 8 neighbours too.
 
 **Search area and tiling.** The non-local search covers the whole feature map the layer
 sees, i.e. the whole tile the engine feeds in (tile + halo), at the bottleneck resolution
@@ -77,7 +78,8 @@ class PSALConfig:
     learn_temperature: bool = True
     #: Patch aggregation (softmax over the ``p^2 k`` candidates of the covering patches).
     aggregation: bool = True
-    #: Key positions within this Chebyshev distance of a query are excluded (0: allow self-matches).
+    #: Key positions at a Chebyshev distance below this from a query are excluded (0: allow
+    #: self-matches, 1: only the query's own position, 2: its 8 neighbours too).
     exclude_radius: int = 1
     #: Masked (inpainting) variant: None -> on when the input has two channels (image, mask).
     masked: bool | None = None
@@ -236,7 +238,8 @@ def patchmatch(
     generator
         Random source (``torch.Generator``); seeded, the result is deterministic.
     exclude_radius
-        Forbid keys within this Chebyshev distance of the query's own position (self-attention).
+        Forbid keys at a Chebyshev distance below this from the query's own position
+        (self-attention; 1: the position itself).
     steps
         Propagation step lengths, visited in this order in every iteration.
     mean_cost
