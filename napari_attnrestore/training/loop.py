@@ -69,11 +69,60 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup then cosine decay from ``lr`` to ``min_lr``."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(t, 1.0)))
+    """Linear warmup then cosine decay from ``lr`` to ``min_lr`` over ``cfg.steps``."""
+    return Schedule.of(cfg).lr(step)
+
+
+@dataclass
+class Schedule:
+    """The learning rate from step ``start`` on: a linear warmup over ``warmup`` steps to
+    ``peak``, then a cosine down to ``min_lr`` at step ``end``.  A fresh run's is
+    ``Schedule.of(cfg)``; a resumed run with other steps continues from where it was
+    (:meth:`resumed`), and the state saves it."""
+
+    start: int
+    peak: float
+    warmup: int
+    end: int
+    min_lr: float
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> Schedule:
+        return cls(0, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr)
+
+    def lr(self, step: int) -> float:
+        i = step - self.start
+        if i < self.warmup:
+            return self.peak * (i + 1) / self.warmup
+        t = (i - self.warmup) / max(self.end - self.start - self.warmup, 1)
+        return self.min_lr + 0.5 * (self.peak - self.min_lr) * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
+
+    @classmethod
+    def resumed(cls, saved: Schedule | None, saved_peak: float | None, step: int, cfg: TrainConfig,
+                fresh_optimizer: bool = False) -> Schedule:
+        """The schedule of a run resumed at ``step`` under ``cfg``, from the one ``saved`` with
+        its state (whose ``cfg.lr`` was ``saved_peak``).
+
+        The same plan goes on unchanged.  A run still decaying that is asked for other steps
+        decays from its current rate to ``min_lr`` at the new end (re-fitting the cosine
+        made the rate jump, up or down).  A finished run given more steps, or one whose
+        optimizer starts afresh (its moments empty, :func:`~.recipe.rebuild_state`),
+        restarts at the rate the new plan's cosine has there, after a warmup: AdamW's first
+        steps from empty moments are sign-like, full-size steps.  Another ``lr`` or
+        ``min_lr`` takes the new plan's cosine from here.
+        """
+        new = cls.of(cfg)
+        here = new.lr(step) if step >= cfg.warmup else cfg.lr
+        warmup = min(cfg.warmup, max(1, (cfg.steps - step) // 10))
+        if fresh_optimizer:
+            return new if step == 0 else cls(step, here, warmup, cfg.steps, cfg.min_lr)
+        if saved is None or saved_peak != cfg.lr or saved.min_lr != cfg.min_lr:
+            return new if saved is None else cls(step, here, 0, cfg.steps, cfg.min_lr)
+        if saved.end == cfg.steps:
+            return saved
+        if step < saved.end:
+            return cls(step, saved.lr(step), 0, cfg.steps, cfg.min_lr)
+        return cls(step, here, warmup, cfg.steps, cfg.min_lr)
 
 
 class EMA:
@@ -196,6 +245,7 @@ def fit(
     crit = LOSSES[cfg.loss]
     step, history = 0, []
     prior_elapsed = 0.0
+    schedule = Schedule.of(cfg)
     state_path = Path(state_path) if state_path else None
     loss_gen = getattr(loss_fn, "gen", None)  # a self-supervised loss's masks or probes
     loss_gen = loss_gen if isinstance(loss_gen, torch.Generator) else None
@@ -229,6 +279,13 @@ def fit(
         if step > cfg.steps:
             raise CheckpointError(f"{state_path}: this training state is already at step {step}, past the "
                                   f"{cfg.steps} steps asked for; ask for more steps to go on, or start a new state")
+        conf = st.get("config") or {}
+        saved = (Schedule(**st["schedule"]) if st.get("schedule")
+                 else Schedule(0, conf["lr"], conf["warmup"], conf["steps"], conf["min_lr"]) if conf else None)
+        schedule = Schedule.resumed(saved, conf.get("lr"), step, cfg, fresh_optimizer=bool(st.get("fresh_optimizer")))
+        if saved is not None and schedule != saved:
+            log.info("learning rate from step %d: %.2e, to %.2e at step %d (the state's plan ended at step %d)",
+                     step, schedule.lr(step), cfg.min_lr, cfg.steps, saved.end)
         put_back((None, st.get("sampler"), st.get("loss_gen"), st.get("torch_rng"), st.get("cuda_rng")))
     ema.model.to(device)
 
@@ -239,6 +296,7 @@ def fit(
         st = training_state(model, ema.model, opt, gen, step, history, prior_elapsed + time.perf_counter() - t0, cfg,
                             sampler=sampler_state[0]() if sampler_state else None, loss_gen=loss_gen, device=device)
         st["objective"] = objective
+        st["schedule"] = asdict(schedule)
         tmp = state_path.with_suffix(".tmp")
         torch.save(st, tmp)
         tmp.replace(state_path)
@@ -267,7 +325,7 @@ def fit(
     try:
         while step < cfg.steps:
             start, in_step = draws(), True
-            lr = lr_at(step, cfg)
+            lr = schedule.lr(step)
             for g in opt.param_groups:
                 g["lr"] = lr
             clean = sample_batch(cfg.batch)
@@ -310,5 +368,5 @@ def fit(
         elif not keep_saved:
             log.warning("the weights are no longer finite at step %d; the training state on disk is kept", step)
     yield TrainEvent(step, cfg.steps, history[-1][1] if history else float("nan"),
-                     prior_elapsed + time.perf_counter() - t0, lr_at(step, cfg), done=True,
+                     prior_elapsed + time.perf_counter() - t0, schedule.lr(step), done=True,
                      model=ema.model.eval().requires_grad_(True))  # trainable again: it may be fine-tuned next

@@ -192,9 +192,10 @@ def rebuild_state(model: nn.Module, cfg: TrainConfig, weight: Path, run_dir: Pat
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(training_state(model, model, opt, gen, step, [], float(training.get("wall_time_s", 0.0)), cfg,
-                              sampler=np.random.default_rng(seed).bit_generator.state, torch_rng=gen.get_state()),
-               state_path)
+    state = training_state(model, model, opt, gen, step, [], float(training.get("wall_time_s", 0.0)), cfg,
+                           sampler=np.random.default_rng(seed).bit_generator.state, torch_rng=gen.get_state())
+    state["fresh_optimizer"] = True  # fit warms the learning rate up again: AdamW's moments are empty
+    torch.save(state, state_path)
     earlier = [{k: v for k, v in seg.items() if k != "to_step"} for seg in training.get("segments", [])]
     (run_dir / "segments.json").write_text(json.dumps(earlier, indent=1) + "\n")
     (run_dir / "rebuilt_at").write_text(f"{step}\n")

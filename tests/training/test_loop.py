@@ -226,3 +226,45 @@ def test_sampler_follows_given_weights():
     assert len(sampler.images) == 2 and np.all(sampler.sample(8).numpy() == 1)
     with pytest.raises(ValueError, match="2 sampling weights for 3 images"):
         PatchSampler(images, 32, weights=[1.0, 1.0])
+
+
+def _rates(state, steps, cfg_kw, stop_at=None):
+    """The learning rate of every step of a run of ``steps`` (resumed from ``state``)."""
+    model, sampler = _setup()
+    cfg = TrainConfig(steps=steps, batch=2, log_every=1, lr=1e-3, min_lr=1e-5, **cfg_kw)
+    rates = {}
+    for ev in fit(model, sampler.sample, make_training_pair, cfg, state_path=state):
+        if not ev.done:
+            rates[ev.step] = ev.lr  # the rate the step ran with
+            if ev.step == stop_at:
+                break
+    return rates
+
+
+def test_other_steps_on_resume_continue_the_learning_rate_instead_of_jumping(tmp_path):
+    """Re-fitting the cosine to a new step count made the rate jump (4000 -> 6500 steps at
+    step 2500 took it up from 2.9e-4 to 6.2e-4); a run still decaying now decays on from its
+    current rate, and a finished one given more steps restarts after a warmup."""
+    from napari_attnrestore.training.loop import Schedule
+
+    state = tmp_path / "state.pt"
+    first = _rates(state, 20, {"warmup": 2}, stop_at=8)  # interrupted at step 8 of 20
+    more = _rates(state, 40, {"warmup": 2})  # resumed, asked for 40
+    assert more[9] == pytest.approx(Schedule(0, 1e-3, 2, 20, 1e-5).lr(8))  # step 9 runs where step 8 left off
+    assert more[9] < first[8] and all(more[s + 1] <= more[s] for s in range(9, 40))
+    assert more[40] < 1.5e-5  # the last step runs just above min_lr
+    again = _rates(state, 50, {"warmup": 4})  # a finished run given 10 more steps: a warm restart
+    assert again[41] == pytest.approx(Schedule(0, 1e-3, 4, 50, 1e-5).lr(40))  # (50 - 40) // 10 = 1 warmup step
+    assert again[41] > 10 * more[40] and all(again[s + 1] <= again[s] for s in range(41, 50))
+    state.unlink()
+    plain = _rates(state, 20, {"warmup": 2})  # a fresh run: warmup, then the cosine over its steps
+    assert [plain[s] for s in (1, 2)] == pytest.approx([5e-4, 1e-3]) and plain[20] < 2e-5
+
+
+def test_a_rebuilt_state_warms_up_again():
+    from napari_attnrestore.training.loop import Schedule
+
+    cfg = TrainConfig(steps=1000, lr=1e-3, min_lr=1e-5, warmup=100)
+    s = Schedule.resumed(None, None, 500, cfg, fresh_optimizer=True)
+    assert s.lr(500) == pytest.approx(Schedule.of(cfg).lr(500) / 50)  # 50 warmup steps: (1000-500)//10
+    assert s.lr(549) == pytest.approx(Schedule.of(cfg).lr(500)) and s.lr(999) > 1e-5 >= s.lr(1000) - 1e-12

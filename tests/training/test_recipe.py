@@ -96,7 +96,7 @@ def test_recipe_continues_a_trained_weight_without_its_state(tmp_path, data):
     cfg = rc.TrainConfig(steps=4, batch=2, lr=1e-3)
     assert rc.rebuild_state(model, cfg, shipped / first.name, fresh / "test-sr") == 2
     st = torch.load(fresh / "test-sr" / "state.pt", weights_only=True)
-    assert st["step"] == 2 and st["opt"]["state"] == {}
+    assert st["step"] == 2 and st["opt"]["state"] == {} and st["fresh_optimizer"]  # fit warms up again
     for k, v in load_state(shipped / first.name).items():
         assert torch.equal(st["ema"][k], v.float()) and torch.equal(st["model"][k], v.float())
     with pytest.raises(FileExistsError, match="resumes from it"):
