@@ -438,6 +438,11 @@ def restore_to_zarr(
                         omero=omero, extra_attrs=carried(meta))  # a GeoTIFF's: saved as .tif, a GeoTIFF again
 
     inputs = [str(v) for v in (x, mask, meta.get("path")) if isinstance(v, (str, os.PathLike))]
+    tiffs = [p for p in inputs if p.lower().endswith((".tif", ".tiff"))]
+    if tiffs and scheduler not in (None, "threads", "sync", "synchronous"):  # checked before the store exists
+        raise ValueError(f"{tiffs[0]}: a TIFF's open file cannot be sent to dask.distributed workers; convert it "
+                         "to OME-Zarr first: img = ar.io.open_image(path); "
+                         "ar.io.write_ome_zarr(img.to_dask(), 'x.ome.zarr', axes=img.axes, scale=img.scale)")
     done = prepare_store(dst, plan, fp, create, overwrite=overwrite, resume=resume, inputs=inputs)
     if done is None:
         return dst

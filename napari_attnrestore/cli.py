@@ -95,6 +95,12 @@ def cmd_restore(a: argparse.Namespace) -> int:
                 raise UserError(f"{out}: PNG holds one 2D gray, gray + alpha or RGB(A) image; the result has shape {lazy.shape}")
             if np.dtype(lazy.dtype) not in (np.uint8, np.uint16):
                 raise UserError(f"{out}: PNG holds 8- or 16-bit integers; the result is {np.dtype(lazy.dtype)}; write .tif")
+            if np.dtype(lazy.dtype) == np.uint16 and lazy.ndim == 3:  # found before computing, not after
+                raise UserError(f"{out}: a 16-bit PNG is written as one gray image only; the result has "
+                                f"{lazy.shape[-1]} channels; write .tif")
+            folder = os.path.dirname(os.path.abspath(out))
+            if not os.path.isdir(folder):
+                raise UserError(f"{out}: folder {folder} does not exist")
             skio.imsave(out, np.asarray(lazy.compute()), check_contrast=False)
         else:
             nodata = a.nodata if a.nodata is not None else meta.get("nodata")
@@ -186,6 +192,10 @@ def cmd_train(a: argparse.Namespace) -> int:
 def cmd_demo(a: argparse.Namespace) -> int:
     from napari_attnrestore.demo import run_demo
 
+    if a.size < 32:
+        raise UserError(f"--size must be at least 32 pixels, got {a.size}")
+    if not 0 <= a.sigma <= 255:
+        raise UserError(f"--sigma is a noise level on the 0-255 scale; got {a.sigma}")
     run_demo(Path(a.out), size=a.size, sigma=a.sigma, device=a.device, quiet=a.quiet)
     return 0
 
@@ -194,11 +204,22 @@ def cmd_bench(a: argparse.Namespace) -> int:
     import json
 
     import napari_attnrestore as ar
-    from napari_attnrestore.benchmarking import CHEAP, bench, bench_table
+    from napari_attnrestore.benchmarking import CHEAP, _model_spec, bench, bench_table
+    from napari_attnrestore.engine.device import resolve_device
 
     models = a.models or [*(m["name"] for m in ar.list_models()), CHEAP]
     if any(s < 8 for s in a.sizes):
         raise UserError(f"--sizes must be at least 8 pixels, got {a.sizes}")
+    # wrong options once, here, rather than as a failed row per run (each in its own process)
+    if isinstance(a.tile, int) and a.tile < 8:
+        raise UserError(f"--tile must be at least 8 pixels or auto, got {a.tile}")
+    if isinstance(a.batch, int) and a.batch < 1:
+        raise UserError(f"--batch must be at least 1 or auto, got {a.batch}")
+    if a.chunks is not None and a.chunks < 1:
+        raise UserError(f"--chunks must be positive, got {a.chunks}")
+    resolve_device(a.device)
+    for name in models:
+        _model_spec(name)  # an unknown name or an unreadable checkpoint: its one-line error
     if not a.quiet and not a.json:
         print(f"benchmarking {len(models) * len(a.sizes) * len(a.dtype)} runs "
               f"({'each in a fresh process' if not a.in_process else 'in this process'}) ...", file=sys.stderr)

@@ -134,6 +134,37 @@ def test_png_output_of_a_float_result_is_refused_before_restoring(tmp_path, tiny
     assert not (tmp_path / "o.png").exists()
 
 
+def test_png_outputs_pillow_cannot_write_are_refused_before_restoring(tmp_path, tiny_checkpoint, capsys):
+    """A 16-bit RGB result failed in Pillow after the whole image was computed."""
+    tifffile.imwrite(tmp_path / "rgb16.tif", np.zeros((32, 32, 3), np.uint16), photometric="rgb")
+    assert main(["restore", str(tmp_path / "rgb16.tif"), str(tmp_path / "o.png"), "--weights", str(tiny_checkpoint),
+                 "-q"]) == 2
+    assert "o.png: a 16-bit PNG is written as one gray image only; the result has 3 channels" in capsys.readouterr().err
+    tifffile.imwrite(tmp_path / "g.tif", np.zeros((32, 32), np.uint8))
+    assert main(["restore", str(tmp_path / "g.tif"), str(tmp_path / "no" / "o.png"), "--weights",
+                 str(tiny_checkpoint), "-q"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_bench_and_demo_options_are_checked_first(capsys):
+    for args, said in ((["bench", "--sizes", "64", "--models", "nope"], "nope"),
+                       (["bench", "--sizes", "64", "--models", "conv3x3", "--tile", "4"], "--tile must be at least 8"),
+                       (["demo", "--size", "0"], "--size must be at least 32"),
+                       (["demo", "--sigma", "-5"], "--sigma is a noise level")):
+        assert main([*args, "-q"]) == 2, args
+        err = capsys.readouterr().err
+        assert said in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_tiff_is_refused_for_a_cluster_before_the_store_is_made(tmp_path, tiny_checkpoint, capsys):
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((32, 32), np.uint8))
+    assert main(["restore", str(tmp_path / "a.tif"), str(tmp_path / "o.ome.zarr"), "--weights", str(tiny_checkpoint),
+                 "--scheduler", "tcp://127.0.0.1:1", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "a.tif: a TIFF's open file cannot be sent to dask.distributed workers" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o.ome.zarr").exists()
+
+
 def test_geotiff_input_gives_a_geotiff_with_its_georeference_and_nodata(tmp_path, tiny_checkpoint):
     from napari_attnrestore.io import open_image
 

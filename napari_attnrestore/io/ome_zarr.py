@@ -113,7 +113,7 @@ def create_ome_zarr(
     path: str | os.PathLike,
     shape: Sequence[int],
     dtype: Any,
-    chunks: Sequence[int] | None,
+    chunks: int | Sequence[int] | None,
     axes: str,
     scale: Sequence[float] | Mapping[str, float] | None = None,
     translate: Sequence[float] | Mapping[str, float] | None = None,
@@ -131,7 +131,8 @@ def create_ome_zarr(
     path : str or os.PathLike
         Output store (a folder, usually ``*.ome.zarr``).
     shape, dtype, chunks
-        Level-0 array geometry; ``chunks=None`` uses `default_chunks`.
+        Level-0 array geometry; ``chunks=None`` uses `default_chunks`, one number the side
+        along y and x.
     axes : str
         One letter per dimension, e.g. ``"yx"``, ``"tczyx"``, ``"yxc"`` (RGB).
     scale, translate : sequence or mapping, optional
@@ -158,7 +159,9 @@ def create_ome_zarr(
     shape = tuple(int(s) for s in shape)
     axes = axes.lower()
     check_axes(axes, len(shape), path)
-    chunks = tuple(int(c) for c in chunks) if chunks is not None else default_chunks(shape, axes)
+    if chunks is None or isinstance(chunks, (int, np.integer)):  # one number: the side along y and x
+        chunks = default_chunks(shape, axes, *([int(chunks)] if chunks is not None else []))
+    chunks = tuple(int(c) for c in chunks)
     scale_l = _per_axis(scale, axes, 1.0, path, "scale")
     translate_l = _per_axis(translate, axes, 0.0, path, "translate")
     multiscale = {
@@ -339,7 +342,7 @@ def write_ome_zarr(
     scale: Sequence[float] | Mapping[str, float] | None = None,
     translate: Sequence[float] | Mapping[str, float] | None = None,
     units: Mapping[str, str] | str | None = None,
-    chunks: Sequence[int] | None = None,
+    chunks: int | Sequence[int] | None = None,
     pyramid: bool = True,
     overwrite: bool = False,
     name: str | None = None,

@@ -146,3 +146,10 @@ def test_restoring_with_a_users_module_leaves_it_trainable(rng):
     assert all(p.requires_grad for p in net.parameters())  # they were frozen: an optimizer stood still
     net.train()(torch.zeros(1, 1, 8, 8)).sum().backward()  # the caller can keep training it
     assert net.weight.grad is not None
+
+
+def test_fp16_on_the_cpu_warns_that_it_is_slow():
+    from napari_attnrestore.engine.device import resolve_precision
+
+    with pytest.warns(UserWarning, match="fp16 on the CPU"):
+        assert resolve_precision("fp16", torch.device("cpu"), True) == torch.float16

@@ -188,3 +188,9 @@ def test_write_pyramid_levels_and_int_rounding(tmp_path):
     assert im.levels[2].shape == (1, 1)
     assert write_pyramid(path, levels=1, method="max") == ["0", "1"]
     np.testing.assert_array_equal(open_image(path).levels[1][:], [[2, 9], [4, 4]])
+
+
+def test_write_ome_zarr_takes_one_number_for_the_chunk_side(tmp_path):
+    """`restore` takes chunks=128; the writer raised TypeError: 'int' object is not iterable."""
+    write_ome_zarr(np.zeros((3, 300, 200), np.uint8), tmp_path / "c.ome.zarr", axes="zyx", chunks=128, pyramid=False)
+    assert zarr.open_array(str(tmp_path / "c.ome.zarr" / "0"), mode="r").chunks == (1, 128, 128)
