@@ -473,7 +473,9 @@ def _finish(dst: str, pyramid: bool) -> None:
     Every chunk is written and recorded by now, so a resume after fixing the cause
     (disk full, permissions) only redoes this step.
     """
-    from .engine.store import output_error, set_job_state
+    import shutil
+
+    from .engine.store import STATE_DIR, output_error, set_job_state
     from .io import ImageWriteError, write_pyramid
 
     try:
@@ -483,6 +485,9 @@ def _finish(dst: str, pyramid: bool) -> None:
     except OSError as e:
         cause = e.__cause__ if isinstance(e, ImageWriteError) and isinstance(e.__cause__, OSError) else e
         raise output_error(dst, "cannot finish the output (pyramid levels, job state)", cause) from e
+    # the per-chunk markers are done with (a complete job resumes as complete); zarr warns about
+    # the folder whenever a complete store's group is listed
+    shutil.rmtree(Path(dst) / STATE_DIR, ignore_errors=True)
 
 
 def _client_for(scheduler: Any) -> tuple[Any, Any]:

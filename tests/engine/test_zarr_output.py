@@ -3,6 +3,7 @@
 import json
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -30,6 +31,10 @@ def test_writes_ome_zarr_with_metadata(tmp_path, rng):
     assert ome["version"] == "0.5"
     assert [a["name"] for a in ome["multiscales"][0]["axes"]][-2:] == ["y", "x"]
     assert job_state(dst)["status"] == "complete"
+    assert not (dst / ".attnrestore").exists()  # the chunk markers are gone: zarr warned on listing the group
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sorted(zarr.open_group(str(dst), mode="r").keys()) == ["0"]
 
 
 def test_sr_divides_pixel_size_and_shifts_origin(tmp_path, rng):
