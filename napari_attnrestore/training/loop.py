@@ -68,11 +68,6 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 }
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup then cosine decay from ``lr`` to ``min_lr`` over ``cfg.steps``."""
-    return Schedule.of(cfg).lr(step)
-
-
 @dataclass
 class Schedule:
     """The learning rate from step ``start`` on: a linear warmup over ``warmup`` steps to
