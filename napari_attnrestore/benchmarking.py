@@ -155,7 +155,7 @@ def make_input(path: str | Path, size: int, chunk: int = 1024, channels: int = 0
             arr[y : y + chunk, x : x + chunk] = (base + rng.normal(0, 800, base.shape)).astype(np.uint16)
 
 
-def _model_spec(name: str) -> tuple[Any, str, int | None]:
+def model_spec(name: str) -> tuple[Any, str, int | None]:
     """The model to load for a bench name, its task and SR scale."""
     if name == CHEAP:
         return conv3x3(), "denoise", None
@@ -193,7 +193,7 @@ def run_pipeline(model: str, size: int, workdir: str | Path, device: str = "auto
     from .api import resolve_model
     from .engine.autotune import peak_rss_bytes
 
-    module, task, scale = _model_spec(model)
+    module, task, scale = model_spec(model)
     handle = resolve_model(module, task, scale, device, precision, compile=compile)
     info = handle.info
     image_channels = info.in_channels - {"inpaint": 1, "demosaic": 3}.get(task, 0)

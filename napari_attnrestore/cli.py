@@ -204,7 +204,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
     import json
 
     import napari_attnrestore as ar
-    from napari_attnrestore.benchmarking import CHEAP, _model_spec, bench, bench_table
+    from napari_attnrestore.benchmarking import CHEAP, bench, bench_table, model_spec
     from napari_attnrestore.engine.device import resolve_device
 
     models = a.models or [*(m["name"] for m in ar.list_models()), CHEAP]
@@ -219,7 +219,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
         raise UserError(f"--chunks must be positive, got {a.chunks}")
     resolve_device(a.device)
     for name in models:
-        _model_spec(name)  # an unknown name or an unreadable checkpoint: its one-line error
+        model_spec(name)  # an unknown name or an unreadable checkpoint: its one-line error
     if not a.quiet and not a.json:
         print(f"benchmarking {len(models) * len(a.sizes) * len(a.dtype)} runs "
               f"({'each in a fresh process' if not a.in_process else 'in this process'}) ...", file=sys.stderr)

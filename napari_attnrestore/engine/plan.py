@@ -190,8 +190,8 @@ def stats_windows(plan_shape: tuple[int, ...], nlead: int, rgb: bool, budget: in
                   channel_axis: int | None = None) -> list[tuple]:
     """Deterministic sample windows for global statistics, spread over the planes and the field.
 
-    ``budget`` windows of at most ``STATS_WINDOW`` pixels (per channel along a leading
-    ``channel_axis``, at least 4 each) take distinct cells of a grid over the image, centre
+    ``budget`` windows of at most ``STATS_WINDOW`` pixels (shared among the channels of a
+    leading ``channel_axis``, at least 4 each) take distinct cells of a grid over the image, centre
     first, and run through the planes (Z, T, ...) as they go: a stack is sampled over its
     whole field, not at the same few places in every plane.
     """
