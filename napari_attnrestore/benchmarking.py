@@ -80,8 +80,7 @@ def full_attention_gb(arch: str, size: int, preset: str = "tiny") -> float | Non
     from .models import build_model
 
     m = build_model(arch, task="denoise", preset=preset)
-    stride = 2 ** (len(m.cfg.dims) - 1) * m.cfg.unshuffle
-    n = (size // stride) ** 2
+    n = (size // (2**m.levels * m.cfg.unshuffle)) ** 2
     return n * n * 4 / 1e9
 
 

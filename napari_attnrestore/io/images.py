@@ -175,7 +175,7 @@ def _tiff_axes(tiff_axes: str, shape: Sequence[int], photometric: Any = None) ->
     """Map tifffile axes (e.g. ``'QYXS'``) to ours (``'tyxc'``) and tell if it is RGB: three
     or four samples per pixel that the file calls colour (not MINISBLACK bands, such as a
     red, green, blue and near-infrared GeoTIFF, whose fourth band is no alpha)."""
-    colour = photometric is None or getattr(photometric, "name", str(photometric)).upper() in ("RGB", "YCBCR")
+    colour = photometric is None or _photometric_name(photometric) in ("RGB", "YCBCR")
     rgb = bool(tiff_axes) and tiff_axes[-1] == "S" and shape[-1] in (3, 4) and len(shape) >= 3 and colour
     letters = [_TIFF_AXES.get(a, a.lower()) for a in tiff_axes]
     if rgb and "c" in letters[:-1]:
@@ -184,14 +184,17 @@ def _tiff_axes(tiff_axes: str, shape: Sequence[int], photometric: Any = None) ->
     return _unique_letters(letters), rgb
 
 
+def _photometric_name(photometric: Any) -> str:
+    """A TIFF's PhotometricInterpretation as an upper-case name (``'RGB'``, ``'MINISBLACK'``)."""
+    return getattr(photometric, "name", str(photometric)).upper()
+
+
 def _planar_colour(series: Any, rgb: bool) -> bool:
     """Whether a TIFF stores a colour picture as separate red, green, blue (and alpha) planes
     (PlanarConfiguration 2): its samples axis is not last, so it opens as channels."""
-    photometric = getattr(series.keyframe, "photometric", None)
-    name = getattr(photometric, "name", str(photometric)).upper()
     axes = series.axes
-    return (not rgb and name == "RGB" and "S" in axes and axes.index("S") < len(axes) - 1
-            and series.shape[axes.index("S")] in (3, 4))
+    return (not rgb and _photometric_name(getattr(series.keyframe, "photometric", None)) == "RGB"
+            and "S" in axes and axes.index("S") < len(axes) - 1 and series.shape[axes.index("S")] in (3, 4))
 
 
 def _channel_axis(axes: str, rgb: bool) -> int | None:
