@@ -92,6 +92,12 @@ class Schedule:
         t = (i - self.warmup) / max(self.end - self.start - self.warmup, 1)
         return self.min_lr + 0.5 * (self.peak - self.min_lr) * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0)))
 
+    def describe(self) -> str:
+        """The plan in words, for the log: where it starts, its warmup and where it ends."""
+        start = (f"{self.lr(self.start):.2e}, warming up over {self.warmup} steps to {self.peak:.2e}"
+                 if self.warmup else f"{self.peak:.2e}")
+        return f"{start}, then down to {self.min_lr:.2e} at step {self.end}"
+
     @classmethod
     def resumed(cls, saved: Schedule | None, saved_peak: float | None, step: int, cfg: TrainConfig,
                 fresh_optimizer: bool = False) -> Schedule:
@@ -279,8 +285,8 @@ def fit(
                  else Schedule(0, conf["lr"], conf["warmup"], conf["steps"], conf["min_lr"]) if conf else None)
         schedule = Schedule.resumed(saved, conf.get("lr"), step, cfg, fresh_optimizer=bool(st.get("fresh_optimizer")))
         if saved is not None and schedule != saved:
-            log.info("learning rate from step %d: %.2e, to %.2e at step %d (the state's plan ended at step %d)",
-                     step, schedule.lr(step), cfg.min_lr, cfg.steps, saved.end)
+            log.info("learning rate from step %d: %s (the state's plan ended at step %d)",
+                     step, schedule.describe(), saved.end)
         put_back((None, st.get("sampler"), st.get("loss_gen"), st.get("torch_rng"), st.get("cuda_rng")))
     ema.model.to(device)
 

@@ -268,3 +268,6 @@ def test_a_rebuilt_state_warms_up_again():
     s = Schedule.resumed(None, None, 500, cfg, fresh_optimizer=True)
     assert s.lr(500) == pytest.approx(Schedule.of(cfg).lr(500) / 50)  # 50 warmup steps: (1000-500)//10
     assert s.lr(549) == pytest.approx(Schedule.of(cfg).lr(500)) and s.lr(999) > 1e-5 >= s.lr(1000) - 1e-12
+    # the log names the warmup's peak, not only the first, tiny rate
+    assert s.describe() == "1.18e-05, warming up over 50 steps to 5.91e-04, then down to 1.00e-05 at step 1000"
+    assert Schedule(500, 3e-4, 0, 1000, 1e-5).describe() == "3.00e-04, then down to 1.00e-05 at step 1000"
