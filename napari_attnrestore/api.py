@@ -406,7 +406,7 @@ def restore_to_zarr(
     from .engine import build_graph
     from .engine.execute import execute
     from .engine.store import STATE_DIR, ZarrSink, data_identity, job_fingerprint, prepare_store, set_job_state
-    from .io import create_ome_zarr
+    from .io import create_ome_zarr, ngff_order, read_ome_metadata
     from .io.geotiff import carried
 
     if resume and tile == AUTO:  # a resumed job keeps the tile it started with (free memory may differ now)
@@ -446,8 +446,13 @@ def restore_to_zarr(
     done = prepare_store(dst, plan, fp, create, overwrite=overwrite, resume=resume, inputs=inputs)
     if done is None:
         return dst
+    # how the store holds the axes: create_ome_zarr's NGFF order (an RGB result yxc as cyx), or
+    # channel-last in a store an earlier version started and this run resumes
+    stored = "".join(str(a.get("name", ""))[:1].lower() for a in read_ome_metadata(dst).get("axes", []))
+    order = (tuple(geom["axes"].index(a) for a in stored) if sorted(stored) == sorted(geom["axes"])
+             else ngff_order(geom["axes"]))
     sink = ZarrSink(str(Path(dst) / "0"), str(Path(dst) / STATE_DIR / "done"), chunk_shape, len(plan.out_shape),
-                    job=uuid.uuid4().hex)
+                    job=uuid.uuid4().hex, order=None if order == tuple(range(len(order))) else order)
     dsk, name, deps = build_graph(handle, plan, src, sink=sink, skip=lambda i: i in done, mask=mask_src)
     client, owned = _client_for(scheduler)
     try:

@@ -77,6 +77,8 @@ class ZarrSink:
     """Writes one output chunk into the zarr array at ``array_path`` and records it done.
 
     Picklable (paths only): on a dask.distributed worker the array is opened once.
+    ``order``: the stored array's axes as positions in the block's (NGFF stores an RGB
+    ``yxc`` result as ``cyx``: ``(2, 0, 1)``); None when they are the same.
     """
 
     array_path: str
@@ -84,10 +86,13 @@ class ZarrSink:
     chunk_shape: tuple[int, ...]
     ndim: int
     job: str = ""
+    order: tuple[int, ...] | None = None
 
     def __call__(self, block: np.ndarray, index: tuple[int, ...]) -> int:
         arr = _open_array(self.array_path, self.job)
         sel = tuple(slice(i * c, i * c + n) for i, c, n in zip(index, self.chunk_shape, block.shape, strict=True))
+        if self.order is not None:
+            sel, block = tuple(sel[i] for i in self.order), block.transpose(self.order)
         try:
             arr[sel] = block
             Path(self.done_dir, marker_name(index)).touch()

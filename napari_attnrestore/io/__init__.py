@@ -6,10 +6,11 @@ the writers stream dask arrays chunk by chunk.
 
 from ._output import refuse_output_over_input
 from .errors import ImageReadError, ImageWriteError
-from .images import GuardedArray, ImageData, as_dask, guess_axes, open_image, read_region
+from .images import AxesView, GuardedArray, ImageData, as_dask, guess_axes, open_image, read_region
 from .ome_zarr import (
     create_ome_zarr,
     default_chunks,
+    ngff_order,
     read_ome_metadata,
     remove_output,
     write_ome_zarr,
@@ -18,6 +19,7 @@ from .ome_zarr import (
 from .tiff import write_tiff
 
 __all__ = [
+    "AxesView",
     "GuardedArray",
     "ImageData",
     "ImageReadError",
@@ -26,6 +28,7 @@ __all__ = [
     "create_ome_zarr",
     "default_chunks",
     "guess_axes",
+    "ngff_order",
     "open_image",
     "read_ome_metadata",
     "read_region",

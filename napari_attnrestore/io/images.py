@@ -362,6 +362,63 @@ class GuardedArray:
         return self.shape[0]
 
 
+class AxesView:
+    """A read-only view of a lazily sliceable array with its axes reordered: axis ``i`` of
+    the view is axis ``order[i]`` of ``data`` (an RGB OME-Zarr stored ``cyx``, shown ``yxc``).
+
+    Only basic indexing (ints, slices, Ellipsis); other attributes are the wrapped array's.
+    """
+
+    def __init__(self, data: Any, order: Sequence[int], path: str | os.PathLike | None = None) -> None:
+        self.data = data
+        self.order = tuple(int(i) for i in order)
+        if sorted(self.order) != list(range(len(data.shape))):
+            raise ValueError(f"{self.order} is not an order of {len(data.shape)} axes")
+        self.path = os.fspath(path) if path is not None else getattr(data, "path", "")
+        self.shape = tuple(int(data.shape[i]) for i in self.order)
+        self.dtype = np.dtype(data.dtype)
+        self.ndim = len(self.shape)
+
+    def _reordered(self, sizes: Any) -> tuple[int, ...] | None:
+        return tuple(sizes[i] for i in self.order) if sizes else None
+
+    @property
+    def chunks(self) -> tuple[int, ...] | None:
+        """The wrapped array's chunks, in the view's order."""
+        return self._reordered(getattr(self.data, "chunks", None))
+
+    @property
+    def shards(self) -> tuple[int, ...] | None:
+        """The wrapped array's shards, in the view's order (None when it is not sharded)."""
+        return self._reordered(getattr(self.data, "shards", None))
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "data":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.data, name)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if sum(k is Ellipsis for k in key) > 1 or not all(
+                k is Ellipsis or isinstance(k, (slice, int, np.integer)) for k in key):
+            raise TypeError(f"{type(self).__name__} takes ints, slices and one Ellipsis, not {key!r}")
+        if Ellipsis in key:
+            at = key.index(Ellipsis)
+            key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1 :]
+        if len(key) > self.ndim:
+            raise IndexError(f"{len(key)} indices for {self.ndim} axes")
+        key = key + (slice(None),) * (self.ndim - len(key))
+        inner: list[Any] = [slice(None)] * self.ndim
+        for view_axis, stored in enumerate(self.order):
+            inner[stored] = key[view_axis]
+        out = read_region(self.data, tuple(inner), path=self.path or None)  # errors name the stored chunks
+        kept = [a for a in self.order if not isinstance(inner[a], (int, np.integer))]
+        return out.transpose([sorted(kept).index(a) for a in kept])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+
 def _dask_chunks(shape: Sequence[int], native: Sequence[int] | None, axes: str | None, target: int) -> tuple[int, ...]:
     """Dask chunks: multiples of the native chunks, about ``target`` pixels along y and x."""
     shape = tuple(int(s) for s in shape)
@@ -811,6 +868,22 @@ def _transforms(items: list | None, ndim: int) -> tuple[np.ndarray, np.ndarray]:
     return scale, translation
 
 
+def is_rgb_omero(omero: Any, channels: int, dtype: Any) -> bool:
+    """Whether NGFF ``omero`` metadata describe an RGB(A) picture: 3 or 4 channels coloured
+    red, green and blue (the 4th any), either 8-bit or labelled red, green, blue (as
+    `~napari_attnrestore.io.ome_zarr.rgb_omero` writes; three fluorescence channels that happen to be
+    coloured so, in 16 bits, stay channels)."""
+    entries = omero.get("channels") if isinstance(omero, dict) else None
+    if not isinstance(entries, list) or len(entries) != channels or channels not in (3, 4):
+        return False
+    if not all(isinstance(e, dict) for e in entries):
+        return False
+    colours = [str(e.get("color", "")).upper().lstrip("#") for e in entries[:3]]
+    labels = [str(e.get("label", "")).lower() for e in entries[:3]]
+    return colours == ["FF0000", "00FF00", "0000FF"] and (
+        np.dtype(dtype) == np.uint8 or labels == ["red", "green", "blue"])
+
+
 def _ome_image(group: zarr.Group, path: str, ms: dict, ome: dict, version: str | None) -> ImageData:
     """ImageData from one NGFF multiscales entry."""
     datasets = ms.get("datasets") or []
@@ -830,6 +903,15 @@ def _ome_image(group: zarr.Group, path: str, ms: dict, ome: dict, version: str |
     s1, t1 = _transforms(ms.get("coordinateTransformations"), ndim)
     scale, translate = s0 * s1, t0 * s1 + t1
     rgb = axes.endswith("c") and levels[0].shape[-1] in (3, 4) and ndim >= 3
+    if not rgb and "c" in axes and ndim >= 3 and is_rgb_omero(ome.get("omero"), levels[0].shape[axes.index("c")],
+                                                               levels[0].dtype):
+        # an RGB(A) image stored as NGFF orders it (cyx): shown channel-last, as napari shows colour
+        c = axes.index("c")
+        order = [i for i in range(ndim) if i != c] + [c]
+        levels = [AxesView(lv, order, path) for lv in levels]
+        axes = "".join(axes[i] for i in order)
+        scale, translate = scale[order], translate[order]
+        rgb = True
     return ImageData(
         data=levels[0],
         axes=axes,

@@ -2,8 +2,10 @@
 
 Layout: a group with ``attrs["ome"] = {"version": "0.5", "multiscales": [...]}`` and arrays
 ``"0"`` (full resolution), ``"1"``, ``"2"``, ... (each 2x smaller in y and x).
-RGB(A) images may be written channel-last (axes ``"yxc"``), as napari shows them; NGFF
-orders channel before space, so strict NGFF tools may warn about such stores.
+Arrays are stored in NGFF's axis order (time, then channel, then space) whatever order
+they are given in: an RGB(A) image given channel-last (axes ``"yxc"``, as napari shows it)
+is stored ``"cyx"`` with red, green and blue ``omero`` channels, and `open_image` shows such
+a store channel-last again (see `is_rgb_omero`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from .images import _multiscales, _ngff_unit, _transforms
 __all__ = [
     "create_ome_zarr",
     "default_chunks",
+    "ngff_order",
     "read_ome_metadata",
+    "rgb_omero",
     "write_ome_zarr",
     "write_pyramid",
 ]
@@ -44,6 +48,28 @@ def default_chunks(shape: Sequence[int], axes: str, size: int = 512) -> tuple[in
         else:
             out.append(1)
     return tuple(out)
+
+
+def ngff_order(axes: str) -> tuple[int, ...]:
+    """The order NGFF stores ``axes`` in: time first, then channel, then the others as given.
+
+    Stored axis ``i`` is axis ``order[i]`` of ``axes``: ``"yxc"`` -> ``(2, 0, 1)``
+    (``"cyx"``), ``"zcyx"`` -> ``(1, 0, 2, 3)``; an order NGFF accepts is kept.
+    """
+    rank = {"t": 0, "c": 1}
+    return tuple(sorted(range(len(axes)), key=lambda i: (rank.get(axes[i], 2), i)))
+
+
+def rgb_omero(channels: int, dtype: Any) -> dict[str, Any]:
+    """NGFF ``omero`` rendering metadata of an RGB(A) image: red, green, blue (and alpha)
+    channels shown added together over the dtype's range (0-1 for floats)."""
+    dtype = np.dtype(dtype)
+    top = float(np.iinfo(dtype).max) if dtype.kind in "iu" else 1.0
+    names = [("red", "FF0000"), ("green", "00FF00"), ("blue", "0000FF"), ("alpha", "FFFFFF")][:channels]
+    window = {"min": 0.0, "max": top, "start": 0.0, "end": top}
+    return {"channels": [{"label": label, "color": color, "active": label != "alpha", "window": dict(window)}
+                         for label, color in names],
+            "rdefs": {"model": "color"}}
 
 
 def _prepare_output(path: str, overwrite: bool) -> None:
@@ -134,7 +160,9 @@ def create_ome_zarr(
         Level-0 array geometry; ``chunks=None`` uses `default_chunks`, one number the side
         along y and x.
     axes : str
-        One letter per dimension, e.g. ``"yx"``, ``"tczyx"``, ``"yxc"`` (RGB).
+        One letter per dimension of ``shape``, e.g. ``"yx"``, ``"tczyx"``, ``"yxc"`` (RGB).
+        The array is stored in `ngff_order` (``"yxc"`` as ``"cyx"``): write into it through
+        that permutation.
     scale, translate : sequence or mapping, optional
         Physical pixel size and origin, per axis or by axis letter.
     units : mapping or str, optional
@@ -148,7 +176,8 @@ def create_ome_zarr(
     extra_attrs : mapping, optional
         More group attributes (stored next to ``"ome"``).
     omero : mapping, optional
-        NGFF ``omero`` rendering metadata (channel names, colours, windows), e.g. the source's.
+        NGFF ``omero`` rendering metadata (channel names, colours, windows), e.g. the source's;
+        a trailing channel axis of 3 or 4 (RGB(A)) gets `rgb_omero` when None.
 
     Raises
     ------
@@ -164,6 +193,12 @@ def create_ome_zarr(
     chunks = tuple(int(c) for c in chunks)
     scale_l = _per_axis(scale, axes, 1.0, path, "scale")
     translate_l = _per_axis(translate, axes, 0.0, path, "translate")
+    if omero is None and axes.endswith("c") and len(axes) >= 3 and shape[-1] in (3, 4):
+        omero = rgb_omero(shape[-1], dtype)
+    order = ngff_order(axes)
+    axes = "".join(axes[i] for i in order)
+    shape, chunks = tuple(shape[i] for i in order), tuple(chunks[i] for i in order)
+    scale_l, translate_l = [scale_l[i] for i in order], [translate_l[i] for i in order]
     multiscale = {
         "name": name or _default_name(path),
         "axes": _axes_meta(axes, units),
@@ -350,8 +385,10 @@ def write_ome_zarr(
 ) -> str:
     """Stream a numpy or dask array into a new OME-Zarr, then add its pyramid.
 
-    The dask array is never computed whole: it is stored chunk by chunk with ``da.store``.
-    The group attribute ``attnrestore.complete`` is False until every level is written.
+    The dask array is never computed whole: it is stored chunk by chunk with ``da.store``,
+    in `ngff_order` (an RGB image given ``"yxc"`` is stored ``"cyx"``; ``chunks`` are given
+    in ``axes`` order).  The group attribute ``attnrestore.complete`` is False until every
+    level is written.
     ``extra_attrs``: more group attributes (a GeoTIFF's georeference, kept for a later .tif).
 
     Returns
@@ -377,8 +414,10 @@ def write_ome_zarr(
         overwrite=overwrite,
         extra_attrs={**dict(extra_attrs or {}), "attnrestore": {"complete": False}},
     )
-    arr = data.rechunk(z.chunks) if isinstance(data, da.Array) else da.from_array(data, chunks=z.chunks)
-    _store(arr, z, path)
+    order = ngff_order(axes)
+    arr = data if isinstance(data, da.Array) else da.from_array(data, chunks=tuple(z.chunks[order.index(i)]
+                                                                                  for i in range(len(order))))
+    _store(da.transpose(arr, order).rechunk(z.chunks), z, path)
     if pyramid:
         write_pyramid(path)
     group = zarr.open_group(path, mode="r+")

@@ -65,9 +65,15 @@ def test_tasks_stream_to_ome_zarr(tmp_path, rng):
     cfa = mosaic(rng.integers(0, 255, (64, 80, 3)).astype(np.uint8), "BGGR")
     dst = tmp_path / "rgb.ome.zarr"
     ar.restore_to_zarr(cfa, dst, task="demosaic", cfa="BGGR", model=SplitCFA(), chunks=32, pyramid=False)
-    axes = json.loads((dst / "zarr.json").read_text())["attributes"]["ome"]["multiscales"][0]["axes"]
-    assert [a["name"] for a in axes] == ["y", "x", "c"]
-    np.testing.assert_array_equal(mosaic(zarr.open_array(str(dst / "0"))[:], "BGGR"), cfa)
+    ome = json.loads((dst / "zarr.json").read_text())["attributes"]["ome"]
+    # stored as NGFF orders axes (channel before space), with red, green and blue channels
+    assert [a["name"] for a in ome["multiscales"][0]["axes"]] == ["c", "y", "x"]
+    assert [c["color"] for c in ome["omero"]["channels"]] == ["FF0000", "00FF00", "0000FF"]
+    stored = zarr.open_array(str(dst / "0"))
+    assert stored.shape == (3, 64, 80) and stored.chunks == (3, 32, 32)
+    np.testing.assert_array_equal(mosaic(np.moveaxis(stored[:], 0, -1), "BGGR"), cfa)
+    back = ar.io.open_image(dst)  # and it opens channel-last, as RGB, again
+    assert back.axes == "yxc" and back.rgb and np.array_equal(mosaic(back.read(), "BGGR"), cfa)
 
     img = rng.integers(0, 255, (64, 80)).astype(np.uint8)
     mask = zarr.create_array(str(tmp_path / "mask.zarr"), shape=img.shape, chunks=(16, 16), dtype="uint8")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from standins import Box3, NearestUp
+from standins import Box3, NearestUp, SplitCFA
 
 import napari_attnrestore as ar
 from napari_attnrestore.engine.execute import Cancelled
@@ -271,3 +271,24 @@ def test_pyramid_levels(tmp_path, rng):
     assert len(ms) >= 2
     assert zarr.open_array(str(dst / ms[1]["path"])).shape == (550, 515)
     torch.manual_seed(0)
+
+
+def test_a_channel_last_store_of_an_earlier_version_resumes_channel_last(tmp_path, rng, monkeypatch):
+    """RGB results are stored cyx now; an interrupted one that an earlier version began as yxc
+    must go on being written yxc (writing cyx blocks into it would scramble the colours)."""
+    from napari_attnrestore.io import ome_zarr
+
+    cfa = rng.integers(0, 255, (64, 64)).astype(np.uint8)
+    want = ar.restore(cfa, task="demosaic", cfa="GRBG", model=SplitCFA(), chunks=32).compute()
+    dst = tmp_path / "old.ome.zarr"
+    cancel = threading.Event()
+    with monkeypatch.context() as m:
+        m.setattr(ome_zarr, "ngff_order", lambda axes: tuple(range(len(axes))))  # the earlier layout
+        with pytest.raises(Cancelled):
+            ar.restore_to_zarr(cfa, dst, task="demosaic", cfa="GRBG", model=SplitCFA(), chunks=32, pyramid=False,
+                               num_workers=1, progress=lambda done, total: cancel.set(), cancel=cancel)
+    assert zarr.open_array(str(dst / "0")).shape == (64, 64, 3) and 0 < len(done_chunks(dst)) < 4
+    ar.restore_to_zarr(cfa, dst, task="demosaic", cfa="GRBG", model=SplitCFA(), chunks=32, pyramid=False,
+                       resume=True)
+    np.testing.assert_array_equal(zarr.open_array(str(dst / "0"))[:], want)
+    np.testing.assert_array_equal(ar.io.open_image(dst).read(), want)

@@ -194,3 +194,41 @@ def test_write_ome_zarr_takes_one_number_for_the_chunk_side(tmp_path):
     """`restore` takes chunks=128; the writer raised TypeError: 'int' object is not iterable."""
     write_ome_zarr(np.zeros((3, 300, 200), np.uint8), tmp_path / "c.ome.zarr", axes="zyx", chunks=128, pyramid=False)
     assert zarr.open_array(str(tmp_path / "c.ome.zarr" / "0"), mode="r").chunks == (1, 128, 128)
+
+
+def test_rgb_is_stored_in_ngff_axis_order_and_opens_channel_last(tmp_path, rng):
+    """NGFF puts channel before space; a ``yxc`` store was invalid (ome-zarr-models: "All space
+    axes must be at the end"). It is stored ``cyx`` with red, green and blue channels, pyramid
+    included, and opens as the channel-last RGB image it was."""
+    rgb = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    path = tmp_path / "rgb.ome.zarr"
+    write_ome_zarr(rgb, path, "yxc", chunks=16, scale={"y": 0.5, "x": 0.25}, pyramid=False)
+    write_pyramid(path, levels=1)
+    ms = read_ome_metadata(path)
+    assert [a["name"] for a in ms["axes"]] == ["c", "y", "x"]
+    assert ms["datasets"][0]["coordinateTransformations"] == [{"type": "scale", "scale": [1.0, 0.5, 0.25]}]
+    stored = zarr.open_array(str(path / "0"), mode="r")
+    assert stored.shape == (3, 40, 50) and stored.chunks == (3, 16, 16)
+    np.testing.assert_array_equal(stored[:], np.moveaxis(rgb, -1, 0))
+    im = open_image(path)
+    assert (im.axes, im.rgb, im.shape, im.scale, im.channel_axis) == ("yxc", True, (40, 50, 3), (0.5, 0.25, 1.0), None)
+    assert im.data.chunks == (16, 16, 3) and im.levels[1].shape == (20, 25, 3)
+    np.testing.assert_array_equal(im.read(), rgb)
+    np.testing.assert_array_equal(im.to_dask().compute(), rgb)
+    np.testing.assert_array_equal(im.read((slice(3, 9), 4)), rgb[3:9, 4])  # ints drop their axes
+    np.testing.assert_array_equal(im.data[..., 1], rgb[..., 1])
+    np.testing.assert_array_equal(im.data[7], rgb[7])
+
+
+def test_only_red_green_blue_channels_open_as_rgb(tmp_path, rng):
+    """Three 16-bit fluorescence channels that happen to be coloured red, green and blue stay
+    channels; a channel axis after z is moved before it (zcyx is stored czyx)."""
+    stack = rng.integers(0, 4000, (3, 20, 30), dtype=np.uint16)
+    z = create_ome_zarr(tmp_path / "fl.ome.zarr", stack.shape, stack.dtype, None, "cyx", omero={"channels": [
+        {"label": name, "color": colour} for name, colour in (("Cy5", "FF0000"), ("GFP", "00FF00"), ("DAPI", "0000FF"))]})
+    z[:] = stack
+    im = open_image(tmp_path / "fl.ome.zarr")
+    assert im.axes == "cyx" and not im.rgb and im.channel_axis == 0
+    write_ome_zarr(rng.random((4, 2, 8, 8)).astype(np.float32), tmp_path / "zc.ome.zarr", "zcyx", pyramid=False)
+    assert [a["name"] for a in read_ome_metadata(tmp_path / "zc.ome.zarr")["axes"]] == ["c", "z", "y", "x"]
+    assert open_image(tmp_path / "zc.ome.zarr").shape == (2, 4, 8, 8)
