@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from torch import nn
 
 from .engine import ModelHandle, make_plan, restore_array
 from .engine.plan import AUTO
+from .io.ome_zarr import ngff_order
 from .models import build_model, list_architectures
 from .tasks import get_task
 from .training.checkpoint import CheckpointError, load_checkpoint, load_state
@@ -137,8 +139,8 @@ def as_source(x: Any) -> tuple[Any, dict[str, Any]]:
                 "nodata": img.meta.get("nodata"),  # a GeoTIFF's GDAL_NODATA marks pixels without data
                 "geotiff": img.meta.get("geotiff"),
                 "omero": (img.meta.get("ome") or {}).get("omero")}  # an OME-Zarr's channel names and colours
-        order = ngff_order(img.axes, img.rgb)
-        if order != list(range(len(order))):
+        order = ngff_order(img.axes, img.rgb)  # zcyx (ImageJ, OME-TIFF), a trailing non-RGB channel
+        if order != tuple(range(len(order))):
             return _reordered(as_dask(img.data, img.axes, img.path), meta, order)
         data = img.data if isinstance(img.data, (np.ndarray, da.Array)) else GuardedArray(img.data, img.path)
         return data, meta
@@ -151,19 +153,7 @@ def as_source(x: Any) -> tuple[Any, dict[str, Any]]:
     raise TypeError(f"cannot restore an object of type {type(x).__name__}; give an array, a dask/zarr array or a path")
 
 
-def ngff_order(axes: str, rgb: bool = False) -> list[int]:
-    """The axis order that puts ``axes`` in NGFF order (``t``, ``c``, ``z``, ``y``, ``x``; other
-    letters first), an RGB(A) channel axis staying last, as the engine and napari keep it.
-
-    Files often hold another order: ``zcyx`` (ImageJ hyperstacks, OME-TIFF), a trailing
-    non-RGB channel (gray + alpha, two-sample TIFF, ``yxc`` zarr).  The engine restores planes
-    along leading axes, and an OME-Zarr must list its axes in this order.
-    """
-    n = len(axes) - int(rgb)
-    return sorted(range(n), key=lambda i: "tczyx".find(axes[i])) + list(range(n, len(axes)))  # sort is stable
-
-
-def _reordered(data: da.Array, meta: dict[str, Any], order: list[int]) -> tuple[da.Array, dict[str, Any]]:
+def _reordered(data: da.Array, meta: dict[str, Any], order: Sequence[int]) -> tuple[da.Array, dict[str, Any]]:
     """``data`` and its metadata with the axes put in ``order`` (``source_order`` keeps it)."""
     axes = "".join(meta["axes"][i] for i in order)
     channel = meta["channel_axis"]
@@ -182,7 +172,7 @@ def _array_in_ngff_order(src: Any, meta: dict[str, Any], rgb: bool | None) -> tu
     meta = {"scale": (1.0,) * n, "translate": (0.0,) * n, **meta, "rgb": bool(trailing_rgb),
             "channel_axis": None if trailing_rgb else axes.index("c")}
     order = ngff_order(axes, trailing_rgb)
-    if order == list(range(n)):
+    if order == tuple(range(n)):
         return src, meta
     from .io import as_dask
 
@@ -406,7 +396,7 @@ def restore_to_zarr(
     from .engine import build_graph
     from .engine.execute import execute
     from .engine.store import STATE_DIR, ZarrSink, data_identity, job_fingerprint, prepare_store, set_job_state
-    from .io import create_ome_zarr, ngff_order, read_ome_metadata
+    from .io import create_ome_zarr, read_ome_metadata
     from .io.geotiff import carried
 
     if resume and tile == AUTO:  # a resumed job keeps the tile it started with (free memory may differ now)

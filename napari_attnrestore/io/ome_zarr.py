@@ -50,14 +50,17 @@ def default_chunks(shape: Sequence[int], axes: str, size: int = 512) -> tuple[in
     return tuple(out)
 
 
-def ngff_order(axes: str) -> tuple[int, ...]:
-    """The order NGFF stores ``axes`` in: time first, then channel, then the others as given.
+def ngff_order(axes: str, rgb: bool = False) -> tuple[int, ...]:
+    """The order NGFF lists ``axes`` in: time first, then channel and other named axes, then
+    space (z, y, x), each group as given; with ``rgb`` a trailing colour axis stays last, as
+    the engine and napari keep it.
 
-    Stored axis ``i`` is axis ``order[i]`` of ``axes``: ``"yxc"`` -> ``(2, 0, 1)``
+    Axis ``i`` in that order is axis ``order[i]`` of ``axes``: ``"yxc"`` -> ``(2, 0, 1)``
     (``"cyx"``), ``"zcyx"`` -> ``(1, 0, 2, 3)``; an order NGFF accepts is kept.
     """
-    rank = {"t": 0, "c": 1}
-    return tuple(sorted(range(len(axes)), key=lambda i: (rank.get(axes[i], 2), i)))
+    n = len(axes) - int(rgb)
+    rank = {"t": 0, "z": 2, "y": 2, "x": 2}  # space last; channel and unnamed axes between
+    return (*sorted(range(n), key=lambda i: (rank.get(axes[i], 1), i)), *range(n, len(axes)))
 
 
 def rgb_omero(channels: int, dtype: Any) -> dict[str, Any]:
