@@ -18,7 +18,7 @@ from torch import nn
 
 from .engine import ModelHandle, make_plan, restore_array
 from .engine.plan import AUTO
-from .io.ome_zarr import ngff_order
+from .io.ome_zarr import ngff_order, omero_in_dtype
 from .models import build_model, list_architectures
 from .tasks import get_task
 from .training.checkpoint import CheckpointError, load_checkpoint, load_state
@@ -125,15 +125,17 @@ def resolve_model(
     return ModelHandle(mod, device=device, precision=precision, checkpoint=ckpt, compile=compile, ensemble=ensemble)
 
 
-def as_source(x: Any) -> tuple[Any, dict[str, Any]]:
+def as_source(x: Any, stored: bool = False) -> tuple[Any, dict[str, Any]]:
     """The pixel source for ``x`` (array-like or dask array) and its metadata.
 
-    Paths are opened lazily with :func:`napari_attnrestore.io.open_image`.
+    Paths are opened lazily with :func:`napari_attnrestore.io.open_image`; ``stored``: an RGB
+    OME-Zarr stored ``cyx`` as those channels, not as the channel-last picture it is shown as.
     """
     if isinstance(x, (str, os.PathLike)):
         from .io import GuardedArray, as_dask, open_image
 
         img = open_image(x)
+        img = img.as_stored() if stored else img
         meta = {"axes": img.axes, "scale": img.scale, "translate": img.translate, "units": img.units,
                 "rgb": img.rgb, "channel_axis": img.channel_axis, "name": img.name, "path": img.path,
                 "nodata": img.meta.get("nodata"),  # a GeoTIFF's GDAL_NODATA marks pixels without data
@@ -161,6 +163,19 @@ def _reordered(data: da.Array, meta: dict[str, Any], order: Sequence[int]) -> tu
             "scale": tuple(meta["scale"][i] for i in order), "translate": tuple(meta["translate"][i] for i in order),
             "source_order": order}
     return data.transpose(order), meta
+
+
+def _without_axis(src: Any, meta: dict[str, Any], axis: int) -> tuple[da.Array, dict[str, Any]]:
+    """``src`` without its length-1 ``axis``, and its metadata without that axis."""
+    from .io import as_dask
+
+    data = src if isinstance(src, da.Array) else as_dask(src, meta.get("axes"))
+    drop = lambda values: tuple(v for i, v in enumerate(values) if i != axis)  # noqa: E731
+    meta = {**meta, "channel_axis": None, "source_order": None,
+            **{k: drop(meta[k]) for k in ("scale", "translate") if meta.get(k) is not None}}
+    if isinstance(meta.get("axes"), str) and len(meta["axes"]) == data.ndim:
+        meta["axes"] = "".join(drop(meta["axes"]))
+    return data[(slice(None),) * axis + (0,)], meta
 
 
 def _array_in_ngff_order(src: Any, meta: dict[str, Any], rgb: bool | None) -> tuple[Any, dict[str, Any]]:
@@ -213,7 +228,8 @@ def _prepare(
         raise ValueError(f"scale {scale} is for super-resolution (task 'sr'); {tname} keeps the image size")
     if cfa is not None and tname != "demosaic":
         raise ValueError(f"cfa {cfa!r} is for demosaicing (task 'demosaic'), not {tname}")
-    src, src_meta = as_source(x)
+    # rgb=False or a channel axis (an axis of the file as stored): an RGB OME-Zarr's cyx channels
+    src, src_meta = as_source(x, stored=rgb is False or channel_axis is not None)
     mask_src = as_source(mask)[0] if mask is not None else None
     meta = {**src_meta, **{k: v for k, v in (meta or {}).items() if v is not None}}
     if rgb is None and "rgb" in meta:
@@ -227,6 +243,9 @@ def _prepare(
         channel_axis = order.index(channel_axis % len(order))
     if channel_axis is None and meta.get("channel_axis") is not None:
         channel_axis = meta["channel_axis"]
+    if tname == "demosaic" and channel_axis is not None and src.shape[channel_axis] == 1:
+        src, meta = _without_axis(src, meta, channel_axis)  # a mosaic stored with one channel (tczyx, cyx)
+        channel_axis = None  # the colours of the result take its place
     handle = resolve_model(model, task, scale, device, precision, compile=compile, ensemble=ensemble)
     if tname == "demosaic" and cfa is None:  # a model trained on one camera's pattern says which in its card
         cfa = ((getattr(handle.module, "card", None) or {}).get("training") or {}).get("cfa")
@@ -421,6 +440,8 @@ def restore_to_zarr(
     omero, c = meta.get("omero"), geom["axes"].find("c")
     if not isinstance(omero, dict) or c < 0 or len(omero.get("channels") or []) != plan.out_shape[c]:
         omero = None  # names and colours go on only to the same channels
+    elif np.dtype(plan.out_dtype) != np.dtype(src.dtype):
+        omero = omero_in_dtype(omero, plan.out_dtype)  # an 8-bit result has no window up to 4000
 
     def create() -> None:
         create_ome_zarr(dst, plan.out_shape, np.dtype(plan.out_dtype), chunk_shape, geom["axes"], scale=geom["scale"],

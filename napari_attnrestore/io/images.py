@@ -1,7 +1,8 @@
 """Open images lazily: TIFF (plain, OME, Geo, Big), PNG/JPEG/BMP, zarr and OME-Zarr.
 
 `open_image` returns an `ImageData`: a lazily sliceable level-0 array (a ``zarr.Array``
-for TIFF and zarr inputs, numpy for small PNG/JPEG files), its axes letters and physical
+for TIFF and zarr inputs, an `AxesView` of one for an RGB OME-Zarr stored ``cyx``, numpy for
+small PNG/JPEG files), its axes letters and physical
 metadata. Nothing is read from the pixel data at open time, except the cheap checks that
 let a broken file fail at once rather than deep inside a dask graph later.
 """
@@ -13,7 +14,7 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -111,6 +112,18 @@ class ImageData:
     def read(self, key: Any = (), level: int = 0) -> np.ndarray:
         """Read a region of a level into memory; errors name the file and chunk."""
         return read_region(self.levels[level], key, path=self.path)
+
+    def as_stored(self) -> ImageData:
+        """This image in the axis order it is stored in: an RGB OME-Zarr shown channel-last
+        through `AxesView` as the ``cyx`` channels it holds; any other image as it is."""
+        if not isinstance(self.data, AxesView):
+            return self
+        order = self.data.order
+        back = [order.index(i) for i in range(len(order))]  # stored axis i is the view's axis back[i]
+        axes = "".join(self.axes[j] for j in back)
+        return replace(self, data=self.data.data, levels=[lv.data for lv in self.levels], axes=axes, rgb=False,
+                       scale=tuple(self.scale[j] for j in back), translate=tuple(self.translate[j] for j in back),
+                       channel_axis=_channel_axis(axes, False))
 
     def to_dask(self, level: int | None = 0) -> Any:
         """Level ``level`` as a dask array (all levels as a list when ``level`` is None)."""
@@ -227,6 +240,28 @@ def _store_name(data: Any) -> str:
     return text[len("file://") :] if text.startswith("file://") else text
 
 
+def _basic_key(key: Any, shape: Sequence[int]) -> tuple[Any, ...]:
+    """``key`` as one int or slice per axis; IndexError or TypeError for what basic indexing
+    cannot take (an int out of range, a step below 1, an array), before any chunk is read, so
+    that a bad index is not reported as a bad file."""
+    key = key if isinstance(key, tuple) else (key,)
+    if sum(k is Ellipsis for k in key) > 1 or not all(
+            k is Ellipsis or isinstance(k, (slice, int, np.integer)) for k in key):
+        raise TypeError(f"only ints, slices and one Ellipsis index a lazily read image, not {key!r}")
+    if Ellipsis in key:
+        at = key.index(Ellipsis)
+        key = key[:at] + (slice(None),) * (len(shape) - len(key) + 1) + key[at + 1 :]
+    if len(key) > len(shape):
+        raise IndexError(f"{len(key)} indices for an image of {len(shape)} axes")
+    key = key + (slice(None),) * (len(shape) - len(key))
+    for axis, (k, n) in enumerate(zip(key, shape, strict=True)):
+        if isinstance(k, slice) and k.step is not None and k.step < 1:
+            raise IndexError(f"slice step {k.step} on axis {axis}: lazily read images take steps of 1 or more")
+        if not isinstance(k, slice) and not -n <= k < n:
+            raise IndexError(f"index {k} is out of bounds for axis {axis} of size {n}")
+    return key
+
+
 def _normalize_key(key: Any, shape: Sequence[int]) -> list[tuple[int, int]] | None:
     """(start, stop) per dimension for a basic-indexing key, or None if not basic."""
     if not isinstance(key, tuple):
@@ -307,6 +342,8 @@ def read_region(data: Any, key: Any = (), path: str | os.PathLike | None = None)
     ImageReadError
         Naming the store and the chunk(s) that could not be read or decoded.
     """
+    if hasattr(data, "shape") and not isinstance(data, np.ndarray):
+        key = _basic_key(key, data.shape)  # a bad index is the caller's, not the file's
     try:
         return np.asarray(data[key])
     except ImageReadError:
@@ -366,7 +403,8 @@ class AxesView:
     """A read-only view of a lazily sliceable array with its axes reordered: axis ``i`` of
     the view is axis ``order[i]`` of ``data`` (an RGB OME-Zarr stored ``cyx``, shown ``yxc``).
 
-    Only basic indexing (ints, slices, Ellipsis); other attributes are the wrapped array's.
+    Basic indexing only (ints, slices, Ellipsis); ``np.asarray`` and iteration follow the
+    view's order, and of the wrapped array's attributes only its store and names show through.
     """
 
     def __init__(self, data: Any, order: Sequence[int], path: str | os.PathLike | None = None) -> None:
@@ -392,22 +430,23 @@ class AxesView:
         """The wrapped array's shards, in the view's order (None when it is not sharded)."""
         return self._reordered(getattr(self.data, "shards", None))
 
+    #: what the stored array may answer for the view (names and store, no shapes or selections)
+    _PASSED = frozenset({"store", "store_path", "attrs", "fill_value", "name", "basename"})
+
     def __getattr__(self, name: str) -> Any:
-        if name == "data":  # not set yet (unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.data, name)
+        if name in type(self)._PASSED and "data" in self.__dict__:
+            return getattr(self.data, name)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[...]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __iter__(self) -> Any:
+        return (self[i] for i in range(len(self)))
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        if sum(k is Ellipsis for k in key) > 1 or not all(
-                k is Ellipsis or isinstance(k, (slice, int, np.integer)) for k in key):
-            raise TypeError(f"{type(self).__name__} takes ints, slices and one Ellipsis, not {key!r}")
-        if Ellipsis in key:
-            at = key.index(Ellipsis)
-            key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1 :]
-        if len(key) > self.ndim:
-            raise IndexError(f"{len(key)} indices for {self.ndim} axes")
-        key = key + (slice(None),) * (self.ndim - len(key))
+        key = _basic_key(key, self.shape)
         inner: list[Any] = [slice(None)] * self.ndim
         for view_axis, stored in enumerate(self.order):
             inner[stored] = key[view_axis]
@@ -810,6 +849,11 @@ def _zarr_group(group: zarr.Group, path: str) -> ImageData:
         if isinstance(child, zarr.Array):
             return _plain_zarr(child, path, {"attrs": attrs})
         if _multiscales(dict(child.attrs))[0]:  # bioformats2raw layout
+            series = dict(group["OME"].attrs).get("series") if "OME" in group else None
+            if isinstance(series, list) and len(series) > 1:  # a plate's wells, a slide's label and macro pictures
+                warnings.warn(f"{path}: holds {len(series)} images (series {', '.join(map(str, series[:4]))}"
+                              f"{', ...' if len(series) > 4 else ''}); only the first is read", UserWarning,
+                              stacklevel=4)
             return _zarr_group(child, path)
     raise ImageReadError(path, "zarr group has no OME multiscales metadata and no array '0'")
 
@@ -868,20 +912,21 @@ def _transforms(items: list | None, ndim: int) -> tuple[np.ndarray, np.ndarray]:
     return scale, translation
 
 
-def is_rgb_omero(omero: Any, channels: int, dtype: Any) -> bool:
-    """Whether NGFF ``omero`` metadata describe an RGB(A) picture: 3 or 4 channels coloured
-    red, green and blue (the 4th any), either 8-bit or labelled red, green, blue (as
-    `~napari_attnrestore.io.ome_zarr.rgb_omero` writes; three fluorescence channels that happen to be
-    coloured so, in 16 bits, stay channels)."""
+def is_rgb_omero(omero: Any, channels: int) -> bool:
+    """Whether NGFF ``omero`` metadata describe an RGB(A) picture: channels labelled red,
+    green and blue (or R, G, B) and coloured so, and a 4th, if any, labelled alpha (or A), as
+    `~napari_attnrestore.io.ome_zarr.rgb_omero` writes them.  Fluorescence channels that are
+    only coloured red, green and blue (Cy5, GFP, DAPI) stay channels."""
     entries = omero.get("channels") if isinstance(omero, dict) else None
     if not isinstance(entries, list) or len(entries) != channels or channels not in (3, 4):
         return False
     if not all(isinstance(e, dict) for e in entries):
         return False
     colours = [str(e.get("color", "")).upper().lstrip("#") for e in entries[:3]]
-    labels = [str(e.get("label", "")).lower() for e in entries[:3]]
-    return colours == ["FF0000", "00FF00", "0000FF"] and (
-        np.dtype(dtype) == np.uint8 or labels == ["red", "green", "blue"])
+    labels = [str(e.get("label", "")).lower() for e in entries]
+    names = ({"red", "r"}, {"green", "g"}, {"blue", "b"}, {"alpha", "a"})
+    return colours == ["FF0000", "00FF00", "0000FF"] and all(
+        label in allowed for label, allowed in zip(labels, names, strict=False))
 
 
 def _ome_image(group: zarr.Group, path: str, ms: dict, ome: dict, version: str | None) -> ImageData:
@@ -903,8 +948,7 @@ def _ome_image(group: zarr.Group, path: str, ms: dict, ome: dict, version: str |
     s1, t1 = _transforms(ms.get("coordinateTransformations"), ndim)
     scale, translate = s0 * s1, t0 * s1 + t1
     rgb = axes.endswith("c") and levels[0].shape[-1] in (3, 4) and ndim >= 3
-    if not rgb and "c" in axes and ndim >= 3 and is_rgb_omero(ome.get("omero"), levels[0].shape[axes.index("c")],
-                                                               levels[0].dtype):
+    if not rgb and "c" in axes and ndim >= 3 and is_rgb_omero(ome.get("omero"), levels[0].shape[axes.index("c")]):
         # an RGB(A) image stored as NGFF orders it (cyx): shown channel-last, as napari shows colour
         c = axes.index("c")
         order = [i for i in range(ndim) if i != c] + [c]

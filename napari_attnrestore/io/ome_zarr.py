@@ -26,6 +26,7 @@ __all__ = [
     "create_ome_zarr",
     "default_chunks",
     "ngff_order",
+    "omero_in_dtype",
     "read_ome_metadata",
     "rgb_omero",
     "write_ome_zarr",
@@ -73,6 +74,27 @@ def rgb_omero(channels: int, dtype: Any) -> dict[str, Any]:
     return {"channels": [{"label": label, "color": color, "active": label != "alpha", "window": dict(window)}
                          for label, color in names],
             "rdefs": {"model": "color"}}
+
+
+def omero_in_dtype(omero: Mapping[str, Any], dtype: Any) -> dict[str, Any]:
+    """``omero`` rendering metadata for the same channels stored in ``dtype``: each window's
+    range becomes the dtype's and its start and end are clipped into it (float windows,
+    in the data's own units, stay)."""
+    dtype = np.dtype(dtype)
+    out = dict(omero)
+    if dtype.kind not in "iu" or not isinstance(omero.get("channels"), list):
+        return out
+    info = np.iinfo(dtype)
+    lo, hi = float(info.min), float(info.max)
+    channels = []
+    for entry in omero["channels"]:
+        entry = dict(entry) if isinstance(entry, Mapping) else entry
+        window = entry.get("window") if isinstance(entry, dict) else None
+        if isinstance(window, Mapping):
+            start, end = (min(max(float(window.get(k, d)), lo), hi) for k, d in (("start", lo), ("end", hi)))
+            entry["window"] = {**window, "min": lo, "max": hi, "start": start, "end": end}
+        channels.append(entry)
+    return {**out, "channels": channels}
 
 
 def _prepare_output(path: str, overwrite: bool) -> None:

@@ -84,3 +84,53 @@ def test_tasks_stream_to_ome_zarr(tmp_path, rng):
                        pyramid=False)
     res = zarr.open_array(str(out / "0"))[:]
     assert (res[10:20] == 128).all() and np.array_equal(res[:10], img[:10])
+
+
+def test_a_mosaic_stored_with_one_channel_demosaics_into_that_channel_axis(tmp_path, rng):
+    """bioformats2raw and ome-zarr-py store a mosaic as tczyx or cyx with C = 1; the colours were
+    added as a 6th axis, which no OME-Zarr may have ('axes tczyxc must name each ... once')."""
+    from napari_attnrestore.io import write_ome_zarr
+
+    cfa = rng.integers(0, 255, (1, 1, 2, 32, 48)).astype(np.uint8)
+    src = write_ome_zarr(cfa, tmp_path / "cfa.ome.zarr", "tczyx", scale={"z": 2.0, "y": 0.5, "x": 0.5}, pyramid=False)
+    dst = tmp_path / "rgb.ome.zarr"
+    ar.restore_to_zarr(src, dst, task="demosaic", cfa="RGGB", model=SplitCFA(), pyramid=False)
+    assert [a["name"] for a in ar.io.read_ome_metadata(dst)["axes"]] == ["t", "c", "z", "y", "x"]  # C = 3 now
+    out = ar.io.open_image(dst)  # shown channel-last, as the RGB picture it is
+    assert out.axes == "tzyxc" and out.shape == (1, 2, 32, 48, 3) and out.scale == (1.0, 2.0, 0.5, 0.5, 1.0)
+    want = ar.restore(cfa[0, 0], task="demosaic", cfa="RGGB", model=SplitCFA()).compute()  # zyx -> zyxc
+    np.testing.assert_array_equal(out.read()[0], want)
+
+
+def test_rgb_false_restores_an_rgb_store_as_its_channels(tmp_path, rng):
+    """An 8-bit store whose channels are red, green and blue opens channel-last; rgb=False (or a
+    channel_axis, an axis of the file as stored) must give its cyx channels, not filter across
+    x and colour."""
+    from standins import Box3
+
+    from napari_attnrestore.io import write_ome_zarr
+
+    czyx = rng.integers(0, 255, (3, 2, 24, 20)).astype(np.uint8)
+    path = write_ome_zarr(np.moveaxis(czyx, 0, -1), tmp_path / "rgb.ome.zarr", "zyxc", pyramid=False)
+    want = ar.restore(czyx, model=Box3(), channel_axis=0).compute()
+    np.testing.assert_array_equal(ar.restore(path, model=Box3(), rgb=False).compute(), want)
+    np.testing.assert_array_equal(ar.restore(path, model=Box3(), channel_axis=0).compute(), want)
+    np.testing.assert_array_equal(ar.restore(path, model=Box3()).compute(), np.moveaxis(want, 0, -1))
+
+
+def test_a_result_in_another_dtype_gets_windows_of_that_dtype(tmp_path, rng):
+    """The source's omero windows (up to 4000 of 65535) were copied into an 8-bit result."""
+    import zarr
+    from standins import Box3
+
+    from napari_attnrestore.io import create_ome_zarr, read_ome_metadata
+
+    z = create_ome_zarr(tmp_path / "fl.ome.zarr", (2, 16, 16), np.uint16, None, "cyx", omero={"channels": [
+        {"label": n, "color": c, "window": {"min": 0, "max": 65535, "start": 100, "end": 4000}}
+        for n, c in (("GFP", "00FF00"), ("DAPI", "0000FF"))]})
+    z[:] = rng.integers(0, 200, (2, 16, 16))
+    dst = tmp_path / "u8.ome.zarr"
+    ar.restore_to_zarr(tmp_path / "fl.ome.zarr", dst, model=Box3(), dtype="uint8", pyramid=False)
+    channels = zarr.open_group(str(dst), mode="r").attrs["ome"]["omero"]["channels"]
+    assert [c["label"] for c in channels] == ["GFP", "DAPI"] and read_ome_metadata(dst)
+    assert channels[0]["window"] == {"min": 0.0, "max": 255.0, "start": 100.0, "end": 255.0}

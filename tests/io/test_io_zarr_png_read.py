@@ -128,3 +128,53 @@ def test_ngff_04_zarr_v2(tmp_path):
 
 def test_read_ome_metadata_of_non_zarr_is_empty(tmp_path):
     assert read_ome_metadata(tmp_path / "nothing.zarr") == {}
+
+
+def _coloured(path, data, axes, channels):
+    from napari_attnrestore.io import create_ome_zarr
+
+    z = create_ome_zarr(path, data.shape, data.dtype, None, axes,
+                        omero={"channels": [{"label": name, "color": colour} for name, colour in channels]})
+    z[:] = data
+    return open_image(path)
+
+
+def test_only_channels_labelled_and_coloured_red_green_blue_open_as_rgb(tmp_path, rng):
+    """8-bit fluorescence channels coloured red, green and blue, or a 4th channel that is not
+    alpha, opened as an RGB(A) picture (napari then took Cy5 for transparency)."""
+    rgb = [("R", "FF0000"), ("G", "00FF00"), ("B", "0000FF")]
+    fluo = [("Cy5", "FF0000"), ("GFP", "00FF00"), ("DAPI", "0000FF")]
+    u8 = rng.integers(0, 255, (3, 10, 12), dtype=np.uint8)
+    assert not _coloured(tmp_path / "a.ome.zarr", u8, "cyx", fluo).rgb
+    assert _coloured(tmp_path / "b.ome.zarr", u8.astype(np.uint16), "cyx", rgb).rgb  # labels say so, any dtype
+    four = rng.integers(0, 255, (4, 10, 12), dtype=np.uint8)
+    assert not _coloured(tmp_path / "c.ome.zarr", four, "cyx", [*rgb, ("Cy7", "FF00FF")]).rgb
+    im = _coloured(tmp_path / "d.ome.zarr", four, "cyx", [*rgb, ("alpha", "FFFFFF")])
+    assert im.rgb and im.axes == "yxc" and im.shape == (10, 12, 4)
+
+
+def test_an_rgb_view_indexes_and_converts_like_an_array(tmp_path, rng):
+    rgb = rng.integers(0, 255, (30, 20, 3), dtype=np.uint8)
+    write_ome_zarr(rgb, tmp_path / "v.ome.zarr", "yxc", chunks=16, pyramid=False)
+    v = open_image(tmp_path / "v.ome.zarr").data
+    assert np.asarray(v).shape == (30, 20, 3) and np.array_equal(np.asarray(v, dtype=np.float32), rgb)
+    assert len(list(v)) == 30 and np.array_equal(list(v)[-1], rgb[-1])  # iteration ends at the last row
+    assert np.array_equal(v[-1, 2:9:3], rgb[-1, 2:9:3])
+    with pytest.raises(IndexError, match="out of bounds"):  # not "cannot read chunk": the file is fine
+        v[600]
+    with pytest.raises(IndexError, match="step"):
+        v[10:2:-3]
+    with pytest.raises(AttributeError):  # a selection in the stored order would be the wrong pixels
+        _ = v.oindex
+
+
+def test_a_bioformats2raw_store_of_several_series_says_only_the_first_is_read(tmp_path, rng):
+    root = zarr.open_group(str(tmp_path / "plate.zarr"), mode="w", zarr_format=2)
+    zarr.open_group(str(tmp_path / "plate.zarr" / "OME"), mode="w", zarr_format=2).attrs["series"] = ["0", "1"]
+    for key in ("0", "1"):
+        g = root.create_group(key)
+        g.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+                                   "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 1]}]}]}]
+        g.create_array("0", data=rng.integers(0, 9, (8, 8), dtype=np.uint8))
+    with pytest.warns(UserWarning, match="holds 2 images"):
+        assert open_image(tmp_path / "plate.zarr").shape == (8, 8)
