@@ -318,7 +318,9 @@ def restore(
         Override the layout guess (trailing 3/4 = RGB); per-channel statistics along
         ``channel_axis`` (for a path, an axis of the file as it is stored).
     normalize
-        ``auto`` (dtype range for uint8, 0.1/99.9 percentiles otherwise), ``dtype``, ``percentile``, ``none``.
+        ``auto`` (dtype range for uint8, 0.1/99.9 percentiles otherwise), ``dtype`` (0 to the
+        dtype's maximum for integers, so signed data are taken as non-negative; 0-1 for
+        floats), ``percentile``, ``none``.
     dtype
         Output dtype (default: the input's).
     mask, nodata
