@@ -420,6 +420,10 @@ def restore_to_zarr(
     from .io import create_ome_zarr, read_ome_metadata
     from .io.geotiff import carried
 
+    if str(dst).lower().rstrip("/\\").endswith((".tif", ".tiff", ".png", ".jpg", ".jpeg")):
+        raise ValueError(f"{dst}: restore_to_zarr writes a zarr store, not a {Path(str(dst)).suffix} file; write "
+                         "that with ar.io.write_tiff(ar.restore(...), path, axes=...) or the CLI: attnrestore restore "
+                         "IN OUT.tif")
     if resume and tile == AUTO:  # a resumed job keeps the tile it started with (free memory may differ now)
         from .engine.store import job_state
 

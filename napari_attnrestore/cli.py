@@ -106,7 +106,7 @@ def cmd_restore(a: argparse.Namespace) -> int:
             nodata = a.nodata if a.nodata is not None else meta.get("nodata")
             ys, xs = (i for i, ax in enumerate(geom["axes"]) if ax in "yx")
             geo = georeference_tags(meta.get("geotiff"), (lazy.shape[ys], lazy.shape[xs]), lazy.dtype, nodata)
-            write_tiff(lazy, out, axes=geom["axes"], scale=geom["scale"], units=geom["units"] or None,
+            write_tiff(lazy, out, axes=geom["axes"], scale=geom["scale"], units=geom["units"] or {},
                        overwrite=a.overwrite, extratags=geo)
     if not a.quiet:
         print(f"wrote {out} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)

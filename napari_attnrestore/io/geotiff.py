@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CARRIED", "carried", "georeference_tags", "read_georeference"]
+__all__ = ["CARRIED", "carried", "gdal_nodata", "georeference_tags", "read_georeference"]
 
 #: Metadata of a GeoTIFF source kept with its restored layers and stores, so they save as a GeoTIFF again.
 CARRIED = ("geotiff", "nodata")
@@ -146,6 +146,17 @@ def georeference_tags(geo: dict | None, shape_yx: Sequence[int], dtype: Any = No
     if nodata is not None and _holds(dtype, nodata):
         out.append((GDAL_NODATA, "s", 0, _nodata_text(nodata), True))
     return out
+
+
+def gdal_nodata(text: Any, dtype: Any) -> float | None:
+    """The nodata value a GDAL_NODATA tag declares for pixels of ``dtype``, or None when
+    the tag is unreadable or names a value those pixels cannot hold (``-9999`` in a uint8
+    file: GDAL ignores it; taking it as 0 would mark every black pixel as missing)."""
+    try:
+        value = float(str(text).strip().rstrip("\x00"))
+    except ValueError:
+        return None
+    return value if _holds(dtype, value) else None
 
 
 def _holds(dtype: Any, value: float) -> bool:

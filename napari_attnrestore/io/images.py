@@ -10,8 +10,10 @@ let a broken file fail at once rather than deep inside a dask graph later.
 from __future__ import annotations
 
 import enum
+import logging
 import math
 import os
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -22,7 +24,7 @@ import tifffile
 import zarr
 
 from .errors import ImageReadError
-from .geotiff import carried, read_georeference
+from .geotiff import carried, gdal_nodata, read_georeference
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -61,7 +63,11 @@ _UNITS = {
     "us": "microsecond",
     "ns": "nanosecond",
     "min": "minute",
+    "minutes": "minute",
+    "seconds": "second",
     "h": "hour",
+    "hr": "hour",
+    "hours": "hour",
 }
 
 # tifffile axis letter -> our letter (None: lower-case of itself)
@@ -574,22 +580,52 @@ def _open_tiff(path: str) -> ImageData:
     size = os.path.getsize(path)
     if size == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
-    try:
-        tif = tifffile.TiffFile(path)
-        if _split_stack(tif):
-            tif.close()
-            tif = tifffile.TiffFile(path, is_shaped=False)
-    except tifffile.TiffFileError as exc:
-        raise ImageReadError(path, f"not a valid TIFF file ({exc})") from exc
-    except Exception as exc:
-        raise ImageReadError(path, f"cannot open TIFF ({type(exc).__name__}: {exc})") from exc
-    with tif:
+    with _TiffFileErrors() as errors:
         try:
-            return _tiff_image(tif, path, size)
-        except ImageReadError:
-            raise
+            tif = tifffile.TiffFile(path)
+            if _split_stack(tif):
+                tif.close()
+                tif = tifffile.TiffFile(path, is_shaped=False)
+        except tifffile.TiffFileError as exc:
+            raise ImageReadError(path, f"not a valid TIFF file ({exc})") from exc
         except Exception as exc:
-            raise ImageReadError(path, f"cannot read TIFF ({type(exc).__name__}: {exc})") from exc
+            raise ImageReadError(path, f"cannot open TIFF ({type(exc).__name__}: {exc})") from exc
+        with tif:
+            try:
+                image = _tiff_image(tif, path, size)
+            except ImageReadError:
+                raise
+            except Exception as exc:
+                raise ImageReadError(path, f"cannot read TIFF ({type(exc).__name__}: {exc})") from exc
+    if errors.broken:  # tifffile fell back to the pages it could reach: a stack cut short reads as one plane
+        raise ImageReadError(path, f"truncated or corrupt TIFF: {errors.broken[0]}; only part of it could be "
+                                   f"read ({image.shape} found)")
+    return image
+
+
+class _TiffFileErrors(logging.Handler):
+    """Collects, while open, the errors tifffile logs (and recovers from) in this thread that
+    mean the file is cut short or damaged: an IFD or tag value past the end, ImageJ or OME
+    metadata that the pages found do not match."""
+
+    _SIGNS = ("invalid page offset", "invalid value offset", "metadata invalid", "corrupted")
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.broken: list[str] = []
+        self._thread = threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.thread == self._thread and any(sign in message for sign in self._SIGNS):
+            self.broken.append(message.rsplit("> ", 1)[-1].rstrip("')"))  # without tifffile's object reprs
+
+    def __enter__(self) -> _TiffFileErrors:
+        logging.getLogger("tifffile").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        logging.getLogger("tifffile").removeHandler(self)
 
 
 def _split_stack(tif: tifffile.TiffFile) -> bool:
@@ -685,7 +721,7 @@ def _tiff_metadata(tif: tifffile.TiffFile, series: Any, axes: str) -> tuple[tupl
     if tif.is_geotiff or "ModelPixelScaleTag" in page.tags or "ModelTransformationTag" in page.tags:
         meta["geotiff"] = read_georeference(tif, page, scale, translate, units)
     if "GDAL_NODATA" in page.tags:
-        meta["nodata"] = page.nodata
+        meta["nodata"] = gdal_nodata(page.tags["GDAL_NODATA"].value, page.dtype)
     units = {ax: u for ax, u in units.items() if ax in axes}
     return tuple(scale[a] for a in axes), tuple(translate[a] for a in axes), units, meta
 
@@ -724,7 +760,7 @@ def _imagej_scale(ij: dict, page: Any, scale: dict, units: dict) -> None:
             units["z"] = unit
     if "t" in scale and ij.get("finterval"):
         scale["t"] = float(ij["finterval"])
-        units["t"] = "second"
+        units["t"] = _ngff_unit(ij.get("tunit") or "s")  # Fiji's frame interval unit: sec, min, ms, ...
 
 
 def _shaped_scale(described: dict, scale: dict, units: dict) -> None:

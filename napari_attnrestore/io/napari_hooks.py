@@ -282,10 +282,15 @@ def _layer_output(data: Any, meta: dict) -> tuple[Any, str, dict[str, Any]]:
     """The layer's level-0 data as dask, its axes, and the geometry keywords of the writers."""
     arr = _as_dask(level0(data))
     axes, rgb = layer_axes(arr.shape, meta)
+    units = layer_units(meta, axes, rgb)
+    # a file read here records its units, none for an uncalibrated one: its sizes (halved by
+    # super-resolution) are pixels, not micrometers; a scale typed into napari without units
+    # is taken in micrometers (None)
+    read_here = "units" in (meta.get("metadata") or {})
     return arr, axes, {
         "scale": _layer_geometry(meta, axes, rgb, "scale", 1.0),
         "translate": _layer_geometry(meta, axes, rgb, "translate", 0.0),
-        "units": layer_units(meta, axes, rgb) or None,
+        "units": units if units or read_here else None,
     }
 
 

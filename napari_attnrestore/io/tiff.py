@@ -16,16 +16,29 @@ from .errors import ImageReadError, ImageWriteError
 __all__ = ["write_tiff"]
 
 _BAND_BYTES = 256 * 2**20  # at most this much of the image is held in memory at once
+#: OME-XML's symbols (UnitsLength, UnitsTime) for NGFF unit names; an axis in another unit
+#: (a GeoTIFF's degrees) gets no OME physical size, which would otherwise read as micrometers
 _OME_UNITS = {
+    "kilometer": "km",
+    "meter": "m",
+    "decimeter": "dm",
+    "centimeter": "cm",
+    "millimeter": "mm",
     "micrometer": "µm",
     "nanometer": "nm",
-    "millimeter": "mm",
-    "centimeter": "cm",
-    "meter": "m",
-    "kilometer": "km",
+    "picometer": "pm",
     "angstrom": "Å",
+    "inch": "in",
+    "foot": "ft",
+    "yard": "yd",
+    "mile": "mi",
+    "day": "d",
+    "hour": "h",
+    "minute": "min",
     "second": "s",
     "millisecond": "ms",
+    "microsecond": "µs",
+    "nanosecond": "ns",
 }
 _TO_MICROMETER = {"micrometer": 1.0, "nanometer": 1e-3, "millimeter": 1e3, "centimeter": 1e4}
 
@@ -84,7 +97,9 @@ def _tiles(arr: Any, tile: tuple[int, int], rgb: bool) -> Iterator[np.ndarray]:
 
 
 def _physical(scale: Any, axes: str, units: Mapping[str, str] | str | None) -> dict[str, tuple[float, str]]:
-    """{axis: (size, unit name)} for the axes with a given pixel size."""
+    """{axis: (size, unit name)} for the axes with a given pixel size: in micrometers (seconds
+    for t) when ``units`` is None, else only for the axes whose unit ``units`` names (an
+    uncalibrated image's sizes, halved by super-resolution, are no micrometers)."""
     if scale is None:
         return {}
     if isinstance(scale, Mapping):
@@ -95,8 +110,12 @@ def _physical(scale: Any, axes: str, units: Mapping[str, str] | str | None) -> d
     for ax, value in values.items():
         if ax in "cs":  # channels and samples have no physical size
             continue
-        unit = units if isinstance(units, str) else (units or {}).get(ax)
-        out[ax] = (value, unit or ("second" if ax == "t" else "micrometer"))
+        if units is None:
+            unit = "second" if ax == "t" else "micrometer"
+        else:
+            unit = units if isinstance(units, str) else units.get(ax)
+        if unit:
+            out[ax] = (value, unit)
     return out
 
 
@@ -106,13 +125,13 @@ def _metadata(axes: str, rgb: bool, physical: dict, ome: bool) -> tuple[dict, di
     kwargs: dict[str, Any] = {}
     if ome:
         for ax in "xyz":
-            if ax in physical:
+            if ax in physical and physical[ax][1] in _OME_UNITS:
                 value, unit = physical[ax]
                 metadata[f"PhysicalSize{ax.upper()}"] = value
-                metadata[f"PhysicalSize{ax.upper()}Unit"] = _OME_UNITS.get(unit, unit)
-        if "t" in physical:
+                metadata[f"PhysicalSize{ax.upper()}Unit"] = _OME_UNITS[unit]
+        if "t" in physical and physical["t"][1] in _OME_UNITS:
             metadata["TimeIncrement"], unit = physical["t"]
-            metadata["TimeIncrementUnit"] = _OME_UNITS.get(unit, unit)
+            metadata["TimeIncrementUnit"] = _OME_UNITS[unit]
     elif physical:
         # tifffile's JSON description keeps every axis' size (z spacing, time interval)
         # for our reader; X/YResolution below is what other tools read.
@@ -151,8 +170,8 @@ def write_tiff(
     axes : str
         Axis letters, e.g. ``"yx"``, ``"tyx"``, ``"yxc"``.
     scale : sequence or mapping, optional
-        Physical pixel size per axis (micrometer unless ``units`` says otherwise).  All ones
-        without ``units`` is napari's default, not a size: nothing is recorded then.
+        Physical pixel size per axis, in micrometers (seconds for t) when ``units`` is None.
+        All ones without ``units`` is napari's default, not a size: nothing is recorded then.
     overwrite : bool
         Replace an existing file.
     tile : (int, int)
@@ -160,7 +179,8 @@ def write_tiff(
     compression : str or None
         tifffile compression name ("zlib", "zstd", "lzw", None).
     units : mapping or str, optional
-        Unit name per axis letter, or one unit for all.
+        Unit name per axis letter, or one unit for all; given, only the axes it names get a
+        size (``{}``: an uncalibrated image, no sizes).
     extratags : sequence of tuples
         More tags in tifffile's ``extratags`` form, e.g. a georeference from
         :func:`napari_attnrestore.io.geotiff.georeference_tags`.

@@ -292,3 +292,10 @@ def test_a_channel_last_store_of_an_earlier_version_resumes_channel_last(tmp_pat
                        resume=True)
     np.testing.assert_array_equal(zarr.open_array(str(dst / "0"))[:], want)
     np.testing.assert_array_equal(ar.io.open_image(dst).read(), want)
+
+
+def test_restore_to_zarr_refuses_a_tiff_name(tmp_path, rng):
+    """It wrote a zarr folder called out.tif, which then opened as 'a directory, not a TIFF'."""
+    with pytest.raises(ValueError, match=r"writes a zarr store, not a \.tif file"):
+        ar.restore_to_zarr(rng.random((32, 32)).astype(np.float32), tmp_path / "out.tif", model=Box3())
+    assert not (tmp_path / "out.tif").exists()

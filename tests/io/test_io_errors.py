@@ -112,3 +112,21 @@ def test_errors_pickle_and_types():
     assert str(err) == "a.tif: bad thing" and isinstance(err, ValueError)
     werr = ImageWriteError("out.zarr", "already exists")
     assert isinstance(werr, OSError) and str(werr) == "out.zarr: already exists"
+
+
+@pytest.mark.parametrize("kind", ["imagej", "ome"])
+def test_a_stack_cut_short_is_refused_not_read_as_its_first_plane(tmp_path, kind):
+    """tifffile logs the broken IFD chain and falls back to the first page: a TZCYX ImageJ or
+    OME stack cut in half opened as one 40 x 50 plane, and was restored as that."""
+    import tifffile
+
+    whole = tmp_path / "whole.tif"
+    if kind == "imagej":
+        tifffile.imwrite(whole, np.zeros((2, 3, 2, 40, 50), np.uint8), imagej=True, metadata={"axes": "TZCYX"})
+    else:
+        tifffile.imwrite(whole, np.zeros((3, 2, 40, 50), np.uint8), ome=True, metadata={"axes": "ZCYX"})
+    assert open_image(whole).ndim >= 4
+    data = whole.read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match="truncated or corrupt TIFF"):
+        open_image(tmp_path / "cut.tif")

@@ -70,3 +70,12 @@ def test_nodata_is_declared_only_when_the_output_holds_it():
     assert [t[0] for t in georeference_tags(geo, (4, 4), np.uint8, -9999)] == [33550]
     assert georeference_tags(geo, (4, 4), np.float32, -9999)[-1][:4] == (42113, "s", 0, "-9999")
     assert georeference_tags(None, (4, 4)) == [] and georeference_tags(geo, (6, 4)) == []
+
+
+def test_a_nodata_the_pixels_cannot_hold_is_no_nodata(tmp_path):
+    """GDAL_NODATA -9999 in a uint8 file: tifffile gives 0, which made every black pixel
+    missing (to be filled by inpainting) and went on into the output; GDAL ignores it."""
+    tifffile.imwrite(tmp_path / "u8.tif", np.zeros((8, 8), np.uint8), extratags=[(42113, "s", 0, "-9999", True)])
+    tifffile.imwrite(tmp_path / "f.tif", np.zeros((8, 8), np.float32), extratags=[(42113, "s", 0, "-9999", True)])
+    assert open_image(tmp_path / "u8.tif").meta.get("nodata") is None
+    assert open_image(tmp_path / "f.tif").meta["nodata"] == -9999.0

@@ -290,3 +290,14 @@ def test_reader_shows_separate_colour_planes_as_one_colour_picture(tmp_path, dty
     layers = napari.components.ViewerModel().add_image(data, **kw)
     assert [lyr.colormap.name for lyr in layers] == ["red", "green", "blue"]
     assert {lyr.blending for lyr in layers} == {"additive"}
+
+
+def test_a_layer_of_an_uncalibrated_file_saves_no_micrometers(tmp_path):
+    """Super-resolved x2, a layer read from a file without pixel size has scale 0.5, in pixels:
+    it was saved as 0.5 micrometer. A scale typed into napari without units still is."""
+    layer = da.zeros((32, 32), dtype=np.uint8, chunks=16)
+    write_tiff_layer(str(tmp_path / "sr.tif"), layer, {"rgb": False, "scale": (0.5, 0.5),
+                                                        "metadata": {"axes": "yx", "units": {}, "path": "in.tif"}})
+    assert open_image(tmp_path / "sr.tif").units == {}
+    write_tiff_layer(str(tmp_path / "typed.tif"), layer, {"rgb": False, "scale": (0.5, 0.5), "metadata": {}})
+    assert open_image(tmp_path / "typed.tif").scale == pytest.approx((0.5, 0.5))

@@ -7,6 +7,7 @@ import os
 import dask.array as da
 import numpy as np
 import pytest
+import tifffile
 import zarr
 
 from napari_attnrestore.io import (
@@ -232,3 +233,41 @@ def test_only_red_green_blue_channels_open_as_rgb(tmp_path, rng):
     write_ome_zarr(rng.random((4, 2, 8, 8)).astype(np.float32), tmp_path / "zc.ome.zarr", "zcyx", pyramid=False)
     assert [a["name"] for a in read_ome_metadata(tmp_path / "zc.ome.zarr")["axes"]] == ["c", "z", "y", "x"]
     assert open_image(tmp_path / "zc.ome.zarr").shape == (2, 4, 8, 8)
+
+
+def test_sizes_without_a_unit_are_not_written_as_micrometers(tmp_path):
+    """An uncalibrated image super-resolved x2 has pixel size 0.5 in pixels; it was written
+    as 0.5 micrometer (XResolution 20000/cm, OME PhysicalSizeX), and an OME file with only a
+    z spacing got X and Y sizes of 1 micrometer."""
+    img = np.zeros((16, 16), np.uint8)
+    write_tiff(img, tmp_path / "a.ome.tif", "yx", scale=(0.5, 0.5), units={})
+    write_tiff(img, tmp_path / "a.tif", "yx", scale=(0.5, 0.5), units={})
+    with tifffile.TiffFile(tmp_path / "a.ome.tif") as tif:
+        assert "PhysicalSize" not in tif.ome_metadata
+    with tifffile.TiffFile(tmp_path / "a.tif") as tif:
+        tags = tif.pages[0].tags
+        assert "XResolution" not in tags or tags["ResolutionUnit"].value == 1  # no unit: Fiji reads pixels
+    assert open_image(tmp_path / "a.tif").units == {}
+    write_tiff(np.zeros((2, 16, 16), np.uint8), tmp_path / "z.ome.tif", "zyx", scale=(0.3, 1.0, 1.0),
+               units={"z": "micrometer"})
+    with tifffile.TiffFile(tmp_path / "z.ome.tif") as tif:
+        xml = tif.ome_metadata
+    assert 'PhysicalSizeZ="0.3"' in xml and "PhysicalSizeX" not in xml
+    write_tiff(img, tmp_path / "m.tif", "yx", scale=(0.5, 0.5))  # the API without units: micrometers, as documented
+    assert open_image(tmp_path / "m.tif").units == {"y": "micrometer", "x": "micrometer"}
+
+
+def test_ome_units_are_ome_symbols_and_unknown_ones_are_left_out(tmp_path):
+    """'minute' and 'degree' made OME-XML that the schema rejects (OME has 'min', and no degrees)."""
+    write_tiff(np.zeros((2, 16, 16), np.uint8), tmp_path / "t.ome.tif", "tyx", scale=(2.0, 0.5, 0.5),
+               units={"t": "minute", "y": "degree", "x": "degree"})
+    with tifffile.TiffFile(tmp_path / "t.ome.tif") as tif:
+        xml = tif.ome_metadata
+    assert 'TimeIncrementUnit="min"' in xml and "PhysicalSizeX" not in xml and "degree" not in xml
+
+
+def test_imagej_frame_interval_keeps_its_unit(tmp_path):
+    tifffile.imwrite(tmp_path / "ij.tif", np.zeros((3, 16, 16), np.uint8), imagej=True,
+                     metadata={"axes": "TYX", "finterval": 2.0, "tunit": "min"})
+    im = open_image(tmp_path / "ij.tif")
+    assert im.scale[0] == 2.0 and im.units["t"] == "minute"  # was 2 seconds
