@@ -140,6 +140,7 @@ def as_source(x: Any, stored: bool = False) -> tuple[Any, dict[str, Any]]:
                 "rgb": img.rgb, "channel_axis": img.channel_axis, "name": img.name, "path": img.path,
                 "nodata": img.meta.get("nodata"),  # a GeoTIFF's GDAL_NODATA marks pixels without data
                 "geotiff": img.meta.get("geotiff"),
+                "planar_colour": bool(img.meta.get("planar_colour")),  # a TIFF's separate R, G, B planes
                 "omero": (img.meta.get("ome") or {}).get("omero")}  # an OME-Zarr's channel names and colours
         order = ngff_order(img.axes, img.rgb)  # zcyx (ImageJ, OME-TIFF), a trailing non-RGB channel
         if order != tuple(range(len(order))):

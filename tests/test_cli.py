@@ -197,3 +197,26 @@ def test_geotiff_restored_to_zarr_saves_as_a_geotiff_again(tmp_path, tiny_checkp
     src, out = open_image(tmp_path / "scene.tif"), open_image(tmp_path / "den.tif")
     assert out.translate == pytest.approx(src.translate) and out.meta["nodata"] == 0
     assert out.meta["geotiff"]["geokeys"]["GTModelTypeGeoKey"] == "Projected"
+
+
+@pytest.mark.parametrize("kind", ["geotiff bands", "planar colour"])
+def test_channels_of_one_page_stay_one_page(tmp_path, tiny_checkpoint, kind):
+    """A 4-band GeoTIFF came out as 4 single-band pages (GDAL: 1 band and 4 subdatasets, the
+    georeference on the first only), and a planar RGB TIFF as 3 gray pages."""
+    rng = np.random.default_rng(0)
+    if kind == "geotiff bands":
+        keys = (1, 1, 0, 2, 1024, 0, 1, 1, 3076, 0, 1, 9001)
+        planes = rng.integers(1, 250, (4, 32, 40), dtype=np.uint8)
+        tifffile.imwrite(tmp_path / "in.tif", planes, photometric="minisblack", planarconfig="separate", extratags=[
+            (33550, "d", 3, (30.0, 30.0, 0.0), False), (33922, "d", 6, (0, 0, 0, 5e5, 4e6, 0), False),
+            (34735, "H", len(keys), keys, False)])
+    else:
+        planes = rng.integers(1, 250, (3, 32, 40), dtype=np.uint8)
+        tifffile.imwrite(tmp_path / "in.tif", planes, photometric="rgb", planarconfig="separate")
+    assert main(["restore", str(tmp_path / "in.tif"), str(tmp_path / "out.tif"), "--weights", str(tiny_checkpoint),
+                 "-q"]) == 0
+    with tifffile.TiffFile(tmp_path / "out.tif") as tif:
+        page = tif.pages[0]
+        assert len(tif.pages) == 1 and page.samplesperpixel == len(planes) and page.planarconfig == 2
+        assert page.photometric == (2 if kind == "planar colour" else 1)  # RGB, MINISBLACK
+        assert (33550 in page.tags) == (kind == "geotiff bands")

@@ -40,6 +40,7 @@ _OME_UNITS = {
     "microsecond": "µs",
     "nanosecond": "ns",
 }
+_GEO_TAGS = {33550, 33922, 34264, 34735}  # ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory
 _TO_MICROMETER = {"micrometer": 1.0, "nanometer": 1e-3, "millimeter": 1e3, "centimeter": 1e4}
 
 
@@ -155,6 +156,7 @@ def write_tiff(
     compression: str | None = "zlib",
     units: Mapping[str, str] | str | None = None,
     extratags: Sequence[tuple] = (),
+    samples: str | None = None,
 ) -> str:
     """Write a tiled BigTIFF (OME-TIFF when the name ends .ome.tif/.ome.tiff).
 
@@ -184,6 +186,11 @@ def write_tiff(
     extratags : sequence of tuples
         More tags in tifffile's ``extratags`` form, e.g. a georeference from
         :func:`napari_attnrestore.io.geotiff.georeference_tags`.
+    samples : {None, "bands", "rgb"}
+        How the channels of a ``cyx`` image are stored: None, a page each (as ImageJ and
+        OME-TIFF keep channels), except in a GeoTIFF; ``"bands"``, as the samples of one
+        page (GDAL's bands, a GeoTIFF's default); ``"rgb"``, as one page of separate red,
+        green, blue (and alpha) planes (the layout of a planar colour source).
 
     Returns
     -------
@@ -205,8 +212,18 @@ def write_tiff(
         data = data.transpose(order)
         axes = "".join(axes[i] for i in order)
     ome = path.lower().endswith((".ome.tif", ".ome.tiff"))
+    if samples is None and extratags and not ome and _GEO_TAGS & {int(t[0]) for t in extratags}:
+        samples = "bands"
+    planar = samples in ("bands", "rgb") and axes == "cyx" and (samples == "bands" or data.shape[0] in (3, 4))
     metadata, kwargs = _metadata(axes, rgb, physical, ome)
-    partial = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.partial-{os.getpid()}")
+    if planar:  # one page whose samples are the channels, stored plane by plane
+        metadata["axes"] = "SYX"
+        kwargs["planarconfig"] = "separate"
+        if samples == "rgb" and data.shape[0] == 4:
+            kwargs["extrasamples"] = ["unassalpha"]
+    folder = os.path.dirname(os.path.abspath(path))
+    _remove_orphans(folder, os.path.basename(path))
+    partial = os.path.join(folder, f".{os.path.basename(path)}.partial-{os.getpid()}")
     try:
         tifffile.imwrite(
             partial,
@@ -215,13 +232,15 @@ def write_tiff(
             dtype=data.dtype,
             tile=tuple(tile),
             compression=compression,
-            photometric="rgb" if rgb else "minisblack",
+            photometric="rgb" if rgb or (planar and samples == "rgb") else "minisblack",
             bigtiff=True,
             ome=ome,
             metadata=metadata,
             extratags=list(extratags),
             **kwargs,
         )
+        with open(partial, "rb+") as done:  # on disk before it takes the name: no complete-looking stub after a crash
+            os.fsync(done.fileno())
         os.replace(partial, path)
     except (ImageReadError, ImageWriteError):
         _discard(partial)
@@ -248,6 +267,23 @@ def _check(data: Any, path: str, axes: str, tile: Sequence[int], overwrite: bool
         if os.path.isdir(path):
             raise ImageWriteError(path, "exists and is a folder; refusing to replace it with a TIFF file")
     ensure_writable_parent(path)
+
+
+def _remove_orphans(folder: str, name: str) -> None:
+    """Delete hidden partial files of ``name`` whose writing process is gone (killed)."""
+    if os.name != "posix":
+        return
+    prefix = f".{name}.partial-"
+    for entry in os.listdir(folder):
+        pid = entry[len(prefix):]
+        if not entry.startswith(prefix) or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            _discard(os.path.join(folder, entry))
+        except OSError:  # alive, another user's
+            pass
 
 
 def _discard(path: str) -> None:

@@ -271,3 +271,18 @@ def test_imagej_frame_interval_keeps_its_unit(tmp_path):
                      metadata={"axes": "TYX", "finterval": 2.0, "tunit": "min"})
     im = open_image(tmp_path / "ij.tif")
     assert im.scale[0] == 2.0 and im.units["t"] == "minute"  # was 2 seconds
+
+
+def test_a_killed_writer_leaves_no_hidden_partial_for_long(tmp_path):
+    """A SIGKILL mid-write leaves .NAME.partial-PID, which nothing removed; the next write of
+    that name removes the partials of processes that are gone, not those of live ones."""
+    import subprocess
+
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    orphan = tmp_path / f".out.tif.partial-{finished.pid}"
+    live = tmp_path / f".out.tif.partial-{os.getppid()}"
+    orphan.write_bytes(b"II*\x00")
+    live.write_bytes(b"II*\x00")
+    write_tiff(np.zeros((16, 16), np.uint8), tmp_path / "out.tif", "yx")
+    assert not orphan.exists() and live.exists()
