@@ -132,10 +132,13 @@ def as_source(x: Any, stored: bool = False) -> tuple[Any, dict[str, Any]]:
     OME-Zarr stored ``cyx`` as those channels, not as the channel-last picture it is shown as.
     """
     if isinstance(x, (str, os.PathLike)):
-        from .io import GuardedArray, as_dask, open_image
+        from .io import GuardedArray, ImageReadError, as_dask, open_image
 
         img = open_image(x)
         img = img.as_stored() if stored else img
+        if img.meta.get("palette"):
+            raise ImageReadError(img.path, "a palette (indexed-colour) TIFF: its values are colour indices, not "
+                                           "intensities; convert it to RGB or gray first")
         meta = {"axes": img.axes, "scale": img.scale, "translate": img.translate, "units": img.units,
                 "rgb": img.rgb, "channel_axis": img.channel_axis, "name": img.name, "path": img.path,
                 "nodata": img.meta.get("nodata"),  # a GeoTIFF's GDAL_NODATA marks pixels without data

@@ -130,3 +130,15 @@ def test_a_stack_cut_short_is_refused_not_read_as_its_first_plane(tmp_path, kind
     (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageReadError, match="truncated or corrupt TIFF"):
         open_image(tmp_path / "cut.tif")
+
+
+def test_a_palette_tiff_is_refused_for_restoring(tmp_path):
+    """Its values are indices into a colour map: they were denoised as intensities."""
+    import napari_attnrestore as ar
+
+    colormap = np.zeros((3, 256), np.uint16)
+    colormap[0] = np.arange(256) * 256
+    tifffile.imwrite(tmp_path / "pal.tif", np.zeros((16, 16), np.uint8), photometric="palette", colormap=colormap)
+    assert open_image(tmp_path / "pal.tif").meta["palette"]  # it still opens, to be looked at
+    with pytest.raises(ImageReadError, match="palette"):
+        ar.restore(tmp_path / "pal.tif")
