@@ -132,18 +132,16 @@ def as_source(x: Any, stored: bool = False) -> tuple[Any, dict[str, Any]]:
     OME-Zarr stored ``cyx`` as those channels, not as the channel-last picture it is shown as.
     """
     if isinstance(x, (str, os.PathLike)):
-        from .io import GuardedArray, ImageReadError, as_dask, open_image
+        from .io import GuardedArray, as_dask, open_image
 
         img = open_image(x)
         img = img.as_stored() if stored else img
-        if img.meta.get("palette"):
-            raise ImageReadError(img.path, "a palette (indexed-colour) TIFF: its values are colour indices, not "
-                                           "intensities; convert it to RGB or gray first")
         meta = {"axes": img.axes, "scale": img.scale, "translate": img.translate, "units": img.units,
                 "rgb": img.rgb, "channel_axis": img.channel_axis, "name": img.name, "path": img.path,
                 "nodata": img.meta.get("nodata"),  # a GeoTIFF's GDAL_NODATA marks pixels without data
                 "geotiff": img.meta.get("geotiff"),
                 "planar_colour": bool(img.meta.get("planar_colour")),  # a TIFF's separate R, G, B planes
+                "palette": bool(img.meta.get("palette")),  # a TIFF's colour indices
                 "omero": (img.meta.get("ome") or {}).get("omero")}  # an OME-Zarr's channel names and colours
         order = ngff_order(img.axes, img.rgb)  # zcyx (ImageJ, OME-TIFF), a trailing non-RGB channel
         if order != tuple(range(len(order))):
@@ -169,8 +167,18 @@ def _reordered(data: da.Array, meta: dict[str, Any], order: Sequence[int]) -> tu
     return data.transpose(order), meta
 
 
+def single_channel_mosaic(task: str, src: Any, meta: dict[str, Any],
+                          channel_axis: int | None) -> tuple[Any, dict[str, Any], int | None]:
+    """A mosaic stored with a channel axis of one (tczyx, cyx, as bioformats2raw writes it)
+    without that axis, for ``demosaic``: the colours of the result take its place (a 6th
+    axis is more than an OME-Zarr may have).  Other tasks and images are returned as given."""
+    if task != "demosaic" or channel_axis is None or src.shape[channel_axis] != 1:
+        return src, meta, channel_axis
+    return (*_without_axis(src, meta, channel_axis % len(src.shape)), None)
+
+
 def _without_axis(src: Any, meta: dict[str, Any], axis: int) -> tuple[da.Array, dict[str, Any]]:
-    """``src`` without its length-1 ``axis``, and its metadata without that axis."""
+    """``src`` without its length-1 ``axis`` (not negative), and its metadata without that axis."""
     from .io import as_dask
 
     data = src if isinstance(src, da.Array) else as_dask(src, meta.get("axes"))
@@ -234,6 +242,11 @@ def _prepare(
         raise ValueError(f"cfa {cfa!r} is for demosaicing (task 'demosaic'), not {tname}")
     # rgb=False or a channel axis (an axis of the file as stored): an RGB OME-Zarr's cyx channels
     src, src_meta = as_source(x, stored=rgb is False or channel_axis is not None)
+    if src_meta.get("palette"):  # (a mask may be one: its indices are what a mask means)
+        from .io import ImageReadError
+
+        raise ImageReadError(src_meta["path"], "a palette (indexed-colour) TIFF: its values are colour indices, "
+                                               "not intensities; convert it to RGB or gray first")
     mask_src = as_source(mask)[0] if mask is not None else None
     meta = {**src_meta, **{k: v for k, v in (meta or {}).items() if v is not None}}
     if rgb is None and "rgb" in meta:
@@ -247,9 +260,7 @@ def _prepare(
         channel_axis = order.index(channel_axis % len(order))
     if channel_axis is None and meta.get("channel_axis") is not None:
         channel_axis = meta["channel_axis"]
-    if tname == "demosaic" and channel_axis is not None and src.shape[channel_axis] == 1:
-        src, meta = _without_axis(src, meta, channel_axis)  # a mosaic stored with one channel (tczyx, cyx)
-        channel_axis = None  # the colours of the result take its place
+    src, meta, channel_axis = single_channel_mosaic(tname, src, meta, channel_axis)
     handle = resolve_model(model, task, scale, device, precision, compile=compile, ensemble=ensemble)
     if tname == "demosaic" and cfa is None:  # a model trained on one camera's pattern says which in its card
         cfa = ((getattr(handle.module, "card", None) or {}).get("training") or {}).get("cfa")

@@ -72,13 +72,14 @@ def cmd_restore(a: argparse.Namespace) -> int:
             raise UserError("--resume needs a .zarr output")
         if a.scheduler:
             raise UserError("--scheduler needs a .zarr output")
-        from .api import as_source, output_geometry
+        from .api import as_source, output_geometry, single_channel_mosaic
         from .io import refuse_output_over_input
         from .io.geotiff import georeference_tags
 
         # the result is streamed from the input while it is written: replacing it would lose both
         refuse_output_over_input(out, [a.input] + ([a.mask] if isinstance(a.mask, str) else []))
         src, meta = as_source(str(a.input))
+        src, meta, _ = single_channel_mosaic(a.task, src, meta, meta.get("channel_axis"))  # as restore sees it
         lazy = ar.restore(str(a.input), **common)
         yx = [i for i, ax in enumerate(meta.get("axes") or "") if ax in "yx"][-1:] or [len(src.shape) - 1]
         k = lazy.shape[yx[0]] // src.shape[yx[0]]  # the SR factor, also when the model chose it

@@ -220,3 +220,19 @@ def test_channels_of_one_page_stay_one_page(tmp_path, tiny_checkpoint, kind):
         assert len(tif.pages) == 1 and page.samplesperpixel == len(planes) and page.planarconfig == 2
         assert page.photometric == (2 if kind == "planar colour" else 1)  # RGB, MINISBLACK
         assert (33550 in page.tags) == (kind == "geotiff bands")
+
+
+def test_a_one_channel_mosaic_store_demosaics_into_a_tif(tmp_path, monkeypatch):
+    """The CLI took the output geometry from the tczyx input but the shape from the result
+    (tzyx + colour): ZeroDivisionError in output_geometry."""
+    from standins import SplitCFA
+
+    import napari_attnrestore.api as api
+    from napari_attnrestore.io import open_image, write_ome_zarr
+
+    resolve = api.resolve_model
+    monkeypatch.setattr(api, "resolve_model", lambda model, *a, **k: resolve(SplitCFA(), *a, **k))
+    cfa = np.random.default_rng(0).integers(0, 255, (1, 1, 1, 32, 48)).astype(np.uint8)
+    src = write_ome_zarr(cfa, tmp_path / "cfa.ome.zarr", "tczyx", pyramid=False)
+    assert main(["restore", src, str(tmp_path / "rgb.tif"), "--task", "demosaic", "--cfa", "RGGB", "-q"]) == 0
+    assert open_image(tmp_path / "rgb.tif").shape == (1, 1, 32, 48, 3)

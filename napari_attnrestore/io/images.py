@@ -246,13 +246,16 @@ def _store_name(data: Any) -> str:
     return text[len("file://") :] if text.startswith("file://") else text
 
 
-def _basic_key(key: Any, shape: Sequence[int]) -> tuple[Any, ...]:
-    """``key`` as one int or slice per axis; IndexError or TypeError for what basic indexing
-    cannot take (an int out of range, a step below 1, an array), before any chunk is read, so
-    that a bad index is not reported as a bad file."""
+def _basic_key(key: Any, shape: Sequence[int], strict: bool = True) -> Any:
+    """``key`` as one int or slice per axis; IndexError for an int out of range or a step
+    below 1, before any chunk is read, so that a bad index is not reported as a bad file.
+    Other keys (arrays, lists: zarr's orthogonal selections) raise TypeError, or with
+    ``strict=False`` are returned as they are."""
     key = key if isinstance(key, tuple) else (key,)
     if sum(k is Ellipsis for k in key) > 1 or not all(
             k is Ellipsis or isinstance(k, (slice, int, np.integer)) for k in key):
+        if not strict:
+            return key
         raise TypeError(f"only ints, slices and one Ellipsis index a lazily read image, not {key!r}")
     if Ellipsis in key:
         at = key.index(Ellipsis)
@@ -349,7 +352,7 @@ def read_region(data: Any, key: Any = (), path: str | os.PathLike | None = None)
         Naming the store and the chunk(s) that could not be read or decoded.
     """
     if hasattr(data, "shape") and not isinstance(data, np.ndarray):
-        key = _basic_key(key, data.shape)  # a bad index is the caller's, not the file's
+        key = _basic_key(key, data.shape, strict=False)  # a bad index is the caller's, not the file's
     try:
         return np.asarray(data[key])
     except ImageReadError:
@@ -604,21 +607,32 @@ def _open_tiff(path: str) -> ImageData:
 
 
 class _TiffFileErrors(logging.Handler):
-    """Collects, while open, the errors tifffile logs (and recovers from) in this thread that
-    mean the file is cut short or damaged: an IFD or tag value past the end, ImageJ or OME
-    metadata that the pages found do not match."""
+    """Collects, while open, the errors tifffile logs (and recovers from) in this thread;
+    ``broken`` names a file cut short: its chain of pages runs past the end *and* its ImageJ,
+    OME or shape metadata could not be matched or read.  Either alone is left to tifffile
+    (a writer's stray last offset, a stale ImageJ image count, pages appended later)."""
 
-    _SIGNS = ("invalid page offset", "invalid value offset", "metadata invalid", "corrupted")
+    _CHAIN = ("invalid page offset",)
+    _METADATA = ("invalid value offset", "metadata invalid", "corrupted", "invalid shaped series metadata")
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
-        self.broken: list[str] = []
+        self.chain: list[str] = []
+        self.metadata: list[str] = []
         self._thread = threading.get_ident()
 
+    @property
+    def broken(self) -> list[str]:
+        return self.metadata + self.chain if self.chain and self.metadata else []
+
     def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self._thread:
+            return
         message = record.getMessage()
-        if record.thread == self._thread and any(sign in message for sign in self._SIGNS):
-            self.broken.append(message.rsplit("> ", 1)[-1].rstrip("')"))  # without tifffile's object reprs
+        text = message.rsplit("> ", 1)[-1].rstrip("')")  # without tifffile's object reprs
+        for signs, found in ((self._CHAIN, self.chain), (self._METADATA, self.metadata)):
+            if any(sign in message for sign in signs):
+                found.append(text)
 
     def __enter__(self) -> _TiffFileErrors:
         logging.getLogger("tifffile").addHandler(self)

@@ -52,15 +52,15 @@ def default_chunks(shape: Sequence[int], axes: str, size: int = 512) -> tuple[in
 
 
 def ngff_order(axes: str, rgb: bool = False) -> tuple[int, ...]:
-    """The order NGFF lists ``axes`` in: time first, then channel and other named axes, then
-    space (z, y, x), each group as given; with ``rgb`` a trailing colour axis stays last, as
-    the engine and napari keep it.
+    """The order NGFF lists ``axes`` in: time first, then channel and other named axes (as
+    given), then z, y, x; with ``rgb`` a trailing colour axis stays last, as the engine and
+    napari keep it.
 
     Axis ``i`` in that order is axis ``order[i]`` of ``axes``: ``"yxc"`` -> ``(2, 0, 1)``
-    (``"cyx"``), ``"zcyx"`` -> ``(1, 0, 2, 3)``; an order NGFF accepts is kept.
+    (``"cyx"``), ``"zcyx"`` -> ``(1, 0, 2, 3)``, ``"yxz"`` -> ``(2, 0, 1)``.
     """
     n = len(axes) - int(rgb)
-    rank = {"t": 0, "z": 2, "y": 2, "x": 2}  # space last; channel and unnamed axes between
+    rank = {"t": 0, "z": 2, "y": 3, "x": 4}  # space last, as z, y, x; channel and unnamed axes between
     return (*sorted(range(n), key=lambda i: (rank.get(axes[i], 1), i)), *range(n, len(axes)))
 
 

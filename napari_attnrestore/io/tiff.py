@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -12,6 +13,7 @@ import tifffile
 
 from ._output import check_axes, ensure_writable_parent
 from .errors import ImageReadError, ImageWriteError
+from .images import _ngff_unit
 
 __all__ = ["write_tiff"]
 
@@ -40,6 +42,7 @@ _OME_UNITS = {
     "microsecond": "µs",
     "nanosecond": "ns",
 }
+_HOST = "".join(ch if ch.isalnum() else "_" for ch in socket.gethostname())  # a partial file's writer: host, pid
 _GEO_TAGS = {33550, 33922, 34264, 34735}  # ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory
 _TO_MICROMETER = {"micrometer": 1.0, "nanometer": 1e-3, "millimeter": 1e3, "centimeter": 1e4}
 
@@ -116,7 +119,7 @@ def _physical(scale: Any, axes: str, units: Mapping[str, str] | str | None) -> d
         else:
             unit = units if isinstance(units, str) else units.get(ax)
         if unit:
-            out[ax] = (value, unit)
+            out[ax] = (value, _ngff_unit(unit))  # "µm" -> "micrometer"
     return out
 
 
@@ -223,7 +226,7 @@ def write_tiff(
             kwargs["extrasamples"] = ["unassalpha"]
     folder = os.path.dirname(os.path.abspath(path))
     _remove_orphans(folder, os.path.basename(path))
-    partial = os.path.join(folder, f".{os.path.basename(path)}.partial-{os.getpid()}")
+    partial = os.path.join(folder, f".{os.path.basename(path)}.partial-{_HOST}-{os.getpid()}")
     try:
         tifffile.imwrite(
             partial,
@@ -270,10 +273,11 @@ def _check(data: Any, path: str, axes: str, tile: Sequence[int], overwrite: bool
 
 
 def _remove_orphans(folder: str, name: str) -> None:
-    """Delete hidden partial files of ``name`` whose writing process is gone (killed)."""
+    """Delete hidden partial files of ``name`` written on this host by a process that is gone
+    (killed); another machine's (a shared folder) are left alone."""
     if os.name != "posix":
         return
-    prefix = f".{name}.partial-"
+    prefix = f".{name}.partial-{_HOST}-"
     for entry in os.listdir(folder):
         pid = entry[len(prefix):]
         if not entry.startswith(prefix) or not pid.isdigit() or int(pid) == os.getpid():

@@ -134,3 +134,19 @@ def test_a_result_in_another_dtype_gets_windows_of_that_dtype(tmp_path, rng):
     channels = zarr.open_group(str(dst), mode="r").attrs["ome"]["omero"]["channels"]
     assert [c["label"] for c in channels] == ["GFP", "DAPI"] and read_ome_metadata(dst)
     assert channels[0]["window"] == {"min": 0.0, "max": 255.0, "start": 100.0, "end": 255.0}
+
+
+def test_a_negative_channel_axis_of_one_is_the_right_axis_to_drop():
+    """channel_axis=-3 on (2, 1, 32, 48) dropped z plane 1 instead of the channel."""
+    m = np.random.default_rng(0).integers(0, 255, (2, 1, 32, 48)).astype(np.uint8)
+    out = ar.restore(m, task="demosaic", cfa="RGGB", model=SplitCFA(), channel_axis=-3).compute()
+    want = ar.restore(m[:, 0], task="demosaic", cfa="RGGB", model=SplitCFA()).compute()
+    assert out.shape == (2, 32, 48, 3) and np.array_equal(out, want)
+
+
+def test_space_axes_are_put_in_z_y_x_order():
+    """A store with dimension names y, x, z was restored over the (x, z) plane."""
+    from napari_attnrestore.io import ngff_order
+
+    assert ngff_order("yxz") == (2, 0, 1) and ngff_order("xy") == (1, 0) and ngff_order("zcyx") == (1, 0, 2, 3)
+    assert ngff_order("yxc", rgb=True) == (0, 1, 2) and ngff_order("yxc") == (2, 0, 1)

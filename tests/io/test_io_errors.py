@@ -142,3 +142,42 @@ def test_a_palette_tiff_is_refused_for_restoring(tmp_path):
     assert open_image(tmp_path / "pal.tif").meta["palette"]  # it still opens, to be looked at
     with pytest.raises(ImageReadError, match="palette"):
         ar.restore(tmp_path / "pal.tif")
+
+
+def test_a_palette_tiff_still_serves_as_a_mask(tmp_path):
+    from standins import FillHalf
+
+    import napari_attnrestore as ar
+
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:12] = 1
+    tifffile.imwrite(tmp_path / "m.tif", mask, photometric="palette", colormap=np.zeros((3, 256), np.uint16))
+    img = np.full((32, 32), 50, np.uint8)
+    out = ar.restore(img, task="inpaint", model=FillHalf(), mask=str(tmp_path / "m.tif")).compute()
+    assert (out[8:12] == 128).all() and (out[:8] == 50).all()
+
+
+def test_valid_tiffs_tifffile_complains_about_still_open(tmp_path):
+    """Only a broken page chain together with unmatched metadata means a file cut short: pages
+    appended without metadata, or an ImageJ count that is out of date, still open whole."""
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((2, 16, 16), np.uint8))
+    tifffile.imwrite(tmp_path / "a.tif", np.ones((16, 16), np.uint8), append=True, metadata=None)
+    assert open_image(tmp_path / "a.tif").read().shape[-2:] == (16, 16)
+    tifffile.imwrite(tmp_path / "ij.tif", np.zeros((4, 16, 16), np.uint8), imagej=True)
+    with tifffile.TiffFile(tmp_path / "ij.tif") as tif:
+        description = tif.pages[0].description
+    data = (tmp_path / "ij.tif").read_bytes().replace(b"images=4", b"images=9")
+    assert b"images=9" in data and "images=4" in description
+    (tmp_path / "ij.tif").write_bytes(data)
+    assert open_image(tmp_path / "ij.tif").shape[-2:] == (16, 16)
+
+
+def test_read_region_takes_zarr_selections(tmp_path):
+    """Lists and arrays (zarr's orthogonal selections) were refused by the index check."""
+    from napari_attnrestore.io import read_region
+
+    z = zarr.create_array(str(tmp_path / "z.zarr"), shape=(4, 6), chunks=(2, 3), dtype="uint8")
+    z[:] = np.arange(24).reshape(4, 6)
+    np.testing.assert_array_equal(read_region(z, ([0, 2],)), z[:][[0, 2]])
+    with pytest.raises(IndexError, match="out of bounds"):
+        read_region(z, (9,))

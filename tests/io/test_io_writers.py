@@ -280,9 +280,19 @@ def test_a_killed_writer_leaves_no_hidden_partial_for_long(tmp_path):
 
     finished = subprocess.Popen(["true"])
     finished.wait()
-    orphan = tmp_path / f".out.tif.partial-{finished.pid}"
-    live = tmp_path / f".out.tif.partial-{os.getppid()}"
+    from napari_attnrestore.io.tiff import _HOST
+
+    orphan = tmp_path / f".out.tif.partial-{_HOST}-{finished.pid}"
+    live = tmp_path / f".out.tif.partial-{_HOST}-{os.getppid()}"
+    elsewhere = tmp_path / f".out.tif.partial-otherhost-{finished.pid}"  # a shared folder: not ours to judge
+    elsewhere.write_bytes(b"II*\x00")
     orphan.write_bytes(b"II*\x00")
     live.write_bytes(b"II*\x00")
     write_tiff(np.zeros((16, 16), np.uint8), tmp_path / "out.tif", "yx")
-    assert not orphan.exists() and live.exists()
+    assert not orphan.exists() and live.exists() and elsewhere.exists()
+
+
+def test_ome_sizes_given_with_symbols_are_kept(tmp_path):
+    write_tiff(np.zeros((16, 16), np.uint8), tmp_path / "a.ome.tif", "yx", scale=(0.2, 0.2), units="µm")
+    with tifffile.TiffFile(tmp_path / "a.ome.tif") as tif:
+        assert 'PhysicalSizeX="0.2"' in tif.ome_metadata and 'PhysicalSizeXUnit="µm"' in tif.ome_metadata
