@@ -142,6 +142,7 @@ def as_source(x: Any, stored: bool = False) -> tuple[Any, dict[str, Any]]:
                 "geotiff": img.meta.get("geotiff"),
                 "planar_colour": bool(img.meta.get("planar_colour")),  # a TIFF's separate R, G, B planes
                 "palette": bool(img.meta.get("palette")),  # a TIFF's colour indices
+                "miniswhite": bool(img.meta.get("miniswhite")),  # a TIFF whose 0 is white
                 "omero": (img.meta.get("ome") or {}).get("omero")}  # an OME-Zarr's channel names and colours
         order = ngff_order(img.axes, img.rgb)  # zcyx (ImageJ, OME-TIFF), a trailing non-RGB channel
         if order != tuple(range(len(order))):

@@ -109,7 +109,8 @@ def cmd_restore(a: argparse.Namespace) -> int:
             geo = georeference_tags(meta.get("geotiff"), (lazy.shape[ys], lazy.shape[xs]), lazy.dtype, nodata)
             write_tiff(lazy, out, axes=geom["axes"], scale=geom["scale"], units=geom["units"] or {},
                        overwrite=a.overwrite, extratags=geo,  # a GeoTIFF's bands stay one page's samples
-                       samples="rgb" if meta.get("planar_colour") else None)  # and a colour picture's planes
+                       samples="rgb" if meta.get("planar_colour") else None,  # and a colour picture's planes
+                       miniswhite=bool(meta.get("miniswhite")) and not geom["axes"].endswith("c"))
     if not a.quiet:
         print(f"wrote {out} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0

@@ -236,3 +236,16 @@ def test_a_one_channel_mosaic_store_demosaics_into_a_tif(tmp_path, monkeypatch):
     src = write_ome_zarr(cfa, tmp_path / "cfa.ome.zarr", "tczyx", pyramid=False)
     assert main(["restore", src, str(tmp_path / "rgb.tif"), "--task", "demosaic", "--cfa", "RGGB", "-q"]) == 0
     assert open_image(tmp_path / "rgb.tif").shape == (1, 1, 32, 48, 3)
+
+
+def test_a_miniswhite_tiff_keeps_its_photometric(tmp_path, tiny_checkpoint):
+    """Written back as MINISBLACK with the same values, a scan whose 0 is white looked inverted."""
+    from napari_attnrestore.io.napari_hooks import read_images
+
+    scan = np.random.default_rng(0).integers(0, 255, (32, 40), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "scan.tif", scan, photometric="miniswhite")
+    assert read_images(tmp_path / "scan.tif")[0][1]["colormap"] == "gray_r"  # shown as it looks
+    assert main(["restore", str(tmp_path / "scan.tif"), str(tmp_path / "out.tif"), "--weights", str(tiny_checkpoint),
+                 "-q"]) == 0
+    with tifffile.TiffFile(tmp_path / "out.tif") as tif:
+        assert tif.pages[0].photometric == 0  # MINISWHITE

@@ -673,8 +673,11 @@ def _tiff_image(tif: tifffile.TiffFile, path: str, size: int) -> ImageData:
     meta.update(tiff_axes=series.axes, n_series=len(tif.series), byteorder=tif.byteorder, bigtiff=tif.is_bigtiff)
     if _planar_colour(series, rgb):
         meta["planar_colour"] = True  # red, green, blue (, alpha) planes: shown as one colour picture
-    if _photometric_name(getattr(series.keyframe, "photometric", None)) == "PALETTE":
+    photometric = _photometric_name(getattr(series.keyframe, "photometric", None))
+    if photometric == "PALETTE":
         meta["palette"] = True  # colour indices, not intensities
+    if photometric == "MINISWHITE":
+        meta["miniswhite"] = True  # 0 is white: shown with an inverted gray map, written so again
     if len(tif.series) > 1:  # positions of a multi-position OME-TIFF, a slide's label and macro pictures
         others = ", ".join(str(tuple(s.shape)) for s in tif.series[1:4]) + (", ..." if len(tif.series) > 4 else "")
         warnings.warn(f"{path}: holds {len(tif.series)} images; only the first, {tuple(series.shape)}, is read "

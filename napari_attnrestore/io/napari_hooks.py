@@ -137,6 +137,8 @@ def _display(image: ImageData) -> dict[str, Any]:
             out["contrast_limits"] = limits
     if image.meta.get("planar_colour") and c is not None and "colormap" not in out:
         out.update(_colour_planes(image, out.get("contrast_limits"), n))
+    if image.meta.get("miniswhite") and not image.rgb and "colormap" not in out:
+        out["colormap"] = "gray_r"  # a TIFF whose 0 is white (scans, some cameras)
     return out
 
 

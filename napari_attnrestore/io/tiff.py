@@ -160,6 +160,7 @@ def write_tiff(
     units: Mapping[str, str] | str | None = None,
     extratags: Sequence[tuple] = (),
     samples: str | None = None,
+    miniswhite: bool = False,
 ) -> str:
     """Write a tiled BigTIFF (OME-TIFF when the name ends .ome.tif/.ome.tiff).
 
@@ -194,6 +195,8 @@ def write_tiff(
         OME-TIFF keep channels), except in a GeoTIFF; ``"bands"``, as the samples of one
         page (GDAL's bands, a GeoTIFF's default); ``"rgb"``, as one page of separate red,
         green, blue (and alpha) planes (the layout of a planar colour source).
+    miniswhite : bool
+        Gray values where 0 is white (PhotometricInterpretation MINISWHITE), as the source's.
 
     Returns
     -------
@@ -235,7 +238,7 @@ def write_tiff(
             dtype=data.dtype,
             tile=tuple(tile),
             compression=compression,
-            photometric="rgb" if rgb or (planar and samples == "rgb") else "minisblack",
+            photometric="rgb" if rgb or (planar and samples == "rgb") else "miniswhite" if miniswhite else "minisblack",
             bigtiff=True,
             ome=ome,
             metadata=metadata,
