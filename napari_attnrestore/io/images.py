@@ -208,12 +208,12 @@ def _photometric_name(photometric: Any) -> str:
     return getattr(photometric, "name", str(photometric)).upper()
 
 
-def _planar_colour(series: Any, rgb: bool) -> bool:
+def _planar_colour(series: Any, rgb: bool, photometric: str) -> bool:
     """Whether a TIFF stores a colour picture as separate red, green, blue (and alpha) planes
     (PlanarConfiguration 2): its samples axis is not last, so it opens as channels."""
     axes = series.axes
-    return (not rgb and _photometric_name(getattr(series.keyframe, "photometric", None)) == "RGB"
-            and "S" in axes and axes.index("S") < len(axes) - 1 and series.shape[axes.index("S")] in (3, 4))
+    return (not rgb and photometric == "RGB" and "S" in axes and axes.index("S") < len(axes) - 1
+            and series.shape[axes.index("S")] in (3, 4))
 
 
 def _channel_axis(axes: str, rgb: bool) -> int | None:
@@ -257,12 +257,9 @@ def _basic_key(key: Any, shape: Sequence[int], strict: bool = True) -> Any:
         if not strict:
             return key
         raise TypeError(f"only ints, slices and one Ellipsis index a lazily read image, not {key!r}")
-    if Ellipsis in key:
-        at = key.index(Ellipsis)
-        key = key[:at] + (slice(None),) * (len(shape) - len(key) + 1) + key[at + 1 :]
+    key = _full_key(key, len(shape))
     if len(key) > len(shape):
         raise IndexError(f"{len(key)} indices for an image of {len(shape)} axes")
-    key = key + (slice(None),) * (len(shape) - len(key))
     for axis, (k, n) in enumerate(zip(key, shape, strict=True)):
         if isinstance(k, slice) and k.step is not None and k.step < 1:
             raise IndexError(f"slice step {k.step} on axis {axis}: lazily read images take steps of 1 or more")
@@ -271,16 +268,20 @@ def _basic_key(key: Any, shape: Sequence[int], strict: bool = True) -> Any:
     return key
 
 
+def _full_key(key: Any, ndim: int) -> tuple[Any, ...]:
+    """``key`` as a tuple with an entry per axis: its (first) Ellipsis expanded, the trailing
+    axes it leaves out taken whole."""
+    key = key if isinstance(key, tuple) else (key,)
+    at = next((i for i, k in enumerate(key) if k is Ellipsis), None)
+    if at is not None:
+        key = key[:at] + (slice(None),) * (ndim - len(key) + 1) + key[at + 1 :]
+    return key + (slice(None),) * (ndim - len(key))
+
+
 def _normalize_key(key: Any, shape: Sequence[int]) -> list[tuple[int, int]] | None:
     """(start, stop) per dimension for a basic-indexing key, or None if not basic."""
-    if not isinstance(key, tuple):
-        key = (key,)
-    if any(k is Ellipsis for k in key):
-        i = next(i for i, k in enumerate(key) if k is Ellipsis)
-        key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1 :]
-    key = key + (slice(None),) * (len(shape) - len(key))
     bounds = []
-    for k, n in zip(key, shape, strict=False):
+    for k, n in zip(_full_key(key, len(shape)), shape, strict=False):
         if isinstance(k, slice):
             start, stop, _ = k.indices(n)
             bounds.append((start, max(stop, start + 1)))
@@ -671,9 +672,9 @@ def _tiff_image(tif: tifffile.TiffFile, path: str, size: int) -> ImageData:
     if tuple(levels[0].shape) != tuple(series.shape):
         raise ImageReadError(path, f"TIFF store shape {levels[0].shape} differs from series shape {series.shape}")
     meta.update(tiff_axes=series.axes, n_series=len(tif.series), byteorder=tif.byteorder, bigtiff=tif.is_bigtiff)
-    if _planar_colour(series, rgb):
-        meta["planar_colour"] = True  # red, green, blue (, alpha) planes: shown as one colour picture
     photometric = _photometric_name(getattr(series.keyframe, "photometric", None))
+    if _planar_colour(series, rgb, photometric):
+        meta["planar_colour"] = True  # red, green, blue (, alpha) planes: shown as one colour picture
     if photometric == "PALETTE":
         meta["palette"] = True  # colour indices, not intensities
     if photometric == "MINISWHITE":
