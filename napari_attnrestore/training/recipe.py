@@ -19,7 +19,7 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,13 +134,13 @@ def evaluate(recipe: dict[str, Any], model: torch.nn.Module, data_dir: Path) -> 
 
 
 def record_segment(run_dir: Path, start_step: int, schedule_steps: int, machine: str,
-                   precision: str = "fp32") -> list[dict]:
+                   precision: str = "fp32", loss: str | None = None) -> list[dict]:
     """Append this run to ``run_dir/segments.json`` and return every segment so far.
 
     A weight trained over several resumed runs (different machines, thread counts,
     precisions or extended schedules) lists each in its model card: the step it started
-    from, the schedule length it ran under, the machine and, when not fp32, the precision.
-    A segment that ended before saving any state (the next one starts at the same step) is
+    from, the schedule length it ran under, the machine, the loss (when given: a recipe may
+    change its loss part-way) and, when not fp32, the precision.  A segment that ended before saving any state (the next one starts at the same step) is
     replaced.
     """
     path = run_dir / "segments.json"
@@ -150,6 +150,7 @@ def record_segment(run_dir: Path, start_step: int, schedule_steps: int, machine:
     fresh_optimizer = rebuilt.exists() and int(rebuilt.read_text()) == start_step
     segments.append({"from_step": start_step, "schedule_steps": schedule_steps, "machine": machine,
                      "started": time.strftime("%Y-%m-%d %H:%M"),
+                     **({"loss": loss} if loss else {}),
                      **({"precision": precision} if precision != "fp32" else {}),
                      **({"optimizer": "state rebuilt from the weight (fresh AdamW moments)"} if fresh_optimizer else {})})
     path.write_text(json.dumps(segments, indent=1) + "\n")
@@ -274,6 +275,25 @@ def with_synthetic(images: list, synthetic: dict[str, Any] | None, seed: int = 0
     return images + extra, weights
 
 
+def tau_schedule(model: nn.Module, anneal: Sequence[float] | None, steps: int) -> Callable[[int], None]:
+    """``set_tau(step)`` for ACLA's Gumbel-softmax temperature (a no-op for other models).
+
+    ``anneal = [from, to]`` or ``[from, to, over]``: geometric from ``from`` to ``to`` over
+    the first ``over`` steps (default: the run's ``steps``), then held at ``to``.  With
+    ``over`` fixed, extending a finished run's schedule continues at ``to`` instead of
+    raising the temperature again.
+    """
+    if not anneal or not hasattr(model, "set_temperature"):
+        return lambda step: None
+    if len(anneal) not in (2, 3):
+        raise ValueError(f"anneal_tau: expected [from, to] or [from, to, steps], got {anneal}")
+    t0, t1 = float(anneal[0]), float(anneal[1])
+    over = int(anneal[2]) if len(anneal) == 3 else steps
+    if t0 <= 0 or t1 <= 0 or over < 1:
+        raise ValueError(f"anneal_tau: temperatures and step count must be positive, got {anneal}")
+    return lambda step: model.set_temperature(t0 * (t1 / t0) ** min(step / over, 1.0))
+
+
 def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device: str = "auto", steps: int | None = None,
         compile: bool | None = None, continue_weight: Path | None = None, precision: str | None = None) -> Path:
     """Train (or resume) the recipe and write its weights and model card; returns the weights path.
@@ -310,16 +330,11 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
     n_params = sum(p.numel() for p in model.parameters())
     log.info("recipe %s: %s (%d parameters), %d images, device %s", name, recipe["arch"], n_params, len(sampler.images), dev)
     final = None
-    anneal = recipe.get("anneal_tau")  # ACLA: Gumbel-softmax temperature, geometric from -> to
-
-    def set_tau(step: int) -> None:
-        if anneal and hasattr(model, "set_temperature"):
-            t0, t1 = anneal
-            model.set_temperature(t0 * (t1 / t0) ** min(step / cfg.steps, 1.0))
+    set_tau = tau_schedule(model, recipe.get("anneal_tau"), cfg.steps)
 
     start = torch.load(state_path, map_location="cpu", weights_only=True)["step"] if state_path.exists() else 0
     set_tau(start)
-    segments = record_segment(run_dir, start, cfg.steps, machine_description(dev), cfg.precision)
+    segments = record_segment(run_dir, start, cfg.steps, machine_description(dev), cfg.precision, cfg.loss)
     with open(run_dir / "loss.tsv", "a") as curve:
         for ev in fit(model, sampler.sample, make_pair, cfg, state_path=state_path,
                       sampler_state=(sampler.state, sampler.set_state), device=dev,

@@ -72,6 +72,9 @@ def test_recipe_resumes_from_its_state(tmp_path, data):
     path = _recipe(tmp_path, "sr", scale=2)
     rc.run(path, data, tmp_path / "out", tmp_path / "runs", steps=2)
     first = (tmp_path / "runs" / "test-sr" / "loss.tsv").read_text().splitlines()
+    recipe = json.loads(path.read_text())
+    recipe["train"]["loss"] = "l2"  # a recipe that changes its loss part-way
+    path.write_text(json.dumps(recipe))
     rc.run(path, data, tmp_path / "out", tmp_path / "runs", steps=4, precision="bf16")
     curve = (tmp_path / "runs" / "test-sr" / "loss.tsv").read_text().splitlines()
     assert curve[: len(first)] == first
@@ -82,6 +85,7 @@ def test_recipe_resumes_from_its_state(tmp_path, data):
     assert [(g["from_step"], g["to_step"], g["schedule_steps"]) for g in segs] == [(0, 2, 2), (2, 4, 4)]
     assert all("threads" in g["machine"] for g in segs)
     assert "precision" not in segs[0] and segs[1]["precision"] == "bf16"  # the run that overrode it says so
+    assert [g["loss"] for g in segs] == ["charbonnier", "l2"]  # each segment names its loss
 
 
 def test_recipe_continues_a_trained_weight_without_its_state(tmp_path, data):
@@ -158,6 +162,28 @@ def test_recipe_anneals_acla_temperature(tmp_path, data):
         mp.setattr(rc, "build_model", spy)
         rc.run(path, data, tmp_path / "out", tmp_path / "runs", steps=2)
     assert seen[0] == 1.0 and seen[-1] == pytest.approx(0.1)
+
+
+def test_tau_schedule_holds_the_end_temperature_past_its_horizon():
+    model = rc.build_model("acla", task="denoise", dim=8, n_blocks=2, positions=[1], keys=2)
+
+    def tau() -> float:
+        (t,) = {m.tau for m in model.attn.values()}
+        return t
+
+    set_tau = rc.tau_schedule(model, [1.0, 0.1, 100], steps=1000)
+    set_tau(50)
+    assert tau() == pytest.approx(0.1 ** 0.5)
+    set_tau(100)
+    assert tau() == pytest.approx(0.1)
+    set_tau(900)  # an extended schedule no longer raises the temperature again
+    assert tau() == pytest.approx(0.1)
+    rc.tau_schedule(model, [1.0, 0.1], steps=1000)(500)  # without a horizon: the run's steps
+    assert tau() == pytest.approx(0.1 ** 0.5)
+    for bad in ([1.0], [1.0, 0.0], [1.0, 0.1, 0]):
+        with pytest.raises(ValueError, match="anneal_tau"):
+            rc.tau_schedule(model, bad, steps=10)
+    rc.tau_schedule(torch.nn.Identity(), [1.0, 0.1], steps=10)(5)  # other models: nothing to set
 
 
 def test_recipe_downscales_training_images(tmp_path, data):
