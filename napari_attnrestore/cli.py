@@ -249,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("restore", help="restore an image file into .ome.zarr, .tif or .png")
     r.add_argument("input", help=".tif/.tiff (OME/Geo/Big), .png, .zarr/.ome.zarr")
-    r.add_argument("output", help=".ome.zarr/.zarr (streamed, resumable), .tif/.tiff (tiled BigTIFF) or .png")
+    r.add_argument("output", help=".ome.zarr/.zarr (streamed, resumable), .tif/.tiff (tiled BigTIFF, pyramidal "
+                   "when large) or .png")
     r.add_argument("--task", default="denoise", choices=["denoise", "sr", "demosaic", "inpaint"])
     r.add_argument("--scale", type=int, choices=[2, 4], default=None, help="SR factor")
     r.add_argument("--mask", default=None, help="inpaint: mask file (nonzero = fill), same Y, X as the input")

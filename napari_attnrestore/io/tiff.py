@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+import shutil
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,6 +47,8 @@ _OME_UNITS = {
 _HOST = "".join(ch if ch.isalnum() else "_" for ch in socket.gethostname())  # a partial file's writer: host, pid
 _GEO_TAGS = {33550, 33922, 34264, 34735}  # ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory
 _TO_MICROMETER = {"micrometer": 1.0, "nanometer": 1e-3, "millimeter": 1e3, "centimeter": 1e4}
+_PYRAMID_ABOVE = 2048  # automatic pyramid levels for images larger than this in y or x
+_PYRAMID_TOP = 512  # ... halved until y and x are both at most this (as the OME-Zarr writer's)
 
 
 def _is_rgb(axes: str, shape: Sequence[int]) -> bool:
@@ -71,14 +75,17 @@ def _tiff_axes(axes: str, rgb: bool) -> str:
     return "".join(letters)
 
 
-def _band_rows(arr: Any, yaxis: int, tile_h: int) -> int:
-    """Rows read per pass: a multiple of the tile height covering a dask chunk, memory-capped."""
+def _row_bands(arr: Any, yaxis: int, tile_h: int) -> list[tuple[int, int]]:
+    """Row ranges to read: a dask array's chunk rows (a lazy result's chunks are each computed
+    once), else multiples of the tile height, memory-capped."""
+    ny = arr.shape[yaxis]
     chunks = getattr(arr, "chunks", None)
-    chunk_h = chunks[yaxis][0] if chunks and isinstance(chunks[0], tuple) else tile_h
-    rows = tile_h * max(1, math.ceil(chunk_h / tile_h))
+    if chunks and isinstance(chunks[0], tuple):  # dask
+        edges = np.cumsum((0, *chunks[yaxis])).tolist()
+        return list(itertools.pairwise(edges))
     row_bytes = max(1, math.prod(arr.shape[yaxis + 1 :]) * arr.dtype.itemsize)
-    cap = max(tile_h, (_BAND_BYTES // row_bytes) // tile_h * tile_h)
-    return min(rows, cap)
+    rows = max(tile_h, (_BAND_BYTES // row_bytes) // tile_h * tile_h)
+    return [(y, min(ny, y + rows)) for y in range(0, ny, rows)]
 
 
 def _compute(block: Any) -> np.ndarray:
@@ -86,18 +93,135 @@ def _compute(block: Any) -> np.ndarray:
     return np.asarray(block.compute() if hasattr(block, "compute") else block)
 
 
-def _tiles(arr: Any, tile: tuple[int, int], rgb: bool) -> Iterator[np.ndarray]:
-    """Yield tiles page by page, row by row, reading one band of rows at a time."""
+def _read_rows(block: Any, scratch: str | None) -> Iterator[np.ndarray]:
+    """A band of rows, in pieces of at most ``_BAND_BYTES`` when it is a lazy result larger
+    than that: its chunks are then computed once each into a hidden zarr at ``scratch`` and
+    read back piece by piece (reading part of a dask chunk computes all of it, again)."""
+    if not hasattr(block, "compute") or block.nbytes <= _BAND_BYTES or scratch is None:
+        yield _compute(block)
+        return
+    folder = os.path.join(scratch, "rows")
+    try:
+        store = _computed(block, folder)
+        rows = max(1, _BAND_BYTES // max(1, math.prod(block.shape[1:]) * block.dtype.itemsize))
+        for y0 in range(0, block.shape[0], rows):
+            yield store[y0 : y0 + rows]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _computed(arr: Any, folder: str) -> Any:
+    """A dask array computed chunk by chunk (each once) into a new zarr array at ``folder``."""
+    import dask.array as da
+    import zarr
+
+    store = zarr.create_array(folder, shape=arr.shape, dtype=arr.dtype, chunks=arr.chunksize, overwrite=True)
+    da.store(arr, store, lock=True)  # the lock: a ragged dask chunk may share a zarr chunk
+    return store
+
+
+def _tiles(arr: Any, tile: tuple[int, int], rgb: bool,
+           on_rows: Callable[[tuple[int, ...], int, np.ndarray], None] | None = None,
+           scratch: str | None = None) -> Iterator[np.ndarray]:
+    """Yield tiles page by page, row by row, reading one band of rows at a time.
+
+    Rows short of a full row of tiles wait for the next band, so each band (a dask chunk
+    row) is read once.  ``on_rows(page, y0, rows)`` sees every row once, in runs of whole
+    tile rows (the pyramid's first level is built from them).  ``scratch``: a folder where
+    a lazy band too large to hold (see :func:`_read_rows`), or a lazy image whose chunks
+    span several pages, is computed to first.
+    """
     yaxis = arr.ndim - (3 if rgb else 2)
     ny, nx = arr.shape[yaxis], arr.shape[yaxis + 1]
     th, tw = tile
-    rows = _band_rows(arr, yaxis, th)
+    chunks = getattr(arr, "chunks", None)
+    if scratch is not None and chunks and isinstance(chunks[0], tuple) and any(max(c) > 1 for c in chunks[:yaxis]):
+        # a dask chunk spans several pages (channels restored together, say): reading a page
+        # would compute the chunk again for each; compute everything once, then read that
+        try:
+            yield from _tiles(_computed(arr, os.path.join(scratch, "pages")), tile, rgb, on_rows)
+        finally:
+            shutil.rmtree(os.path.join(scratch, "pages"), ignore_errors=True)
+        return
+    bands = _row_bands(arr, yaxis, th)
     for page in np.ndindex(*arr.shape[:yaxis]):
-        for y0 in range(0, ny, rows):
-            band = _compute(arr[(*page, slice(y0, min(ny, y0 + rows)))])
-            for ty in range(0, band.shape[0], th):
-                for tx in range(0, nx, tw):
-                    yield np.ascontiguousarray(band[ty : ty + th, tx : tx + tw])
+        pending: np.ndarray | None = None
+        start = 0
+        for y0, y1 in bands:
+            for piece in _read_rows(arr[(*page, slice(y0, y1))], scratch):
+                pending = piece if pending is None else np.concatenate([pending, piece])
+                ready = pending.shape[0] if start + pending.shape[0] == ny else pending.shape[0] // th * th
+                if not ready:
+                    continue
+                rows, pending = pending[:ready], pending[ready:]
+                if on_rows is not None:
+                    on_rows(page, start, rows)
+                start += ready
+                for ty in range(0, ready, th):
+                    for tx in range(0, nx, tw):
+                        yield np.ascontiguousarray(rows[ty : ty + th, tx : tx + tw])
+
+
+def _level_count(ny: int, nx: int, pyramid: int | None) -> int:
+    """Pyramid levels below the full image: ``pyramid`` (None: automatic), at most down to 1x1."""
+    if pyramid is not None and int(pyramid) < 0:
+        raise ValueError(f"pyramid must be a level count >= 0 or None (automatic), got {pyramid}")
+    if pyramid is None and max(ny, nx) <= _PYRAMID_ABOVE:
+        return 0
+    n = 0
+    while (ny > 1 or nx > 1) and (n < int(pyramid) if pyramid is not None else max(ny, nx) > _PYRAMID_TOP):
+        ny, nx, n = (ny + 1) // 2, (nx + 1) // 2, n + 1
+    return n
+
+
+class _Pyramid:
+    """The levels below a TIFF's full image, from a hidden zarr of its first level.
+
+    The first level is filled band by band (:meth:`add`) as the full image's tiles are
+    written, so a lazy result (a restoration) is computed once; the smaller levels are then
+    halved from it, as the OME-Zarr writer's are: means of 2x2 blocks, integers rounded.
+    """
+
+    def __init__(self, folder: str, name: str, shape: tuple[int, ...], dtype: Any, yaxis: int, tile_h: int,
+                 count: int) -> None:
+        import zarr
+
+        self.yaxis, self.count = yaxis, count
+        self.path = os.path.join(folder, f".{name}.levels-{_HOST}-{os.getpid()}")
+        half = list(shape)
+        for i in (yaxis, yaxis + 1):
+            half[i] = (shape[i] + 1) // 2
+        chunks = [1] * yaxis + [max(1, tile_h // 2), half[yaxis + 1]] + list(half[yaxis + 2 :])
+        self.first = zarr.create_array(self.path, shape=tuple(half), dtype=dtype, chunks=tuple(chunks),
+                                       overwrite=True)
+
+    def add(self, page: tuple[int, ...], y0: int, band: np.ndarray) -> None:
+        """Halve rows ``y0 ...`` (an even number of them, unless the last) into the first level."""
+        import dask.array as da
+
+        from .ome_zarr import _downsample
+
+        small, _ = _downsample(da.from_array(band, chunks=band.shape), 0, 1, "mean", band.shape)
+        out = small.compute()
+        self.first[(*page, slice(y0 // 2, y0 // 2 + out.shape[0]))] = out
+
+    def levels(self) -> Iterator[Any]:
+        """The levels as lazy dask arrays, largest first."""
+        import dask.array as da
+
+        from .ome_zarr import _downsample
+
+        level = da.from_zarr(self.first)
+        yield level
+        for _ in range(self.count - 1):
+            chunks = tuple(min(c, 1024) if i in (self.yaxis, self.yaxis + 1) else c
+                           for i, c in enumerate(level.chunksize))
+            level, _ = _downsample(level, self.yaxis, self.yaxis + 1, "mean", chunks)
+            yield level
+
+    def discard(self) -> None:
+        """Remove the hidden first level."""
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def _physical(scale: Any, axes: str, units: Mapping[str, str] | str | None) -> dict[str, tuple[float, str]]:
@@ -161,11 +285,15 @@ def write_tiff(
     extratags: Sequence[tuple] = (),
     samples: str | None = None,
     miniswhite: bool = False,
+    pyramid: int | None = None,
 ) -> str:
     """Write a tiled BigTIFF (OME-TIFF when the name ends .ome.tif/.ome.tiff).
 
     Tiles are computed band by band from the (possibly dask) array, so memory stays
-    bounded; the file is written under a temporary name and renamed when complete.
+    bounded; the file is written under a temporary name and renamed when complete.  A large
+    image gets a pyramid: each plane's halved copies stored as its SubIFDs (the layout of
+    pyramidal OME-TIFF, read by Bio-Formats, QuPath and tifffile), so viewers can show the
+    whole image without reading all of it.
 
     Parameters
     ----------
@@ -197,6 +325,12 @@ def write_tiff(
         green, blue (and alpha) planes (the layout of a planar colour source).
     miniswhite : bool
         Gray values where 0 is white (PhotometricInterpretation MINISWHITE), as the source's.
+    pyramid : int, optional
+        Number of halved levels to add (0: none).  By default, an image larger than 2048
+        pixels in y or x is halved until both are at most 512; a GeoTIFF gets none (GDAL
+        reads overviews of its own kind, made with ``gdaladdo``), nor does a z stack in a
+        plain TIFF (tifffile would take its levels, halved in y and x only, for other
+        images; OME-TIFF keeps them).
 
     Returns
     -------
@@ -218,7 +352,8 @@ def write_tiff(
         data = data.transpose(order)
         axes = "".join(axes[i] for i in order)
     ome = path.lower().endswith((".ome.tif", ".ome.tiff"))
-    if samples is None and extratags and not ome and _GEO_TAGS & {int(t[0]) for t in extratags}:
+    geo = bool(_GEO_TAGS & {int(t[0]) for t in extratags})
+    if samples is None and geo and not ome:
         samples = "bands"
     planar = samples in ("bands", "rgb") and axes == "cyx" and (samples == "bands" or data.shape[0] in (3, 4))
     metadata, kwargs = _metadata(axes, rgb, physical, ome)
@@ -227,24 +362,35 @@ def write_tiff(
         kwargs["planarconfig"] = "separate"
         if samples == "rgb" and data.shape[0] == 4:
             kwargs["extrasamples"] = ["unassalpha"]
+    yaxis = data.ndim - (3 if rgb else 2)
+    if pyramid and "z" in axes and not ome:  # readers take the levels of a z stack for z-halved ones
+        raise ImageWriteError(path, "pyramid levels of a z stack are only kept in OME-TIFF; name the file .ome.tif")
+    try:
+        count = _level_count(data.shape[yaxis], data.shape[yaxis + 1],
+                             0 if pyramid is None and (geo or ("z" in axes and not ome)) else pyramid)
+    except ValueError as exc:
+        raise ImageWriteError(path, str(exc)) from None
     folder = os.path.dirname(os.path.abspath(path))
     _remove_orphans(folder, os.path.basename(path))
     partial = os.path.join(folder, f".{os.path.basename(path)}.partial-{_HOST}-{os.getpid()}")
+    scratch = os.path.join(folder, f".{os.path.basename(path)}.band-{_HOST}-{os.getpid()}")
+    common = dict(tile=tuple(tile), compression=compression,
+                  photometric="rgb" if rgb or (planar and samples == "rgb") else "miniswhite" if miniswhite else "minisblack",
+                  **{k: v for k, v in kwargs.items() if k != "resolution"})
+    levels = None
     try:
-        tifffile.imwrite(
-            partial,
-            _tiles(data, tuple(tile), rgb),
-            shape=tuple(data.shape),
-            dtype=data.dtype,
-            tile=tuple(tile),
-            compression=compression,
-            photometric="rgb" if rgb or (planar and samples == "rgb") else "miniswhite" if miniswhite else "minisblack",
-            bigtiff=True,
-            ome=ome,
-            metadata=metadata,
-            extratags=list(extratags),
-            **kwargs,
-        )
+        if count:
+            levels = _Pyramid(folder, os.path.basename(path), tuple(data.shape), data.dtype, yaxis,
+                              int(tile[0]), count)
+        with tifffile.TiffWriter(partial, bigtiff=True, ome=ome) as tif:
+            tif.write(_tiles(data, tuple(tile), rgb, levels.add if levels else None, scratch), shape=tuple(data.shape),
+                      dtype=data.dtype, metadata=metadata, extratags=list(extratags), subifds=count or None,
+                      resolution=kwargs.get("resolution"), **common)
+            for k, level in enumerate(levels.levels() if levels else (), 1):
+                res = kwargs.get("resolution")
+                tif.write(_tiles(level, tuple(tile), rgb, scratch=scratch), shape=tuple(level.shape), dtype=data.dtype,
+                          subfiletype=1, metadata={} if ome else {"axes": metadata["axes"]},  # levels are found by their axes
+                          resolution=(res[0] / 2**k, res[1] / 2**k) if res else None, **common)
         with open(partial, "rb+") as done:  # on disk before it takes the name: no complete-looking stub after a crash
             os.fsync(done.fileno())
         os.replace(partial, path)
@@ -257,6 +403,10 @@ def write_tiff(
     except BaseException:  # Ctrl-C, a cancelled job: no half-written file is left behind
         _discard(partial)
         raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if levels is not None:
+            levels.discard()
     return path
 
 
@@ -280,10 +430,12 @@ def _remove_orphans(folder: str, name: str) -> None:
     (killed); another machine's (a shared folder) are left alone."""
     if os.name != "posix":
         return
-    prefix = f".{name}.partial-{_HOST}-"
+    # the file, its pyramid's first level, a band of rows too large to hold
+    prefixes = tuple(f".{name}.{kind}-{_HOST}-" for kind in ("partial", "levels", "band"))
     for entry in os.listdir(folder):
-        pid = entry[len(prefix):]
-        if not entry.startswith(prefix) or not pid.isdigit() or int(pid) == os.getpid():
+        prefix = next((p for p in prefixes if entry.startswith(p)), None)
+        pid = entry[len(prefix):] if prefix else ""
+        if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
             os.kill(int(pid), 0)
@@ -294,8 +446,11 @@ def _remove_orphans(folder: str, name: str) -> None:
 
 
 def _discard(path: str) -> None:
-    """Remove a partial output, ignoring errors."""
+    """Remove a partial output (a file, or a folder), ignoring errors."""
     try:
-        os.remove(path)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
     except OSError:
         pass

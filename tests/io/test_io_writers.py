@@ -47,7 +47,82 @@ def test_write_tiff_streams_dask(tmp_path, recorder):
     im = open_image(path)
     assert im.data.chunks == (256, 256) and im.meta["bigtiff"]
     assert bool((im.to_dask() == src).all().compute())
-    assert not [p for p in os.listdir(tmp_path) if "partial" in p]
+    assert [lv.shape for lv in im.levels] == [(4096, 4096), (2048, 2048), (1024, 1024), (512, 512)]  # a pyramid
+    assert os.listdir(tmp_path) == ["big.tif"]  # no partial file, no hidden first level left
+
+
+@pytest.mark.parametrize(("name", "axes", "shape"), [("p.tif", "yx", (2101, 999)), ("p.ome.tif", "tcyx", (2, 2, 2101, 99)),
+                                                     ("p.tif", "yxc", (2101, 50, 3)), ("p.ome.tif", "czyx", (2, 2, 2101, 40))])
+def test_a_large_tiff_gets_a_pyramid_of_halved_levels(tmp_path, name, axes, shape):
+    """Levels are SubIFDs of each plane, 2x2 means (integers rounded, odd edges repeated) as
+    the OME-Zarr writer's, halved until y and x are at most 512; the reader shows them."""
+    from napari_attnrestore.io.ome_zarr import _downsample
+
+    src = np.random.default_rng(0).integers(0, 60000, shape, dtype=np.uint16)
+    computed = []
+
+    def restored(block):  # stands for the model: each block must be computed once
+        if block.size:
+            computed.append(block.shape)
+        return block
+
+    lazy = da.from_array(src, chunks=300)
+    write_tiff(lazy.map_blocks(restored, dtype=src.dtype), tmp_path / name, axes, tile=(64, 64))
+    assert len(computed) == lazy.npartitions  # the levels come from the written bands, not a second pass
+    im = open_image(tmp_path / name)
+    iy = axes.index("y")
+    assert [lv.shape[iy] for lv in im.levels] == [2101, 1051, 526, 263]
+    expected = da.from_array(src)
+    for lv in im.levels[1:]:
+        expected, _ = _downsample(expected, iy, iy + 1, "mean", (1,) * iy + (512, 512) + (3,) * (axes[-1] == "c"))
+        np.testing.assert_array_equal(np.asarray(lv[...]), expected.compute())
+    with tifffile.TiffFile(tmp_path / name) as tif:
+        assert len(tif.series) == 1 and tif.pages[0].subifds is not None and len(tif.pages[0].subifds) == 3
+
+
+@pytest.mark.parametrize(("shape", "chunks", "axes"), [((600, 500), (300, 100), "yx"),  # a chunk row over the cap
+                                                    ((3, 200, 90), (3, 70, 50), "cyx")])  # a chunk over 3 pages
+def test_a_lazy_result_is_computed_once_per_chunk(tmp_path, monkeypatch, shape, chunks, axes):
+    """Reading part of a dask chunk computes all of it: bands too large to hold, and chunks
+    spanning pages, are computed once into a hidden zarr next to the output instead."""
+    import napari_attnrestore.io.tiff as tiff
+
+    monkeypatch.setattr(tiff, "_BAND_BYTES", 20_000)
+    src = np.random.default_rng(1).integers(0, 60000, shape, dtype=np.uint16)
+    computed = []
+
+    def restored(block):
+        if block.size:
+            computed.append(block.shape)
+        return block
+
+    lazy = da.from_array(src, chunks=chunks)
+    write_tiff(lazy.map_blocks(restored, dtype=src.dtype), tmp_path / "out.tif", axes, tile=(32, 32))
+    assert len(computed) == lazy.npartitions
+    np.testing.assert_array_equal(open_image(tmp_path / "out.tif").data[...], src)
+    assert os.listdir(tmp_path) == ["out.tif"]
+
+
+def test_tiff_pyramid_levels_on_request_and_never_by_default_for_small_or_geotiffs(tmp_path):
+    img = np.zeros((300, 200), np.float32)
+    write_tiff(img, tmp_path / "small.tif", "yx")
+    write_tiff(img, tmp_path / "asked.tif", "yx", pyramid=2)
+    write_tiff(img, tmp_path / "none.tif", "yx", pyramid=0)
+    assert [len(open_image(tmp_path / n).levels) for n in ("small.tif", "asked.tif", "none.tif")] == [1, 3, 1]
+    assert [lv.shape for lv in open_image(tmp_path / "asked.tif").levels] == [(300, 200), (150, 100), (75, 50)]
+    write_tiff(np.zeros((3, 3), np.uint8), tmp_path / "tiny.tif", "yx", pyramid=9)  # down to 1x1, no further
+    assert [lv.shape for lv in open_image(tmp_path / "tiny.tif").levels] == [(3, 3), (2, 2), (1, 1)]
+    scale = (33550, 12, 3, (30.0, 30.0, 0.0), True)  # ModelPixelScale: a GeoTIFF
+    write_tiff(np.zeros((2200, 10), np.uint8), tmp_path / "geo.tif", "yx", extratags=[scale])
+    assert len(open_image(tmp_path / "geo.tif").levels) == 1  # GDAL makes its own overviews (gdaladdo)
+    stack = np.zeros((2, 2200, 10), np.uint8)
+    write_tiff(stack, tmp_path / "z.tif", "zyx")  # tifffile would not take its levels for halved ones
+    assert len(open_image(tmp_path / "z.tif").levels) == 1
+    with pytest.raises(ImageWriteError, match="only kept in OME-TIFF"):
+        write_tiff(stack, tmp_path / "bad.tif", "zyx", pyramid=1)
+    with pytest.raises(ImageWriteError, match="pyramid must be a level count"):
+        write_tiff(img, tmp_path / "bad.tif", "yx", pyramid=-1)
+    assert not (tmp_path / "bad.tif").exists()
 
 
 def test_write_tiff_rgb_and_ome(tmp_path):
@@ -119,6 +194,8 @@ def test_an_interrupted_tiff_write_leaves_no_partial_file(tmp_path):
     data = da.zeros((64, 64), dtype=np.uint8, chunks=32).map_blocks(interrupted, dtype=np.uint8, meta=np.empty((0, 0), np.uint8))
     with pytest.raises(_Interrupt):
         write_tiff(data, tmp_path / "out.tif")
+    with pytest.raises(_Interrupt):
+        write_tiff(data, tmp_path / "out.tif", pyramid=2)  # its first level's hidden store goes too
     assert os.listdir(tmp_path) == []
 
 
@@ -288,8 +365,10 @@ def test_a_killed_writer_leaves_no_hidden_partial_for_long(tmp_path):
     elsewhere.write_bytes(b"II*\x00")
     orphan.write_bytes(b"II*\x00")
     live.write_bytes(b"II*\x00")
+    levels = tmp_path / f".out.tif.levels-{_HOST}-{finished.pid}"  # a killed writer's pyramid level
+    (levels / "c").mkdir(parents=True)
     write_tiff(np.zeros((16, 16), np.uint8), tmp_path / "out.tif", "yx")
-    assert not orphan.exists() and live.exists() and elsewhere.exists()
+    assert not orphan.exists() and live.exists() and elsewhere.exists() and not levels.exists()
 
 
 def test_ome_sizes_given_with_symbols_are_kept(tmp_path):
