@@ -91,12 +91,19 @@ def read_georeference(tif: Any, page: Any, scale: dict, translate: dict, units: 
                 geo["tiepoint"] = [float(v) for v in tiepoint]
                 geo["y_axis"] = "napari y = -(map Y): rows run south"
     if TRANSFORMATION in raw:
-        geo["transformation"] = [float(v) for v in raw[TRANSFORMATION]]
+        m = geo["transformation"] = [float(v) for v in raw[TRANSFORMATION]]
+        if pixel_scale is None and len(m) >= 8 and m[1] == m[4] == 0 and m[0] > 0 and m[5] < 0:
+            # X = m0 I + m3, Y = m5 J + m7: a north-up grid without rotation, placed as above
+            scale["x"], scale["y"] = m[0], -m[5]
+            translate["x"] = m[3] + centre * m[0]
+            translate["y"] = -(m[7] + centre * m[5])
+            geo["y_axis"] = "napari y = -(map Y): rows run south"
     linear = str(geo.get("geokeys", {}).get("ProjLinearUnitsGeoKey", "")).lower()
     model = str(geo.get("geokeys", {}).get("GTModelTypeGeoKey", "")).lower()
     unit = "meter" if "meter" in linear or (not linear and "projected" in model) else None
+    unit = "foot" if unit is None and "foot" in linear else unit  # international or US survey feet
     unit = "degree" if unit is None and "geographic" in model else unit
-    if unit and pixel_scale is not None:
+    if unit and (pixel_scale is not None or "y_axis" in geo):  # the grid was placed in map units
         units["x"] = units["y"] = unit
     return geo
 

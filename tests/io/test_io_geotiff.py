@@ -34,6 +34,31 @@ def test_scenes_of_one_projection_overlay_at_their_true_offset(tmp_path):
 
 
 @pytest.mark.parametrize("keys", [PROJECTED_METRE, POINT], ids=["area", "point"])
+def test_a_transformation_matrix_places_the_grid_as_scale_and_tiepoint_do(tmp_path, keys):
+    """GDAL writes ModelTransformation alone for some grids; a north-up one without rotation
+    opens where the same grid given by scale and tie point does."""
+    ref = open_image(_geotiff(tmp_path / "ref.tif", keys=keys))
+    matrix = (30.0, 0.0, 0.0, 500000.0, 0.0, -30.0, 0.0, 4000000.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+    data = np.zeros((20, 30), np.uint8)
+    tifffile.imwrite(tmp_path / "m.tif", data, extratags=[(34264, "d", 16, matrix, False),
+                                                          (34735, "H", len(keys), keys, False)])
+    im = open_image(tmp_path / "m.tif")
+    assert im.scale == pytest.approx(ref.scale) and im.translate == pytest.approx(ref.translate)
+    assert im.units == ref.units
+    rotated = (21.2, 21.2, 0.0, 500000.0, 21.2, -21.2, 0.0, 4000000.0, *matrix[8:])
+    tifffile.imwrite(tmp_path / "r.tif", data, extratags=[(34264, "d", 16, rotated, False),
+                                                          (34735, "H", len(keys), keys, False)])
+    im = open_image(tmp_path / "r.tif")  # a rotated grid is not placed (its tags are still carried)
+    assert im.translate == pytest.approx((0.0, 0.0)) and "34264" in im.meta["geotiff"]["tags"]
+
+
+def test_a_grid_in_feet_gets_feet(tmp_path):
+    feet = (1, 1, 0, 2, 1024, 0, 1, 1, 3076, 0, 1, 9003)  # ProjLinearUnits = US survey foot
+    im = open_image(_geotiff(tmp_path / "ft.tif", keys=feet))
+    assert im.units == {"x": "foot", "y": "foot"} and im.scale == pytest.approx((30.0, 30.0))
+
+
+@pytest.mark.parametrize("keys", [PROJECTED_METRE, POINT], ids=["area", "point"])
 def test_x2_output_keeps_the_ground_position(tmp_path, keys):
     src = open_image(_geotiff(tmp_path / "in.tif", keys=keys, nodata=0))
     geo = src.meta["geotiff"]
