@@ -2,7 +2,7 @@
 
 Run ``python examples/train_on_layer.py`` (add ``--quit`` to close napari once the
 restored layer is shown, e.g. under ``xvfb-run``).  Training is self-supervised
-(blind-spot): the noisy layer is the only data, no clean image is needed.  The network
+(Neighbor2Neighbor): the noisy layer is the only data, no clean image is needed.  The network
 is very small and trains for only 20 steps so that the example runs in seconds on a CPU;
 real use trains the "tiny" preset or larger for a few thousand steps (a GPU helps).
 

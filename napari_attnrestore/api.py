@@ -316,13 +316,14 @@ def restore(
         axes come back in NGFF order (``t``, ``c``, ``z``, ``y``, ``x``; RGB stays last), as
         they are written to OME-Zarr; an array's come back in its own order.
     task
-        ``denoise`` or ``sr`` (with ``scale`` 2 or 4).
+        ``denoise``, ``sr`` (with ``scale`` 2 or 4), ``demosaic`` (with ``cfa``) or
+        ``inpaint`` (with ``mask`` or ``nodata``).
     model
         None (the task's shipped default), a shipped name, a checkpoint path, or any
         ``torch.nn.Module`` mapping ``(B, C, H, W)`` to ``(B, C', s*H, s*W)``.
     tile, overlap, batch
         Network tile side, tile overlap (also the chunk halo) and tiles per forward
-        pass; defaults from the model (256, its halo hint, to fit about 1 Mpx a batch).
+        pass; defaults from the model (256, its halo hint, about 0.25 Mpx a batch).
         ``tile="auto"``/``batch="auto"``: the largest that fit in a share of the free
         memory of the device, measured with two small probe forward passes (a few
         seconds on a CPU; see :mod:`napari_attnrestore.engine.autotune`).

@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--task", default="denoise", choices=["denoise", "sr", "demosaic", "inpaint"])
     r.add_argument("--scale", type=int, choices=[2, 4], default=None, help="SR factor")
     r.add_argument("--mask", default=None, help="inpaint: mask file (nonzero = fill), same Y, X as the input")
-    r.add_argument("--nodata", type=float, default=None, help="inpaint: pixel value marking gaps (NaN always does)")
+    r.add_argument("--nodata", type=float, default=None, help="pixel value marking no data (NaN always does): kept as is, or filled by inpaint")
     r.add_argument("--cfa", default=None, choices=["RGGB", "BGGR", "GRBG", "GBRG"], help="demosaic: Bayer pattern")
     r.add_argument("--arch", default=None, help="use the shipped weights of this architecture")
     r.add_argument("--weights", default=None, help="checkpoint file (.safetensors + .json card, or a HAT/GRL/SwinIR .pth)")
