@@ -173,8 +173,9 @@ def model_spec(name: str) -> tuple[Any, str, int | None]:
 
 def run_pipeline(model: str, size: int, workdir: str | Path, device: str = "auto", precision: str = "fp32",
                  chunks: int = 1024, tile: Any = None, batch: Any = None, compile: bool = False,
-                 **options: Any) -> dict[str, Any]:
-    """Stream a ``size x size`` uint16 zarr through ``model`` into OME-Zarr, in this process.
+                 output: str = "zarr", **options: Any) -> dict[str, Any]:
+    """Stream a ``size x size`` uint16 zarr through ``model`` into OME-Zarr (``output="tif"``:
+    a tiled TIFF, as ``attnrestore restore IN OUT.tif`` writes it), in this process.
 
     ``model`` is :data:`CHEAP`, a shipped weight's name or a checkpoint.  One tiny forward
     pass warms the network up first (device transfer, kernel selection) and is not counted;
@@ -210,18 +211,32 @@ def run_pipeline(model: str, size: int, workdir: str | Path, device: str = "auto
     if cuda:
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
-    dst = workdir / f"out_{size}.ome.zarr"
     extra: dict[str, Any] = {"nodata": 0} if task == "inpaint" else {}
+    common = dict(task=task, model=handle, scale=scale, chunks=chunks, tile=tile, batch=batch, **extra, **options)
+    if output not in ("zarr", "tif"):
+        raise ValueError(f"output must be 'zarr' or 'tif', got {output!r}")
+    dst = workdir / f"out_{size}.{'ome.zarr' if output == 'zarr' else 'tif'}"
     t0 = time.perf_counter()
-    ar.restore_to_zarr(str(src), dst, task=task, model=handle, scale=scale, chunks=chunks, tile=tile, batch=batch,
-                       pyramid=False, overwrite=True, **extra, **options)
-    wall = time.perf_counter() - t0
-    from .engine.store import job_state
+    if output == "tif":
+        from .io import write_tiff
 
-    used_tile = job_state(dst).get("job", {}).get("tile")
-    shutil.rmtree(dst, ignore_errors=True)
+        lazy = ar.restore(str(src), **common)
+        write_tiff(lazy, dst, axes="yxc"[: lazy.ndim], overwrite=True, pyramid=0)
+        used_tile = tile
+    else:
+        ar.restore_to_zarr(str(src), dst, pyramid=False, overwrite=True, **common)
+    wall = time.perf_counter() - t0
+    if output == "zarr":
+        from .engine.store import job_state
+
+        used_tile = job_state(dst).get("job", {}).get("tile")
+    if dst.is_dir():
+        shutil.rmtree(dst, ignore_errors=True)
+    else:
+        dst.unlink(missing_ok=True)
     return {
         "model": model, "size": size, "device": str(dev), "dtype": precision, "tile": used_tile, "compile": compile,
+        "output": output,
         "mpx_s": size * size / 1e6 / wall, "wall_s": wall, "forward_s": handle.forward_seconds,
         "forward_calls": handle.forward_calls, "efficiency": handle.forward_seconds / wall,
         "peak_rss_mb": peak_rss_bytes() / 2**20,
