@@ -172,6 +172,8 @@ def _sample_limits(level: Any, image: ImageData, c: int | None) -> Any:
     pixels of the middle plane of ``level``: a few chunks, however large the image."""
     import numpy as np
 
+    if np.dtype(level.dtype) == bool:  # a mask: False and True, whatever a (smallest, OR-ed) level holds
+        return [0.0, 1.0] if c is None or image.rgb else [[0.0, 1.0]] * level.shape[c]
     yx = {i for i, ax in enumerate(image.axes) if ax in "yx"} or {level.ndim - 2, level.ndim - 1}
     rgb = level.ndim - 1 if image.rgb else None
     key = []

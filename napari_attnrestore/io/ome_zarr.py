@@ -262,6 +262,22 @@ def _spatial_indices(axes: str) -> tuple[int, int]:
     return n - 2, n - 1
 
 
+def mean_dtype(dtype: Any) -> Any:
+    """The float type pyramid means of ``dtype`` are taken in."""
+    return np.float32 if np.dtype(dtype).itemsize <= 2 else np.float64
+
+
+def rounded_to(values: np.ndarray, dtype: Any) -> np.ndarray:
+    """Means cast back to ``dtype``: integers rounded and clipped to its range (the largest
+    float below 2**63 or 2**64 for 64-bit ones, whose maximum a float64 rounds up past)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        top = float(info.max) if dtype.itemsize < 8 else np.nextafter(float(info.max), 0.0)
+        values = np.clip(np.rint(values), info.min, top)
+    return values.astype(dtype)
+
+
 def _downsample(arr: Any, iy: int, ix: int, method: str, out_chunks: tuple[int, ...]) -> tuple[Any, list[int]]:
     """2x downsample a dask array along iy, ix; return (array, factor per axis)."""
     import dask.array as da
@@ -278,12 +294,9 @@ def _downsample(arr: Any, iy: int, ix: int, method: str, out_chunks: tuple[int, 
     arr = arr.rechunk(tuple(c * f for c, f in zip(out_chunks, factors, strict=False)))
     dtype = arr.dtype
     if method == "mean" and dtype.kind != "b":
-        work = arr.astype(np.float32 if dtype.itemsize <= 2 else np.float64)
+        work = arr.astype(mean_dtype(dtype))
         out = da.coarsen(np.mean, work, {i: f for i, f in enumerate(factors) if f > 1})
-        if dtype.kind in "iu":
-            info = np.iinfo(dtype)
-            out = da.clip(da.round(out), info.min, info.max)
-        return out.astype(dtype), factors
+        return out.map_blocks(rounded_to, dtype, dtype=dtype), factors
     func = {"max": np.max, "min": np.min, "mean": np.max}.get(method)
     if func is None:
         raise ValueError(f"unknown pyramid method {method!r} (use 'mean', 'max', 'min' or 'nearest')")

@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import socket
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -47,6 +48,9 @@ _OME_UNITS = {
 _HOST = "".join(ch if ch.isalnum() else "_" for ch in socket.gethostname())  # a partial file's writer: host, pid
 _GEO_TAGS = {33550, 33922, 34264, 34735}  # ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory
 _TO_MICROMETER = {"micrometer": 1.0, "nanometer": 1e-3, "millimeter": 1e3, "centimeter": 1e4}
+_IMAGEJ_UNITS = {"micrometer": "micron", "nanometer": "nm", "millimeter": "mm", "centimeter": "cm"}
+_TO_SECOND = {"second": 1.0, "millisecond": 1e-3, "microsecond": 1e-6, "minute": 60.0, "hour": 3600.0}
+_IMAGEJ_DTYPES = {np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int16), np.dtype(np.float32)}
 _PYRAMID_ABOVE = 2048  # automatic pyramid levels for images larger than this in y or x
 _PYRAMID_TOP = 512  # ... halved until y and x are both at most this (as the OME-Zarr writer's)
 
@@ -80,10 +84,15 @@ def _row_bands(arr: Any, yaxis: int, tile_h: int) -> list[tuple[int, int]]:
     once), else multiples of the tile height, memory-capped."""
     ny = arr.shape[yaxis]
     chunks = getattr(arr, "chunks", None)
-    if chunks and isinstance(chunks[0], tuple):  # dask
-        edges = np.cumsum((0, *chunks[yaxis])).tolist()
-        return list(itertools.pairwise(edges))
     row_bytes = max(1, math.prod(arr.shape[yaxis + 1 :]) * arr.dtype.itemsize)
+    if chunks and isinstance(chunks[0], tuple):  # dask: whole chunk rows, thin ones joined up to a tile row
+        bands: list[tuple[int, int]] = []
+        for y0, y1 in itertools.pairwise(np.cumsum((0, *chunks[yaxis])).tolist()):
+            if bands and bands[-1][1] - bands[-1][0] < tile_h and (y1 - bands[-1][0]) * row_bytes <= _BAND_BYTES:
+                bands[-1] = (bands[-1][0], y1)
+            else:
+                bands.append((y0, y1))
+        return bands
     rows = max(tile_h, (_BAND_BYTES // row_bytes) // tile_h * tile_h)
     return [(y, min(ny, y + rows)) for y in range(0, ny, rows)]
 
@@ -163,15 +172,43 @@ def _tiles(arr: Any, tile: tuple[int, int], rgb: bool,
 
 
 def _level_count(ny: int, nx: int, pyramid: int | None) -> int:
-    """Pyramid levels below the full image: ``pyramid`` (None: automatic), at most down to 1x1."""
+    """Pyramid levels below the full image: ``pyramid`` (None: automatic), while both y and x
+    can be halved (tifffile takes a level whose 1-pixel side stayed 1 for another image)."""
     if pyramid is not None and int(pyramid) < 0:
         raise ValueError(f"pyramid must be a level count >= 0 or None (automatic), got {pyramid}")
     if pyramid is None and max(ny, nx) <= _PYRAMID_ABOVE:
         return 0
     n = 0
-    while (ny > 1 or nx > 1) and (n < int(pyramid) if pyramid is not None else max(ny, nx) > _PYRAMID_TOP):
+    while ny > 1 and nx > 1 and (n < int(pyramid) if pyramid is not None else max(ny, nx) > _PYRAMID_TOP):
         ny, nx, n = (ny + 1) // 2, (nx + 1) // 2, n + 1
     return n
+
+
+def _halved(rows: np.ndarray, work_bytes: int = 16 * 2**20) -> np.ndarray:
+    """2x2 means of ``rows`` (y, x, samples...) as the OME-Zarr writer's levels: an odd last
+    row or column repeated, integers rounded, booleans OR-ed; a few rows at a time, so the
+    float copy stays small."""
+    from .ome_zarr import mean_dtype, rounded_to
+
+    h, w = rows.shape[:2]
+    out = np.empty(((h + 1) // 2, (w + 1) // 2, *rows.shape[2:]), rows.dtype)
+    work = np.dtype(bool) if rows.dtype == bool else np.dtype(mean_dtype(rows.dtype))
+    step = max(2, work_bytes // max(1, 2 * rows[0].size * work.itemsize) * 2)
+    for r0 in range(0, h, step):
+        part = rows[r0 : r0 + step]
+        pad = [(0, part.shape[0] % 2), (0, w % 2)] + [(0, 0)] * (rows.ndim - 2)
+        if pad[0][1] or pad[1][1]:
+            part = np.pad(part, pad, mode="edge")
+        corners = [part[dy::2, dx::2] for dy in (0, 1) for dx in (0, 1)]
+        if rows.dtype == bool:
+            half = corners[0] | corners[1] | corners[2] | corners[3]
+        else:
+            half = corners[0].astype(work)
+            for corner in corners[1:]:
+                half += corner
+            half = rounded_to(half * 0.25, rows.dtype)
+        out[r0 // 2 : r0 // 2 + half.shape[0]] = half
+    return out
 
 
 class _Pyramid:
@@ -197,12 +234,7 @@ class _Pyramid:
 
     def add(self, page: tuple[int, ...], y0: int, band: np.ndarray) -> None:
         """Halve rows ``y0 ...`` (an even number of them, unless the last) into the first level."""
-        import dask.array as da
-
-        from .ome_zarr import _downsample
-
-        small, _ = _downsample(da.from_array(band, chunks=band.shape), 0, 1, "mean", band.shape)
-        out = small.compute()
+        out = _halved(band)
         self.first[(*page, slice(y0 // 2, y0 // 2 + out.shape[0]))] = out
 
     def levels(self) -> Iterator[Any]:
@@ -245,6 +277,48 @@ def _physical(scale: Any, axes: str, units: Mapping[str, str] | str | None) -> d
         if unit:
             out[ax] = (value, _ngff_unit(unit))  # "µm" -> "micrometer"
     return out
+
+
+def _imagej_layout(axes: str, shape: Sequence[int], dtype: Any, rgb: bool,
+                   physical: dict) -> tuple[list[int], dict, dict] | None:
+    """How to write a plain TIFF as an ImageJ hyperstack, or None when it cannot be one.
+
+    Fiji opens a tiled TIFF through Bio-Formats, which takes channels, slices and frames
+    from an ImageJ description (a stack of planes otherwise).  A hyperstack has its planes
+    in T, Z, C order, 8/16-bit or float32 samples (RGB: 8-bit), one length unit for x, y
+    and z (microns when they differ) and a frame interval in seconds (Bio-Formats reads no
+    other time unit).  Returns the axis
+    permutation, tifffile's ``metadata`` and its extra ``imwrite`` arguments.  Axes of size
+    1 are not kept in an ImageJ file.
+    """
+    lead = axes[: len(axes) - (3 if rgb else 2)]
+    if math.prod(shape[: len(lead)]) < 2 or set(lead) - set("tzc") or np.dtype(dtype) not in _IMAGEJ_DTYPES:
+        return None  # one plane (whose size-1 axes an ImageJ file would drop), or not a hyperstack
+    if rgb and (np.dtype(dtype) != np.uint8 or shape[-1] != 3):
+        return None
+    lengths = {ax: physical[ax] for ax in "xyz" if ax in physical}
+    if any(unit not in _TO_MICROMETER for _, unit in lengths.values()) or (("x" in lengths) != ("y" in lengths)):
+        return None
+    if "t" in physical and physical["t"][1] not in _TO_SECOND:
+        return None
+    order = sorted(range(len(lead)), key=lambda i: "tzc".index(lead[i]))
+    order += list(range(len(lead), len(axes)))
+    metadata: dict[str, Any] = {"axes": "".join(axes[i] for i in order).upper()}
+    if rgb:
+        metadata["axes"] = metadata["axes"][:-1] + "S"
+    kwargs: dict[str, Any] = {}
+    shared = {unit for _, unit in lengths.values()}
+    unit = shared.pop() if len(shared) == 1 else "micrometer"  # else all in microns
+    sizes = {ax: size * _TO_MICROMETER[u] / _TO_MICROMETER[unit] for ax, (size, u) in lengths.items()}
+    if sizes:
+        metadata["unit"] = _IMAGEJ_UNITS[unit]
+    if "x" in sizes:
+        kwargs["resolution"] = (1.0 / sizes["x"], 1.0 / sizes["y"])  # pixels per unit, as ImageJ writes
+    if "z" in sizes:
+        metadata["spacing"] = sizes["z"]
+    if "t" in physical:
+        metadata["finterval"] = physical["t"][0] * _TO_SECOND[physical["t"][1]]
+    return order, metadata, kwargs
 
 
 def _metadata(axes: str, rgb: bool, physical: dict, ome: bool) -> tuple[dict, dict]:
@@ -357,17 +431,25 @@ def write_tiff(
         samples = "bands"
     planar = samples in ("bands", "rgb") and axes == "cyx" and (samples == "bands" or data.shape[0] in (3, 4))
     metadata, kwargs = _metadata(axes, rgb, physical, ome)
+    imagej = None if ome or geo or planar or miniswhite else _imagej_layout(axes, data.shape, data.dtype, rgb, physical)
+    if imagej is not None:  # a hyperstack: Fiji (Bio-Formats) sees its channels, slices and frames
+        ij_order, metadata, kwargs = imagej
+        data = data.transpose(ij_order)
+        axes = "".join(axes[i] for i in ij_order)
     if planar:  # one page whose samples are the channels, stored plane by plane
         metadata["axes"] = "SYX"
         kwargs["planarconfig"] = "separate"
         if samples == "rgb" and data.shape[0] == 4:
             kwargs["extrasamples"] = ["unassalpha"]
     yaxis = data.ndim - (3 if rgb else 2)
-    if pyramid and "z" in axes and not ome:  # readers take the levels of a z stack for z-halved ones
-        raise ImageWriteError(path, "pyramid levels of a z stack are only kept in OME-TIFF; name the file .ome.tif")
+    if pyramid and not ome and (imagej is not None or "z" in axes):  # ImageJ files hold no levels; readers
+        # take those of a z stack for z-halved ones
+        raise ImageWriteError(path, "pyramid levels of a stack of planes are only kept in OME-TIFF; name the file "
+                                    ".ome.tif")
     try:
         count = _level_count(data.shape[yaxis], data.shape[yaxis + 1],
-                             0 if pyramid is None and (geo or ("z" in axes and not ome)) else pyramid)
+                             0 if pyramid is None and (geo or imagej is not None or ("z" in axes and not ome))
+                             else pyramid)
     except ValueError as exc:
         raise ImageWriteError(path, str(exc)) from None
     folder = os.path.dirname(os.path.abspath(path))
@@ -382,15 +464,18 @@ def write_tiff(
         if count:
             levels = _Pyramid(folder, os.path.basename(path), tuple(data.shape), data.dtype, yaxis,
                               int(tile[0]), count)
-        with tifffile.TiffWriter(partial, bigtiff=True, ome=ome) as tif:
-            tif.write(_tiles(data, tuple(tile), rgb, levels.add if levels else None, scratch), shape=tuple(data.shape),
-                      dtype=data.dtype, metadata=metadata, extratags=list(extratags), subifds=count or None,
-                      resolution=kwargs.get("resolution"), **common)
-            for k, level in enumerate(levels.levels() if levels else (), 1):
-                res = kwargs.get("resolution")
-                tif.write(_tiles(level, tuple(tile), rgb, scratch=scratch), shape=tuple(level.shape), dtype=data.dtype,
-                          subfiletype=1, metadata={} if ome else {"axes": metadata["axes"]},  # levels are found by their axes
-                          resolution=(res[0] / 2**k, res[1] / 2**k) if res else None, **common)
+        with warnings.catch_warnings():
+            # BigTIFF (no 4 GB limit) and tiles are outside ImageJ's own format; Bio-Formats reads both
+            warnings.filterwarnings("ignore", "writing nonconformant BigTIFF ImageJ", UserWarning)
+            with tifffile.TiffWriter(partial, bigtiff=True, ome=ome, imagej=imagej is not None) as tif:
+                tif.write(_tiles(data, tuple(tile), rgb, levels.add if levels else None, scratch), shape=tuple(data.shape),
+                          dtype=data.dtype, metadata=metadata, extratags=list(extratags), subifds=count or None,
+                          resolution=kwargs.get("resolution"), **common)
+                for k, level in enumerate(levels.levels() if levels else (), 1):
+                    res = kwargs.get("resolution")
+                    tif.write(_tiles(level, tuple(tile), rgb, scratch=scratch), shape=tuple(level.shape), dtype=data.dtype,
+                              subfiletype=1, metadata={} if ome else {"axes": metadata["axes"]},  # levels are found by their axes
+                              resolution=(res[0] / 2**k, res[1] / 2**k) if res else None, **common)
         with open(partial, "rb+") as done:  # on disk before it takes the name: no complete-looking stub after a crash
             os.fsync(done.fileno())
         os.replace(partial, path)

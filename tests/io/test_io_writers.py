@@ -103,6 +103,28 @@ def test_a_lazy_result_is_computed_once_per_chunk(tmp_path, monkeypatch, shape, 
     assert os.listdir(tmp_path) == ["out.tif"]
 
 
+def test_thin_dask_chunk_rows_are_read_together():
+    from napari_attnrestore.io.tiff import _BAND_BYTES, _row_bands
+
+    thin = da.zeros((1000, 3000), np.uint8, chunks=(1, 3000))
+    assert _row_bands(thin, 0, 256) == [(0, 256), (256, 512), (512, 768), (768, 1000)]  # a tile row each, not 1000
+    usual = da.zeros((1000, 3000), np.uint8, chunks=(300, 3000))
+    assert _row_bands(usual, 0, 256) == [(0, 300), (300, 600), (600, 900), (900, 1000)]  # a chunk row each
+    wide = da.zeros((6, 2 * _BAND_BYTES), np.uint8, chunks=(2, 1000))
+    assert _row_bands(wide, 0, 256) == [(0, 2), (2, 4), (4, 6)]  # each over the cap: one chunk row at a time
+
+
+def test_a_large_mask_opens_with_false_and_true_apart(tmp_path):
+    """The smallest level of a mask OR-ed 2x2 blocks to all True; its limits [1, 2] showed
+    False and True both black."""
+    from napari_attnrestore.io.napari_hooks import napari_get_reader
+
+    mask = np.random.default_rng(0).random((2100, 50)) > 0.5
+    write_tiff(mask, tmp_path / "m.tif", "yx")
+    data, kwargs, _ = napari_get_reader(str(tmp_path / "m.tif"))(str(tmp_path / "m.tif"))[0]
+    assert len(data) > 1 and kwargs["contrast_limits"] == [0.0, 1.0]
+
+
 def test_tiff_pyramid_levels_on_request_and_never_by_default_for_small_or_geotiffs(tmp_path):
     img = np.zeros((300, 200), np.float32)
     write_tiff(img, tmp_path / "small.tif", "yx")
@@ -112,6 +134,9 @@ def test_tiff_pyramid_levels_on_request_and_never_by_default_for_small_or_geotif
     assert [lv.shape for lv in open_image(tmp_path / "asked.tif").levels] == [(300, 200), (150, 100), (75, 50)]
     write_tiff(np.zeros((3, 3), np.uint8), tmp_path / "tiny.tif", "yx", pyramid=9)  # down to 1x1, no further
     assert [lv.shape for lv in open_image(tmp_path / "tiny.tif").levels] == [(3, 3), (2, 2), (1, 1)]
+    write_tiff(np.zeros((300, 3), np.uint8), tmp_path / "strip.tif", "yx", pyramid=5)  # halved while x can be:
+    with tifffile.TiffFile(tmp_path / "strip.tif") as tif:  # a 1-pixel side that stays 1 is no level to tifffile
+        assert len(tif.series) == 1 and [lv.shape for lv in tif.series[0].levels] == [(300, 3), (150, 2), (75, 1)]
     scale = (33550, 12, 3, (30.0, 30.0, 0.0), True)  # ModelPixelScale: a GeoTIFF
     write_tiff(np.zeros((2200, 10), np.uint8), tmp_path / "geo.tif", "yx", extratags=[scale])
     assert len(open_image(tmp_path / "geo.tif").levels) == 1  # GDAL makes its own overviews (gdaladdo)
@@ -169,9 +194,40 @@ def test_plain_tiff_keeps_z_spacing_time_interval_and_units(tmp_path):
     stack = np.zeros((2, 3, 16, 16), np.uint16)
     write_tiff(stack, tmp_path / "tz.tif", "tzyx", scale=(30.0, 2.0, 0.1, 0.1),
                units={"t": "millisecond", "z": "nanometer", "y": "nanometer", "x": "nanometer"})
-    im = open_image(tmp_path / "tz.tif")
+    im = open_image(tmp_path / "tz.tif")  # an ImageJ hyperstack: its frame interval is in seconds
+    assert im.axes == "tzyx" and im.scale == pytest.approx((0.03, 2.0, 0.1, 0.1))
+    assert im.units == {"t": "second", "z": "nanometer", "y": "nanometer", "x": "nanometer"}
+    write_tiff(stack.astype(np.uint32), tmp_path / "tz32.tif", "tzyx", scale=(30.0, 2.0, 0.1, 0.1),
+               units={"t": "millisecond", "z": "nanometer", "y": "nanometer", "x": "nanometer"})
+    im = open_image(tmp_path / "tz32.tif")  # no ImageJ dtype: tifffile's description keeps every unit
     assert im.axes == "tzyx" and im.scale == pytest.approx((30.0, 2.0, 0.1, 0.1))
     assert im.units == {"t": "millisecond", "z": "nanometer", "y": "nanometer", "x": "nanometer"}
+
+
+@pytest.mark.parametrize(("dtype", "axes", "shape", "stored"), [
+    (np.uint16, "czyx", (3, 2, 40, 30), "zcyx"), (np.float32, "ctyx", (2, 3, 40, 30), "tcyx"),
+    (np.uint8, "tyxc", (2, 40, 30, 3), "tyxc"), (np.int16, "zyx", (4, 40, 30), "zyx")])
+def test_a_plain_tiff_stack_is_an_imagej_hyperstack(tmp_path, dtype, axes, shape, stored):
+    """Fiji opens our tiled TIFFs through Bio-Formats, which takes channels, slices and frames
+    (and z spacing, frame interval, unit) only from an ImageJ description."""
+    src = np.random.default_rng(0).integers(0, 120, shape).astype(dtype)
+    scale = {"c": 1.0, "t": 2.0, "z": 0.5, "y": 0.2, "x": 0.2}
+    write_tiff(src, tmp_path / "h.tif", axes, scale=[scale[a] for a in axes],
+               units={"t": "minute", "z": "micrometer", "y": "micrometer", "x": "micrometer"})
+    with tifffile.TiffFile(tmp_path / "h.tif") as tif:
+        ij = tif.imagej_metadata
+        assert tif.is_imagej and ij["hyperstack"] and ij["unit"] == "micron"
+        assert ij.get("channels", 1) == (shape[axes.index("c")] if "c" in axes[:-2] else 1)  # RGB: samples
+        assert ij.get("slices", 1) == (shape[axes.index("z")] if "z" in axes else 1)
+        assert ij.get("frames", 1) == (shape[axes.index("t")] if "t" in axes else 1)
+        assert ij.get("spacing") == (0.5 if "z" in axes else None) and ij.get("finterval") == (120.0 if "t" in axes else None)
+        assert tif.pages[0].get_resolution() == pytest.approx((5.0, 5.0))  # pixels per micron
+    im = open_image(tmp_path / "h.tif")
+    assert im.axes == stored
+    np.testing.assert_array_equal(np.asarray(im.data[...]), np.transpose(src, [axes.index(a) for a in stored]))
+    assert dict(zip(im.axes, im.scale, strict=True)) == pytest.approx({a: {"t": 120.0}.get(a, scale[a]) for a in stored})
+    with pytest.raises(ImageWriteError, match="only kept in OME-TIFF"):
+        write_tiff(src, tmp_path / "p.tif", axes, pyramid=1)
 
 
 def test_plain_tiff_channels_get_no_length_unit(tmp_path):
