@@ -27,6 +27,10 @@ from .device import resolve_device, resolve_precision
 from .transfer import HostStaging, Pending
 
 
+class NonFiniteOutputError(FloatingPointError):
+    """The network made NaN or infinite values of finite input (damaged weights, an overflow)."""
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What the engine needs to know about a network."""
@@ -224,6 +228,14 @@ class ModelHandle:
                 self._compile_failed(e)
         return _forward(module, x, dev, dtype, self.ensemble)
 
+    def _finite(self, out: np.ndarray, batch: np.ndarray | None) -> np.ndarray:
+        """``out``, or :class:`NonFiniteOutputError` when the network made NaN/Inf of finite input."""
+        if not np.isfinite(out).all() and (batch is None or np.isfinite(batch).all()):
+            raise NonFiniteOutputError(
+                f"the network produced NaN or infinite values from finite input ({self.info.name}, precision "
+                f"{self.precision}): its weights are damaged, or {self.precision} overflows; try precision='fp32'")
+        return out
+
     def infer(self, batch: np.ndarray, eager: bool = False) -> np.ndarray:
         """Run one float32 batch ``(B, C, h, w)`` and return float32 ``(B, C_out, s*h, s*w)``.
 
@@ -246,7 +258,7 @@ class ModelHandle:
                 out = self._run(fn, module, torch.from_numpy(batch).to(dev), dev, dtype).float().cpu().numpy()
                 self.forward_seconds += time.perf_counter() - t0
             self.forward_calls += 1
-        return out
+        return self._finite(out, batch)
 
     def infer_many(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """:meth:`infer` over a stream of batches, pipelined where there is a device to overlap.
@@ -280,7 +292,7 @@ class ModelHandle:
         out = pending.wait()
         self.forward_seconds += pending.seconds
         self.forward_calls += 1
-        return out
+        return self._finite(out, None)  # its input was finite: tiles are padded and filled before
 
 
 def warn_compile_failed(error: BaseException, fallback: str, subject: str | None = None, stacklevel: int = 3) -> None:

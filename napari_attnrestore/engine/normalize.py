@@ -59,6 +59,12 @@ def needs_float64(dtype: np.dtype) -> bool:
     return (dtype.kind in "ui" and dtype.itemsize >= 4) or (dtype.kind == "f" and dtype.itemsize > 4)
 
 
+def _flat(a: float, b: float) -> bool:
+    """Whether ``[a, b]`` is no range in float32: relative to the values, so that data in
+    small units (picoamperes in amperes, say) keep their contrast."""
+    return b - a <= np.finfo(np.float32).eps * max(abs(a), abs(b))
+
+
 def compute_stats(
     sample: np.ndarray,
     dtype: np.dtype,
@@ -95,10 +101,10 @@ def compute_stats(
             hi.append(1.0)
             continue
         a, b = np.percentile(c, [LOW_PCT, HIGH_PCT])
-        if b - a <= 1e-12 * max(1.0, abs(a)):
+        if _flat(a, b):
             a, b = float(c.min()), float(c.max())
-            if b - a <= 1e-12 * max(1.0, abs(a)):
-                b = a + 1.0  # a constant image: shift only
+            if _flat(a, b):
+                b = a + (abs(a) or 1.0)  # a constant image: its own magnitude as the range
         lo.append(float(a))
         hi.append(float(b))
     return tuple(lo), tuple(hi)

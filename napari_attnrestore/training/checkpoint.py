@@ -77,9 +77,12 @@ def read_card(path: str | os.PathLike) -> dict[str, Any]:
     if not card_path.exists():
         raise CheckpointError(f"{p}: no model card {card_path.name} next to the weights")
     try:
-        return json.loads(card_path.read_text())
+        card = json.loads(card_path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{card_path}: model card is not valid JSON ({e})") from None
+    if not isinstance(card, dict):
+        raise CheckpointError(f"{card_path}: model card is not a JSON object (got {type(card).__name__})")
+    return card
 
 
 def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -127,6 +130,10 @@ def load_checkpoint(path: str | os.PathLike, task: str | None = None, scale: int
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{p}: model card does not describe a known model ({e})") from None
     state = load_state(p)
+    damaged = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if damaged:  # a damaged file (or a diverged training) would restore every image to NaN
+        raise CheckpointError(f"{p}: weights hold NaN or infinite values ({len(damaged)} tensors, e.g. {damaged[0]}); "
+                              "the file is damaged or its training diverged")
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)

@@ -165,6 +165,26 @@ def test_normalization_is_global_not_per_tile(rng):
     assert abs(int(out[0, 0]) - (lo + hi) / 2) <= 60  # statistics from a subsample
 
 
+@pytest.mark.parametrize("unit", [1e-12, 1e-20, 1e6])
+def test_data_in_small_or_large_units_keep_their_values(rng, unit):
+    """Values under 1e-12 were taken for a constant image and came back 10^8 times larger."""
+    img = rng.uniform(0.2, 0.8, (64, 64)).astype(np.float32) * np.float32(unit)
+    np.testing.assert_allclose(ar.restore(img, model=Identity(), chunks=64).compute(), img, rtol=1e-5)
+    mid = ar.restore(img, model=Constant(), chunks=64).compute()  # 0.5: the middle of the image's range
+    assert img.min() < mid.min() and mid.max() < img.max()
+    flat = np.full((32, 32), 3 * unit, np.float32)
+    np.testing.assert_allclose(ar.restore(flat, model=Identity(), chunks=32).compute(), flat, rtol=1e-5)
+
+
+def test_a_network_that_makes_nan_of_finite_input_stops_the_restore(rng):
+    class Broken(nn.Module):
+        def forward(self, x):
+            return x * float("nan")
+
+    with pytest.raises(FloatingPointError, match="NaN or infinite values from finite input"):
+        ar.restore(rng.random((64, 64)).astype(np.float32), model=Broken(), chunks=64).compute()
+
+
 def test_uint8_uses_dtype_range(rng):
     img = rng.integers(100, 120, (64, 64)).astype(np.uint8)
     out = ar.restore(img, model=Constant(), chunks=64).compute()

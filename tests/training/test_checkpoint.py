@@ -56,6 +56,21 @@ def test_corrupt_safetensors(tmp_path, tiny_checkpoint):
         load_checkpoint(bad)
 
 
+def test_weights_holding_nan_or_a_card_that_is_no_object_are_refused(tmp_path, tiny_checkpoint):
+    """A damaged file whose tensors read as NaN restored every image to black, exit status 0."""
+    from safetensors.torch import load_file, save_file
+
+    bad = tmp_path / "nan.safetensors"
+    state = load_file(tiny_checkpoint)
+    save_file({k: v.fill_(float("nan")) if v.is_floating_point() else v for k, v in state.items()}, bad)
+    bad.with_suffix(".json").write_text(tiny_checkpoint.with_suffix(".json").read_text())
+    with pytest.raises(CheckpointError, match="NaN or infinite values"):
+        load_checkpoint(bad)
+    bad.with_suffix(".json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="not a JSON object"):
+        read_card(bad)
+
+
 def test_a_dot_in_the_name_is_kept(tmp_path, tiny_hat):
     out = ar.save_model(tiny_hat, tmp_path / "denoise_v1.5", task="denoise")
     assert out.name == "denoise_v1.5.safetensors" and (tmp_path / "denoise_v1.5.json").exists()
