@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -102,7 +103,18 @@ def cmd_restore(a: argparse.Namespace) -> int:
             folder = os.path.dirname(os.path.abspath(out))
             if not os.path.isdir(folder):
                 raise UserError(f"{out}: folder {folder} does not exist")
-            skio.imsave(out, np.asarray(lazy.compute()), check_contrast=False)
+            pixels = np.asarray(lazy.compute())
+            # written aside and renamed: a full disk or Ctrl-C leaves the old file, not half a PNG
+            partial = os.path.join(folder, f".{os.path.basename(out)}.partial-{os.getpid()}.png")
+            try:
+                skio.imsave(partial, pixels, check_contrast=False)
+                os.replace(partial, out)
+            except BaseException as exc:
+                with contextlib.suppress(OSError):
+                    os.remove(partial)
+                if isinstance(exc, OSError):
+                    raise UserError(f"{out}: cannot write PNG ({exc.strerror or exc})") from exc
+                raise
         else:
             nodata = a.nodata if a.nodata is not None else meta.get("nodata")
             ys, xs = (i for i, ax in enumerate(geom["axes"]) if ax in "yx")

@@ -1,5 +1,6 @@
 """The attnrestore command line: restore, models, demo; one-line errors with exit status 2."""
 
+import os
 import subprocess
 import sys
 
@@ -47,6 +48,29 @@ def test_restore_gray_alpha_png_to_png(tmp_path, tiny_checkpoint):
     assert main(["restore", str(tmp_path / "la.png"), str(tmp_path / "out.png"), "--weights", str(tiny_checkpoint),
                  "-q"]) == 0
     assert skio.imread(tmp_path / "out.png").shape == (40, 44, 2)
+
+
+def test_a_png_that_cannot_be_written_leaves_the_old_one(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    """A full disk left a truncated out.png in place of the old one, with a message naming no file."""
+    from skimage import io as skio
+
+    img = (np.random.default_rng(0).random((40, 44)) * 255).astype(np.uint8)
+    skio.imsave(tmp_path / "in.png", img, check_contrast=False)
+    (tmp_path / "out.png").write_bytes(b"the old result")
+    imsave = skio.imsave
+
+    def disk_full(path, *a, **k):
+        imsave(path, *a, **k)
+        with open(path, "r+b") as f:
+            f.truncate(100)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(skio, "imsave", disk_full)
+    assert main(["restore", str(tmp_path / "in.png"), str(tmp_path / "out.png"), "--weights", str(tiny_checkpoint),
+                 "--overwrite", "-q"]) == 2
+    assert "out.png: cannot write PNG (No space left on device)" in capsys.readouterr().err
+    assert (tmp_path / "out.png").read_bytes() == b"the old result"
+    assert not [p for p in os.listdir(tmp_path) if "partial" in p]
 
 
 def _run(*args):
