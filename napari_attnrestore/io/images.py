@@ -862,6 +862,7 @@ def _open_zarr(path: str) -> ImageData:
         raise ImageReadError(path, f"cannot open zarr store ({type(exc).__name__}: {exc})") from exc
     try:
         if isinstance(node, zarr.Array):
+            _refuse_unfinished_parent(path)
             return _plain_zarr(node, path, {})
         return _zarr_group(node, path)
     except ImageReadError:
@@ -891,6 +892,19 @@ def _refuse_unfinished(attrs: dict, path: str) -> None:
     if status != "complete":
         raise ImageReadError(path, f"an unfinished attnrestore output (status: {status}); its missing chunks "
                                    "would read as zeros: continue it with --resume (resume=True) or write it again")
+
+
+def _refuse_unfinished_parent(path: str) -> None:
+    """:func:`_refuse_unfinished` for the groups holding an array opened by its own path
+    (``out.ome.zarr/0``: a level of an unfinished output reads as zeros where unwritten)."""
+    parent = os.path.abspath(path.rstrip("/\\"))
+    for _ in range(2):  # the image group, and a bioformats2raw root above it
+        parent = os.path.dirname(parent)
+        try:
+            group = zarr.open_group(parent, mode="r")
+        except Exception:
+            return
+        _refuse_unfinished(dict(group.attrs), path)
 
 
 def _zarr_group(group: zarr.Group, path: str) -> ImageData:

@@ -130,6 +130,8 @@ def test_failure_is_not_complete_and_resume_finishes_identically(tmp_path, rng):
 
     with pytest.raises(ValueError, match=r"unfinished attnrestore output \(status: failed\).*--resume"):
         ar.io.open_image(dst)  # its missing chunks would read as zeros: it must not open as an image
+    with pytest.raises(ValueError, match=r"unfinished attnrestore output"):
+        ar.io.open_image(dst / "0")  # nor its level array, opened by its own path
     ar.restore_to_zarr(img, dst, model=Counting(), resume=True, **kw)
     assert job_state(dst)["status"] == "complete"
     assert ar.io.open_image(dst).shape == img.shape
