@@ -323,7 +323,9 @@ def make_plan(
     if o < 0:
         raise ValueError(f"overlap must be >= 0, got {o}")
     o = round_up(o, m)
-    halo = o  # the context each chunk reads around it, whatever the tile size
+    # the context each chunk reads around it, whatever the tile size; beyond the image's own
+    # size it would only be reflections (and --overlap 1000000 asked for terabytes)
+    halo = min(o, round_up(max(h, w), m))
     t = None if auto_tile else (DEFAULT_TILE if tile is None else int(tile))
     if t is not None:
         if t < 8:

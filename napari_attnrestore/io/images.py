@@ -557,11 +557,15 @@ def open_image(path: str | os.PathLike) -> ImageData:
     if not os.path.exists(text):
         raise ImageReadError(text, "no such file or directory")
     kind = file_kind(text)
-    if kind == "tiff":
-        return _open_tiff(text)
-    if kind == "plain":
-        return _open_plain(text)
-    return _open_zarr(text)
+    image = _open_tiff(text) if kind == "tiff" else _open_plain(text) if kind == "plain" else _open_zarr(text)
+    shape, dtype = tuple(image.data.shape), np.dtype(image.data.dtype)
+    if len(shape) < 2:  # napari, the engine and the writers all need y and x
+        raise ImageReadError(text, f"an image needs at least 2 dimensions (y, x); this one has shape {shape}")
+    if 0 in shape:
+        raise ImageReadError(text, f"the image is empty (shape {shape})")
+    if dtype.kind not in "biuf":
+        raise ImageReadError(text, f"unsupported pixel type {dtype}: not intensities")
+    return image
 
 
 def _base_name(path: str) -> str:

@@ -185,6 +185,13 @@ def test_a_network_that_makes_nan_of_finite_input_stops_the_restore(rng):
         ar.restore(rng.random((64, 64)).astype(np.float32), model=Broken(), chunks=64).compute()
 
 
+def test_an_overlap_larger_than_the_image_reads_no_more_than_the_image(rng):
+    """--overlap 1000000 made every chunk read a 2-million-pixel halo (a MemoryError of terabytes)."""
+    img = rng.random((64, 80)).astype(np.float32)
+    ref = ar.restore(img, model=Box3(), chunks=32).compute()
+    np.testing.assert_allclose(ar.restore(img, model=Box3(), chunks=32, overlap=10**6).compute(), ref, atol=1e-6)
+
+
 def test_uint8_uses_dtype_range(rng):
     img = rng.integers(100, 120, (64, 64)).astype(np.uint8)
     out = ar.restore(img, model=Constant(), chunks=64).compute()

@@ -301,3 +301,18 @@ def test_a_layer_of_an_uncalibrated_file_saves_no_micrometers(tmp_path):
     assert open_image(tmp_path / "sr.tif").units == {}
     write_tiff_layer(str(tmp_path / "typed.tif"), layer, {"rgb": False, "scale": (0.5, 0.5), "metadata": {}})
     assert open_image(tmp_path / "typed.tif").scale == pytest.approx((0.5, 0.5))
+
+
+@pytest.mark.parametrize(("data", "message"), [(np.zeros(16, np.uint8), "at least 2 dimensions"),
+                                               (np.zeros((16, 16), np.complex64), "unsupported pixel type complex64")])
+def test_the_reader_refuses_what_is_no_image_naming_the_file(tmp_path, data, message):
+    """napari got layers for these and failed later with messages naming no file."""
+    from napari_attnrestore.io import ImageReadError
+    from napari_attnrestore.io.napari_hooks import read_images
+
+    tifffile.imwrite(tmp_path / "x.tif", data)
+    with pytest.raises(ImageReadError, match=rf"x\.tif.*{message}"):
+        read_images(str(tmp_path / "x.tif"))
+    zarr.create_array(str(tmp_path / "e.zarr"), shape=(0, 64), dtype=np.uint8)
+    with pytest.raises(ImageReadError, match=r"e\.zarr.*the image is empty"):
+        read_images(str(tmp_path / "e.zarr"))
