@@ -375,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == "train":
             hint = (f"the training state is saved in {a.state}; the same command continues it" if a.state
                     else "nothing was saved; pass --state FILE to make a training resumable")
+        elif a.command == "restore" and not _is_zarr(str(a.output)):
+            hint = f"{a.output} was not written (an earlier file of that name is left as it was)"
         else:
             hint = "a .zarr output can be continued with --resume"
         print(f"attnrestore: interrupted; {hint}", file=sys.stderr)

@@ -21,6 +21,7 @@ from .source import Region
 from .tiling import round_up
 
 DEFAULT_CHUNK = 1024
+MIN_CHUNK = 16  # smaller chunks only multiply the per-chunk work (a 64 px image in 1 px chunks: minutes)
 #: input channels a task adds to the image channels of each plane
 TASK_AUX_CHANNELS = {"inpaint": 1, "demosaic": 3}
 DEFAULT_TILE = 256
@@ -249,6 +250,16 @@ def image_stats(
     return tuple(lo_l), tuple(hi_l)
 
 
+def whole_pixels(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int of at least ``minimum``, or a ValueError naming the option."""
+    if isinstance(value, bool) or not (isinstance(value, (int, np.integer))
+                                       or (isinstance(value, float) and value.is_integer())):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {int(value)}")
+    return int(value)
+
+
 def make_plan(
     shape: tuple[int, ...],
     dtype: np.dtype,
@@ -304,12 +315,12 @@ def make_plan(
             cx = ncx if 256 <= ncx <= 4096 else DEFAULT_CHUNK
         else:
             cy = cx = DEFAULT_CHUNK
-    elif isinstance(chunk, int):
-        cy = cx = int(chunk)
+    elif isinstance(chunk, (int, float, np.integer)):
+        cy = cx = whole_pixels("chunk", chunk, MIN_CHUNK)
+    elif isinstance(chunk, (tuple, list)) and len(chunk) == 2:
+        cy, cx = (whole_pixels("chunk", c, MIN_CHUNK) for c in chunk)
     else:
-        cy, cx = (int(c) for c in chunk)
-    if cy < 1 or cx < 1:
-        raise ValueError(f"chunk must be positive, got {chunk}")
+        raise ValueError(f"chunk must be a number of pixels or a (y, x) pair, got {chunk!r}")
     cy, cx = min(cy, h), min(cx, w)
 
     # tiles: multiples of the window multiple; overlap too (keeps windows aligned globally)
@@ -319,17 +330,13 @@ def make_plan(
             raise ValueError(f"{name} must be a number of pixels or 'auto', got {v!r}")
     if (auto_tile or auto_batch) and memory is None:
         raise ValueError("tile='auto' / batch='auto' need a memory probe of the model (memory=...)")
-    o = info.halo if overlap is None else int(overlap)
-    if o < 0:
-        raise ValueError(f"overlap must be >= 0, got {o}")
+    o = info.halo if overlap is None else whole_pixels("overlap", overlap, 0)
     o = round_up(o, m)
     # the context each chunk reads around it, whatever the tile size; beyond the image's own
     # size it would only be reflections (and --overlap 1000000 asked for terabytes)
     halo = min(o, round_up(max(h, w), m))
-    t = None if auto_tile else (DEFAULT_TILE if tile is None else int(tile))
+    t = None if auto_tile else (DEFAULT_TILE if tile is None else whole_pixels("tile", tile, 8))
     if t is not None:
-        if t < 8:
-            raise ValueError(f"tile must be at least 8 pixels, got {t}")
         t = round_up(t, m)
         o = tile_overlap(o, t, m)
     if auto_tile or auto_batch:
@@ -346,12 +353,12 @@ def make_plan(
 
     if batch is None:
         batch = max(1, min(16, (512 * 512) // (t * t)))
-    batch = int(batch)
-    if batch < 1:
-        raise ValueError(f"batch must be at least 1, got {batch}")
+    batch = whole_pixels("batch", batch, 1)
 
     # normalization statistics, once, on a subsample
     if channel_axis is not None:
+        if not -len(shape) <= channel_axis < len(shape):
+            raise ValueError(f"channel_axis {channel_axis} is not an axis of shape {shape}")
         channel_axis = channel_axis % len(shape)
         if channel_axis >= nlead:
             raise ValueError(f"channel_axis {channel_axis} is a spatial axis of shape {shape}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import warnings
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -98,11 +99,16 @@ def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             return load_file(str(p))
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{p}: not a readable safetensors file ({e})") from None
+    if p.is_dir():
+        raise CheckpointError(f"{p}: a folder, not a checkpoint file")
     try:
         with warnings.catch_warnings():  # torch's own advice to unpickle unsafely is not ours
             warnings.simplefilter("ignore")
             obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError and friends
+        if not isinstance(e, pickle.UnpicklingError):  # not a pickle at all: text, a truncated file
+            raise CheckpointError(f"{p}: not a readable PyTorch checkpoint ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0] if str(e) else ''})") from None
         detail = next((ln.strip() for ln in str(e).splitlines()[1:] if "global" in ln.lower()), "")
         detail = detail.split(" Please", 1)[0]  # torch goes on to say how to allow it: not our advice
         raise CheckpointError(

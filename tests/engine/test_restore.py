@@ -192,6 +192,17 @@ def test_an_overlap_larger_than_the_image_reads_no_more_than_the_image(rng):
     np.testing.assert_allclose(ar.restore(img, model=Box3(), chunks=32, overlap=10**6).compute(), ref, atol=1e-6)
 
 
+@pytest.mark.parametrize(("option", "message"), [
+    (dict(chunks=(64,)), r"chunk must be a number of pixels or a \(y, x\) pair"),
+    (dict(chunks="abc"), "chunk must be a number of pixels"), (dict(chunks=4), "chunk must be at least 16"),
+    (dict(tile=40.5), "tile must be a whole number, got 40.5"), (dict(tile=True), "tile must be a whole number"),
+    (dict(overlap=1.5), "overlap must be a whole number"), (dict(overlap=-2), "overlap must be at least 0"),
+    (dict(batch=0), "batch must be at least 1"), (dict(channel_axis=5), "channel_axis 5 is not an axis")])
+def test_engine_options_are_checked_by_name(rng, option, message):
+    with pytest.raises(ValueError, match=message):
+        ar.restore(rng.random((64, 64)).astype(np.float32), model=Identity(), **option)
+
+
 def test_uint8_uses_dtype_range(rng):
     img = rng.integers(100, 120, (64, 64)).astype(np.uint8)
     out = ar.restore(img, model=Constant(), chunks=64).compute()

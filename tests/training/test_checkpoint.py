@@ -71,6 +71,17 @@ def test_weights_holding_nan_or_a_card_that_is_no_object_are_refused(tmp_path, t
         read_card(bad)
 
 
+def test_a_pth_that_is_no_checkpoint_is_not_called_pickled_code(tmp_path):
+    from napari_attnrestore.training.checkpoint import load_state
+
+    (tmp_path / "notes.pth").write_text("hello")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_state(tmp_path / "notes.pth")
+    (tmp_path / "dir.pth").mkdir()
+    with pytest.raises(CheckpointError, match="a folder, not a checkpoint file"):
+        load_state(tmp_path / "dir.pth")
+
+
 def test_a_dot_in_the_name_is_kept(tmp_path, tiny_hat):
     out = ar.save_model(tiny_hat, tmp_path / "denoise_v1.5", task="denoise")
     assert out.name == "denoise_v1.5.safetensors" and (tmp_path / "denoise_v1.5.json").exists()
