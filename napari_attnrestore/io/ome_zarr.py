@@ -10,6 +10,7 @@ a store channel-last again (see `is_rgb_omero`).
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -114,6 +115,8 @@ def remove_output(path: str | os.PathLike) -> None:
             if entries and not any(m in entries for m in _ZARR_MARKERS):
                 raise ImageWriteError(path, "exists and is not a zarr store; refusing to delete it")
             shutil.rmtree(path)
+        elif os.path.isfile(path) and not os.path.islink(path):  # a file named like a store is someone's file
+            raise ImageWriteError(path, "exists and is a file, not a zarr store; refusing to delete it")
         else:
             os.remove(path)
     except ImageWriteError:
@@ -213,11 +216,17 @@ def create_ome_zarr(
     shape = tuple(int(s) for s in shape)
     axes = axes.lower()
     check_axes(axes, len(shape), path)
+    if not 2 <= len(axes) <= 5:
+        raise ImageWriteError(path, f"OME-Zarr (NGFF) images have 2 to 5 axes; got {len(axes)} ('{axes}')")
+    if np.dtype(dtype).kind not in "biuf":
+        raise ImageWriteError(path, f"OME-Zarr holds numbers; cannot store pixel type {np.dtype(dtype)}")
     if chunks is None or isinstance(chunks, (int, np.integer)):  # one number: the side along y and x
         chunks = default_chunks(shape, axes, *([int(chunks)] if chunks is not None else []))
     chunks = tuple(int(c) for c in chunks)
     scale_l = _per_axis(scale, axes, 1.0, path, "scale")
     translate_l = _per_axis(translate, axes, 0.0, path, "translate")
+    if not all(math.isfinite(v) and v > 0 for v in scale_l) or not all(math.isfinite(v) for v in translate_l):
+        raise ImageWriteError(path, f"scale must be positive and finite, translate finite; got {scale_l}, {translate_l}")
     if omero is None and axes.endswith("c") and len(axes) >= 3 and shape[-1] in (3, 4):
         omero = rgb_omero(shape[-1], dtype)
     order = ngff_order(axes)

@@ -498,6 +498,10 @@ def write_tiff(
 def _check(data: Any, path: str, axes: str, tile: Sequence[int], overwrite: bool) -> None:
     """Validate the request before writing anything."""
     check_axes(axes, len(data.shape), path)
+    if 0 in tuple(data.shape):
+        raise ImageWriteError(path, f"the image is empty (shape {tuple(data.shape)})")
+    if np.dtype(data.dtype).kind not in "biuf":
+        raise ImageWriteError(path, f"TIFF holds numbers; cannot store pixel type {np.dtype(data.dtype)}")
     if "y" not in axes or "x" not in axes:
         raise ImageWriteError(path, f"axes '{axes}' must contain 'y' and 'x'")
     if len(tile) != 2 or any(int(t) <= 0 or int(t) % 16 for t in tile):

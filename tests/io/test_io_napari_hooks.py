@@ -316,3 +316,26 @@ def test_the_reader_refuses_what_is_no_image_naming_the_file(tmp_path, data, mes
     zarr.create_array(str(tmp_path / "e.zarr"), shape=(0, 64), dtype=np.uint8)
     with pytest.raises(ImageReadError, match=r"e\.zarr.*the image is empty"):
         read_images(str(tmp_path / "e.zarr"))
+
+
+@pytest.mark.parametrize("data", [np.zeros(16, np.uint8), np.zeros((0, 8), np.uint8), np.zeros((4, 4), object)])
+def test_the_writers_refuse_a_layer_that_holds_no_image(tmp_path, data):
+    from napari_attnrestore.io import ImageWriteError
+
+    for writer, name in ((write_tiff_layer, "x.tif"), (write_ome_zarr_layer, "x.ome.zarr")):
+        with pytest.raises(ImageWriteError, match="holds no image to save"):
+            writer(str(tmp_path / name), data, {"metadata": {}})
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_ome_zarr_writer_refuses_what_ngff_cannot_hold_and_someones_file(tmp_path):
+    from napari_attnrestore.io import ImageWriteError
+
+    with pytest.raises(ImageWriteError, match="2 to 5 axes"):
+        write_ome_zarr(np.zeros((1, 1, 1, 1, 4, 4), np.uint8), tmp_path / "a.ome.zarr", "tqczyx")
+    with pytest.raises(ImageWriteError, match="scale must be positive"):
+        write_ome_zarr(np.zeros((4, 4), np.uint8), tmp_path / "a.ome.zarr", "yx", scale=(0.0, -1.0))
+    (tmp_path / "f.zarr").write_text("not a store")
+    with pytest.raises(ImageWriteError, match="is a file, not a zarr store"):
+        write_ome_zarr(np.zeros((4, 4), np.uint8), tmp_path / "f.zarr", "yx", overwrite=True)
+    assert (tmp_path / "f.zarr").read_text() == "not a store"
