@@ -207,7 +207,10 @@ def prepare_store(
                 )
             # resume and overwrite: another job's output is replaced, as overwrite alone would
         elif not overwrite:
-            hint = "; pass resume=True (CLI: --resume) to continue it" if state and not resume else ""
+            if resume:  # nothing of ours to continue there
+                raise OutputError(f"{dst}: cannot resume: it was not written by an attnrestore restore; pass "
+                                  "overwrite=True (CLI: --overwrite) to replace it")
+            hint = "; pass resume=True (CLI: --resume) to continue it" if state else ""
             raise OutputError(f"{dst}: output exists; pass overwrite=True (CLI: --overwrite) to replace it{hint}")
         try:
             remove_output(dst)

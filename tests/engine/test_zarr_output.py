@@ -69,6 +69,10 @@ def test_refuses_to_overwrite(tmp_path, rng):
     with pytest.raises(OutputError, match=r"exists.*overwrite"):
         ar.restore_to_zarr(img, dst, model=Box3(), pyramid=False)
     ar.restore_to_zarr(img, dst, model=Box3(), pyramid=False, overwrite=True)
+    other = tmp_path / "other.ome.zarr"  # a store of someone else's: nothing to resume there
+    ar.io.write_ome_zarr(img, other, "yx", pyramid=False)
+    with pytest.raises(OutputError, match="cannot resume: it was not written by an attnrestore restore"):
+        ar.restore_to_zarr(img, other, model=Box3(), pyramid=False, resume=True)
 
 
 def test_output_overlapping_its_input_is_refused_and_the_input_kept(tmp_path, rng):
