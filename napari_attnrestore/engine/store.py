@@ -195,8 +195,8 @@ def prepare_store(
         raise OutputError(str(exc)) from None
     if dst.exists():
         state = job_state(dst)
-        if resume and state:
-            old = state.get("job") or {}
+        if resume and state.get("job"):
+            old = state["job"]
             if old == fingerprint:
                 return None if state.get("status") == "complete" else done_chunks(dst)
             if not overwrite:
@@ -210,7 +210,8 @@ def prepare_store(
             if resume:  # nothing of ours to continue there
                 raise OutputError(f"{dst}: cannot resume: it was not written by an attnrestore restore; pass "
                                   "overwrite=True (CLI: --overwrite) to replace it")
-            hint = "; pass resume=True (CLI: --resume) to continue it" if state else ""
+            unfinished = state.get("job") and state.get("status") != "complete"
+            hint = "; pass resume=True (CLI: --resume) to continue it" if unfinished else ""
             raise OutputError(f"{dst}: output exists; pass overwrite=True (CLI: --overwrite) to replace it{hint}")
         try:
             remove_output(dst)
