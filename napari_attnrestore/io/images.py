@@ -894,8 +894,9 @@ def _refuse_unfinished(attrs: dict, path: str) -> None:
         return
     status = job.get("status", "complete" if job.get("complete", True) else "running")
     if status != "complete":
+        todo = "continue it with --resume (resume=True) or write it again" if job.get("job") else "write it again"
         raise ImageReadError(path, f"an unfinished attnrestore output (status: {status}); its missing chunks "
-                                   "would read as zeros: continue it with --resume (resume=True) or write it again")
+                                   f"would read as zeros: {todo}")
 
 
 def _refuse_unfinished_parent(path: str) -> None:
