@@ -228,13 +228,18 @@ class ModelHandle:
                 self._compile_failed(e)
         return _forward(module, x, dev, dtype, self.ensemble)
 
-    def _finite(self, out: np.ndarray, batch: np.ndarray | None) -> np.ndarray:
-        """``out``, or :class:`NonFiniteOutputError` when the network made NaN/Inf of finite input."""
-        if not np.isfinite(out).all() and (batch is None or np.isfinite(batch).all()):
-            raise NonFiniteOutputError(
-                f"the network produced NaN or infinite values from finite input ({self.info.name}, precision "
-                f"{self.precision}): its weights are damaged, or {self.precision} overflows; try precision='fp32'")
-        return out
+    def _finite(self, out: np.ndarray, batch: np.ndarray) -> np.ndarray:
+        """``out``, or :class:`NonFiniteOutputError` when the network made NaN/Inf of ordinary
+        input (normalized values within a few thousand): damaged weights, or a half-precision
+        overflow.  A tile holding an extreme outlier (an undeclared sentinel such as -3.4e38)
+        may overflow in attention; it comes out NaN, as it did before this check."""
+        if np.isfinite(out).all() or not np.isfinite(batch).all() or float(np.abs(batch).max()) > 1e4:
+            return out
+        half = self.runtime()[3] in (torch.float16, torch.bfloat16)
+        cause = (f"{self.precision} overflowed (use precision='bf16' or 'fp32'), or its weights are damaged" if half
+                 else "its weights are damaged")
+        raise NonFiniteOutputError(f"the network produced NaN or infinite values from finite input "
+                                   f"({self.info.name}, precision {self.precision}): {cause}")
 
     def infer(self, batch: np.ndarray, eager: bool = False) -> np.ndarray:
         """Run one float32 batch ``(B, C, h, w)`` and return float32 ``(B, C_out, s*h, s*w)``.
@@ -275,7 +280,7 @@ class ModelHandle:
             return
         module, lock, dev, dtype = self.runtime()
         fn = self.compiled()
-        pending: Pending | None = None
+        pending: tuple[Pending, np.ndarray] | None = None
         slot = 0
         with lock, torch.inference_mode():
             for b in batches:
@@ -283,16 +288,16 @@ class ModelHandle:
                 y = self._run(fn, module, stage.to_device(b, dev, slot), dev, dtype)
                 queued = stage.start_to_host(y.float(), slot, timer)
                 if pending is not None:
-                    yield self._collect(pending)
-                pending, slot = queued, (slot + 1) % len(stage.inp)
+                    yield self._collect(*pending)
+                pending, slot = (queued, b), (slot + 1) % len(stage.inp)
             if pending is not None:
-                yield self._collect(pending)
+                yield self._collect(*pending)
 
-    def _collect(self, pending: Pending) -> np.ndarray:
+    def _collect(self, pending: Pending, batch: np.ndarray) -> np.ndarray:
         out = pending.wait()
         self.forward_seconds += pending.seconds
         self.forward_calls += 1
-        return self._finite(out, None)  # its input was finite: tiles are padded and filled before
+        return self._finite(out, batch)
 
 
 def warn_compile_failed(error: BaseException, fallback: str, subject: str | None = None, stacklevel: int = 3) -> None:

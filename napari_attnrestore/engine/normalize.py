@@ -59,10 +59,12 @@ def needs_float64(dtype: np.dtype) -> bool:
     return (dtype.kind in "ui" and dtype.itemsize >= 4) or (dtype.kind == "f" and dtype.itemsize > 4)
 
 
-def _flat(a: float, b: float) -> bool:
-    """Whether ``[a, b]`` is no range in float32: relative to the values, so that data in
-    small units (picoamperes in amperes, say) keep their contrast."""
-    return b - a <= np.finfo(np.float32).eps * max(abs(a), abs(b))
+def _flat(a: float, b: float, dtype: np.dtype) -> bool:
+    """Whether ``[a, b]`` is no range at the precision ``dtype`` is normalized in (float64 for
+    wide types, shifted before the cast): relative to the values, so that data in small units
+    (picoamperes in amperes, say) keep their contrast."""
+    eps = np.finfo(np.float64 if needs_float64(dtype) else np.float32).eps
+    return b - a <= eps * max(abs(a), abs(b))
 
 
 def compute_stats(
@@ -101,9 +103,9 @@ def compute_stats(
             hi.append(1.0)
             continue
         a, b = np.percentile(c, [LOW_PCT, HIGH_PCT])
-        if _flat(a, b):
+        if _flat(a, b, dtype):
             a, b = float(c.min()), float(c.max())
-            if _flat(a, b):
+            if _flat(a, b, dtype):
                 b = a + (abs(a) or 1.0)  # a constant image: its own magnitude as the range
         lo.append(float(a))
         hi.append(float(b))

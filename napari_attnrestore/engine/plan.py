@@ -252,8 +252,8 @@ def image_stats(
 
 def whole_pixels(name: str, value: Any, minimum: int) -> int:
     """``value`` as an int of at least ``minimum``, or a ValueError naming the option."""
-    if isinstance(value, bool) or not (isinstance(value, (int, np.integer))
-                                       or (isinstance(value, float) and value.is_integer())):
+    if isinstance(value, (bool, np.bool_)) or not (isinstance(value, (int, np.integer)) or (
+            isinstance(value, (float, np.floating)) and float(value).is_integer())):
         raise ValueError(f"{name} must be a whole number, got {value!r}")
     if int(value) < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {int(value)}")
@@ -315,9 +315,9 @@ def make_plan(
             cx = ncx if 256 <= ncx <= 4096 else DEFAULT_CHUNK
         else:
             cy = cx = DEFAULT_CHUNK
-    elif isinstance(chunk, (int, float, np.integer)):
+    elif isinstance(chunk, (int, float, np.integer, np.floating)):
         cy = cx = whole_pixels("chunk", chunk, MIN_CHUNK)
-    elif isinstance(chunk, (tuple, list)) and len(chunk) == 2:
+    elif isinstance(chunk, (tuple, list, np.ndarray)) and len(chunk) == 2:
         cy, cx = (whole_pixels("chunk", c, MIN_CHUNK) for c in chunk)
     else:
         raise ValueError(f"chunk must be a number of pixels or a (y, x) pair, got {chunk!r}")

@@ -255,7 +255,8 @@ def _time_axis_by_unit(axes: str, rgb: bool, units: Any) -> str:
 
 def _layer_geometry(meta: dict, axes: str, rgb: bool, key: str, default: float) -> list[float]:
     """Scale or translate per axis from napari's layer attributes (no RGB entry there)."""
-    values = [float(v) for v in (meta.get(key) or ())]
+    given = meta.get(key)
+    values = [float(v) for v in (() if given is None else given)]  # a list, a tuple or a numpy array
     n = len(axes) - (1 if rgb else 0)
     values = values[-n:] if len(values) >= n else [default] * (n - len(values)) + values
     return values + ([default] if rgb else [])

@@ -288,12 +288,11 @@ def _imagej_layout(axes: str, shape: Sequence[int], dtype: Any, rgb: bool,
     in T, Z, C order, 8/16-bit or float32 samples (RGB: 8-bit), one length unit for x, y
     and z (microns when they differ) and a frame interval in seconds (Bio-Formats reads no
     other time unit).  Returns the axis
-    permutation, tifffile's ``metadata`` and its extra ``imwrite`` arguments.  Axes of size
-    1 are not kept in an ImageJ file.
+    permutation, tifffile's ``metadata`` and its extra ``imwrite`` arguments.
     """
     lead = axes[: len(axes) - (3 if rgb else 2)]
-    if math.prod(shape[: len(lead)]) < 2 or set(lead) - set("tzc") or np.dtype(dtype) not in _IMAGEJ_DTYPES:
-        return None  # one plane (whose size-1 axes an ImageJ file would drop), or not a hyperstack
+    if not lead or min(shape[: len(lead)]) < 2 or set(lead) - set("tzc") or np.dtype(dtype) not in _IMAGEJ_DTYPES:
+        return None  # one plane, an axis of size 1 (an ImageJ file drops it), or not a hyperstack
     if rgb and (np.dtype(dtype) != np.uint8 or shape[-1] != 3):
         return None
     lengths = {ax: physical[ax] for ax in "xyz" if ax in physical}
@@ -431,8 +430,19 @@ def write_tiff(
         samples = "bands"
     planar = samples in ("bands", "rgb") and axes == "cyx" and (samples == "bands" or data.shape[0] in (3, 4))
     metadata, kwargs = _metadata(axes, rgb, physical, ome)
-    imagej = None if ome or geo or planar or miniswhite else _imagej_layout(axes, data.shape, data.dtype, rgb, physical)
-    if imagej is not None:  # a hyperstack: Fiji (Bio-Formats) sees its channels, slices and frames
+    yaxis = data.ndim - (3 if rgb else 2)
+    if pyramid and "z" in axes and not ome:  # readers take the levels of a z stack for z-halved ones
+        raise ImageWriteError(path, "pyramid levels of a z stack are only kept in OME-TIFF; name the file .ome.tif")
+    try:
+        count = _level_count(data.shape[yaxis], data.shape[yaxis + 1],
+                             0 if pyramid is None and (geo or ("z" in axes and not ome)) else pyramid)
+    except ValueError as exc:
+        raise ImageWriteError(path, str(exc)) from None
+    # a stack without a pyramid (an ImageJ file holds none) is a hyperstack: Fiji (Bio-Formats)
+    # sees its channels, slices and frames
+    layout = ome or geo or planar or miniswhite or count
+    imagej = None if layout else _imagej_layout(axes, data.shape, data.dtype, rgb, physical)
+    if imagej is not None:
         ij_order, metadata, kwargs = imagej
         data = data.transpose(ij_order)
         axes = "".join(axes[i] for i in ij_order)
@@ -441,17 +451,6 @@ def write_tiff(
         kwargs["planarconfig"] = "separate"
         if samples == "rgb" and data.shape[0] == 4:
             kwargs["extrasamples"] = ["unassalpha"]
-    yaxis = data.ndim - (3 if rgb else 2)
-    if pyramid and not ome and (imagej is not None or "z" in axes):  # ImageJ files hold no levels; readers
-        # take those of a z stack for z-halved ones
-        raise ImageWriteError(path, "pyramid levels of a stack of planes are only kept in OME-TIFF; name the file "
-                                    ".ome.tif")
-    try:
-        count = _level_count(data.shape[yaxis], data.shape[yaxis + 1],
-                             0 if pyramid is None and (geo or imagej is not None or ("z" in axes and not ome))
-                             else pyramid)
-    except ValueError as exc:
-        raise ImageWriteError(path, str(exc)) from None
     folder = os.path.dirname(os.path.abspath(path))
     _remove_orphans(folder, os.path.basename(path))
     partial = os.path.join(folder, f".{os.path.basename(path)}.partial-{_HOST}-{os.getpid()}")
@@ -466,7 +465,7 @@ def write_tiff(
                               int(tile[0]), count)
         with warnings.catch_warnings():
             # BigTIFF (no 4 GB limit) and tiles are outside ImageJ's own format; Bio-Formats reads both
-            warnings.filterwarnings("ignore", "writing nonconformant BigTIFF ImageJ", UserWarning)
+            warnings.filterwarnings("ignore", ".*nonconformant BigTIFF ImageJ", UserWarning)
             with tifffile.TiffWriter(partial, bigtiff=True, ome=ome, imagej=imagej is not None) as tif:
                 tif.write(_tiles(data, tuple(tile), rgb, levels.add if levels else None, scratch), shape=tuple(data.shape),
                           dtype=data.dtype, metadata=metadata, extratags=list(extratags), subifds=count or None,

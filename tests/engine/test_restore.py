@@ -176,13 +176,40 @@ def test_data_in_small_or_large_units_keep_their_values(rng, unit):
     np.testing.assert_allclose(ar.restore(flat, model=Identity(), chunks=32).compute(), flat, rtol=1e-5)
 
 
+def test_wide_types_with_a_large_offset_keep_their_contrast():
+    """uint32 1e8 + 0..7 was taken for a constant image once the flat test was relative to float32."""
+    from napari_attnrestore.engine.normalize import compute_stats
+
+    wide = (np.uint32(10**8) + np.arange(64 * 64, dtype=np.uint32) % 8).reshape(64, 64)
+    (lo,), (hi,) = compute_stats(wide, wide.dtype)
+    assert (lo, hi) == pytest.approx((1e8, 1e8 + 7))
+    stamps = np.int64(1.7e12) + np.arange(1000, dtype=np.int64) * 100
+    (lo,), (hi,) = compute_stats(stamps.reshape(10, 100), stamps.dtype)
+    assert hi - lo == pytest.approx(99900, rel=0.01)
+
+
+def test_options_given_as_numpy_values_are_taken(rng):
+    img = rng.random((64, 64)).astype(np.float32)
+    out = ar.restore(img, model=Identity(), chunks=np.array([32, 64]), tile=np.float32(32)).compute()
+    np.testing.assert_allclose(out, img, atol=1e-6)
+
+
 def test_a_network_that_makes_nan_of_finite_input_stops_the_restore(rng):
     class Broken(nn.Module):
         def forward(self, x):
             return x * float("nan")
 
-    with pytest.raises(FloatingPointError, match="NaN or infinite values from finite input"):
+    with pytest.raises(FloatingPointError, match=r"NaN or infinite values from finite input.*weights are damaged"):
         ar.restore(rng.random((64, 64)).astype(np.float32), model=Broken(), chunks=64).compute()
+
+    class Overflowing(nn.Module):  # attention overflows on an undeclared sentinel (-3.4e38 in a GeoTIFF)
+        def forward(self, x):
+            return torch.where(x.abs().amax(dim=(1, 2, 3), keepdim=True) > 1e4, x * float("inf"), x)
+
+    img = rng.random((64, 64)).astype(np.float32)
+    img[10, 10] = 3e38
+    out = ar.restore(img, model=Overflowing(), chunks=64, tile=32, overlap=0).compute()
+    assert not np.isfinite(out[:32, :32]).any() and np.isfinite(out[32:, 32:]).all()  # that tile only, no abort
 
 
 def test_an_overlap_larger_than_the_image_reads_no_more_than_the_image(rng):

@@ -226,8 +226,23 @@ def test_a_plain_tiff_stack_is_an_imagej_hyperstack(tmp_path, dtype, axes, shape
     assert im.axes == stored
     np.testing.assert_array_equal(np.asarray(im.data[...]), np.transpose(src, [axes.index(a) for a in stored]))
     assert dict(zip(im.axes, im.scale, strict=True)) == pytest.approx({a: {"t": 120.0}.get(a, scale[a]) for a in stored})
-    with pytest.raises(ImageWriteError, match="only kept in OME-TIFF"):
+    if "z" in axes:
+        with pytest.raises(ImageWriteError, match="only kept in OME-TIFF"):
+            write_tiff(src, tmp_path / "p.tif", axes, pyramid=1)
+    else:  # a pyramid, which an ImageJ file cannot hold, is kept in tifffile's layout
         write_tiff(src, tmp_path / "p.tif", axes, pyramid=1)
+        im = open_image(tmp_path / "p.tif")
+        assert len(im.levels) == 2 and im.axes == axes and not im.meta.get("imagej")
+
+
+def test_a_stack_with_a_size_1_axis_or_a_large_one_keeps_tifffiles_layout(tmp_path):
+    """An ImageJ file drops size-1 axes (a restore would change the number of dimensions) and
+    holds no pyramid (a large multichannel slide lost it)."""
+    write_tiff(np.zeros((1, 4, 40, 50), np.uint16), tmp_path / "t1.tif", "tzyx")
+    assert open_image(tmp_path / "t1.tif").shape == (1, 4, 40, 50)
+    write_tiff(da.zeros((2, 2100, 300), np.uint16, chunks=(1, 512, 300)), tmp_path / "big.tif", "cyx")
+    im = open_image(tmp_path / "big.tif")
+    assert im.axes == "cyx" and [lv.shape for lv in im.levels][:2] == [(2, 2100, 300), (2, 1050, 150)]
 
 
 def test_plain_tiff_channels_get_no_length_unit(tmp_path):
