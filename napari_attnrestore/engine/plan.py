@@ -250,7 +250,7 @@ def image_stats(
     return tuple(lo_l), tuple(hi_l)
 
 
-def whole_pixels(name: str, value: Any, minimum: int) -> int:
+def whole_number(name: str, value: Any, minimum: int) -> int:
     """``value`` as an int of at least ``minimum``, or a ValueError naming the option."""
     if isinstance(value, (bool, np.bool_)) or not (isinstance(value, (int, np.integer)) or (
             isinstance(value, (float, np.floating)) and float(value).is_integer())):
@@ -316,9 +316,9 @@ def make_plan(
         else:
             cy = cx = DEFAULT_CHUNK
     elif isinstance(chunk, (int, float, np.integer, np.floating)):
-        cy = cx = whole_pixels("chunk", chunk, MIN_CHUNK)
+        cy = cx = whole_number("chunk", chunk, MIN_CHUNK)
     elif isinstance(chunk, (tuple, list, np.ndarray)) and len(chunk) == 2:
-        cy, cx = (whole_pixels("chunk", c, MIN_CHUNK) for c in chunk)
+        cy, cx = (whole_number("chunk", c, MIN_CHUNK) for c in chunk)
     else:
         raise ValueError(f"chunk must be a number of pixels or a (y, x) pair, got {chunk!r}")
     cy, cx = min(cy, h), min(cx, w)
@@ -330,12 +330,12 @@ def make_plan(
             raise ValueError(f"{name} must be a number of pixels or 'auto', got {v!r}")
     if (auto_tile or auto_batch) and memory is None:
         raise ValueError("tile='auto' / batch='auto' need a memory probe of the model (memory=...)")
-    o = info.halo if overlap is None else whole_pixels("overlap", overlap, 0)
+    o = info.halo if overlap is None else whole_number("overlap", overlap, 0)
     o = round_up(o, m)
     # the context each chunk reads around it, whatever the tile size; beyond the image's own
     # size it would only be reflections (and --overlap 1000000 asked for terabytes)
     halo = min(o, round_up(max(h, w), m))
-    t = None if auto_tile else (DEFAULT_TILE if tile is None else whole_pixels("tile", tile, 8))
+    t = None if auto_tile else (DEFAULT_TILE if tile is None else whole_number("tile", tile, 8))
     if t is not None:
         t = round_up(t, m)
         o = tile_overlap(o, t, m)
@@ -353,7 +353,7 @@ def make_plan(
 
     if batch is None:
         batch = max(1, min(16, (512 * 512) // (t * t)))
-    batch = whole_pixels("batch", batch, 1)
+    batch = whole_number("batch", batch, 1)
 
     # normalization statistics, once, on a subsample
     if channel_axis is not None:
