@@ -10,6 +10,7 @@ batched.  Each chunk reads a halo around itself so that no seam shows between ch
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,6 +251,20 @@ def image_stats(
     return tuple(lo_l), tuple(hi_l)
 
 
+def _warn_narrow(out_dtype: np.dtype, lo: float, hi: float) -> None:
+    """Warn when an integer output type cannot hold the input's values ``[lo, hi]`` (its bulk,
+    from the statistics): they would be clipped, or squeezed onto a few levels."""
+    info = np.iinfo(out_dtype)
+    if lo < info.min or hi > info.max:
+        warnings.warn(f"the result is stored as {out_dtype}, whose range [{info.min}, {info.max}] clips the "
+                      f"input's values [{lo:.4g}, {hi:.4g}]; keep the input's type or rescale it first",
+                      UserWarning, stacklevel=4)
+    elif hi - lo < 16:
+        warnings.warn(f"the result is stored as {out_dtype}, but the input's values [{lo:.4g}, {hi:.4g}] span "
+                      f"only {round(hi) - round(lo) + 1} of its levels; keep the input's type or rescale it first",
+                      UserWarning, stacklevel=4)
+
+
 def whole_number(name: str, value: Any, minimum: int) -> int:
     """``value`` as an int of at least ``minimum``, or a ValueError naming the option."""
     if isinstance(value, (bool, np.bool_)) or not (isinstance(value, (int, np.integer)) or (
@@ -367,6 +382,8 @@ def make_plan(
     odt = np.dtype(out_dtype) if out_dtype is not None else dtype
     if odt.kind not in "uif":
         raise ValueError(f"unsupported output dtype {odt}")
+    if odt != dtype and odt.kind in "ui":
+        _warn_narrow(odt, min(lo), max(hi))
     out_channels = info.out_channels
     if mode == "rgb-planes" and out_channels != 1:
         raise ValueError(f"model {info.name!r} outputs {out_channels} channels from 1; it cannot run per RGB channel")

@@ -194,6 +194,19 @@ def test_options_given_as_numpy_values_are_taken(rng):
     np.testing.assert_allclose(out, img, atol=1e-6)
 
 
+def test_a_narrower_output_type_that_clips_or_flattens_the_values_warns(rng):
+    """dtype='uint8' turned a float [0, 1] image into 0s and 1s, and 12-bit counts into 255s, silently."""
+    import warnings
+
+    with pytest.warns(UserWarning, match="span only 2 of its levels"):
+        ar.restore(rng.random((64, 64)).astype(np.float32), model=Identity(), dtype="uint8")
+    with pytest.warns(UserWarning, match=r"clips the input's values"):
+        ar.restore(rng.integers(0, 4000, (64, 64)).astype(np.uint16), model=Identity(), dtype="uint8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # values that fit: nothing to say
+        ar.restore(rng.integers(0, 200, (64, 64)).astype(np.uint16), model=Identity(), dtype="uint8")
+
+
 def test_a_network_that_makes_nan_of_finite_input_stops_the_restore(rng):
     class Broken(nn.Module):
         def forward(self, x):
