@@ -1,4 +1,4 @@
-"""Checks shared by the writers before they create anything."""
+"""Checks shared by the writers before they create anything (and by the reader: what an image is)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import ImageWriteError
+
+
+def unsupported_pixels(dtype: Any) -> str | None:
+    """Why values of ``dtype`` are no intensities (complex, text, objects), or None."""
+    dtype = np.dtype(dtype)
+    return None if dtype.kind in "biuf" else f"unsupported pixel type {dtype}: not intensities"
+
+
+def no_image(shape: Sequence[int], dtype: Any) -> str | None:
+    """Why an array of ``shape`` and ``dtype`` is no image to show, restore or save, or None."""
+    shape = tuple(int(n) for n in shape)
+    if len(shape) < 2:  # napari, the engine and the writers all need y and x
+        return f"an image needs at least 2 dimensions (y, x); this one has shape {shape}"
+    if 0 in shape:
+        return f"the image is empty (shape {shape})"
+    return unsupported_pixels(dtype)
 
 
 def check_axes(axes: str, ndim: int, path: str) -> None:

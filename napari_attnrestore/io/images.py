@@ -23,6 +23,7 @@ import numpy as np
 import tifffile
 import zarr
 
+from ._output import no_image
 from .errors import ImageReadError
 from .geotiff import carried, gdal_nodata, read_georeference
 
@@ -558,13 +559,9 @@ def open_image(path: str | os.PathLike) -> ImageData:
         raise ImageReadError(text, "no such file or directory")
     kind = file_kind(text)
     image = _open_tiff(text) if kind == "tiff" else _open_plain(text) if kind == "plain" else _open_zarr(text)
-    shape, dtype = tuple(image.data.shape), np.dtype(image.data.dtype)
-    if len(shape) < 2:  # napari, the engine and the writers all need y and x
-        raise ImageReadError(text, f"an image needs at least 2 dimensions (y, x); this one has shape {shape}")
-    if 0 in shape:
-        raise ImageReadError(text, f"the image is empty (shape {shape})")
-    if dtype.kind not in "biuf":
-        raise ImageReadError(text, f"unsupported pixel type {dtype}: not intensities")
+    problem = no_image(image.data.shape, image.data.dtype)
+    if problem:
+        raise ImageReadError(text, problem)
     return image
 
 

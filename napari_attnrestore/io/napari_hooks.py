@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._output import backing_stores, refuse_output_over_input
+from ._output import backing_stores, no_image, refuse_output_over_input
 from .geotiff import carried, georeference_tags
 from .images import ImageData, guess_axes, open_image
 from .ome_zarr import write_ome_zarr
@@ -303,14 +303,12 @@ def _refuse_writing_over_the_source(path: str, data: Any, meta: dict) -> None:
     """The layer's pixels are read lazily from its file or store while the output is written:
     refuse to replace them (its reader's ``path``, or the zarr store behind any reader's data).
     A layer that holds no image (one dimension, no pixels, no numbers) is refused too."""
-    import numpy as np
-
     from .errors import ImageWriteError
 
     base = level0(data)
-    shape, dtype = tuple(getattr(base, "shape", ())), np.dtype(getattr(base, "dtype", object))
-    if len(shape) < 2 or 0 in shape or dtype.kind not in "biuf":
-        raise ImageWriteError(path, f"the layer holds no image to save (shape {shape}, pixel type {dtype})")
+    problem = no_image(getattr(base, "shape", ()), getattr(base, "dtype", object))
+    if problem:
+        raise ImageWriteError(path, f"the layer holds no image to save: {problem}")
     source = (meta.get("metadata") or {}).get("path")
     refuse_output_over_input(path, ([source] if source else []) + backing_stores(data))
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ._output import check_axes, ensure_writable_parent
+from ._output import check_axes, ensure_writable_parent, unsupported_pixels
 from .errors import ImageWriteError
 from .images import _multiscales, _ngff_unit, _transforms
 
@@ -218,8 +218,9 @@ def create_ome_zarr(
     check_axes(axes, len(shape), path)
     if not 2 <= len(axes) <= 5:
         raise ImageWriteError(path, f"OME-Zarr (NGFF) images have 2 to 5 axes; got {len(axes)} ('{axes}')")
-    if np.dtype(dtype).kind not in "biuf":
-        raise ImageWriteError(path, f"OME-Zarr holds numbers; cannot store pixel type {np.dtype(dtype)}")
+    problem = unsupported_pixels(dtype)
+    if problem:
+        raise ImageWriteError(path, problem)
     if chunks is None or isinstance(chunks, (int, np.integer)):  # one number: the side along y and x
         chunks = default_chunks(shape, axes, *([int(chunks)] if chunks is not None else []))
     chunks = tuple(int(c) for c in chunks)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from ._output import check_axes, ensure_writable_parent
+from ._output import check_axes, ensure_writable_parent, no_image
 from .errors import ImageReadError, ImageWriteError
 from .images import _ngff_unit
 
@@ -497,12 +497,11 @@ def write_tiff(
 def _check(data: Any, path: str, axes: str, tile: Sequence[int], overwrite: bool) -> None:
     """Validate the request before writing anything."""
     check_axes(axes, len(data.shape), path)
-    if 0 in tuple(data.shape):
-        raise ImageWriteError(path, f"the image is empty (shape {tuple(data.shape)})")
-    if np.dtype(data.dtype).kind not in "biuf":
-        raise ImageWriteError(path, f"TIFF holds numbers; cannot store pixel type {np.dtype(data.dtype)}")
     if "y" not in axes or "x" not in axes:
         raise ImageWriteError(path, f"axes '{axes}' must contain 'y' and 'x'")
+    problem = no_image(data.shape, data.dtype)
+    if problem:
+        raise ImageWriteError(path, problem)
     if len(tile) != 2 or any(int(t) <= 0 or int(t) % 16 for t in tile):
         raise ImageWriteError(path, f"tile {tuple(tile)} must be two positive multiples of 16")
     if os.path.lexists(path):
