@@ -222,14 +222,13 @@ def run_pipeline(model: str, size: int, workdir: str | Path, device: str = "auto
 
         lazy = ar.restore(str(src), **common)
         write_tiff(lazy, dst, axes="yxc"[: lazy.ndim], overwrite=True, pyramid=0)
-        used_tile = tile
+        wall, used_tile = time.perf_counter() - t0, tile
     else:
-        ar.restore_to_zarr(str(src), dst, pyramid=False, overwrite=True, **common)
-    wall = time.perf_counter() - t0
-    if output == "zarr":
         from .engine.store import job_state
 
-        used_tile = job_state(dst).get("job", {}).get("tile")
+        ar.restore_to_zarr(str(src), dst, pyramid=False, overwrite=True, **common)
+        wall = time.perf_counter() - t0
+        used_tile = job_state(dst).get("job", {}).get("tile")  # the engine's choice when tile was None
     if dst.is_dir():
         shutil.rmtree(dst, ignore_errors=True)
     else:

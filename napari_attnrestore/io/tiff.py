@@ -46,6 +46,20 @@ _OME_UNITS = {
     "nanosecond": "ns",
 }
 _HOST = "".join(ch if ch.isalnum() else "_" for ch in socket.gethostname())  # a partial file's writer: host, pid
+#: the hidden files a write leaves beside the output until it ends: the file itself, its
+#: pyramid's first level, a band of rows too large to hold
+_SCRATCH_KINDS = ("partial", "levels", "band")
+
+
+def _scratch_prefix(name: str, kind: str) -> str:
+    """The hidden name, less its writer's pid, of ``kind`` (one of ``_SCRATCH_KINDS``) for
+    output ``name`` on this host."""
+    return f".{name}.{kind}-{_HOST}-"
+
+
+def _scratch_path(folder: str, name: str, kind: str) -> str:
+    """This process's hidden file or folder of ``kind`` for output ``name`` in ``folder``."""
+    return os.path.join(folder, _scratch_prefix(name, kind) + str(os.getpid()))
 _GEO_TAGS = {33550, 33922, 34264, 34735}  # ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory
 _TO_MICROMETER = {"micrometer": 1.0, "nanometer": 1e-3, "millimeter": 1e3, "centimeter": 1e4}
 _IMAGEJ_UNITS = {"micrometer": "micron", "nanometer": "nm", "millimeter": "mm", "centimeter": "cm"}
@@ -224,7 +238,7 @@ class _Pyramid:
         import zarr
 
         self.yaxis, self.count = yaxis, count
-        self.path = os.path.join(folder, f".{name}.levels-{_HOST}-{os.getpid()}")
+        self.path = _scratch_path(folder, name, "levels")
         half = list(shape)
         for i in (yaxis, yaxis + 1):
             half[i] = (shape[i] + 1) // 2
@@ -287,8 +301,8 @@ def _imagej_layout(axes: str, shape: Sequence[int], dtype: Any, rgb: bool,
     from an ImageJ description (a stack of planes otherwise).  A hyperstack has its planes
     in T, Z, C order, 8/16-bit or float32 samples (RGB: 8-bit), one length unit for x, y
     and z (microns when they differ) and a frame interval in seconds (Bio-Formats reads no
-    other time unit).  Returns the axis
-    permutation, tifffile's ``metadata`` and its extra ``imwrite`` arguments.
+    other time unit).  Returns the axis permutation, tifffile's ``metadata`` and its extra
+    ``imwrite`` arguments.
     """
     lead = axes[: len(axes) - (3 if rgb else 2)]
     if not lead or min(shape[: len(lead)]) < 2 or set(lead) - set("tzc") or np.dtype(dtype) not in _IMAGEJ_DTYPES:
@@ -453,12 +467,12 @@ def write_tiff(
             kwargs["extrasamples"] = ["unassalpha"]
     folder = os.path.dirname(os.path.abspath(path))
     _remove_orphans(folder, os.path.basename(path))
-    partial = os.path.join(folder, f".{os.path.basename(path)}.partial-{_HOST}-{os.getpid()}")
-    scratch = os.path.join(folder, f".{os.path.basename(path)}.band-{_HOST}-{os.getpid()}")
+    partial = _scratch_path(folder, os.path.basename(path), "partial")
+    scratch = _scratch_path(folder, os.path.basename(path), "band")
     common = dict(tile=tuple(tile), compression=compression,
                   photometric="rgb" if rgb or (planar and samples == "rgb") else "miniswhite" if miniswhite else "minisblack",
                   **{k: v for k, v in kwargs.items() if k != "resolution"})
-    levels = None
+    levels, res = None, kwargs.get("resolution")
     try:
         if count:
             levels = _Pyramid(folder, os.path.basename(path), tuple(data.shape), data.dtype, yaxis,
@@ -469,9 +483,8 @@ def write_tiff(
             with tifffile.TiffWriter(partial, bigtiff=True, ome=ome, imagej=imagej is not None) as tif:
                 tif.write(_tiles(data, tuple(tile), rgb, levels.add if levels else None, scratch), shape=tuple(data.shape),
                           dtype=data.dtype, metadata=metadata, extratags=list(extratags), subifds=count or None,
-                          resolution=kwargs.get("resolution"), **common)
+                          resolution=res, **common)
                 for k, level in enumerate(levels.levels() if levels else (), 1):
-                    res = kwargs.get("resolution")
                     tif.write(_tiles(level, tuple(tile), rgb, scratch=scratch), shape=tuple(level.shape), dtype=data.dtype,
                               subfiletype=1, metadata={} if ome else {"axes": metadata["axes"]},  # levels are found by their axes
                               resolution=(res[0] / 2**k, res[1] / 2**k) if res else None, **common)
@@ -517,8 +530,7 @@ def _remove_orphans(folder: str, name: str) -> None:
     (killed); another machine's (a shared folder) are left alone."""
     if os.name != "posix":
         return
-    # the file, its pyramid's first level, a band of rows too large to hold
-    prefixes = tuple(f".{name}.{kind}-{_HOST}-" for kind in ("partial", "levels", "band"))
+    prefixes = tuple(_scratch_prefix(name, kind) for kind in _SCRATCH_KINDS)
     for entry in os.listdir(folder):
         prefix = next((p for p in prefixes if entry.startswith(p)), None)
         pid = entry[len(prefix):] if prefix else ""

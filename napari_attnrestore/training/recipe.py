@@ -140,8 +140,8 @@ def record_segment(run_dir: Path, start_step: int, schedule_steps: int, machine:
     A weight trained over several resumed runs (different machines, thread counts,
     precisions or extended schedules) lists each in its model card: the step it started
     from, the schedule length it ran under, the machine, the loss (when given: a recipe may
-    change its loss part-way) and, when not fp32, the precision.  A segment that ended before saving any state (the next one starts at the same step) is
-    replaced.
+    change its loss part-way) and, when not fp32, the precision.  A segment that ended
+    before saving any state (the next one starts at the same step) is replaced.
     """
     path = run_dir / "segments.json"
     segments = json.loads(path.read_text()) if path.exists() else []
