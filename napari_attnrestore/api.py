@@ -433,7 +433,15 @@ def restore_to_zarr(
     """
     from .engine import build_graph
     from .engine.execute import execute
-    from .engine.store import STATE_DIR, ZarrSink, data_identity, job_fingerprint, prepare_store, set_job_state
+    from .engine.store import (
+        STATE_DIR,
+        ZarrSink,
+        content_sample,
+        data_identity,
+        job_fingerprint,
+        prepare_store,
+        set_job_state,
+    )
     from .io import create_ome_zarr, read_ome_metadata
     from .io.geotiff import carried
 
@@ -452,10 +460,11 @@ def restore_to_zarr(
     geom = output_geometry(plan.scale, meta, len(plan.shape), len(plan.out_shape), bool(plan.out_trailing))
     # a file: its resolved path, size and time (rewritten between runs, it is another input);
     # an in-memory array: its bytes; a lazy one (a napari layer, reopened with a new dask name
-    # in the next session): its type, shape and dtype
-    src_desc = (data_identity(meta["path"]) if meta.get("path")
-                else data_identity(x) if isinstance(x, np.ndarray)
-                else f"{type(src).__name__}{tuple(src.shape)}:{np.dtype(src.dtype)}")
+    # in the next session): its type, shape and dtype; and for all but in-memory arrays a
+    # sample of the pixels (one channel of a file opened as a layer per channel is not another)
+    src_desc = (data_identity(x) if isinstance(x, np.ndarray)
+                else (data_identity(meta["path"]) if meta.get("path")
+                      else f"{type(src).__name__}{tuple(src.shape)}:{np.dtype(src.dtype)}") + f":{content_sample(src)}")
     fp = job_fingerprint(plan, handle.weights_digest(), get_task(task).name, str(src_desc), handle.ensemble,
                          mask_id=data_identity(mask) if mask is not None else None)
     chunk_shape = tuple(c[0] for c in plan.out_chunks)
@@ -499,7 +508,10 @@ def restore_to_zarr(
         _finish(dst, pyramid)
     except BaseException as e:
         try:
-            set_job_state(dst, status="failed", error=str(e).splitlines()[0][:500] if str(e) else type(e).__name__)
+            from .engine.execute import Cancelled
+
+            status = "cancelled" if isinstance(e, (Cancelled, KeyboardInterrupt)) else "failed"
+            set_job_state(dst, status=status, error=str(e).splitlines()[0][:500] if str(e) else type(e).__name__)
         except Exception:  # the store itself may be unwritable (disk full); the markers tell the truth
             pass
         raise

@@ -27,6 +27,9 @@ from ..io.errors import ImageWriteError
 from .plan import Plan
 
 STATE_DIR = ".attnrestore"
+#: how each front door asks to replace, or to continue, an existing output
+OVERWRITE = "overwrite=True (CLI: --overwrite; Restore widget: 'if it exists: overwrite')"
+RESUME = "resume=True (CLI: --resume; Restore widget: 'if it exists: resume')"
 _ARRAYS: dict[str, Any] = {}
 _ARRAYS_LOCK = threading.Lock()
 
@@ -47,9 +50,9 @@ def output_error(path: str | os.PathLike, what: str, exc: OSError) -> OutputErro
     """
     problem = exc.strerror or getattr(exc, "problem", None) or str(exc) or type(exc).__name__
     if exc.errno in _NO_SPACE:
-        problem += "; free some space, then continue with resume=True (CLI: --resume)"
+        problem += f"; free some space, then continue with {RESUME}"
     elif exc.errno in _NO_ACCESS:
-        problem += "; make it writable, then continue with resume=True (CLI: --resume)"
+        problem += f"; make it writable, then continue with {RESUME}"
     err = OutputError(f"{os.fspath(path)}: {what}: {problem}")
     err.errno = exc.errno  # callers can still tell a full disk from a permission error
     return err
@@ -155,6 +158,28 @@ def data_identity(x: Any) -> str:
     return f"{type(x).__name__}{tuple(getattr(x, 'shape', ()))}:{getattr(x, 'dtype', '')}"
 
 
+def content_sample(x: Any, side: int = 32) -> str:
+    """A hash of three small windows of ``x`` (its first, middle and last pixels on every axis).
+
+    Tells apart lazy inputs that share a shape, type and file (two channels of one file
+    opened as two napari layers, two layers of one size) at the cost of a few chunk reads;
+    the identity of a lazy array can be nothing cheaper, since its dask name changes with
+    each opening.  Axes of more than 4 elements get windows ``side`` long on the last two
+    (three when the last holds RGB(A) samples), one element on the others.
+    """
+    shape = tuple(int(n) for n in x.shape)
+    wide = 3 if len(shape) >= 3 and shape[-1] <= 4 else 2
+    digest = hashlib.sha1(repr(shape).encode())
+    for where in (0.0, 0.5, 1.0):
+        window = []
+        for i, n in enumerate(shape):
+            w = n if n <= 4 else min(n, side) if i >= len(shape) - wide else 1
+            start = round((n - w) * where)
+            window.append(slice(start, start + w))
+        digest.update(np.ascontiguousarray(np.asarray(x[tuple(window)])).view(np.uint8).ravel().tobytes())
+    return "sample:" + digest.hexdigest()[:16]
+
+
 def _is_nan(value: Any) -> bool:
     return isinstance(value, (float, np.floating)) and bool(np.isnan(value))
 
@@ -203,16 +228,16 @@ def prepare_store(
                 differ = sorted(k for k in {*old, *fingerprint} if old.get(k) != fingerprint.get(k))
                 raise OutputError(
                     f"{dst}: cannot resume: the existing output was made with other settings "
-                    f"({', '.join(differ)} differ); use --overwrite to start again"
+                    f"({', '.join(differ)} differ); start again with {OVERWRITE}"
                 )
             # resume and overwrite: another job's output is replaced, as overwrite alone would
         elif not overwrite:
             if resume:  # nothing of ours to continue there
-                raise OutputError(f"{dst}: cannot resume: it was not written by an attnrestore restore; pass "
-                                  "overwrite=True (CLI: --overwrite) to replace it")
+                raise OutputError(f"{dst}: cannot resume: it was not written by an attnrestore restore; replace it "
+                                  f"with {OVERWRITE}")
             unfinished = state.get("job") and state.get("status") != "complete"
-            hint = "; pass resume=True (CLI: --resume) to continue it" if unfinished else ""
-            raise OutputError(f"{dst}: output exists; pass overwrite=True (CLI: --overwrite) to replace it{hint}")
+            hint = f"; continue it with {RESUME}" if unfinished else ""
+            raise OutputError(f"{dst}: output exists; replace it with {OVERWRITE}{hint}")
         try:
             remove_output(dst)
         except ImageWriteError as exc:

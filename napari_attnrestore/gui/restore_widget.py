@@ -401,6 +401,8 @@ class RestoreWidget(Container):
             dst = self._zarr_path() if to_zarr else None
             if to_zarr:
                 kwargs["meta"] = layer_meta(layer, data)
+                if self._existing.value == "overwrite":
+                    self._refuse_replacing_an_open_layer(dst)
             else:
                 _check_fits_in_memory(data, kwargs["scale"] or 1, 3 if kwargs["task"] == "demosaic" else 1)
         except Exception as e:  # bad input or settings: say so before any work starts, stay idle
@@ -444,6 +446,23 @@ class RestoreWidget(Container):
         if p.exists() and self._existing.value == "stop":
             raise ValueError(f"{p}: exists; choose 'if it exists: resume' to continue it or 'overwrite' to replace it")
         return str(p)
+
+    def _refuse_replacing_an_open_layer(self, dst: str) -> None:
+        """Overwriting a store that a layer reads (an earlier result) would leave that layer
+        reading chunks of another shape, or another image under its old name."""
+        from ..io import ImageWriteError
+        from ..io._output import backing_stores, refuse_output_over_input
+
+        if not os.path.exists(dst):
+            return
+        for other in self._viewer.layers:
+            data = getattr(other, "data", None)
+            sources = [(other.metadata or {}).get("path"), getattr(other.source, "path", None), *backing_stores(data)]
+            try:
+                refuse_output_over_input(dst, [str(p) for p in sources if p])
+            except ImageWriteError:
+                raise ValueError(f"{dst}: layer {other.name!r} shows this store; remove that layer before "
+                                 "overwriting it, or choose another zarr file") from None
 
     # ------------------------------------------------------------------ workers
 

@@ -71,6 +71,8 @@ def backing_stores(data: Any) -> list[str]:
                 arrays += [v for k, v in mapping.items() if isinstance(k, str) and k.startswith("original-")]
         for a in arrays:
             root = getattr(getattr(a, "store", None), "root", None)
+            if root is None and isinstance(getattr(a, "path", None), str):  # our reader's GuardedArray
+                root = a.path
             if root is not None:
                 found.append(str(root))
     return found

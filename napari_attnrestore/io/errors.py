@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["ImageReadError", "ImageWriteError"]
+__all__ = ["ImageReadError", "ImageWriteError", "UnfinishedOutputError"]
 
 
 def _one_line(text: object) -> str:
@@ -41,6 +41,10 @@ class ImageReadError(_PathError, ValueError):
     problem : str
         What went wrong, in a few words.
     """
+
+
+class UnfinishedOutputError(ImageReadError):
+    """An output this package has not finished writing (its unwritten chunks would read as zeros)."""
 
 
 class ImageWriteError(_PathError, OSError):

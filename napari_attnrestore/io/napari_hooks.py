@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._output import backing_stores, no_image, refuse_output_over_input
+from .errors import UnfinishedOutputError
 from .geotiff import carried, georeference_tags
 from .images import ImageData, guess_axes, open_image
 from .ome_zarr import write_ome_zarr
@@ -28,7 +29,9 @@ def napari_get_reader(path: str | os.PathLike | Sequence[str | os.PathLike]) -> 
     """Return a reader for ``path`` (or a list of paths), or None; never raises.
 
     The files are opened (headers checked) here, so that a broken file yields None
-    and napari can try another reader or report that none could open it.
+    and napari can try another reader or report that none could open it.  An unfinished
+    output of ours gets a reader that raises why (its unwritten chunks would read as zeros
+    in any reader).
     """
     try:
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
@@ -37,6 +40,13 @@ def napari_get_reader(path: str | os.PathLike | Sequence[str | os.PathLike]) -> 
         images = []
         for p in paths:
             images.append(open_image(p))
+    except UnfinishedOutputError as exc:  # ours, and no other reader should show its unwritten zeros:
+        unfinished = exc  # napari shows why it was refused when the reader raises it
+
+        def refuse(_path: Any = None) -> list[LayerData]:
+            raise unfinished
+
+        return refuse
     except Exception as exc:  # the contract is: never raise
         logger.debug("napari-attnrestore cannot read %r: %s", path, exc)
         return None
@@ -313,6 +323,24 @@ def _refuse_writing_over_the_source(path: str, data: Any, meta: dict) -> None:
     refuse_output_over_input(path, ([source] if source else []) + backing_stores(data))
 
 
+def _layer_read_errors_as_write_errors(writer: Callable[[str, Any, dict], list[str]]) -> Callable[[str, Any, dict], list[str]]:
+    """napari takes a ValueError from a writer (our ImageReadError is one: a damaged chunk of
+    the layer's source) for "not a valid writer" and hides it; say it as the write's error."""
+    import functools
+
+    from .errors import ImageReadError, ImageWriteError
+
+    @functools.wraps(writer)
+    def write(path: str, data: Any, meta: dict) -> list[str]:
+        try:
+            return writer(path, data, meta)
+        except ImageReadError as exc:
+            raise ImageWriteError(path, f"cannot read the layer's pixels: {exc}") from exc
+
+    return write
+
+
+@_layer_read_errors_as_write_errors
 def write_ome_zarr_layer(path: str, data: Any, meta: dict) -> list[str]:
     """npe2 single-layer writer: image layer -> OME-Zarr (NGFF 0.5) with pyramid."""
     _refuse_writing_over_the_source(path, data, meta)
@@ -322,6 +350,7 @@ def write_ome_zarr_layer(path: str, data: Any, meta: dict) -> list[str]:
     return [path]
 
 
+@_layer_read_errors_as_write_errors
 def write_tiff_layer(path: str, data: Any, meta: dict) -> list[str]:
     """npe2 single-layer writer: image layer -> tiled BigTIFF (OME-TIFF for .ome.tif)."""
     _refuse_writing_over_the_source(path, data, meta)

@@ -465,11 +465,18 @@ def write_ome_zarr(
     order = ngff_order(axes)
     arr = data if isinstance(data, da.Array) else da.from_array(data, chunks=tuple(z.chunks[order.index(i)]
                                                                                   for i in range(len(order))))
-    _store(da.transpose(arr, order).rechunk(z.chunks), z, path)
-    if pyramid:
-        write_pyramid(path)
-    group = zarr.open_group(path, mode="r+")
-    group.attrs["attnrestore"] = {"complete": True}
+    try:
+        _store(da.transpose(arr, order).rechunk(z.chunks), z, path)
+        if pyramid:
+            write_pyramid(path)
+        group = zarr.open_group(path, mode="r+")
+        group.attrs["attnrestore"] = {"complete": True}
+    except BaseException:  # an unreadable source chunk, a full disk, Ctrl-C: no half store is left
+        try:
+            remove_output(path)
+        except ImageWriteError:
+            pass  # it stays marked incomplete, which the reader refuses
+        raise
     return path
 
 

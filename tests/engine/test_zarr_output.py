@@ -192,6 +192,24 @@ def test_resume_refuses_an_input_that_changed(tmp_path, rng, kind):
         ar.restore_to_zarr(x, dst, model=FailAfter(99), chunks=32, pyramid=False, resume=True)
 
 
+@pytest.mark.parametrize("kind", ["layers", "channels"])
+def test_resume_refuses_another_lazy_input_of_the_same_shape(tmp_path, rng, kind):
+    """Two lazy layers of one shape and type, or two channels of one file opened as a layer
+    each (same path), are other inputs: 'resume' gave the second the first's result, complete."""
+    import dask.array as da
+
+    a, b = (rng.random((2, 64, 64)) * 255).astype(np.uint8)
+    dst = tmp_path / "o.zarr"
+    meta = {"path": str(tmp_path / "two_channels.ome.zarr")} if kind == "channels" else None
+    ar.restore_to_zarr(da.from_array(a, chunks=32), dst, model=Box3(), chunks=32, pyramid=False, meta=meta)
+    with pytest.raises(OutputError, match="source"):
+        ar.restore_to_zarr(da.from_array(b, chunks=32), dst, model=Box3(), chunks=32, pyramid=False, meta=meta,
+                           resume=True)
+    # the same pixels, reopened (a new dask name), still resume
+    ar.restore_to_zarr(da.from_array(a.copy(), chunks=32), dst, model=Box3(), chunks=32, pyramid=False, meta=meta,
+                       resume=True)
+
+
 def test_resume_refuses_another_mask(tmp_path, rng):
     from standins import FillHalf
 
@@ -235,8 +253,12 @@ def test_cancel_leaves_valid_partial_store(tmp_path, rng):
 
     with pytest.raises(Cancelled):
         ar.restore_to_zarr(img, dst, model=Box3(), chunks=32, pyramid=False, progress=progress, cancel=cancel, num_workers=1)
-    assert job_state(dst)["status"] != "complete"
+    assert job_state(dst)["status"] == "cancelled"  # it said "failed", and so did the reader's refusal
     assert 3 <= len(done_chunks(dst)) < 16
+    from napari_attnrestore.io.napari_hooks import napari_get_reader
+
+    with pytest.raises(ValueError, match=r"unfinished attnrestore output \(status: cancelled\)"):
+        napari_get_reader(str(dst))(str(dst))  # napari shows why; a None reader said nothing
     ar.restore_to_zarr(img, dst, model=Box3(), chunks=32, pyramid=False, resume=True)
     assert job_state(dst)["status"] == "complete"
 
@@ -264,7 +286,7 @@ def test_cancel_stops_every_running_chunk_at_its_next_tile_batch(tmp_path, rng):
         # 9 chunks of 32 px in 16 px tiles, one per batch: 4 workers start 4 chunks at once
         ar.restore_to_zarr(img, tmp_path / "c.zarr", model=net, chunks=32, tile=16, overlap=4, batch=1,
                            pyramid=False, progress=lambda done, total: cancel.set(), cancel=cancel, num_workers=4)
-    assert job_state(tmp_path / "c.zarr")["status"] == "failed"
+    assert job_state(tmp_path / "c.zarr")["status"] == "cancelled"
     assert len(done_chunks(tmp_path / "c.zarr")) < 9
     assert len(_AFTER_CANCEL) <= 4  # at most the batch each running chunk was in (a chunk has 9 batches)
 

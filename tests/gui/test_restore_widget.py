@@ -286,7 +286,16 @@ def test_zarr_overwrite_with_other_shape(viewer, widget, qtbot, denoiser, upsamp
     widget.add_model("conv", denoiser)
     widget.set_options(output="zarr file", zarr=str(dst), existing="overwrite")
     run(qtbot, widget)
+    first = viewer.layers["img (denoised)"]
     widget.add_model("up", upsampler)
+    # the first result reads that store: replacing it would leave the layer reading chunks of
+    # another shape (every redraw an error) or another image under its name
+    run(qtbot, widget)
+    assert any("'img (denoised)' shows this store" in str(n.message) for n in notifications)
+    assert "img (x2)" not in viewer.layers
+    assert np.asarray(first.data[0] if first.multiscale else first.data).shape == (32, 32)
+    viewer.layers.remove(first)
+    notifications.clear()
     run(qtbot, widget)
     assert not [n for n in notifications if "error" in str(n.severity).lower()]
     out = viewer.layers["img (x2)"]

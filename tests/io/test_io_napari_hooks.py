@@ -339,3 +339,23 @@ def test_the_ome_zarr_writer_refuses_what_ngff_cannot_hold_and_someones_file(tmp
     with pytest.raises(ImageWriteError, match="is a file, not a zarr store"):
         write_ome_zarr(np.zeros((4, 4), np.uint8), tmp_path / "f.zarr", "yx", overwrite=True)
     assert (tmp_path / "f.zarr").read_text() == "not a store"
+
+
+@pytest.mark.parametrize("ext", [".tif", ".ome.zarr"])
+def test_a_damaged_source_chunk_is_a_write_error_and_no_output_is_left(tmp_path, ext):
+    """napari takes a writer's ValueError (ImageReadError is one) for "not a valid writer" and
+    hides it; the OME-Zarr writer also left its half-written store."""
+    from napari_attnrestore.io import ImageWriteError
+
+    src = tmp_path / "in.ome.zarr"
+    write_ome_zarr(np.random.default_rng(0).integers(0, 255, (600, 600), dtype=np.uint8), str(src), "yx",
+                   pyramid=False)
+    data, kwargs, _ = napari_get_reader(str(src))(str(src))[0]
+    chunk = sorted(p for p in (src / "0").rglob("*") if p.is_file() and p.name != "zarr.json")[-1]
+    chunk.write_bytes(b"damaged")
+    out = tmp_path / f"out{ext}"
+    writer = write_tiff_layer if ext == ".tif" else write_ome_zarr_layer
+    with pytest.raises(ImageWriteError, match="cannot read the layer's pixels") as err:
+        writer(str(out), data, kwargs)
+    assert not isinstance(err.value, ValueError)
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
