@@ -28,7 +28,7 @@ from ..io.geotiff import CARRIED, carried
 from ..io.napari_hooks import layer_axes, layer_units
 from . import jobs, session_models
 from .geometry import channel_axis_of, level0, preview_crop, sr_geometry
-from .widgets import auto_spin_box
+from .widgets import auto_spin_box, when_removed
 
 if TYPE_CHECKING:
     import napari
@@ -148,6 +148,7 @@ class RestoreWidget(Container):
         for ev in (events.inserted, events.removed, events.moved, events.reordered):
             ev.connect(self._refresh_layers)
         self.native.destroyed.connect(self._on_destroyed)
+        when_removed(self, self.cancel)  # the dock closed: nothing else could stop the job
         session_models.subscribe(self._on_session_model)
         self._select_default_model()
         self._update_visibility()
@@ -191,7 +192,6 @@ class RestoreWidget(Container):
             self._model.value = ours[0][1]
 
     def _on_task(self, _value: Any = None) -> None:
-        self.native.destroyed.connect(self._on_destroyed)
         self._select_default_model()
         self._update_visibility()
         if not self._has_model() and self._task.value in ("demosaic", "inpaint"):
@@ -592,6 +592,8 @@ class RestoreWidget(Container):
                               "shear": layer.shear, "affine": layer.affine}
         if getattr(layer, "units", None) is not None:  # one layer without units hides every scale bar unit
             kw["units"] = layer.units
+        if getattr(layer, "axis_labels", None) is not None:  # the dims slider names ('t', 'z', ...)
+            kw["axis_labels"] = layer.axis_labels
         if not rgb:
             kw["colormap"] = layer.colormap.name
             if np.dtype(level0(data).dtype) == np.dtype(level0(layer.data).dtype):

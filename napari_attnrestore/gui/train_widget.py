@@ -45,6 +45,7 @@ from napari.utils.notifications import show_error, show_info
 
 from . import session_models
 from .geometry import level0
+from .widgets import when_removed
 
 if TYPE_CHECKING:
     import napari
@@ -282,6 +283,7 @@ class TrainWidget(Container):
         for ev in (events.inserted, events.removed, events.moved, events.reordered):
             ev.connect(self._refresh_layers)
         self.native.destroyed.connect(self._on_destroyed)
+        when_removed(self, self.stop)  # the dock closed: nothing else could stop the training
         session_models.subscribe(self._on_session_model)
         self._update_visibility()
 

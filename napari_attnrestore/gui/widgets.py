@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from magicgui.widgets import SpinBox
 from magicgui.widgets.bases import RangedWidget
 
-__all__ = ["auto_spin_box"]
+__all__ = ["auto_spin_box", "when_removed"]
 
 
 def _auto_backend() -> type | None:
@@ -36,3 +37,22 @@ def auto_spin_box(label: str, maximum: int, step: int, tooltip: str) -> RangedWi
         except Exception:  # an incompatible magicgui: the plain spin box still works
             pass
     return SpinBox(**{**kwargs, "label": f"{label} (0 = auto)"})
+
+
+def when_removed(owner: Any, callback: Callable[[], None]) -> None:
+    """Call ``callback`` when ``owner``'s Qt widget is taken out of its window.
+
+    napari's ``remove_dock_widget`` (a dock's close button) unparents the widget without
+    deleting it, so its ``destroyed`` signal never comes; a job it started would run on
+    with nothing left to stop it.
+    """
+    from qtpy.QtCore import QEvent, QObject
+
+    class _Watch(QObject):
+        def eventFilter(self, obj: Any, event: Any) -> bool:
+            if event.type() == QEvent.Type.ParentChange and obj.parentWidget() is None:
+                callback()
+            return False
+
+    owner._removal_watch = watch = _Watch(owner.native)
+    owner.native.installEventFilter(watch)

@@ -197,6 +197,19 @@ def test_event_loop_runs_during_restore(viewer, widget, qtbot, slow_denoiser) ->
     assert "z (denoised)" in viewer.layers
 
 
+def test_closing_the_dock_cancels_the_running_job(viewer, widget, qtbot, slow_denoiser) -> None:
+    """napari's remove_dock_widget (the dock's close button) keeps the widget alive: its job
+    ran on, with nothing left to stop it, and added its layer afterwards."""
+    viewer.add_image(np.zeros((128, 128), np.float32), name="z")
+    widget.add_model("slow", slow_denoiser)
+    widget.set_options(chunk=32, tile=32)  # 16 chunks x 0.2 s
+    widget.run()
+    assert widget.busy
+    viewer.window.remove_dock_widget(widget.native)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT)
+    assert widget._status.value == "cancelled" and "z (denoised)" not in viewer.layers
+
+
 def test_cancel_zarr_run_leaves_partial_store(viewer, widget, qtbot, slow_denoiser, tmp_path, notifications) -> None:
     from napari_attnrestore.engine.store import done_chunks, job_state
 
@@ -349,6 +362,7 @@ def test_a_time_lapse_and_labelled_axes_restored_to_zarr_keep_their_axes(viewer,
         widget.set_options(input=viewer.layers[name], output="zarr file", zarr=str(dst))
         run(qtbot, widget)
         assert open_image(dst).axes == axes  # the movie was a z axis of type space in seconds
+    assert tuple(viewer.layers["stack (denoised)"].axis_labels) == ("c", "y", "x")  # it was ('-3', '-2', '-1')
 
 
 class _TorchFailure(nn.Module):
