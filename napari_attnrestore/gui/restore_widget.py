@@ -28,6 +28,7 @@ from ..io.geotiff import CARRIED, carried
 from ..io.napari_hooks import layer_axes, layer_units
 from . import jobs, session_models
 from .geometry import channel_axis_of, level0, preview_crop, sr_geometry
+from .shapes_mask import ShapesMask
 from .widgets import auto_spin_box, when_removed
 
 if TYPE_CHECKING:
@@ -331,8 +332,8 @@ class RestoreWidget(Container):
         if mask_layer is None:
             return None
         spatial = tuple(int(n) for n in data.shape[: data.ndim - int(layer.rgb)])
-        if isinstance(mask_layer, Shapes):
-            mask = _rasterize_shapes(mask_layer, layer, spatial)
+        if isinstance(mask_layer, Shapes):  # drawn later: a crop for Preview, in the worker for Run
+            mask = ShapesMask(mask_layer, layer, spatial)
         else:
             mask = level0(mask_layer.data)
         shape = tuple(int(n) for n in mask.shape)
@@ -481,6 +482,8 @@ class RestoreWidget(Container):
         self, data: Any, kwargs: dict[str, Any], spec: Any, dst: str | None, existing: str, cancel: threading.Event
     ) -> jobs.JobGen:
         kw, k = self._with_model(kwargs, spec)
+        if isinstance(kw.get("mask"), ShapesMask):  # here, off the GUI thread: a gigapixel mask takes seconds
+            kw["mask"] = kw["mask"].rasterize()
         if dst is None:
             result = yield from jobs.layer_job(data, kw, cancel)
         else:
@@ -677,29 +680,6 @@ def shift_pattern(pattern: str, y0: int, x0: int) -> str:
     """The Bayer pattern at pixel ``(y0, x0)`` of an image whose pixel (0, 0) has ``pattern``."""
     p = pattern.upper()
     return "".join(p[2 * ((i + y0) % 2) + (j + x0) % 2] for i in (0, 1) for j in (0, 1))
-
-
-def _rasterize_shapes(shapes: Shapes, image: Image, spatial: tuple[int, ...]) -> np.ndarray:
-    """A Shapes layer as a uint8 mask on the image's pixel grid (1 inside any shape).
-
-    2D shapes give a (Y, X) mask for every plane; shapes with one coordinate per image
-    axis give a mask of the image's (non-RGB) shape.  Vertices are mapped from the shapes
-    layer's data coordinates to the image's through world coordinates (scale, translate).
-    """
-    full = shapes.ndim == len(spatial) and shapes.ndim > 2
-    target = spatial if full else spatial[-2:]
-    n = len(target)
-    s_sh, t_sh = np.asarray(shapes.scale[-n:], float), np.asarray(shapes.translate[-n:], float)
-    s_im, t_im = np.asarray(image.scale[-n:], float), np.asarray(image.translate[-n:], float)
-    same = np.allclose(s_sh, s_im) and np.allclose(t_sh, t_im)
-    if shapes.nshapes == 0:
-        return np.zeros(target, np.uint8)
-    if same and (full or shapes.ndim == 2):
-        layer = shapes
-    else:  # another grid, or nD shapes on a 2D mask: redraw the (Y, X) outlines on the image's grid
-        data = [((np.asarray(v, float)[:, -n:] * s_sh + t_sh) - t_im) / s_im for v in shapes.data]
-        layer = Shapes(data, shape_type=list(shapes.shape_type), ndim=n)
-    return (np.asarray(layer.to_labels(labels_shape=target)) > 0).astype(np.uint8)
 
 
 def _check_fits_in_memory(data: Any, k: int, channels: int = 1) -> None:

@@ -436,6 +436,10 @@ def test_inpaint_with_shapes_rectangle_and_nodata(viewer, widget, qtbot) -> None
     shapes = viewer.add_shapes([np.array([[5, 6], [15, 20]])], shape_type="rectangle", name="roi")
     widget.add_model("fill", FillHalf())
     widget.set_options(mask=shapes, nodata=-1)
+    from napari_attnrestore.gui.shapes_mask import ShapesMask
+
+    # pressing Run only copies the outlines: a gigapixel mask drawn there froze the viewer
+    assert isinstance(widget._request()[2]["mask"], ShapesMask)
     run(qtbot, widget)
     out = viewer.layers["img (inpainted)"].data
     hole = shapes.to_labels(labels_shape=img.shape) > 0
