@@ -361,6 +361,10 @@ class RestoreWidget(Container):
             return
         try:
             layer, data, kwargs, spec = self._request()
+            dims = self._viewer.dims
+            if tuple(dims.order[-2:]) != (dims.ndim - 2, dims.ndim - 1):
+                raise ValueError("Preview restores a (Y, X) plane, and the viewer shows other axes (dims order "
+                                 f"{tuple(dims.order)}); roll the dims back with the transpose button, or use Run")
             kwargs["chunks"] = None
             box = np.asarray(layer.corner_pixels, dtype=float)
             if layer.multiscale:

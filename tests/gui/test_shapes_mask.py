@@ -7,9 +7,9 @@ import pytest
 
 pytest.importorskip("napari")
 
-from napari.layers import Image, Shapes  # noqa: E402
+from napari.layers import Image, Shapes
 
-from napari_attnrestore.gui.shapes_mask import ShapesMask  # noqa: E402
+from napari_attnrestore.gui.shapes_mask import ShapesMask
 
 
 def _shapes(**kw) -> Shapes:
