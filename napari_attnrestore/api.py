@@ -21,7 +21,7 @@ from .engine.plan import AUTO
 from .io.ome_zarr import ngff_order, omero_in_dtype
 from .models import build_model, list_architectures
 from .tasks import get_task
-from .training.checkpoint import CheckpointError, load_checkpoint, load_state
+from .training.checkpoint import CheckpointError, load_checkpoint, load_state, load_training_state_model
 from .training.session import save_model, train
 from .zoo import list_models, resolve_weight
 
@@ -33,12 +33,14 @@ __all__ = ["as_source", "build_model", "list_architectures", "list_models", "loa
 def load_model(name_or_path: str | os.PathLike = "default:denoise", task: str | None = None, scale: int | None = None) -> nn.Module:
     """Load trained weights: ``default:<task>``, a shipped weight's name, or a file.
 
-    Files: a project checkpoint (``.safetensors`` with its ``.json`` card), or a
+    Files: a project checkpoint (``.safetensors`` with its ``.json`` card; the card's path
+    loads the weights next to it), a training state of :func:`train` (its EMA weights), or a
     third-party checkpoint (HAT, GRL, SwinIR, ... ``.pth``/``.safetensors``) read
     safely and recognised by spandrel.  Pickled code is never executed.
     """
     s = str(name_or_path)
-    shipped = resolve_weight(s, task, scale) if os.path.sep not in s and not s.endswith((".pth", ".pt", ".safetensors", ".ckpt")) else None
+    files = (".pth", ".pt", ".safetensors", ".ckpt", ".json")
+    shipped = resolve_weight(s, task, scale) if os.path.sep not in s and not s.endswith(files) else None
     if shipped is not None:
         return load_checkpoint(shipped, task=get_task(task).name if task else None, scale=scale)
     p = Path(s)
@@ -47,8 +49,17 @@ def load_model(name_or_path: str | os.PathLike = "default:denoise", task: str | 
             known = ", ".join(m["name"] for m in list_models()) or "none"
             raise ValueError(f"unknown model {s!r}; shipped models: {known}; or give a checkpoint file")
         raise CheckpointError(f"{p}: checkpoint not found")
+    if p.suffix == ".json":  # a model card: the weights it describes lie next to it
+        weights = p.with_suffix(".safetensors")
+        if not weights.exists():
+            raise CheckpointError(f"{p}: a model card, not weights; its weights {weights.name} are not next to it")
+        p = weights
     if p.with_suffix(".json").exists() and p.suffix == ".safetensors":
         return load_checkpoint(p, task=get_task(task).name if task else None, scale=scale)
+    if p.suffix in (".pt", ".pth", ".ckpt") and p.is_file():  # a training state of ar.train: its EMA weights
+        state_model = load_training_state_model(p, task=get_task(task).name if task else None, scale=scale)
+        if state_model is not None:
+            return state_model
     return load_third_party(p, scale=scale)
 
 

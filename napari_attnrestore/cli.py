@@ -7,6 +7,7 @@ import contextlib
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +169,13 @@ def cmd_models(a: argparse.Namespace) -> int:
 
 def cmd_train(a: argparse.Namespace) -> int:
     import napari_attnrestore as ar
+    from napari_attnrestore.training.checkpoint import check_output
 
+    if not a.images:  # argparse's nargs="+" would say "required: images" when --clean took them all
+        if len(a.clean) >= 2:
+            raise UserError(f"no training images: --clean took all of {' '.join(a.clean)}; put the images before "
+                            "--clean (train NOISY... --clean CLEAN...) or give --clean once per file")
+        raise UserError("give at least one training image")
     if a.self_supervised and a.clean:
         raise UserError("--self-supervised trains without clean images; drop --clean, or drop --self-supervised to train paired")
     if a.mode and ((a.self_supervised and a.mode != "self-supervised") or (a.clean and a.mode != "paired")):
@@ -178,14 +185,19 @@ def cmd_train(a: argparse.Namespace) -> int:
     out = Path(a.out)
     if out.suffix != ".safetensors":
         raise UserError(f"{out}: the checkpoint name must end with .safetensors")
+    # where the results go is checked before training, not after it (a run lost to a typo)
+    check_output(out, "checkpoint")
+    check_output(out.with_suffix(".json"), "model card")
     for path in (out, out.with_suffix(".json")):  # the weights and their card
         if path.exists() and not a.overwrite:
             raise UserError(f"{path}: exists; pass --overwrite to replace it")
+    if a.state:
+        check_output(a.state, "training state")
     events = ar.train(
         [str(p) for p in a.images], task=a.task, arch=a.arch, model=a.start, clean=[str(p) for p in a.clean] or None,
         mode=mode, scale=a.scale, steps=a.steps, batch=a.batch, patch=a.patch, lr=a.lr, device=a.device,
         state_path=a.state, log_every=1, nodata=a.nodata, method=a.method, compile=a.compile, cfa=a.cfa,
-        precision=a.precision,
+        precision=a.precision, seed=a.seed,
     )
     from tqdm.auto import tqdm
 
@@ -198,7 +210,8 @@ def cmd_train(a: argparse.Namespace) -> int:
             if ev.done:
                 model = ev.model
     assert model is not None
-    ar.save_model(model, out, task=a.task, card={"name": out.stem, "training_images": [str(p) for p in a.images]})
+    images = [os.path.abspath(p) for p in a.images]
+    ar.save_model(model, out, task=a.task, card={"name": out.stem, "training_images": images})
     if not a.quiet:
         print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
     return 0
@@ -286,14 +299,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-q", "--quiet", action="store_true")
     r.set_defaults(func=cmd_restore)
 
-    t = sub.add_parser("train", help="train or fine-tune on your own images (self-supervised on noisy data)")
-    t.add_argument("images", nargs="+", help="training images (.tif/.zarr/.png); every 2D plane is used "
-                                             "(demosaic: colour pictures, mosaicked to make the inputs)")
+    t = sub.add_parser("train", help="train or fine-tune on your own images (self-supervised on noisy data)",
+                       description="Train or fine-tune a model on your own images; writes a .safetensors checkpoint "
+                                   "and its .json model card.  Paired training: attnrestore train NOISY... --clean "
+                                   "CLEAN... --out m.safetensors (the images first, then their clean counterparts "
+                                   "in the same order).")
+    t.add_argument("images", nargs="*", metavar="IMAGE",
+                   help="training images (.tif/.tiff, .png, .jpg, .zarr/.ome.zarr; at least one, before --clean); "
+                        "every 2D plane is used (demosaic: colour pictures, mosaicked to make the inputs)")
     t.add_argument("--out", required=True, help="checkpoint to write (.safetensors, with a .json card)")
     t.add_argument("--task", default="denoise", choices=["denoise", "sr", "demosaic", "inpaint"])
     t.add_argument("--cfa", default=None, choices=["RGGB", "BGGR", "GRBG", "GBRG"],
                    help="demosaic: train on your camera's Bayer pattern only (default: all four)")
-    t.add_argument("--scale", type=int, choices=[2, 4], default=None)
+    t.add_argument("--scale", type=int, choices=[2, 4], default=None,
+                   help="sr: the upscaling factor to train (default: that of the --from model, else 2)")
     t.add_argument("--self-supervised", action="store_true",
                    help="train on the degraded images only: denoising by --method, or inpainting known pixels hidden by masks")
     t.add_argument("--method", default=None, choices=["neighbor2neighbor", "blind-spot", "sure"],
@@ -301,19 +320,29 @@ def build_parser() -> argparse.ArgumentParser:
                         "or Stein's unbiased risk estimate (Gaussian noise; its level is estimated from each patch)")
     t.add_argument("--nodata", type=float, default=None,
                    help="value marking the images' gaps (NaN always does): left out of the scaling; inpaint learns around them")
-    t.add_argument("--clean", nargs="*", default=[], help="clean counterparts of the images (supervised)")
-    t.add_argument("--mode", default=None, choices=["self-supervised", "paired", "synthetic"])
+    t.add_argument("--clean", nargs="+", action="extend", default=[], metavar="CLEAN",
+                   help="clean counterparts of the images, in their order (paired, supervised training); after "
+                        "the images, or once per file (--clean a.tif --clean b.tif)")
+    t.add_argument("--mode", default=None, choices=["self-supervised", "paired", "synthetic"],
+                   help="self-supervised: from the degraded images alone (default for denoise and inpaint); paired: "
+                        "with --clean (default when given); synthetic: the images are clean and the task's "
+                        "degradation makes the inputs (default for sr and demosaic)")
     t.add_argument("--arch", default=None, help="architecture of a new model (default hat)")
     t.add_argument("--from", dest="start", default=None, help="fine-tune these weights (e.g. default:denoise)")
-    t.add_argument("--steps", type=int, default=500)
-    t.add_argument("--batch", type=int, default=8)
-    t.add_argument("--patch", type=int, default=64)
-    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--steps", type=int, default=500, help="optimizer steps to train (default 500)")
+    t.add_argument("--batch", type=int, default=8, help="patches per step (default 8)")
+    t.add_argument("--patch", type=int, default=64,
+                   help="side of the square training patches in pixels (default 64); images smaller than it are left out")
+    t.add_argument("--lr", type=float, default=5e-4,
+                   help="peak learning rate (default 5e-4; warmup, then a cosine decay to 1/100 of it)")
+    t.add_argument("--seed", type=int, default=0,
+                   help="random seed (default 0): the same command and seed train the same weights")
     t.add_argument("--device", default="auto")
     t.add_argument("--compile", action="store_true", help="train through torch.compile (falls back with a warning)")
     t.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="bf16: mixed precision (bfloat16 autocast, float32 weights); faster on GPUs and CPUs with bf16")
-    t.add_argument("--state", default=None, help="training state file: saved as it goes, resumed if it exists")
+    t.add_argument("--state", default=None, help="training state file: saved as it goes, resumed if it exists "
+                                                 "(restore --weights and train --from take its weights so far)")
     t.add_argument("--overwrite", action="store_true")
     t.add_argument("-q", "--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
@@ -365,10 +394,30 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (UserError, ValueError, TypeError, OSError, FloatingPointError)
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """``warnings.showwarning`` for the command line: ``attnrestore: warning: <message>``, one line,
+    without the source line (above a progress bar, not through it)."""
+    text = str(message).splitlines()[0] if str(message) else category.__name__
+    try:
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"attnrestore: warning: {text}", file=sys.stderr)
+    except ImportError:
+        print(f"attnrestore: warning: {text}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for bad input, with a one-line message)."""
     parser = build_parser()
     a = parser.parse_args(argv)
+    with warnings.catch_warnings():  # the caller's own display comes back afterwards
+        warnings.showwarning = _show_warning
+        return _run(a)
+
+
+def _run(a: argparse.Namespace) -> int:
+    """Run the parsed command; interrupts and user errors become a line and an exit status."""
     try:
         return int(a.func(a) or 0)
     except KeyboardInterrupt:

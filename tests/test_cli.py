@@ -273,3 +273,96 @@ def test_a_miniswhite_tiff_keeps_its_photometric(tmp_path, tiny_checkpoint):
                  "-q"]) == 0
     with tifffile.TiffFile(tmp_path / "out.tif") as tif:
         assert tif.pages[0].photometric == 0  # MINISWHITE
+
+
+# ---------------------------------------------------------------- train
+
+
+def _train_image(tmp_path, name="noisy.tif"):
+    img = (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / name, img)
+    return str(tmp_path / name)
+
+
+def _no_training(monkeypatch):
+    import napari_attnrestore as ar
+
+    monkeypatch.setattr(ar, "train", lambda *a, **k: pytest.fail("trained before the output was checked"))
+
+
+def test_train_checks_where_it_writes_before_training(tmp_path, capsys, monkeypatch):
+    """A file in the way of --out's folder, or --out a folder, failed only after all the steps."""
+    _no_training(monkeypatch)
+    img = _train_image(tmp_path)
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "dirout.safetensors").mkdir()
+    cases = [
+        (["--out", str(tmp_path / "notes.txt" / "x.safetensors")], "notes.txt is a file, not a folder"),
+        (["--out", str(tmp_path / "dirout.safetensors"), "--overwrite"], "dirout.safetensors: is a folder"),
+        (["--out", str(tmp_path / "m.safetensors"), "--state", str(tmp_path / "notes.txt" / "s.pt")],
+         "cannot write the training state there"),
+    ]
+    for extra, says in cases:
+        assert main(["train", img, "--steps", "30", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("attnrestore: error: ") and says in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "dirout.safetensors.tmp").exists()
+
+
+def test_train_clean_images_given_first_are_one_clear_line(tmp_path, capsys):
+    img, clean = _train_image(tmp_path), _train_image(tmp_path, "clean.tif")
+    assert main(["train", "--clean", clean, img, "--out", str(tmp_path / "q.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "put the images before --clean" in err and "required: images" not in err and len(err.splitlines()) == 1
+    with pytest.raises(SystemExit) as bare:  # a bare --clean trained self-supervised, silently
+        main(["train", img, "--out", str(tmp_path / "q.safetensors"), "--clean"])
+    assert bare.value.code == 2 and "--clean: expected at least one argument" in capsys.readouterr().err
+
+
+def test_train_clean_once_per_file(tmp_path, monkeypatch):
+    import napari_attnrestore as ar
+
+    seen = {}
+
+    def fake_train(images, clean=None, **kw):
+        seen.update(images=images, clean=clean)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ar, "train", fake_train)
+    a, b = _train_image(tmp_path, "a.tif"), _train_image(tmp_path, "b.tif")
+    ca, cb = _train_image(tmp_path, "ca.tif"), _train_image(tmp_path, "cb.tif")
+    assert main(["train", a, b, "--clean", ca, "--clean", cb, "--out", str(tmp_path / "q.safetensors"), "-q"]) == 130
+    assert seen == {"images": [a, b], "clean": [ca, cb]}
+
+
+def test_train_warnings_are_one_line_without_source(tmp_path, capsys):
+    img = _train_image(tmp_path)
+    small = _train_image(tmp_path, "small.tif")
+    tifffile.imwrite(small, np.zeros((20, 20), np.uint8))
+    assert main(["train", img, small, "--out", str(tmp_path / "q.safetensors"), "--steps", "1", "--batch", "1",
+                 "--patch", "32", "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "attnrestore: warning: 1 of 2 training planes are smaller than the 32x32 patch" in err
+    assert "UserWarning" not in err and ".py:" not in err
+
+
+def test_train_card_records_absolute_images_batch_and_seed(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    _train_image(tmp_path)
+    assert main(["train", "noisy.tif", "--out", "q.safetensors", "--steps", "1", "--batch", "2", "--patch", "32",
+                 "--seed", "5", "--nodata", "nan", "-q"]) == 0
+    card = json.loads((tmp_path / "q.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the card"))
+    assert card["training_images"] == [str(tmp_path / "noisy.tif")]
+    assert card["training"]["batch"] == 2 and card["training"]["seed"] == 5 and card["training"]["nodata"] == "nan"
+
+
+def test_train_help_explains_its_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for option in ("--mode", "--scale", "--steps", "--batch", "--patch", "--lr"):
+        assert f"{option} " in out
+        assert len(out.split(option, 2)[-1].split("--", 1)[0].split()) > 3, f"{option} has no help text"
+    assert ".jpg" in out and "--clean a.tif --clean b.tif" in out

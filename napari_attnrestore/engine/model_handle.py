@@ -42,6 +42,7 @@ class ModelInfo:
     halo: int
     half_safe: bool
     name: str
+    task: str | None = None  # the task it was trained for, from its model card (None: not known)
 
 
 _CACHE: dict[str, tuple[nn.Module, threading.Lock, torch.device, torch.dtype]] = {}
@@ -92,6 +93,7 @@ def describe(module: nn.Module, name: str | None = None) -> ModelInfo:
         halo=int(getattr(module, "halo", 16) or 0),
         half_safe=bool(getattr(module, "half_safe", False)),
         name=name or getattr(module, "arch", type(module).__name__),
+        task=(getattr(module, "card", None) or {}).get("task"),
     )
 
 

@@ -159,8 +159,17 @@ def tile_overlap(overlap: int, tile: int, multiple: int) -> int:
     return min(overlap, tile // 2 // multiple * multiple)
 
 
-def choose_mode(rgb: bool, info: ModelInfo, nchan: int, aux: int = 0) -> str:
-    """How the image's channels meet the network's input channels (besides ``aux`` task channels)."""
+#: What a task's extra input channels hold, and what its models are called, for messages.
+_AUX_WHAT = {"inpaint": "the mask of the pixels to fill", "demosaic": "the mosaic's colour masks"}
+_MODEL_OF = {"denoise": "a denoising", "sr": "a super-resolution", "demosaic": "a demosaicing",
+             "inpaint": "an inpainting"}
+
+
+def choose_mode(rgb: bool, info: ModelInfo, nchan: int, aux: int = 0, task: str | None = None,
+                model_task: str | None = None) -> str:
+    """How the image's channels meet the network's input channels (besides ``aux`` channels
+    that ``task`` adds).  ``model_task``: the task the model was trained for (its card), when
+    known: a model that cannot take the input is then named as one for another task."""
     image_channels = info.in_channels - aux
     if rgb and image_channels == nchan:
         return "rgb"
@@ -168,9 +177,17 @@ def choose_mode(rgb: bool, info: ModelInfo, nchan: int, aux: int = 0) -> str:
         raise ValueError("RGBA input with an RGB model: drop the alpha channel first")
     if image_channels == 1:
         return "rgb-planes" if rgb else "plane"
-    what = f"RGB(A) image with {nchan} channels" if rgb else "single-channel planes"
-    extra = f" ({aux} of them for the task)" if aux else ""
-    raise ValueError(f"model {info.name!r} expects {info.in_channels} input channels{extra}; the input is {what}")
+    if task and model_task and model_task != task:  # the path-based route's words (load_checkpoint)
+        raise ValueError(f"model {info.name!r} is for task {model_task!r}, not {task!r}; this is "
+                         f"{_MODEL_OF.get(model_task, 'a ' + model_task)} model, and task {task!r} needs "
+                         f"{_MODEL_OF.get(task, 'a ' + task)} model")
+    plural = "s" if info.in_channels != 1 else ""
+    what = f"the RGB(A) image's {nchan} (or 1, plane by plane)" if rgb else "the image's 1 (single-channel planes)"
+    need = f"{nchan + aux} or {1 + aux}" if rgb else f"{1 + aux}"
+    adds = f" plus {aux} for {_AUX_WHAT.get(task or '', 'the task')}" if aux else ""
+    hint = f"; use {_MODEL_OF.get(task, 'a ' + task)} model" if task and aux and image_channels < 1 else ""
+    raise ValueError(f"model {info.name!r} expects {info.in_channels} input channel{plural}; "
+                     f"{f'task {task!r}' if task else 'the input'} feeds {need}: {what}{adds}{hint}")
 
 
 def _spread_order(ny: int, nx: int) -> list[tuple[int, int]]:
@@ -319,7 +336,7 @@ def make_plan(
         if not ok:
             raise ValueError(f"mask shape {tuple(mask_shape)} does not match the image (Y, X) = ({h}, {w})"
                              + (f" or its planes {tuple(shape[: nlead + 2])}" if nlead else ""))
-    mode = choose_mode(is_rgb, info, nchan, aux)
+    mode = choose_mode(is_rgb, info, nchan, aux, task=task, model_task=info.task)
     m = max(1, info.multiple_of)
 
     # chunks: the source's own chunking when it is reasonable, else DEFAULT_CHUNK

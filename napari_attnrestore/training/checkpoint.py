@@ -6,7 +6,9 @@ Loading never unpickles code: safetensors holds tensors only, and ``.pth``/``.pt
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import pickle
 import warnings
@@ -43,6 +45,35 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
     return p if p.suffix == ".safetensors" else p.with_name(p.name + ".safetensors")
 
 
+def check_output(path: str | os.PathLike, what: str = "output") -> Path:
+    """Raise ValueError naming ``path`` when a file cannot be written there: it is a folder,
+    a part of its folder is a file, or its folder is not writable.  Run before long work
+    (training), so that a run is not lost to a wrong name at its end.  Returns ``path``."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{p}: is a folder; give the {what} a file name")
+    folder = p.parent
+    while not folder.exists() and folder != folder.parent:  # created when written
+        folder = folder.parent
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{p}: cannot write the {what} there: {folder} is a file, not a folder")
+    if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{p}: cannot write the {what} there: folder {folder} is not writable")
+    return p
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinite floats as the strings ``"nan"``, ``"inf"``, ``"-inf"``
+    (JSON has no such numbers; :func:`read_card` reads a card's ``nodata`` back as a float)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def save_checkpoint(
     model: nn.Module,
     path: str | os.PathLike,
@@ -56,7 +87,8 @@ def save_checkpoint(
     """
     from safetensors.torch import save
 
-    path = checkpoint_path(path)
+    path = check_output(checkpoint_path(path), "checkpoint")
+    check_output(path.with_suffix(".json"), "model card")
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {}
     for k, v in model.state_dict().items():
@@ -64,10 +96,14 @@ def save_checkpoint(
         state[k] = v.half() if (half and v.is_floating_point()) else v
     meta = {**model_config(model), "task": task, "format_version": FORMAT_VERSION, **(card or {})}
     tmp = path.with_suffix(".safetensors.tmp")
-    # written by Python, as the card is (safetensors' own file writer makes it 0600)
-    tmp.write_bytes(save(state, metadata={"attnrestore": json.dumps({k: meta[k] for k in ("arch", "task", "scale")})}))
-    os.replace(tmp, path)
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    try:  # written by Python, as the card is (safetensors' own file writer makes it 0600)
+        tmp.write_bytes(save(state, metadata={"attnrestore": json.dumps({k: meta[k] for k in ("arch", "task", "scale")})}))
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a folder in the way, Ctrl-C: no half-written file left behind
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    path.with_suffix(".json").write_text(json.dumps(json_safe(meta), indent=2, default=str, allow_nan=False) + "\n")
     return path
 
 
@@ -83,6 +119,10 @@ def read_card(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{card_path}: model card is not valid JSON ({e})") from None
     if not isinstance(card, dict):
         raise CheckpointError(f"{card_path}: model card is not a JSON object (got {type(card).__name__})")
+    training = card.get("training")
+    if isinstance(training, dict) and isinstance(training.get("nodata"), str):  # "nan", "inf": see json_safe
+        with contextlib.suppress(ValueError):
+            training["nodata"] = float(training["nodata"])
     return card
 
 
@@ -120,10 +160,44 @@ def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def load_checkpoint(path: str | os.PathLike, task: str | None = None, scale: int | None = None) -> nn.Module:
     """Rebuild a model from a project checkpoint, checking it fits ``task``/``scale``."""
-    from ..models import build_model
-
     p = Path(path)
     card = read_card(p)
+    return _rebuilt(p, card, lambda: load_state(p), task, scale)
+
+
+#: Keys every training state saved by :func:`~napari_attnrestore.training.loop.fit` holds.
+TRAINING_STATE_KEYS = frozenset({"model", "ema", "opt", "gen", "step"})
+
+
+def is_training_state(obj: Any) -> bool:
+    """Whether ``obj`` (read by :func:`load_state`) is a training state of this program."""
+    return isinstance(obj, dict) and TRAINING_STATE_KEYS <= set(obj)
+
+
+def load_training_state_model(path: str | os.PathLike, task: str | None = None,
+                              scale: int | None = None) -> nn.Module | None:
+    """The EMA weights of a training state (``attnrestore train --state``, ``ar.train(state_path=)``)
+    as a model, its card the one the finished training would write; None when ``path`` is no
+    training state.  Read with ``weights_only=True`` (no pickled code runs).  A state that
+    does not say which network it trains (an older one, or one of a foreign module) is refused."""
+    p = Path(path)
+    obj = load_state(p)
+    if not is_training_state(obj):
+        return None
+    network = obj.get("network")
+    if not isinstance(network, dict) or not network.get("arch") or not network.get("task"):
+        raise CheckpointError(f"{p} is a training state of attnrestore train; rerun the same train command to "
+                              "write a .safetensors")
+    card = {**network, "name": p.stem}
+    card["training"] = {**(card.get("training") or {}), "steps": int(obj["step"]), "state": str(p)}
+    return _rebuilt(p, card, lambda: obj["ema"], task, scale)
+
+
+def _rebuilt(p: Path, card: dict[str, Any], weights: Any, task: str | None, scale: int | None) -> nn.Module:
+    """The network ``card`` describes, with the tensors ``weights()`` gives, checked to fit
+    ``task``/``scale``; errors name ``p``."""
+    from ..models import build_model
+
     if task is not None and card.get("task") != task:
         raise CheckpointError(f"{p}: checkpoint is for task {card.get('task')!r}, not {task!r}")
     if scale is not None and int(card.get("scale", 1)) != int(scale):
@@ -135,7 +209,7 @@ def load_checkpoint(path: str | os.PathLike, task: str | None = None, scale: int
         )
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{p}: model card does not describe a known model ({e})") from None
-    state = load_state(p)
+    state = weights()
     damaged = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if damaged:  # a damaged file (or a diverged training) would restore every image to NaN
         raise CheckpointError(f"{p}: weights hold NaN or infinite values ({len(damaged)} tensors, e.g. {damaged[0]}); "

@@ -93,6 +93,19 @@ def patch_pixels(images: Sequence, patch: int) -> np.ndarray:
                     dtype=np.float64)
 
 
+def image_name(image, index: int) -> str:
+    """What messages call a training image: its file (a :class:`NormalizedPlane` of one), else its place."""
+    origin = image.origin if isinstance(image, NormalizedPlane) else None
+    return origin or f"image {index + 1}"
+
+
+def _sizes(named: Sequence[tuple[str, Sequence[int]]], most: int = 4) -> str:
+    """``a.tif (20, 20), image 2 (30, 16), ...``: distinct (name, size) pairs, the first ``most`` of them."""
+    seen = list(dict.fromkeys((n, tuple(int(v) for v in size)) for n, size in named))
+    text = ", ".join(f"{n} {size}" for n, size in seen[:most])
+    return text + (f" and {len(seen) - most} more" if len(seen) > most else "")
+
+
 class PatchSampler:
     """Random square patches with flips and 90-degree rotations from a set of images.
 
@@ -117,13 +130,13 @@ class PatchSampler:
         pixels = patch_pixels(images, patch)
         keep = np.flatnonzero(pixels)
         self.images = [images[i] for i in keep]
+        small = _sizes([(image_name(images[i], i), images[i].shape[-2:]) for i in range(len(images)) if not pixels[i]])
         if not self.images:
-            raise ValueError(f"no training image is at least {patch}x{patch} pixels")
+            raise ValueError(f"no training image is at least {patch}x{patch} pixels ({small}); a smaller patch fits them")
         if len(keep) < len(images):
-            small = sorted({tuple(images[i].shape[-2:]) for i in range(len(images)) if not pixels[i]})
             warnings.warn(f"{len(images) - len(keep)} of {len(images)} training planes are smaller than the "
-                          f"{patch}x{patch} patch and left out (sizes {', '.join(map(str, small[:4]))}); "
-                          "a smaller patch keeps them", UserWarning, stacklevel=2)
+                          f"{patch}x{patch} patch and left out ({small}); a smaller patch keeps them",
+                          UserWarning, stacklevel=2)
         self.patch = patch
         self.rng = np.random.default_rng(seed)
         w = pixels[keep] if weights is None else np.asarray([weights[i] for i in keep], dtype=np.float64)
@@ -164,15 +177,16 @@ class NormalizedPlane:
     on a subsample, ``nodata`` pixels excluded), so a model trained here sees what inference
     will feed it: ``stats`` gives the (lo, hi) of the whole image (:func:`planes_of`), else
     they are the plane's own.  Non-finite and ``nodata`` pixels read as 0, or as NaN with
-    ``keep_gaps`` (inpainting needs to know the image's own holes).
+    ``keep_gaps`` (inpainting needs to know the image's own holes).  ``origin`` names the
+    file (or array) the plane comes from, for messages.
     """
 
     def __init__(self, array, index: tuple = (), normalize: str = "auto", nodata: float | None = None,
                  keep_gaps: bool = False, channels: int | None = None,
-                 stats: tuple[float, float] | None = None) -> None:
+                 stats: tuple[float, float] | None = None, origin: str | None = None) -> None:
         from ..engine.normalize import compute_stats, needs_float64
 
-        self.array, self.index = array, tuple(index)
+        self.array, self.index, self.origin = array, tuple(index), origin
         # scaled as the engine scales: in float64 for values float32 cannot hold exactly
         self._work = np.float64 if needs_float64(np.dtype(array.dtype)) else np.float32
         self.nodata, self.keep_gaps = nodata, keep_gaps
@@ -189,45 +203,70 @@ class NormalizedPlane:
         if nodata is not None:
             sample[sample == nodata] = np.nan
         if not np.isfinite(sample).any():
-            raise ValueError("a training image has no finite pixels")
+            raise ValueError(no_finite_pixels(origin, nodata))
         lo, hi = compute_stats(sample, np.dtype(array.dtype), mode=normalize)
         self.lo, self.hi = lo[0], hi[0]
 
     def __getitem__(self, key) -> np.ndarray:
         raw = np.asarray(self.array[(*self.index, *self._chan, *key[-2:])])
-        out = ((raw.astype(self._work) - self.lo) / (self.hi - self.lo)).astype(np.float32)
+        # values far outside the scaling (beyond float32 once scaled) read as gaps, below: no warning
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = ((raw.astype(self._work) - self.lo) / (self.hi - self.lo)).astype(np.float32)
         # nodata compared in the image's own values, not after rounding
         gaps = ~np.isfinite(out) if self.nodata is None else (~np.isfinite(out)) | (raw == self.nodata)
         return np.where(gaps, np.float32(np.nan if self.keep_gaps else 0.0), out)
 
 
+def no_finite_pixels(origin: str | None, nodata: float | None = None) -> str:
+    """The message for a training image without a pixel to learn from."""
+    what = "NaN or infinite" + (f" or nodata ({nodata:g})" if nodata is not None else "")
+    return f"{origin + ': ' if origin else ''}a training image has no finite pixels (all {what})"
+
+
+def _stats(origin: str | None, nodata: float | None, *args, **kwargs) -> tuple:
+    """:func:`~napari_attnrestore.engine.plan.image_stats`, its errors naming ``origin``."""
+    from ..engine.plan import image_stats
+
+    try:
+        return image_stats(*args, nodata=nodata, require_finite=True, **kwargs)
+    except ValueError as e:
+        if "no finite pixels" in str(e):
+            raise ValueError(no_finite_pixels(origin, nodata)) from None
+        if origin:
+            raise ValueError(f"{origin}: {e}") from None
+        raise
+
+
 def planes_of(array, rgb: bool | None = None, normalize: str = "auto", channel_axis: int | None = None,
-              **plane_kw) -> list[NormalizedPlane]:
+              alpha: bool = False, **plane_kw) -> list[NormalizedPlane]:
     """Every 2D plane of an image (leading axes and RGB channels split), normalized lazily.
 
     The scaling is the engine's for the whole image (:func:`~napari_attnrestore.engine.plan.image_stats`):
     one (lo, hi) shared by all planes, one per colour for RGB, one per channel along
-    ``channel_axis`` (a file's C axis, leading or last).  ``plane_kw`` go to
-    :class:`NormalizedPlane` (``nodata``, ``keep_gaps``).
+    ``channel_axis`` (a file's C axis, leading or last).  An alpha channel is no image to
+    learn: RGBA's 4th, and with ``alpha`` (a gray + alpha picture, as a PNG's 2 channels are)
+    the 2nd of a channel axis of 2 after Y, X (else two bands, as a TIFF's).  ``plane_kw``
+    go to :class:`NormalizedPlane` (``nodata``, ``keep_gaps``, ``origin``).
     """
-    from ..engine.plan import image_stats
-
     shape = tuple(array.shape)
+    origin, nodata = plane_kw.get("origin"), plane_kw.get("nodata")
     if len(shape) < 2:
-        raise ValueError(f"a training image needs at least 2 dimensions; got shape {shape}")
+        raise ValueError(f"{origin + ': ' if origin else ''}a training image needs at least 2 dimensions; got shape {shape}")
     is_rgb = (len(shape) >= 3 and shape[-1] in (3, 4)) if rgb is None else rgb
     if channel_axis is not None and not is_rgb:  # channels scaled one by one, as restoring does
         c = channel_axis % len(shape)
+        gray_alpha = False
         if c >= len(shape) - 2:  # after Y, X (gray + alpha, bands of a GeoTIFF): before them
+            gray_alpha = shape[c] == 2 and alpha
             array, c = _MovedAxis(array, c), len(shape) - 3
             shape = tuple(array.shape)
-        lo, hi = image_stats(shape, np.dtype(array.dtype), lambda key: np.asarray(array[key]), len(shape) - 2, False,
-                             channel_axis=c, normalize=normalize, nodata=plane_kw.get("nodata"), require_finite=True)
+        lo, hi = _stats(origin, nodata, shape, np.dtype(array.dtype), lambda key: np.asarray(array[key]),
+                        len(shape) - 2, False, channel_axis=c, normalize=normalize)
         return [NormalizedPlane(array, idx, normalize, stats=(lo[idx[c]], hi[idx[c]]), **plane_kw)
-                for idx in np.ndindex(*shape[:-2])]
+                for idx in np.ndindex(*shape[:-2]) if not (gray_alpha and idx[c] == 1)]
     nlead = len(shape) - 2 - int(is_rgb)
-    lo, hi = image_stats(shape, np.dtype(array.dtype), lambda key: np.asarray(array[key]), nlead, is_rgb,
-                         normalize=normalize, nodata=plane_kw.get("nodata"), require_finite=True)
+    lo, hi = _stats(origin, nodata, shape, np.dtype(array.dtype), lambda key: np.asarray(array[key]), nlead, is_rgb,
+                    normalize=normalize)
     if is_rgb:
         array = _MovedAxis(array)
         shape = tuple(array.shape)
@@ -239,21 +278,23 @@ def planes_of(array, rgb: bool | None = None, normalize: str = "auto", channel_a
             if not (is_rgb and idx[-1] == 3)]  # an RGBA picture's alpha is no image to learn
 
 
-def colour_pictures_of(array, normalize: str = "auto", channel_axis: int | None = None) -> list[NormalizedPlane]:
+def colour_pictures_of(array, normalize: str = "auto", channel_axis: int | None = None,
+                       origin: str | None = None) -> list[NormalizedPlane]:
     """Every RGB picture of an image as channels-first ``(3, H, W)``, read lazily.
 
     The colour axis is the last (``(..., Y, X, 3|4)``) or ``channel_axis`` (an OME image's C
     axis, e.g. ``(C, Y, X)``).  The three channels share one scale (the engine scales a mosaic
     as a single plane, so the colour balance must survive); an alpha channel is dropped.
+    ``origin`` names the file (or array), for messages.
     """
     shape = tuple(array.shape)
     axis = -1 if channel_axis is None else channel_axis
     if len(shape) < 3 or shape[axis] not in (3, 4):
         where = "last axis" if channel_axis is None else f"axis {channel_axis}"
-        raise ValueError(f"demosaicing trains on colour pictures (3 channels on the {where}, e.g. (..., Y, X, 3)); "
-                         f"got shape {shape}")
+        raise ValueError(f"{origin + ': ' if origin else ''}demosaicing trains on colour pictures (3 channels on "
+                         f"the {where}, e.g. (..., Y, X, 3)); got shape {shape}")
     moved = _MovedAxis(array, axis)
-    return [NormalizedPlane(moved, idx, normalize, channels=3) for idx in np.ndindex(*moved.shape[:-3])]
+    return [NormalizedPlane(moved, idx, normalize, channels=3, origin=origin) for idx in np.ndindex(*moved.shape[:-3])]
 
 
 class _MovedAxis:
@@ -286,9 +327,10 @@ class PairedPatchSampler(PatchSampler):
     """Random patches taken at the same place from aligned (input, target) planes."""
 
     def __init__(self, pairs, patch: int, seed: int = 0) -> None:
-        for a, b in pairs:
+        for i, (a, b) in enumerate(pairs):
             if tuple(a.shape[-2:]) != tuple(b.shape[-2:]):
-                raise ValueError(f"paired images differ in size: {tuple(a.shape)} vs {tuple(b.shape)}")
+                raise ValueError(f"paired images differ in size: {image_name(a, i)} {tuple(a.shape)} vs its clean "
+                                 f"{image_name(b, i)} {tuple(b.shape)}")
         super().__init__([a for a, _ in pairs], patch, seed)
         keep = {id(a) for a in self.images}
         self.targets = [b for a, b in pairs if id(a) in keep]

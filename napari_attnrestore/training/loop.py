@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -220,6 +221,7 @@ def fit(
     device: str | torch.device = "cpu",
     loss_fn: Callable[..., torch.Tensor] | None = None,
     objective: str | None = None,
+    network: dict | None = None,
 ) -> Iterator[TrainEvent]:
     """Train ``model`` and yield a :class:`TrainEvent` every ``cfg.log_every`` steps.
 
@@ -231,8 +233,10 @@ def fit(
     and CUDA ones) is saved every ``cfg.checkpoint_every`` steps and at the end, and
     training resumes from it when the file exists.  ``objective`` (e.g. ``"denoise:
     self-supervised:sure"``) is saved with the state, and a state saved for another objective
-    is refused rather than continued with a different loss.  Closing the generator stops
-    training.
+    is refused rather than continued with a different loss.  ``network`` (the model card of
+    ``model``: arch, config, task, ...) is saved with the state too, so that the state's EMA
+    weights load as a model (:func:`~.checkpoint.load_training_state_model`).  Closing the
+    generator stops training.
     """
     device = torch.device(device)
     if cfg.precision not in PRECISIONS:
@@ -298,9 +302,16 @@ def fit(
                             sampler=sampler_state[0]() if sampler_state else None, loss_gen=loss_gen, device=device)
         st["objective"] = objective
         st["schedule"] = asdict(schedule)
+        if network is not None:
+            st["network"] = network
         tmp = state_path.with_suffix(".tmp")
-        torch.save(st, tmp)
-        tmp.replace(state_path)
+        try:
+            torch.save(st, tmp)
+            tmp.replace(state_path)
+        except BaseException:  # no half-written state left beside the last good one
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
     def step_loss(net: Callable[[torch.Tensor], torch.Tensor], inp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):

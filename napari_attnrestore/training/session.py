@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from .data import PairedPatchSampler, PatchSampler, colour_pictures_of, planes_of
@@ -30,43 +31,56 @@ NORMALIZATION = "each image scaled to about [0, 1] as a whole (dtype range for u
 
 def training_card(task: str, mode: str, steps: int, patch: int, lr: float, precision: str, *,
                   method: str | None = None, cfa: str | None = None, init: str | None = None,
-                  nodata: float | None = None, **extra: Any) -> dict[str, Any]:
+                  nodata: float | None = None, batch: int | None = None, seed: int | None = None,
+                  **extra: Any) -> dict[str, Any]:
     """The card of a model trained by :func:`train` (or stopped early in the Train widget,
-    with ``extra`` saying so): task, training settings, what it started from, scaling."""
+    with ``extra`` saying so): task, training settings, what it started from, scaling.
+    A NaN ``nodata`` is written to the JSON card as ``"nan"`` (read back as NaN)."""
     training: dict[str, Any] = {"mode": mode, "steps": steps, "patch": patch, "lr": lr, "precision": precision, **extra}
-    optional = {"method": method, "cfa": cfa.upper() if cfa else None, "init": init, "nodata": nodata}
+    optional = {"batch": batch, "seed": seed, "method": method, "cfa": cfa.upper() if cfa else None, "init": init,
+                "nodata": nodata}
     training.update({k: v for k, v in optional.items() if v is not None})
     return {"task": task, "training": training, "normalization": NORMALIZATION}
 
 
+def _name(x: Any, index: int, role: str = "training image") -> str:
+    """What messages call an image: its file, else its place in the list."""
+    return str(x) if isinstance(x, (str, os.PathLike)) else f"{role} {index + 1}"
+
+
 def _open(x: Any) -> tuple[Any, dict[str, Any]]:
     """The pixels of an array or a file, and what the file says of them: the nodata value it
-    declares (GeoTIFF), whether it is RGB and its channel axis (``planes_of`` keywords)."""
+    declares (GeoTIFF), whether it is RGB, its channel axis and whether 2 channels after Y, X
+    are gray + alpha (a PNG's are) (``planes_of`` keywords)."""
     if isinstance(x, (str, os.PathLike)):
         from ..io import open_image
 
         img = open_image(x)
-        return img.data, {"nodata": img.meta.get("nodata"), "rgb": img.rgb, "channel_axis": img.channel_axis}
+        return img.data, {"nodata": img.meta.get("nodata"), "rgb": img.rgb, "channel_axis": img.channel_axis,
+                          "alpha": str(x).lower().endswith(".png")}
     return x, {}
 
 
-def _colour_pictures(x: Any) -> list:
+def _colour_pictures(x: Any, index: int) -> list:
     """The RGB pictures of an array (colours on the last axis) or a file (RGB, or an OME C axis of 3)."""
     if isinstance(x, (str, os.PathLike)):
         from ..io import open_image
 
         img = open_image(x)
-        return colour_pictures_of(img.data, channel_axis=None if img.rgb else img.channel_axis)
-    return colour_pictures_of(x)
+        return colour_pictures_of(img.data, channel_axis=None if img.rgb else img.channel_axis, origin=str(x))
+    return colour_pictures_of(x, origin=_name(x, index))
 
 
-def _planes(images: Sequence[Any], nodata: float | None = None, **plane_kw: Any) -> list:
-    """The normalized planes of every image; ``nodata`` (else the one a file declares) marks gaps."""
+def _planes(images: Sequence[Any], nodata: float | None = None, first: int = 0, role: str = "training image",
+            **plane_kw: Any) -> list:
+    """The normalized planes of every image; ``nodata`` (else the one a file declares) marks gaps.
+    Messages name a file, or an array by its place (``first`` + its index in ``images``)."""
     out = []
-    for im in images:
+    for i, im in enumerate(images):
         data, said = _open(im)
         declared = said.pop("nodata", None)
-        out += planes_of(data, nodata=nodata if nodata is not None else declared, **said, **plane_kw)
+        out += planes_of(data, nodata=nodata if nodata is not None else declared, origin=_name(im, first + i, role),
+                         **said, **plane_kw)
     return out
 
 
@@ -111,9 +125,10 @@ def train(
         Clean counterparts of ``images`` (same shapes) for supervised training.
     mode
         ``self-supervised`` (the default for denoising and inpainting without ``clean``:
-        blind-spot training on noisy images, or filling known pixels hidden behind random
-        masks in gapped images), ``paired`` (the default with ``clean``), or ``synthetic``
-        (``images`` are clean; the task's degradation makes the inputs).
+        denoising learns from the noisy images alone, by ``method`` (neighbor2neighbor unless
+        told), inpainting fills known pixels hidden behind random masks in gapped images),
+        ``paired`` (the default with ``clean``), or ``synthetic`` (``images`` are clean; the
+        task's degradation makes the inputs; the default for super-resolution and demosaicing).
     nodata
         This value (as well as NaN) marks the images' gaps: left out of the scaling, and
         inpainting learns around them (not for demosaicing's colour pictures).
@@ -124,7 +139,11 @@ def train(
         estimate of the squared error, for Gaussian noise whose level is estimated from each
         patch).
     state_path
-        Save the training state there and resume from it if it exists.
+        Save the training state there and resume from it if it exists.  ``ar.load_model``
+        loads a state's EMA weights as a model.
+    seed
+        Seeds the network's initial weights, the patches, the degradations and the random
+        choices inside the network (ACLA's), so that the same call gives the same weights.
     cfa
         Demosaicing: mosaic with this Bayer pattern only (your camera's); default: all four.
     compile
@@ -172,6 +191,10 @@ def train(
         raise ValueError(f"method {method!r} is for self-supervised denoising, not {mode} {t.name}")
     if arch is not None and model is not None:
         raise ValueError(f"arch {arch!r} builds a new network; the model given is trained as it is: give one of them")
+    if state_path is not None:  # found now, not when the first state is saved
+        from .checkpoint import check_output
+
+        check_output(state_path, "training state")
     method = method or "neighbor2neighbor"
     if mode == "paired" and t.name == "inpaint":
         raise ValueError("inpainting trains self-supervised on gapped images or synthetic on clean ones, not paired")
@@ -183,6 +206,10 @@ def train(
     if mode == "paired" and len(cleans) != len(imgs):
         raise ValueError(f"paired training needs one clean image per input ({len(imgs)} inputs, {len(cleans)} clean)")
 
+    # the new network's weights and torch's global generator (ACLA's Gumbel key choice draws
+    # from it) start from the seed: the same call trains the same weights (a resumed state
+    # puts its saved generator back)
+    torch.manual_seed(seed)
     if isinstance(model, nn.Module):
         net = model
     elif model is not None:
@@ -199,10 +226,11 @@ def train(
     loss_fn = None
     if mode == "paired":
         pairs = []
-        for a, b in zip(imgs, cleans, strict=True):
-            pa, pb = _planes([a], nodata=nodata), _planes([b], nodata=nodata)
+        for i, (a, b) in enumerate(zip(imgs, cleans, strict=True)):
+            pa, pb = _planes([a], nodata=nodata, first=i), _planes([b], nodata=nodata, first=i, role="clean image")
             if len(pa) != len(pb):
-                raise ValueError("paired images have a different number of planes")
+                raise ValueError(f"paired images have a different number of planes: {_name(a, i)} has {len(pa)}, "
+                                 f"its clean counterpart {_name(b, i, 'clean image')} has {len(pb)}")
             for pin, pout in zip(pa, pb, strict=True):  # the target in the input's units: inference maps the
                 pout.lo, pout.hi = pin.lo, pin.hi  # output back with the input's statistics
             pairs += list(zip(pa, pb, strict=True))
@@ -215,8 +243,8 @@ def train(
         from ..tasks.demosaic import make_training_pair as mosaicked
 
         pictures = []
-        for im in imgs:
-            pictures += _colour_pictures(im)
+        for i, im in enumerate(imgs):
+            pictures += _colour_pictures(im, i)
         sampler = PatchSampler(pictures, patch, seed=seed)
         patterns = [check_pattern(cfa)] if cfa else list(PATTERNS)
 
@@ -253,20 +281,36 @@ def train(
     ss_method = method if mode == "self-supervised" and t.name == "denoise" else None
     objective = t.name if t.name == "inpaint" else f"{t.name}:{mode}"  # inpainting: one objective in both modes
     objective += f":{ss_method}" if ss_method else ""
-    events = fit(net, sampler.sample, make_pair, cfg, state_path=state_path,
-                 sampler_state=(sampler.state, sampler.set_state), device=dev, loss_fn=loss_fn, objective=objective)
     init = None  # what it was fine-tuned from: a weight's name, or a module that was trained before
     if isinstance(model, nn.Module):
         card = getattr(model, "card", None)
         init = (card.get("name") or f"a {type(model).__name__} module") if card is not None else None
     elif model is not None:
         init = (getattr(net, "card", None) or {}).get("name") or str(model)
+
+    def card_at(step: int) -> dict[str, Any]:
+        return training_card(t.name, mode, step, patch, lr, precision, cfa=cfa, init=init, nodata=nodata,
+                             method=ss_method, batch=batch, seed=seed)
+
+    events = fit(net, sampler.sample, make_pair, cfg, state_path=state_path,
+                 sampler_state=(sampler.state, sampler.set_state), device=dev, loss_fn=loss_fn, objective=objective,
+                 network=_network(net, card_at(steps)))
     for ev in events:
         if ev.done and ev.model is not None:
-            ev.model.card = training_card(  # type: ignore[attr-defined]
-                t.name, mode, ev.step, patch, lr, precision, cfa=cfa, init=init, nodata=nodata,
-                method=ss_method)
+            ev.model.card = card_at(ev.step)  # type: ignore[attr-defined]
         yield ev
+
+
+def _network(net: nn.Module, card: dict[str, Any]) -> dict[str, Any] | None:
+    """What a training state records to rebuild ``net`` (its architecture, config, channels,
+    scale and card); None for a network not built from this package's architectures."""
+    from ..models import list_architectures
+    from .checkpoint import model_config
+
+    desc = model_config(net)
+    if desc["arch"] not in list_architectures():
+        return None
+    return {**desc, **card}
 
 
 def _check_trainable(net: nn.Module, t: Any, asked_scale: int | None, scale: int) -> int:

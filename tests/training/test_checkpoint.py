@@ -97,3 +97,47 @@ def test_saved_weights_are_readable_like_their_card(tmp_path):
     path = save_checkpoint(build_model("hat", "denoise", dim=16, depths=[1], heads=2, window=8), tmp_path / "m.safetensors",
                       task="denoise")
     assert os.stat(path).st_mode & 0o777 == os.stat(path.with_suffix(".json")).st_mode & 0o777
+
+
+def test_the_output_place_is_checked_before_writing(tmp_path, tiny_hat):
+    """A file in the way of the folder, or a folder of the checkpoint's name, failed only at the end of training."""
+    from napari_attnrestore.training.checkpoint import check_output, save_checkpoint
+
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match=r"notes.txt/x.safetensors: cannot write the checkpoint there: .*notes.txt is "
+                                         "a file, not a folder"):
+        check_output(tmp_path / "notes.txt" / "x.safetensors", "checkpoint")
+    (tmp_path / "dirout.safetensors").mkdir()
+    with pytest.raises(ValueError, match=r"dirout\.safetensors: is a folder"):
+        save_checkpoint(tiny_hat, tmp_path / "dirout.safetensors", task="denoise")
+    assert not (tmp_path / "dirout.safetensors.tmp").exists()
+    assert check_output(tmp_path / "new" / "deeper" / "m.safetensors") == tmp_path / "new" / "deeper" / "m.safetensors"
+
+
+def test_a_failed_save_leaves_no_temporary_file(tmp_path, tiny_hat, monkeypatch):
+    import os
+
+    from napari_attnrestore.training import checkpoint
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.save_checkpoint(tiny_hat, tmp_path / "m.safetensors", task="denoise")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_nan_nodata_is_written_as_valid_json_and_read_back_as_nan(tmp_path, tiny_hat):
+    import json
+    import math
+
+    from napari_attnrestore.training import save_checkpoint
+
+    path = save_checkpoint(tiny_hat, tmp_path / "qn.safetensors", task="denoise",
+                           card={"training": {"nodata": float("nan"), "steps": 2}})
+    text = path.with_suffix(".json").read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))  # strict JSON: no NaN
+    assert '"nodata": "nan"' in text
+    assert math.isnan(read_card(path)["training"]["nodata"])
+    assert math.isnan(load_checkpoint(path).card["training"]["nodata"])

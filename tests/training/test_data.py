@@ -44,3 +44,49 @@ def test_planes_smaller_than_the_patch_are_left_out_with_a_warning():
     with pytest.warns(UserWarning, match=r"1 of 2 training planes are smaller than the 32x32 patch .*\(20, 48\)"):
         sampler = PatchSampler([np.zeros((64, 64), np.float32), np.zeros((20, 48), np.float32)], 32)
     assert len(sampler.images) == 1
+
+
+def test_gray_alpha_files_train_on_the_gray_plane_only(tmp_path):
+    """A (Y, X, 2) PNG opens with a channel axis; its alpha plane was trained on as a second image."""
+    from napari_attnrestore.io import open_image
+
+    la = np.zeros((64, 64, 2), np.uint8)
+    la[..., 0], la[..., 1] = np.arange(64, dtype=np.uint8)[None] * 4, 255
+    skio.imsave(tmp_path / "la.png", la, check_contrast=False)
+    from napari_attnrestore.training.session import _planes
+
+    img = open_image(tmp_path / "la.png")
+    planes = planes_of(img.data, rgb=img.rgb, channel_axis=img.channel_axis, alpha=True)
+    assert len(planes) == 1
+    np.testing.assert_array_equal(planes[0][(slice(None), slice(None))] > 0.5, la[..., 0] > 127)
+    assert len(_planes([tmp_path / "la.png"])) == 1  # ar.train's planes of the file
+    assert len(planes_of(img.data, rgb=False, channel_axis=2)) == 2  # two bands (a TIFF's)
+    assert len(planes_of(np.zeros((2, 64, 64), np.uint8), channel_axis=0, alpha=True)) == 2  # C before Y, X: no alpha
+
+
+def test_values_beyond_float32_read_as_gaps_without_a_numpy_warning():
+    import warnings
+
+    img = np.random.default_rng(0).random((64, 64))
+    img[5, 5] = 1e300  # an outlier the scaling leaves out, beyond float32 once scaled
+    (plane,) = planes_of(img)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = plane[(slice(None), slice(None))]
+    assert out[5, 5] == 0 and np.isfinite(out).all()
+
+
+def test_training_errors_name_the_image():
+    from napari_attnrestore.training.data import NormalizedPlane, colour_pictures_of
+
+    small = planes_of(np.zeros((20, 24), np.float32), origin="small.tif")
+    with pytest.raises(ValueError, match=r"no training image is at least 32x32 pixels \(small.tif \(20, 24\)\)"):
+        PatchSampler(small, 32)
+    with pytest.raises(ValueError, match=r"no training image is at least 32x32 pixels \(image 1 \(20, 24\)\)"):
+        PatchSampler([np.zeros((20, 24), np.float32)], 32)
+    with pytest.raises(ValueError, match=r"allnan\.tif: a training image has no finite pixels"):
+        planes_of(np.full((40, 40), np.nan, np.float32), origin="allnan.tif")
+    with pytest.raises(ValueError, match=r"zeros\.tif: a training image has no finite pixels .*nodata"):
+        NormalizedPlane(np.zeros((40, 40), np.float32), nodata=0, origin="zeros.tif")
+    with pytest.raises(ValueError, match=r"gray.png: demosaicing trains on colour pictures .*got shape \(40, 40\)"):
+        colour_pictures_of(np.zeros((40, 40), np.uint8), origin="gray.png")

@@ -417,3 +417,119 @@ def test_a_training_state_is_not_resumed_with_another_objective(rng, tmp_path):
     with pytest.raises(CheckpointError, match="is for denoise:self-supervised:neighbor2neighbor, not "
                                               "denoise:self-supervised:blind-spot"):
         train_to_end(ar.train(noisy, method="blind-spot", **{**kw, "steps": 4}))
+
+
+def test_the_training_state_place_is_checked_before_the_first_step(rng, tmp_path, monkeypatch):
+    from napari_attnrestore.training import session
+
+    monkeypatch.setattr(session, "fit", lambda *a, **k: pytest.fail("trained before the state's place was checked"))
+    (tmp_path / "notes.txt").write_text("hello")
+    noisy, _ = _noisy(rng, n=1, size=64)
+    with pytest.raises(ValueError, match=r"notes\.txt is a file, not a folder"):
+        next(ar.train(noisy, steps=1, patch=32, state_path=tmp_path / "notes.txt" / "s.pt"))
+    (tmp_path / "s.pt").mkdir()
+    with pytest.raises(ValueError, match=r"s\.pt: is a folder"):
+        next(ar.train(noisy, steps=1, patch=32, state_path=tmp_path / "s.pt"))
+
+
+def test_a_training_state_loads_as_its_ema_model(rng, tmp_path):
+    """A state passed as weights said it needed spandrel; it is our own file, with the EMA weights in it."""
+    noisy, _ = _noisy(rng, n=1, size=64)
+    state = tmp_path / "s5.pt"
+    trained = train_to_end(ar.train(noisy, steps=2, batch=1, patch=32, config=SMALL, state_path=state, nodata=np.nan))
+    loaded = ar.load_model(state)
+    assert loaded.card["task"] == "denoise" and loaded.card["training"]["steps"] == 2
+    for (k, a), b in zip(trained.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a.cpu(), b), k
+    with pytest.raises(ar.training.CheckpointError, match="for task 'denoise', not 'inpaint'"):
+        ar.load_model(state, task="inpaint")
+    tuned = train_to_end(ar.train(noisy, model=str(state), steps=1, batch=1, patch=32))  # train --from s5.pt
+    assert tuned.card["training"]["init"] == "s5"
+    out = ar.restore(noisy[0], model=str(state)).compute()  # restore --weights s5.pt
+    assert out.shape == noisy[0].shape
+
+
+def test_a_training_state_that_does_not_describe_its_network_is_refused_in_words(rng, tmp_path):
+    from napari_attnrestore.training.loop import TrainConfig, fit
+
+    net = ar.build_model("hat", "denoise", **SMALL)
+    state = tmp_path / "old.pt"
+    list(fit(net, lambda n: torch.rand(n, 1, 32, 32), lambda x, g: (x, x), TrainConfig(steps=1, batch=1),
+             state_path=state))  # as states were written before they named their network
+    with pytest.raises(ar.training.CheckpointError, match=r"old\.pt is a training state of attnrestore train; rerun "
+                                                          r"the same train command to write a \.safetensors"):
+        ar.load_model(state)
+
+
+def test_a_model_card_given_as_weights_loads_the_weights_next_to_it(tiny_checkpoint, tmp_path):
+    from napari_attnrestore.training import CheckpointError
+
+    m = ar.load_model(tiny_checkpoint.with_suffix(".json"))
+    assert m.card["name"] == "tiny"
+    (tmp_path / "lone.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"lone\.json: a model card, not weights; its weights lone\.safetensors"):
+        ar.load_model(tmp_path / "lone.json")
+
+
+def _weights(model):
+    return [t.detach().cpu().clone() for t in model.state_dict().values()]
+
+
+@pytest.mark.parametrize("start", ["fresh", "acla"])
+def test_the_same_call_trains_the_same_weights(rng, start):
+    """The seed seeded the patches but not the new network's weights nor ACLA's Gumbel draws."""
+    noisy, _ = _noisy(rng, n=1, size=64)
+
+    def once(seed, before):
+        torch.manual_seed(before)  # whatever the global generator held before
+        kw = dict(config=SMALL) if start == "fresh" else dict(model="denoise-acla-tiny")
+        return _weights(train_to_end(ar.train(noisy, steps=2, batch=1, patch=32, seed=seed, **kw)))
+
+    a, a_again, b = once(1, before=100), once(1, before=200), once(2, before=100)
+    assert all(torch.equal(x, y) for x, y in zip(a, a_again, strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_an_interrupted_acla_fine_tune_resumes_to_the_same_weights(rng, tmp_path):
+    noisy, _ = _noisy(rng, n=1, size=64)
+    kw = dict(model="denoise-acla-tiny", steps=4, batch=1, patch=32, seed=3, log_every=1)
+    whole = _weights(train_to_end(ar.train(noisy, **kw)))
+    state = tmp_path / "s.pt"
+    events = ar.train(noisy, state_path=state, **kw)
+    for ev in events:
+        if ev.step == 2:
+            break
+    events.close()  # interrupted: the state is saved at step 2
+    torch.manual_seed(12345)  # another process's global generator
+    resumed = _weights(train_to_end(ar.train(noisy, state_path=state, **kw)))
+    assert all(torch.equal(x, y) for x, y in zip(whole, resumed, strict=True))
+
+
+def test_training_errors_name_the_files(tmp_path):
+    noisy = (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "small.tif", noisy[:20, :20])
+    tifffile.imwrite(tmp_path / "allnan.tif", np.full((40, 40), np.nan, np.float32))
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([noisy] * 3))
+    tifffile.imwrite(tmp_path / "gray.tif", noisy)
+    with pytest.raises(ValueError, match=r"no training image is at least 32x32 pixels \(.*small.tif \(20, 20\)\)"):
+        next(ar.train(str(tmp_path / "small.tif"), patch=32))
+    with pytest.raises(ValueError, match=r"allnan\.tif: a training image has no finite pixels"):
+        next(ar.train(str(tmp_path / "allnan.tif"), patch=32))
+    with pytest.raises(ValueError, match=r"gray.tif: demosaicing trains on colour pictures .* got shape \(64, 64\)"):
+        next(ar.train(str(tmp_path / "gray.tif"), task="demosaic", patch=32))
+    with pytest.raises(ValueError, match=r"paired images have a different number of planes: .*stack.tif has 3, its "
+                                         r"clean counterpart .*gray.tif has 1"):
+        next(ar.train(str(tmp_path / "stack.tif"), clean=str(tmp_path / "gray.tif"), patch=32))
+    with pytest.warns(UserWarning, match=r"left out \(training image 2 \(8, 8\)\)"):
+        next(ar.train([noisy, noisy[:8, :8]], patch=32, steps=1, batch=1, config=SMALL))
+
+
+def test_the_card_records_batch_and_seed(rng):
+    noisy, _ = _noisy(rng, n=1, size=64)
+    card = train_to_end(ar.train(noisy, steps=1, batch=2, patch=32, seed=7, config=SMALL)).card
+    assert card["training"]["batch"] == 2 and card["training"]["seed"] == 7
+
+
+def test_the_docstring_names_the_default_self_supervised_method():
+    doc = " ".join(ar.train.__doc__.split())
+    assert "blind-spot training on noisy images" not in doc and "neighbor2neighbor unless told" in doc
