@@ -473,9 +473,11 @@ def restore_to_zarr(
     # an in-memory array: its bytes; a lazy one (a napari layer, reopened with a new dask name
     # in the next session): its type, shape and dtype; and for all but in-memory arrays a
     # sample of the pixels (one channel of a file opened as a layer per channel is not another)
-    src_desc = (data_identity(x) if isinstance(x, np.ndarray)
-                else (data_identity(meta["path"]) if meta.get("path")
-                      else f"{type(src).__name__}{tuple(src.shape)}:{np.dtype(src.dtype)}") + f":{content_sample(src)}")
+    lazy_desc = (data_identity(meta["path"]) if meta.get("path")
+                 else f"{type(src).__name__}{tuple(src.shape)}:{np.dtype(src.dtype)}")
+    src_desc = data_identity(x) if isinstance(x, np.ndarray) else f"{lazy_desc}:{content_sample(src)}"
+    # earlier builds described an input by its file first and sampled no pixels: their stores resume
+    earlier_desc = lazy_desc if meta.get("path") or not isinstance(x, np.ndarray) else src_desc
     fp = job_fingerprint(plan, handle.weights_digest(), get_task(task).name, str(src_desc), handle.ensemble,
                          mask_id=data_identity(mask) if mask is not None else None)
     chunk_shape = tuple(c[0] for c in plan.out_chunks)
@@ -497,7 +499,8 @@ def restore_to_zarr(
         raise ValueError(f"{tiffs[0]}: a TIFF's open file cannot be sent to dask.distributed workers; convert it "
                          "to OME-Zarr first: img = ar.io.open_image(path); "
                          "ar.io.write_ome_zarr(img.to_dask(), 'x.ome.zarr', axes=img.axes, scale=img.scale)")
-    done = prepare_store(dst, plan, fp, create, overwrite=overwrite, resume=resume, inputs=inputs)
+    done = prepare_store(dst, plan, fp, create, overwrite=overwrite, resume=resume, inputs=inputs,
+                         earlier_source=earlier_desc)
     if done is None:
         return dst
     # how the store holds the axes: create_ome_zarr's NGFF order (an RGB result yxc as cyx), or

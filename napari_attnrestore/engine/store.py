@@ -198,6 +198,14 @@ def job_fingerprint(plan: Plan, weights_digest: str, task: str, src_desc: str, e
     }
 
 
+def _written_before_samples(old: dict[str, Any], new: dict[str, Any], earlier_source: str | None) -> bool:
+    """Whether ``old`` is ``new`` as recorded by a version that described inputs without a pixel sample."""
+    source = old.get("source")
+    return (earlier_source is not None and isinstance(source, str) and "sample:" not in source
+            and source == earlier_source and source != new.get("source")
+            and {**old, "source": new.get("source")} == new)
+
+
 def prepare_store(
     dst: str | os.PathLike,
     plan: Plan,
@@ -206,12 +214,15 @@ def prepare_store(
     overwrite: bool,
     resume: bool,
     inputs: Sequence[str | os.PathLike] = (),
+    earlier_source: str | None = None,
 ) -> set[tuple[int, ...]] | None:
     """Create (or reopen for resume) the output store; returns the chunks already done.
 
     None means the store is already complete (a resume of a finished job: nothing to do).
     ``inputs``: the files the job reads (image, mask); an output that is one of them, or
-    holds one, is refused before anything is deleted.
+    holds one, is refused before anything is deleted.  ``earlier_source``: how versions
+    before the pixel sample described the same input; a store they wrote, with no sample in
+    its ``source``, resumes when that description and all other settings match.
     """
     dst = Path(dst)
     try:
@@ -222,6 +233,9 @@ def prepare_store(
         state = job_state(dst)
         if resume and state.get("job"):
             old = state["job"]
+            if _written_before_samples(old, fingerprint, earlier_source):
+                set_job_state(dst, job=fingerprint)  # from now on compared as any other
+                old = fingerprint
             if old == fingerprint:
                 return None if state.get("status") == "complete" else done_chunks(dst)
             if not overwrite:

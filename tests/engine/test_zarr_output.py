@@ -210,6 +210,34 @@ def test_resume_refuses_another_lazy_input_of_the_same_shape(tmp_path, rng, kind
                        resume=True)
 
 
+@pytest.mark.parametrize("kind", ["lazy", "in_memory"])
+def test_a_store_of_an_earlier_build_resumes(tmp_path, rng, kind):
+    """Earlier builds described a layer read from a file by the file alone (no pixel sample):
+    their unfinished stores must still resume, not be refused with 'source differ'."""
+    import dask.array as da
+
+    from napari_attnrestore.engine.store import data_identity, set_job_state
+
+    img = (rng.random((64, 64)) * 255).astype(np.uint8)
+    path = tmp_path / "in.ome.zarr"
+    ar.io.write_ome_zarr(img, path, axes="yx")
+    x = da.from_array(img, chunks=32) if kind == "lazy" else img
+    dst = tmp_path / "o.zarr"
+    cancel = threading.Event()
+    with pytest.raises(Cancelled):
+        ar.restore_to_zarr(x, dst, model=Box3(), chunks=32, pyramid=False, num_workers=1, meta={"path": str(path)},
+                           progress=lambda done, total: cancel.set(), cancel=cancel)
+    job = job_state(dst)["job"]
+    set_job_state(dst, job={**job, "source": data_identity(str(path))})  # as an earlier build wrote it
+    ar.restore_to_zarr(x, dst, model=Box3(), chunks=32, pyramid=False, meta={"path": str(path)}, resume=True)
+    assert job_state(dst)["status"] == "complete" and job_state(dst)["job"] == job
+    np.testing.assert_array_equal(zarr.open_array(str(dst / "0"))[:], ar.restore(img, model=Box3()).compute())
+    # a store of this build compares its own description: another file's is refused
+    set_job_state(dst, status="failed", job={**job, "source": data_identity(str(tmp_path)) + ":sample:0"})
+    with pytest.raises(OutputError, match="source"):
+        ar.restore_to_zarr(x, dst, model=Box3(), chunks=32, pyramid=False, meta={"path": str(path)}, resume=True)
+
+
 def test_resume_refuses_another_mask(tmp_path, rng):
     from standins import FillHalf
 
