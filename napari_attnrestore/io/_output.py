@@ -60,6 +60,8 @@ def refuse_output_over_input(path: str | os.PathLike, inputs: Sequence[str | os.
 def backing_stores(data: Any) -> list[str]:
     """The zarr stores a layer's lazy data reads from (zarr arrays, directly or under dask;
     every level of a pyramid): writing over one of them would erase what is being written."""
+    from .images import AxesView, GuardedArray  # images imports this module
+
     levels = data if isinstance(data, Sequence) and not isinstance(data, str) else [data]
     found = []
     for level in levels:
@@ -71,8 +73,8 @@ def backing_stores(data: Any) -> list[str]:
                 arrays += [v for k, v in mapping.items() if isinstance(k, str) and k.startswith("original-")]
         for a in arrays:
             root = getattr(getattr(a, "store", None), "root", None)
-            if root is None and isinstance(getattr(a, "path", None), str):  # our reader's GuardedArray
-                root = a.path
+            if root is None and isinstance(a, (GuardedArray, AxesView)) and a.path:  # our reader's wrappers
+                root = a.path  # (a zarr array's own .path is its key in the store, not a place on disk)
             if root is not None:
                 found.append(str(root))
     return found

@@ -176,6 +176,19 @@ def test_saving_over_the_store_another_reader_opened_is_refused(tmp_path, opened
     np.testing.assert_array_equal(np.asarray(open_image(path).data), img)
 
 
+@pytest.mark.parametrize("wrap", ["bare", "dask"])
+def test_an_in_memory_zarr_layer_saves_under_the_working_folder(tmp_path, monkeypatch, wrap):
+    """A zarr array's own ``.path`` is its key in its store ('' for an in-memory one), not a
+    place on disk: taken for one, every save under the working folder was refused."""
+    monkeypatch.chdir(tmp_path)
+    z = zarr.zeros((64, 64), chunks=(32, 32), dtype="uint16")
+    z[:] = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
+    data = da.from_array(z, chunks=32) if wrap == "dask" else z
+    for writer, out in ((write_ome_zarr_layer, "saved.ome.zarr"), (write_tiff_layer, "saved.tif")):
+        assert writer(out, data, {"name": "z", "metadata": {}}) == [out]
+    np.testing.assert_array_equal(np.asarray(open_image(tmp_path / "saved.tif").data), z[:])
+
+
 def test_writers_take_level0_of_napari_multiscale_data_and_napari_units(tmp_path):
     napari = pytest.importorskip("napari")
     from napari.layers._multiscale_data import MultiScaleData
