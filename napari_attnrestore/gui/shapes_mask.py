@@ -8,12 +8,15 @@ the whole mask in its worker thread.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
 from napari.layers import Image, Shapes
 
 __all__ = ["ShapesMask"]
+
+_STROKES = ("path", "line")  # outlines only; other shapes are filled
 
 
 class ShapesMask:
@@ -37,7 +40,7 @@ class ShapesMask:
         s_sh, t_sh = np.asarray(shapes.scale[-n:], float), np.asarray(shapes.translate[-n:], float)
         s_im, t_im = np.asarray(image.scale[-n:], float), np.asarray(image.translate[-n:], float)
         self._vertices = [((np.asarray(v, float)[:, -n:] * s_sh + t_sh) - t_im) / s_im for v in shapes.data]
-        self._types, self._widths = list(shapes.shape_type), list(shapes.edge_width)  # widths: lines, paths
+        self._types = list(shapes.shape_type)  # napari draws lines and paths 1 pixel wide, whatever their width
 
     def rasterize(self) -> np.ndarray:
         """The whole mask."""
@@ -55,10 +58,48 @@ class ShapesMask:
         key = key + (slice(None),) * (self.ndim - len(key))
         spans = [k.indices(n)[:2] for k, n in zip(key, self.shape, strict=True)]
         size = tuple(max(0, stop - start) for start, stop in spans)
+        out = np.zeros(size, np.uint8)
         if not self._vertices or 0 in size:
-            return np.zeros(size, np.uint8)
-        origin = np.array([start for start, _ in spans], float)
-        # a fresh layer that no one else edits: it may be drawn in a worker thread
-        layer = Shapes([v - origin for v in self._vertices], shape_type=self._types, edge_width=self._widths,
-                       ndim=self.ndim)
-        return (np.asarray(layer.to_labels(labels_shape=size)) > 0).astype(np.uint8)
+            return out
+        # shapes of an nD layer lie on the planes their vertices span (as napari draws them):
+        # drawn in groups that share planes, each group once on the window's (Y, X)
+        groups: dict[tuple[tuple[int, int], ...], list[int]] = {}
+        for i, v in enumerate(self._vertices):
+            planes = tuple((max(int(np.rint(v[:, d].min())), start), min(int(np.rint(v[:, d].max())) + 1, stop))
+                           for d, (start, stop) in enumerate(spans[:-2]))
+            if all(lo < hi for lo, hi in planes):
+                groups.setdefault(planes, []).append(i)
+        origin = np.array([start for start, _ in spans[-2:]], float)
+        for planes, members in groups.items():
+            where = tuple(slice(lo - start, hi - start) for (lo, hi), (start, _) in zip(planes, spans[:-2], strict=True))
+            out[where] |= self._draw(members, origin, size[-2:])
+        return out
+
+    def _draw(self, members: list[int], origin: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+        """Shapes ``members`` on the (Y, X) window of ``size`` at ``origin``."""
+        plane = np.zeros(size, bool)
+        filled = [i for i in members if self._types[i] not in _STROKES]
+        if filled:  # a fresh layer that no one else edits: it may be drawn in a worker thread
+            layer = Shapes([self._vertices[i][:, -2:] - origin for i in filled],
+                           shape_type=[self._types[i] for i in filled], ndim=2)
+            plane |= np.asarray(layer.to_labels(labels_shape=size)) > 0
+        for i in members:
+            if self._types[i] in _STROKES:
+                _draw_stroke(plane, np.rint(self._vertices[i][:, -2:] - origin).astype(int))
+        return plane.astype(np.uint8)
+
+
+def _draw_stroke(plane: np.ndarray, points: np.ndarray) -> None:
+    """One-pixel segments through ``points`` (rows, columns), drawn where they cross ``plane``.
+
+    napari draws paths and lines this way, but moves vertices outside the canvas onto its
+    border first: a stroke leaving a window then ran along the window's edge."""
+    from skimage.draw import line
+
+    h, w = plane.shape
+    for (r0, c0), (r1, c1) in itertools.pairwise(points):
+        if max(r0, r1) < 0 or min(r0, r1) >= h or max(c0, c1) < 0 or min(c0, c1) >= w:
+            continue  # the segment's box misses the window
+        rr, cc = line(r0, c0, r1, c1)
+        inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+        plane[rr[inside], cc[inside]] = True
