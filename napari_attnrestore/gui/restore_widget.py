@@ -362,7 +362,7 @@ class RestoreWidget(Container):
         try:
             layer, data, kwargs, spec = self._request()
             dims = self._viewer.dims
-            if tuple(dims.order[-2:]) != (dims.ndim - 2, dims.ndim - 1):
+            if set(dims.order[-2:]) != {dims.ndim - 2, dims.ndim - 1}:  # Y, X swapped on screen is that plane
                 raise ValueError("Preview restores a (Y, X) plane, and the viewer shows other axes (dims order "
                                  f"{tuple(dims.order)}); roll the dims back with the transpose button, or use Run")
             kwargs["chunks"] = None

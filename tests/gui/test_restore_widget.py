@@ -449,14 +449,18 @@ def test_inpaint_with_shapes_rectangle_and_nodata(viewer, widget, qtbot) -> None
     assert abs(out[2, 2] - img[2, 2]) > 0.1 and np.abs(out[10:14, 10:14] - img[10:14, 10:14]).mean() > 0.05
 
 
-def test_preview_of_a_transposed_view_says_so(viewer, widget, notifications, denoiser) -> None:
-    """With x on the slider it restored a y-x plane the view shows as one line, silently."""
+def test_preview_of_a_transposed_view_says_so(viewer, widget, notifications, denoiser, qtbot) -> None:
+    """With x on the slider it restored a y-x plane the view shows as one line, silently;
+    Y and X only swapped on screen still show that plane, and preview it."""
     viewer.add_image(np.zeros((20, 64, 80), np.float32), name="vol")
     widget.add_model("conv", denoiser)
     viewer.dims.order = (2, 0, 1)
     widget.preview()
     assert not widget.busy and "vol (preview)" not in viewer.layers
     assert any("Preview restores a (Y, X) plane" in str(n.message) for n in notifications)
+    viewer.dims.order = (0, 2, 1)
+    run(qtbot, widget, "preview")
+    assert viewer.layers["vol (preview)"].data.shape[-2:] == (64, 80)
 
 
 def test_inpaint_mask_of_wrong_size_is_an_error(viewer, widget, notifications) -> None:
