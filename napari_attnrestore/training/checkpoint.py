@@ -32,9 +32,10 @@ def model_config(model: nn.Module) -> dict[str, Any]:
     return {
         "arch": getattr(model, "arch", type(model).__name__.lower()),
         "config": asdict(cfg) if is_dataclass(cfg) else dict(cfg or {}),
-        "in_channels": int(getattr(model, "in_channels", 1)),
-        "out_channels": int(getattr(model, "out_channels", 1)),
-        "scale": int(getattr(model, "scale", 1)),
+        # a module of the user's own may leave these None ("any"): 1, as for one without them
+        "in_channels": int(getattr(model, "in_channels", None) or 1),
+        "out_channels": int(getattr(model, "out_channels", None) or 1),
+        "scale": int(getattr(model, "scale", None) or 1),
     }
 
 

@@ -533,3 +533,22 @@ def test_the_card_records_batch_and_seed(rng):
 def test_the_docstring_names_the_default_self_supervised_method():
     doc = " ".join(ar.train.__doc__.split())
     assert "blind-spot training on noisy images" not in doc and "neighbor2neighbor unless told" in doc
+
+
+def test_a_module_of_ones_own_without_channels_or_scale_trains(rng, tmp_path):
+    """A user's own network may leave ``scale``/``in_channels`` as None ("any"): training
+    crashed on int(None) while recording what the state holds."""
+
+    class Own(torch.nn.Module):
+        scale, in_channels, out_channels = None, None, None
+
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x):
+            return x + self.conv(x)
+
+    noisy, _ = _noisy(rng, n=1, size=64)
+    model = train_to_end(ar.train(noisy, model=Own(), steps=2, batch=1, patch=32, state_path=tmp_path / "s.pt"))
+    assert isinstance(model, Own) and (tmp_path / "s.pt").exists()
