@@ -282,7 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--nodata", type=float, default=None, help="pixel value marking no data (NaN always does): kept as is, or filled by inpaint")
     r.add_argument("--cfa", default=None, choices=["RGGB", "BGGR", "GRBG", "GBRG"], help="demosaic: Bayer pattern")
     r.add_argument("--arch", default=None, help="use the shipped weights of this architecture")
-    r.add_argument("--weights", default=None, help="checkpoint file (.safetensors + .json card, or a HAT/GRL/SwinIR .pth)")
+    r.add_argument("--weights", default=None,
+                   help="checkpoint file: .safetensors (or its .json card), a training state (--state's .pt: its "
+                        "averaged model), or a HAT/GRL/SwinIR .pth")
     r.add_argument("--tile", type=_int_or_auto, default=None,
                    help="network tile side in pixels (default 256), or 'auto': the largest that fits in free memory")
     r.add_argument("--overlap", type=int, default=None, help="tile overlap and chunk halo (default: the model's hint)")

@@ -23,13 +23,10 @@ from typing import Any
 import numpy as np
 
 from ..io import refuse_output_over_input, remove_output
-from ..io.errors import ImageWriteError
+from ..io.errors import OVERWRITE, RESUME, ImageWriteError
 from .plan import Plan
 
 STATE_DIR = ".attnrestore"
-#: how each front door asks to replace, or to continue, an existing output
-OVERWRITE = "overwrite=True (CLI: --overwrite; Restore widget: 'if it exists: overwrite')"
-RESUME = "resume=True (CLI: --resume; Restore widget: 'if it exists: resume')"
 _ARRAYS: dict[str, Any] = {}
 _ARRAYS_LOCK = threading.Lock()
 
@@ -169,14 +166,23 @@ def content_sample(x: Any, side: int = 32) -> str:
     """
     shape = tuple(int(n) for n in x.shape)
     wide = 3 if len(shape) >= 3 and shape[-1] <= 4 else 2
-    digest = hashlib.sha1(repr(shape).encode())
+    windows = []
     for where in (0.0, 0.5, 1.0):
         window = []
         for i, n in enumerate(shape):
             w = n if n <= 4 else min(n, side) if i >= len(shape) - wide else 1
             start = round((n - w) * where)
             window.append(slice(start, start + w))
-        digest.update(np.ascontiguousarray(np.asarray(x[tuple(window)])).view(np.uint8).ravel().tobytes())
+        windows.append(tuple(window))
+    if hasattr(x, "dask"):  # one pass over the graph: a chunk that holds all three is read once
+        import dask
+
+        parts = dask.compute(*(x[w] for w in windows))
+    else:
+        parts = [x[w] for w in windows]
+    digest = hashlib.sha1(repr(shape).encode())
+    for part in parts:
+        digest.update(np.ascontiguousarray(np.asarray(part)).view(np.uint8).ravel().tobytes())
     return "sample:" + digest.hexdigest()[:16]
 
 

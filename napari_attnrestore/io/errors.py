@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["ImageReadError", "ImageWriteError", "UnfinishedOutputError"]
+__all__ = ["OVERWRITE", "RESUME", "ImageReadError", "ImageWriteError", "UnfinishedOutputError"]
+
+#: how each front door asks to replace, or to continue, an existing output
+OVERWRITE = "overwrite=True (CLI: --overwrite; Restore widget: 'if it exists: overwrite')"
+RESUME = "resume=True (CLI: --resume; Restore widget: 'if it exists: resume')"
 
 
 def _one_line(text: object) -> str:

@@ -24,7 +24,7 @@ import tifffile
 import zarr
 
 from ._output import no_image
-from .errors import ImageReadError, UnfinishedOutputError
+from .errors import RESUME, ImageReadError, UnfinishedOutputError
 from .geotiff import carried, gdal_nodata, read_georeference
 
 __all__ = [
@@ -891,7 +891,7 @@ def _refuse_unfinished(attrs: dict, path: str) -> None:
         return
     status = job.get("status", "complete" if job.get("complete", True) else "running")
     if status != "complete":
-        todo = "continue it with --resume (resume=True) or write it again" if job.get("job") else "write it again"
+        todo = f"continue it with {RESUME} or write it again" if job.get("job") else "write it again"
         raise UnfinishedOutputError(path, f"an unfinished attnrestore output (status: {status}); its missing chunks "
                                    f"would read as zeros: {todo}")
 
