@@ -56,11 +56,13 @@ def load_model(name_or_path: str | os.PathLike = "default:denoise", task: str | 
         p = weights
     if p.with_suffix(".json").exists() and p.suffix == ".safetensors":
         return load_checkpoint(p, task=get_task(task).name if task else None, scale=scale)
-    if p.suffix in (".pt", ".pth", ".ckpt") and p.is_file():  # a training state of ar.train: its EMA weights
-        state_model = load_training_state_model(p, task=get_task(task).name if task else None, scale=scale)
+    contents = load_state(p)  # read once (a published .pth may be hundreds of MB); refuses pickled code
+    if p.suffix in (".pt", ".pth", ".ckpt"):  # a training state of ar.train: its EMA weights
+        state_model = load_training_state_model(p, task=get_task(task).name if task else None, scale=scale,
+                                                contents=contents)
         if state_model is not None:
             return state_model
-    return load_third_party(p, scale=scale)
+    return load_third_party(p, scale=scale, contents=contents)
 
 
 class SpandrelModule(nn.Module):
@@ -83,9 +85,10 @@ class SpandrelModule(nn.Module):
         return self.net(x)
 
 
-def load_third_party(path: Path, scale: int | None = None) -> nn.Module:
-    """Load a published checkpoint through spandrel, reading tensors only."""
-    state = load_state(path)  # refuses pickled code before anything else happens
+def load_third_party(path: Path, scale: int | None = None, contents: Any = None) -> nn.Module:
+    """Load a published checkpoint through spandrel, reading tensors only (``contents``: what
+    :func:`load_state` already read of it)."""
+    state = load_state(path) if contents is None else contents  # refuses pickled code before anything else
     try:
         import spandrel
     except ImportError:

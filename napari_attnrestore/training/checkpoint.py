@@ -175,14 +175,15 @@ def is_training_state(obj: Any) -> bool:
     return isinstance(obj, dict) and TRAINING_STATE_KEYS <= set(obj)
 
 
-def load_training_state_model(path: str | os.PathLike, task: str | None = None,
-                              scale: int | None = None) -> nn.Module | None:
+def load_training_state_model(path: str | os.PathLike, task: str | None = None, scale: int | None = None,
+                              contents: Any = None) -> nn.Module | None:
     """The EMA weights of a training state (``attnrestore train --state``, ``ar.train(state_path=)``)
     as a model, its card the one the finished training would write; None when ``path`` is no
-    training state.  Read with ``weights_only=True`` (no pickled code runs).  A state that
-    does not say which network it trains (an older one, or one of a foreign module) is refused."""
+    training state.  Read with ``weights_only=True`` (no pickled code runs), unless
+    ``contents`` gives what :func:`load_state` already read of it.  A state that does not say
+    which network it trains (an older one, or one of a foreign module) is refused."""
     p = Path(path)
-    obj = load_state(p)
+    obj = load_state(p) if contents is None else contents
     if not is_training_state(obj):
         return None
     network = obj.get("network")
