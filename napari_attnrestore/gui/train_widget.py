@@ -117,6 +117,7 @@ class TrainRequest:
     lr: float = 5e-4
     device: str = "auto"
     precision: str = "fp32"
+    seed: int = 0  # of the new network's weights and of training's draws (ar.train's seed)
     source: str = ""  # the input layer's name (model name, card)
     session_model: Any = None  # the module to copy for ("session", name)
 
@@ -154,7 +155,8 @@ class TrainRun:
         kind, start = req.start
         self.net.card = training_card(  # what ar.train writes on a normal end, plus the early stop
             req.task, req.mode, self.last.step, req.patch, req.lr, req.precision,
-            init=start if kind != "new" else None, planned_steps=req.steps, stopped_early=True)
+            init=start if kind != "new" else None, batch=req.batch, seed=req.seed, planned_steps=req.steps,
+            stopped_early=True)
         return self.net
 
 
@@ -181,15 +183,18 @@ def train_job(run: TrainRun) -> Generator[TrainEvent, None, TrainRun]:
     ``ar.train`` as ``model=`` so that ``run.net`` is the module being trained.  Imports
     neither Qt nor napari.
     """
+    import torch
+
     import napari_attnrestore as ar
 
     req = run.request
     try:
+        torch.manual_seed(req.seed)  # a new network's weights: the same request trains the same model
         run.net = _starting_model(req)
         events = ar.train(
             req.images, task=req.task, model=run.net, clean=req.clean, mode=req.mode, scale=req.scale,
             steps=req.steps, batch=req.batch, patch=req.patch, lr=req.lr, device=req.device,
-            precision=req.precision, log_every=1,  # every step, so that Stop acts after the current one
+            precision=req.precision, seed=req.seed, log_every=1,  # every step: Stop acts after the current one
         )
         every = max(1, req.steps // MAX_EVENTS)
         losses: list[float] = []

@@ -335,3 +335,23 @@ def test_stop_acts_after_the_current_step_however_long_the_run(monkeypatch) -> N
     assert [ev.step for ev in events] == [3, 4] and run.last.step == 4 and run.final is None
     assert events[0].loss == pytest.approx(sum(losses[:3]) / 3) and events[1].loss == pytest.approx(losses[3])
     assert run.model() is not None and run.model().card["training"]["steps"] == 4
+
+
+def test_the_same_request_trains_the_same_network(monkeypatch) -> None:
+    """The new network was built before ar.train seeded torch: its weights, so the trained
+    model, differed from run to run; an early stop's card also lacked batch and seed."""
+    import torch
+
+    from napari_attnrestore.gui import train_widget as tw
+
+    noisy, _ = _noisy(64)
+    finals = []
+    for _ in range(2):
+        torch.manual_seed(len(finals) + 7)  # whatever the global generator held before
+        run = tw.TrainRun(tw.TrainRequest(noisy, start=("new", "hat"), **{**FAST, "steps": 2}))
+        list(tw.train_job(run))
+        finals.append(run.final.state_dict())
+    assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])
+    run.final = None  # as if stopped after its last step: the card of the module trained so far
+    card = run.model().card["training"]
+    assert card["stopped_early"] and card["batch"] == FAST["batch"] and card["seed"] == 0
