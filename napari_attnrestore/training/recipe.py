@@ -30,7 +30,7 @@ from torch import nn
 from ..models import build_model
 from ..tasks import get_task
 from ..tasks.denoise import estimate_noise_sigma
-from .checkpoint import save_checkpoint
+from .checkpoint import CheckpointError, save_checkpoint
 from .data import PatchSampler, channels_first_rgb, load_folder, patch_pixels, skimage_pictures, to_gray
 from .evaluate import recipe_metrics
 from .loop import LOSSES, PRECISIONS, TrainConfig, fit, training_state
@@ -332,21 +332,25 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
     final = None
     set_tau = tau_schedule(model, recipe.get("anneal_tau"), cfg.steps)
 
-    start = torch.load(state_path, map_location="cpu", weights_only=True)["step"] if state_path.exists() else 0
+    start = _resumed_step(state_path)
     set_tau(start)
     segments = record_segment(run_dir, start, cfg.steps, machine_description(dev), cfg.precision, cfg.loss)
     with open(run_dir / "loss.tsv", "a") as curve:
-        for ev in fit(model, sampler.sample, make_pair, cfg, state_path=state_path,
-                      sampler_state=(sampler.state, sampler.set_state), device=dev,
-                      loss_fn=loss_fn):
-            if ev.done:
-                final = ev
-                break
-            set_tau(ev.step)
-            curve.write(f"{ev.step}\t{ev.loss:.6f}\t{ev.elapsed:.1f}\n")
-            curve.flush()
-            if ev.step % (cfg.log_every * 10) == 0:
-                log.info("step %d/%d loss %.5f lr %.2e elapsed %.0fs", ev.step, ev.total, ev.loss, ev.lr, ev.elapsed)
+        try:
+            for ev in fit(model, sampler.sample, make_pair, cfg, state_path=state_path,
+                          sampler_state=(sampler.state, sampler.set_state), device=dev,
+                          loss_fn=loss_fn):
+                if ev.done:
+                    final = ev
+                    break
+                set_tau(ev.step)
+                curve.write(f"{ev.step}\t{ev.loss:.6f}\t{ev.elapsed:.1f}\n")
+                curve.flush()
+                if ev.step % (cfg.log_every * 10) == 0:
+                    log.info("step %d/%d loss %.5f lr %.2e elapsed %.0fs", ev.step, ev.total, ev.loss, ev.lr,
+                             ev.elapsed)
+        except CheckpointError as e:  # the loop's advice names train's options; a recipe keeps its state here
+            raise CheckpointError(f"{e} (recipe {name}: --steps N goes on; removing {run_dir} starts again)") from None
     assert final is not None and final.model is not None
     ema = final.model.to("cpu").float()
     metrics = evaluate(recipe, ema, data_dir)
@@ -379,6 +383,17 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
     return path
 
 
+def _resumed_step(state_path: Path) -> int:
+    """The step a recipe's run resumes from: its state's, or 0 when it has none."""
+    if not state_path.exists():
+        return 0
+    try:
+        return int(torch.load(state_path, map_location="cpu", weights_only=True)["step"])
+    except Exception as e:  # truncated by a killed machine, another file, pickled code
+        raise CheckpointError(f"{state_path}: cannot resume: not a readable training state ({type(e).__name__}); "
+                              f"remove it to start the run again") from None
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -404,7 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` saves the training state, then exits
     if a.threads:
         torch.set_num_threads(a.threads)
-    run(a.recipe, a.data, a.out, a.workdir, a.device, a.steps, a.compile, a.continue_weight, a.precision)
+    try:
+        run(a.recipe, a.data, a.out, a.workdir, a.device, a.steps, a.compile, a.continue_weight, a.precision)
+    except (CheckpointError, ValueError, OSError) as e:  # a wrong recipe, weight, state or folder: one line
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

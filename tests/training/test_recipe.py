@@ -88,6 +88,21 @@ def test_recipe_resumes_from_its_state(tmp_path, data):
     assert [g["loss"] for g in segs] == ["charbonnier", "l2"]  # each segment names its loss
 
 
+def test_a_damaged_or_finished_state_names_what_a_recipe_run_can_do(tmp_path, data):
+    """A truncated state.pt raised torch's own unpickling error; the loop's advice named
+    train's --state, which the recipe runner has not."""
+    from napari_attnrestore.training.checkpoint import CheckpointError
+
+    path = _recipe(tmp_path, "sr", scale=2)
+    rc.run(path, data, tmp_path / "out", tmp_path / "runs", steps=2)
+    with pytest.raises(CheckpointError, match=r"already at step 2.*recipe test-sr: --steps N goes on"):
+        rc.run(path, data, tmp_path / "out", tmp_path / "runs", steps=1)
+    state = tmp_path / "runs" / "test-sr" / "state.pt"
+    state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"state\.pt: cannot resume: not a readable training state.*remove it"):
+        rc.run(path, data, tmp_path / "out", tmp_path / "runs", steps=3)
+
+
 def test_recipe_continues_a_trained_weight_without_its_state(tmp_path, data):
     path = _recipe(tmp_path, "sr", scale=2)
     first = rc.run(path, data, tmp_path / "out", tmp_path / "runs", steps=2)
