@@ -217,6 +217,14 @@ def _planar_colour(series: Any, rgb: bool, photometric: str) -> bool:
             and series.shape[axes.index("S")] in (3, 4))
 
 
+def _gray_alpha(series: Any, rgb: bool) -> bool:
+    """Whether a TIFF holds gray + alpha: two samples per pixel, the second declared opacity
+    (ExtraSamples 1, associated, or 2, unassociated alpha), as a PNG's two channels are."""
+    extras = [int(e) for e in (getattr(series.keyframe, "extrasamples", None) or ())]
+    axes = series.axes
+    return not rgb and "S" in axes and series.shape[axes.index("S")] == 2 and extras[-1:] in ([1], [2])
+
+
 def _channel_axis(axes: str, rgb: bool) -> int | None:
     """Index of a non-RGB channel axis, or None."""
     if "c" not in axes:
@@ -678,6 +686,8 @@ def _tiff_image(tif: tifffile.TiffFile, path: str, size: int) -> ImageData:
         meta["planar_colour"] = True  # red, green, blue (, alpha) planes: shown as one colour picture
     if photometric == "PALETTE":
         meta["palette"] = True  # colour indices, not intensities
+    if _gray_alpha(series, rgb):
+        meta["alpha"] = True  # gray + opacity: the second sample is no intensity
     if photometric == "MINISWHITE":
         meta["miniswhite"] = True  # 0 is white: shown with an inverted gray map, written so again
     if len(tif.series) > 1:  # positions of a multi-position OME-TIFF, a slide's label and macro pictures

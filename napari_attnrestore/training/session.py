@@ -51,13 +51,14 @@ def _name(x: Any, index: int, role: str = "training image") -> str:
 def _open(x: Any) -> tuple[Any, dict[str, Any]]:
     """The pixels of an array or a file, and what the file says of them: the nodata value it
     declares (GeoTIFF), whether it is RGB, its channel axis and whether 2 channels after Y, X
-    are gray + alpha (a PNG's are) (``planes_of`` keywords)."""
+    are gray + alpha (a PNG's are, a TIFF's when it declares the second opacity) (``planes_of``
+    keywords)."""
     if isinstance(x, (str, os.PathLike)):
         from ..io import open_image
 
         img = open_image(x)
         return img.data, {"nodata": img.meta.get("nodata"), "rgb": img.rgb, "channel_axis": img.channel_axis,
-                          "alpha": str(x).lower().endswith(".png")}
+                          "alpha": str(x).lower().endswith(".png") or bool(img.meta.get("alpha"))}
     return x, {}
 
 

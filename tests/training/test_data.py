@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tifffile
 from skimage import io as skio
 
 from napari_attnrestore.training.data import PatchSampler, load_folder, planes_of
@@ -62,6 +63,11 @@ def test_gray_alpha_files_train_on_the_gray_plane_only(tmp_path):
     assert len(_planes([tmp_path / "la.png"])) == 1  # ar.train's planes of the file
     assert len(planes_of(img.data, rgb=False, channel_axis=2)) == 2  # two bands (a TIFF's)
     assert len(planes_of(np.zeros((2, 64, 64), np.uint8), channel_axis=0, alpha=True)) == 2  # C before Y, X: no alpha
+    # a TIFF says so with ExtraSamples; two bands without it are two images
+    tifffile.imwrite(tmp_path / "la.tif", la, photometric="minisblack", extrasamples=["unassalpha"])
+    tifffile.imwrite(tmp_path / "bands.tif", np.moveaxis(la, -1, 0), photometric="minisblack")
+    assert open_image(tmp_path / "la.tif").meta.get("alpha") and len(_planes([tmp_path / "la.tif"])) == 1
+    assert not open_image(tmp_path / "bands.tif").meta.get("alpha") and len(_planes([tmp_path / "bands.tif"])) == 2
 
 
 def test_values_beyond_float32_read_as_gaps_without_a_numpy_warning():
