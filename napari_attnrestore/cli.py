@@ -101,15 +101,16 @@ def cmd_restore(a: argparse.Namespace) -> int:
             if np.dtype(lazy.dtype) == np.uint16 and lazy.ndim == 3:  # found before computing, not after
                 raise UserError(f"{out}: a 16-bit PNG is written as one gray image only; the result has "
                                 f"{lazy.shape[-1]} channels; write .tif")
-            folder = os.path.dirname(os.path.abspath(out))
+            final = os.path.realpath(out)  # through a link: the file it names is replaced, the link kept
+            folder = os.path.dirname(final)
             if not os.path.isdir(folder):
                 raise UserError(f"{out}: folder {folder} does not exist")
             pixels = np.asarray(lazy.compute())
             # written aside and renamed: a full disk or Ctrl-C leaves the old file, not half a PNG
-            partial = os.path.join(folder, f".{os.path.basename(out)}.partial-{os.getpid()}.png")
+            partial = os.path.join(folder, f".{os.path.basename(final)}.partial-{os.getpid()}.png")
             try:
                 skio.imsave(partial, pixels, check_contrast=False)
-                os.replace(partial, out)
+                os.replace(partial, final)
             except BaseException as exc:
                 with contextlib.suppress(OSError):
                     os.remove(partial)

@@ -9,6 +9,7 @@ import pytest
 import tifffile
 import zarr
 
+import napari_attnrestore as ar
 from napari_attnrestore.cli import main
 
 
@@ -29,6 +30,23 @@ def test_restore_to_tif_and_png(tmp_path, tiny_checkpoint, suffix):
     out = tmp_path / f"out{suffix}"
     assert main(["restore", str(tmp_path / "in.tif"), str(out), "--weights", str(tiny_checkpoint), "-q"]) == 0
     assert out.exists()
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".png"])
+def test_overwriting_through_a_link_keeps_the_link(tmp_path, tiny_checkpoint, suffix):
+    """A results/latest.tif link to a dated file: --overwrite replaced the link by a file and
+    left the file it named stale."""
+    img = (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "in.tif", img)
+    (tmp_path / "runs").mkdir()
+    target, link = tmp_path / "runs" / f"2026-11-23{suffix}", tmp_path / f"latest{suffix}"
+    target.write_bytes(b"the old result")
+    link.symlink_to(target)
+    assert main(["restore", str(tmp_path / "in.tif"), str(link), "--weights", str(tiny_checkpoint), "--overwrite",
+                 "-q"]) == 0
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert target.read_bytes() != b"the old result" and ar.io.open_image(link).shape == img.shape
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [target.name]  # no scratch file left
 
 
 def test_restore_refuses_to_write_a_tif_over_its_input(tmp_path, tiny_checkpoint, capsys):

@@ -465,17 +465,18 @@ def write_tiff(
         kwargs["planarconfig"] = "separate"
         if samples == "rgb" and data.shape[0] == 4:
             kwargs["extrasamples"] = ["unassalpha"]
-    folder = os.path.dirname(os.path.abspath(path))
-    _remove_orphans(folder, os.path.basename(path))
-    partial = _scratch_path(folder, os.path.basename(path), "partial")
-    scratch = _scratch_path(folder, os.path.basename(path), "band")
+    final = os.path.realpath(path)  # through a link: the file it names is replaced, the link kept
+    folder, name = os.path.dirname(final), os.path.basename(final)
+    _remove_orphans(folder, name)
+    partial = _scratch_path(folder, name, "partial")
+    scratch = _scratch_path(folder, name, "band")
     common = dict(tile=tuple(tile), compression=compression,
                   photometric="rgb" if rgb or (planar and samples == "rgb") else "miniswhite" if miniswhite else "minisblack",
                   **{k: v for k, v in kwargs.items() if k != "resolution"})
     levels, res = None, kwargs.get("resolution")
     try:
         if count:
-            levels = _Pyramid(folder, os.path.basename(path), tuple(data.shape), data.dtype, yaxis,
+            levels = _Pyramid(folder, name, tuple(data.shape), data.dtype, yaxis,
                               int(tile[0]), count)
         with warnings.catch_warnings():
             # BigTIFF (no 4 GB limit) and tiles are outside ImageJ's own format; Bio-Formats reads both
@@ -490,7 +491,7 @@ def write_tiff(
                               resolution=(res[0] / 2**k, res[1] / 2**k) if res else None, **common)
         with open(partial, "rb+") as done:  # on disk before it takes the name: no complete-looking stub after a crash
             os.fsync(done.fileno())
-        os.replace(partial, path)
+        os.replace(partial, final)
     except (ImageReadError, ImageWriteError):
         _discard(partial)
         raise
