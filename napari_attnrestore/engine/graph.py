@@ -20,7 +20,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from .execute import cancel_event
 from .model_handle import ModelHandle
-from .normalize import Normalizer
+from .normalize import Normalizer, nodata_pixels
 from .plan import Plan
 from .source import assemble, dask_region_parts, read_region
 from .tiling import round_up, run_tiled
@@ -183,8 +183,7 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
     region = pad_region(raw, pads, keep_parity=plan.task == "demosaic")
     planes = to_planes(region, plan)
     x = normalize_planes(planes, plan, lead)  # float32 out; wide types are shifted in float64 first
-    if plan.nodata is not None:
-        x[planes == plan.nodata] = np.nan
+    x[nodata_pixels(planes, plan.nodata)] = np.nan
     if mask is not None:
         mask = pad_region(np.asarray(mask), pads) != 0
     bad = ~np.isfinite(x)

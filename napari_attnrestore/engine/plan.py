@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .model_handle import ModelInfo
-from .normalize import Normalizer, compute_stats
+from .normalize import Normalizer, compute_stats, nodata_pixels
 from .source import Region
 from .tiling import round_up
 
@@ -249,9 +249,9 @@ def image_stats(
     no sampled pixel is finite (a training image with nothing to learn from).
     """
     keys = stats_windows(shape, nlead, rgb, channel_axis=channel_axis)
-    pieces = [np.asarray(sample(k), dtype=np.float64) for k in keys]
-    if nodata is not None:  # pixels to fill say nothing about the intensity range
-        pieces = [np.where(p == nodata, np.nan, p) for p in pieces]
+    raw = [np.asarray(sample(k)) for k in keys]
+    # pixels to fill say nothing about the intensity range; nodata compared in the image's own type
+    pieces = [np.where(nodata_pixels(r, nodata), np.nan, r.astype(np.float64)) for r in raw]
     if require_finite and not any(np.isfinite(p).any() for p in pieces):
         raise ValueError("a training image has no finite pixels")
     if rgb:

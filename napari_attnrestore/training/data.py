@@ -184,7 +184,7 @@ class NormalizedPlane:
     def __init__(self, array, index: tuple = (), normalize: str = "auto", nodata: float | None = None,
                  keep_gaps: bool = False, channels: int | None = None,
                  stats: tuple[float, float] | None = None, origin: str | None = None) -> None:
-        from ..engine.normalize import compute_stats, needs_float64
+        from ..engine.normalize import compute_stats, needs_float64, nodata_pixels
 
         self.array, self.index, self.origin = array, tuple(index), origin
         # scaled as the engine scales: in float64 for values float32 cannot hold exactly
@@ -198,22 +198,22 @@ class NormalizedPlane:
             self.lo, self.hi = float(stats[0]), float(stats[1])
             return
         step = max(1, int(max(h, w) // 512))
-        sample = np.asarray(array[(*self.index, *self._chan, slice(None, None, step), slice(None, None, step))],
-                            dtype=np.float64)
-        if nodata is not None:
-            sample[sample == nodata] = np.nan
+        raw = np.asarray(array[(*self.index, *self._chan, slice(None, None, step), slice(None, None, step))])
+        sample = np.where(nodata_pixels(raw, nodata), np.nan, raw.astype(np.float64))
         if not np.isfinite(sample).any():
             raise ValueError(no_finite_pixels(origin, nodata))
         lo, hi = compute_stats(sample, np.dtype(array.dtype), mode=normalize)
         self.lo, self.hi = lo[0], hi[0]
 
     def __getitem__(self, key) -> np.ndarray:
+        from ..engine.normalize import nodata_pixels
+
         raw = np.asarray(self.array[(*self.index, *self._chan, *key[-2:])])
         # values far outside the scaling (beyond float32 once scaled) read as gaps, below: no warning
         with np.errstate(over="ignore", invalid="ignore"):
             out = ((raw.astype(self._work) - self.lo) / (self.hi - self.lo)).astype(np.float32)
         # nodata compared in the image's own values, not after rounding
-        gaps = ~np.isfinite(out) if self.nodata is None else (~np.isfinite(out)) | (raw == self.nodata)
+        gaps = ~np.isfinite(out) | nodata_pixels(raw, self.nodata)
         return np.where(gaps, np.float32(np.nan if self.keep_gaps else 0.0), out)
 
 

@@ -99,3 +99,24 @@ def test_pixels_beside_a_gap_are_denoised_almost_as_without_it():
     beside = np.r_[117:120, 130:133]
     err = [np.sqrt(np.mean((o[:, beside] - clean[:, beside]) ** 2)) for o in (out, plain)]
     assert err[0] < 1.2 * err[1], err
+
+
+@pytest.mark.parametrize("nodata", [-9999.9, -3.40282346639e38])  # a GeoTIFF's text; ArcGIS's float32 minimum
+def test_nodata_text_a_float32_image_stores_rounded_is_its_nodata(rng, tmp_path, nodata):
+    """The intensity statistics compared the pixels in float64 with the text's value: no pixel
+    matched, nodata set the scaling's low end and the result was garbage (or inf)."""
+    from napari_attnrestore.engine.normalize import nodata_pixels
+    from napari_attnrestore.engine.store import job_state
+
+    img = (600 + 500 * rng.random((96, 96))).astype(np.float32)
+    img[10:20] = nodata  # stored as float32 rounds it
+    out = ar.restore(img, model=Identity(), nodata=nodata, chunks=48).compute()
+    assert np.isfinite(out).all() and out[30:].min() >= 599 and out[30:].max() <= 1101
+    np.testing.assert_allclose(out[30:], img[30:], atol=0.05)
+    assert (out[10:20] == img[10:20]).all()  # kept as nodata
+    ar.restore_to_zarr(img, tmp_path / "o.zarr", model=Identity(), nodata=nodata, pyramid=False)
+    (lo,), (hi,) = job_state(tmp_path / "o.zarr")["job"]["norm"]
+    assert 599 < lo < hi < 1101  # the scaling of the data, not of nodata
+    assert nodata_pixels(img, nodata)[10:20].all() and not nodata_pixels(img, nodata)[30:].any()
+    assert not nodata_pixels(np.zeros(3, np.uint8), -9999).any()  # a value uint8 cannot hold marks nothing
+    assert not nodata_pixels(np.zeros(3, np.int16), 0.5).any() and nodata_pixels(np.zeros(3, np.int16), 0.0).all()

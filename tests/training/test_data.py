@@ -96,3 +96,14 @@ def test_training_errors_name_the_image():
         NormalizedPlane(np.zeros((40, 40), np.float32), nodata=0, origin="zeros.tif")
     with pytest.raises(ValueError, match=r"gray.png: demosaicing trains on colour pictures .*got shape \(40, 40\)"):
         colour_pictures_of(np.zeros((40, 40), np.uint8), origin="gray.png")
+
+
+def test_nodata_text_a_float32_image_stores_rounded_is_left_out_of_training_scaling():
+    """'-9999.9' from a GeoTIFF is -9999.900390625 in a float32 image: compared in float64 it
+    matched nothing, and set the low end of the training scaling."""
+    from napari_attnrestore.training.data import NormalizedPlane
+
+    img = (600 + 500 * np.random.default_rng(0).random((64, 64))).astype(np.float32)
+    img[:8] = -9999.9
+    plane = NormalizedPlane(img, nodata=-9999.9, keep_gaps=True)
+    assert 599 < plane.lo < plane.hi < 1101 and np.isnan(plane[:, :][:8]).all()
