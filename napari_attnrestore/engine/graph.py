@@ -120,6 +120,24 @@ def fill_value(plan: Plan) -> float:
     return 0.0
 
 
+def keep_off_nodata(out: np.ndarray, plan: Plan) -> None:
+    """Move restored pixels that came out as the nodata value one step towards the data.
+
+    An undershoot clipped to 0 in a scene whose nodata is 0, or a gap filled with 0, would
+    read as a new hole in GIS tools (the output declares the same nodata).
+    """
+    hit = nodata_pixels(out, plan.nodata)
+    if not hit.any():
+        return
+    nodata = out.dtype.type(plan.nodata)
+    up = plan.nodata <= min(plan.norm.lo)  # the data lie above nodata (0, -9999): step up
+    if out.dtype.kind == "f":
+        out[hit] = np.nextafter(nodata, out.dtype.type(np.inf if up else -np.inf))
+    else:
+        info = np.iinfo(out.dtype)
+        out[hit] = int(nodata) + 1 if (up and nodata < info.max) or nodata == info.min else int(nodata) - 1
+
+
 def empty_block(plan: Plan, crop: tuple[int, int, int, int]) -> np.ndarray:
     """The output block of a chunk with no data at all: every pixel is :func:`fill_value`."""
     cy0, cy1, cx0, cx1 = crop
@@ -204,6 +222,7 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
         known = np.where(np.isfinite(x), x, 0.0)[:, :, cy0:cy1, cx0:cx1]
         y = np.where(holes[:, :, cy0:cy1, cx0:cx1], y, known)
     out = normalize_planes(y, plan, lead, inverse=True)
+    keep_off_nodata(out, plan)
     if holes is not None and np.dtype(plan.out_dtype) == planes.dtype:
         # the known pixels themselves, not their float32 round trip (a float DEM, 32-bit counts)
         keep = ~holes[:, :, cy0:cy1, cx0:cx1]

@@ -120,3 +120,22 @@ def test_nodata_text_a_float32_image_stores_rounded_is_its_nodata(rng, tmp_path,
     assert nodata_pixels(img, nodata)[10:20].all() and not nodata_pixels(img, nodata)[30:].any()
     assert not nodata_pixels(np.zeros(3, np.uint8), -9999).any()  # a value uint8 cannot hold marks nothing
     assert not nodata_pixels(np.zeros(3, np.int16), 0.5).any() and nodata_pixels(np.zeros(3, np.int16), 0.0).all()
+
+
+@pytest.mark.parametrize("dtype,nodata", [(np.uint16, 0), (np.uint8, 255), (np.float32, -9999.0)])
+def test_restored_pixels_never_come_out_as_the_nodata_value(rng, dtype, nodata):
+    """An undershoot clipped to 0 in a scene whose nodata is 0 read as a new hole in GIS tools
+    (the output declares the same nodata); such pixels step one level towards the data."""
+    import torch
+
+    class Darker(Identity):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x - 10.0 if nodata == 0 or nodata < 0 else x + 10.0  # far past the type's range
+
+    img = rng.integers(100, 200, (64, 64)).astype(dtype)
+    img[:4] = nodata
+    out = ar.restore(img, model=Darker(), nodata=nodata, chunks=32).compute()
+    assert (out[:4] == nodata).all() and not (out[4:] == nodata).any()
+    if dtype != np.float32:
+        step = 1 if nodata == 0 else -1
+        assert (out[4:] == nodata + step).all()
