@@ -212,7 +212,8 @@ def stats_windows(plan_shape: tuple[int, ...], nlead: int, rgb: bool, budget: in
     ``budget`` windows of at most ``STATS_WINDOW`` pixels (shared among the channels of a
     leading ``channel_axis``, at least 4 each) take distinct cells of a grid over the image, centre
     first, and run through the planes (Z, T, ...) as they go: a stack is sampled over its
-    whole field, not at the same few places in every plane.
+    whole field, not at the same few places in every plane.  Small planes, with fewer cells
+    than windows, take their cells again on other planes, up to one window per plane.
     """
     lead_shape = plan_shape[:nlead]
     h, w = plan_shape[nlead], plan_shape[nlead + 1]
@@ -226,10 +227,14 @@ def stats_windows(plan_shape: tuple[int, ...], nlead: int, rgb: bool, budget: in
     ys = np.linspace(0, h - wy, ny).round().astype(int)
     xs = np.linspace(0, w - wx, nx).round().astype(int)
     cells = list(dict.fromkeys((int(ys[i]), int(xs[j])) for i, j in _spread_order(ny, nx)))[:n]
+    # a field of fewer cells than windows (planes of 256 x 256 or less) is sampled again on
+    # other planes: one window on plane 0 scaled a whole time-lapse by its first frame
+    count = min(n, len(cells) * nplanes)
     keys = []
     for c in channels:
-        for k, (y, x) in enumerate(cells):
-            plane = round(k * (nplanes - 1) / max(1, len(cells) - 1))
+        for k in range(count):
+            y, x = cells[k % len(cells)]
+            plane = round(k * (nplanes - 1) / max(1, count - 1))
             lead = [int(i) for i in np.unravel_index(plane, others)] if others else []
             if c is not None:
                 lead.insert(channel_axis, c)

@@ -38,6 +38,22 @@ def test_every_channel_gets_windows_over_the_field():
     assert lo == (100.0,) * 3 and hi == pytest.approx((3000.0,) * 3, rel=0.05)
 
 
+@pytest.mark.parametrize("side", [96, 256, 257])
+def test_a_stack_of_small_planes_is_sampled_on_many_planes(side):
+    """Planes of 256 x 256 or less got one window, on plane 0: a time-lapse with a dim (or
+    empty) first frame was scaled by it, and restored worse than its noisy input."""
+    keys = stats_windows((20, side, side), 1, False)
+    assert len(keys) == 16 and len({k[0] for k in keys}) == 16
+    assert len(stats_windows((3, side, side), 1, False)) == (3 if side <= 256 else 12)
+    movie = np.stack([np.full((side, side), 10.0 if t == 0 else 1000.0 + t) for t in range(20)]).astype(np.float32)
+    movie[1:, : side // 2] = 3000.0
+    lo, hi = image_stats(movie.shape, movie.dtype, lambda k: movie[k], 1, False)
+    assert lo[0] == 10 and hi[0] >= 2999  # all the frames, not the first one alone
+    movie[0] = np.nan  # an empty first frame: the scaling comes from the others
+    lo, hi = image_stats(movie.shape, movie.dtype, lambda k: movie[k], 1, False)
+    assert lo[0] > 900 and hi[0] >= 2999
+
+
 def test_a_strip_uses_all_its_windows():
     keys = stats_windows((100, 5000), 0, False)
     assert len({k[1].start for k in keys}) == 16 and all(k[0] == slice(0, 100) for k in keys)
