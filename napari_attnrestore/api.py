@@ -502,36 +502,41 @@ def restore_to_zarr(
         raise ValueError(f"{tiffs[0]}: a TIFF's open file cannot be sent to dask.distributed workers; convert it "
                          "to OME-Zarr first: img = ar.io.open_image(path); "
                          "ar.io.write_ome_zarr(img.to_dask(), 'x.ome.zarr', axes=img.axes, scale=img.scale)")
-    done = prepare_store(dst, plan, fp, create, overwrite=overwrite, resume=resume, inputs=inputs,
-                         earlier_source=earlier_desc)
-    if done is None:
-        return dst
-    # how the store holds the axes: create_ome_zarr's NGFF order (an RGB result yxc as cyx), or
-    # channel-last in a store an earlier version started and this run resumes
-    stored = "".join(str(a.get("name", ""))[:1].lower() for a in read_ome_metadata(dst).get("axes", []))
-    order = (tuple(geom["axes"].index(a) for a in stored) if sorted(stored) == sorted(geom["axes"])
-             else ngff_order(geom["axes"]))
-    sink = ZarrSink(str(Path(dst) / "0"), str(Path(dst) / STATE_DIR / "done"), chunk_shape, len(plan.out_shape),
-                    job=uuid.uuid4().hex, order=None if order == tuple(range(len(order))) else order)
-    dsk, name, deps = build_graph(handle, plan, src, sink=sink, skip=lambda i: i in done, mask=mask_src)
-    client, owned = _client_for(scheduler)
+    client, owned = _client_for(scheduler)  # first: an unreachable scheduler leaves no store behind
     try:
+        done = prepare_store(dst, plan, fp, create, overwrite=overwrite, resume=resume, inputs=inputs,
+                             earlier_source=earlier_desc)
+        if done is None:
+            return dst
+        # how the store holds the axes: create_ome_zarr's NGFF order (an RGB result yxc as cyx), or
+        # channel-last in a store an earlier version started and this run resumes
+        stored = "".join(str(a.get("name", ""))[:1].lower() for a in read_ome_metadata(dst).get("axes", []))
+        order = (tuple(geom["axes"].index(a) for a in stored) if sorted(stored) == sorted(geom["axes"])
+                 else ngff_order(geom["axes"]))
+        sink = ZarrSink(str(Path(dst) / "0"), str(Path(dst) / STATE_DIR / "done"), chunk_shape, len(plan.out_shape),
+                        job=uuid.uuid4().hex, order=None if order == tuple(range(len(order))) else order)
+        dsk, name, deps = build_graph(handle, plan, src, sink=sink, skip=lambda i: i in done, mask=mask_src)
         try:
-            execute(dsk, name, deps, progress=progress, cancel=cancel, scheduler=client or scheduler,
-                    num_workers=num_workers)
-        finally:
-            if owned is not None:
-                owned.close()
-        _finish(dst, pyramid)
-    except BaseException as e:
-        try:
-            from .engine.execute import Cancelled
+            try:
+                execute(dsk, name, deps, progress=progress, cancel=cancel, scheduler=client or scheduler,
+                        num_workers=num_workers)
+            finally:
+                if owned is not None:
+                    owned.close()
+                    owned = None
+            _finish(dst, pyramid)
+        except BaseException as e:
+            try:
+                from .engine.execute import Cancelled
 
-            status = "cancelled" if isinstance(e, (Cancelled, KeyboardInterrupt)) else "failed"
-            set_job_state(dst, status=status, error=str(e).splitlines()[0][:500] if str(e) else type(e).__name__)
-        except Exception:  # the store itself may be unwritable (disk full); the markers tell the truth
-            pass
-        raise
+                status = "cancelled" if isinstance(e, (Cancelled, KeyboardInterrupt)) else "failed"
+                set_job_state(dst, status=status, error=str(e).splitlines()[0][:500] if str(e) else type(e).__name__)
+            except Exception:  # the store itself may be unwritable (disk full); the markers tell the truth
+                pass
+            raise
+    finally:
+        if owned is not None:
+            owned.close()
     return dst
 
 

@@ -34,3 +34,17 @@ def test_local_cluster_matches_threads(tmp_path, tiny_checkpoint):
     b = zarr.open_array(str(tmp_path / "dist.zarr" / "0"))[:]
     np.testing.assert_array_equal(a, b)
     assert seen and seen[-1] == (9, 9)  # 3 x 3 chunks of 64 px
+
+
+def test_an_unreachable_scheduler_leaves_no_store(tmp_path, rng):
+    """The store was created before connecting: a refused connection left an empty output
+    marked 'running', and the next run without the scheduler said 'output exists'."""
+    import dask
+    from standins import Box3
+
+    img = rng.random((64, 64)).astype(np.float32)
+    dst = tmp_path / "o.ome.zarr"
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), pytest.raises(OSError):
+        ar.restore_to_zarr(img, dst, model=Box3(), scheduler="tcp://127.0.0.1:1", pyramid=False)
+    assert not dst.exists()
+    ar.restore_to_zarr(img, dst, model=Box3(), pyramid=False)  # no --overwrite needed
