@@ -494,7 +494,8 @@ def restore_to_zarr(
     def create() -> None:
         create_ome_zarr(dst, plan.out_shape, np.dtype(plan.out_dtype), chunk_shape, geom["axes"], scale=geom["scale"],
                         translate=geom["translate"], units=geom["units"], name=meta.get("name"), overwrite=False,
-                        omero=omero, extra_attrs=carried(meta))  # a GeoTIFF's: saved as .tif, a GeoTIFF again
+                        omero=omero, extra_attrs=carried(meta),  # a GeoTIFF's: saved as .tif, a GeoTIFF again
+                        hold_metadata=True)  # an image to other readers only once complete (see _finish)
 
     inputs = [str(v) for v in (x, mask, meta.get("path")) if isinstance(v, (str, os.PathLike))]
     tiffs = [p for p in inputs if p.lower().endswith((".tif", ".tiff"))]
@@ -549,9 +550,10 @@ def _finish(dst: str, pyramid: bool) -> None:
     import shutil
 
     from .engine.store import STATE_DIR, output_error, set_job_state
-    from .io import ImageWriteError, write_pyramid
+    from .io import ImageWriteError, release_ome_metadata, write_pyramid
 
     try:
+        release_ome_metadata(dst)  # every chunk of level 0 is written: the store is an image now
         if pyramid:
             write_pyramid(dst)
         set_job_state(dst, status="complete", error=None)

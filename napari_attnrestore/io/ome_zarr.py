@@ -29,6 +29,7 @@ __all__ = [
     "ngff_order",
     "omero_in_dtype",
     "read_ome_metadata",
+    "release_ome_metadata",
     "rgb_omero",
     "write_ome_zarr",
     "write_pyramid",
@@ -177,6 +178,7 @@ def create_ome_zarr(
     fill_value: Any = 0,
     extra_attrs: Mapping[str, Any] | None = None,
     omero: Mapping[str, Any] | None = None,
+    hold_metadata: bool = False,
 ) -> zarr.Array:
     """Create an empty single-scale OME-Zarr (NGFF 0.5, zarr v3) and return its array "0".
 
@@ -206,6 +208,10 @@ def create_ome_zarr(
     omero : mapping, optional
         NGFF ``omero`` rendering metadata (channel names, colours, windows), e.g. the source's;
         a trailing channel axis of 3 or 4 (RGB(A)) gets `rgb_omero` when None.
+    hold_metadata : bool
+        Keep the NGFF metadata aside (under ``attnrestore``) until `release_ome_metadata`:
+        a store being filled is no image to other readers (napari-ome-zarr, Fiji), which
+        would show its unwritten chunks as zeros.
 
     Raises
     ------
@@ -242,7 +248,8 @@ def create_ome_zarr(
     ome: dict[str, Any] = {"version": NGFF_VERSION, "multiscales": [multiscale]}
     if omero:
         ome["omero"] = dict(omero)
-    attrs = {"ome": ome, **dict(extra_attrs or {})}
+    attrs: dict[str, Any] = {"attnrestore": {"ome": ome}} if hold_metadata else {"ome": ome}
+    attrs.update(extra_attrs or {})
     _prepare_output(path, overwrite)
     try:
         group = zarr.create_group(store=path, zarr_format=3, attributes=attrs, overwrite=overwrite)
@@ -481,10 +488,25 @@ def write_ome_zarr(
 
 
 def read_ome_metadata(path: str | os.PathLike) -> dict:
-    """The first NGFF multiscales entry of a zarr group (0.4 or 0.5), or ``{}``."""
+    """The first NGFF multiscales entry of a zarr group (0.4 or 0.5; or held aside by
+    ``create_ome_zarr(hold_metadata=True)``), or ``{}``."""
     try:
         group = zarr.open_group(os.fspath(path), mode="r")
     except Exception:
         return {}
-    multiscales = _multiscales(dict(group.attrs))[0]
+    attrs = dict(group.attrs)
+    held = (attrs.get("attnrestore") or {}).get("ome") if isinstance(attrs.get("attnrestore"), dict) else None
+    multiscales = _multiscales({"ome": held} if isinstance(held, dict) else attrs)[0]
     return dict(multiscales[0]) if multiscales else {}
+
+
+def release_ome_metadata(path: str | os.PathLike) -> None:
+    """Publish the NGFF metadata ``create_ome_zarr(hold_metadata=True)`` kept aside: from now on
+    the store is an image to every reader.  Nothing happens when none is held."""
+    group = zarr.open_group(os.fspath(path), mode="r+")
+    state = group.attrs.get("attnrestore")
+    if not isinstance(state, dict) or not isinstance(state.get("ome"), dict):
+        return
+    state = dict(state)
+    group.attrs["ome"] = state.pop("ome")
+    group.attrs["attnrestore"] = state
