@@ -501,8 +501,7 @@ def restore_to_zarr(
     tiffs = [p for p in inputs if p.lower().endswith((".tif", ".tiff"))]
     if tiffs and scheduler not in (None, "threads", "sync", "synchronous"):  # checked before the store exists
         raise ValueError(f"{tiffs[0]}: a TIFF's open file cannot be sent to dask.distributed workers; convert it "
-                         "to OME-Zarr first: img = ar.io.open_image(path); "
-                         "ar.io.write_ome_zarr(img.to_dask(), 'x.ome.zarr', axes=img.axes, scale=img.scale)")
+                         f"to OME-Zarr first: ar.io.write_ome_zarr(ar.io.open_image({tiffs[0]!r}), 'x.ome.zarr')")
     client, owned = _client_for(scheduler)  # first: an unreachable scheduler leaves no store behind
     try:
         done = prepare_store(dst, plan, fp, create, overwrite=overwrite, resume=resume, inputs=inputs,

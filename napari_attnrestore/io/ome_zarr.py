@@ -428,7 +428,7 @@ def _store(arr: Any, target: zarr.Array, path: str) -> None:
 def write_ome_zarr(
     data: Any,
     path: str | os.PathLike,
-    axes: str,
+    axes: str | None = None,
     scale: Sequence[float] | Mapping[str, float] | None = None,
     translate: Sequence[float] | Mapping[str, float] | None = None,
     units: Mapping[str, str] | str | None = None,
@@ -437,14 +437,19 @@ def write_ome_zarr(
     overwrite: bool = False,
     name: str | None = None,
     extra_attrs: Mapping[str, Any] | None = None,
+    omero: Mapping[str, Any] | None = None,
 ) -> str:
-    """Stream a numpy or dask array into a new OME-Zarr, then add its pyramid.
+    """Stream a numpy or dask array, or an opened image, into a new OME-Zarr, then add its pyramid.
 
     The dask array is never computed whole: it is stored chunk by chunk with ``da.store``,
     in `ngff_order` (an RGB image given ``"yxc"`` is stored ``"cyx"``; ``chunks`` are given
     in ``axes`` order).  The group attribute ``attnrestore.complete`` is False until every
     level is written.
-    ``extra_attrs``: more group attributes (a GeoTIFF's georeference, kept for a later .tif).
+    ``extra_attrs``: more group attributes (a GeoTIFF's georeference, kept for a later .tif);
+    ``omero``: channel names, colours and windows.  ``data`` may be an image `open_image`
+    returned (converting a TIFF: ``write_ome_zarr(open_image("x.tif"), "x.ome.zarr")``): its
+    axes, pixel sizes, origin, units, name, channels and a GeoTIFF's georeference and nodata
+    go with it, where not given here.
 
     Returns
     -------
@@ -453,7 +458,20 @@ def write_ome_zarr(
     """
     import dask.array as da
 
+    from .geotiff import carried
+    from .images import ImageData
+
     path = os.fspath(path)
+    if isinstance(data, ImageData):
+        img, data = data, data.to_dask()
+        axes, name = axes or img.axes, name or img.name or None
+        scale = img.scale if scale is None else scale
+        translate = img.translate if translate is None else translate
+        units = img.units if units is None else units
+        omero = (img.meta.get("ome") or {}).get("omero") if omero is None else omero
+        extra_attrs = {**carried(img.meta), **dict(extra_attrs or {})}
+    if not axes:
+        raise ImageWriteError(path, "give the axes of the array, one letter per dimension (e.g. 'yx', 'tczyx')")
     axes = axes.lower()
     check_axes(axes, len(data.shape), path)
     z = create_ome_zarr(
@@ -468,6 +486,7 @@ def write_ome_zarr(
         name=name,
         overwrite=overwrite,
         extra_attrs={**dict(extra_attrs or {}), "attnrestore": {"complete": False}},
+        omero=omero,
     )
     order = ngff_order(axes)
     arr = data if isinstance(data, da.Array) else da.from_array(data, chunks=tuple(z.chunks[order.index(i)]

@@ -104,3 +104,30 @@ def test_a_nodata_the_pixels_cannot_hold_is_no_nodata(tmp_path):
     tifffile.imwrite(tmp_path / "f.tif", np.zeros((8, 8), np.float32), extratags=[(42113, "s", 0, "-9999", True)])
     assert open_image(tmp_path / "u8.tif").meta.get("nodata") is None
     assert open_image(tmp_path / "f.tif").meta["nodata"] == -9999.0
+
+
+def test_an_opened_image_converts_to_ome_zarr_with_everything_it_carries(tmp_path):
+    """The README's TIFF -> OME-Zarr conversion (for dask.distributed) passed axes and scale
+    only: the georeference, nodata, units and channel names were lost on the way."""
+    from napari_attnrestore.io import ImageWriteError, write_ome_zarr, write_tiff
+    from napari_attnrestore.io.geotiff import georeference_tags
+
+    src = open_image(_geotiff(tmp_path / "scene.tif", nodata=0))
+    zarr_path = write_ome_zarr(src, tmp_path / "scene.ome.zarr")
+    back = open_image(zarr_path)
+    assert back.meta.get("nodata") == 0 and back.meta.get("geotiff") == src.meta.get("geotiff")
+    assert back.scale == src.scale and back.translate == src.translate and back.units == src.units
+    tags = georeference_tags(back.meta["geotiff"], back.shape, back.dtype, back.meta["nodata"])
+    write_tiff(back.to_dask(), tmp_path / "again.tif", axes=back.axes, extratags=tags)
+    again = open_image(tmp_path / "again.tif")
+    assert again.translate == src.translate and again.meta.get("nodata") == 0
+
+    img = np.zeros((2, 32, 32), np.uint16)
+    omero = {"channels": [{"label": "DAPI", "color": "0000FF"}, {"label": "GFP", "color": "00FF00"}]}
+    write_ome_zarr(img, tmp_path / "two.ome.zarr", axes="cyx", scale=(1, 0.5, 0.5), units={"x": "micrometer",
+                   "y": "micrometer"}, omero=omero)
+    copy = open_image(write_ome_zarr(open_image(tmp_path / "two.ome.zarr"), tmp_path / "copy.ome.zarr"))
+    assert [c["label"] for c in copy.meta["ome"]["omero"]["channels"]] == ["DAPI", "GFP"]
+    assert copy.scale == (1.0, 0.5, 0.5) and copy.units.get("x") == "micrometer"
+    with pytest.raises(ImageWriteError, match="give the axes"):
+        write_ome_zarr(img, tmp_path / "no_axes.ome.zarr")
