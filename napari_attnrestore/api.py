@@ -276,6 +276,8 @@ def _prepare(
     if channel_axis is None and meta.get("channel_axis") is not None:
         channel_axis = meta["channel_axis"]
     src, meta, channel_axis = single_channel_mosaic(tname, src, meta, channel_axis)
+    if tname == "inpaint" and mask is None:
+        _check_gaps_are_marked(np.dtype(src.dtype), nodata if nodata is not None else meta.get("nodata"))
     handle = resolve_model(model, task, scale, device, precision, compile=compile, ensemble=ensemble)
     if tname == "demosaic" and cfa is None:  # a model trained on one camera's pattern says which in its card
         cfa = ((getattr(handle.module, "card", None) or {}).get("training") or {}).get("cfa")
@@ -562,6 +564,22 @@ def _finish(dst: str, pyramid: bool) -> None:
     # the per-chunk markers are done with (a complete job resumes as complete); zarr warns about
     # the folder whenever a complete store's group is listed
     shutil.rmtree(Path(dst) / STATE_DIR, ignore_errors=True)
+
+
+def _check_gaps_are_marked(dtype: np.dtype, nodata: float | None) -> None:
+    """Raise ValueError when nothing can mark an inpainting's gaps: an integer image holds no
+    NaN, so without a mask its gaps are the nodata value, which it must be able to hold (an
+    untagged Landsat band, or --nodata -9999 for bytes, was copied through unfilled)."""
+    if dtype.kind == "f":
+        return  # NaN marks gaps
+    how = "give a mask (CLI --mask; Restore widget: a Labels or Shapes layer) or the gap pixels' value (nodata="
+    if nodata is None:
+        raise ValueError(f"nothing marks the gaps to fill in this {dtype} image (it holds no NaN): {how}, CLI "
+                         "--nodata; e.g. 0 for a Landsat-7 band)")
+    info = np.iinfo(dtype) if dtype.kind in "iu" else None
+    if info is None or np.isnan(nodata) or not float(nodata).is_integer() or not info.min <= nodata <= info.max:
+        raise ValueError(f"nodata {nodata:g} cannot occur in this {dtype} image, so it marks no gap to fill: "
+                         f"{how}, CLI --nodata) that the image holds")
 
 
 def _client_for(scheduler: Any) -> tuple[Any, Any]:

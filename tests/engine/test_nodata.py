@@ -139,3 +139,24 @@ def test_restored_pixels_never_come_out_as_the_nodata_value(rng, dtype, nodata):
     if dtype != np.float32:
         step = 1 if nodata == 0 else -1
         assert (out[4:] == nodata + step).all()
+
+
+def test_inpainting_with_nothing_marking_the_gaps_says_so(rng):
+    """An untagged Landsat band (uint8, gaps of 0) without --nodata, or --nodata -9999 for bytes,
+    came back as an unchanged copy, exit status 0."""
+    from standins import FillHalf
+
+    img = rng.integers(1, 255, (64, 64)).astype(np.uint8)
+    img[20:28] = 0
+    with pytest.raises(ValueError, match=r"nothing marks the gaps to fill in this uint8 image.*--nodata"):
+        ar.restore(img, task="inpaint", model=FillHalf())
+    with pytest.raises(ValueError, match=r"nodata -9999 cannot occur in this uint8 image"):
+        ar.restore(img, task="inpaint", model=FillHalf(), nodata=-9999)
+    out = ar.restore(img, task="inpaint", model=FillHalf(), nodata=0).compute()
+    assert (out[20:28] != 0).all() and (out[:20] == img[:20]).all()
+    holes = np.zeros(img.shape, bool)
+    holes[20:28] = True
+    assert ar.restore(img, task="inpaint", model=FillHalf(), mask=holes).compute().shape == img.shape
+    floats = img.astype(np.float32)
+    floats[20:28] = np.nan  # NaN marks the gaps of a float image
+    assert np.isfinite(ar.restore(floats, task="inpaint", model=FillHalf()).compute()).all()
