@@ -11,6 +11,7 @@ import itertools
 import logging
 import threading
 import uuid
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,8 @@ from .source import assemble, dask_region_parts, read_region
 from .tiling import round_up, run_tiled
 
 log = logging.getLogger("attnrestore.engine")
+_WARN_LOCK = threading.Lock()
+_WARNED_DEEP_GAPS: set[int] = set()  # the plans (jobs) that have warned
 
 #: A sink writes a finished chunk: ``sink(block, index) -> token``.
 Sink = Callable[[np.ndarray, tuple[int, ...]], Any]
@@ -157,6 +160,28 @@ def _to_output_grid(bad: np.ndarray, crop: tuple[int, int, int, int], scale: int
     return b
 
 
+def _warn_deep_gaps(holes: np.ndarray, crop: tuple[int, int, int, int], plan: Plan) -> None:
+    """Warn (once a job) when a gap in the chunk lies farther from known pixels than the halo
+    the chunk reads around itself: the fill then depends on where the chunk borders fall, and
+    the chunks of a cloud 200 px across were filled as four flat blocks with steps between
+    them (a scan-line stripe, a few pixels from known ones, is filled alike by every chunk)."""
+    from scipy import ndimage
+
+    cy0, cy1, cx0, cx1 = crop
+    plane = holes.any(axis=(0, 1))
+    if id(plan) in _WARNED_DEEP_GAPS or not plane[cy0:cy1, cx0:cx1].any() or plane.all():
+        return
+    depth = float(ndimage.distance_transform_edt(plane)[cy0:cy1, cx0:cx1].max())
+    if depth > max(plan.halo, 1):
+        with _WARN_LOCK:  # chunks run in threads (and filters change under catch_warnings): once a job
+            if id(plan) in _WARNED_DEEP_GAPS:
+                return
+            _WARNED_DEEP_GAPS.add(id(plan))
+        warnings.warn(f"gaps deeper than the {plan.halo}-px halo each chunk reads around itself: their fill can "
+                      "differ between chunks (steps at chunk borders); pass a larger overlap (CLI --overlap), at "
+                      "least half the width of the widest gap", UserWarning, stacklevel=2)
+
+
 def fill_gaps(x: np.ndarray, bad: np.ndarray, sigma: float = 2.0) -> np.ndarray:
     """``(P, C, Y, X)`` planes with their bad pixels filled smoothly from the good ones
     around them (a normalized Gaussian average, then the nearest such value deep inside a
@@ -214,6 +239,8 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
     if plan.task != "inpaint" and bad.any():  # inpainting fills them; other tasks return the fill value
         x = fill_gaps(x, bad)
     inp, holes = task_inputs(x, plan, mask, origin)
+    if holes is not None:
+        _warn_deep_gaps(holes, crop, plan)
     y = run_tiled_shrinking(inp, handle, plan, cancel)  # raises Cancelled at a batch once ``cancel`` is set
     s = plan.scale
     cy0, cy1, cx0, cx1 = crop

@@ -160,3 +160,24 @@ def test_inpainting_with_nothing_marking_the_gaps_says_so(rng):
     floats = img.astype(np.float32)
     floats[20:28] = np.nan  # NaN marks the gaps of a float image
     assert np.isfinite(ar.restore(floats, task="inpaint", model=FillHalf()).compute()).all()
+
+
+def test_gaps_deeper_than_the_halo_warn_once_and_thin_ones_do_not(rng):
+    """A cloud 40 px across in chunks with an 8-px halo was filled as blocks with steps at
+    the chunk borders, silently."""
+    import warnings
+
+    from standins import FillHalf
+
+    img = rng.random((96, 96)).astype(np.float32)
+    stripes = img.copy()
+    stripes[::12, :] = np.nan  # one-pixel scan lines: every gap pixel is beside known ones
+    cloud = img.copy()
+    cloud[28:68, 28:68] = np.nan
+    kw = dict(task="inpaint", model=FillHalf(), chunks=32, tile=48)
+    for x, overlap, deep in ((stripes, 8, False), (cloud, 8, True), (cloud, 32, False)):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            ar.restore(x, overlap=overlap, **kw).compute()
+        messages = [str(w.message) for w in seen if "deeper than the" in str(w.message)]
+        assert len(messages) == int(deep) and all("8-px halo" in m for m in messages), (overlap, messages)
