@@ -122,6 +122,7 @@ def cmd_restore(a: argparse.Namespace) -> int:
             ys, xs = (i for i, ax in enumerate(geom["axes"]) if ax in "yx")
             geo = georeference_tags(meta.get("geotiff"), (lazy.shape[ys], lazy.shape[xs]), lazy.dtype, nodata)
             write_tiff(lazy, out, axes=geom["axes"], scale=geom["scale"], units=geom["units"] or {},
+                       translate=geom["translate"], omero=meta.get("omero"),  # an OME-TIFF's origin, channels
                        overwrite=a.overwrite, extratags=geo,  # a GeoTIFF's bands stay one page's samples
                        samples="rgb" if meta.get("planar_colour") else None,  # and a colour picture's planes
                        miniswhite=bool(meta.get("miniswhite")) and not geom["axes"].endswith("c"))

@@ -746,7 +746,7 @@ def _tiff_metadata(tif: tifffile.TiffFile, series: Any, axes: str) -> tuple[tupl
         _imagej_scale(tif.imagej_metadata, page, scale, units)
         meta["imagej"] = {k: v for k, v in tif.imagej_metadata.items() if isinstance(v, (str, int, float, bool))}
     if tif.is_ome and tif.ome_metadata:
-        meta["ome"] = _ome_scale(tif.ome_metadata, scale, units)
+        meta["ome"] = _ome_scale(tif.ome_metadata, scale, units, translate)
     if tif.is_shaped and tif.shaped_metadata:
         _shaped_scale(tif.shaped_metadata[0], scale, units)
     if tif.is_geotiff or "ModelPixelScaleTag" in page.tags or "ModelTransformationTag" in page.tags:
@@ -806,8 +806,9 @@ def _shaped_scale(described: dict, scale: dict, units: dict) -> None:
                 units[ax] = names[ax]
 
 
-def _ome_scale(ome_xml: str, scale: dict, units: dict) -> dict:
-    """Physical sizes from OME-XML; return the OME metadata as a dict."""
+def _ome_scale(ome_xml: str, scale: dict, units: dict, translate: dict) -> dict:
+    """Physical sizes and origin (the first plane's position) from OME-XML; return the OME
+    metadata as a dict, with the channels' names and colours as NGFF ``omero`` under "omero"."""
     ome = tifffile.xml2dict(ome_xml).get("OME", {})
     image = ome.get("Image", {})
     if isinstance(image, list):
@@ -821,7 +822,31 @@ def _ome_scale(ome_xml: str, scale: dict, units: dict) -> dict:
     if "t" in scale and pixels.get("TimeIncrement"):
         scale["t"] = float(pixels["TimeIncrement"])
         units["t"] = _ngff_unit(pixels.get("TimeIncrementUnit", "s"))
+    planes = pixels.get("Plane")
+    first = (planes[0] if planes else {}) if isinstance(planes, list) else planes
+    for ax in "xyz":  # the position of the first plane, in the pixel size's unit
+        value = first.get(f"Position{ax.upper()}") if isinstance(first, dict) else None
+        unit = _ngff_unit(first.get(f"Position{ax.upper()}Unit", "µm")) if value is not None else None
+        if ax in translate and value is not None and unit == units.get(ax, "micrometer"):
+            translate[ax] = float(value)
+    omero = _ome_channels(pixels.get("Channel"))
+    if omero:
+        ome["omero"] = omero
     return ome
+
+
+def _ome_channels(channels: Any) -> dict | None:
+    """NGFF ``omero`` of OME-XML Channel elements (names, colours), or None when none is named."""
+    channels = channels if isinstance(channels, list) else [channels] if isinstance(channels, dict) else []
+    if not channels or not any(isinstance(ch, dict) and ch.get("Name") for ch in channels):
+        return None
+    out = []
+    for ch in channels:
+        entry: dict[str, Any] = {"label": str(ch.get("Name") or "")} if isinstance(ch, dict) else {"label": ""}
+        if isinstance(ch, dict) and isinstance(ch.get("Color"), int):  # signed 32-bit RGBA
+            entry["color"] = f"{(ch['Color'] & 0xFFFFFFFF) >> 8:06X}"
+        out.append(entry)
+    return {"channels": out}
 
 
 # --------------------------------------------------------------------------- PNG / JPEG

@@ -355,7 +355,7 @@ def write_tiff_layer(path: str, data: Any, meta: dict) -> list[str]:
     """npe2 single-layer writer: image layer -> tiled BigTIFF (OME-TIFF for .ome.tif)."""
     _refuse_writing_over_the_source(path, data, meta)
     arr, axes, geometry = _layer_output(data, meta)
-    geometry.pop("translate")  # TIFF keeps pixel size and units, not an origin (a GeoTIFF's tags do)
+    # OME-TIFF keeps the origin as its planes' positions; a plain TIFF only in a GeoTIFF's tags
     md = meta.get("metadata") or {}
     geo = georeference_tags(md.get("geotiff"), (arr.shape[axes.index("y")], arr.shape[axes.index("x")]), arr.dtype,
                             md.get("nodata"))

@@ -334,6 +334,34 @@ def _imagej_layout(axes: str, shape: Sequence[int], dtype: Any, rgb: bool,
     return order, metadata, kwargs
 
 
+def _ome_channels_and_origin(axes: str, shape: Sequence[int], rgb: bool, physical: dict,
+                             translate: Mapping[str, float], omero: Mapping[str, Any] | None) -> dict[str, Any]:
+    """tifffile OME metadata for the channels' names and colours (from NGFF ``omero``) and
+    every plane's position (the origin of x, y and z, in their pixel sizes' units)."""
+    out: dict[str, Any] = {}
+    channels = (omero or {}).get("channels") if isinstance(omero, Mapping) else None
+    n = shape[axes.index("c")] if "c" in axes and not rgb else None
+    if n and isinstance(channels, list) and len(channels) == n and all(isinstance(c, Mapping) for c in channels):
+        names = [str(c.get("label") or "") for c in channels]
+        if any(names):
+            out["Channel"] = {"Name": names}
+            colours = [str(c.get("color") or "") for c in channels]
+            if all(len(h) == 6 for h in colours):
+                try:  # OME's Color: RGBA as a signed 32-bit integer
+                    out["Channel"]["Color"] = [int(np.int32(np.uint32((int(h, 16) << 8) | 0xFF))) for h in colours]
+                except ValueError:
+                    pass
+    planes = int(np.prod([shape[i] for i, a in enumerate(axes) if a not in "yx" and not (rgb and a == "c")]))
+    position: dict[str, Any] = {}
+    for ax in "xyz":
+        if translate.get(ax) and ax in physical and physical[ax][1] in _OME_UNITS:
+            position[f"Position{ax.upper()}"] = [float(translate[ax])] * planes
+            position[f"Position{ax.upper()}Unit"] = [_OME_UNITS[physical[ax][1]]] * planes
+    if position:
+        out["Plane"] = position
+    return out
+
+
 def _metadata(axes: str, rgb: bool, physical: dict, ome: bool) -> tuple[dict, dict]:
     """(metadata, extra imwrite kwargs) for tifffile."""
     metadata: dict[str, Any] = {"axes": _tiff_axes(axes, rgb)}
@@ -373,6 +401,8 @@ def write_tiff(
     samples: str | None = None,
     miniswhite: bool = False,
     pyramid: int | None = None,
+    translate: Sequence[float] | Mapping[str, float] | None = None,
+    omero: Mapping[str, Any] | None = None,
 ) -> str:
     """Write a tiled BigTIFF (OME-TIFF when the name ends .ome.tif/.ome.tiff).
 
@@ -418,6 +448,10 @@ def write_tiff(
         reads overviews of its own kind, made with ``gdaladdo``), nor does a z stack in a
         plain TIFF (tifffile would take its levels, halved in y and x only, for other
         images; OME-TIFF keeps them).
+    translate, omero : optional
+        OME-TIFF only: the origin per axis (in ``scale``'s units; the planes' positions) and
+        NGFF ``omero`` metadata whose channel labels and colours become the OME channels'
+        names and colours (when it has one entry per channel).
 
     Returns
     -------
@@ -434,6 +468,8 @@ def write_tiff(
     if not units and all(float(v) == 1.0 for v in values):  # no size known: Fiji would read 1 micrometer
         scale = None
     physical = _physical(scale, axes, units)
+    if translate is not None and not isinstance(translate, Mapping):
+        translate = dict(zip(axes, (float(v) for v in translate), strict=False))
     order = _order(axes, rgb)
     if order != list(range(len(axes))):
         data = data.transpose(order)
@@ -444,6 +480,8 @@ def write_tiff(
         samples = "bands"
     planar = samples in ("bands", "rgb") and axes == "cyx" and (samples == "bands" or data.shape[0] in (3, 4))
     metadata, kwargs = _metadata(axes, rgb, physical, ome)
+    if ome:
+        metadata.update(_ome_channels_and_origin(axes, data.shape, rgb, physical, translate or {}, omero))
     yaxis = data.ndim - (3 if rgb else 2)
     if pyramid and "z" in axes and not ome:  # readers take the levels of a z stack for z-halved ones
         raise ImageWriteError(path, "pyramid levels of a z stack are only kept in OME-TIFF; name the file .ome.tif")

@@ -446,3 +446,22 @@ def test_ome_sizes_given_with_symbols_are_kept(tmp_path):
     write_tiff(np.zeros((16, 16), np.uint8), tmp_path / "a.ome.tif", "yx", scale=(0.2, 0.2), units="µm")
     with tifffile.TiffFile(tmp_path / "a.ome.tif") as tif:
         assert 'PhysicalSizeX="0.2"' in tif.ome_metadata and 'PhysicalSizeXUnit="µm"' in tif.ome_metadata
+
+
+def test_ome_tiff_keeps_channel_names_colours_and_origin(tmp_path):
+    """OME-TIFF channel names (DAPI, GFP) were lost reading and writing, and its origin on
+    writing: '.ome.tif keeps everything' did not hold."""
+    a = np.zeros((2, 3, 32, 32), np.uint16)
+    omero = {"channels": [{"label": "DAPI", "color": "0000FF"}, {"label": "GFP", "color": "00FF00"}]}
+    units = {ax: "micrometer" for ax in "zyx"}
+    write_tiff(a, tmp_path / "a.ome.tif", axes="czyx", scale=(1, 2, 0.5, 0.5), units=units, translate=(0, 5, 20, 10),
+               omero=omero)
+    img = open_image(tmp_path / "a.ome.tif")
+    assert img.meta["ome"]["omero"] == omero and img.translate == (0.0, 5.0, 20.0, 10.0)
+    # and on to OME-Zarr, as a restore of it would
+    back = open_image(write_ome_zarr(img, tmp_path / "a.ome.zarr"))
+    assert [c["label"] for c in back.meta["ome"]["omero"]["channels"]] == ["DAPI", "GFP"]
+    assert back.translate == img.translate
+    # names that do not match the channels are left out, not written wrong
+    write_tiff(a, tmp_path / "b.ome.tif", axes="czyx", omero={"channels": [{"label": "only one"}]})
+    assert "omero" not in open_image(tmp_path / "b.ome.tif").meta["ome"]
