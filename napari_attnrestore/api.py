@@ -582,6 +582,23 @@ def _check_gaps_are_marked(dtype: np.dtype, nodata: float | None) -> None:
                          f"{how}, CLI --nodata) that the image holds")
 
 
+def _quiet_local_cluster(local_cluster: Any) -> Any:
+    """A LocalCluster of worker processes that leave Ctrl-C to this one: started with SIGINT
+    ignored (which they inherit), they no longer each print a KeyboardInterrupt traceback
+    while this process cancels the job and closes them; their logs only say errors."""
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        return local_cluster(processes=True, threads_per_worker=1, dashboard_address=None,
+                             silence_logs=logging.ERROR)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
 def _client_for(scheduler: Any) -> tuple[Any, Any]:
     """A distributed Client for ``local``/an address (and what to close afterwards)."""
     if scheduler is None or scheduler in ("threads", "sync", "synchronous"):
@@ -590,7 +607,7 @@ def _client_for(scheduler: Any) -> tuple[Any, Any]:
         from distributed import Client, LocalCluster
 
         if scheduler == "local":
-            cluster = LocalCluster(processes=True, threads_per_worker=1, dashboard_address=None)
+            cluster = _quiet_local_cluster(LocalCluster)
             client = Client(cluster)
 
             class _Both:

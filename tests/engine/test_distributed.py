@@ -48,3 +48,22 @@ def test_an_unreachable_scheduler_leaves_no_store(tmp_path, rng):
         ar.restore_to_zarr(img, dst, model=Box3(), scheduler="tcp://127.0.0.1:1", pyramid=False)
     assert not dst.exists()
     ar.restore_to_zarr(img, dst, model=Box3(), pyramid=False)  # no --overwrite needed
+
+
+def test_local_workers_are_started_deaf_to_ctrl_c():
+    """Ctrl-C reached every worker process of --scheduler local, each printing its own
+    KeyboardInterrupt traceback (69 lines) after the one-line 'interrupted' message."""
+    import signal
+
+    from napari_attnrestore.api import _quiet_local_cluster
+
+    seen = {}
+
+    def fake_cluster(**kw):
+        seen["sigint"], seen["kw"] = signal.getsignal(signal.SIGINT), kw
+        return "cluster"
+
+    before = signal.getsignal(signal.SIGINT)
+    assert _quiet_local_cluster(fake_cluster) == "cluster"
+    assert seen["sigint"] is signal.SIG_IGN and signal.getsignal(signal.SIGINT) is before
+    assert seen["kw"]["processes"] and seen["kw"]["silence_logs"] >= 40  # errors only
