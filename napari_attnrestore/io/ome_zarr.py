@@ -248,8 +248,11 @@ def create_ome_zarr(
     ome: dict[str, Any] = {"version": NGFF_VERSION, "multiscales": [multiscale]}
     if omero:
         ome["omero"] = dict(omero)
-    attrs: dict[str, Any] = {"attnrestore": {"ome": ome}} if hold_metadata else {"ome": ome}
-    attrs.update(extra_attrs or {})
+    attrs: dict[str, Any] = dict(extra_attrs or {})
+    if hold_metadata:
+        attrs["attnrestore"] = {**dict(attrs.get("attnrestore") or {}), "ome": ome}
+    else:
+        attrs["ome"] = ome
     _prepare_output(path, overwrite)
     try:
         group = zarr.create_group(store=path, zarr_format=3, attributes=attrs, overwrite=overwrite)
@@ -487,12 +490,14 @@ def write_ome_zarr(
         overwrite=overwrite,
         extra_attrs={**dict(extra_attrs or {}), "attnrestore": {"complete": False}},
         omero=omero,
+        hold_metadata=True,  # a store cut short (a killed process) is no image to other readers
     )
     order = ngff_order(axes)
     arr = data if isinstance(data, da.Array) else da.from_array(data, chunks=tuple(z.chunks[order.index(i)]
                                                                                   for i in range(len(order))))
     try:
         _store(da.transpose(arr, order).rechunk(z.chunks), z, path)
+        release_ome_metadata(path)
         if pyramid:
             write_pyramid(path)
         group = zarr.open_group(path, mode="r+")

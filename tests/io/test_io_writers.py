@@ -465,3 +465,23 @@ def test_ome_tiff_keeps_channel_names_colours_and_origin(tmp_path):
     # names that do not match the channels are left out, not written wrong
     write_tiff(a, tmp_path / "b.ome.tif", axes="czyx", omero={"channels": [{"label": "only one"}]})
     assert "omero" not in open_image(tmp_path / "b.ome.tif").meta["ome"]
+
+
+def test_an_ome_zarr_cut_short_is_no_image_to_other_readers(tmp_path, monkeypatch):
+    """A killed write (no chance to remove the store) left full NGFF metadata over unwritten
+    chunks: other readers showed zeros as data."""
+    import json
+
+    from napari_attnrestore.io import ome_zarr
+
+    def killed(*args, **kwargs):
+        raise _Interrupt()
+
+    monkeypatch.setattr(ome_zarr, "_store", killed)
+    monkeypatch.setattr(ome_zarr, "remove_output", lambda path: None)  # as after SIGKILL: nothing cleans up
+    with pytest.raises(_Interrupt):
+        write_ome_zarr(np.ones((64, 64), np.uint8), tmp_path / "a.ome.zarr", axes="yx")
+    attrs = json.loads((tmp_path / "a.ome.zarr" / "zarr.json").read_text())["attributes"]
+    assert "ome" not in attrs and "multiscales" not in attrs and attrs["attnrestore"]["complete"] is False
+    with pytest.raises(ValueError, match="unfinished"):
+        open_image(tmp_path / "a.ome.zarr")
