@@ -356,7 +356,9 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
     metrics = evaluate(recipe, ema, data_dir)
     card = {
         "name": name,
-        "recipe": str(recipe_path),
+        # the committed recipe, as the repository names it (a run from another checkout or
+        # folder wrote its absolute path there)
+        "recipe": f"recipes/{recipe_path.name}" if recipe_path.parent.name == "recipes" else str(recipe_path),
         "preset": recipe.get("preset", "tiny"),
         "parameters": n_params,
         "training": {

@@ -300,3 +300,12 @@ def test_recipe_mixes_in_synthetic_pictures_at_its_share(tmp_path, data):
     card_recipe = _recipe(tmp_path, "demosaic", synthetic={"dead_leaves": 2, "size": 40})
     card = json.loads(rc.run(card_recipe, data, tmp_path / "out", tmp_path / "runs").with_suffix(".json").read_text())
     assert card["training"]["synthetic"] == {"dead_leaves": 2, "size": 40}
+
+
+def test_the_card_names_the_recipe_as_the_repository_does(tmp_path, data):
+    """A run from another folder (a clone in /tmp) wrote its absolute recipe path into the
+    shipped card: the README's 'every weight comes from a committed recipe' pointed at /tmp."""
+    (tmp_path / "recipes").mkdir()
+    path = _recipe(tmp_path, "sr", scale=2).rename(tmp_path / "recipes" / "sr_test.json")
+    out = rc.run(path, data, tmp_path / "out", tmp_path / "runs", steps=1)
+    assert json.loads(out.with_suffix(".json").read_text())["recipe"] == "recipes/sr_test.json"
