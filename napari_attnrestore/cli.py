@@ -146,14 +146,17 @@ def _arch_default(arch: str, task: str, scale: int | None) -> str:
 def cmd_models(a: argparse.Namespace) -> int:
     import napari_attnrestore as ar
     from napari_attnrestore.models import get_architecture
+    from napari_attnrestore.zoo import defaults, headline_metric
 
-    print("Shipped weights:")
-    print(f"  {'name':28s} {'task':8s} {'arch':6s} {'scale':>5s} {'params':>8s}  metrics")
+    chosen = {name: key for key, name in defaults().items()}
+    print("Shipped weights (each task's default marked; PSNR on the benchmark that chose it):")
+    print(f"  {'name':28s} {'task':8s} {'arch':6s} {'scale':>5s} {'params':>8s}  {'default for':12s} metric")
     for m in ar.list_models():
-        metrics = m.get("metrics", {})
-        key = next(iter(metrics), None)
-        summary = f"{key}: {metrics[key].get('psnr', '')} dB" if key else ""
-        print(f"  {m['name']:28s} {m['task']:8s} {m['arch']:6s} {m.get('scale', 1):>5d} {m.get('parameters', 0):>8d}  {summary}")
+        key, value = headline_metric(m)
+        summary = f"{key}: {value:.2f} dB" if value is not None else ""
+        default = chosen.get(m["name"], "")
+        print(f"  {m['name']:28s} {m['task']:8s} {m['arch']:6s} {m.get('scale', 1):>5d} {m.get('parameters', 0):>8d}"
+              f"  {default:12s} {summary}")
     if a.measure:
         from napari_attnrestore.benchmarking import table
 

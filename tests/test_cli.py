@@ -116,6 +116,9 @@ def test_models_lists_architectures(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "hat" in out and "Architectures" in out
+    # the defaults are marked, each with the number it was chosen by (denoising: sigma 25, not 15)
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("denoise-acla-tiny "))
+    assert " denoise " in line and "set12_sigma25" in line
 
 
 def test_architecture_measurements():
