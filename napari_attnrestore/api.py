@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -246,7 +247,7 @@ def _prepare(
     batch: int | str | None,
     chunks: int | tuple[int, int] | None, device: str, precision: str, rgb: bool | None, channel_axis: int | None,
     normalize: str, dtype: Any, meta: dict[str, Any] | None = None, mask: Any = None, nodata: float | None = None,
-    cfa: str | None = None, compile: bool = False, ensemble: bool = False,
+    cfa: str | None = None, compile: bool = False, ensemble: bool = False, invert_mask: bool = False,
 ) -> tuple[Any, dict[str, Any], ModelHandle, Any, Any]:
     """Source, metadata, model handle, plan and mask source shared by :func:`restore` and
     :func:`restore_to_zarr`."""
@@ -263,6 +264,12 @@ def _prepare(
         raise ImageReadError(src_meta["path"], "a palette (indexed-colour) TIFF: its values are colour indices, "
                                                "not intensities; convert it to RGB or gray first")
     mask_src = as_source(mask)[0] if mask is not None else None
+    if invert_mask:
+        if mask_src is None:
+            raise ValueError("invert_mask inverts a mask; give one (mask=, CLI --mask)")
+        from .engine.source import ZeroMarks
+
+        mask_src = ZeroMarks(mask_src)
     meta = {**src_meta, **{k: v for k, v in (meta or {}).items() if v is not None}}
     if rgb is None and "rgb" in meta:
         rgb = meta["rgb"]
@@ -299,7 +306,28 @@ def _prepare(
     )
     if memory is not None:
         log.info("tile %d, batch %d chosen from free memory on %s", plan.tile, plan.batch, memory.device)
+    if mask_src is not None:
+        _warn_mostly_marked(mask_src, invert_mask)
     return src, meta, handle, plan, mask_src
+
+
+def _warn_mostly_marked(mask: Any, inverted: bool) -> None:
+    """Warn when the mask marks most of the image to fill: more likely a mask of the valid
+    pixels (GDAL mask bands and Landsat gap masks are 1 where there is data), which would
+    replace the data and keep the gaps."""
+    from .engine.plan import stats_windows
+
+    nlead = len(mask.shape) - 2
+    if nlead < 0:
+        return
+    read = _sampler(mask)
+    parts = [np.asarray(read(k)) != 0 for k in stats_windows(tuple(mask.shape), nlead, False)]
+    share = sum(int(p.sum()) for p in parts) / max(1, sum(p.size for p in parts))
+    if share > 0.5:
+        how = ("without invert_mask (CLI: without --invert-mask)" if inverted
+               else "with invert_mask=True (CLI --invert-mask)")
+        warnings.warn(f"the mask marks {share:.0%} of the pixels to fill ({'zero' if inverted else 'nonzero'} = fill); "
+                      f"if it marks the valid pixels instead, run {how}", UserWarning, stacklevel=3)
 
 
 def restore(
@@ -322,6 +350,7 @@ def restore(
     cfa: str | None = None,
     compile: bool = False,
     ensemble: bool = False,
+    invert_mask: bool = False,
 ) -> da.Array:
     """Restore an image lazily; returns a dask array (nothing is computed yet).
 
@@ -359,6 +388,9 @@ def restore(
     mask, nodata
         Inpainting: pixels to fill are nonzero in ``mask`` (same Y, X; an array or a
         path), NaN, or equal to ``nodata``.  Known pixels are kept exactly.
+    invert_mask
+        The mask marks the valid pixels instead (0 = fill), as GDAL mask bands and the
+        Landsat-7 gap masks do.
     cfa
         Demosaicing: the Bayer pattern at pixel (0, 0): RGGB, BGGR, GRBG or GBRG (default:
         the one the model was trained on, when its card names one, else RGGB).
@@ -372,7 +404,7 @@ def restore(
     """
     src, _, handle, plan, mask_src = _prepare(x, task, model, scale, tile, overlap, batch, chunks, device, precision,
                                               rgb, channel_axis, normalize, dtype, mask=mask, nodata=nodata, cfa=cfa,
-                                              compile=compile, ensemble=ensemble)
+                                              compile=compile, ensemble=ensemble, invert_mask=invert_mask)
     return restore_array(handle, plan, src, mask=mask_src)
 
 
@@ -432,6 +464,7 @@ def restore_to_zarr(
     cfa: str | None = None,
     compile: bool = False,
     ensemble: bool = False,
+    invert_mask: bool = False,
 ) -> str:
     """Restore ``x`` into a new OME-Zarr (NGFF 0.5, zarr v3) at ``dst``, chunk by chunk.
 
@@ -443,7 +476,7 @@ def restore_to_zarr(
     ``scheduler``: None (threads), ``"sync"``, ``"local"`` (a LocalCluster of worker
     processes), a scheduler address, or a ``distributed.Client``.  ``meta`` gives or
     overrides the input's ``axes``, ``scale``, ``translate`` and ``units`` (physical
-    metadata of an array input).  ``mask``/``nodata``/``cfa``/``compile``/``ensemble`` as for
+    metadata of an array input).  ``mask``/``invert_mask``/``nodata``/``cfa``/``compile``/``ensemble`` as for
     :func:`restore`.
     Returns ``dst``.
     """
@@ -471,7 +504,8 @@ def restore_to_zarr(
         tile = job_state(dst).get("job", {}).get("tile", tile)
     src, meta, handle, plan, mask_src = _prepare(x, task, model, scale, tile, overlap, batch, chunks, device,
                                                  precision, rgb, channel_axis, normalize, dtype, meta, mask=mask,
-                                                 nodata=nodata, cfa=cfa, compile=compile, ensemble=ensemble)
+                                                 nodata=nodata, cfa=cfa, compile=compile, ensemble=ensemble,
+                                                 invert_mask=invert_mask)
     dst = str(dst)
     geom = output_geometry(plan.scale, meta, len(plan.shape), len(plan.out_shape), bool(plan.out_trailing))
     # a file: its resolved path, size and time (rewritten between runs, it is another input);
@@ -484,7 +518,7 @@ def restore_to_zarr(
     # earlier builds described an input by its file first and sampled no pixels: their stores resume
     earlier_desc = lazy_desc if meta.get("path") or not isinstance(x, np.ndarray) else src_desc
     fp = job_fingerprint(plan, handle.weights_digest(), get_task(task).name, str(src_desc), handle.ensemble,
-                         mask_id=data_identity(mask) if mask is not None else None)
+                         mask_id=(data_identity(mask) + (":inverted" if invert_mask else "")) if mask is not None else None)
     chunk_shape = tuple(c[0] for c in plan.out_chunks)
 
     omero, c = meta.get("omero"), geom["axes"].find("c")
@@ -496,7 +530,8 @@ def restore_to_zarr(
     def create() -> None:
         create_ome_zarr(dst, plan.out_shape, np.dtype(plan.out_dtype), chunk_shape, geom["axes"], scale=geom["scale"],
                         translate=geom["translate"], units=geom["units"], name=meta.get("name"), overwrite=False,
-                        omero=omero, extra_attrs=carried(meta),  # a GeoTIFF's: saved as .tif, a GeoTIFF again
+                        omero=omero,  # a GeoTIFF's georeference and the nodata this job used: saved as .tif,
+                        extra_attrs=carried({**meta, "nodata": nodata} if nodata is not None else meta),  # a GeoTIFF
                         hold_metadata=True)  # an image to other readers only once complete (see _finish)
 
     inputs = [str(v) for v in (x, mask, meta.get("path")) if isinstance(v, (str, os.PathLike))]

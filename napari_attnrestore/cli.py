@@ -19,19 +19,25 @@ class UserError(Exception):
 
 
 class _ProgressBar:
-    """A tqdm bar that appears with the first finished chunk (not before input is checked)."""
+    """A tqdm bar that appears with the first finished chunk (not before input is checked),
+    its clock started when the job was; in a log (stderr not a terminal) it prints every 10 s."""
 
-    def __init__(self, desc: str, disable: bool = False) -> None:
-        self.desc, self.disable, self.bar = desc, disable, None
+    def __init__(self, desc: str, disable: bool = False, unit: str = "chunk", resumable: bool = True) -> None:
+        self.desc, self.disable, self.unit, self.resumable, self.bar = desc, disable, unit, resumable, None
+        self.t0 = time.time()
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, **postfix: Any) -> None:
         if self.bar is None:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc=self.desc, unit="chunk", disable=self.disable, dynamic_ncols=True)
+            start = max(0, done - 1) if self.resumable else 0  # a resumed job: the chunks (steps) done before
+            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, disable=self.disable, dynamic_ncols=True,
+                            initial=start, mininterval=0.1 if sys.stderr.isatty() else 10.0, delay=1e-6)
+            self.bar.start_t = self.t0  # shown from the first update, timed from the job's start
         self.bar.total = total
-        self.bar.n = done
-        self.bar.refresh()
+        if postfix:
+            self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(done - self.bar.n)  # one print at most, and the rate from the updates
 
     def close(self) -> None:
         if self.bar is not None:
@@ -40,6 +46,14 @@ class _ProgressBar:
 
 def _is_zarr(path: str) -> bool:
     return path.rstrip("/").endswith(".zarr")
+
+
+def _check_folder(path: str | os.PathLike) -> None:
+    """A UserError when the folder ``path`` goes into does not exist: a typo in it is named,
+    not made into new folders (the API's writers create them)."""
+    folder = os.path.dirname(os.path.abspath(os.path.realpath(path)))
+    if not os.path.isdir(folder):
+        raise UserError(f"{path}: folder {folder} does not exist")
 
 
 def cmd_restore(a: argparse.Namespace) -> int:
@@ -54,12 +68,13 @@ def cmd_restore(a: argparse.Namespace) -> int:
     out = str(a.output)
     if not (_is_zarr(out) or out.lower().endswith((".tif", ".tiff", ".png"))):
         raise UserError(f"{out}: unsupported output type; use .zarr/.ome.zarr, .tif/.tiff or .png")
+    _check_folder(out)
     if os.path.exists(out) and not (a.overwrite or (a.resume and _is_zarr(out))):
         raise UserError(f"{out}: output exists; pass --overwrite to replace it" + (" or --resume to continue it" if _is_zarr(out) else ""))
     common: dict[str, Any] = dict(
         task=a.task, model=model, scale=a.scale, tile=a.tile, overlap=a.overlap, batch=a.batch, chunks=a.chunks,
         device=a.device, precision=a.precision, mask=a.mask, nodata=a.nodata, cfa=a.cfa, compile=a.compile,
-        ensemble=a.ensemble,
+        ensemble=a.ensemble, invert_mask=a.invert_mask,
     )
     t0 = time.perf_counter()
     if _is_zarr(out):
@@ -103,8 +118,6 @@ def cmd_restore(a: argparse.Namespace) -> int:
                                 f"{lazy.shape[-1]} channels; write .tif")
             final = os.path.realpath(out)  # through a link: the file it names is replaced, the link kept
             folder = os.path.dirname(final)
-            if not os.path.isdir(folder):
-                raise UserError(f"{out}: folder {folder} does not exist")
             pixels = np.asarray(lazy.compute())
             # written aside and renamed: a full disk or Ctrl-C leaves the old file, not half a PNG
             partial = os.path.join(folder, f".{os.path.basename(final)}.partial-{os.getpid()}.png")
@@ -119,13 +132,17 @@ def cmd_restore(a: argparse.Namespace) -> int:
                 raise
         else:
             nodata = a.nodata if a.nodata is not None else meta.get("nodata")
+            bar = _ProgressBar("restore", disable=a.quiet, unit="row", resumable=False)
             ys, xs = (i for i, ax in enumerate(geom["axes"]) if ax in "yx")
             geo = georeference_tags(meta.get("geotiff"), (lazy.shape[ys], lazy.shape[xs]), lazy.dtype, nodata)
-            write_tiff(lazy, out, axes=geom["axes"], scale=geom["scale"], units=geom["units"] or {},
-                       translate=geom["translate"], omero=meta.get("omero"),  # an OME-TIFF's origin, channels
-                       overwrite=a.overwrite, extratags=geo,  # a GeoTIFF's bands stay one page's samples
-                       samples="rgb" if meta.get("planar_colour") else None,  # and a colour picture's planes
-                       miniswhite=bool(meta.get("miniswhite")) and not geom["axes"].endswith("c"))
+            try:
+                write_tiff(lazy, out, axes=geom["axes"], scale=geom["scale"], units=geom["units"] or {},
+                           translate=geom["translate"], omero=meta.get("omero"),  # an OME-TIFF's origin, channels
+                           overwrite=a.overwrite, extratags=geo,  # a GeoTIFF's bands stay one page's samples
+                           samples="rgb" if meta.get("planar_colour") else None,  # and a colour picture's planes
+                           miniswhite=bool(meta.get("miniswhite")) and not geom["axes"].endswith("c"), progress=bar)
+            finally:
+                bar.close()
     if not a.quiet:
         print(f"wrote {out} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0
@@ -196,24 +213,25 @@ def cmd_train(a: argparse.Namespace) -> int:
     for path in (out, out.with_suffix(".json")):  # the weights and their card
         if path.exists() and not a.overwrite:
             raise UserError(f"{path}: exists; pass --overwrite to replace it")
+    _check_folder(out)
     if a.state:
         check_output(a.state, "training state")
+        _check_folder(a.state)
     events = ar.train(
         [str(p) for p in a.images], task=a.task, arch=a.arch, model=a.start, clean=[str(p) for p in a.clean] or None,
         mode=mode, scale=a.scale, steps=a.steps, batch=a.batch, patch=a.patch, lr=a.lr, device=a.device,
         state_path=a.state, log_every=1, nodata=a.nodata, method=a.method, compile=a.compile, cfa=a.cfa,
         precision=a.precision, seed=a.seed,
     )
-    from tqdm.auto import tqdm
-
     model = None
-    with tqdm(total=a.steps, desc="train", unit="step", disable=a.quiet) as bar:
+    bar = _ProgressBar("train", disable=a.quiet, unit="step")
+    try:
         for ev in events:
-            bar.n = ev.step
-            bar.set_postfix(loss=f"{ev.loss:.4g}")
-            bar.refresh()
+            bar(ev.step, a.steps, loss=f"{ev.loss:.4g}")
             if ev.done:
                 model = ev.model
+    finally:
+        bar.close()
     assert model is not None
     images = [os.path.abspath(p) for p in a.images]
     ar.save_model(model, out, task=a.task, card={"name": out.stem, "training_images": images})
@@ -284,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--task", default="denoise", choices=["denoise", "sr", "demosaic", "inpaint"])
     r.add_argument("--scale", type=int, choices=[2, 4], default=None, help="SR factor")
     r.add_argument("--mask", default=None, help="inpaint: mask file (nonzero = fill), same Y, X as the input")
+    r.add_argument("--invert-mask", action="store_true",
+                   help="the mask marks the valid pixels (0 = fill), as GDAL mask bands and Landsat gap masks do")
     r.add_argument("--nodata", type=float, default=None, help="pixel value marking no data (NaN always does): kept as is, or filled by inpaint")
     r.add_argument("--cfa", default=None, choices=["RGGB", "BGGR", "GRBG", "GBRG"], help="demosaic: Bayer pattern")
     r.add_argument("--arch", default=None, help="use the shipped weights of this architecture")

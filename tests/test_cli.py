@@ -191,6 +191,19 @@ def test_png_outputs_pillow_cannot_write_are_refused_before_restoring(tmp_path, 
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_an_output_in_a_folder_that_does_not_exist_is_one_line(tmp_path, tiny_checkpoint, capsys):
+    """.tif, .ome.zarr and train --out made the missing folders (a typo became /nonexist/dir),
+    while .png refused: every output now names the missing folder."""
+    tifffile.imwrite(tmp_path / "g.tif", np.zeros((32, 32), np.uint8))
+    for out in ("o.tif", "o.ome.zarr"):
+        assert main(["restore", str(tmp_path / "g.tif"), str(tmp_path / "no" / out), "--weights",
+                     str(tiny_checkpoint), "-q"]) == 2
+        assert f"folder {tmp_path / 'no'} does not exist" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "g.tif"), "--steps", "2", "--out", str(tmp_path / "no" / "m.safetensors")]) == 2
+    assert f"folder {tmp_path / 'no'} does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
+
+
 def test_bench_and_demo_options_are_checked_first(capsys):
     for args, said in ((["bench", "--sizes", "64", "--models", "nope"], "nope"),
                        (["bench", "--sizes", "64", "--models", "conv3x3", "--tile", "4"], "--tile must be at least 8"),

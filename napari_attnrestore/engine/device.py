@@ -34,14 +34,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def resolve_precision(precision: str, device: torch.device, half_safe: bool) -> torch.dtype:
-    """Compute dtype: ``auto`` is bf16 on CUDA for models that declare half precision safe."""
+def resolve_precision(precision: str, device: torch.device, half_safe: bool, warn: bool = True) -> torch.dtype:
+    """Compute dtype: ``auto`` is bf16 on CUDA for models that declare half precision safe;
+    ``warn``: say that fp16 on a CPU is slow (once, where the job is set up)."""
     p = (precision or "auto").lower()
     if p not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     if p == "auto":
         return torch.bfloat16 if (device.type == "cuda" and half_safe) else torch.float32
-    if p == "fp16" and device.type == "cpu":
+    if warn and p == "fp16" and device.type == "cpu":
         warnings.warn("fp16 on the CPU runs emulated, about 9 times slower than fp32 here; use bf16 or fp32",
                       UserWarning, stacklevel=3)
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[p]

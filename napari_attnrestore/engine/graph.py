@@ -171,6 +171,9 @@ def _warn_deep_gaps(holes: np.ndarray, crop: tuple[int, int, int, int], plan: Pl
     plane = holes.any(axis=(0, 1))
     if id(plan) in _WARNED_DEEP_GAPS or not plane[cy0:cy1, cx0:cx1].any() or plane.all():
         return
+    ys, xs = plan.chunk_bounds()
+    if len(ys) == 1 and len(xs) == 1:  # one chunk a plane: no chunk borders for the fill to step at
+        return
     depth = float(ndimage.distance_transform_edt(plane)[cy0:cy1, cx0:cx1].max())
     if depth > max(plan.halo, 1):
         with _WARN_LOCK:  # chunks run in threads (and filters change under catch_warnings): once a job

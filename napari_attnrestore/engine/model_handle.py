@@ -169,7 +169,7 @@ class ModelHandle:
             hit = _CACHE.get(self.key)
             if hit is None:
                 dev = resolve_device(self.device)
-                dtype = resolve_precision(self.precision, dev, self.info.half_safe)
+                dtype = resolve_precision(self.precision, dev, self.info.half_safe, warn=False)  # warned in __init__
                 # eval mode, as any inference; the parameters are not frozen (forward passes
                 # run under inference_mode), so a caller's module can go on training
                 mod = self.module.to(dev).eval()

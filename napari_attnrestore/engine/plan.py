@@ -257,8 +257,10 @@ def image_stats(
     raw = [np.asarray(sample(k)) for k in keys]
     # pixels to fill say nothing about the intensity range; nodata compared in the image's own type
     pieces = [np.where(nodata_pixels(r, nodata), np.nan, r.astype(np.float64)) for r in raw]
-    if require_finite and not any(np.isfinite(p).any() for p in pieces):
-        raise ValueError("a training image has no finite pixels")
+    if not any(np.isfinite(p).any() for p in pieces):
+        if require_finite:
+            raise ValueError("a training image has no finite pixels")
+        _no_data_sampled(shape, keys, nlead, nodata)
     if rgb:
         flat = np.concatenate([p.reshape(-1, p.shape[-1]) for p in pieces])
         return compute_stats(flat, dtype, channel_axis=1, mode=normalize)
@@ -271,6 +273,20 @@ def image_stats(
         lo_l.append(a[0])
         hi_l.append(b[0])
     return tuple(lo_l), tuple(hi_l)
+
+
+def _no_data_sampled(shape: tuple[int, ...], keys: list[tuple], nlead: int, nodata: float | None) -> None:
+    """No sampled pixel holds data: a ValueError when the windows cover the whole image (it
+    holds none: its result would be all NaN or nodata), else a warning (the data lie elsewhere,
+    and the statistics fall back to the type's range)."""
+    what = "NaN or infinite" + (f", or the nodata value {nodata:g}" if nodata is not None else "")
+    planes = int(np.prod(shape[:nlead])) if nlead else 1
+    full = all(k[nlead] == slice(0, shape[nlead]) and k[nlead + 1] == slice(0, shape[nlead + 1]) for k in keys)
+    if full and len({k[:nlead] for k in keys}) == planes:
+        raise ValueError(f"the image has no data to restore: every pixel is {what}")
+    warnings.warn(f"no pixel of the {len(keys)} windows sampled for the intensity range holds data (all {what}); "
+                  "the range falls back to the data type's, which can scale the result badly; give "
+                  "normalize='none' or crop to the data", UserWarning, stacklevel=4)
 
 
 def _warn_narrow(out_dtype: np.dtype, lo: float, hi: float) -> None:

@@ -78,3 +78,24 @@ def assemble(blocks: list[np.ndarray], slices: list[tuple[tuple, tuple]], shape:
     for blk, (src, dst) in zip(blocks, slices, strict=True):
         out[dst] = np.asarray(blk)[src]
     return out
+
+
+class ZeroMarks:
+    """A mask read inverted: ``True`` where ``mask`` is 0.
+
+    For masks that mark the valid pixels (GDAL mask bands, Landsat gap masks: nonzero =
+    data) where inpainting wants the pixels to fill; each slice is read and inverted on
+    demand, so a large mask stays on disk.
+    """
+
+    def __init__(self, mask: Any) -> None:
+        self.mask = mask
+        self.shape = tuple(mask.shape)
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(bool)
+        self.path = getattr(mask, "path", None)  # named in read errors, found by backing_stores
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(self.mask, da.Array):
+            return np.asarray(self.mask[key].compute()) == 0
+        return (self.mask[key] if isinstance(self.mask, np.ndarray) else read_checked(self.mask, key)) == 0

@@ -403,6 +403,7 @@ def write_tiff(
     pyramid: int | None = None,
     translate: Sequence[float] | Mapping[str, float] | None = None,
     omero: Mapping[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> str:
     """Write a tiled BigTIFF (OME-TIFF when the name ends .ome.tif/.ome.tiff).
 
@@ -452,6 +453,8 @@ def write_tiff(
         OME-TIFF only: the origin per axis (in ``scale``'s units; the planes' positions) and
         NGFF ``omero`` metadata whose channel labels and colours become the OME channels'
         names and colours (when it has one entry per channel).
+    progress : callable, optional
+        ``progress(done, total)`` after each band of rows is computed: rows of all pages.
 
     Returns
     -------
@@ -520,7 +523,8 @@ def write_tiff(
             # BigTIFF (no 4 GB limit) and tiles are outside ImageJ's own format; Bio-Formats reads both
             warnings.filterwarnings("ignore", ".*nonconformant BigTIFF ImageJ", UserWarning)
             with tifffile.TiffWriter(partial, bigtiff=True, ome=ome, imagej=imagej is not None) as tif:
-                tif.write(_tiles(data, tuple(tile), rgb, levels.add if levels else None, scratch), shape=tuple(data.shape),
+                tif.write(_tiles(data, tuple(tile), rgb, _rows_seen(levels, progress, data.shape[: yaxis + 1]), scratch),
+                          shape=tuple(data.shape),
                           dtype=data.dtype, metadata=metadata, extratags=list(extratags), subifds=count or None,
                           resolution=res, **common)
                 for k, level in enumerate(levels.levels() if levels else (), 1):
@@ -544,6 +548,22 @@ def write_tiff(
         if levels is not None:
             levels.discard()
     return path
+
+
+def _rows_seen(levels: Any, progress: Callable[[int, int], None] | None,
+               rows_shape: tuple[int, ...]) -> Callable[[tuple[int, ...], int, np.ndarray], None] | None:
+    """The ``on_rows`` of :func:`_tiles`: rows go to the pyramid's first level and are counted for ``progress``."""
+    if progress is None:
+        return levels.add if levels else None
+    total, done = math.prod(rows_shape), [0]
+
+    def seen(page: tuple[int, ...], y0: int, rows: np.ndarray) -> None:
+        if levels:
+            levels.add(page, y0, rows)
+        done[0] += rows.shape[0]
+        progress(done[0], total)
+
+    return seen
 
 
 def _check(data: Any, path: str, axes: str, tile: Sequence[int], overwrite: bool) -> None:

@@ -142,6 +142,7 @@ def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{p}: not a readable safetensors file ({e})") from None
     if p.is_dir():
         raise CheckpointError(f"{p}: a folder, not a checkpoint file")
+    _check_torch_file(p)
     try:
         with warnings.catch_warnings():  # torch's own advice to unpickle unsafely is not ours
             warnings.simplefilter("ignore")
@@ -157,6 +158,27 @@ def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             + (f": {detail}" if detail else f" ({type(e).__name__})")
         ) from None
     return obj
+
+
+#: The first bytes of files given for a checkpoint by mistake, and what they are.
+_OTHER_FILES = ((b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"), (b"II+\x00", "a BigTIFF image"),
+                (b"MM\x00+", "a BigTIFF image"), (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+                (b"{", "a JSON file"), (b"\x89HDF", "an HDF5 file"))
+
+
+def _check_torch_file(p: Path) -> None:
+    """A CheckpointError unless ``p`` starts as PyTorch files do (a zip archive, or a pickle
+    of the old format): a TIFF given for --weights was said to hold pickled code."""
+    try:
+        with open(p, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise CheckpointError(f"{p}: cannot read the checkpoint ({e.strerror or e})") from None
+    if head.startswith((b"PK\x03\x04", b"\x80")):
+        return
+    what = next((name for magic, name in _OTHER_FILES if head.startswith(magic)), None)
+    raise CheckpointError(f"{p}: not a checkpoint" + (f" but {what}" if what else "")
+                          + "; give a .safetensors file (with its .json card) or a PyTorch .pth/.pt")
 
 
 def load_checkpoint(path: str | os.PathLike, task: str | None = None, scale: int | None = None) -> nn.Module:

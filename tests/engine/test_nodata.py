@@ -27,10 +27,16 @@ def test_chunk_without_data_skips_the_network(rng, dtype, nodata):
     np.testing.assert_array_equal(out, img)  # the identity keeps data; no data stays the fill value
 
 
-def test_image_without_any_data_never_calls_the_network():
+def test_image_without_any_data_is_refused_and_a_plane_without_any_never_calls_the_network():
+    """An all-NaN (or all-nodata) image restored 'successfully' into an all-NaN result."""
     img = np.full((64, 96), np.nan, np.float32)
-    out, calls = _run(img, Identity())
-    assert calls == 0 and out.shape == img.shape and np.isnan(out).all()
+    with pytest.raises(ValueError, match="no data to restore: every pixel is NaN or infinite"):
+        _run(img, Identity())
+    with pytest.raises(ValueError, match="or the nodata value 0"):
+        _run(np.zeros((64, 96), np.uint8), FillHalf(), task="inpaint", nodata=0)
+    stack = np.stack([img, np.ones_like(img)])
+    out, calls = _run(stack, Identity())
+    assert calls == 6 and np.isnan(out[0]).all() and (out[1] == 1).all()
 
 
 def test_nodata_in_super_resolution_covers_the_upscaled_pixels(rng):
@@ -181,3 +187,7 @@ def test_gaps_deeper_than_the_halo_warn_once_and_thin_ones_do_not(rng):
             ar.restore(x, overlap=overlap, **kw).compute()
         messages = [str(w.message) for w in seen if "deeper than the" in str(w.message)]
         assert len(messages) == int(deep) and all("8-px halo" in m for m in messages), (overlap, messages)
+    with warnings.catch_warnings(record=True) as seen:  # one chunk: no borders to step at
+        warnings.simplefilter("always")
+        ar.restore(cloud, overlap=8, task="inpaint", model=FillHalf(), chunks=96, tile=48).compute()
+    assert not [w for w in seen if "deeper than the" in str(w.message)]

@@ -1,5 +1,7 @@
 """Inpainting (mask, NaN, nodata) and demosaicing (Bayer phase across chunks) in the engine."""
 
+import warnings
+
 import numpy as np
 import pytest
 from standins import FillHalf, SplitCFA
@@ -32,6 +34,32 @@ def test_inpaint_keeps_known_pixels_bit_for_bit_in_wide_types(rng, dtype):
     out = ar.restore(img, task="inpaint", model=FillHalf(), mask=mask, device="cpu").compute()
     assert out.dtype == img.dtype
     np.testing.assert_array_equal(out[~mask], img[~mask])
+
+
+@pytest.mark.parametrize("where", ["array", "file"])
+def test_a_mask_of_the_valid_pixels_is_inverted_on_request_and_warned_about_otherwise(tmp_path, rng, where):
+    """The Landsat-7 gap masks (and GDAL mask bands) are 1 where there is data: given as the
+    mask, they replaced 99% of the data and kept the gaps, with no word said."""
+    import tifffile
+
+    img = rng.integers(1, 200, (64, 64)).astype(np.float32)
+    valid = np.ones(img.shape, np.uint8)
+    valid[20:28] = 0
+    mask = valid
+    if where == "file":
+        tifffile.imwrite(tmp_path / "valid.tif", valid)
+        mask = tmp_path / "valid.tif"
+    kw = dict(task="inpaint", model=FillHalf(), normalize="dtype", chunks=32, tile=32, overlap=8)
+    with pytest.warns(UserWarning, match=r"marks 88% of the pixels to fill .*invert_mask=True \(CLI --invert-mask\)"):
+        ar.restore(img, mask=mask, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = ar.restore(img, mask=mask, invert_mask=True, **kw).compute()
+    gaps = valid == 0
+    np.testing.assert_array_equal(out[~gaps], img[~gaps])
+    np.testing.assert_allclose(out[gaps], 0.5)
+    with pytest.raises(ValueError, match="invert_mask inverts a mask; give one"):
+        ar.restore(img, invert_mask=True, nodata=0, **kw)
 
 
 def test_inpaint_mask_of_another_shape_is_refused(rng):

@@ -358,3 +358,14 @@ def test_restore_to_zarr_refuses_a_tiff_name(tmp_path, rng):
     with pytest.raises(ValueError, match=r"writes a zarr store, not a \.tif file"):
         ar.restore_to_zarr(rng.random((32, 32)).astype(np.float32), tmp_path / "out.tif", model=Box3())
     assert not (tmp_path / "out.tif").exists()
+
+
+def test_the_store_records_the_nodata_the_job_used(tmp_path, rng):
+    """--nodata on the command line went into a .tif's GDAL_NODATA but not into a store's
+    attributes: the store read back had no nodata, and its gaps were restored as data."""
+    img = rng.integers(1, 200, (48, 48)).astype(np.uint8)
+    img[:8] = 0
+    dst = tmp_path / "o.ome.zarr"
+    ar.restore_to_zarr(img, dst, model=Box3(), pyramid=False, nodata=0, normalize="dtype")
+    assert _attrs(dst)["nodata"] == 0
+    assert ar.io.open_image(dst).meta["nodata"] == 0

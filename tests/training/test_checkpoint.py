@@ -75,8 +75,16 @@ def test_a_pth_that_is_no_checkpoint_is_not_called_pickled_code(tmp_path):
     from napari_attnrestore.training.checkpoint import load_state
 
     (tmp_path / "notes.pth").write_text("hello")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match=r"notes.pth: not a checkpoint; give a .safetensors file"):
         load_state(tmp_path / "notes.pth")
+    import tifffile  # a TIFF given for --weights was said to hold pickled code
+
+    tifffile.imwrite(tmp_path / "image.tif", np.zeros((4, 4), np.uint8))
+    with pytest.raises(CheckpointError, match=r"image\.tif: not a checkpoint but a TIFF image"):
+        load_state(tmp_path / "image.tif")
+    (tmp_path / "cut.pth").write_bytes(b"PK\x03\x04" + b"\x00" * 20)  # a zip cut short
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_state(tmp_path / "cut.pth")
     (tmp_path / "dir.pth").mkdir()
     with pytest.raises(CheckpointError, match="a folder, not a checkpoint file"):
         load_state(tmp_path / "dir.pth")
