@@ -15,10 +15,11 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
+import torch
 from torch import nn
 
 from .engine import ModelHandle, make_plan, restore_array
-from .engine.plan import AUTO
+from .engine.plan import AUTO, whole_number
 from .io.ome_zarr import ngff_order, omero_in_dtype
 from .models import build_model, list_architectures
 from .tasks import get_task
@@ -31,14 +32,22 @@ log = logging.getLogger("attnrestore")
 __all__ = ["as_source", "build_model", "list_architectures", "list_models", "load_model", "resolve_model", "restore", "restore_to_zarr", "save_model", "train"]
 
 
-def load_model(name_or_path: str | os.PathLike = "default:denoise", task: str | None = None, scale: int | None = None) -> nn.Module:
+def load_model(name_or_path: str | os.PathLike | None = None, task: str | None = None,
+               scale: int | None = None) -> nn.Module:
     """Load trained weights: ``default:<task>``, a shipped weight's name, or a file.
+
+    None: the default of ``task`` (``denoise`` when none is given; x2 for ``sr`` unless
+    ``scale`` says 4).
 
     Files: a project checkpoint (``.safetensors`` with its ``.json`` card; the card's path
     loads the weights next to it), a training state of :func:`train` (its EMA weights), or a
     third-party checkpoint (HAT, GRL, SwinIR, ... ``.pth``/``.safetensors``) read
     safely and recognised by spandrel.  Pickled code is never executed.
     """
+    if name_or_path is None:
+        t = get_task(task or "denoise")
+        name_or_path = f"default:{t.name}"
+        scale = t.check_scale(scale) if t.name == "sr" else scale
     s = str(name_or_path)
     files = (".pth", ".pt", ".safetensors", ".ckpt", ".json")
     shipped = resolve_weight(s, task, scale) if os.path.sep not in s and not s.endswith(files) else None
@@ -165,7 +174,12 @@ def as_source(x: Any, stored: bool = False) -> tuple[Any, dict[str, Any]]:
         data = img.data if isinstance(img.data, (np.ndarray, da.Array)) else GuardedArray(img.data, img.path)
         return data, meta
     if isinstance(x, da.Array):
+        if any(np.isnan(n) for n in x.shape):
+            raise ValueError(f"a dask array of unknown shape {x.shape} (chunk sizes unknown, as after boolean "
+                             "indexing); call .compute_chunk_sizes() on it first")
         return x, {}
+    if isinstance(x, torch.Tensor):  # a tensor from the user's own pipeline: its values, on the CPU
+        return x.detach().cpu().numpy(), {}
     if hasattr(x, "shape") and hasattr(x, "dtype") and hasattr(x, "__getitem__"):
         return x, {}
     if isinstance(x, (list, tuple)):
@@ -208,18 +222,36 @@ def _without_axis(src: Any, meta: dict[str, Any], axis: int) -> tuple[da.Array, 
 
 def _array_in_ngff_order(src: Any, meta: dict[str, Any], rgb: bool | None) -> tuple[Any, dict[str, Any]]:
     """An array with named ``axes`` (``meta``) put in NGFF order, its channel axis named."""
-    axes, n = meta["axes"], len(src.shape)
+    axes, n = meta["axes"].lower(), len(src.shape)
     if len(axes) != n:
         raise ValueError(f"axes {axes!r} name {len(axes)} axes; the image has {n}: {tuple(src.shape)}")
+    if set(axes) - set("tczyx") or len(set(axes)) != n or not {"y", "x"} <= set(axes):
+        raise ValueError(f"axes {axes!r}: name each axis once with t, c, z, y or x; y and x are needed")
     trailing_rgb = axes.endswith("c") and (rgb if rgb is not None else src.shape[-1] in (3, 4))
-    meta = {"scale": (1.0,) * n, "translate": (0.0,) * n, **meta, "rgb": bool(trailing_rgb),
-            "channel_axis": None if trailing_rgb else axes.index("c")}
+    meta = {"scale": (1.0,) * n, "translate": (0.0,) * n, **meta, "axes": axes, "rgb": bool(trailing_rgb),
+            "channel_axis": None if trailing_rgb or "c" not in axes else axes.index("c")}
     order = ngff_order(axes, trailing_rgb)
     if order == tuple(range(n)):
         return src, meta
     from .io import as_dask
 
     return _reordered(src if isinstance(src, da.Array) else as_dask(src, axes), meta, order)
+
+
+def _axes_with_channel(shape: tuple[int, ...], channel_axis: int) -> str | None:
+    """Axis letters of an array with a channel axis given where the layout guess has y or x
+    (a ``(Y, X, C)`` array of 2 or 5 channels); None when the guess agrees."""
+    from .io import guess_axes
+
+    n = len(shape)
+    if not -n <= channel_axis < n:
+        raise ValueError(f"channel_axis {channel_axis} is not an axis of shape {shape}")
+    c = channel_axis % n
+    rest = shape[:c] + shape[c + 1 :]
+    if c < n - 2 or not 2 <= len(rest) <= 4:
+        return None
+    axes, _ = guess_axes(rest, rgb=False)
+    return axes[:c] + "c" + axes[c:]
 
 
 def _native_chunks(src: Any) -> tuple[int, ...] | None:
@@ -252,8 +284,14 @@ def _prepare(
     """Source, metadata, model handle, plan and mask source shared by :func:`restore` and
     :func:`restore_to_zarr`."""
     tname = get_task(task).name
+    if scale is not None:  # 2.0 is 2; 2.5, "x2" or 1 for sr are one clear error
+        scale = whole_number("scale", scale, 1)
+        if tname == "sr":
+            scale = get_task("sr").check_scale(scale)
     if tname != "sr" and scale not in (None, 1):
         raise ValueError(f"scale {scale} is for super-resolution (task 'sr'); {tname} keeps the image size")
+    if nodata is not None and (isinstance(nodata, (bool, np.bool_)) or not isinstance(nodata, (int, float, np.number))):
+        raise ValueError(f"nodata must be a number (the value of the pixels without data), got {nodata!r}")
     if cfa is not None and tname != "demosaic":
         raise ValueError(f"cfa {cfa!r} is for demosaicing (task 'demosaic'), not {tname}")
     # rgb=False or a channel axis (an axis of the file as stored): an RGB OME-Zarr's cyx channels
@@ -273,7 +311,14 @@ def _prepare(
     meta = {**src_meta, **{k: v for k, v in (meta or {}).items() if v is not None}}
     if rgb is None and "rgb" in meta:
         rgb = meta["rgb"]
-    if not src_meta and isinstance(meta.get("axes"), str) and "c" in meta["axes"]:
+    for key in ("scale", "translate"):  # given for an array (or over a file's)
+        if meta.get(key) is not None and len(meta[key]) != len(src.shape):
+            raise ValueError(f"meta {key!r} has {len(meta[key])} values; the image has {len(src.shape)} axes: "
+                             f"{tuple(src.shape)}")
+    if not src_meta and not meta.get("axes") and channel_axis is not None:
+        meta = {**meta, "axes": _axes_with_channel(tuple(src.shape), channel_axis)}  # channel-last, say
+        rgb = False if meta["axes"] and rgb is None else rgb  # channels named: no RGB picture
+    if not src_meta and isinstance(meta.get("axes"), str):
         src, meta = _array_in_ngff_order(src, meta, rgb)  # an array whose axes the caller named
     if channel_axis is not None and meta.get("source_order"):  # given in the file's (array's) own axis order
         order = meta["source_order"]
@@ -308,6 +353,10 @@ def _prepare(
         log.info("tile %d, batch %d chosen from free memory on %s", plan.tile, plan.batch, memory.device)
     if mask_src is not None:
         _warn_mostly_marked(mask_src, invert_mask)
+    if min(plan.height, plan.width) < 8:  # (64, 64, 2) is taken as 64 planes of 64 x 2 pixels
+        warnings.warn(f"the image's planes are {plan.height} x {plan.width} pixels (y, x: the last two axes"
+                      f"{', before a colour axis' if plan.rgb else ''}); if an axis of shape {tuple(src.shape)} holds "
+                      "channels, name it with channel_axis= (e.g. -1 for channels last)", UserWarning, stacklevel=3)
     return src, meta, handle, plan, mask_src
 
 
@@ -402,10 +451,15 @@ def restore(
         outputs are averaged.  Eight times slower, the same memory; about 0.1-0.2 dB more
         for the shipped denoiser (``benchmarks/quality.py --ensemble``).
     """
-    src, _, handle, plan, mask_src = _prepare(x, task, model, scale, tile, overlap, batch, chunks, device, precision,
-                                              rgb, channel_axis, normalize, dtype, mask=mask, nodata=nodata, cfa=cfa,
-                                              compile=compile, ensemble=ensemble, invert_mask=invert_mask)
-    return restore_array(handle, plan, src, mask=mask_src)
+    src, meta, handle, plan, mask_src = _prepare(x, task, model, scale, tile, overlap, batch, chunks, device,
+                                                 precision, rgb, channel_axis, normalize, dtype, mask=mask,
+                                                 nodata=nodata, cfa=cfa, compile=compile, ensemble=ensemble,
+                                                 invert_mask=invert_mask)
+    out = restore_array(handle, plan, src, mask=mask_src)
+    order = meta.get("source_order")
+    if order and not isinstance(x, (str, os.PathLike)) and out.ndim == len(order):
+        out = out.transpose(tuple(int(i) for i in np.argsort(order)))  # an array's channels moved first come back where they were
+    return out
 
 
 def output_geometry(plan_scale: int, meta: dict[str, Any], ndim_in: int, out_ndim: int, rgb_out: bool) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import napari_attnrestore as ar
 from napari_attnrestore import zoo
 
 
@@ -69,3 +70,10 @@ def test_trained_on_lists_the_machine_of_every_segment():
             {"from_step": 900, "machine": "EPYC, 1 threads (CPU), torch 2"}]
     card = {"training": {"machine": "EPYC, 1 threads (CPU), torch 2", "segments": segs}}
     assert zoo.trained_on(card) == "EPYC, 1-2 threads (CPU), torch 2; NVIDIA H100 (CUDA), torch 2"
+
+
+def test_load_model_without_a_name_takes_the_default_of_its_task():
+    """load_model(task="sr") loaded the denoiser and then refused it as not an sr checkpoint."""
+    assert ar.load_model().card["name"] == ar.load_model("default:denoise").card["name"]
+    assert ar.load_model(task="sr").scale == 2 and ar.load_model(task="sr", scale=4).scale == 4
+    assert ar.load_model(task="inpaint").card["task"] == "inpaint"

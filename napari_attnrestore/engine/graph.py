@@ -260,8 +260,23 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
     if holes is None and bad.any():
         nodata_out = np.broadcast_to(_to_output_grid(bad, crop, s, out.shape[1]), out.shape)
         out[nodata_out] = fill_value(plan)
+    if plan.rgb and plan.mode == "rgb-planes" and planes.shape[0] == 4:
+        out[3] = _alpha(planes, x, crop, plan, lead, out.dtype)
     block = from_planes(out, plan)
     return block.reshape((1,) * plan.nlead + block.shape)
+
+
+def _alpha(planes: np.ndarray, x: np.ndarray, crop: tuple[int, int, int, int], plan: Plan, lead: tuple[int, ...],
+           dtype: np.dtype) -> np.ndarray:
+    """The alpha plane of an RGBA chunk as it came in, pixel for pixel (repeated for
+    super-resolution), in the output type: transparency is no intensity to restore, and the
+    network turned an on/off alpha mask into values between."""
+    cy0, cy1, cx0, cx1 = crop
+    s = plan.scale
+    grow = lambda a: np.repeat(np.repeat(a, s, axis=-2), s, axis=-1) if s > 1 else a  # noqa: E731
+    if planes.dtype == dtype:
+        return grow(planes[3, :, cy0:cy1, cx0:cx1])
+    return normalize_planes(grow(x[:, :, cy0:cy1, cx0:cx1]), plan, lead, inverse=True)[3]
 
 
 def run_tiled_shrinking(inp: np.ndarray, handle: ModelHandle, plan: Plan,

@@ -90,6 +90,7 @@ def save_checkpoint(
 
     path = check_output(checkpoint_path(path), "checkpoint")
     check_output(path.with_suffix(".json"), "model card")
+    _check_rebuildable(model, task, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {}
     for k, v in model.state_dict().items():
@@ -125,6 +126,27 @@ def read_card(path: str | os.PathLike) -> dict[str, Any]:
         with contextlib.suppress(ValueError):
             training["nodata"] = float(training["nodata"])
     return card
+
+
+def _check_rebuildable(model: nn.Module, task: str, path: Path) -> None:
+    """Raise ValueError unless the card of ``model`` rebuilds it for ``task`` (what loading
+    does): a module of the user's own, or another task's, was saved and then could not be
+    loaded."""
+    from ..models import build_model, list_architectures
+
+    cfg = model_config(model)
+    try:
+        rebuilt = build_model(cfg["arch"], task=task, scale=cfg["scale"], in_channels=cfg["in_channels"],
+                              out_channels=cfg["out_channels"], **cfg["config"])
+        rebuilt.load_state_dict(model.state_dict())
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if cfg["arch"] not in list_architectures():
+            raise ValueError(f"{path}: checkpoints hold networks of the architectures {', '.join(list_architectures())}"
+                             f", not {type(model).__name__}; save this module's weights with "
+                             "safetensors.torch.save_file(model.state_dict(), ...)") from None
+        raise ValueError(f"{path}: this {cfg['arch']} network cannot be saved as a {task!r} checkpoint: "
+                         f"loading would fail ({first})") from None
 
 
 def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -1,5 +1,7 @@
 """The lazy engine: layouts, dtypes, chunk/tile independence, global normalization."""
 
+import re
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -280,6 +282,72 @@ def test_bad_inputs_give_clear_errors():
         ar.restore(np.zeros((8, 8), np.uint8), model=Identity(), device="tpu")
     with pytest.raises(ValueError, match="unknown task"):
         ar.restore(np.zeros((8, 8), np.uint8), task="colorize", model=Identity())
+
+
+def test_arguments_of_the_wrong_kind_are_one_clear_error():
+    """A string nodata, an unknown-shape dask array and a scale of 1 for sr raised numpy's
+    and dask's own errors (or 'no shipped default model for sr-x1')."""
+    x = np.random.default_rng(0).integers(1, 255, (32, 32)).astype(np.uint8)
+    with pytest.raises(ValueError, match=r"nodata must be a number .* got '0'"):
+        ar.restore(x, task="inpaint", nodata="0")
+    d = da.from_array(x, chunks=16)
+    with pytest.raises(ValueError, match=r"unknown shape \(nan, 32\).*compute_chunk_sizes"):
+        ar.restore(d[d[:, 0] > 0], model=Identity())
+    with pytest.raises(ValueError, match="task 'sr' supports scale 2, 4, not 1"):
+        ar.restore(x, task="sr", scale=1)
+    with pytest.raises(ValueError, match=r"scale must be a whole number, got 2\.5"):
+        ar.restore(x, task="sr", scale=2.5, model=NearestUp())
+    assert ar.restore(x, task="sr", scale=2.0, model=NearestUp()).shape == (64, 64)  # 2.0 is 2
+    t = torch.from_numpy(x.astype(np.float32))  # a tensor is restored as its values
+    np.testing.assert_array_equal(ar.restore(t, model=Identity(), normalize="none").compute(), t.numpy())
+
+
+@pytest.mark.parametrize("channels", [2, 3, 5])
+def test_a_channel_last_array_is_restored_per_channel_when_named(rng, channels):
+    """(Y, X, 2) or (Y, X, 5) was taken as Z, Y, X (SR enlarged x and the channels) and
+    channel_axis=-1 was refused as 'a spatial axis'."""
+    x = (rng.random((40, 36, channels)) * 200).astype(np.uint8)
+    x[..., -1] += 50
+    out = ar.restore(x, task="sr", scale=2, model=NearestUp(), channel_axis=-1, normalize="dtype").compute()
+    assert out.shape == (80, 72, channels)
+    np.testing.assert_array_equal(out, np.repeat(np.repeat(x, 2, axis=0), 2, axis=1))
+    if channels != 3:
+        with pytest.warns(UserWarning, match=rf"planes are 36 x {channels} pixels.*channel_axis= \(e.g. -1"):
+            ar.restore(x, model=Identity())
+
+
+def test_named_axes_in_any_order_put_y_and_x_last(tmp_path, rng):
+    """meta={"axes": "yxz"} enlarged x and z and labelled the result zyx with y 0.1 um."""
+    v = (rng.random((40, 36, 5)) * 4000).astype(np.uint16)
+    dst = tmp_path / "yxz.ome.zarr"
+    ar.restore_to_zarr(v, dst, task="sr", model=NearestUp(), meta={"axes": "yxz", "scale": (0.2, 0.2, 1.0)},
+                       pyramid=False)
+    img = ar.io.open_image(dst)
+    assert img.axes == "zyx" and img.shape == (5, 80, 72) and img.scale == (1.0, 0.1, 0.1)
+    np.testing.assert_array_equal(np.asarray(img.data)[:, ::2, ::2], np.moveaxis(v, -1, 0))
+    x = np.zeros((3, 32, 32), np.uint16)
+    for meta, says in (({"axes": "tyx", "scale": (0.5, 0.5)}, "meta 'scale' has 2 values; the image has 3 axes"),
+                       ({"axes": "yx"}, "axes 'yx' name 2 axes; the image has 3"),
+                       ({"axes": "abc"}, "axes 'abc': name each axis once with t, c, z, y or x")):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            ar.restore_to_zarr(x, tmp_path / "m.ome.zarr", model=Identity(), meta=meta)
+        assert not (tmp_path / "m.ome.zarr").exists()
+
+
+@pytest.mark.parametrize("task", ["denoise", "sr"])
+def test_the_alpha_of_rgba_is_kept_not_restored(rng, task):
+    """An on/off alpha went through the network and came back with values between."""
+    from standins import Box3
+
+    rgb = (rng.random((40, 48, 3)) * 255).astype(np.uint8)
+    alpha = np.full((40, 48), 255, np.uint8)
+    alpha[:, :20] = 0
+    model = Box3() if task == "denoise" else NearestUp()
+    out = ar.restore(np.dstack([rgb, alpha]), task=task, model=model, chunks=32, tile=32, overlap=8).compute()
+    s = 1 if task == "denoise" else 2
+    np.testing.assert_array_equal(out[..., 3], np.repeat(np.repeat(alpha, s, axis=0), s, axis=1))
+    as_float = ar.restore(np.dstack([rgb, alpha]), task=task, model=model, dtype=np.float32).compute()
+    np.testing.assert_allclose(as_float[..., 3], out[..., 3], atol=1e-3)
 
 
 class OOMAbove(nn.Module):

@@ -149,3 +149,17 @@ def test_a_nan_nodata_is_written_as_valid_json_and_read_back_as_nan(tmp_path, ti
     assert '"nodata": "nan"' in text
     assert math.isnan(read_card(path)["training"]["nodata"])
     assert math.isnan(load_checkpoint(path).card["training"]["nodata"])
+
+
+def test_save_refuses_what_load_could_not_rebuild(tmp_path, tiny_hat):
+    """A module of the user's own, or a denoiser saved as 'sr' or 'foo', was written and then
+    refused by load_model."""
+    own = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Conv2d(4, 1, 3, padding=1))
+    with pytest.raises(ValueError, match="architectures acla, csattn, grl, hat, psal, not Sequential"):
+        ar.save_model(own, tmp_path / "own.safetensors", task="denoise")
+    with pytest.raises(ValueError, match=r"cannot be saved as a 'sr' checkpoint.*supports scale 2, 4, not 1"):
+        ar.save_model(tiny_hat, tmp_path / "sr.safetensors", task="sr")
+    with pytest.raises(ValueError, match="unknown task 'foo'"):
+        ar.save_model(tiny_hat, tmp_path / "foo.safetensors", task="foo")
+    assert not list(tmp_path.iterdir())
+    ar.load_model(ar.save_model(tiny_hat, tmp_path / "ok.safetensors", task="denoise"), task="denoise")
