@@ -54,6 +54,8 @@ TIPS = {
     "single-channel Bayer (CFA) image to RGB. inpaint: fill masked, NaN or nodata pixels; known pixels are kept.",
     "mask": "Inpainting: a Labels or Shapes layer; nonzero labels / pixels inside shapes are filled. None: only "
     "NaN pixels (and nodata, if set) are filled. Must have the input's Y, X size (Shapes are rasterized to it).",
+    "invert_mask": "Inpainting: the mask marks the pixels with data and its 0 pixels are filled (GDAL mask "
+    "bands and the Landsat-7 gap masks are made so).",
     "nodata": "Inpainting: pixels equal to this value are filled too (e.g. -9999 or 0). Empty: not used.",
     "cfa": "Demosaicing: the colour filter at the top-left pixel (0, 0) and its neighbours, read row by row: "
     "RGGB = red, green / green, blue. The input is the raw single-channel CFA image; the result is RGB.",
@@ -106,6 +108,7 @@ class RestoreWidget(Container):
         self._task = ComboBox(label="task", choices=TASKS, value="denoise", tooltip=TIPS["task"])
         self._scale = ComboBox(label="scale", choices=(("x2", 2), ("x4", 4)), value=2, tooltip=TIPS["scale"])
         self._mask = ComboBox(label="mask", choices=self._mask_choices, nullable=True, value=None, tooltip=TIPS["mask"])
+        self._invert_mask = CheckBox(text="mask marks the valid pixels", value=False, tooltip=TIPS["invert_mask"])
         self._nodata = LineEdit(label="nodata", value="", tooltip=TIPS["nodata"])
         self._cfa = ComboBox(label="Bayer pattern", choices=PATTERNS, value="RGGB", tooltip=TIPS["cfa"])
         self._model = ComboBox(label="model", choices=self._model_choices, tooltip=TIPS["model"])
@@ -132,7 +135,7 @@ class RestoreWidget(Container):
         self._status = Label(value="idle")
         super().__init__(
             widgets=[
-                self._image, self._task, self._scale, self._mask, self._nodata, self._cfa, self._model, self._checkpoint, self._tile, self._overlap,
+                self._image, self._task, self._scale, self._mask, self._invert_mask, self._nodata, self._cfa, self._model, self._checkpoint, self._tile, self._overlap,
                 self._batch, self._chunk, self._device, self._precision, self._ensemble, self._output, self._zarr, self._existing,
                 self._open_zarr, buttons, self._status,
             ]
@@ -142,6 +145,7 @@ class RestoreWidget(Container):
         self._scale.changed.connect(lambda _=None: self._model.reset_choices())
         self._model.changed.connect(self._update_visibility)
         self._output.changed.connect(self._update_visibility)
+        self._mask.changed.connect(self._update_visibility)
         self._preview_btn.clicked.connect(self.preview)
         self._run_btn.clicked.connect(self.run)
         self._cancel_btn.clicked.connect(self.cancel)
@@ -210,6 +214,7 @@ class RestoreWidget(Container):
         task = self._task.value
         self._scale.visible = task == "sr"
         self._mask.visible = self._nodata.visible = task == "inpaint"
+        self._invert_mask.visible = task == "inpaint" and self._mask.value is not None
         self._cfa.visible = task == "demosaic"
         self._checkpoint.visible = self._model.value == CHECKPOINT
         to_zarr = self._output.value == ZARR
@@ -247,7 +252,7 @@ class RestoreWidget(Container):
         return self.worker is not None
 
     def set_options(self, **values: Any) -> None:
-        """Set widget values by name: input, task, scale, mask, nodata, cfa (or pattern), model,
+        """Set widget values by name: input, task, scale, mask, invert_mask, nodata, cfa (or pattern), model,
         checkpoint, tile, overlap, batch, chunk, device, precision, ensemble, output, zarr, existing, open_zarr."""
         names = {"input": "_image", "zarr": "_zarr", "existing": "_existing", "open_zarr": "_open_zarr",
                  "pattern": "_cfa"}
@@ -314,6 +319,7 @@ class RestoreWidget(Container):
             kwargs["cfa"] = self._cfa.value
         elif task == "inpaint":
             kwargs["mask"] = self._mask_data(layer, data)
+            kwargs["invert_mask"] = kwargs["mask"] is not None and bool(self._invert_mask.value)
             kwargs["nodata"] = self._nodata_value()
         return layer, data, kwargs, self._model_spec()
 

@@ -429,6 +429,24 @@ def test_inpaint_with_labels_mask(viewer, widget, qtbot, notifications) -> None:
     assert out.metadata["attnrestore"]["task"] == "inpaint"
 
 
+def test_inpaint_with_a_labels_mask_of_the_valid_pixels(viewer, widget, qtbot) -> None:
+    """A Landsat gap mask (1 where there is data) opened as labels filled the data, kept the gaps."""
+    img = np.random.default_rng(8).random((48, 64), dtype=np.float32) * 0.4
+    viewer.add_image(img, name="img")
+    valid = np.ones((48, 64), np.uint8)
+    valid[10:20] = 0
+    viewer.add_labels(valid, name="valid")
+    widget.add_model("fill", FillHalf())
+    assert widget._invert_mask.native.isHidden()  # shown only with a mask
+    widget.set_options(input=viewer.layers["img"], mask=viewer.layers["valid"], invert_mask=True, nodata=None)
+    assert not widget._invert_mask.native.isHidden()
+    run(qtbot, widget)
+    out = viewer.layers["img (inpainted)"].data
+    gap = valid == 0
+    np.testing.assert_allclose(out[~gap], img[~gap], atol=1e-5)
+    assert np.abs(out[gap] - img[gap]).mean() > 0.05
+
+
 def test_inpaint_with_shapes_rectangle_and_nodata(viewer, widget, qtbot) -> None:
     img = np.random.default_rng(9).random((40, 48), dtype=np.float32) * 0.4
     img[2, 2] = -1.0  # nodata
