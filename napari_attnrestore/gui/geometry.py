@@ -36,9 +36,16 @@ def sr_geometry(scale: Sequence[float], translate: Sequence[float], k: int) -> t
     return tuple(s), tuple(t)
 
 
-def channel_axis_of(shape: Sequence[int], rgb: bool, metadata: dict | None) -> int | None:
-    """The channel axis named ``c`` in a layer's ``metadata["axes"]``, if it is a leading axis."""
+def channel_axis_of(shape: Sequence[int], rgb: bool, metadata: dict | None,
+                    axis_labels: Sequence[str] | None = None) -> int | None:
+    """The channel axis named ``c`` in a layer's ``metadata["axes"]`` or, without those, in
+    napari's ``axis_labels`` when they are t/c/z/y/x letters (as the writers read them), if it
+    is a leading axis."""
     axes = (metadata or {}).get("axes")
+    if not (isinstance(axes, str) and len(axes) == len(shape)):
+        labels = "".join(str(a).lower() for a in axis_labels or ())
+        named = len(labels) == len(shape) and len(set(labels)) == len(labels) and set(labels) <= set("tczyx")
+        axes = labels if named and labels.endswith("yx") else None
     if rgb or not isinstance(axes, str) or len(axes) != len(shape) or axes.count("c") != 1:
         return None
     i = axes.index("c")

@@ -56,7 +56,8 @@ TIPS = {
     "NaN pixels (and nodata, if set) are filled. Must have the input's Y, X size (Shapes are rasterized to it).",
     "invert_mask": "Inpainting: the mask marks the pixels with data and its 0 pixels are filled (GDAL mask "
     "bands and the Landsat-7 gap masks are made so).",
-    "nodata": "Inpainting: pixels equal to this value are filled too (e.g. -9999 or 0). Empty: not used.",
+    "nodata": "Inpainting: pixels equal to this value are filled too (e.g. -9999 or 0). Empty: the layer's own "
+    "(a GeoTIFF's declared nodata), which every task keeps as no data.",
     "cfa": "Demosaicing: the colour filter at the top-left pixel (0, 0) and its neighbours, read row by row: "
     "RGGB = red, green / green, blue. The input is the raw single-channel CFA image; the result is RGB.",
     "scale": "Upscaling factor for super-resolution.",
@@ -101,6 +102,7 @@ class RestoreWidget(Container):
         self._session_models: dict[str, nn.Module] = dict(session_models.items())  # trained in this session
         self._handles: dict[tuple, Any] = {}
         self._cancel = threading.Event()
+        self._closed = False  # the Qt widget is gone (viewer closed): worker signals are ignored
         self._pbar: progress | None = None
         self.worker: Any = None
 
@@ -267,6 +269,9 @@ class RestoreWidget(Container):
             widget = getattr(self, names.get(key, f"_{key}"), None)
             if widget is None:
                 raise TypeError(f"unknown option {key!r}")
+            if key in ("zarr", "checkpoint") and value in (None, "", "."):
+                widget.line_edit.value = ""  # cleared, as by hand ("" given to a file field is the working folder)
+                continue
             widget.value = value
 
     def _model_spec(self) -> Any:
@@ -313,14 +318,18 @@ class RestoreWidget(Container):
             "precision": self._precision.value,
             "ensemble": bool(self._ensemble.value),
             "rgb": bool(layer.rgb),
-            "channel_axis": channel_axis_of(data.shape, layer.rgb, layer.metadata),
+            "channel_axis": channel_axis_of(data.shape, layer.rgb, layer.metadata, getattr(layer, "axis_labels", None)),
         }
         if task == "demosaic":
             kwargs["cfa"] = self._cfa.value
         elif task == "inpaint":
             kwargs["mask"] = self._mask_data(layer, data)
             kwargs["invert_mask"] = kwargs["mask"] is not None and bool(self._invert_mask.value)
-            kwargs["nodata"] = self._nodata_value()
+        # the field (inpainting), else the layer's own (a GeoTIFF's GDAL_NODATA), as the API reads a file's
+        declared = (layer.metadata or {}).get("nodata")
+        given = self._nodata_value() if task == "inpaint" else None
+        if given is not None or (isinstance(declared, (int, float, np.number)) and not isinstance(declared, bool)):
+            kwargs["nodata"] = given if given is not None else float(declared)
         return layer, data, kwargs, self._model_spec()
 
     def _nodata_value(self) -> float | None:
@@ -353,9 +362,11 @@ class RestoreWidget(Container):
             ours = (tuple(layer.scale[-n:]), tuple(layer.translate[-n:]))
             theirs = (tuple(mask_layer.scale[-n:]), tuple(mask_layer.translate[-n:]))
             if not np.allclose(np.array(ours, dtype=float), np.array(theirs, dtype=float)):
+                plain = lambda v: "(" + ", ".join(f"{float(x):g}" for x in v) + ")"  # noqa: E731
                 raise ValueError(
-                    f"mask layer {mask_layer.name!r} lies elsewhere than the input {layer.name!r} (scale, translate "
-                    f"{theirs} against {ours}); the mask is read pixel for pixel, so give it the input's geometry"
+                    f"mask layer {mask_layer.name!r} lies elsewhere than the input {layer.name!r} (scale "
+                    f"{plain(theirs[0])}, translate {plain(theirs[1])} against scale {plain(ours[0])}, translate "
+                    f"{plain(ours[1])}); the mask is read pixel for pixel, so give it the input's geometry"
                 )
         return mask
 
@@ -520,7 +531,7 @@ class RestoreWidget(Container):
         worker.start()
 
     def _on_progress(self, value: tuple[int, int]) -> None:
-        if not self.busy:  # a late event from a run that already ended
+        if not self.busy or self._closed:  # a late event from a run that already ended
             return
         done, total = value
         if not self._cancel.is_set():
@@ -535,6 +546,8 @@ class RestoreWidget(Container):
                 pbar.update(done - pbar.n)
 
     def _on_returned(self, result: jobs.JobResult, on_done: Any, desc: str) -> None:
+        if self._closed:  # the viewer is gone: no layer to add, no widget to update
+            return
         if result.cancelled:
             where = f"; partial OME-Zarr left at {result.path} (choose 'if it exists: resume' and Run to complete it)" if result.path else ""
             show_info(f"AttnRestore: {desc} cancelled{where}")
@@ -548,15 +561,19 @@ class RestoreWidget(Container):
 
     def _on_error(self, exc: BaseException, prefix: str = "AttnRestore") -> None:
         """One error notification (one line) and the status line; the widget stays usable."""
+        if self._closed:
+            return
         msg = " ".join(str(exc).split()) or type(exc).__name__
         show_error(f"{prefix}: {msg}")
         self._status.value = f"error: {msg[:200]}"
 
     def _on_aborted(self) -> None:  # quit from napari's task manager
         self._cancel.set()
-        self._status.value = "cancelled"
+        if not self._closed:
+            self._status.value = "cancelled"
 
     def _on_destroyed(self, *_: Any) -> None:
+        self._closed = True  # the viewer closed under a running job: its signals touch nothing
         self._cancel.set()
         session_models.unsubscribe(self._on_session_model)
 
@@ -565,7 +582,8 @@ class RestoreWidget(Container):
             self._pbar.close()
             self._pbar = None
         self.worker = None
-        self._set_busy(False)
+        if not self._closed:
+            self._set_busy(False)
 
     def _set_busy(self, busy: bool, status: str | None = None) -> None:
         self._preview_btn.enabled = not busy

@@ -382,6 +382,9 @@ class TrainWidget(Container):
             widget = getattr(self, names.get(key, f"_{key}"), None)
             if widget is None:
                 raise TypeError(f"unknown option {key!r}")
+            if key == "checkpoint" and value in (None, "", "."):
+                widget.line_edit.value = ""  # cleared, as by hand ("" given to a file field is the working folder)
+                continue
             widget.value = value
 
     def _start_value(self, spec: Any) -> tuple[str, str]:

@@ -501,7 +501,51 @@ def test_inpaint_labels_mask_elsewhere_in_the_world_is_an_error(viewer, widget, 
     widget.run()
     assert_idle(widget)
     assert any("coarse" in str(n.message) and "lies elsewhere" in str(n.message) for n in notifications)
+    assert any("(scale (1, 1), translate (0, 0) against scale (0.5, 0.5)" in str(n.message) for n in notifications)
+    assert not any("np.float64" in str(n.message) for n in notifications)
     assert len(viewer.layers) == 2
+
+
+def test_a_geotiffs_nodata_is_kept_in_a_new_layer_too(viewer, widget, qtbot, denoiser) -> None:
+    """Restored into a new layer, a GeoTIFF's declared nodata border became data (values up to
+    16 around the scene), while its zarr output, the API and the CLI kept it."""
+    img = np.random.default_rng(1).integers(20, 200, (48, 64)).astype(np.uint8)
+    img[:, :16] = 0
+    viewer.add_image(img, name="scene", metadata={"nodata": 0.0})
+    widget.add_model("conv", denoiser)
+    widget.set_options(input=viewer.layers["scene"], task="denoise", model=denoiser)
+    run(qtbot, widget)
+    out = viewer.layers["scene (denoised)"].data
+    assert (np.asarray(out)[:, :16] == 0).all() and (np.asarray(out)[:, 20:] != 0).all()
+
+
+def test_napari_axis_labels_name_the_channel_axis(viewer, widget) -> None:
+    """A (C, Y, X) layer labelled c, y, x was normalized as one z stack (a dim channel came out
+    worse than its noisy input), although the writers read those labels."""
+    viewer.add_image(np.zeros((2, 32, 32), np.uint16), name="cyx", axis_labels=("c", "y", "x"))
+    widget.set_options(input=viewer.layers["cyx"], task="denoise")
+    assert widget._request()[2]["channel_axis"] == 0
+
+
+def test_clearing_a_file_option_is_not_the_working_folder(viewer, widget, notifications) -> None:
+    """set_options(zarr="") became the working folder, and the result was written beside it."""
+    viewer.add_image(np.zeros((32, 32), np.float32), name="img")
+    widget.set_options(input=viewer.layers["img"], output="zarr file", zarr="")
+    with pytest.raises(ValueError, match="choose an output zarr file"):
+        widget._zarr_path()
+
+
+def test_closing_the_viewer_under_a_run_touches_no_deleted_widget(viewer, widget, qtbot, denoiser) -> None:
+    """The job's end updated buttons Qt had deleted with the closed viewer: the process aborted."""
+    viewer.add_image(np.random.default_rng(0).random((4, 64, 64)).astype(np.float32), name="img")
+    widget.add_model("conv", denoiser)
+    widget.set_options(input=viewer.layers["img"], model=denoiser, chunk=256)
+    touched = []
+    widget._set_busy = lambda busy, status=None: touched.append(busy)  # as a deleted button would be
+    widget.run()
+    widget._on_destroyed()  # what Qt emits as the closing viewer deletes the widget
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60000)
+    assert touched == [True] and "img (denoised)" not in viewer.layers
 
 
 def test_demosaic_gives_rgb_layer(viewer, widget, qtbot, notifications) -> None:
