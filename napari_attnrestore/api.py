@@ -245,7 +245,7 @@ def _axes_with_channel(shape: tuple[int, ...], channel_axis: int) -> str | None:
 
     n = len(shape)
     if not -n <= channel_axis < n:
-        raise ValueError(f"channel_axis {channel_axis} is not an axis of shape {shape}")
+        return None  # make_plan names the axis that is not one
     c = channel_axis % n
     rest = shape[:c] + shape[c + 1 :]
     if c < n - 2 or not 2 <= len(rest) <= 4:

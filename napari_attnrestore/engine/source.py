@@ -96,6 +96,4 @@ class ZeroMarks:
         self.path = getattr(mask, "path", None)  # named in read errors, found by backing_stores
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        if isinstance(self.mask, da.Array):
-            return np.asarray(self.mask[key].compute()) == 0
-        return (self.mask[key] if isinstance(self.mask, np.ndarray) else read_checked(self.mask, key)) == 0
+        return read_checked(self.mask, key) == 0

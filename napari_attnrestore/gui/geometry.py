@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..io.napari_hooks import level0  # one definition for the writers and the widgets
+from ..io.napari_hooks import axes_of_labels, level0  # one definition for the writers and the widgets
 
 __all__ = ["Crop", "channel_axis_of", "level0", "preview_crop", "sr_geometry"]
 
@@ -43,9 +43,7 @@ def channel_axis_of(shape: Sequence[int], rgb: bool, metadata: dict | None,
     is a leading axis."""
     axes = (metadata or {}).get("axes")
     if not (isinstance(axes, str) and len(axes) == len(shape)):
-        labels = "".join(str(a).lower() for a in axis_labels or ())
-        named = len(labels) == len(shape) and len(set(labels)) == len(labels) and set(labels) <= set("tczyx")
-        axes = labels if named and labels.endswith("yx") else None
+        axes = axes_of_labels(axis_labels, len(shape))
     if rgb or not isinstance(axes, str) or len(axes) != len(shape) or axes.count("c") != 1:
         return None
     i = axes.index("c")

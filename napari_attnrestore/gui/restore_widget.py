@@ -29,7 +29,7 @@ from ..io.napari_hooks import layer_axes, layer_units
 from . import jobs, session_models
 from .geometry import channel_axis_of, level0, preview_crop, sr_geometry
 from .shapes_mask import ShapesMask
-from .widgets import auto_spin_box, when_removed
+from .widgets import auto_spin_box, set_value, when_removed
 
 if TYPE_CHECKING:
     import napari
@@ -269,10 +269,7 @@ class RestoreWidget(Container):
             widget = getattr(self, names.get(key, f"_{key}"), None)
             if widget is None:
                 raise TypeError(f"unknown option {key!r}")
-            if key in ("zarr", "checkpoint") and value in (None, "", "."):
-                widget.line_edit.value = ""  # cleared, as by hand ("" given to a file field is the working folder)
-                continue
-            widget.value = value
+            set_value(widget, value)
 
     def _model_spec(self) -> Any:
         value = self._model.value
@@ -326,10 +323,12 @@ class RestoreWidget(Container):
             kwargs["mask"] = self._mask_data(layer, data)
             kwargs["invert_mask"] = kwargs["mask"] is not None and bool(self._invert_mask.value)
         # the field (inpainting), else the layer's own (a GeoTIFF's GDAL_NODATA), as the API reads a file's
+        nodata = self._nodata_value() if task == "inpaint" else None
         declared = (layer.metadata or {}).get("nodata")
-        given = self._nodata_value() if task == "inpaint" else None
-        if given is not None or (isinstance(declared, (int, float, np.number)) and not isinstance(declared, bool)):
-            kwargs["nodata"] = given if given is not None else float(declared)
+        if nodata is None and isinstance(declared, (int, float, np.number)) and not isinstance(declared, bool):
+            nodata = float(declared)
+        if nodata is not None:
+            kwargs["nodata"] = nodata
         return layer, data, kwargs, self._model_spec()
 
     def _nodata_value(self) -> float | None:

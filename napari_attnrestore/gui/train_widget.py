@@ -45,7 +45,7 @@ from napari.utils.notifications import show_error, show_info
 
 from . import session_models
 from .geometry import level0
-from .widgets import when_removed
+from .widgets import set_value, when_removed
 
 if TYPE_CHECKING:
     import napari
@@ -382,10 +382,7 @@ class TrainWidget(Container):
             widget = getattr(self, names.get(key, f"_{key}"), None)
             if widget is None:
                 raise TypeError(f"unknown option {key!r}")
-            if key == "checkpoint" and value in (None, "", "."):
-                widget.line_edit.value = ""  # cleared, as by hand ("" given to a file field is the working folder)
-                continue
-            widget.value = value
+            set_value(widget, value)
 
     def _start_value(self, spec: Any) -> tuple[str, str]:
         choices = self._start_choices()

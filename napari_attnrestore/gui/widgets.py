@@ -5,10 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from magicgui.widgets import SpinBox
-from magicgui.widgets.bases import RangedWidget
+from magicgui.widgets import FileEdit, SpinBox
+from magicgui.widgets.bases import RangedWidget, ValueWidget
 
-__all__ = ["auto_spin_box", "when_removed"]
+__all__ = ["auto_spin_box", "set_value", "when_removed"]
+
+
+def set_value(widget: ValueWidget, value: Any) -> None:
+    """``widget.value = value``, except that None, "" or "." clear a file field, as clearing it
+    by hand does (magicgui turns "" given to a FileEdit into the working folder)."""
+    if isinstance(widget, FileEdit) and value in (None, "", "."):
+        widget.line_edit.value = ""
+    else:
+        widget.value = value
 
 
 def _auto_backend() -> type | None:

@@ -236,12 +236,20 @@ def layer_axes(shape: Sequence[int], meta: dict) -> tuple[str, bool]:
             return guess_axes(shape, rgb=True)
         return axes, rgb
     rgb = rgb if ndim >= 3 and shape[-1] in (3, 4) else False
-    labels = "".join(str(a).lower() for a in meta.get("axis_labels") or ())  # napari's, when set to t, c, z, y, x
-    if len(labels) == ndim - int(rgb) and len(set(labels)) == len(labels) and set(labels) <= set("tczyx") \
-            and labels.endswith("yx"):
+    labels = axes_of_labels(meta.get("axis_labels"), ndim - int(rgb))
+    if labels is not None:
         return labels + ("c" if rgb else ""), rgb
     guessed, rgb = guess_axes(shape, rgb=rgb)
     return _time_axis_by_unit(guessed, rgb, meta.get("units")), rgb
+
+
+def axes_of_labels(axis_labels: Sequence[Any] | None, ndim: int) -> str | None:
+    """napari's ``axis_labels`` as axis letters when they name ``ndim`` axes with t, c, z, y, x
+    (each once, y and x last); None for napari's default labels or others."""
+    labels = "".join(str(a).lower() for a in axis_labels or ())
+    if len(labels) == ndim and len(set(labels)) == ndim and set(labels) <= set("tczyx") and labels.endswith("yx"):
+        return labels
+    return None
 
 
 _TIME_UNITS = {"second", "millisecond", "microsecond", "nanosecond", "minute", "hour", "day", "s", "ms", "min", "h"}
