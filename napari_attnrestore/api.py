@@ -528,7 +528,9 @@ def restore_to_zarr(
     total)`` is called after each chunk; setting the ``cancel`` event stops the job at
     the next chunk, leaving a valid partial store that ``resume`` can complete.
     ``scheduler``: None (threads), ``"sync"``, ``"local"`` (a LocalCluster of worker
-    processes), a scheduler address, or a ``distributed.Client``.  ``meta`` gives or
+    processes), a scheduler address, or a ``distributed.Client``; ``num_workers`` sets the
+    threads of the default scheduler or the worker processes of ``"local"`` (default: one
+    per core).  ``meta`` gives or
     overrides the input's ``axes``, ``scale``, ``translate`` and ``units`` (physical
     metadata of an array input).  ``mask``/``invert_mask``/``nodata``/``cfa``/``compile``/``ensemble`` as for
     :func:`restore`.
@@ -593,7 +595,12 @@ def restore_to_zarr(
     if tiffs and scheduler not in (None, "threads", "sync", "synchronous"):  # checked before the store exists
         raise ValueError(f"{tiffs[0]}: a TIFF's open file cannot be sent to dask.distributed workers; convert it "
                          f"to OME-Zarr first: ar.io.write_ome_zarr(ar.io.open_image({tiffs[0]!r}), 'x.ome.zarr')")
-    client, owned = _client_for(scheduler)  # first: an unreachable scheduler leaves no store behind
+    if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1):
+        raise ValueError(f"num_workers must be a whole number of at least 1, not {num_workers!r}")
+    if num_workers is not None and scheduler not in (None, "threads", "local"):
+        raise ValueError(f"num_workers sets the threads of the default scheduler or the processes of 'local'; "
+                         f"scheduler {scheduler!r} has its own workers")
+    client, owned = _client_for(scheduler, num_workers)  # first: an unreachable scheduler leaves no store behind
     try:
         done = prepare_store(dst, plan, fp, create, overwrite=overwrite, resume=resume, inputs=inputs,
                              earlier_source=earlier_desc)
@@ -671,7 +678,7 @@ def _check_gaps_are_marked(dtype: np.dtype, nodata: float | None) -> None:
                          f"{how}, CLI --nodata) that the image holds")
 
 
-def _quiet_local_cluster(local_cluster: Any) -> Any:
+def _quiet_local_cluster(local_cluster: Any, n_workers: int | None = None) -> Any:
     """A LocalCluster of worker processes that leave Ctrl-C to this one: started with SIGINT
     ignored (which they inherit), they no longer each print a KeyboardInterrupt traceback
     while this process cancels the job and closes them; their logs only say errors."""
@@ -681,22 +688,22 @@ def _quiet_local_cluster(local_cluster: Any) -> Any:
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
-        return local_cluster(processes=True, threads_per_worker=1, dashboard_address=None,
+        return local_cluster(n_workers=n_workers, processes=True, threads_per_worker=1, dashboard_address=None,
                              silence_logs=logging.ERROR)
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
 
 
-def _client_for(scheduler: Any) -> tuple[Any, Any]:
-    """A distributed Client for ``local``/an address (and what to close afterwards)."""
+def _client_for(scheduler: Any, num_workers: int | None = None) -> tuple[Any, Any]:
+    """A distributed Client for ``local`` (``num_workers`` processes)/an address, and what to close afterwards."""
     if scheduler is None or scheduler in ("threads", "sync", "synchronous"):
         return None, None
     if isinstance(scheduler, str):
         from distributed import Client, LocalCluster
 
         if scheduler == "local":
-            cluster = _quiet_local_cluster(LocalCluster)
+            cluster = _quiet_local_cluster(LocalCluster, num_workers)
             client = Client(cluster)
 
             class _Both:

@@ -81,7 +81,7 @@ def cmd_restore(a: argparse.Namespace) -> int:
         bar = _ProgressBar("restore", disable=a.quiet)
         try:
             ar.restore_to_zarr(str(a.input), out, overwrite=a.overwrite, resume=a.resume, progress=bar,
-                               scheduler=a.scheduler, **common)
+                               scheduler=a.scheduler, num_workers=a.workers, **common)
         finally:
             bar.close()
     else:
@@ -89,6 +89,10 @@ def cmd_restore(a: argparse.Namespace) -> int:
             raise UserError("--resume needs a .zarr output")
         if a.scheduler:
             raise UserError("--scheduler needs a .zarr output")
+        if a.workers:
+            import dask
+
+            dask.config.set(num_workers=a.workers)  # the threaded scheduler's pool, for this process
         from .api import as_source, output_geometry, single_channel_mosaic
         from .io import refuse_output_over_input
         from .io.geotiff import georeference_tags
@@ -280,6 +284,17 @@ def cmd_bench(a: argparse.Namespace) -> int:
     return 0 if all("error" not in r for r in rows) else 1
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _int_or_auto(text: str) -> int | str:
     """argparse type: a positive integer or ``auto``."""
     if text.lower() == "auto":
@@ -321,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ensemble", action="store_true",
                    help="self-ensemble: average the 8 turned/mirrored passes of every tile (8x slower, a little better)")
     r.add_argument("--scheduler", default=None, help="'local' (LocalCluster of processes) or tcp://host:port")
+    r.add_argument("--workers", type=_positive_int, default=None,
+                   help="threads (default scheduler) or worker processes (--scheduler local); default one per core")
     r.add_argument("--resume", action="store_true", help="continue an interrupted .zarr job")
     r.add_argument("--overwrite", action="store_true", help="replace an existing output")
     r.add_argument("-q", "--quiet", action="store_true")

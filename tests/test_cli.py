@@ -400,3 +400,24 @@ def test_train_help_explains_its_options(capsys):
         assert f"{option} " in out
         assert len(out.split(option, 2)[-1].split("--", 1)[0].split()) > 3, f"{option} has no help text"
     assert ".jpg" in out and "--clean a.tif --clean b.tif" in out
+
+
+def test_workers_sets_the_threads_and_is_checked(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    """--scheduler local always started one worker process per core, and the thread count of
+    the default scheduler could not be set from the command line."""
+    import dask
+
+    import napari_attnrestore.engine.execute as execute
+
+    tifffile.imwrite(tmp_path / "a.tif", (np.random.default_rng(0).random((48, 48)) * 255).astype(np.uint8))
+    base = ["restore", str(tmp_path / "a.tif")]
+    with pytest.raises(SystemExit) as e:
+        main([*base, str(tmp_path / "o.ome.zarr"), "--workers", "0", "-q"])
+    assert e.value.code == 2 and "expected a whole number of at least 1, got '0'" in capsys.readouterr().err
+    seen, run = [], execute.execute
+    monkeypatch.setattr(execute, "execute", lambda *a, **kw: seen.append(kw["num_workers"]) or run(*a, **kw))
+    assert main([*base, str(tmp_path / "o.ome.zarr"), "--weights", str(tiny_checkpoint), "--workers", "2", "-q"]) == 0
+    assert seen == [2]
+    with dask.config.set(num_workers=None):  # restored after: the CLI sets it for its whole process
+        assert main([*base, str(tmp_path / "o.tif"), "--weights", str(tiny_checkpoint), "--workers", "1", "-q"]) == 0
+        assert dask.config.get("num_workers") == 1

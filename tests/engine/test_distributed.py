@@ -67,3 +67,36 @@ def test_local_workers_are_started_deaf_to_ctrl_c():
     assert _quiet_local_cluster(fake_cluster) == "cluster"
     assert seen["sigint"] is signal.SIG_IGN and signal.getsignal(signal.SIGINT) is before
     assert seen["kw"]["processes"] and seen["kw"]["silence_logs"] >= 40  # errors only
+
+
+def test_local_cluster_takes_the_worker_count(monkeypatch):
+    """num_workers / --workers reaches the LocalCluster (it always started one process per core)."""
+    import distributed
+
+    from napari_attnrestore.api import _client_for
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_cluster(**kw):
+        seen.update(kw)
+        raise Stop
+
+    monkeypatch.setattr(distributed, "LocalCluster", fake_cluster)
+    with pytest.raises(Stop):
+        _client_for("local", 3)
+    assert seen["n_workers"] == 3 and seen["threads_per_worker"] == 1
+
+
+def test_num_workers_is_checked_before_the_store_is_made(tmp_path):
+    from standins import Box3
+
+    img = np.zeros((32, 32), np.float32)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="num_workers must be a whole number"):
+            ar.restore_to_zarr(img, tmp_path / "o.ome.zarr", model=Box3(), num_workers=bad)
+    with pytest.raises(ValueError, match="has its own workers"):
+        ar.restore_to_zarr(img, tmp_path / "o.ome.zarr", model=Box3(), num_workers=2, scheduler="sync")
+    assert not (tmp_path / "o.ome.zarr").exists()
