@@ -109,6 +109,10 @@ def cmd_restore(a: argparse.Namespace) -> int:
             from skimage import io as skio
 
             if geom["axes"] == "cyx":  # gray + alpha, restored channels first: PNG keeps them last
+                if lazy.shape[0] != 2 or not (meta.get("alpha") or str(a.input).lower().endswith(".png")):
+                    raise UserError(f"{out}: PNG holds one gray, gray + alpha or RGB(A) picture; the result has "
+                                    f"{lazy.shape[0]} channels (the second would be shown as transparency); "
+                                    "write .tif or .ome.zarr")
                 lazy = lazy.transpose(1, 2, 0)
 
             if lazy.size > 64_000_000:

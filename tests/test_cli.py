@@ -68,6 +68,16 @@ def test_restore_gray_alpha_png_to_png(tmp_path, tiny_checkpoint):
     assert skio.imread(tmp_path / "out.png").shape == (40, 44, 2)
 
 
+def test_two_channels_are_not_written_as_gray_and_alpha(tmp_path, tiny_checkpoint, capsys):
+    """A DAPI + GFP OME-TIFF restored to .png became a gray + alpha PNG: GFP as transparency."""
+    img = (np.random.default_rng(0).random((2, 40, 44)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "c2.ome.tif", img, ome=True, metadata={"axes": "CYX"})
+    assert main(["restore", str(tmp_path / "c2.ome.tif"), str(tmp_path / "out.png"), "--weights",
+                 str(tiny_checkpoint), "-q"]) == 2
+    assert "the result has 2 channels (the second would be shown as transparency)" in capsys.readouterr().err
+    assert not (tmp_path / "out.png").exists()
+
+
 def test_a_png_that_cannot_be_written_leaves_the_old_one(tmp_path, tiny_checkpoint, monkeypatch, capsys):
     """A full disk left a truncated out.png in place of the old one, with a message naming no file."""
     from skimage import io as skio

@@ -308,12 +308,17 @@ def _layer_output(data: Any, meta: dict) -> tuple[Any, str, dict[str, Any]]:
     units = layer_units(meta, axes, rgb)
     # a file read here records its units, none for an uncalibrated one: its sizes (halved by
     # super-resolution) are pixels, not micrometers; a scale typed into napari without units
-    # is taken in micrometers (None)
+    # is taken in micrometers (seconds for t), for the axes whose scale it sets
     read_here = "units" in (meta.get("metadata") or {})
+    scale = _layer_geometry(meta, axes, rgb, "scale", 1.0)
+    if not (units or read_here):  # said explicitly, so that OME-Zarr and TIFF record the same
+        units = {ax: "second" if ax == "t" else "micrometer" for ax, v in zip(axes, scale, strict=True)
+                 if ax in "tzyx" and v != 1.0}
+        units = units or None
     return arr, axes, {
-        "scale": _layer_geometry(meta, axes, rgb, "scale", 1.0),
+        "scale": scale,
         "translate": _layer_geometry(meta, axes, rgb, "translate", 0.0),
-        "units": units if units or read_here else None,
+        "units": units,
     }
 
 

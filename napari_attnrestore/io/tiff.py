@@ -467,8 +467,12 @@ def write_tiff(
     rgb = _is_rgb(axes, data.shape)
     if scale is not None and not isinstance(scale, Mapping) and len(scale) != len(axes):
         raise ImageWriteError(path, f"scale has {len(scale)} values for {len(axes)} axes '{axes}'")
-    values = scale.values() if isinstance(scale, Mapping) else scale or ()
-    if not units and all(float(v) == 1.0 for v in values):  # no size known: Fiji would read 1 micrometer
+    values = [float(v) for v in (scale.values() if isinstance(scale, Mapping) else scale or ())]
+    shifts = [float(v) for v in ((translate.values() if isinstance(translate, Mapping) else translate) or ())]
+    if not all(math.isfinite(v) and v > 0 for v in values) or not all(math.isfinite(v) for v in shifts):
+        # a flipped napari layer (scale -1): OME requires positive sizes, TIFF resolutions too
+        raise ImageWriteError(path, f"scale must be positive and finite, translate finite; got {values}, {shifts}")
+    if not units and all(v == 1.0 for v in values):  # no size known: Fiji would read 1 micrometer
         scale = None
     physical = _physical(scale, axes, units)
     if translate is not None and not isinstance(translate, Mapping):

@@ -372,3 +372,28 @@ def test_a_damaged_source_chunk_is_a_write_error_and_no_output_is_left(tmp_path,
         writer(str(out), data, kwargs)
     assert not isinstance(err.value, ValueError)
     assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_a_scale_typed_into_napari_has_one_meaning_in_both_formats(tmp_path):
+    """A layer scaled (0.5, 0.25) with napari's default 'pixel' units came back in micrometers
+    from TIFF and without a unit from OME-Zarr; now micrometers from both, and a scale of
+    ones (napari's default) no unit from either."""
+    layer = da.zeros((16, 24), dtype=np.uint16, chunks=8)
+    for scale, units in (((0.5, 0.25), {"y": "micrometer", "x": "micrometer"}), ((1.0, 1.0), {})):
+        meta = {"rgb": False, "scale": scale, "units": ("pixel", "pixel"), "metadata": {}}
+        for writer, name in ((write_ome_zarr_layer, "a.ome.zarr"), (write_tiff_layer, "a.tif"),
+                             (write_tiff_layer, "a.ome.tif")):
+            im = open_image(writer(str(tmp_path / name), layer, meta)[0])
+            assert (im.units or {}) == units and im.scale == pytest.approx(scale), (name, scale)
+
+
+@pytest.mark.parametrize("name", ["flip.tif", "flip.ome.tif", "flip.ome.zarr"])
+def test_a_flipped_layer_is_refused_by_every_writer(tmp_path, name):
+    """scale (-1, 1) (a napari layer flipped upside down) gave an OME-TIFF with PhysicalSizeY
+    -1, which the OME schema forbids, and a plain TIFF that reopened unflipped."""
+    from napari_attnrestore.io.errors import ImageWriteError
+
+    writer = write_ome_zarr_layer if name.endswith(".zarr") else write_tiff_layer
+    with pytest.raises(ImageWriteError, match="scale must be positive and finite"):
+        writer(str(tmp_path / name), np.zeros((16, 16), np.uint8), {"rgb": False, "scale": (-1.0, 1.0), "metadata": {}})
+    assert not (tmp_path / name).exists()
