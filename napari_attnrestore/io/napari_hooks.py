@@ -302,7 +302,7 @@ def _as_dask(data: Any) -> Any:
 
 
 def _layer_output(data: Any, meta: dict) -> tuple[Any, str, dict[str, Any]]:
-    """The layer's level-0 data as dask, its axes, and the geometry keywords of the writers."""
+    """The layer's level-0 data as dask, its axes, and the writers' keywords: geometry and channels."""
     arr = _as_dask(level0(data))
     axes, rgb = layer_axes(arr.shape, meta)
     units = layer_units(meta, axes, rgb)
@@ -319,7 +319,51 @@ def _layer_output(data: Any, meta: dict) -> tuple[Any, str, dict[str, Any]]:
         "scale": scale,
         "translate": _layer_geometry(meta, axes, rgb, "translate", 0.0),
         "units": units,
+        "omero": _layer_omero(meta, axes, rgb, arr.shape, arr.dtype),  # the channel's name and colour
     }
+
+
+def _layer_omero(meta: dict, axes: str, rgb: bool, shape: Sequence[int], dtype: Any) -> dict[str, Any] | None:
+    """NGFF ``omero`` channel metadata to save with a layer.
+
+    A layer of one channel (napari shows each channel of a file as its own layer) is saved
+    with its name, colour, contrast window and visibility; a layer holding a channel axis
+    keeps its source's channels when they are as many.
+    """
+    import numpy as np
+
+    if rgb:
+        return None
+    if "c" in axes:
+        omero = ((meta.get("metadata") or {}).get("ome") or {}).get("omero")
+        channels = omero.get("channels") if isinstance(omero, dict) else None
+        return omero if isinstance(channels, list) and len(channels) == shape[axes.index("c")] else None
+    channel: dict[str, Any] = {"label": str(meta.get("name") or ""), "active": bool(meta.get("visible", True))}
+    colour = _colormap_colour(meta.get("colormap"))
+    if colour:
+        channel["color"] = colour
+    limits = meta.get("contrast_limits")
+    if limits is not None and len(limits) == 2 and all(np.isfinite(float(v)) for v in limits):
+        start, end = (float(v) for v in limits)
+        kind = np.dtype(dtype)
+        lo, hi = (float(np.iinfo(kind).min), float(np.iinfo(kind).max)) if kind.kind in "iu" else (start, end)
+        channel["window"] = {"min": min(lo, start), "max": max(hi, end), "start": start, "end": end}
+    return {"channels": [channel]} if channel["label"] or colour else None
+
+
+#: napari's black-to-colour maps by name, as ``omero`` colours
+_COLORMAPS = {"gray": "FFFFFF", "grey": "FFFFFF", "red": "FF0000", "green": "00FF00", "blue": "0000FF",
+              "cyan": "00FFFF", "magenta": "FF00FF", "yellow": "FFFF00"}
+
+
+def _colormap_colour(name: Any) -> str | None:
+    """The colour (``"00FF00"``) of a napari black-to-colour map named ``name`` (or
+    ``"#00ff00"``), None for other maps."""
+    text = str(name or "").lower()
+    if text in _COLORMAPS:
+        return _COLORMAPS[text]
+    hex_rgb = _colour(text) if text.startswith("#") else None
+    return hex_rgb[1:].upper() if hex_rgb else None
 
 
 def _refuse_writing_over_the_source(path: str, data: Any, meta: dict) -> None:

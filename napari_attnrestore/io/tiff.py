@@ -340,7 +340,7 @@ def _ome_channels_and_origin(axes: str, shape: Sequence[int], rgb: bool, physica
     every plane's position (the origin of x, y and z, in their pixel sizes' units)."""
     out: dict[str, Any] = {}
     channels = (omero or {}).get("channels") if isinstance(omero, Mapping) else None
-    n = shape[axes.index("c")] if "c" in axes and not rgb else None
+    n = None if rgb else shape[axes.index("c")] if "c" in axes else 1  # a gray image: one channel
     if n and isinstance(channels, list) and len(channels) == n and all(isinstance(c, Mapping) for c in channels):
         names = [str(c.get("label") or "") for c in channels]
         if any(names):

@@ -397,3 +397,19 @@ def test_a_flipped_layer_is_refused_by_every_writer(tmp_path, name):
     with pytest.raises(ImageWriteError, match="scale must be positive and finite"):
         writer(str(tmp_path / name), np.zeros((16, 16), np.uint8), {"rgb": False, "scale": (-1.0, 1.0), "metadata": {}})
     assert not (tmp_path / name).exists()
+
+
+def test_a_channel_layer_saves_its_name_colour_and_window(tmp_path):
+    """A channel layer split from a DAPI + GFP file, saved from napari, lost its name, colour
+    and contrast window (the CLI kept them); now both OME writers keep them."""
+    layer = da.zeros((16, 24), dtype=np.uint16, chunks=8)
+    meta = {"rgb": False, "name": "GFP", "colormap": "green", "contrast_limits": [10, 2000], "visible": True,
+            "metadata": {"axes": "cyx", "ome": {"omero": {"channels": [{"label": "DAPI"}, {"label": "GFP"}]}}}}
+    zarr_ch = open_image(write_ome_zarr_layer(str(tmp_path / "g.ome.zarr"), layer, meta)[0]).meta["ome"]["omero"]
+    assert zarr_ch["channels"] == [{"label": "GFP", "active": True, "color": "00FF00",
+                                    "window": {"min": 0.0, "max": 65535.0, "start": 10.0, "end": 2000.0}}]
+    tif = open_image(write_tiff_layer(str(tmp_path / "g.ome.tif"), layer, meta)[0]).meta["ome"]["omero"]
+    assert tif["channels"] == [{"label": "GFP", "color": "00FF00"}]
+    layer = da.zeros((2, 16, 24), dtype=np.uint16, chunks=8)  # the channels kept as one layer: the file's
+    both = open_image(write_ome_zarr_layer(str(tmp_path / "c.ome.zarr"), layer, meta | {"name": "c2"})[0])
+    assert [ch["label"] for ch in both.meta["ome"]["omero"]["channels"]] == ["DAPI", "GFP"]
