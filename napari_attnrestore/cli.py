@@ -464,26 +464,45 @@ def main(argv: list[str] | None = None) -> int:
         return _run(a)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch system's time limit, ``docker stop``), handled as Ctrl-C is:
+    a training saves its state at the step it reached, a zarr job is left resumable."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
 def _run(a: argparse.Namespace) -> int:
     """Run the parsed command; interrupts and user errors become a line and an exit status."""
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
         return int(a.func(a) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        what = "terminated" if isinstance(stop, _Terminated) else "interrupted"
         if a.command == "train":
-            hint = (f"the training state is saved in {a.state}; the same command continues it" if a.state
-                    else "nothing was saved; pass --state FILE to make a training resumable")
+            hint = ("nothing was saved; pass --state FILE to make a training resumable" if not a.state
+                    else f"the training state is saved in {a.state}; the same command continues it"
+                    if os.path.exists(a.state) else "no training step had run; nothing was saved")
         elif a.command == "restore" and not _is_zarr(str(a.output)):
             hint = f"{a.output} was not written (an earlier file of that name is left as it was)"
         else:
             hint = "a .zarr output can be continued with --resume"
-        print(f"attnrestore: interrupted; {hint}", file=sys.stderr)
-        return 130
+        print(f"attnrestore: {what}; {hint}", file=sys.stderr)
+        return 143 if isinstance(stop, _Terminated) else 130
     except _user_errors() as e:
         if os.environ.get("ATTNRESTORE_DEBUG"):
             raise
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"attnrestore: error: {msg}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -382,7 +382,7 @@ def test_train_clean_once_per_file(tmp_path, monkeypatch):
 def test_train_warnings_are_one_line_without_source(tmp_path, capsys):
     img = _train_image(tmp_path)
     small = _train_image(tmp_path, "small.tif")
-    tifffile.imwrite(small, np.zeros((20, 20), np.uint8))
+    tifffile.imwrite(small, np.random.default_rng(1).integers(0, 255, (20, 20), dtype=np.uint8))
     assert main(["train", img, small, "--out", str(tmp_path / "q.safetensors"), "--steps", "1", "--batch", "1",
                  "--patch", "32", "-q"]) == 0
     err = capsys.readouterr().err

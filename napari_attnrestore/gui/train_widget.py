@@ -126,8 +126,9 @@ class TrainRequest:
 class TrainRun:
     """A training run's state, shared by the worker thread (writes) and the widget (reads).
 
-    The worker stores the module being trained (``net``), the last event and, when
-    training ends normally, the final EMA model.  The widget reads them once the worker
+    The worker stores the starting module (``net``; ``ar.train`` trains a copy), the last
+    event (whose ``current_model()`` gives the averaged weights so far) and, when training
+    ends normally, the final EMA model.  The widget reads them once the worker
     has stopped (returned or aborted), when nothing trains any more.
     """
 
@@ -143,21 +144,12 @@ class TrainRun:
         return self.final is None
 
     def model(self) -> nn.Module | None:
-        """The usable model: the final EMA model, or the module trained so far (None before step 1)."""
+        """The usable model: the final EMA model, or the averaged weights so far (None before step 1)."""
         if self.final is not None:
             return self.final
-        if self.net is None or self.last is None or self.last.step == 0:
+        if self.last is None or self.last.step == 0:
             return None
-        req = self.request
-        self.net.eval()
-        from napari_attnrestore.training.session import training_card
-
-        kind, start = req.start
-        self.net.card = training_card(  # what ar.train writes on a normal end, plus the early stop
-            req.task, req.mode, self.last.step, req.patch, req.lr, req.precision,
-            init=start if kind != "new" else None, batch=req.batch, seed=req.seed, planned_steps=req.steps,
-            stopped_early=True)
-        return self.net
+        return self.last.current_model()  # carded by ar.train: planned steps, stopped early
 
 
 def _starting_model(req: TrainRequest) -> nn.Module:
@@ -180,8 +172,7 @@ def train_job(run: TrainRun) -> Generator[TrainEvent, None, TrainRun]:
     """Train as ``run.request`` says, yielding every :class:`TrainEvent`; stops when ``run.stop`` is set.
 
     Builds (or loads) the network here, in the worker thread, and passes it to
-    ``ar.train`` as ``model=`` so that ``run.net`` is the module being trained.  Imports
-    neither Qt nor napari.
+    ``ar.train`` as ``model=``.  Imports neither Qt nor napari.
     """
     import torch
 

@@ -205,6 +205,13 @@ class NormalizedPlane:
         lo, hi = compute_stats(sample, np.dtype(array.dtype), mode=normalize)
         self.lo, self.hi = lo[0], hi[0]
 
+    def values(self, step: int = 1) -> np.ndarray:
+        """The plane's own values (every ``step``-th row and column) in float64, gaps NaN."""
+        from ..engine.normalize import nodata_pixels
+
+        raw = np.asarray(self.array[(*self.index, *self._chan, slice(None, None, step), slice(None, None, step))])
+        return np.where(nodata_pixels(raw, self.nodata), np.nan, raw.astype(np.float64))
+
     def __getitem__(self, key) -> np.ndarray:
         from ..engine.normalize import nodata_pixels
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,7 +46,9 @@ class TrainConfig:
 class TrainEvent:
     """One progress report: ``step`` of ``total``, the running loss, elapsed seconds.
 
-    The last event has ``done=True`` and carries the trained (EMA) ``model``.
+    The last event has ``done=True`` and carries the trained (EMA) ``model``; any event's
+    :meth:`current_model` gives the model as trained so far (to stop early: break out of the
+    loop, then call it on the last event).
     """
 
     step: int
@@ -53,6 +58,14 @@ class TrainEvent:
     lr: float
     done: bool = False
     model: nn.Module | None = field(default=None, repr=False)
+    snapshot: Callable[[], nn.Module] | None = field(default=None, repr=False, compare=False)
+
+    def current_model(self) -> nn.Module | None:
+        """The final model on the last event; on earlier ones a copy of the averaged (EMA)
+        weights as they are when called (training stands still while the loop is not iterated)."""
+        if self.model is not None:
+            return self.model
+        return self.snapshot() if self.snapshot is not None else None
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -205,6 +218,22 @@ def load_training_state(
     return st
 
 
+def _check_same_inputs(path: Path, saved: dict | None, given: dict | None) -> None:
+    """A :class:`CheckpointError` naming what differs when a state trained on other inputs."""
+    if not saved or not given or saved == given:
+        return
+    differ = [f"{k} {_said(saved.get(k))} (now {_said(given.get(k))})" for k in sorted(set(saved) | set(given))
+              if saved.get(k) != given.get(k)]
+    raise CheckpointError(f"{path}: cannot resume: this training state was trained with other inputs: "
+                          f"{'; '.join(differ)}; continue with the same ones, or pass a new state path to start again")
+
+
+def _said(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value) or "none"
+    return "none" if value is None else str(value)
+
+
 def _finite(*models: nn.Module) -> bool:
     """Whether every parameter and buffer of ``models`` is finite."""
     return all(bool(torch.isfinite(t).all()) for m in models for t in (*m.parameters(), *m.buffers())
@@ -222,6 +251,7 @@ def fit(
     loss_fn: Callable[..., torch.Tensor] | None = None,
     objective: str | None = None,
     network: dict | None = None,
+    inputs: dict | None = None,
 ) -> Iterator[TrainEvent]:
     """Train ``model`` and yield a :class:`TrainEvent` every ``cfg.log_every`` steps.
 
@@ -235,8 +265,9 @@ def fit(
     self-supervised:sure"``) is saved with the state, and a state saved for another objective
     is refused rather than continued with a different loss.  ``network`` (the model card of
     ``model``: arch, config, task, ...) is saved with the state too, so that the state's EMA
-    weights load as a model (:func:`~.checkpoint.load_training_state_model`).  Closing the
-    generator stops training.
+    weights load as a model (:func:`~.checkpoint.load_training_state_model`).  ``inputs``
+    (what it trains on and how: images, batch, patch, ...) is saved too, and a state saved
+    with other inputs is refused.  Closing the generator stops training.
     """
     device = torch.device(device)
     if cfg.precision not in PRECISIONS:
@@ -280,7 +311,11 @@ def fit(
         if objective and st.get("objective") and st["objective"] != objective:
             raise CheckpointError(f"{state_path}: cannot resume: this training state is for {st['objective']}, "
                                   f"not {objective}; pass a new state path to start again")
+        _check_same_inputs(state_path, st.get("inputs"), inputs)
         step, history, prior_elapsed = st["step"], list(st["history"]), st["elapsed"]
+        if step == cfg.steps:
+            warnings.warn(f"{state_path}: this training state is already at step {step} of {cfg.steps}: nothing "
+                          "more to train; ask for more steps to go on", stacklevel=2)
         if step > cfg.steps:
             raise CheckpointError(f"{state_path}: this training state is already at step {step}, past the "
                                   f"{cfg.steps} steps asked for; ask for more steps to go on, or start a new state")
@@ -304,6 +339,8 @@ def fit(
         st["schedule"] = asdict(schedule)
         if network is not None:
             st["network"] = network
+        if inputs is not None:
+            st["inputs"] = inputs
         tmp = state_path.with_suffix(".tmp")
         try:
             torch.save(st, tmp)
@@ -327,6 +364,9 @@ def fit(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         return loss
+
+    def averaged() -> nn.Module:
+        return copy.deepcopy(ema.model).eval().requires_grad_(True)
 
     net: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model) if cfg.compile else model
     t0 = time.perf_counter()
@@ -363,7 +403,8 @@ def fit(
             count += 1
             if step % cfg.log_every == 0 or step == cfg.steps:
                 history.append((step, running / count))
-                yield TrainEvent(step, cfg.steps, running / count, prior_elapsed + time.perf_counter() - t0, lr)
+                yield TrainEvent(step, cfg.steps, running / count, prior_elapsed + time.perf_counter() - t0, lr,
+                                 snapshot=averaged)
                 running, count = 0.0, 0
             if step % cfg.checkpoint_every == 0:
                 save()

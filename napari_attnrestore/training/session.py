@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -73,16 +76,65 @@ def _colour_pictures(x: Any, index: int) -> list:
 
 
 def _planes(images: Sequence[Any], nodata: float | None = None, first: int = 0, role: str = "training image",
-            **plane_kw: Any) -> list:
+            unmarked_gaps_warn: bool = False, **plane_kw: Any) -> list:
     """The normalized planes of every image; ``nodata`` (else the one a file declares) marks gaps.
-    Messages name a file, or an array by its place (``first`` + its index in ``images``)."""
+    Messages name a file, or an array by its place (``first`` + its index in ``images``).
+    With ``unmarked_gaps_warn`` (self-supervised inpainting, which learns around the image's
+    own gaps) an integer image where nothing marks gaps is warned about."""
     out = []
     for i, im in enumerate(images):
         data, said = _open(im)
         declared = said.pop("nodata", None)
-        out += planes_of(data, nodata=nodata if nodata is not None else declared, origin=_name(im, first + i, role),
-                         **said, **plane_kw)
+        name = _name(im, first + i, role)
+        dtype = np.dtype(getattr(data, "dtype", np.float64))
+        if dtype.kind == "c":
+            raise ValueError(f"{name}: complex pixels ({dtype}) cannot be trained on; give real intensities")
+        if nodata is not None and not np.isnan(nodata) and dtype.kind in "iub":  # NaN: no value of its own
+            info = np.iinfo(dtype) if dtype.kind in "iu" else None
+            if info is None or not float(nodata).is_integer() or not info.min <= nodata <= info.max:
+                raise ValueError(f"{name}: nodata {nodata:g} cannot occur in this {dtype} image, so it marks no gap")
+        if unmarked_gaps_warn and dtype.kind in "iub" and nodata is None and declared is None:
+            import warnings
+
+            warnings.warn(f"{name}: nothing marks gaps in this {dtype} image (it holds no NaN and declares no "
+                          "nodata): any gaps it has are learned as data; give their value (nodata=, CLI --nodata; "
+                          "0 for a Landsat-7 band)", stacklevel=3)
+        planes = planes_of(data, nodata=nodata if nodata is not None else declared, origin=name, **said, **plane_kw)
+        _refuse_flat(planes, name)
+        out += planes
     return out
+
+
+def _warn_other_units(noisy: Any, clean: Any, noisy_name: str, clean_name: str) -> None:
+    """Warn when a clean image's intensities are not in its noisy input's units: the target is
+    scaled with the input's range (as restoring maps the output back), so a clean float
+    image paired with counts teaches the network to change the intensity scale."""
+    import warnings
+
+    span = noisy.hi - noisy.lo
+    lo, hi = (clean.lo - noisy.lo) / span, (clean.hi - noisy.lo) / span
+    if not (-0.5 <= lo <= 1.5 and -0.5 <= hi <= 1.5 and 0.2 <= hi - lo <= 5):
+        warnings.warn(f"{clean_name} ({clean.lo:.4g} to {clean.hi:.4g}) is not in the intensity units of "
+                      f"{noisy_name} ({noisy.lo:.4g} to {noisy.hi:.4g}): the network learns to change the scale "
+                      "too; give clean images in the noisy ones' units", stacklevel=3)
+
+
+def _refuse_flat(planes: list, name: str) -> None:
+    """A ValueError when every pixel of an image holds one value: nothing to learn from it (it
+    taught the denoiser to flatten images).  A subsample decides unless it is flat too."""
+    seen: set[float] = set()
+    for step in (max(1, max(planes[0].shape[-2:]) // 256), 1) if planes else ():
+        for plane in planes:
+            x = plane.values(step)
+            x = x[np.isfinite(x)]
+            if x.size:
+                seen |= {float(x.min()), float(x.max())}
+            if len(seen) > 1:
+                return
+        if step == 1:
+            break
+    raise ValueError(f"{name}: every pixel holds the same value ({', '.join(f'{v:g}' for v in seen) or 'none'}): "
+                     "there is nothing to learn from it")
 
 
 def train(
@@ -100,7 +152,7 @@ def train(
     device: str = "auto",
     preset: str = "tiny",
     config: dict[str, Any] | None = None,
-    sigma: tuple[float, float] = (0.0, 50.0),
+    sigma: tuple[float, float] | None = None,
     state_path: str | Path | None = None,
     seed: int = 0,
     log_every: int = 10,
@@ -139,6 +191,9 @@ def train(
         pixels are predicted from their neighbours) or ``sure`` (Stein's unbiased risk
         estimate of the squared error, for Gaussian noise whose level is estimated from each
         patch).
+    sigma
+        Synthetic denoising: the range of Gaussian noise levels (0-255 scale) added to the
+        clean images (default 0 to 50).
     state_path
         Save the training state there and resume from it if it exists.  ``ar.load_model``
         loads a state's EMA weights as a model.
@@ -156,8 +211,10 @@ def train(
         and the EMA stay in float32 (mixed precision).  Faster on GPUs and on CPUs with
         bfloat16 instructions (AVX512-BF16, AMX); ``fp32`` (the default) everywhere else.
 
-    Closing the generator stops training; the model so far is not returned then, so
-    stop by breaking out and use the ``state_path`` or train for fewer steps.
+    To stop early, break out of the loop and take ``event.current_model()`` of the last
+    event: the averaged weights so far, with a card that says so.  A given nn.Module is
+    copied, not changed.  A ``state_path`` holding a state trained on other images or with
+    another batch, patch, learning rate or nodata is refused.
     """
     from ..engine import resolve_device
     from ..models import build_model
@@ -165,6 +222,11 @@ def train(
 
     t = get_task(task)
     asked_scale, scale = scale, t.check_scale(scale)
+    for key, value in (("steps", steps), ("batch", batch), ("patch", patch), ("log_every", log_every), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{key} must be a whole number, not {value!r}")
+    if log_every < 1:
+        raise ValueError(f"log_every must be at least 1, got {log_every}")
     if steps < 1 or batch < 1:
         raise ValueError(f"steps and batch must be at least 1 (got steps {steps}, batch {batch})")
     if patch < 8:
@@ -196,6 +258,13 @@ def train(
         from .checkpoint import check_output
 
         check_output(state_path, "training state")
+    if sigma is not None:
+        if not (mode == "synthetic" and t.name == "denoise"):
+            raise ValueError(f"sigma (the noise levels added to clean images) is for synthetic denoising, not {mode} "
+                             f"{t.name}")
+        if len(sigma) != 2 or not 0 <= float(sigma[0]) <= float(sigma[1]) <= 255:
+            raise ValueError(f"sigma must be (low, high) noise levels with 0 <= low <= high <= 255, got {sigma!r}")
+    sigma = (0.0, 50.0) if sigma is None else (float(sigma[0]), float(sigma[1]))
     method = method or "neighbor2neighbor"
     if mode == "paired" and t.name == "inpaint":
         raise ValueError("inpainting trains self-supervised on gapped images or synthetic on clean ones, not paired")
@@ -211,8 +280,8 @@ def train(
     # from it) start from the seed: the same call trains the same weights (a resumed state
     # puts its saved generator back)
     torch.manual_seed(seed)
-    if isinstance(model, nn.Module):
-        net = model
+    if isinstance(model, nn.Module):  # a copy: the caller's module stays as it was given
+        net = copy.deepcopy(model)
     elif model is not None:
         from ..api import load_model
 
@@ -228,7 +297,12 @@ def train(
     if mode == "paired":
         pairs = []
         for i, (a, b) in enumerate(zip(imgs, cleans, strict=True)):
+            if a is b or (isinstance(a, (str, os.PathLike)) and isinstance(b, (str, os.PathLike))
+                          and os.path.realpath(a) == os.path.realpath(b)):
+                raise ValueError(f"{_name(a, i)} is given as its own clean counterpart: paired training needs a "
+                                 "clean image of the same scene (or train self-supervised on the noisy one)")
             pa, pb = _planes([a], nodata=nodata, first=i), _planes([b], nodata=nodata, first=i, role="clean image")
+            _warn_other_units(pa[0], pb[0], _name(a, i), _name(b, i, "clean image"))
             if len(pa) != len(pb):
                 raise ValueError(f"paired images have a different number of planes: {_name(a, i)} has {len(pa)}, "
                                  f"its clean counterpart {_name(b, i, 'clean image')} has {len(pb)}")
@@ -254,7 +328,8 @@ def train(
     elif t.name == "inpaint":
         # the image's own gaps (NaN, nodata) stay holes without a target in both modes: read as
         # 0 they would be scored as truth, and the network would learn to paint gaps black
-        sampler = PatchSampler(_planes(imgs, nodata=nodata, keep_gaps=True), patch, seed=seed)
+        sampler = PatchSampler(_planes(imgs, nodata=nodata, keep_gaps=True,
+                                       unmarked_gaps_warn=mode == "self-supervised"), patch, seed=seed)
         loss_fn = hole_loss(LOSSES[cfg.loss])
 
         def make_pair(x, gen):
@@ -289,17 +364,41 @@ def train(
     elif model is not None:
         init = (getattr(net, "card", None) or {}).get("name") or str(model)
 
-    def card_at(step: int) -> dict[str, Any]:
+    def card_at(step: int, **extra: Any) -> dict[str, Any]:
         return training_card(t.name, mode, step, patch, lr, precision, cfa=cfa, init=init, nodata=nodata,
-                             method=ss_method, batch=batch, seed=seed)
+                             method=ss_method, batch=batch, seed=seed, **extra)
 
+    inputs = {"images": [_described(x) for x in imgs], "clean": [_described(x) for x in cleans], "batch": batch,
+              "patch": patch, "lr": lr, "nodata": None if nodata is None else str(float(nodata)),
+              "sigma": [float(v) for v in sigma] if mode == "synthetic" and t.name == "denoise" else None,
+              "cfa": cfa.upper() if cfa else None}
     events = fit(net, sampler.sample, make_pair, cfg, state_path=state_path,
                  sampler_state=(sampler.state, sampler.set_state), device=dev, loss_fn=loss_fn, objective=objective,
-                 network=_network(net, card_at(steps)))
+                 network=_network(net, card_at(steps)), inputs=inputs)
     for ev in events:
         if ev.done and ev.model is not None:
             ev.model.card = card_at(ev.step)  # type: ignore[attr-defined]
+        elif ev.snapshot is not None:
+            ev = replace(ev, snapshot=_carded(ev.snapshot, lambda at=ev.step: card_at(
+                at, planned_steps=steps, stopped_early=True)))
         yield ev
+
+
+def _described(x: Any) -> str:
+    """An image as a training state records it: its file, or an array's shape and type."""
+    if isinstance(x, (str, os.PathLike)):
+        return os.path.abspath(x)
+    return f"array {tuple(int(n) for n in getattr(x, 'shape', ()))} {getattr(x, 'dtype', '')}"
+
+
+def _carded(snapshot: Callable[[], nn.Module], card: Callable[[], dict[str, Any]]) -> Callable[[], nn.Module]:
+    """``snapshot`` whose model carries the card ``card()`` gives (a model stopped early)."""
+    def model() -> nn.Module:
+        net = snapshot()
+        net.card = card()  # type: ignore[attr-defined]
+        return net
+
+    return model
 
 
 def _network(net: nn.Module, card: dict[str, Any]) -> dict[str, Any] | None:

@@ -162,7 +162,7 @@ def test_stop_keeps_the_model_trained_so_far(viewer, trainer, qtbot) -> None:
     assert 1 <= step < 50 and len(trainer.history) == step  # stopped within a step or two of the request
     assert trainer._status.value.startswith(f"stopped at step {step}/200")
     model = trainer.model
-    assert model is run.net and not model.training  # the module being trained, in eval mode
+    assert model is not run.net and not model.training  # the averaged weights so far, in eval mode
     assert model.card["training"]["stopped_early"] and model.card["training"]["steps"] == step
     assert trainer.model_name == f"trained: noisy ({step} steps)" and trainer._save_btn.enabled
     out = ar.restore(noisy, model=model, device="cpu").compute()

@@ -89,7 +89,7 @@ def test_self_supervised_method_is_checked(rng):
 @pytest.mark.parametrize("mode", ["self-supervised", "synthetic", "paired"])
 def test_train_modes_yield_events_and_a_model(rng, mode):
     noisy, clean = _noisy(rng)
-    kw = {"clean": clean.astype(np.float32)} if mode == "paired" else {}
+    kw = {"clean": (clean * 3000 + 500).astype(np.float32)} if mode == "paired" else {}  # in the noisy's units
     events = list(ar.train(noisy, mode=mode, steps=4, batch=2, patch=32, config=SMALL, log_every=2, **kw))
     assert [e.step for e in events if not e.done] == [2, 4]
     model = events[-1].model
@@ -403,9 +403,41 @@ def test_interrupted_training_says_how_to_continue(tmp_path, capsys, monkeypatch
     monkeypatch.setattr(ar, "train", interrupted)
     tifffile.imwrite(tmp_path / "a.tif", np.zeros((40, 40), np.uint8))
     args = ["train", str(tmp_path / "a.tif"), "--out", str(tmp_path / "m.safetensors")]
+    assert main([*args, "--state", str(tmp_path / "s.pt")]) == 130  # before the first step: no state yet
+    assert "interrupted; no training step had run; nothing was saved" in capsys.readouterr().err
+    (tmp_path / "s.pt").write_bytes(b"a state")
     assert main([*args, "--state", str(tmp_path / "s.pt")]) == 130
     assert f"the training state is saved in {tmp_path / 's.pt'}" in capsys.readouterr().err
     assert main(args) == 130 and "pass --state FILE" in capsys.readouterr().err
+
+
+def test_sigterm_saves_the_training_state_at_the_step_reached(rng, tmp_path, capsys, monkeypatch):
+    """SIGTERM (kill, a batch system's time limit) ended training silently, losing the steps
+    since the last periodic save (every max(50, steps // 10)); it now saves as Ctrl-C does."""
+    import os
+    import signal
+
+    real = ar.train
+
+    def terminated_at_step_3(*args, **kwargs):
+        events = real(*args, **kwargs)
+        try:
+            for ev in events:
+                yield ev
+                if ev.step == 3:
+                    os.kill(os.getpid(), signal.SIGTERM)
+        finally:
+            events.close()
+
+    monkeypatch.setattr(ar, "train", terminated_at_step_3)
+    noisy, _ = _noisy(rng, n=1, size=64)
+    tifffile.imwrite(tmp_path / "a.tif", noisy[0])
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["train", str(tmp_path / "a.tif"), "--out", str(tmp_path / "m.safetensors"), "--state",
+                 str(tmp_path / "s.pt"), "--steps", "1000", "--batch", "1", "--patch", "32", "-q"]) == 143
+    assert "attnrestore: terminated; the training state is saved in" in capsys.readouterr().err
+    assert torch.load(tmp_path / "s.pt", weights_only=True)["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_a_training_state_is_not_resumed_with_another_objective(rng, tmp_path):
@@ -552,3 +584,70 @@ def test_a_module_of_ones_own_without_channels_or_scale_trains(rng, tmp_path):
     noisy, _ = _noisy(rng, n=1, size=64)
     model = train_to_end(ar.train(noisy, model=Own(), steps=2, batch=1, patch=32, state_path=tmp_path / "s.pt"))
     assert isinstance(model, Own) and (tmp_path / "s.pt").exists()
+
+
+def test_a_state_is_not_resumed_on_other_images_or_settings(rng, tmp_path):
+    """A finished state reused for other images trained nothing and wrote the old model with a
+    card naming the new images; an unfinished one took other batch/patch/lr silently."""
+    from napari_attnrestore.training import CheckpointError
+
+    noisy, _ = _noisy(rng, n=2, size=64)
+    kw = dict(steps=2, batch=2, patch=32, config=SMALL, state_path=tmp_path / "s.pt")
+    train_to_end(ar.train(noisy[0], **kw))
+    with pytest.raises(CheckpointError, match=r"trained with other inputs: batch 2 \(now 4\)"):
+        next(ar.train(noisy[0], **{**kw, "batch": 4, "steps": 4}))
+    with pytest.raises(CheckpointError, match=r"images array \(64, 64\) uint16 \(now array \(2, 64, 64\)"):
+        next(ar.train(noisy, **{**kw, "steps": 4}))
+    with pytest.warns(UserWarning, match="already at step 2 of 2: nothing more to train"):
+        assert train_to_end(ar.train(noisy[0], **kw)) is not None
+    assert [e.step for e in ar.train(noisy[0], **{**kw, "steps": 4}) if not e.done] == [4]  # extended
+
+
+def test_breaking_out_keeps_the_model_so_far_and_the_given_module(rng):
+    """Breaking out of ar.train left no model (event.model was None until the end), and a
+    module given to train was changed in place."""
+    noisy, _ = _noisy(rng, n=1, size=64)
+    start = ar.build_model("hat", task="denoise", **SMALL)
+    before = {k: v.clone() for k, v in start.state_dict().items()}
+    for ev in ar.train(noisy, model=start, steps=50, batch=2, patch=32, log_every=1):
+        if ev.step == 3:
+            break
+    assert ev.model is None
+    model = ev.current_model()
+    assert model is not start and not model.training
+    assert model.card["training"]["steps"] == 3 and model.card["training"]["stopped_early"]
+    assert model.card["training"]["planned_steps"] == 50
+    assert all(torch.equal(before[k], v) for k, v in start.state_dict().items())
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    out = ar.restore(noisy[0], model=model).compute()
+    assert out.shape == noisy[0].shape
+
+
+def test_inputs_that_teach_nothing_are_refused_or_warned(rng, tmp_path):
+    noisy, clean = _noisy(rng, n=1, size=64)
+    with pytest.raises(ValueError, match=r"training image 1: every pixel holds the same value \(500\)"):
+        next(ar.train(np.full((64, 64), 500, np.uint16), steps=1, patch=32))
+    tifffile.imwrite(tmp_path / "n.tif", noisy[0])
+    with pytest.raises(ValueError, match=r"n\.tif is given as its own clean counterpart"):
+        next(ar.train(str(tmp_path / "n.tif"), clean=str(tmp_path / "n.tif"), steps=1, patch=32))
+    with pytest.warns(UserWarning, match="clean image 1 .* is not in the intensity units of training image 1"):
+        next(ar.train(noisy, clean=clean.astype(np.float32), steps=1, patch=32, config=SMALL))
+    with pytest.raises(ValueError, match="nodata -9999 cannot occur in this uint16 image"):
+        next(ar.train(noisy, task="inpaint", nodata=-9999, steps=1, patch=32))
+    with pytest.warns(UserWarning, match="nothing marks gaps in this uint16 image"):
+        next(ar.train(noisy, task="inpaint", steps=1, batch=1, patch=32, arch="psal"))
+
+
+@pytest.mark.parametrize(("kw", "error", "said"), [
+    ({"steps": 2.5}, TypeError, "steps must be a whole number, not 2.5"),
+    ({"log_every": 0}, ValueError, "log_every must be at least 1"),
+    ({"seed": None}, TypeError, "seed must be a whole number"),
+    ({"mode": "synthetic", "sigma": (50, 10)}, ValueError, "0 <= low <= high <= 255"),
+    ({"sigma": (5, 10)}, ValueError, "sigma .* is for synthetic denoising, not self-supervised denoise"),
+])
+def test_train_arguments_are_checked(rng, kw, error, said):
+    noisy, _ = _noisy(rng, n=1, size=64)
+    with pytest.raises(error, match=said):
+        next(ar.train(noisy, **{"patch": 32, **kw}))
+    with pytest.raises(ValueError, match="complex pixels"):
+        next(ar.train(noisy.astype(np.complex64), patch=32))
