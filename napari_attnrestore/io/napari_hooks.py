@@ -66,6 +66,8 @@ def read_images(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[L
 def layer_data(image: ImageData) -> LayerData:
     """napari ``(data, kwargs, "image")`` for an opened image; data stay lazy (dask)."""
     levels = [image.to_dask(level) for level in range(len(image.levels))]
+    if len(levels) == 1:
+        levels = _view_pyramid(levels[0], image.axes)
     data = levels if len(levels) > 1 else levels[0]
     drop = set()
     if image.rgb:
@@ -93,6 +95,28 @@ def layer_data(image: ImageData) -> LayerData:
     if len(levels) > 1:
         kwargs["multiscale"] = True
     return data, kwargs, "image"
+
+
+#: planes larger than this (pixels along y or x) are shown through a pyramid of strided views
+VIEW_PYRAMID_ABOVE = 4096
+
+
+def _view_pyramid(base: Any, axes: str) -> list[Any]:
+    """``base`` and, when its planes are large, views of every 2nd, 4th, ... pixel down to at
+    most 1024 per side: napari draws a large single-level image (a TIFF, a store without
+    levels) from the level that fits the screen, instead of reading whole planes into memory."""
+    y, x = axes.index("y"), axes.index("x")
+    h, w = base.shape[y], base.shape[x]
+    levels = [base]
+    if max(h, w) <= VIEW_PYRAMID_ABOVE:
+        return levels
+    step = 2
+    while max(h, w) // (step // 2) > 1024:
+        index = [slice(None)] * base.ndim
+        index[y] = index[x] = slice(None, None, step)
+        levels.append(base[tuple(index)])
+        step *= 2
+    return levels
 
 
 def _napari_units(units: dict[str, str], axes: Sequence[str]) -> tuple[str, ...] | None:

@@ -413,3 +413,18 @@ def test_a_channel_layer_saves_its_name_colour_and_window(tmp_path):
     layer = da.zeros((2, 16, 24), dtype=np.uint16, chunks=8)  # the channels kept as one layer: the file's
     both = open_image(write_ome_zarr_layer(str(tmp_path / "c.ome.zarr"), layer, meta | {"name": "c2"})[0])
     assert [ch["label"] for ch in both.meta["ome"]["omero"]["channels"]] == ["DAPI", "GFP"]
+
+
+def test_a_large_single_level_image_is_shown_through_strided_views(tmp_path):
+    """A 20000 x 20000 store without levels reached napari as one dask array, which napari
+    reads whole plane by plane (2.7 GB for one uint16 plane); it now gets views of every
+    2nd, 4th, ... pixel as a pyramid, level 0 unchanged for the writers and the widgets."""
+    z = zarr.create_array(str(tmp_path / "tall.zarr"), shape=(2, 5000, 300), chunks=(1, 1024, 300), dtype="uint16")
+    z[1, 4096:, :] = np.broadcast_to(np.arange(300, dtype=np.uint16), (904, 300))
+    data, kwargs, _ = napari_get_reader(str(tmp_path / "tall.zarr"))(str(tmp_path / "tall.zarr"))[0]
+    assert kwargs["multiscale"] and [d.shape for d in data] == [(2, 5000, 300), (2, 2500, 150), (2, 1250, 75),
+                                                                 (2, 625, 38)]
+    np.testing.assert_array_equal(data[2][1].compute(), z[1][::4, ::4])
+    small = zarr.create_array(str(tmp_path / "small.zarr"), shape=(4096, 64), chunks=(1024, 64), dtype="uint8")
+    data, kwargs, _ = napari_get_reader(str(tmp_path / "small.zarr"))(str(tmp_path / "small.zarr"))[0]
+    assert not isinstance(data, list) and "multiscale" not in kwargs and data.shape == small.shape
