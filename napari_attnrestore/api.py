@@ -537,12 +537,14 @@ def restore_to_zarr(
     Returns ``dst``.
     """
     from .engine import build_graph
+    from .engine.device import resolve_device, resolve_precision
     from .engine.execute import execute
     from .engine.store import (
         STATE_DIR,
         ZarrSink,
         content_sample,
         data_identity,
+        folder_contents,
         job_fingerprint,
         prepare_store,
         set_job_state,
@@ -573,8 +575,12 @@ def restore_to_zarr(
     src_desc = data_identity(x) if isinstance(x, np.ndarray) else f"{lazy_desc}:{content_sample(src)}"
     # earlier builds described an input by its file first and sampled no pixels: their stores resume
     earlier_desc = lazy_desc if meta.get("path") or not isinstance(x, np.ndarray) else src_desc
+    # the arithmetic: a job begun in bf16 on a GPU and resumed in fp32 would mix chunks made both ways
+    arithmetic = str(resolve_precision(handle.precision, resolve_device(handle.device), handle.info.half_safe,
+                                       warn=False)).removeprefix("torch.")
     fp = job_fingerprint(plan, handle.weights_digest(), get_task(task).name, str(src_desc), handle.ensemble,
-                         mask_id=(data_identity(mask) + (":inverted" if invert_mask else "")) if mask is not None else None)
+                         mask_id=(data_identity(mask) + (":inverted" if invert_mask else "")) if mask is not None else None,
+                         precision=arithmetic, source_files=folder_contents(meta.get("path") or x))
     chunk_shape = tuple(c[0] for c in plan.out_chunks)
 
     omero, c = meta.get("omero"), geom["axes"].find("c")

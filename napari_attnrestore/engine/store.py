@@ -190,10 +190,36 @@ def _is_nan(value: Any) -> bool:
     return isinstance(value, (float, np.floating)) and bool(np.isnan(value))
 
 
+def folder_contents(x: Any) -> str | None:
+    """For a folder (a local zarr store): how many files it holds, their total size and the
+    latest modification time, which change when a chunk deep inside is rewritten in place
+    (the folder's own time does not); None for anything else."""
+    if not isinstance(x, (str, os.PathLike)) or not os.path.isdir(x):
+        return None
+    count = size = latest = 0
+    for root, _dirs, files in os.walk(x):
+        for name in files:
+            try:
+                st = os.stat(os.path.join(root, name))
+            except OSError:
+                continue
+            count, size, latest = count + 1, size + st.st_size, max(latest, st.st_mtime_ns)
+    return f"{count}:{size}:{latest}"
+
+
+#: fingerprint keys that stores of earlier versions lack: a store without one resumes when
+#: everything else matches (and records it from then on)
+LATER_KEYS = ("precision", "source_files")
+
+
 def job_fingerprint(plan: Plan, weights_digest: str, task: str, src_desc: str, ensemble: bool = False,
-                    mask_id: str | None = None) -> dict[str, Any]:
-    """What must match for ``resume`` to continue a job (input, mask, model, geometry, dtype)."""
+                    mask_id: str | None = None, precision: str | None = None,
+                    source_files: str | None = None) -> dict[str, Any]:
+    """What must match for ``resume`` to continue a job (input, mask, model, geometry, dtype,
+    the arithmetic the network runs in, and a zarr input's files)."""
     return {
+        **({"precision": precision} if precision else {}),
+        **({"source_files": source_files} if source_files else {}),
         "source": src_desc, "weights": weights_digest, "task": task, "shape": list(plan.out_shape),
         "chunks": [list(c[:1]) for c in plan.out_chunks], "tile": plan.tile, "overlap": plan.overlap,
         "dtype": plan.out_dtype, "norm": [list(plan.norm.lo), list(plan.norm.hi)],
@@ -239,7 +265,11 @@ def prepare_store(
         state = job_state(dst)
         if resume and state.get("job"):
             old = state["job"]
-            if _written_before_samples(old, fingerprint, earlier_source):
+            lacking = {k: fingerprint[k] for k in LATER_KEYS if k in fingerprint and k not in old}
+            if lacking and {**old, **lacking} == fingerprint:  # an earlier version's store
+                set_job_state(dst, job=fingerprint)
+                old = fingerprint
+            if _written_before_samples({**old, **lacking}, fingerprint, earlier_source):
                 set_job_state(dst, job=fingerprint)  # from now on compared as any other
                 old = fingerprint
             if old == fingerprint:

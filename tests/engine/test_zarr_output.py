@@ -369,3 +369,31 @@ def test_the_store_records_the_nodata_the_job_used(tmp_path, rng):
     ar.restore_to_zarr(img, dst, model=Box3(), pyramid=False, nodata=0, normalize="dtype")
     assert _attrs(dst)["nodata"] == 0
     assert ar.io.open_image(dst).meta["nodata"] == 0
+
+
+def test_resume_refuses_another_precision_or_a_rewritten_chunk_of_a_zarr_input(tmp_path, rng):
+    """Resumed in bf16, a job begun in fp32 finished with chunks made both ways; a chunk of the
+    input store rewritten in place (the store's folder keeps its time) gave a stale result."""
+    from napari_attnrestore.engine.store import set_job_state
+
+    img = (rng.random((96, 96)) * 255).astype(np.uint8)
+    src = tmp_path / "in.ome.zarr"
+    ar.io.write_ome_zarr(img, src, axes="yx", chunks=32, pyramid=False)
+    dst = tmp_path / "o.zarr"
+    kw = dict(model=Box3(), chunks=32, pyramid=False)
+    cancel = threading.Event()
+    with pytest.raises(Cancelled):
+        ar.restore_to_zarr(str(src), dst, num_workers=1, progress=lambda done, total: cancel.set(), cancel=cancel, **kw)
+    job = job_state(dst)["job"]
+    assert job["precision"] == "float32" and job["source_files"]
+    with pytest.raises(OutputError, match=r"\(precision differ\)"):
+        ar.restore_to_zarr(str(src), dst, resume=True, precision="bf16", **kw)
+    set_job_state(dst, job={k: v for k, v in job.items() if k not in ("precision", "source_files")})
+    ar.restore_to_zarr(str(src), dst, resume=True, **kw)  # a store of an earlier version: resumes
+    assert job_state(dst)["status"] == "complete" and job_state(dst)["job"] == job
+    set_job_state(dst, status="failed")
+    time.sleep(0.01)
+    level = zarr.open_array(str(src / "0"), mode="r+")
+    level[64:, :32] = level[64:, :32].T  # the same values, away from the pixels the source sample reads
+    with pytest.raises(OutputError, match="source_files"):
+        ar.restore_to_zarr(str(src), dst, resume=True, **kw)
