@@ -10,9 +10,11 @@ let a broken file fail at once rather than deep inside a dask graph later.
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import math
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Sequence
@@ -680,6 +682,8 @@ def _tiff_image(tif: tifffile.TiffFile, path: str, size: int) -> ImageData:
         levels = [root]
     if tuple(levels[0].shape) != tuple(series.shape):
         raise ImageReadError(path, f"TIFF store shape {levels[0].shape} differs from series shape {series.shape}")
+    if len(levels) == 1 and _ContiguousPixels.suits(series, tif.byteorder, _read_chunks(levels[0])):
+        levels = [_ContiguousPixels(path, series)]
     meta.update(tiff_axes=series.axes, n_series=len(tif.series), byteorder=tif.byteorder, bigtiff=tif.is_bigtiff)
     photometric = _photometric_name(getattr(series.keyframe, "photometric", None))
     if _planar_colour(series, rgb, photometric):
@@ -707,6 +711,61 @@ def _tiff_image(tif: tifffile.TiffFile, path: str, size: int) -> ImageData:
         path=path,
         meta=meta,
     )
+
+
+class _ContiguousPixels:
+    """The uncompressed pixels of a TIFF stored as one block (strips one after another, as
+    tifffile and ImageJ write them), read region by region, row by row.
+
+    Such a file's strips can hold a whole plane (512 MB for 16384² uint16): read through
+    tifffile's zarr store, every region decoded the whole strip, so memory grew with the plane
+    and time with its square.  Only the rows of the region are read here.
+    """
+
+    #: a read unit (strip or plane) of more pixels than this is read this way
+    ABOVE = 4096 * 4096
+
+    def __init__(self, path: str, series: Any) -> None:
+        self.path = path
+        self.offset = int(series.dataoffset)
+        self.shape = tuple(int(n) for n in series.shape)
+        self.dtype = np.dtype(series.dtype)
+        self.ndim = len(self.shape)
+        self.chunks = None
+
+    @classmethod
+    def suits(cls, series: Any, byteorder: str, read_unit: Sequence[int] | None) -> bool:
+        """Whether ``series`` is one uncompressed block of one sample per pixel in native byte
+        order, read in units of more than :attr:`ABOVE` pixels."""
+        native = "<" if sys.byteorder == "little" else ">"
+        return (getattr(series, "dataoffset", None) is not None and int(series.keyframe.compression) == 1
+                and int(series.keyframe.samplesperpixel) == 1  # rows of pixels, not of colour samples
+                and byteorder in (native, "=") and np.dtype(series.dtype).isnative and len(series.shape) >= 2
+                and read_unit is not None and int(np.prod(read_unit)) > cls.ABOVE)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = _basic_key(key, self.shape, strict=True)
+        ranges = [range(*k.indices(n)) if isinstance(k, slice) else range(int(k) % n, int(k) % n + 1)
+                  for k, n in zip(key, self.shape, strict=True)]
+        *lead, rows, cols = ranges
+        out = np.empty([len(r) for r in ranges], self.dtype)
+        if out.size == 0:
+            return out[tuple(0 if isinstance(k, int) else slice(None) for k in key)]
+        x0, x1 = min(cols), max(cols) + 1
+        width = (x1 - x0) * self.dtype.itemsize
+        strides = np.cumprod((*self.shape[1:], 1)[::-1])[::-1]  # elements per step along each axis
+        with open(self.path, "rb") as f:
+            fd = f.fileno()
+            for at in itertools.product(*[enumerate(r) for r in lead]):
+                where = tuple(i for i, _ in at)
+                base = sum(int(v) * int(s) for (_, v), s in zip(at, strides[:-2], strict=True))
+                for i, y in enumerate(rows):
+                    start = self.offset + (base + y * self.shape[-1] + x0) * self.dtype.itemsize
+                    buf = os.pread(fd, width, start)
+                    if len(buf) != width:
+                        raise ImageReadError(self.path, f"truncated TIFF: row {y} ends past the end of the file")
+                    out[(*where, i)] = np.frombuffer(buf, self.dtype)[cols.start - x0::cols.step]
+        return out[tuple(0 if isinstance(k, int) else slice(None) for k in key)]
 
 
 def _check_tiff_offsets(tif: tifffile.TiffFile, series: Any, path: str, size: int) -> None:

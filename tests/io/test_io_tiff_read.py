@@ -7,7 +7,7 @@ import pytest
 import tifffile
 import zarr
 
-from napari_attnrestore.io import ImageData, guess_axes, open_image
+from napari_attnrestore.io import ImageData, ImageReadError, guess_axes, open_image
 
 
 def _ramp(shape, dtype=np.uint16):
@@ -169,3 +169,34 @@ def test_bands_the_file_does_not_call_colour_are_channels_not_rgb(tmp_path):
     im = open_image(tmp_path / "rgbn.tif")
     assert not im.rgb and im.axes == "yxc" and im.channel_axis == 2
     assert open_image(tmp_path / "rgba.tif").rgb
+
+
+@pytest.mark.parametrize(("shape", "kw"), [((300, 257), {}), ((3, 2, 130, 90), {}), ((4, 120, 100), {"imagej": True})])
+def test_a_one_block_tiff_is_read_row_by_row(tmp_path, monkeypatch, shape, kw):
+    """A plain TIFF's single strip (a whole 16384² plane) was decoded whole for every region
+    the engine read: 118 s and 1.3 GB for a 512 MB file, 20 s and 0.33 GB read row by row."""
+    import napari_attnrestore.io.images as images
+
+    monkeypatch.setattr(images._ContiguousPixels, "ABOVE", 100)  # these small strips count as big
+    a = np.random.default_rng(0).integers(0, 60000, shape).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", a, **kw)
+    img = open_image(tmp_path / "a.tif")
+    b = a.reshape(img.shape)
+    assert isinstance(img.levels[0], images._ContiguousPixels)
+    np.testing.assert_array_equal(img.to_dask().compute(), b)
+    for key in [(..., slice(5, 40), slice(7, 33)), (-1, ...), (..., slice(3, 50, 3), slice(1, 80, 4)), (0,)]:
+        np.testing.assert_array_equal(img.levels[0][key], b[key])
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((40, 50, 3), np.uint8))  # samples interleaved: tifffile's store
+    assert not isinstance(open_image(tmp_path / "rgb.tif").levels[0], images._ContiguousPixels)
+
+
+def test_a_one_block_tiff_cut_short_after_opening_is_a_read_error(tmp_path, monkeypatch):
+    import napari_attnrestore.io.images as images
+
+    monkeypatch.setattr(images._ContiguousPixels, "ABOVE", 100)
+    tifffile.imwrite(tmp_path / "a.tif", np.ones((200, 100), np.uint16))
+    img = open_image(tmp_path / "a.tif")
+    with open(tmp_path / "a.tif", "r+b") as f:
+        f.truncate(img.levels[0].offset + 100 * 100 * 2)
+    with pytest.raises(ImageReadError, match="truncated TIFF: row 100 ends past the end of the file"):
+        img.to_dask().compute()
