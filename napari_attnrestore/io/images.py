@@ -199,7 +199,8 @@ def _tiff_axes(tiff_axes: str, shape: Sequence[int], photometric: Any = None) ->
     red, green, blue and near-infrared GeoTIFF, whose fourth band is no alpha)."""
     colour = photometric is None or _photometric_name(photometric) in ("RGB", "YCBCR")
     rgb = bool(tiff_axes) and tiff_axes[-1] == "S" and shape[-1] in (3, 4) and len(shape) >= 3 and colour
-    letters = [_TIFF_AXES.get(a, a.lower()) for a in tiff_axes]
+    # Q and I (tifffile's unknown and image-sequence axes) are time unless the file has a T
+    letters = [a.lower() if a in "QI" and "T" in tiff_axes else _TIFF_AXES.get(a, a.lower()) for a in tiff_axes]
     if rgb and "c" in letters[:-1]:
         # a channel axis and RGB samples: keep 'c' for the samples
         letters[letters.index("c")] = "q"
@@ -802,7 +803,7 @@ def _tiff_metadata(tif: tifffile.TiffFile, series: Any, axes: str) -> tuple[tupl
     page = series.keyframe
     _resolution_scale(page, scale, units)
     if tif.is_imagej and tif.imagej_metadata:
-        _imagej_scale(tif.imagej_metadata, page, scale, units)
+        _imagej_scale(tif.imagej_metadata, page, scale, units, translate)
         meta["imagej"] = {k: v for k, v in tif.imagej_metadata.items() if isinstance(v, (str, int, float, bool))}
     if tif.is_ome and tif.ome_metadata:
         meta["ome"] = _ome_scale(tif.ome_metadata, scale, units, translate)
@@ -832,8 +833,9 @@ def _resolution_scale(page: Any, scale: dict, units: dict) -> None:
             units[ax] = "micrometer"
 
 
-def _imagej_scale(ij: dict, page: Any, scale: dict, units: dict) -> None:
-    """Pixel size from ImageJ metadata (unit, spacing, finterval) and resolution."""
+def _imagej_scale(ij: dict, page: Any, scale: dict, units: dict, translate: dict | None = None) -> None:
+    """Pixel size from ImageJ metadata (unit, spacing, finterval) and resolution; the origin
+    (``xorigin``, ...: the pixel at calibrated 0, as ImageJ's Properties set it) as ``translate``."""
     unit = ij.get("unit")
     if unit and unit not in ("pixel", "pixels"):
         unit = _ngff_unit(unit.replace("\\u00B5", "µ"))
@@ -848,6 +850,10 @@ def _imagej_scale(ij: dict, page: Any, scale: dict, units: dict) -> None:
         if "z" in scale and ij.get("spacing"):
             scale["z"] = float(ij["spacing"])
             units["z"] = unit
+    for ax in "xyz":
+        origin = ij.get(f"{ax}origin")
+        if translate is not None and ax in scale and isinstance(origin, (int, float)) and math.isfinite(origin):
+            translate[ax] = -float(origin) * scale[ax]
     if "t" in scale and ij.get("finterval"):
         scale["t"] = float(ij["finterval"])
         units["t"] = _ngff_unit(ij.get("tunit") or "s")  # Fiji's frame interval unit: sec, min, ms, ...

@@ -200,3 +200,21 @@ def test_a_one_block_tiff_cut_short_after_opening_is_a_read_error(tmp_path, monk
         f.truncate(img.levels[0].offset + 100 * 100 * 2)
     with pytest.raises(ImageReadError, match="truncated TIFF: row 100 ends past the end of the file"):
         img.to_dask().compute()
+
+
+def test_an_imagej_origin_is_the_translation(tmp_path):
+    """ImageJ's Properties origin (the pixel at calibrated 0) was ignored: translate (0, 0)."""
+    tifffile.imwrite(tmp_path / "o.tif", np.zeros((64, 64), np.uint16), imagej=True, resolution=(5.0, 5.0),
+                     metadata={"unit": "um", "xorigin": 10, "yorigin": 20})
+    img = open_image(tmp_path / "o.tif")
+    assert img.scale == pytest.approx((0.2, 0.2)) and img.translate == pytest.approx((-4.0, -2.0))
+
+
+def test_a_q_axis_beside_a_t_axis_is_not_called_time(tmp_path):
+    """tifffile's Q before a real T took the letter t and pushed T to q: the slider named t
+    moved through Q."""
+    a = np.arange(2 * 3 * 2 * 16 * 16, dtype=np.uint16).reshape(2, 3, 2, 16, 16)
+    tifffile.imwrite(tmp_path / "q.tif", a, metadata={"axes": "QTCYX"})
+    img = open_image(tmp_path / "q.tif")
+    assert img.axes == "qtcyx" and img.shape == a.shape
+    np.testing.assert_array_equal(img.to_dask().compute(), a)
