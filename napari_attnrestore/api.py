@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .engine import ModelHandle, make_plan, restore_array
+from .engine.normalize import nodata_can_occur
 from .engine.plan import AUTO, whole_number
 from .io.ome_zarr import ngff_order, omero_in_dtype
 from .models import build_model, list_architectures
@@ -678,8 +679,7 @@ def _check_gaps_are_marked(dtype: np.dtype, nodata: float | None) -> None:
     if nodata is None:
         raise ValueError(f"nothing marks the gaps to fill in this {dtype} image (it holds no NaN): {how}, CLI "
                          "--nodata; e.g. 0 for a Landsat-7 band)")
-    info = np.iinfo(dtype) if dtype.kind in "iu" else None
-    if info is None or np.isnan(nodata) or not float(nodata).is_integer() or not info.min <= nodata <= info.max:
+    if not nodata_can_occur(dtype, nodata):
         raise ValueError(f"nodata {nodata:g} cannot occur in this {dtype} image, so it marks no gap to fill: "
                          f"{how}, CLI --nodata) that the image holds")
 

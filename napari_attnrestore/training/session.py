@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..engine.normalize import nodata_can_occur
 from .data import PairedPatchSampler, PatchSampler, colour_pictures_of, planes_of
 from .loop import LOSSES, TrainConfig, TrainEvent, fit
 from .selfsupervised import denoise_objective, hide_known, hole_loss
@@ -89,10 +90,8 @@ def _planes(images: Sequence[Any], nodata: float | None = None, first: int = 0, 
         dtype = np.dtype(getattr(data, "dtype", np.float64))
         if dtype.kind == "c":
             raise ValueError(f"{name}: complex pixels ({dtype}) cannot be trained on; give real intensities")
-        if nodata is not None and not np.isnan(nodata) and dtype.kind in "iub":  # NaN: no value of its own
-            info = np.iinfo(dtype) if dtype.kind in "iu" else None
-            if info is None or not float(nodata).is_integer() or not info.min <= nodata <= info.max:
-                raise ValueError(f"{name}: nodata {nodata:g} cannot occur in this {dtype} image, so it marks no gap")
+        if nodata is not None and not np.isnan(nodata) and not nodata_can_occur(dtype, nodata):  # NaN: a gap anyway
+            raise ValueError(f"{name}: nodata {nodata:g} cannot occur in this {dtype} image, so it marks no gap")
         if unmarked_gaps_warn and dtype.kind in "iub" and nodata is None and declared is None:
             import warnings
 
