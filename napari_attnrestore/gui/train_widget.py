@@ -207,6 +207,9 @@ def train_job(run: TrainRun) -> Generator[TrainEvent, None, TrainRun]:
             events.close()  # stops ar.train (and its loop) right here, in this thread
     except RuntimeError as e:
         raise TrainError(str(e).strip() or type(e).__name__) from e
+    except ValueError as e:  # ar.train names arrays by their place: here they are layers
+        text = str(e).replace("training image 1", f"layer {req.source!r}").replace("clean image 1", "the clean layer")
+        raise ValueError(text) from e
     return run
 
 

@@ -244,6 +244,13 @@ def test_errors_notify_and_return_to_idle(viewer, trainer, qtbot, notifications,
     assert any("out of memory" in str(n.message) for n in notifications)
     assert trainer.model is None
 
+    monkeypatch.undo()  # the real ar.train: its errors name the layer, not "training image 1"
+    viewer.add_image(np.full((64, 64), np.nan, np.float32), name="empty")
+    trainer.set_options(input=viewer.layers["empty"])
+    train(qtbot, trainer)
+    assert_idle(trainer)
+    assert trainer._status.value.startswith("error: layer 'empty': ")
+
 
 def test_curve_polyline_is_bounded_and_thinned() -> None:
     from napari_attnrestore.gui.train_widget import curve_polyline, smooth
