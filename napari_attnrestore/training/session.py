@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -93,8 +94,6 @@ def _planes(images: Sequence[Any], nodata: float | None = None, first: int = 0, 
         if nodata is not None and not np.isnan(nodata) and not nodata_can_occur(dtype, nodata):  # NaN: a gap anyway
             raise ValueError(f"{name}: nodata {nodata:g} cannot occur in this {dtype} image, so it marks no gap")
         if unmarked_gaps_warn and dtype.kind in "iub" and nodata is None and declared is None:
-            import warnings
-
             warnings.warn(f"{name}: nothing marks gaps in this {dtype} image (it holds no NaN and declares no "
                           "nodata): any gaps it has are learned as data; give their value (nodata=, CLI --nodata; "
                           "0 for a Landsat-7 band)", stacklevel=3)
@@ -108,8 +107,6 @@ def _warn_other_units(noisy: Any, clean: Any, noisy_name: str, clean_name: str) 
     """Warn when a clean image's intensities are not in its noisy input's units: the target is
     scaled with the input's range (as restoring maps the output back), so a clean float
     image paired with counts teaches the network to change the intensity scale."""
-    import warnings
-
     span = noisy.hi - noisy.lo
     lo, hi = (clean.lo - noisy.lo) / span, (clean.hi - noisy.lo) / span
     if not (-0.5 <= lo <= 1.5 and -0.5 <= hi <= 1.5 and 0.2 <= hi - lo <= 5):
