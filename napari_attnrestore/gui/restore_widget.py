@@ -29,7 +29,7 @@ from ..io.napari_hooks import layer_axes, layer_units
 from . import jobs, session_models
 from .geometry import channel_axis_of, level0, preview_crop, sr_geometry
 from .shapes_mask import ShapesMask
-from .widgets import auto_spin_box, set_value, when_removed
+from .widgets import auto_spin_box, layer_nodata, number_or_none, set_value, when_removed
 
 if TYPE_CHECKING:
     import napari
@@ -323,22 +323,11 @@ class RestoreWidget(Container):
             kwargs["mask"] = self._mask_data(layer, data)
             kwargs["invert_mask"] = kwargs["mask"] is not None and bool(self._invert_mask.value)
         # the field (inpainting), else the layer's own (a GeoTIFF's GDAL_NODATA), as the API reads a file's
-        nodata = self._nodata_value() if task == "inpaint" else None
-        declared = (layer.metadata or {}).get("nodata")
-        if nodata is None and isinstance(declared, (int, float, np.number)) and not isinstance(declared, bool):
-            nodata = float(declared)
+        nodata = layer_nodata(number_or_none(self._nodata.value, "nodata") if task == "inpaint" else None,
+                              layer.metadata)
         if nodata is not None:
             kwargs["nodata"] = nodata
         return layer, data, kwargs, self._model_spec()
-
-    def _nodata_value(self) -> float | None:
-        text = str(self._nodata.value or "").strip()
-        if text.lower() in ("", "none"):
-            return None
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError(f"nodata must be a number or empty, not {text!r}") from None
 
     def _mask_data(self, layer: Image, data: Any) -> Any:
         """The inpainting mask for ``layer`` (None: NaN / nodata only), checked against its Y, X."""

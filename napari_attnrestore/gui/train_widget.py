@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, PushButton, SpinBox
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils import progress
@@ -45,7 +45,7 @@ from napari.utils.notifications import show_error, show_info
 
 from . import session_models
 from .geometry import level0
-from .widgets import set_value, when_removed
+from .widgets import layer_nodata, number_or_none, set_value, when_removed
 
 if TYPE_CHECKING:
     import napari
@@ -71,6 +71,9 @@ TIPS = {
     "mosaicked with every Bayer pattern. inpaint: fill gaps (NaN pixels); it learns from the layer alone "
     "by hiding known pixels behind random strokes, boxes and scan lines.",
     "scale": "Upscaling factor for super-resolution.",
+    "nodata": "Inpainting: pixels equal to this value are the layer's gaps (e.g. 0 for a Landsat-7 band), "
+    "learned around, never as data. Empty: the layer's own (a GeoTIFF's declared nodata), which every task "
+    "leaves out.",
     "start": "new <architecture>: an untrained network. A shipped weight or a model trained earlier in this "
     "session: fine-tune it (a copy; the original is left as it is).",
     "preset": "Size of a new network (the architecture's presets; 'tiny' trains fast on a CPU).",
@@ -119,6 +122,7 @@ class TrainRequest:
     precision: str = "fp32"
     seed: int = 0  # of the new network's weights and of training's draws (ar.train's seed)
     source: str = ""  # the input layer's name (model name, card)
+    nodata: float | None = None  # the value of the layer's gaps (inpainting), or its file's declared one
     session_model: Any = None  # the module to copy for ("session", name)
 
 
@@ -184,7 +188,7 @@ def train_job(run: TrainRun) -> Generator[TrainEvent, None, TrainRun]:
         run.net = _starting_model(req)
         events = ar.train(
             req.images, task=req.task, model=run.net, clean=req.clean, mode=req.mode, scale=req.scale,
-            steps=req.steps, batch=req.batch, patch=req.patch, lr=req.lr, device=req.device,
+            steps=req.steps, batch=req.batch, patch=req.patch, lr=req.lr, device=req.device, nodata=req.nodata,
             precision=req.precision, seed=req.seed, log_every=1,  # every step: Stop acts after the current one
         )
         every = max(1, req.steps // MAX_EVENTS)
@@ -239,6 +243,7 @@ class TrainWidget(Container):
                                tooltip=TIPS["clean"])
         self._task = ComboBox(label="task", choices=TASKS, value="denoise", tooltip=TIPS["task"])
         self._scale = ComboBox(label="scale", choices=(("x2", 2), ("x4", 4)), value=2, tooltip=TIPS["scale"])
+        self._nodata = LineEdit(label="nodata", value="", tooltip=TIPS["nodata"])
         self._mode = Label(value="")
         self._start = ComboBox(label="start from", choices=self._start_choices, tooltip=TIPS["start"])
         self._preset = ComboBox(label="size", choices=self._preset_choices, tooltip=TIPS["preset"])
@@ -260,7 +265,7 @@ class TrainWidget(Container):
         self._save_btn = PushButton(text="Save checkpoint", enabled=False, tooltip=TIPS["save"])
         super().__init__(
             widgets=[
-                self._image, self._clean, self._task, self._scale, self._mode, self._start, self._preset,
+                self._image, self._clean, self._task, self._scale, self._nodata, self._mode, self._start, self._preset,
                 self._steps, self._batch, self._patch, self._lr, self._device, self._precision, buttons,
                 self._curve,
                 self._progress, self._status, self._checkpoint, self._save_btn,
@@ -338,6 +343,7 @@ class TrainWidget(Container):
     def _update_visibility(self, _value: Any = None) -> None:
         sr = self._task.value == "sr"
         self._scale.visible = sr
+        self._nodata.visible = self._task.value == "inpaint"
         self._clean.visible = self._task.value not in ("sr", "demosaic")
         self._preset.visible = bool(self._start.value) and self._start.value[0] == "new"
         mode = self._mode_name()
@@ -358,13 +364,16 @@ class TrainWidget(Container):
         return self.worker is not None
 
     def set_options(self, **values: Any) -> None:
-        """Set widget values by name: input, clean, task, scale, start, preset, steps, batch,
-        patch, lr, device, precision, checkpoint; ``config`` (dict) overrides a new network's preset.
+        """Set widget values by name: input, clean, task, scale, nodata, start, preset, steps,
+        batch, patch, lr, device, precision, checkpoint; ``config`` (dict) overrides a new
+        network's preset.
 
         ``start`` takes a choice's label ("new hat", "fine-tune <name>"), an architecture
         name, or a choice value such as ``("new", "grl")``.
         """
         names = {"input": "_image", "checkpoint": "_checkpoint"}
+        if "nodata" in values:  # a number in a text field; None clears it
+            values["nodata"] = "" if values["nodata"] is None else str(values["nodata"])
         if "config" in values:
             self.config = dict(values.pop("config") or {})
         for key in ("task", "scale"):  # the starting points depend on them
@@ -415,8 +424,11 @@ class TrainWidget(Container):
         start = self._start.value
         if not start:
             raise ValueError(f"no architecture supports task {task!r}")
+        # the field (inpainting), else the layer's own (a GeoTIFF's), as restoring reads them
+        nodata = None if task == "demosaic" else layer_nodata(
+            number_or_none(self._nodata.value, "nodata") if task == "inpaint" else None, layer.metadata)
         return TrainRequest(
-            images=data, task=task, clean=clean, mode=mode, scale=scale, start=start,
+            images=data, task=task, clean=clean, mode=mode, scale=scale, start=start, nodata=nodata,
             preset=self._preset.value or "tiny", config=dict(self.config), steps=self._steps.value,
             batch=self._batch.value, patch=patch, lr=float(self._lr.value), device=self._device.value,
             precision=self._precision.value, source=layer.name, session_model=session_models.get(start[1]) if start[0] == "session" else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from magicgui.widgets import FileEdit, SpinBox
 from magicgui.widgets.bases import RangedWidget, ValueWidget
 
@@ -65,3 +66,25 @@ def when_removed(owner: Any, callback: Callable[[], None]) -> None:
 
     owner._removal_watch = watch = _Watch(owner.native)
     owner.native.installEventFilter(watch)
+
+
+def number_or_none(text: Any, name: str) -> float | None:
+    """A field's number, None when it is empty (or 'none'); a ValueError naming ``name`` else."""
+    value = str(text or "").strip()
+    if value.lower() in ("", "none"):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number or empty, not {value!r}") from None
+
+
+def layer_nodata(field: Any, metadata: Any) -> float | None:
+    """The nodata a widget uses: its field's number, else the one the layer's file declares."""
+    declared = (metadata or {}).get("nodata")
+    if field is not None:
+        return field
+    if isinstance(declared, (int, float, np.number)) and not isinstance(declared, bool):
+        return float(declared)
+    return None
+

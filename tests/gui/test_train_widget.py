@@ -279,6 +279,23 @@ def test_inpainting_training_on_a_gapped_layer(viewer, trainer, qtbot) -> None:
         trainer.request()
 
 
+def test_inpainting_training_takes_the_gaps_value(viewer, trainer) -> None:
+    """The widget had no nodata field: a band whose gaps are 0 (Landsat-7) trained with its
+    gaps as data; a GeoTIFF layer's declared nodata is taken as restoring takes it."""
+    band = (np.random.default_rng(0).random((64, 64)) * 200 + 20).astype(np.uint8)
+    band[20:26] = 0
+    viewer.add_image(band, name="band")
+    trainer.set_options(task="inpaint", nodata=0, **FAST)
+    assert not trainer._nodata.native.isHidden() and trainer.request().nodata == 0.0
+    trainer.set_options(nodata="gap")
+    with pytest.raises(ValueError, match="nodata must be a number or empty, not 'gap'"):
+        trainer.request()
+    trainer.set_options(nodata=None, task="denoise")
+    assert trainer._nodata.native.isHidden() and trainer.request().nodata is None
+    viewer.layers["band"].metadata["nodata"] = 0  # as the reader records a GeoTIFF's GDAL_NODATA
+    assert trainer.request().nodata == 0.0
+
+
 def test_demosaicing_training_on_a_colour_layer(viewer, trainer, qtbot) -> None:
     from napari_attnrestore.training.synthetic import dead_leaves
 
