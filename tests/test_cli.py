@@ -431,3 +431,32 @@ def test_workers_sets_the_threads_and_is_checked(tmp_path, tiny_checkpoint, caps
     with dask.config.set(num_workers=None):  # restored after: the CLI sets it for its whole process
         assert main([*base, str(tmp_path / "o.tif"), "--weights", str(tiny_checkpoint), "--workers", "1", "-q"]) == 0
         assert dask.config.get("num_workers") == 1
+
+
+def test_sigterm_leaves_a_zarr_job_cancelled_and_resumable(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    """SIGTERM (a batch system's time limit) killed a restore on the spot, its store left
+    'running'; it now ends as Ctrl-C does: status 'cancelled', exit 143, --resume finishes it."""
+    import signal
+
+    from napari_attnrestore.engine.store import job_state
+
+    img = (np.random.default_rng(0).random((96, 96)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "a.tif", img)
+    real = ar.restore_to_zarr
+
+    def terminated_after_one_chunk(*args, progress=None, **kwargs):
+        def tick(done, total):
+            progress(done, total)
+            if done == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        return real(*args, progress=tick, **kwargs)
+
+    monkeypatch.setattr(ar, "restore_to_zarr", terminated_after_one_chunk)
+    out = tmp_path / "o.ome.zarr"
+    args = ["restore", str(tmp_path / "a.tif"), str(out), "--weights", str(tiny_checkpoint), "--chunks", "32", "-q"]
+    assert main([*args, "--workers", "1"]) == 143
+    assert "attnrestore: terminated; a .zarr output can be continued with --resume" in capsys.readouterr().err
+    assert job_state(out)["status"] == "cancelled"
+    monkeypatch.setattr(ar, "restore_to_zarr", real)
+    assert main([*args, "--resume"]) == 0 and job_state(out)["status"] == "complete"
