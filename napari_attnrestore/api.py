@@ -705,6 +705,9 @@ def _client_for(scheduler: Any, num_workers: int | None = None) -> tuple[Any, An
     """A distributed Client for ``local`` (``num_workers`` processes)/an address, and what to close afterwards."""
     if scheduler is None or scheduler in ("threads", "sync", "synchronous"):
         return None, None
+    if not isinstance(scheduler, str) and not callable(getattr(scheduler, "compute", None)):
+        raise TypeError(f"scheduler must be None, 'sync', 'local', a scheduler address or a distributed.Client, "
+                        f"not {scheduler!r}")
     if isinstance(scheduler, str):
         from distributed import Client, LocalCluster
 

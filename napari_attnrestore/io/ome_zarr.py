@@ -227,6 +227,10 @@ def create_ome_zarr(
     problem = unsupported_pixels(dtype)
     if problem:
         raise ImageWriteError(path, problem)
+    if chunks is not None and any(int(c) < 1 for c in np.atleast_1d(chunks)):
+        raise ImageWriteError(path, f"chunks must be at least 1 pixel, got {chunks!r}")
+    if chunks is not None and not isinstance(chunks, (int, np.integer)) and len(chunks) != len(shape):
+        raise ImageWriteError(path, f"chunks {tuple(chunks)} has {len(chunks)} sides for {len(shape)} axes '{axes}'")
     if chunks is None or isinstance(chunks, (int, np.integer)):  # one number: the side along y and x
         chunks = default_chunks(shape, axes, *([int(chunks)] if chunks is not None else []))
     chunks = tuple(int(c) for c in chunks)

@@ -483,6 +483,10 @@ def write_tiff(
         axes = "".join(axes[i] for i in order)
     ome = path.lower().endswith((".ome.tif", ".ome.tiff"))
     geo = bool(_GEO_TAGS & {int(t[0]) for t in extratags})
+    if samples not in (None, "bands", "rgb"):
+        raise ImageWriteError(path, f"samples must be None, 'bands' or 'rgb', not {samples!r}")
+    if samples == "rgb" and axes == "cyx" and data.shape[0] not in (3, 4):  # (a stack keeps its pages)
+        raise ImageWriteError(path, f"samples='rgb' stores 3 or 4 colour channels; this image has {data.shape[0]}")
     if samples is None and geo and not ome:
         samples = "bands"
     planar = samples in ("bands", "rgb") and axes == "cyx" and (samples == "bands" or data.shape[0] in (3, 4))

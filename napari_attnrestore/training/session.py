@@ -223,6 +223,8 @@ def train(
             raise TypeError(f"{key} must be a whole number, not {value!r}")
     if log_every < 1:
         raise ValueError(f"log_every must be at least 1, got {log_every}")
+    if nodata is not None and (isinstance(nodata, bool) or not isinstance(nodata, (int, float, np.number))):
+        raise ValueError(f"nodata must be a number, not {nodata!r}")
     if steps < 1 or batch < 1:
         raise ValueError(f"steps and batch must be at least 1 (got steps {steps}, batch {batch})")
     if patch < 8:
@@ -381,10 +383,14 @@ def train(
 
 
 def _described(x: Any) -> str:
-    """An image as a training state records it: its file, or an array's shape and type."""
+    """An image as a training state records it: its file (path, size, time), or an array's
+    shape, type and a hash of three small windows of its pixels."""
+    from ..engine.store import content_sample, data_identity
+
     if isinstance(x, (str, os.PathLike)):
-        return os.path.abspath(x)
-    return f"array {tuple(int(n) for n in getattr(x, 'shape', ()))} {getattr(x, 'dtype', '')}"
+        return data_identity(x)
+    shape = tuple(int(n) for n in getattr(x, "shape", ()))
+    return f"array {shape} {getattr(x, 'dtype', '')} {content_sample(x) if shape else ''}".rstrip()
 
 
 def _carded(snapshot: Callable[[], nn.Module], card: Callable[[], dict[str, Any]]) -> Callable[[], nn.Module]:

@@ -100,3 +100,11 @@ def test_num_workers_is_checked_before_the_store_is_made(tmp_path):
     with pytest.raises(ValueError, match="has its own workers"):
         ar.restore_to_zarr(img, tmp_path / "o.ome.zarr", model=Box3(), num_workers=2, scheduler="sync")
     assert not (tmp_path / "o.ome.zarr").exists()
+
+
+def test_a_scheduler_of_another_kind_is_refused_before_the_store_is_made(tmp_path):
+    from standins import Box3
+
+    with pytest.raises(TypeError, match="scheduler must be None, 'sync', 'local', a scheduler address"):
+        ar.restore_to_zarr(np.zeros((32, 32), np.float32), tmp_path / "o.ome.zarr", model=Box3(), scheduler=123)
+    assert not (tmp_path / "o.ome.zarr").exists()

@@ -485,3 +485,19 @@ def test_an_ome_zarr_cut_short_is_no_image_to_other_readers(tmp_path, monkeypatc
     assert "ome" not in attrs and "multiscales" not in attrs and attrs["attnrestore"]["complete"] is False
     with pytest.raises(ValueError, match="unfinished"):
         open_image(tmp_path / "a.ome.zarr")
+
+
+def test_writer_options_are_checked(tmp_path):
+    """samples='bogus' and 'rgb' on two channels were written as gray pages; chunks=-1 or 0
+    made one-pixel chunks (4096 files for 64 x 64), and three sides for two axes passed."""
+    from napari_attnrestore.io import ImageWriteError, write_ome_zarr, write_tiff
+
+    two = np.zeros((2, 32, 32), np.uint8)
+    with pytest.raises(ImageWriteError, match="samples must be None, 'bands' or 'rgb'"):
+        write_tiff(two, tmp_path / "a.tif", axes="cyx", samples="bogus")
+    with pytest.raises(ImageWriteError, match="3 or 4 colour channels; this image has 2"):
+        write_tiff(two, tmp_path / "a.tif", axes="cyx", samples="rgb")
+    for bad, said in ((-1, "at least 1 pixel"), (0, "at least 1 pixel"), ((16, 16, 16), "3 sides for 2 axes")):
+        with pytest.raises(ImageWriteError, match=said):
+            write_ome_zarr(np.zeros((64, 64), np.uint8), tmp_path / "a.ome.zarr", axes="yx", chunks=bad)
+    assert not (tmp_path / "a.tif").exists() and not (tmp_path / "a.ome.zarr").exists()

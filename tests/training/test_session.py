@@ -596,8 +596,12 @@ def test_a_state_is_not_resumed_on_other_images_or_settings(rng, tmp_path):
     train_to_end(ar.train(noisy[0], **kw))
     with pytest.raises(CheckpointError, match=r"trained with other inputs: batch 2 \(now 4\)"):
         next(ar.train(noisy[0], **{**kw, "batch": 4, "steps": 4}))
-    with pytest.raises(CheckpointError, match=r"images array \(64, 64\) uint16 \(now array \(2, 64, 64\)"):
+    with pytest.raises(CheckpointError, match=r"images array \(64, 64\) uint16 sample:\w+ \(now array \(2, 64, 64\)"):
         next(ar.train(noisy, **{**kw, "steps": 4}))
+    with pytest.raises(CheckpointError, match="trained with other inputs: images"):  # same shape, other pixels
+        next(ar.train(noisy[1], **{**kw, "steps": 4}))
+    with pytest.raises(ValueError, match="nodata must be a number, not 'x'"):
+        next(ar.train(noisy[0], **{**kw, "nodata": "x"}))
     with pytest.warns(UserWarning, match="already at step 2 of 2: nothing more to train"):
         assert train_to_end(ar.train(noisy[0], **kw)) is not None
     assert [e.step for e in ar.train(noisy[0], **{**kw, "steps": 4}) if not e.done] == [4]  # extended
