@@ -1,7 +1,10 @@
 """napari-attnrestore: restore huge scientific images with attention networks, chunk by chunk.
 
 ``import napari_attnrestore as ar``; then ``ar.restore(...)``, ``ar.restore_to_zarr(...)``,
-``ar.train(...)``, ``ar.load_model(...)``.  Importing this package never imports Qt.
+``ar.train(...)``, ``ar.load_model(...)``.  Errors of their own: ``ar.Cancelled`` (a job
+whose ``cancel`` event was set), ``ar.CheckpointError`` (a weight or training state that does
+not fit), ``ar.OutputError`` (an output that cannot be made or resumed).  Importing this
+package never imports Qt.
 """
 
 from __future__ import annotations
@@ -19,5 +22,8 @@ from .api import (
     save_model,
     train,
 )
+from .engine.execute import Cancelled
+from .engine.store import OutputError
+from .training.checkpoint import CheckpointError
 
-__all__ = ["__version__", "build_model", "io", "list_architectures", "list_models", "load_model", "restore", "restore_to_zarr", "save_model", "train"]
+__all__ = ["Cancelled", "CheckpointError", "OutputError", "__version__", "build_model", "io", "list_architectures", "list_models", "load_model", "restore", "restore_to_zarr", "save_model", "train"]

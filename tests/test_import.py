@@ -18,3 +18,20 @@ def test_public_api():
     for name in ("restore", "restore_to_zarr", "load_model", "build_model", "list_architectures", "list_models"):
         assert callable(getattr(ar, name))
     assert "hat" in ar.list_architectures()
+
+
+def test_the_errors_of_the_api_are_exported_and_bad_channel_counts_refused(tmp_path):
+    """Cancelled, CheckpointError and OutputError were raised by ar.* but reachable only
+    through private modules; build_model(in_channels=0) built a 1-channel network."""
+    import numpy as np
+    import pytest
+
+    import napari_attnrestore as ar
+
+    assert issubclass(ar.Cancelled, RuntimeError) and issubclass(ar.CheckpointError, ValueError)
+    assert issubclass(ar.OutputError, OSError)
+    with pytest.raises(ValueError, match="in_channels must be a whole number of at least 1, not 0"):
+        ar.build_model("hat", in_channels=0)
+    ar.io.write_ome_zarr(np.zeros((64, 64), np.uint8), tmp_path / "a.ome.zarr", axes="yx", pyramid=False)
+    with pytest.raises(ar.io.ImageWriteError, match="levels must be a whole number of at least 0"):
+        ar.io.write_pyramid(tmp_path / "a.ome.zarr", levels=-1)

@@ -1,7 +1,8 @@
 """Readers and writers: TIFF/OME-TIFF/GeoTIFF/BigTIFF, PNG/JPEG, zarr and OME-Zarr.
 
-No torch and no Qt here. Everything is lazy: `open_image` returns zarr-backed arrays,
-the writers stream dask arrays chunk by chunk.
+No torch and no Qt here. Files are read lazily: `open_image` returns arrays backed by the
+zarr store or TIFF file (a PNG or JPEG, small by nature, is read whole into numpy); the
+writers stream dask arrays chunk by chunk.
 """
 
 from ._output import refuse_output_over_input

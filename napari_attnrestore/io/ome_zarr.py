@@ -359,6 +359,8 @@ def write_pyramid(path: str | os.PathLike, levels: int | None = None, method: st
     import dask.array as da
 
     path = os.fspath(path)
+    if levels is not None and (isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 0):
+        raise ImageWriteError(path, f"levels must be a whole number of at least 0 (or None), not {levels!r}")
     try:
         group = zarr.open_group(path, mode="r+")
     except Exception as exc:

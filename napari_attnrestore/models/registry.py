@@ -64,6 +64,9 @@ def build_model(
     """
     from ..tasks import get_task
 
+    for label, count in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise ValueError(f"{label} must be a whole number of at least 1, not {count!r}")
     arch = get_architecture(name)
     t = get_task(task)
     if t.name not in arch.tasks:
