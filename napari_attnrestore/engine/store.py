@@ -264,14 +264,13 @@ def prepare_store(
     if dst.exists():
         state = job_state(dst)
         if resume and state.get("job"):
-            old = state["job"]
-            lacking = {k: fingerprint[k] for k in LATER_KEYS if k in fingerprint and k not in old}
-            if lacking and {**old, **lacking} == fingerprint:  # an earlier version's store
+            # an earlier version's store is compared without the keys it did not record, and
+            # without a pixel sample in its source, then records this version's from now on
+            old = {**state["job"], **{k: fingerprint[k] for k in LATER_KEYS if k in fingerprint and k not in state["job"]}}
+            if _written_before_samples(old, fingerprint, earlier_source):
+                old = fingerprint
+            if old == fingerprint and state["job"] != fingerprint:
                 set_job_state(dst, job=fingerprint)
-                old = fingerprint
-            if _written_before_samples({**old, **lacking}, fingerprint, earlier_source):
-                set_job_state(dst, job=fingerprint)  # from now on compared as any other
-                old = fingerprint
             if old == fingerprint:
                 return None if state.get("status") == "complete" else done_chunks(dst)
             if not overwrite:
