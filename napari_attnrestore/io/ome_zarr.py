@@ -42,6 +42,8 @@ _ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 
 def default_chunks(shape: Sequence[int], axes: str, size: int = 512) -> tuple[int, ...]:
     """Chunks of ``size`` along y and x, whole trailing RGB axis, 1 along other axes."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"chunk size must be a whole number of at least 1 pixel, not {size!r}")
     out = []
     for i, (n, ax) in enumerate(zip(shape, axes, strict=False)):
         if ax in "yx":

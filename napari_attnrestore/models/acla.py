@@ -188,6 +188,7 @@ class ACLA(nn.Module):
 
     arch = "acla"
     tasks = ("denoise", "sr", "demosaic", "inpaint")
+    config_class = ACLAConfig
     half_safe = True  # the attention itself runs in float32 under autocast
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, scale: int = 1, **config) -> None:

@@ -163,6 +163,7 @@ class CSAttn(nn.Module):
 
     arch = "csattn"
     tasks = ("denoise", "sr", "demosaic", "inpaint")
+    config_class = CSAttnConfig
     half_safe = True  # q, k are L2-normalised; the softmax runs in fp32
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, scale: int = 1, **config) -> None:

@@ -405,6 +405,7 @@ class GRL(nn.Module):
 
     arch = "grl"
     tasks = ("denoise", "sr", "demosaic", "inpaint")
+    config_class = GRLConfig
     half_safe = True  # cosine attention: logits bounded by 100 + 16; masks are -100
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, scale: int = 1, **config) -> None:

@@ -152,6 +152,7 @@ class HAT(nn.Module):
 
     arch = "hat"
     tasks = ("denoise", "sr", "demosaic", "inpaint")
+    config_class = HATConfig
     half_safe = True
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, scale: int = 1, **config) -> None:

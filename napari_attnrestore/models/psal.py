@@ -514,6 +514,7 @@ class PSAL(nn.Module):
 
     arch = "psal"
     tasks = ("denoise", "sr", "demosaic", "inpaint")
+    config_class = PSALConfig
     half_safe = True  # matching and attention weights are computed in float32
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, scale: int = 1, **config) -> None:

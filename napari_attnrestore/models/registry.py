@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +75,11 @@ def build_model(
     if preset not in arch.presets:
         raise ValueError(f"unknown preset {preset!r} for {arch.name}; choose one of {sorted(arch.presets)}")
     scale = t.check_scale(scale)
+    settings = {f.name for f in dataclasses.fields(arch.cls.config_class)}  # type: ignore[attr-defined]
+    unknown = sorted(set(config) - settings)
+    if unknown:
+        raise ValueError(f"{arch.name} has no setting {', '.join(map(repr, unknown))}; "
+                         f"its settings are {', '.join(sorted(settings))}")
     cfg = {**arch.presets[preset], **config}
     return arch.cls(
         in_channels=in_channels or t.in_channels,

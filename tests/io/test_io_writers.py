@@ -345,6 +345,16 @@ def test_write_ome_zarr_takes_one_number_for_the_chunk_side(tmp_path):
     assert zarr.open_array(str(tmp_path / "c.ome.zarr" / "0"), mode="r").chunks == (1, 128, 128)
 
 
+def test_default_chunks_refuses_a_side_below_one_pixel():
+    """default_chunks(size=0) gave one-pixel chunks (a file per pixel)."""
+    from napari_attnrestore.io import default_chunks
+
+    assert default_chunks((3, 300, 200), "zyx", 128) == (1, 128, 128)
+    for size in (0, -5, 2.5):
+        with pytest.raises(ValueError, match="chunk size must be a whole number of at least 1 pixel"):
+            default_chunks((300, 200), "yx", size)
+
+
 def test_rgb_is_stored_in_ngff_axis_order_and_opens_channel_last(tmp_path, rng):
     """NGFF puts channel before space; a ``yxc`` store was invalid (ome-zarr-models: "All space
     axes must be at the end"). It is stored ``cyx`` with red, green and blue channels, pyramid

@@ -88,3 +88,13 @@ def test_build_model_defaults_to_the_tasks_first_scale_and_names_bad_architectur
     assert build_model("hat", task="sr").scale == 2  # was refused: "supports scale 2, 4, not 1"
     with pytest.raises(ValueError, match="unknown architecture None"):
         get_architecture(None)
+
+
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+def test_build_model_names_a_setting_the_architecture_lacks(arch):
+    """A misspelt setting raised the config dataclass's raw TypeError
+    ("HATConfig.__init__() got an unexpected keyword argument")."""
+    from napari_attnrestore.models import build_model
+
+    with pytest.raises(ValueError, match=rf"^{arch} has no setting 'windw'; its settings are .*image_residual"):
+        build_model(arch, windw=8)
