@@ -11,19 +11,46 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from . import io
-from .api import (
-    build_model,
-    list_architectures,
-    list_models,
-    load_model,
-    restore,
-    restore_to_zarr,
-    save_model,
-    train,
-)
-from .engine.execute import Cancelled
-from .engine.store import OutputError
-from .training.checkpoint import CheckpointError
+
+if TYPE_CHECKING:
+    from .api import (
+        build_model,
+        list_architectures,
+        list_models,
+        load_model,
+        restore,
+        restore_to_zarr,
+        save_model,
+        train,
+    )
+    from .engine.execute import Cancelled
+    from .engine.store import OutputError
+    from .training.checkpoint import CheckpointError
+
+# Loaded on first use, so that napari's reader and writer hooks (``io``) open files without
+# importing torch and the networks.
+_LAZY = {
+    **dict.fromkeys(("build_model", "list_architectures", "list_models", "load_model", "restore",
+                     "restore_to_zarr", "save_model", "train"), ".api"),
+    "Cancelled": ".engine.execute",
+    "OutputError": ".engine.store",
+    "CheckpointError": ".training.checkpoint",
+}
 
 __all__ = ["Cancelled", "CheckpointError", "OutputError", "__version__", "build_model", "io", "list_architectures", "list_models", "load_model", "restore", "restore_to_zarr", "save_model", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

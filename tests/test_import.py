@@ -12,6 +12,24 @@ def test_import_does_not_load_qt():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_napari_file_hooks_open_a_file_without_torch(tmp_path):
+    """napari's reader imported torch and every network (seconds) through the package's
+    __init__ before it opened a TIFF; the API names now load on first use."""
+    import numpy as np
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((8, 8), np.uint16))
+    code = (
+        "import sys; from napari_attnrestore.io import napari_hooks as h; "
+        f"layers = h.napari_get_reader({str(tmp_path / 'a.tif')!r})({str(tmp_path / 'a.tif')!r}); "
+        "print(len(layers), 'torch' in sys.modules); import napari_attnrestore as ar; "
+        "print(ar.restore.__module__, ar.Cancelled.__name__, 'torch' in sys.modules, 'restore' in dir(ar))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1", "False", "napari_attnrestore.api", "Cancelled", "True", "True"]
+
+
 def test_public_api():
     import napari_attnrestore as ar
 

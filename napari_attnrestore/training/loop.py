@@ -411,7 +411,7 @@ def fit(
     except FloatingPointError as e:
         keep_saved = True
         if state_path and state_path.exists():
-            e.add_note(f"the training state saved in {state_path} before it is kept")
+            raise FloatingPointError(f"{e}; the training state saved in {state_path} before it is kept") from None
         raise
     finally:
         if in_step and start is not None:
