@@ -168,6 +168,7 @@ def as_source(x: Any, stored: bool = False) -> tuple[Any, dict[str, Any]]:
                 "planar_colour": bool(img.meta.get("planar_colour")),  # a TIFF's separate R, G, B planes
                 "palette": bool(img.meta.get("palette")),  # a TIFF's colour indices
                 "miniswhite": bool(img.meta.get("miniswhite")),  # a TIFF whose 0 is white
+                "cfa": img.meta.get("cfa"),  # a raw TIFF's Bayer pattern
                 "omero": (img.meta.get("ome") or {}).get("omero")}  # an OME-Zarr's channel names and colours
         order = ngff_order(img.axes, img.rgb)  # zcyx (ImageJ, OME-TIFF), a trailing non-RGB channel
         if order != tuple(range(len(order))):
@@ -332,8 +333,11 @@ def _prepare(
     if tname == "inpaint" and mask is None:
         _check_gaps_are_marked(np.dtype(src.dtype), nodata if nodata is not None else meta.get("nodata"))
     handle = resolve_model(model, task, scale, device, precision, compile=compile, ensemble=ensemble)
-    if tname == "demosaic" and cfa is None:  # a model trained on one camera's pattern says which in its card
-        cfa = ((getattr(handle.module, "card", None) or {}).get("training") or {}).get("cfa")
+    if tname == "demosaic" and cfa is None:  # the file's own (a raw TIFF's CFAPattern), else the model's camera
+        cfa = meta.get("cfa") or ((getattr(handle.module, "card", None) or {}).get("training") or {}).get("cfa")
+        if cfa is None:
+            warnings.warn("demosaic: no Bayer pattern given (cfa=, CLI --cfa) and none stated by the file or the "
+                          "model; assuming RGGB. Another pattern read as RGGB swaps red and blue", UserWarning, stacklevel=3)
     if tname == "sr" and scale is not None and handle.info.scale != int(scale):
         raise ValueError(f"model {handle.info.name!r} upscales x{handle.info.scale}, not x{scale}")
     if tname != "sr" and handle.info.scale != 1:

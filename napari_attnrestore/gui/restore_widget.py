@@ -144,6 +144,8 @@ class RestoreWidget(Container):
         )
 
         self._task.changed.connect(self._on_task)
+        self._image.changed.connect(self._follow_pattern)
+        self._follow_pattern(self._image.value)
         self._scale.changed.connect(lambda _=None: self._model.reset_choices())
         self._model.changed.connect(self._update_visibility)
         self._output.changed.connect(self._update_visibility)
@@ -211,6 +213,12 @@ class RestoreWidget(Container):
     def _no_model_message(self) -> str:
         return (f"no model for {self._task.value} yet: add a checkpoint (model: {CHECKPOINT}) "
                 "or a network from Python with add_model(name, module)")
+
+    def _follow_pattern(self, layer: Any = None) -> None:
+        """Choose the Bayer pattern a raw's file states (the reader's layer metadata "cfa")."""
+        pattern = (getattr(layer, "metadata", None) or {}).get("cfa")
+        if pattern in PATTERNS:
+            self._cfa.value = pattern
 
     def _update_visibility(self, _value: Any = None) -> None:
         task = self._task.value

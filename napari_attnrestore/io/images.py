@@ -808,13 +808,30 @@ def _tiff_metadata(tif: tifffile.TiffFile, series: Any, axes: str) -> tuple[tupl
     if tif.is_ome and tif.ome_metadata:
         meta["ome"] = _ome_scale(tif.ome_metadata, scale, units, translate)
     if tif.is_shaped and tif.shaped_metadata:
-        _shaped_scale(tif.shaped_metadata[0], scale, units)
+        _shaped_scale(tif.shaped_metadata[0], scale, units, translate)
     if tif.is_geotiff or "ModelPixelScaleTag" in page.tags or "ModelTransformationTag" in page.tags:
         meta["geotiff"] = read_georeference(tif, page, scale, translate, units)
     if "GDAL_NODATA" in page.tags:
         meta["nodata"] = gdal_nodata(page.tags["GDAL_NODATA"].value, page.dtype)
+    pattern = _bayer_pattern(page)
+    if pattern:
+        meta["cfa"] = pattern
     units = {ax: u for ax, u in units.items() if ax in axes}
     return tuple(scale[a] for a in axes), tuple(translate[a] for a in axes), units, meta
+
+
+def _bayer_pattern(page: Any) -> str | None:
+    """The 2x2 Bayer pattern a raw TIFF (TIFF/EP, DNG) states in its CFAPattern tag
+    ("RGGB", "BGGR", "GRBG" or "GBRG"), or None."""
+    tag, dims = page.tags.get(33422), page.tags.get(33421)  # CFAPattern, CFARepeatPatternDim
+    if tag is None or (dims is not None and tuple(np.ravel(dims.value)) != (2, 2)):
+        return None
+    value = tag.value
+    colours = list(value) if isinstance(value, (bytes, tuple, list)) else list(np.ravel(value))
+    if len(colours) != 4 or not all(int(c) in (0, 1, 2) for c in colours):
+        return None
+    pattern = "".join("RGB"[int(c)] for c in colours)
+    return pattern if pattern in ("RGGB", "BGGR", "GRBG", "GBRG") else None
 
 
 def _resolution_scale(page: Any, scale: dict, units: dict) -> None:
@@ -859,8 +876,13 @@ def _imagej_scale(ij: dict, page: Any, scale: dict, units: dict, translate: dict
         units["t"] = _ngff_unit(ij.get("tunit") or "s")  # Fiji's frame interval unit: sec, min, ms, ...
 
 
-def _shaped_scale(described: dict, scale: dict, units: dict) -> None:
-    """Pixel size per axis that our TIFF writer keeps in tifffile's JSON description."""
+def _shaped_scale(described: dict, scale: dict, units: dict, translate: dict) -> None:
+    """Pixel size and origin per axis that our TIFF writer keeps in tifffile's JSON description."""
+    origin = described.get("translate")
+    if isinstance(origin, dict):
+        for ax, value in origin.items():
+            if ax in translate and isinstance(value, (int, float)) and math.isfinite(value):
+                translate[ax] = float(value)
     sizes, names = described.get("scale"), described.get("units")
     if not isinstance(sizes, dict):
         return

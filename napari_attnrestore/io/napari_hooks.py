@@ -78,6 +78,8 @@ def layer_data(image: ImageData) -> LayerData:
         "metadata": {"axes": image.axes, "units": dict(image.units), "path": image.path},
     }
     kwargs["metadata"].update(carried(image.meta))  # written again with a restored layer (GeoTIFF output)
+    if image.meta.get("cfa"):  # a raw's Bayer pattern, which the Restore widget takes
+        kwargs["metadata"]["cfa"] = image.meta["cfa"]
     if image.channel_axis is not None:
         drop.add(image.channel_axis)
         kwargs["channel_axis"] = image.channel_axis
@@ -436,7 +438,7 @@ def write_tiff_layer(path: str, data: Any, meta: dict) -> list[str]:
     """npe2 single-layer writer: image layer -> tiled BigTIFF (OME-TIFF for .ome.tif)."""
     _refuse_writing_over_the_source(path, data, meta)
     arr, axes, geometry = _layer_output(data, meta)
-    # OME-TIFF keeps the origin as its planes' positions; a plain TIFF only in a GeoTIFF's tags
+    # the origin: OME-TIFF's plane positions, ImageJ's or tifffile's description, a GeoTIFF's tags
     md = meta.get("metadata") or {}
     geo = georeference_tags(md.get("geotiff"), (arr.shape[axes.index("y")], arr.shape[axes.index("x")]), arr.dtype,
                             md.get("nodata"))

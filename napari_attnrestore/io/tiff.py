@@ -351,15 +351,28 @@ def _ome_channels_and_origin(axes: str, shape: Sequence[int], rgb: bool, physica
                     out["Channel"]["Color"] = [int(np.int32(np.uint32((int(h, 16) << 8) | 0xFF))) for h in colours]
                 except ValueError:
                     pass
-    planes = int(np.prod([shape[i] for i, a in enumerate(axes) if a not in "yx" and not (rgb and a == "c")]))
+    lead = [(a, shape[i]) for i, a in enumerate(axes) if a not in "yx" and not (rgb and a == "c")]
+    planes = int(np.prod([n for _, n in lead]))
+    # each plane's index along z, in the order the planes are written (C order of the lead axes)
+    z_index = np.indices([n for _, n in lead]).reshape(len(lead), -1)[[a for a, _ in lead].index("z")] \
+        if "z" in (a for a, _ in lead) else np.zeros(planes, int)
     position: dict[str, Any] = {}
     for ax in "xyz":
-        if translate.get(ax) and ax in physical and physical[ax][1] in _OME_UNITS:
-            position[f"Position{ax.upper()}"] = [float(translate[ax])] * planes
+        first = float(translate.get(ax) or 0.0)
+        if ax in physical and physical[ax][1] in _OME_UNITS and (first or (ax == "z" and planes > 1)):
+            step = physical[ax][0] if ax == "z" else 0.0
+            position[f"Position{ax.upper()}"] = [first + step * int(k) for k in z_index]
             position[f"Position{ax.upper()}Unit"] = [_OME_UNITS[physical[ax][1]]] * planes
     if position:
         out["Plane"] = position
     return out
+
+
+def _plain_origin(translate: Mapping[str, float], physical: dict, in_pixels: bool) -> dict[str, float]:
+    """The origin of x, y and z that a plain TIFF keeps: of the axes whose pixel size it keeps
+    too (all of them when the sizes are pixels), where it is not 0."""
+    return {ax: float(translate[ax]) for ax in "xyz"
+            if translate.get(ax) and (ax in physical or in_pixels)}
 
 
 def _metadata(axes: str, rgb: bool, physical: dict, ome: bool) -> tuple[dict, dict]:
@@ -449,10 +462,13 @@ def write_tiff(
         reads overviews of its own kind, made with ``gdaladdo``), nor does a z stack in a
         plain TIFF (tifffile would take its levels, halved in y and x only, for other
         images; OME-TIFF keeps them).
-    translate, omero : optional
-        OME-TIFF only: the origin per axis (in ``scale``'s units; the planes' positions) and
-        NGFF ``omero`` metadata whose channel labels and colours become the OME channels'
-        names and colours (when it has one entry per channel).
+    translate : optional
+        The origin per axis, in ``scale``'s units: the planes' positions in OME-TIFF, ImageJ's
+        x/y/zorigin in an ImageJ hyperstack, tifffile's JSON description otherwise (a
+        GeoTIFF's place is its georeference).  Kept for the axes whose pixel size is kept.
+    omero : optional
+        OME-TIFF only: NGFF ``omero`` metadata whose channel labels and colours become the
+        OME channels' names and colours (when it has one entry per channel).
     progress : callable, optional
         ``progress(done, total)`` after each band of rows is computed: rows of all pages.
 
@@ -509,6 +525,11 @@ def write_tiff(
         ij_order, metadata, kwargs = imagej
         data = data.transpose(ij_order)
         axes = "".join(axes[i] for i in ij_order)
+    origin = {} if ome or geo else _plain_origin(translate or {}, physical, scale is None)
+    if imagej is not None:  # ImageJ's origin is in pixels: x = (column - xorigin) * pixel width
+        metadata.update({f"{ax}origin": -t / (physical[ax][0] if ax in physical else 1.0) for ax, t in origin.items()})
+    elif origin:  # tifffile's JSON description, beside the pixel sizes
+        metadata["translate"] = origin
     if planar:  # one page whose samples are the channels, stored plane by plane
         metadata["axes"] = "SYX"
         kwargs["planarconfig"] = "separate"

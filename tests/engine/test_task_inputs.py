@@ -85,6 +85,27 @@ def test_demosaic_needs_a_cfa_image(rng):
         ar.restore(np.zeros((32, 32), np.uint8), task="demosaic", model=SplitCFA(), cfa="RGBG")
 
 
+def test_demosaic_reads_a_raw_tiffs_pattern_and_warns_when_it_assumes_rggb(rng, tmp_path):
+    """The pattern was never read from the file: a BGGR raw stating CFAPattern came back with
+    red and blue swapped (RGGB assumed), without a word."""
+    import tifffile
+
+    from napari_attnrestore.io import napari_hooks
+
+    rgb = rng.integers(0, 4096, (32, 40, 3)).astype(np.uint16)
+    raw = mosaic(rgb, "BGGR")
+    path = tmp_path / "raw.tif"
+    tifffile.imwrite(path, raw, photometric=32803, extratags=[(33421, "H", 2, (2, 2)), (33422, "B", 4, bytes([2, 1, 1, 0]))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the file says BGGR: nothing to warn about
+        out = ar.restore(str(path), task="demosaic", model=SplitCFA(), normalize="dtype").compute()
+    np.testing.assert_array_equal(mosaic(out, "BGGR"), raw)
+    with pytest.warns(UserWarning, match="no Bayer pattern given .* assuming RGGB"):
+        guessed = ar.restore(raw, task="demosaic", model=SplitCFA(), normalize="dtype").compute()
+    np.testing.assert_array_equal(mosaic(guessed, "RGGB"), raw)
+    assert napari_hooks.napari_get_reader(str(path))(str(path))[0][1]["metadata"]["cfa"] == "BGGR"  # for the widget
+
+
 def test_tasks_stream_to_ome_zarr(tmp_path, rng):
     import json
 

@@ -566,6 +566,17 @@ def test_demosaic_gives_rgb_layer(viewer, widget, qtbot, notifications) -> None:
     np.testing.assert_array_equal(mosaic(np.asarray(out.data), "GRBG"), cfa)
 
 
+def test_the_widget_takes_the_pattern_a_raw_layer_states(viewer, widget) -> None:
+    """A raw TIFF's CFAPattern (the reader's layer metadata "cfa") was ignored: the widget
+    stayed at RGGB and swapped red and blue of a BGGR camera."""
+    viewer.add_image(np.zeros((16, 16), np.uint16), name="plain")
+    viewer.add_image(np.zeros((16, 16), np.uint16), name="raw", metadata={"cfa": "BGGR"})
+    widget._image.value = viewer.layers["raw"]
+    assert widget._cfa.value == "BGGR"
+    widget._image.value = viewer.layers["plain"]  # a layer that states none leaves the choice as it is
+    assert widget._cfa.value == "BGGR"
+
+
 def test_demosaic_preview_keeps_bayer_phase() -> None:
     from napari_attnrestore.gui.restore_widget import shift_pattern
     from napari_attnrestore.tasks.demosaic import mosaic

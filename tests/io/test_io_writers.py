@@ -477,6 +477,31 @@ def test_ome_tiff_keeps_channel_names_colours_and_origin(tmp_path):
     assert "omero" not in open_image(tmp_path / "b.ome.tif").meta["ome"]
 
 
+def test_a_plain_tiff_keeps_the_origin_and_ome_planes_their_own_z(tmp_path):
+    """A plain .tif dropped the origin, so a super-resolved result (origin a quarter input
+    pixel back) or a cropped one no longer lay over its input; an OME-TIFF z stack gave every
+    plane the first plane's PositionZ."""
+    units = {ax: "micrometer" for ax in "zyx"}
+    # one plane: tifffile's description; a hyperstack: ImageJ's origin (in pixels); no sizes: pixels
+    cases = [(np.zeros((32, 32), np.uint16), "yx", (0.25, 0.25), (49.875, 99.875)),
+             (np.zeros((3, 2, 32, 32), np.uint16), "zcyx", (2.0, 1.0, 0.5, 0.5), (10.0, 0.0, -3.25, 7.5)),
+             (np.zeros((32, 32), np.float32), "yx", None, (4.0, -6.0))]
+    for k, (a, axes, scale, translate) in enumerate(cases):
+        path = tmp_path / f"{k}.tif"
+        write_tiff(a, path, axes=axes, scale=scale, units=units if scale else None, translate=translate)
+        img = open_image(path)
+        assert img.axes == axes and img.translate == pytest.approx(translate)
+        assert img.scale == pytest.approx(scale or (1.0, 1.0))
+    with tifffile.TiffFile(tmp_path / "1.tif") as tif:  # what Fiji reads
+        assert tif.imagej_metadata["xorigin"] == -15.0 and tif.imagej_metadata["yorigin"] == 6.5
+    write_tiff(np.zeros((3, 16, 16), np.uint16), tmp_path / "z.ome.tif", axes="zyx", scale=(2.0, 1.0, 1.0),
+               units=units, translate=(10.0, 0.0, 0.0))
+    with tifffile.TiffFile(tmp_path / "z.ome.tif") as tif:
+        planes = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Pixels"]["Plane"]
+    assert [(p["TheZ"], p["PositionZ"]) for p in planes] == [(0, 10.0), (1, 12.0), (2, 14.0)]
+    assert open_image(tmp_path / "z.ome.tif").translate == (10.0, 0.0, 0.0)
+
+
 def test_an_ome_zarr_cut_short_is_no_image_to_other_readers(tmp_path, monkeypatch):
     """A killed write (no chance to remove the store) left full NGFF metadata over unwritten
     chunks: other readers showed zeros as data."""
