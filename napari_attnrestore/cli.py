@@ -442,11 +442,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (UserError, ValueError, TypeError, OSError, FloatingPointError)
 
 
+_SHOWN: set[str] = set()
+
+
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: Any = None, line: str | None = None) -> None:
     """``warnings.showwarning`` for the command line: ``attnrestore: warning: <message>``, one line,
     without the source line (above a progress bar, not through it)."""
     text = str(message).splitlines()[0] if str(message) else category.__name__
+    if text in _SHOWN:  # a file opened twice (metadata, then pixels) warns twice; it is said once
+        return
+    _SHOWN.add(text)
     try:
         from tqdm.auto import tqdm
 
@@ -461,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parser.parse_args(argv)
     with warnings.catch_warnings():  # the caller's own display comes back afterwards
         warnings.showwarning = _show_warning
+        _SHOWN.clear()
         return _run(a)
 
 

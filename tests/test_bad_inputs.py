@@ -81,6 +81,10 @@ def test_tiff_with_a_corrupt_strip_names_the_file(tmp_path, tiny_checkpoint, cap
     path.write_bytes(bytes(raw))
     err = cli(capsys, "restore", path, tmp_path / "o.zarr", "--weights", tiny_checkpoint, "-q")
     assert "pages.tif" in err and "cannot read chunk 2" in err and "ZarrTiffStore" not in err
+    # training read the pixels without the guard: a hundred lines of imagecodecs traceback, exit 1
+    err = cli(capsys, "train", path, "--self-supervised", "--steps", "2", "--batch", "2", "--patch", "16",
+              "--out", tmp_path / "m.safetensors", "-q")
+    assert err.count("pages.tif") == 1 and "cannot read chunk 2" in err and "Traceback" not in err
     SEEN["TIFF with a corrupt strip"] = "cli"
 
 

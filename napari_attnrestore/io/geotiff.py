@@ -14,6 +14,7 @@ changed the raster size, so GIS tools place the result where the input was.
 from __future__ import annotations
 
 import enum
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,21 @@ KEY_DIRECTORY, DOUBLE_PARAMS, ASCII_PARAMS, GDAL_NODATA = 34735, 34736, 34737, 4
 _RASTER_TYPE_KEY, _PIXEL_IS_POINT = 1025, 2
 _TAG_TYPES = {PIXEL_SCALE: "d", TIEPOINT: "d", TRANSFORMATION: "d", KEY_DIRECTORY: "H", DOUBLE_PARAMS: "d",
               ASCII_PARAMS: "s"}
+
+
+#: the placement tags and the number of values each holds
+_PLACEMENT = {PIXEL_SCALE: "3", TIEPOINT: "6 per tie point", TRANSFORMATION: "16"}
+
+
+def _well_formed(code: int, value: Any) -> bool:
+    """Whether a placement tag holds as many finite numbers as the GeoTIFF spec says."""
+    try:
+        v = np.atleast_1d(np.asarray(value, dtype=float))
+    except (TypeError, ValueError):
+        return False
+    n = v.size
+    sized = {PIXEL_SCALE: n in (2, 3), TIEPOINT: n >= 6 and n % 6 == 0, TRANSFORMATION: n == 16}[code]
+    return v.ndim == 1 and sized and bool(np.isfinite(v).all())
 
 
 def _plain(value: Any) -> Any:
@@ -73,6 +89,11 @@ def read_georeference(tif: Any, page: Any, scale: dict, translate: dict, units: 
         geo["geokeys_error"] = str(exc)
     tags = page.tags
     raw = {code: tags[code].value for code in _TAG_TYPES if code in tags}
+    malformed = [f"{tags[code].name} holds {len(np.atleast_1d(raw[code]))} values, not {need}"
+                 for code, need in _PLACEMENT.items() if code in raw and not _well_formed(code, raw[code])]
+    if malformed:  # it would place the raster anywhere, or break writing the tags again
+        warnings.warn(f"{'; '.join(malformed)}: the GeoTIFF's placement is ignored", UserWarning, stacklevel=2)
+        raw = {code: value for code, value in raw.items() if code not in _PLACEMENT}
     geo["tags"] = {str(code): _plain(value) for code, value in raw.items()}
     geo["shape"] = [int(page.imagelength), int(page.imagewidth)]
     point = _pixel_is_point(raw.get(KEY_DIRECTORY))

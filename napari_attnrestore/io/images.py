@@ -14,6 +14,7 @@ import itertools
 import logging
 import math
 import os
+import re
 import sys
 import threading
 import warnings
@@ -613,6 +614,8 @@ def _open_tiff(path: str) -> ImageData:
                 raise
             except Exception as exc:
                 raise ImageReadError(path, f"cannot read TIFF ({type(exc).__name__}: {exc})") from exc
+    if errors.zeroed:  # OME metadata names planes the file lacks: tifffile fills them with zeros
+        raise ImageReadError(path, f"truncated or incomplete TIFF: {errors.zeroed[0]} (they would read as zeros)")
     if errors.broken:  # tifffile fell back to the pages it could reach: a stack cut short reads as one plane
         raise ImageReadError(path, f"truncated or corrupt TIFF: {errors.broken[0]}; only part of it could be "
                                    f"read ({image.shape} found)")
@@ -623,15 +626,19 @@ class _TiffFileErrors(logging.Handler):
     """Collects, while open, the errors tifffile logs (and recovers from) in this thread;
     ``broken`` names a file cut short: its chain of pages runs past the end *and* its ImageJ,
     OME or shape metadata could not be matched or read.  Either alone is left to tifffile
-    (a writer's stray last offset, a stale ImageJ image count, pages appended later)."""
+    (a writer's stray last offset, a stale ImageJ image count, pages appended later).
+    ``zeroed`` names planes an OME (or MicroManager) series describes but the file (or its
+    companion files) lacks, which tifffile warns of and reads as zeros."""
 
     _CHAIN = ("invalid page offset",)
     _METADATA = ("invalid value offset", "metadata invalid", "corrupted", "invalid shaped series metadata")
+    _ZEROED = ("Missing data are zeroed", "series contains index out of range")
 
     def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+        super().__init__(logging.WARNING)
         self.chain: list[str] = []
         self.metadata: list[str] = []
+        self.zeroed: list[str] = []
         self._thread = threading.get_ident()
 
     @property
@@ -643,6 +650,14 @@ class _TiffFileErrors(logging.Handler):
             return
         message = record.getMessage()
         text = message.rsplit("> ", 1)[-1].rstrip("')")  # without tifffile's object reprs
+        if any(sign in message for sign in self._ZEROED):
+            missing = re.search(r"missing (\d+) (frames|pages)", message)
+            companion = re.search(r"failed to read ('[^']*')", message)
+            self.zeroed.append(f"its metadata names {missing.group(1)} planes the file does not hold" if missing
+                               else f"a file its metadata names cannot be read ({companion.group(1)})" if companion
+                               else "its metadata names planes the file does not hold")
+        if record.levelno < logging.ERROR:
+            return
         for signs, found in ((self._CHAIN, self.chain), (self._METADATA, self.metadata)):
             if any(sign in message for sign in signs):
                 found.append(text)
@@ -1079,18 +1094,30 @@ def _ngff_axes(axes_meta: list | None, ndim: int) -> tuple[str, dict[str, str]]:
     """Axis letters and units from NGFF ``axes`` (dicts in 0.4+, strings in 0.3)."""
     if not axes_meta:
         return guess_axes((1,) * ndim, rgb=False)[0], {}
-    letters, units = [], {}
+    letters, units, names, space = [], {}, [], []
     type_letter = {"time": "t", "channel": "c"}
-    for entry in axes_meta:
+    for i, entry in enumerate(axes_meta):
         if isinstance(entry, str):
             entry = {"name": entry}
+        if not isinstance(entry, dict):
+            raise ValueError(f"OME axis {i} is {entry!r}, not a name or an object with one")
         name = str(entry.get("name", "")).lower()
-        letter = name if len(name) == 1 else type_letter.get(str(entry.get("type")), name[:1] or "q")
-        letters.append(letter)
+        if name and name in names:
+            raise ValueError(f"OME axes name '{name}' twice ({[*names, name]}); NGFF axis names "
+                             "are unique")
+        names.append(name)
+        if entry.get("type") == "space" or name in ("x", "y", "z"):
+            space.append(i)
+        letters.append(name if len(name) == 1 else type_letter.get(str(entry.get("type")), name[:1] or "q"))
         if entry.get("unit"):
-            units[letter] = str(entry["unit"])
+            units[i] = str(entry["unit"])
+    if not {"y", "x"} <= set(letters):  # space axes of other names: the last two are rows and columns
+        if len(space) < 2 or {"y", "x"} & {letters[i] for i in range(len(letters)) if i not in space[-2:]}:
+            raise ValueError(f"OME axes {names} have no y and x: an image needs two space axes, the last "
+                             "two being its rows and columns")
+        letters[space[-2]], letters[space[-1]] = "y", "x"
     axes = _unique_letters(letters)
-    return axes, {ax: units[ax] for ax in axes if ax in units}
+    return axes, {axes[i]: unit for i, unit in units.items()}
 
 
 def _transforms(items: list | None, ndim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -1098,11 +1125,14 @@ def _transforms(items: list | None, ndim: int) -> tuple[np.ndarray, np.ndarray]:
     scale, translation = np.ones(ndim), np.zeros(ndim)
     for item in items or []:
         kind = item.get("type")
-        if kind == "scale" and "scale" in item:
-            s = np.asarray(item["scale"], dtype=float)
-            scale, translation = scale * s, translation * s
-        elif kind == "translation" and "translation" in item:
-            translation = translation + np.asarray(item["translation"], dtype=float)
+        if kind in ("scale", "translation") and kind in item:
+            values = np.asarray(item[kind], dtype=float)
+            if values.shape != (ndim,):
+                raise ValueError(f"a {kind} of {np.size(values)} values for {ndim} axes ({item[kind]!r})")
+            if kind == "scale":
+                scale, translation = scale * values, translation * values
+            else:
+                translation = translation + values
     return scale, translation
 
 
@@ -1135,12 +1165,21 @@ def _ome_image(group: zarr.Group, path: str, ms: dict, ome: dict, version: str |
             raise ImageReadError(path, f"OME multiscales dataset '{key}' is missing from the store")
         levels.append(group[key])
     ndim = levels[0].ndim
-    axes, units = _ngff_axes(ms.get("axes"), ndim)
+    try:
+        axes, units = _ngff_axes(ms.get("axes"), ndim)
+    except ValueError as exc:
+        raise ImageReadError(path, str(exc)) from None
     if len(axes) != ndim:
         raise ImageReadError(path, f"OME axes '{axes}' do not match the array's {ndim} dimensions")
-    s0, t0 = _transforms(datasets[0].get("coordinateTransformations"), ndim)
-    s1, t1 = _transforms(ms.get("coordinateTransformations"), ndim)
+    try:
+        s0, t0 = _transforms(datasets[0].get("coordinateTransformations"), ndim)
+        s1, t1 = _transforms(ms.get("coordinateTransformations"), ndim)
+    except (TypeError, ValueError) as exc:
+        raise ImageReadError(path, f"OME coordinate transformations: {exc}") from None
     scale, translate = s0 * s1, t0 * s1 + t1
+    if not (np.isfinite(scale).all() and (scale > 0).all() and np.isfinite(translate).all()):
+        raise ImageReadError(path, f"OME pixel sizes must be positive and finite, offsets finite; got scale "
+                                   f"{scale.tolist()}, translation {translate.tolist()}")
     rgb = axes.endswith("c") and levels[0].shape[-1] in (3, 4) and ndim >= 3
     if not rgb and "c" in axes and ndim >= 3 and is_rgb_omero(ome.get("omero"), levels[0].shape[axes.index("c")]):
         # an RGB(A) image stored as NGFF orders it (cyx): shown channel-last, as napari shows colour

@@ -233,9 +233,12 @@ def no_finite_pixels(origin: str | None, nodata: float | None = None) -> str:
 def _stats(origin: str | None, nodata: float | None, *args, **kwargs) -> tuple:
     """:func:`~napari_attnrestore.engine.plan.image_stats`, its errors naming ``origin``."""
     from ..engine.plan import image_stats
+    from ..io import ImageReadError
 
     try:
         return image_stats(*args, nodata=nodata, require_finite=True, **kwargs)
+    except ImageReadError:  # names its file already
+        raise
     except ValueError as e:
         if "no finite pixels" in str(e):
             raise ValueError(no_finite_pixels(origin, nodata)) from None

@@ -62,9 +62,17 @@ def _open(x: Any) -> tuple[Any, dict[str, Any]]:
         from ..io import open_image
 
         img = open_image(x)
-        return img.data, {"nodata": img.meta.get("nodata"), "rgb": img.rgb, "channel_axis": img.channel_axis,
+        return _guarded(img), {"nodata": img.meta.get("nodata"), "rgb": img.rgb, "channel_axis": img.channel_axis,
                           "alpha": str(x).lower().endswith(".png") or bool(img.meta.get("alpha"))}
     return x, {}
+
+
+def _guarded(img: Any) -> Any:
+    """An opened file's pixels, whose damaged chunks are one error naming the file (a codec's
+    own traceback otherwise)."""
+    from ..io import GuardedArray
+
+    return img.data if isinstance(img.data, np.ndarray) else GuardedArray(img.data, img.path)
 
 
 def _colour_pictures(x: Any, index: int) -> list:
@@ -73,7 +81,7 @@ def _colour_pictures(x: Any, index: int) -> list:
         from ..io import open_image
 
         img = open_image(x)
-        return colour_pictures_of(img.data, channel_axis=None if img.rgb else img.channel_axis, origin=str(x))
+        return colour_pictures_of(_guarded(img), channel_axis=None if img.rgb else img.channel_axis, origin=str(x))
     return colour_pictures_of(x, origin=_name(x, index))
 
 

@@ -132,6 +132,30 @@ def test_a_stack_cut_short_is_refused_not_read_as_its_first_plane(tmp_path, kind
         open_image(tmp_path / "cut.tif")
 
 
+def test_an_ome_tiff_lacking_planes_its_metadata_names_is_refused(tmp_path):
+    """tifffile reads the planes an OME series names but the file lacks as zeros, and only
+    warns: a tiled stack cut before page 6 of 10, or a SizeZ of 40 over 2 pages, restored
+    zero planes as data and was marked complete."""
+    stack = np.arange(10 * 64 * 64, dtype=np.uint16).reshape(10, 64, 64)
+    whole = tmp_path / "whole.ome.tif"
+    tifffile.imwrite(whole, stack, tile=(32, 32), ome=True, metadata={"axes": "ZYX"})
+    with tifffile.TiffFile(whole) as tif:
+        xml = tif.ome_metadata
+    # the OME-XML ahead of the pixels (as Bio-Formats writes it): what remains is consistent
+    tifffile.imwrite(whole, stack, tile=(32, 32), description=xml, metadata=None)
+    with tifffile.TiffFile(whole) as tif:
+        cut_at = tif.pages[6].offset
+    (tmp_path / "cut.ome.tif").write_bytes(whole.read_bytes()[:cut_at])
+    with pytest.raises(ImageReadError, match="truncated or incomplete TIFF: its metadata names planes the file "
+                                             r"does not hold \(they would read as zeros\)"):
+        open_image(tmp_path / "cut.ome.tif")
+    tifffile.imwrite(tmp_path / "few.ome.tif", stack[:2], description=xml.replace('SizeZ="10"', 'SizeZ="40"'),
+                     metadata=None)
+    with pytest.raises(ImageReadError, match=r"its metadata names .*planes the file does not hold"):
+        open_image(tmp_path / "few.ome.tif")
+    assert open_image(whole).shape == (10, 64, 64)
+
+
 def test_a_palette_tiff_is_refused_for_restoring(tmp_path):
     """Its values are indices into a colour map: they were denoised as intensities."""
     import napari_attnrestore as ar

@@ -131,3 +131,20 @@ def test_an_opened_image_converts_to_ome_zarr_with_everything_it_carries(tmp_pat
     assert copy.scale == (1.0, 0.5, 0.5) and copy.units.get("x") == "micrometer"
     with pytest.raises(ImageWriteError, match="give the axes"):
         write_ome_zarr(img, tmp_path / "no_axes.ome.zarr")
+
+
+@pytest.mark.parametrize("code,value", [(34264, (1.0, 2.0, 3.0)), (33550, (30.0,)), (33922, (0.0, 0.0, 0.0, 5e5))])
+def test_a_malformed_placement_tag_is_ignored_with_a_warning(tmp_path, code, value):
+    """A ModelTransformation of 3 values made writing the restored GeoTIFF fail with a raw
+    IndexError; a one-value ModelPixelScale with "'float' object is not subscriptable"."""
+    path = tmp_path / "bad.tif"
+    tags = [(code, "d", len(value), value, True)]
+    if code == 33922:  # a tie point of 4 values beside a good pixel scale
+        tags.append((33550, "d", 3, (30.0, 30.0, 0.0), True))
+    tifffile.imwrite(path, np.zeros((20, 30), np.uint8), extratags=tags)
+    with pytest.warns(UserWarning, match=r"holds \d values, not .*: the GeoTIFF's placement is ignored"):
+        img = open_image(path)
+    assert img.translate == (0.0, 0.0) and img.scale == (1.0, 1.0)
+    tags = georeference_tags(img.meta.get("geotiff"), (40, 60), np.uint8)
+    assert code not in [t[0] for t in tags] and 33922 not in [t[0] for t in tags]
+    write_tiff(np.zeros((40, 60), np.uint8), tmp_path / "out.tif", extratags=tags)

@@ -126,6 +126,40 @@ def test_ngff_04_zarr_v2(tmp_path):
     assert read_ome_metadata(path)["name"] == "old"
 
 
+def _ngff_store(path, axes):
+    g = zarr.open_group(path, mode="w", zarr_format=2)
+    g.create_array("0", shape=(16, 24), chunks=(16, 24), dtype=np.uint8)[:] = 7
+    g.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": [
+        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0]}]}]}]
+    return path
+
+
+def test_ngff_axes_that_repeat_a_name_or_lack_rows_and_columns_are_refused(tmp_path):
+    """Axes [x, x] opened as 'xq' and restored into a store of one space axis; [t, c] opened
+    and then failed in napari's reader with a bare "substring not found". Space axes of
+    other names are the image's rows and columns."""
+    from napari_attnrestore.io import ImageReadError
+
+    dup = _ngff_store(tmp_path / "dup.ome.zarr", [{"name": "x", "type": "space"}, {"name": "x", "type": "space"}])
+    with pytest.raises(ImageReadError, match=r"dup\.ome\.zarr: OME axes name 'x' twice"):
+        open_image(dup)
+    none = _ngff_store(tmp_path / "tc.ome.zarr", [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"}])
+    with pytest.raises(ImageReadError, match=r"tc.ome.zarr: OME axes \['t', 'c'\] have no y and x"):
+        open_image(none)
+    named = _ngff_store(tmp_path / "ij.ome.zarr", [{"name": "row", "type": "space", "unit": "micrometer"},
+                                                   {"name": "col", "type": "space", "unit": "micrometer"}])
+    im = open_image(named)
+    assert im.axes == "yx" and im.units == {"y": "micrometer", "x": "micrometer"}
+    # sizes of 0 or below, or as many as another image's axes, were taken as given or left out
+    for scale, message in (([0.0, -1.0], "positive and finite"), ([1.0], "a scale of 1 values for 2 axes")):
+        g = zarr.open_group(named, mode="a")
+        ms = g.attrs["multiscales"]
+        ms[0]["datasets"][0]["coordinateTransformations"] = [{"type": "scale", "scale": scale}]
+        g.attrs["multiscales"] = ms
+        with pytest.raises(ImageReadError, match=f"ij.ome.zarr: OME .*{message}"):
+            open_image(named)
+
+
 def test_read_ome_metadata_of_non_zarr_is_empty(tmp_path):
     assert read_ome_metadata(tmp_path / "nothing.zarr") == {}
 
