@@ -44,12 +44,18 @@ _LAZY = {
 __all__ = ["Cancelled", "CheckpointError", "OutputError", "__version__", "build_model", "io", "list_architectures", "list_models", "load_model", "restore", "restore_to_zarr", "save_model", "train"]
 
 
+_SUBMODULES = ("api", "benchmarking", "cli", "demo", "engine", "gui", "models", "tasks", "training", "zoo")
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         value = getattr(import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    elif name in _SUBMODULES:  # ar.api, ar.models, ... as before the names were loaded lazily
+        value = import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:

@@ -553,6 +553,7 @@ def restore_to_zarr(
         job_fingerprint,
         prepare_store,
         set_job_state,
+        still_owner,
     )
     from .io import create_ome_zarr, read_ome_metadata
     from .io.geotiff import carried
@@ -613,8 +614,9 @@ def restore_to_zarr(
                          f"scheduler {scheduler!r} has its own workers")
     client, owned = _client_for(scheduler, num_workers)  # first: an unreachable scheduler leaves no store behind
     try:
+        job = uuid.uuid4().hex
         done = prepare_store(dst, plan, fp, create, overwrite=overwrite, resume=resume, inputs=inputs,
-                             earlier_source=earlier_desc)
+                             earlier_source=earlier_desc, job=job)
         if done is None:
             return dst
         # how the store holds the axes: create_ome_zarr's NGFF order (an RGB result yxc as cyx), or
@@ -623,7 +625,7 @@ def restore_to_zarr(
         order = (tuple(geom["axes"].index(a) for a in stored) if sorted(stored) == sorted(geom["axes"])
                  else ngff_order(geom["axes"]))
         sink = ZarrSink(str(Path(dst) / "0"), str(Path(dst) / STATE_DIR / "done"), chunk_shape, len(plan.out_shape),
-                        job=uuid.uuid4().hex, order=None if order == tuple(range(len(order))) else order)
+                        job=job, order=None if order == tuple(range(len(order))) else order)
         dsk, name, deps = build_graph(handle, plan, src, sink=sink, skip=lambda i: i in done, mask=mask_src)
         try:
             try:
@@ -633,13 +635,14 @@ def restore_to_zarr(
                 if owned is not None:
                     owned.close()
                     owned = None
-            _finish(dst, pyramid)
+            _finish(dst, pyramid, job)
         except BaseException as e:
             try:
                 from .engine.execute import Cancelled
 
                 status = "cancelled" if isinstance(e, (Cancelled, KeyboardInterrupt)) else "failed"
-                set_job_state(dst, status=status, error=str(e).splitlines()[0][:500] if str(e) else type(e).__name__)
+                if still_owner(dst, job):  # (a store another job took over is its to describe)
+                    set_job_state(dst, status=status, error=_error_line(e))
             except Exception:  # the store itself may be unwritable (disk full); the markers tell the truth
                 pass
             raise
@@ -649,17 +652,29 @@ def restore_to_zarr(
     return dst
 
 
-def _finish(dst: str, pyramid: bool) -> None:
+def _error_line(e: BaseException) -> str:
+    """The first line of an error, as a store's job state records it (a Ctrl-C or SIGTERM,
+    which has no message, as "interrupted")."""
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted"
+    return str(e).splitlines()[0][:500] if str(e) else type(e).__name__
+
+
+def _finish(dst: str, pyramid: bool, job: str) -> None:
     """Write the pyramid and mark the store complete; a failed write names ``dst``.
 
     Every chunk is written and recorded by now, so a resume after fixing the cause
-    (disk full, permissions) only redoes this step.
+    (disk full, permissions) only redoes this step.  A store another job took over meanwhile
+    is left to it.
     """
     import shutil
 
-    from .engine.store import STATE_DIR, output_error, set_job_state
+    from .engine.store import STATE_DIR, OutputError, output_error, set_job_state, still_owner
     from .io import ImageWriteError, release_ome_metadata, write_pyramid
 
+    if not still_owner(dst, job):
+        raise OutputError(f"{dst}: another job replaced or took over this output while this one ran; it is "
+                          "that job's now")
     try:
         release_ome_metadata(dst)  # every chunk of level 0 is written: the store is an image now
         if pyramid:

@@ -91,9 +91,13 @@ def execute(
     job = Delayed(final, hlg)
     if scheduler is not None and not isinstance(scheduler, str):  # a distributed Client
         fut = scheduler.compute(job)
-        if progress is not None or cancel is not None:
-            return _wait_distributed(scheduler, fut, keys, progress, cancel)
-        return int(fut.result())
+        try:
+            if progress is not None or cancel is not None:
+                return _wait_distributed(scheduler, fut, keys, progress, cancel)
+            return int(fut.result())
+        except BaseException:  # Ctrl-C, a failed chunk: the cluster stops computing this job
+            fut.cancel()
+            raise
     cb = _ChunkCallback(name, len(keys), progress, cancel)
     kw: dict[str, Any] = {"scheduler": scheduler or "threads"}
     if num_workers:
@@ -105,17 +109,20 @@ def execute(
 def _wait_distributed(client: Any, fut: Any, keys: list, progress: Progress | None, cancel: threading.Event | None) -> int:
     import time
 
-    total = len(keys)
+    total, shown = len(keys), -1
     while not fut.done():
         if cancel is not None and cancel.is_set():
-            fut.cancel()
             raise Cancelled("cancelled")
         if progress is not None:
-            progress(min(total, _distributed_done(client, keys)), total)
+            done = min(total, _distributed_done(client, keys))
+            if done != shown:  # after each chunk, not every half second
+                progress(done, total)
+                shown = done
         time.sleep(0.5)
-    if progress is not None:
+    result = int(fut.result())  # a failed job raises here, before its progress reads 100%
+    if progress is not None and shown != total:
         progress(total, total)
-    return int(fut.result())
+    return result
 
 
 def _distributed_done(client: Any, keys: list) -> int:

@@ -55,10 +55,34 @@ _STAGING: dict[str, HostStaging] = {}
 log = logging.getLogger("attnrestore.engine")
 
 
+#: live handles per key in this process: a worker unpickles its own copies of one handle
+_LIVE: dict[str, int] = {}
+_LIVE_LOCK = threading.Lock()
+
+
 def _drop(key: str) -> None:
     _CACHE.pop(key, None)
     _COMPILED.pop(key, None)
     _STAGING.pop(key, None)
+
+
+def _hold(handle: Any) -> None:
+    """Count ``handle`` among its key's live copies; the device copy, compiled module and
+    pinned buffers go when the last copy in this process does (each job on a long-lived
+    dask.distributed worker left its model behind)."""
+    with _LIVE_LOCK:
+        _LIVE[handle.key] = _LIVE.get(handle.key, 0) + 1
+    weakref.finalize(handle, _let_go, handle.key)
+
+
+def _let_go(key: str) -> None:
+    with _LIVE_LOCK:
+        left = _LIVE.get(key, 0) - 1
+        if left > 0:
+            _LIVE[key] = left
+            return
+        _LIVE.pop(key, None)
+    _drop(key)
 
 
 def _first_conv_in_channels(module: nn.Module) -> int | None:
@@ -137,9 +161,9 @@ class ModelHandle:
         self.threads = torch.get_num_threads()
         self.forward_seconds = 0.0  # time spent in forward passes in this process (pipeline efficiency)
         self.forward_calls = 0
-        # the cached device copy lives as long as this handle (copies unpickled on workers
-        # share the key and keep using the worker's cache)
-        weakref.finalize(self, _drop, self.key)
+        # the cached device copy lives as long as this handle and its copies unpickled in
+        # this process (they share the key and the cache)
+        _hold(self)
 
     def __getstate__(self) -> dict[str, Any]:
         st = dict(self.__dict__)
@@ -153,6 +177,7 @@ class ModelHandle:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.threads = torch.get_num_threads()
+        _hold(self)
 
     def runtime(self) -> tuple[nn.Module, threading.Lock, torch.device, torch.dtype]:
         """The module on its device (moved there once per process), its lock, device, dtype.

@@ -1,7 +1,9 @@
 """Streaming a restoration into an OME-Zarr store, resumably.
 
 Each task writes exactly one zarr chunk of the output and then records the chunk as
-done (an empty marker file under ``<store>/.attnrestore/done``).  The job's state lives
+done (an empty marker file under ``<store>/.attnrestore/done``).  The job that writes a
+store is its ``owner`` (job id, machine, process): a second job may not replace or resume
+it while that process lives, and a job whose store another took over stops writing.  The job's state lives
 in the group attributes (``attnrestore.status``: ``running`` -> ``complete``); a store is
 marked complete only after every chunk and the pyramid are written, so an interrupted
 or failed job never looks finished, and ``resume=True`` recomputes only the chunks
@@ -14,7 +16,9 @@ import errno
 import hashlib
 import json
 import os
+import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +93,10 @@ class ZarrSink:
     order: tuple[int, ...] | None = None
 
     def __call__(self, block: np.ndarray, index: tuple[int, ...]) -> int:
+        store = Path(self.array_path).parent
+        if self.job and not still_owner(store, self.job):
+            raise OutputError(f"{store}: another job replaced or took over this output while this one ran; "
+                              "this one stops without writing to it")
         arr = _open_array(self.array_path, self.job)
         sel = tuple(slice(i * c, i * c + n) for i, c, n in zip(index, self.chunk_shape, block.shape, strict=True))
         if self.order is not None:
@@ -122,6 +130,49 @@ def job_state(store: str | os.PathLike) -> dict[str, Any]:
         return json.loads(p.read_text()).get("attributes", {}).get("attnrestore", {})
     except (OSError, json.JSONDecodeError):
         return {}
+
+
+def owner_record(job: str) -> dict[str, Any]:
+    """Who writes a store: the job's id, and this machine and process (with its start time,
+    so that a later process given the same number is not taken for it)."""
+    import psutil
+
+    return {"job": job, "host": socket.gethostname(), "pid": os.getpid(), "started": psutil.Process().create_time()}
+
+
+def still_owner(store: str | os.PathLike, job: str) -> bool:
+    """Whether ``job`` still owns ``store``: False once it is removed or another job's
+    (a store of an earlier version, which names no owner, is anyone's)."""
+    p = Path(store) / "zarr.json"
+    for attempt in range(3):
+        try:
+            state = json.loads(p.read_text()).get("attributes", {}).get("attnrestore", {})
+            break
+        except FileNotFoundError:
+            return False
+        except (OSError, json.JSONDecodeError):  # read while the job state is rewritten: read again
+            time.sleep(0.05 * (attempt + 1))
+    else:
+        return True  # unreadable: left to the chunk write to fail if the store is gone
+    owner = state.get("owner")
+    return not isinstance(owner, dict) or owner.get("job") == job
+
+
+def writing_elsewhere(state: dict[str, Any]) -> str | None:
+    """The live process of this machine that is writing a store of this ``state``, or None
+    (not running, written elsewhere or by this process, or its process has ended)."""
+    import psutil
+
+    owner = state.get("owner")
+    if state.get("status") != "running" or not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
+        return None
+    try:
+        pid = int(owner["pid"])
+        if pid == os.getpid() or abs(psutil.Process(pid).create_time() - float(owner["started"])) > 1.0:
+            return None
+    except (psutil.Error, KeyError, TypeError, ValueError):
+        return None
+    return f"process {pid} on this machine"
 
 
 def set_job_state(store: str | os.PathLike, **fields: Any) -> None:
@@ -247,6 +298,7 @@ def prepare_store(
     resume: bool,
     inputs: Sequence[str | os.PathLike] = (),
     earlier_source: str | None = None,
+    job: str = "",
 ) -> set[tuple[int, ...]] | None:
     """Create (or reopen for resume) the output store; returns the chunks already done.
 
@@ -254,15 +306,22 @@ def prepare_store(
     ``inputs``: the files the job reads (image, mask); an output that is one of them, or
     holds one, is refused before anything is deleted.  ``earlier_source``: how versions
     before the pixel sample described the same input; a store they wrote, with no sample in
-    its ``source``, resumes when that description and all other settings match.
+    its ``source``, resumes when that description and all other settings match.  ``job``:
+    this job's id, recorded as the store's owner; a store another live process of this
+    machine is writing is refused.
     """
     dst = Path(dst)
     try:
         refuse_output_over_input(dst, inputs)
     except ImageWriteError as exc:
         raise OutputError(str(exc)) from None
+    owner = owner_record(job) if job else None
     if dst.exists():
         state = job_state(dst)
+        busy = writing_elsewhere(state) if overwrite or resume else None
+        if busy:
+            raise OutputError(f"{dst}: another job ({busy}) is writing this output; wait for it to end or stop "
+                              f"it, then continue with {RESUME} or replace it with {OVERWRITE}")
         if resume and state.get("job"):
             # an earlier version's store is compared without the keys it did not record, and
             # without a pixel sample in its source, then records this version's from now on
@@ -272,7 +331,10 @@ def prepare_store(
             if old == fingerprint and state["job"] != fingerprint:
                 set_job_state(dst, job=fingerprint)
             if old == fingerprint:
-                return None if state.get("status") == "complete" else done_chunks(dst)
+                if state.get("status") == "complete":
+                    return None
+                set_job_state(dst, status="running", error=None, **({"owner": owner} if owner else {}))
+                return done_chunks(dst)
             if not overwrite:
                 differ = sorted(k for k in {*old, *fingerprint} if old.get(k) != fingerprint.get(k))
                 raise OutputError(
@@ -298,5 +360,5 @@ def prepare_store(
         raise OutputError(f"{dst}: folder {parent} is not writable")
     create()
     (dst / STATE_DIR / "done").mkdir(parents=True, exist_ok=True)
-    set_job_state(dst, status="running", job=fingerprint)
+    set_job_state(dst, status="running", job=fingerprint, **({"owner": owner} if owner else {}))
     return set()

@@ -421,6 +421,19 @@ class GuardedArray:
     def __len__(self) -> int:
         return self.shape[0]
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled (on a dask.distributed worker): a local zarr store that this machine
+        cannot see is an error here, not an image of the fill value (zarr reads the chunks of
+        a missing folder as absent)."""
+        self.__dict__.update(state)
+        root = getattr(getattr(self.data, "store", None), "root", None)
+        if isinstance(root, (str, os.PathLike)) and not os.path.isdir(root):
+            import socket
+
+            raise ImageReadError(self.path or os.fspath(root), f"not found on {socket.gethostname()}: a "
+                                 "dask.distributed worker reads the input itself, so it must lie on storage every "
+                                 "worker reaches, under the same path")
+
 
 class AxesView:
     """A read-only view of a lazily sliceable array with its axes reordered: axis ``i`` of
@@ -994,8 +1007,8 @@ def _open_plain(path: str) -> ImageData:
 
 def _open_zarr(path: str) -> ImageData:
     """Open a zarr v2/v3 array or group (OME-Zarr 0.4/0.5 or a group with array '0')."""
-    try:
-        node = zarr.open(path, mode="r")
+    try:  # a local store by its absolute path: a dask.distributed worker elsewhere reads the same one
+        node = zarr.open(path if "://" in path else os.path.abspath(path), mode="r")
     except Exception as exc:
         raise ImageReadError(path, f"cannot open zarr store ({type(exc).__name__}: {exc})") from exc
     try:

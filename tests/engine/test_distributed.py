@@ -108,3 +108,47 @@ def test_a_scheduler_of_another_kind_is_refused_before_the_store_is_made(tmp_pat
     with pytest.raises(TypeError, match="scheduler must be None, 'sync', 'local', a scheduler address"):
         ar.restore_to_zarr(np.zeros((32, 32), np.float32), tmp_path / "o.ome.zarr", model=Box3(), scheduler=123)
     assert not (tmp_path / "o.ome.zarr").exists()
+
+
+def test_a_zarr_input_a_worker_cannot_see_is_an_error_there_not_zeros(tmp_path, monkeypatch):
+    """A worker whose disk lacked the input (or whose working folder differed, for a relative
+    path) read every chunk as the fill value: an all-zero result, marked complete."""
+    import pickle
+    import shutil
+
+    from napari_attnrestore.api import as_source
+    from napari_attnrestore.io import ImageReadError
+
+    ar.io.write_ome_zarr(np.ones((64, 64), np.uint8), tmp_path / "in.ome.zarr", axes="yx", pyramid=False)
+    monkeypatch.chdir(tmp_path)
+    src, _ = as_source("in.ome.zarr")  # relative: travels to the workers as the absolute path
+    sent = pickle.dumps(src)
+    monkeypatch.chdir("/")
+    assert pickle.loads(sent)[:2, :2].tolist() == [[1, 1], [1, 1]]
+    shutil.move(tmp_path / "in.ome.zarr", tmp_path / "elsewhere.ome.zarr")  # as on a worker without the disk
+    with pytest.raises(ImageReadError, match=r"in\.ome\.zarr: not found on .*every worker reaches"):
+        pickle.loads(sent)
+
+
+def test_a_failed_cluster_job_is_cancelled_and_never_reads_complete(tmp_path, rng):
+    """The progress jumped to 100% before the error surfaced, and an interrupted or failed
+    job went on computing on a Client the caller passed in."""
+    from distributed import Client, LocalCluster
+    from standins import Box3
+
+    class Fails(Box3):
+        def forward(self, x):
+            raise RuntimeError("simulated failure")
+
+    img = rng.random((128, 128)).astype(np.float32)
+    seen = []
+    with LocalCluster(n_workers=1, processes=False, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        with pytest.raises(RuntimeError, match="simulated failure"):
+            ar.restore_to_zarr(img, tmp_path / "o.zarr", model=Fails(), chunks=32, tile=32, pyramid=False,
+                               scheduler=client, progress=lambda d, t: seen.append((d, t)))
+        assert (16, 16) not in seen
+        assert not any(client.processing().values())
+    from napari_attnrestore.engine.store import job_state
+
+    assert job_state(tmp_path / "o.zarr")["status"] == "failed"  # not complete

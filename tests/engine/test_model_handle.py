@@ -153,3 +153,24 @@ def test_fp16_on_the_cpu_warns_that_it_is_slow():
 
     with pytest.warns(UserWarning, match="fp16 on the CPU"):
         assert resolve_precision("fp16", torch.device("cpu"), True) == torch.float16
+
+
+def test_unpickled_copies_share_the_cache_and_the_last_one_frees_it():
+    """On a long-lived dask.distributed worker every job left its device copy (and pinned
+    buffers) in the cache: only the client's handle freed it, and workers unpickle copies."""
+    import gc
+    import pickle
+
+    from napari_attnrestore.engine import model_handle
+
+    handle = model_handle.ModelHandle(torch.nn.Conv2d(1, 1, 3, padding=1))
+    handle.runtime()
+    key = handle.key
+    copy_a, copy_b = pickle.loads(pickle.dumps(handle)), pickle.loads(pickle.dumps(handle))
+    assert copy_a.runtime() is model_handle._CACHE[key]  # the copies use the process's one device copy
+    del handle, copy_a
+    gc.collect()
+    assert key in model_handle._CACHE  # a copy still lives
+    del copy_b
+    gc.collect()
+    assert key not in model_handle._CACHE and key not in model_handle._LIVE

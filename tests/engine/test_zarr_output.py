@@ -397,3 +397,44 @@ def test_resume_refuses_another_precision_or_a_rewritten_chunk_of_a_zarr_input(t
     level[64:, :32] = level[64:, :32].T  # the same values, away from the pixels the source sample reads
     with pytest.raises(OutputError, match="source_files"):
         ar.restore_to_zarr(str(src), dst, resume=True, **kw)
+
+
+def test_a_store_another_live_job_writes_is_not_replaced_and_a_job_taken_over_stops(tmp_path, rng):
+    """Two jobs on one output mixed their chunks: a second run with overwrite deleted the
+    store under the first, which went on writing into the new one and then marked it failed
+    over the second's success (the mixed image was published as complete)."""
+    import os
+    import subprocess
+    import sys
+
+    import psutil
+
+    from napari_attnrestore.engine.store import set_job_state
+
+    img = (rng.random((96, 96)) * 60000).astype(np.uint16)
+    kw = dict(model=Box3(), chunks=32, tile=32, overlap=8, pyramid=False, num_workers=1)
+    dst = tmp_path / "out.zarr"
+    ar.restore_to_zarr(img, dst, **kw)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        started = psutil.Process(other.pid).create_time()
+        set_job_state(dst, status="running", owner={"job": "x", "host": job_state(dst)["owner"]["host"],
+                                                    "pid": other.pid, "started": started})
+        for how in ({"overwrite": True}, {"resume": True}):
+            with pytest.raises(OutputError, match=rf"another job \(process {other.pid} on this machine\) is writing"):
+                ar.restore_to_zarr(img, dst, **kw, **how)
+    finally:
+        other.kill()
+        other.wait()
+    ar.restore_to_zarr(img, dst, **kw, overwrite=True)  # its process has ended: the store is free again
+    assert job_state(dst)["owner"]["pid"] == os.getpid()
+
+    def taken_over(done, total):  # another job takes the store after the first chunk
+        if done == 1:
+            set_job_state(dst, owner={"job": "theirs"}, status="running")
+
+    with pytest.raises(OutputError, match="another job replaced or took over this output while this one ran"):
+        ar.restore_to_zarr(img, dst, **kw, overwrite=True, progress=taken_over)
+    state = job_state(dst)
+    assert state["owner"] == {"job": "theirs"} and state["status"] == "running"  # left as the other job set it
+    assert len(done_chunks(dst)) < 9 and "ome" not in _attrs(dst)
