@@ -29,6 +29,7 @@ from .tiling import round_up, run_tiled
 log = logging.getLogger("attnrestore.engine")
 _WARN_LOCK = threading.Lock()
 _WARNED_DEEP_GAPS: set[int] = set()  # the plans (jobs) that have warned
+_WARNED_OUTLIERS: set[int] = set()
 
 #: A sink writes a finished chunk: ``sink(block, index) -> token``.
 Sink = Callable[[np.ndarray, tuple[int, ...]], Any]
@@ -185,6 +186,28 @@ def _warn_deep_gaps(holes: np.ndarray, crop: tuple[int, int, int, int], plan: Pl
                       "least half the width of the widest gap", UserWarning, stacklevel=2)
 
 
+#: normalized values beyond this (10000 times the image's intensity range) are clipped to it
+#: for the network: an undeclared sentinel such as -3.4e38 overflowed in attention and turned
+#: every pixel of its tiles into NaN
+OUTLIER = 1e4
+
+
+def _clip_outliers(x: np.ndarray, planes: np.ndarray, plan: Plan) -> None:
+    """Clip finite normalized values beyond :data:`OUTLIER` in place, warning once a job."""
+    far = np.isfinite(x) & (np.abs(x) > OUTLIER)
+    if not far.any():
+        return
+    example = planes[far].flat[0]
+    x[far] = np.copysign(np.float32(OUTLIER), x[far])
+    with _WARN_LOCK:
+        if id(plan) in _WARNED_OUTLIERS:
+            return
+        _WARNED_OUTLIERS.add(id(plan))
+    warnings.warn(f"pixels far outside the image's intensity range (e.g. {example:g}) are clipped for the "
+                  "network and restore as very bright or dark spots; if they mark missing data, declare that "
+                  "value as nodata (CLI --nodata)", UserWarning, stacklevel=2)
+
+
 def fill_gaps(x: np.ndarray, bad: np.ndarray, sigma: float = 2.0) -> np.ndarray:
     """``(P, C, Y, X)`` planes with their bad pixels filled smoothly from the good ones
     around them (a normalized Gaussian average, then the nearest such value deep inside a
@@ -230,6 +253,7 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
     planes = to_planes(region, plan)
     x = normalize_planes(planes, plan, lead)  # float32 out; wide types are shifted in float64 first
     x[nodata_pixels(planes, plan.nodata)] = np.nan
+    _clip_outliers(x, planes, plan)
     if mask is not None:
         mask = pad_region(np.asarray(mask), pads) != 0
     bad = ~np.isfinite(x)
