@@ -604,6 +604,7 @@ def restore_to_zarr(
 
     inputs = [str(v) for v in (x, mask, meta.get("path")) if isinstance(v, (str, os.PathLike))]
     tiffs = [p for p in inputs if p.lower().endswith((".tif", ".tiff"))]
+    tiffs += ["the input" for v in (x, mask) if _reads_an_open_tiff(v)]  # ar.io.open_image("x.tif").data
     if tiffs and scheduler not in (None, "threads", "sync", "synchronous"):  # checked before the store exists
         raise ValueError(f"{tiffs[0]}: a TIFF's open file cannot be sent to dask.distributed workers; convert it "
                          f"to OME-Zarr first: ar.io.write_ome_zarr(ar.io.open_image({tiffs[0]!r}), 'x.ome.zarr')")
@@ -658,6 +659,14 @@ def _error_line(e: BaseException) -> str:
     if isinstance(e, KeyboardInterrupt):
         return "interrupted"
     return str(e).splitlines()[0][:500] if str(e) else type(e).__name__
+
+
+def _reads_an_open_tiff(x: Any) -> bool:
+    """Whether ``x`` reads its pixels through tifffile's store of an open file (which cannot
+    be pickled): the ``data`` of an opened TIFF, or a dask array made from one."""
+    arrays = [x] if not isinstance(x, da.Array) else [v for v in dict(x.__dask_graph__()).values()
+                                                      if hasattr(v, "shape") and hasattr(v, "dtype")]
+    return any(type(getattr(getattr(a, "data", a), "store", None)).__name__.startswith("ZarrTiff") for a in arrays)
 
 
 def _finish(dst: str, pyramid: bool, job: str) -> None:

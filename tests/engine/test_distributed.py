@@ -50,6 +50,20 @@ def test_an_unreachable_scheduler_leaves_no_store(tmp_path, rng):
     ar.restore_to_zarr(img, dst, model=Box3(), pyramid=False)  # no --overwrite needed
 
 
+def test_an_opened_tiffs_pixels_are_refused_for_a_cluster_before_the_store(tmp_path):
+    """ar.io.open_image("x.tif").data given with a cluster failed on submitting with a bare
+    "Could not serialize object of type _HLGExprSequence", after making the store."""
+    import tifffile
+    from standins import Box3
+
+    tifffile.imwrite(tmp_path / "x.tif", np.zeros((64, 64), np.uint16), tile=(32, 32))
+    img = ar.io.open_image(tmp_path / "x.tif")
+    for given in (img.data, img.to_dask()):
+        with pytest.raises(ValueError, match=r"the input: a TIFF.s open file cannot be sent to dask\.distributed"):
+            ar.restore_to_zarr(given, tmp_path / "o.zarr", model=Box3(), scheduler="tcp://127.0.0.1:1")
+        assert not (tmp_path / "o.zarr").exists()
+
+
 def test_local_workers_are_started_deaf_to_ctrl_c():
     """Ctrl-C reached every worker process of --scheduler local, each printing its own
     KeyboardInterrupt traceback (69 lines) after the one-line 'interrupted' message."""
