@@ -625,7 +625,8 @@ def restore_to_zarr(
         stored = "".join(str(a.get("name", ""))[:1].lower() for a in read_ome_metadata(dst).get("axes", []))
         order = (tuple(geom["axes"].index(a) for a in stored) if sorted(stored) == sorted(geom["axes"])
                  else ngff_order(geom["axes"]))
-        sink = ZarrSink(str(Path(dst) / "0"), str(Path(dst) / STATE_DIR / "done"), chunk_shape, len(plan.out_shape),
+        at = dst if "://" in dst else os.path.abspath(dst)  # where workers elsewhere write (their cwd differs)
+        sink = ZarrSink(str(Path(at) / "0"), str(Path(at) / STATE_DIR / "done"), chunk_shape, len(plan.out_shape),
                         job=job, order=None if order == tuple(range(len(order))) else order)
         dsk, name, deps = build_graph(handle, plan, src, sink=sink, skip=lambda i: i in done, mask=mask_src)
         try:

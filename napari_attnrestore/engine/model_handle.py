@@ -57,7 +57,7 @@ log = logging.getLogger("attnrestore.engine")
 
 #: live handles per key in this process: a worker unpickles its own copies of one handle
 _LIVE: dict[str, int] = {}
-_LIVE_LOCK = threading.Lock()
+_LIVE_LOCK = threading.RLock()  # a finalizer may run inside it, in the same thread
 
 
 def _drop(key: str) -> None:

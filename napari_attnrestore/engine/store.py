@@ -94,6 +94,10 @@ class ZarrSink:
 
     def __call__(self, block: np.ndarray, index: tuple[int, ...]) -> int:
         store = Path(self.array_path).parent
+        if not store.is_dir():
+            raise OutputError(f"{store}: not found on {socket.gethostname()}: it was removed, or this "
+                              "dask.distributed worker cannot see it; the output must lie on storage every worker "
+                              "reaches, under the same path")
         if self.job and not still_owner(store, self.job):
             raise OutputError(f"{store}: another job replaced or took over this output while this one ran; "
                               "this one stops without writing to it")

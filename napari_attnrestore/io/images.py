@@ -14,7 +14,6 @@ import itertools
 import logging
 import math
 import os
-import re
 import sys
 import threading
 import warnings
@@ -416,16 +415,24 @@ class GuardedArray:
         return getattr(self.data, "shards", None)
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        if self._unchecked:
+            self._check_reachable()
         return read_region(self.data, key, path=self.path)
 
     def __len__(self) -> int:
         return self.shape[0]
 
+    _unchecked = False
+
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Unpickled (on a dask.distributed worker): a local zarr store that this machine
-        cannot see is an error here, not an image of the fill value (zarr reads the chunks of
-        a missing folder as absent)."""
+        """Unpickled (on a dask.distributed worker): checked at its first read, where the
+        pixels are read (the scheduler unpickles the graph too, without reading)."""
         self.__dict__.update(state)
+        self._unchecked = True
+
+    def _check_reachable(self) -> None:
+        """A local zarr store this machine cannot see is an error, not an image of the fill
+        value (zarr reads the chunks of a missing folder as absent)."""
         root = getattr(getattr(self.data, "store", None), "root", None)
         if isinstance(root, (str, os.PathLike)) and not os.path.isdir(root):
             import socket
@@ -433,6 +440,7 @@ class GuardedArray:
             raise ImageReadError(self.path or os.fspath(root), f"not found on {socket.gethostname()}: a "
                                  "dask.distributed worker reads the input itself, so it must lie on storage every "
                                  "worker reaches, under the same path")
+        self._unchecked = False
 
 
 class AxesView:
@@ -627,8 +635,6 @@ def _open_tiff(path: str) -> ImageData:
                 raise
             except Exception as exc:
                 raise ImageReadError(path, f"cannot read TIFF ({type(exc).__name__}: {exc})") from exc
-    if errors.zeroed:  # OME metadata names planes the file lacks: tifffile fills them with zeros
-        raise ImageReadError(path, f"truncated or incomplete TIFF: {errors.zeroed[0]} (they would read as zeros)")
     if errors.broken:  # tifffile fell back to the pages it could reach: a stack cut short reads as one plane
         raise ImageReadError(path, f"truncated or corrupt TIFF: {errors.broken[0]}; only part of it could be "
                                    f"read ({image.shape} found)")
@@ -639,19 +645,15 @@ class _TiffFileErrors(logging.Handler):
     """Collects, while open, the errors tifffile logs (and recovers from) in this thread;
     ``broken`` names a file cut short: its chain of pages runs past the end *and* its ImageJ,
     OME or shape metadata could not be matched or read.  Either alone is left to tifffile
-    (a writer's stray last offset, a stale ImageJ image count, pages appended later).
-    ``zeroed`` names planes an OME (or MicroManager) series describes but the file (or its
-    companion files) lacks, which tifffile warns of and reads as zeros."""
+    (a writer's stray last offset, a stale ImageJ image count, pages appended later)."""
 
     _CHAIN = ("invalid page offset",)
     _METADATA = ("invalid value offset", "metadata invalid", "corrupted", "invalid shaped series metadata")
-    _ZEROED = ("Missing data are zeroed", "series contains index out of range")
 
     def __init__(self) -> None:
-        super().__init__(logging.WARNING)
+        super().__init__(logging.ERROR)
         self.chain: list[str] = []
         self.metadata: list[str] = []
-        self.zeroed: list[str] = []
         self._thread = threading.get_ident()
 
     @property
@@ -663,14 +665,6 @@ class _TiffFileErrors(logging.Handler):
             return
         message = record.getMessage()
         text = message.rsplit("> ", 1)[-1].rstrip("')")  # without tifffile's object reprs
-        if any(sign in message for sign in self._ZEROED):
-            missing = re.search(r"missing (\d+) (frames|pages)", message)
-            companion = re.search(r"failed to read ('[^']*')", message)
-            self.zeroed.append(f"its metadata names {missing.group(1)} planes the file does not hold" if missing
-                               else f"a file its metadata names cannot be read ({companion.group(1)})" if companion
-                               else "its metadata names planes the file does not hold")
-        if record.levelno < logging.ERROR:
-            return
         for signs, found in ((self._CHAIN, self.chain), (self._METADATA, self.metadata)):
             if any(sign in message for sign in signs):
                 found.append(text)
@@ -701,6 +695,10 @@ def _tiff_image(tif: tifffile.TiffFile, path: str, size: int) -> ImageData:
     if not tif.series or tif.series[0].shape is None or not tif.series[0].shape:
         raise ImageReadError(path, "TIFF contains no image data")
     series = tif.series[0]
+    missing = sum(page is None for page in series.pages)
+    if missing:  # an OME (or Micro-Manager) series names planes the file or its companions lack
+        raise ImageReadError(path, f"truncated or incomplete TIFF: its metadata names {missing} planes that the "
+                                   "file (or a file of its set) does not hold; they would read as zeros")
     _check_tiff_offsets(tif, series, path, size)
     axes, rgb = _tiff_axes(series.axes, series.shape, getattr(series.keyframe, "photometric", None))
     scale, translate, units, meta = _tiff_metadata(tif, series, axes)
@@ -1129,6 +1127,8 @@ def _ngff_axes(axes_meta: list | None, ndim: int) -> tuple[str, dict[str, str]]:
             raise ValueError(f"OME axes {names} have no y and x: an image needs two space axes, the last "
                              "two being its rows and columns")
         letters[space[-2]], letters[space[-1]] = "y", "x"
+        if len(space) > 2 and "z" not in letters:  # and a third before them is depth
+            letters[space[-3]] = "z"
     axes = _unique_letters(letters)
     return axes, {axes[i]: unit for i, unit in units.items()}
 
@@ -1214,5 +1214,6 @@ def _ome_image(group: zarr.Group, path: str, ms: dict, ome: dict, version: str |
         name=str(ms.get("name") or _base_name(path)),
         path=path,
         # what a restore kept of a GeoTIFF source in the store's attributes (written on to a .tif)
-        meta={"ome": ome, "ngff_version": version, "multiscales": ms, **carried(dict(group.attrs))},
+        meta={"ome": ome, "ngff_version": version, "multiscales": ms, **carried(dict(group.attrs)),
+              **({"cfa": group.attrs["cfa"]} if group.attrs.get("cfa") in ("RGGB", "BGGR", "GRBG", "GBRG") else {})},
     )

@@ -480,7 +480,8 @@ def write_ome_zarr(
         translate = img.translate if translate is None else translate
         units = img.units if units is None else units
         omero = (img.meta.get("ome") or {}).get("omero") if omero is None else omero
-        extra_attrs = {**carried(img.meta), **dict(extra_attrs or {})}
+        raw = {"cfa": img.meta["cfa"]} if img.meta.get("cfa") else {}  # a raw's Bayer pattern, for demosaicing
+        extra_attrs = {**carried(img.meta), **raw, **dict(extra_attrs or {})}
     if not axes:
         raise ImageWriteError(path, "give the axes of the array, one letter per dimension (e.g. 'yx', 'tczyx')")
     axes = axes.lower()

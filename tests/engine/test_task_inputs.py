@@ -104,6 +104,9 @@ def test_demosaic_reads_a_raw_tiffs_pattern_and_warns_when_it_assumes_rggb(rng, 
         guessed = ar.restore(raw, task="demosaic", model=SplitCFA(), normalize="dtype").compute()
     np.testing.assert_array_equal(mosaic(guessed, "RGGB"), raw)
     assert napari_hooks.napari_get_reader(str(path))(str(path))[0][1]["metadata"]["cfa"] == "BGGR"  # for the widget
+    # and through the conversion to OME-Zarr that a cluster job needs
+    ar.io.write_ome_zarr(ar.io.open_image(path), tmp_path / "raw.ome.zarr", pyramid=False)
+    assert ar.io.open_image(tmp_path / "raw.ome.zarr").meta["cfa"] == "BGGR"
 
 
 def test_tasks_stream_to_ome_zarr(tmp_path, rng):

@@ -438,3 +438,13 @@ def test_a_store_another_live_job_writes_is_not_replaced_and_a_job_taken_over_st
     state = job_state(dst)
     assert state["owner"] == {"job": "theirs"} and state["status"] == "running"  # left as the other job set it
     assert len(done_chunks(dst)) < 9 and "ome" not in _attrs(dst)
+
+
+def test_a_sink_whose_store_is_gone_says_so_not_that_another_job_took_it(tmp_path):
+    """An output a dask.distributed worker could not see (or a relative path, resolved in
+    the worker's own folder) was reported as taken over by another job."""
+    from napari_attnrestore.engine.store import ZarrSink
+
+    sink = ZarrSink(str(tmp_path / "gone.zarr" / "0"), str(tmp_path / "gone.zarr" / "done"), (8, 8), 2, job="j")
+    with pytest.raises(OutputError, match=r"gone\.zarr: not found on .*removed, or this dask\.distributed worker"):
+        sink(np.zeros((8, 8), np.uint8), (0, 0))

@@ -150,6 +150,12 @@ def test_ngff_axes_that_repeat_a_name_or_lack_rows_and_columns_are_refused(tmp_p
                                                    {"name": "col", "type": "space", "unit": "micrometer"}])
     im = open_image(named)
     assert im.axes == "yx" and im.units == {"y": "micrometer", "x": "micrometer"}
+    g = zarr.open_group(tmp_path / "dij.ome.zarr", mode="w", zarr_format=2)
+    g.create_array("0", shape=(2, 16, 24), chunks=(1, 16, 24), dtype=np.uint8)
+    g.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": n, "type": "space"} for n in ("depth", "row", "col")],
+                               "datasets": [{"path": "0", "coordinateTransformations": [
+                                   {"type": "scale", "scale": [2.0, 1.0, 1.0]}]}]}]
+    assert open_image(tmp_path / "dij.ome.zarr").axes == "zyx"
     # sizes of 0 or below, or as many as another image's axes, were taken as given or left out
     for scale, message in (([0.0, -1.0], "positive and finite"), ([1.0], "a scale of 1 values for 2 axes")):
         g = zarr.open_group(named, mode="a")
