@@ -31,8 +31,10 @@ class _ProgressBar:
             from tqdm.auto import tqdm
 
             start = max(0, done - 1) if self.resumable else 0  # a resumed job: the chunks (steps) done before
-            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, disable=self.disable, dynamic_ncols=True,
-                            initial=start, mininterval=0.1 if sys.stderr.isatty() else 10.0, delay=1e-6)
+            tty = sys.stderr.isatty()
+            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, disable=self.disable, dynamic_ncols=tty,
+                            initial=start, mininterval=0.1 if tty else 10.0, delay=1e-6,
+                            file=None if tty else _Lines(sys.stderr), ascii=None if tty else True)
             self.bar.start_t = self.t0  # shown from the first update, timed from the job's start
         self.bar.total = total
         if postfix:
@@ -44,16 +46,36 @@ class _ProgressBar:
             self.bar.close()
 
 
+class _Lines:
+    """A stream for a progress bar in a log file (stderr not a terminal): each update a line
+    of its own, ended by a newline (tqdm redraws one line with carriage returns, so a log
+    showed no progress to ``tail`` or ``grep`` until the end), and no line twice."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.last = stream, ""
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").strip()
+        if line and line != self.last:
+            self.stream.write(line + "\n")
+            self.last = line
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def _is_zarr(path: str) -> bool:
     return path.rstrip("/").endswith(".zarr")
 
 
 def _check_folder(path: str | os.PathLike) -> None:
-    """A UserError when the folder ``path`` goes into does not exist: a typo in it is named,
-    not made into new folders (the API's writers create them)."""
+    """A UserError when the folder ``path`` goes into does not exist (a typo in it is named,
+    not made into new folders, as the API's writers do) or is not writable."""
     folder = os.path.dirname(os.path.abspath(os.path.realpath(path)))
     if not os.path.isdir(folder):
         raise UserError(f"{path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):  # said before the work, not after it (a PNG is written at the end)
+        raise UserError(f"{path}: folder {folder} is not writable")
 
 
 def cmd_restore(a: argparse.Namespace) -> int:
@@ -472,12 +494,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class _Terminated(KeyboardInterrupt):
-    """SIGTERM (``kill``, a batch system's time limit, ``docker stop``), handled as Ctrl-C is:
-    a training saves its state at the step it reached, a zarr job is left resumable."""
+    """SIGTERM (``kill``, a batch system's time limit, ``docker stop``) or SIGHUP (the ssh
+    session closed), handled as Ctrl-C is: a training saves its state at the step it
+    reached, a zarr job is left resumable."""
+
+    def __init__(self, signum: int = 15) -> None:
+        super().__init__()
+        self.signum = signum
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise _Terminated
+#: the signals that end a run as Ctrl-C does (those the platform has)
+_STOP_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+def _on_stop_signal(signum: int, frame: Any) -> None:
+    import signal
+
+    for name in _STOP_SIGNALS:  # once: a second signal (timeout and SLURM send them again) waits for the cleanup
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    raise _Terminated(signum)
 
 
 def _run(a: argparse.Namespace) -> int:
@@ -486,7 +522,8 @@ def _run(a: argparse.Namespace) -> int:
     import threading
 
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    stops = [getattr(signal, n) for n in _STOP_SIGNALS if hasattr(signal, n)] if main_thread else []
+    previous = {sig: signal.signal(sig, _on_stop_signal) for sig in stops}
     try:
         return int(a.func(a) or 0)
     except KeyboardInterrupt as stop:
@@ -497,10 +534,16 @@ def _run(a: argparse.Namespace) -> int:
                     if os.path.exists(a.state) else "no training step had run; nothing was saved")
         elif a.command == "restore" and not _is_zarr(str(a.output)):
             hint = f"{a.output} was not written (an earlier file of that name is left as it was)"
+        elif a.command == "restore" and os.path.isdir(str(a.output)):
+            hint = f"{a.output} can be continued with --resume"
         else:
-            hint = "a .zarr output can be continued with --resume"
-        print(f"attnrestore: {what}; {hint}", file=sys.stderr)
-        return 143 if isinstance(stop, _Terminated) else 130
+            hint = "nothing was written" if a.command == "restore" else ""
+        print(f"attnrestore: {what}" + (f"; {hint}" if hint else ""), file=sys.stderr)
+        return 128 + stop.signum if isinstance(stop, _Terminated) else 130
+    except BrokenPipeError:  # `attnrestore models | head -1`: the reader has all it wants
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # (Python's flush at exit would fail again)
+        return 141
     except _user_errors() as e:
         if os.environ.get("ATTNRESTORE_DEBUG"):
             raise
@@ -508,8 +551,8 @@ def _run(a: argparse.Namespace) -> int:
         print(f"attnrestore: error: {msg}", file=sys.stderr)
         return EXIT_USAGE
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

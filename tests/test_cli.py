@@ -444,11 +444,14 @@ def test_sigterm_leaves_a_zarr_job_cancelled_and_resumable(tmp_path, tiny_checkp
     tifffile.imwrite(tmp_path / "a.tif", img)
     real = ar.restore_to_zarr
 
+    sent = [signal.SIGTERM, signal.SIGTERM]  # twice, as timeout and SLURM send it: the cleanup was cut short
+
     def terminated_after_one_chunk(*args, progress=None, **kwargs):
         def tick(done, total):
             progress(done, total)
             if done == 1:
-                os.kill(os.getpid(), signal.SIGTERM)
+                for sig in sent:
+                    os.kill(os.getpid(), sig)
 
         return real(*args, progress=tick, **kwargs)
 
@@ -456,7 +459,44 @@ def test_sigterm_leaves_a_zarr_job_cancelled_and_resumable(tmp_path, tiny_checkp
     out = tmp_path / "o.ome.zarr"
     args = ["restore", str(tmp_path / "a.tif"), str(out), "--weights", str(tiny_checkpoint), "--chunks", "32", "-q"]
     assert main([*args, "--workers", "1"]) == 143
-    assert "attnrestore: terminated; a .zarr output can be continued with --resume" in capsys.readouterr().err
+    assert f"attnrestore: terminated; {out} can be continued with --resume" in capsys.readouterr().err
     assert job_state(out)["status"] == "cancelled"
+    sent[:] = [signal.SIGHUP]  # the ssh session closed: handled alike (it ended the run with no word)
+    assert main([*args, "--resume"]) == 129 and job_state(out)["status"] == "cancelled"
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN  # the caller's handlers are back
     monkeypatch.setattr(ar, "restore_to_zarr", real)
     assert main([*args, "--resume"]) == 0 and job_state(out)["status"] == "complete"
+
+
+def test_a_closed_pipe_is_not_reported_as_bad_input():
+    """`attnrestore models | head -1` said "error: [Errno 32] Broken pipe" with exit status 2."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(["bash", "-o", "pipefail", "-c",
+                          f"'{sys.executable}' -m napari_attnrestore.cli models | head -c 1 > /dev/null"],
+                         capture_output=True, text=True)
+    assert "Broken pipe" not in run.stderr and "error" not in run.stderr, run.stderr
+    assert run.returncode in (0, 141)
+
+
+def test_progress_in_a_log_file_is_one_line_per_update():
+    """Redirected to a file, the bar's updates were carriage returns on one endless line (no
+    progress for tail or grep until the end), the last one printed twice."""
+    import io
+
+    from napari_attnrestore.cli import _ProgressBar
+
+    log = io.StringIO()
+    bar = _ProgressBar("restore", resumable=False)
+    stderr, sys.stderr = sys.stderr, log
+    try:
+        bar(1, 3)
+        bar.bar.refresh()
+        bar(3, 3)
+        bar.close()
+    finally:
+        sys.stderr = stderr
+    lines = log.getvalue().split("\n")
+    assert "\r" not in log.getvalue() and lines[-1] == "" and len(lines) == len(set(lines))
+    assert lines[0].startswith("restore:  33%|###") and lines[-2].startswith("restore: 100%|##########| 3/3")
