@@ -331,16 +331,25 @@ def _int_or_auto(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that states each option's default (options without one, or off, say nothing)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="attnrestore", description="Restore huge images with attention networks, chunk by chunk.")
     p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("restore", help="restore an image file into .ome.zarr, .tif or .png")
+    r = sub.add_parser("restore", help="restore an image file into .ome.zarr, .tif or .png", formatter_class=_Help)
     r.add_argument("input", help=".tif/.tiff (OME/Geo/Big), .png, .zarr/.ome.zarr")
     r.add_argument("output", help=".ome.zarr/.zarr (streamed, resumable), .tif/.tiff (tiled BigTIFF, pyramidal "
                    "when large) or .png")
-    r.add_argument("--task", default="denoise", choices=["denoise", "sr", "demosaic", "inpaint"])
+    r.add_argument("--task", default="denoise", choices=["denoise", "sr", "demosaic", "inpaint"], help="what to do")
     r.add_argument("--scale", type=int, choices=[2, 4], default=None, help="SR factor")
     r.add_argument("--mask", default=None, help="inpaint: mask file (nonzero = fill), same Y, X as the input")
     r.add_argument("--invert-mask", action="store_true",
@@ -366,10 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads (default scheduler) or worker processes (--scheduler local); default one per core")
     r.add_argument("--resume", action="store_true", help="continue an interrupted .zarr job")
     r.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    r.add_argument("-q", "--quiet", action="store_true")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary (warnings still show)")
     r.set_defaults(func=cmd_restore)
 
     t = sub.add_parser("train", help="train or fine-tune on your own images (self-supervised on noisy data)",
+                       formatter_class=_Help,
                        description="Train or fine-tune a model on your own images; writes a .safetensors checkpoint "
                                    "and its .json model card.  Paired training: attnrestore train NOISY... --clean "
                                    "CLEAN... --out m.safetensors (the images first, then their clean counterparts "
@@ -378,7 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training images (.tif/.tiff, .png, .jpg, .zarr/.ome.zarr; at least one, before --clean); "
                         "every 2D plane is used (demosaic: colour pictures, mosaicked to make the inputs)")
     t.add_argument("--out", required=True, help="checkpoint to write (.safetensors, with a .json card)")
-    t.add_argument("--task", default="denoise", choices=["denoise", "sr", "demosaic", "inpaint"])
+    t.add_argument("--task", default="denoise", choices=["denoise", "sr", "demosaic", "inpaint"],
+                   help="what the model learns")
     t.add_argument("--cfa", default=None, choices=["RGGB", "BGGR", "GRBG", "GBRG"],
                    help="demosaic: train on your camera's Bayer pattern only (default: all four)")
     t.add_argument("--scale", type=int, choices=[2, 4], default=None,
@@ -407,23 +418,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="peak learning rate (default 5e-4; warmup, then a cosine decay to 1/100 of it)")
     t.add_argument("--seed", type=int, default=0,
                    help="random seed (default 0): the same command and seed train the same weights")
-    t.add_argument("--device", default="auto")
+    t.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
     t.add_argument("--compile", action="store_true", help="train through torch.compile (falls back with a warning)")
     t.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="bf16: mixed precision (bfloat16 autocast, float32 weights); faster on GPUs and CPUs with bf16")
     t.add_argument("--state", default=None, help="training state file: saved as it goes, resumed if it exists "
                                                  "(restore --weights and train --from take its weights so far)")
-    t.add_argument("--overwrite", action="store_true")
-    t.add_argument("-q", "--quiet", action="store_true")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar (warnings still show)")
     t.set_defaults(func=cmd_train)
 
-    m = sub.add_parser("models", help="list shipped weights and architectures")
+    m = sub.add_parser("models", help="list shipped weights and architectures", formatter_class=_Help)
     m.add_argument("--measure", action="store_true", help="also measure MACs/px, CPU speed and peak memory")
     m.add_argument("--sizes", type=int, nargs="+", default=[256, 1024], help="image sides to measure at")
-    m.add_argument("--threads", type=int, default=1)
+    m.add_argument("--threads", type=int, default=1, help="CPU threads for --measure")
     m.set_defaults(func=cmd_models)
 
-    b = sub.add_parser("bench", help="pipeline speed, memory and efficiency of the shipped models and a 3x3 conv")
+    b = sub.add_parser("bench", help="pipeline speed, memory and efficiency of the shipped models and a 3x3 conv", formatter_class=_Help)
     b.add_argument("--sizes", type=int, nargs="+", default=[512, 2048], help="image sides (uint16 zarr in, OME-Zarr out)")
     b.add_argument("--models", nargs="+", default=None,
                    help="shipped weight names, checkpoint files or 'conv3x3' (default: every shipped model and conv3x3)")
@@ -438,15 +449,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--in-process", action="store_true", help="run here, not each in a fresh process (peak RSS is then cumulative)")
     b.add_argument("--json", action="store_true", help="print the measurements as JSON")
     b.add_argument("--markdown", action="store_true", help="print a markdown table")
-    b.add_argument("-q", "--quiet", action="store_true")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     b.set_defaults(func=cmd_bench)
 
-    d = sub.add_parser("demo", help="denoise a bundled picture chunk by chunk; write OME-Zarr + before/after PNG")
+    d = sub.add_parser("demo", help="denoise a bundled picture chunk by chunk; write OME-Zarr + before/after PNG", formatter_class=_Help)
     d.add_argument("--out", default="attnrestore-demo", help="output folder")
     d.add_argument("--size", type=int, default=1024, help="side of the demo image")
     d.add_argument("--sigma", type=float, default=25.0, help="Gaussian noise sigma (8-bit units)")
-    d.add_argument("--device", default="auto")
-    d.add_argument("-q", "--quiet", action="store_true")
+    d.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_demo)
     return p
 
