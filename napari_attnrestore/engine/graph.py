@@ -177,13 +177,19 @@ def _warn_deep_gaps(holes: np.ndarray, crop: tuple[int, int, int, int], plan: Pl
         return
     depth = float(ndimage.distance_transform_edt(plane)[cy0:cy1, cx0:cx1].max())
     if depth > max(plan.halo, 1):
-        with _WARN_LOCK:  # chunks run in threads (and filters change under catch_warnings): once a job
-            if id(plan) in _WARNED_DEEP_GAPS:
-                return
-            _WARNED_DEEP_GAPS.add(id(plan))
-        warnings.warn(f"gaps deeper than the {plan.halo}-px halo each chunk reads around itself: their fill can "
-                      "differ between chunks (steps at chunk borders); pass a larger overlap (CLI --overlap), at "
-                      "least half the width of the widest gap", UserWarning, stacklevel=2)
+        _warn_once(_WARNED_DEEP_GAPS, plan, f"gaps deeper than the {plan.halo}-px halo each chunk reads around "
+                   "itself: their fill can differ between chunks (steps at chunk borders); pass a larger overlap "
+                   "(CLI --overlap), at least half the width of the widest gap")
+
+
+def _warn_once(seen: set[int], plan: Plan, message: str) -> None:
+    """Warn ``message`` once a job (``plan``): its chunks run in threads, and warning filters
+    change under ``catch_warnings``, so Python's own once-only rule does not hold."""
+    with _WARN_LOCK:
+        if id(plan) in seen:
+            return
+        seen.add(id(plan))
+    warnings.warn(message, UserWarning, stacklevel=3)
 
 
 #: normalized values beyond this (10000 times the image's intensity range) are clipped to it
@@ -199,13 +205,9 @@ def _clip_outliers(x: np.ndarray, planes: np.ndarray, plan: Plan) -> None:
         return
     example = planes[far].flat[0]
     x[far] = np.copysign(np.float32(OUTLIER), x[far])
-    with _WARN_LOCK:
-        if id(plan) in _WARNED_OUTLIERS:
-            return
-        _WARNED_OUTLIERS.add(id(plan))
-    warnings.warn(f"pixels far outside the image's intensity range (e.g. {example:g}) are clipped for the "
-                  "network and restore as very bright or dark spots; if they mark missing data, declare that "
-                  "value as nodata (CLI --nodata)", UserWarning, stacklevel=2)
+    _warn_once(_WARNED_OUTLIERS, plan, f"pixels far outside the image's intensity range (e.g. {example:g}) are "
+               "clipped for the network and restore as very bright or dark spots; if they mark missing data, "
+               "declare that value as nodata (CLI --nodata)")
 
 
 def fill_gaps(x: np.ndarray, bad: np.ndarray, sigma: float = 2.0) -> np.ndarray:
