@@ -12,6 +12,7 @@ import logging
 import threading
 import uuid
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -28,8 +29,10 @@ from .tiling import round_up, run_tiled
 
 log = logging.getLogger("attnrestore.engine")
 _WARN_LOCK = threading.Lock()
-_WARNED_DEEP_GAPS: set[int] = set()  # the plans (jobs) that have warned
-_WARNED_OUTLIERS: set[int] = set()
+# the plans (jobs) that have warned, by id, with a weak reference: a later job's plan may
+# get the id of an ended one, and must warn again
+_WARNED_DEEP_GAPS: dict[int, weakref.ref] = {}
+_WARNED_OUTLIERS: dict[int, weakref.ref] = {}
 
 #: A sink writes a finished chunk: ``sink(block, index) -> token``.
 Sink = Callable[[np.ndarray, tuple[int, ...]], Any]
@@ -170,7 +173,7 @@ def _warn_deep_gaps(holes: np.ndarray, crop: tuple[int, int, int, int], plan: Pl
 
     cy0, cy1, cx0, cx1 = crop
     plane = holes.any(axis=(0, 1))
-    if id(plan) in _WARNED_DEEP_GAPS or not plane[cy0:cy1, cx0:cx1].any() or plane.all():
+    if _has_warned(_WARNED_DEEP_GAPS, plan) or not plane[cy0:cy1, cx0:cx1].any() or plane.all():
         return
     ys, xs = plan.chunk_bounds()
     if len(ys) == 1 and len(xs) == 1:  # one chunk a plane: no chunk borders for the fill to step at
@@ -182,13 +185,20 @@ def _warn_deep_gaps(holes: np.ndarray, crop: tuple[int, int, int, int], plan: Pl
                    "(CLI --overlap), at least half the width of the widest gap")
 
 
-def _warn_once(seen: set[int], plan: Plan, message: str) -> None:
+def _has_warned(seen: dict[int, weakref.ref], plan: Plan) -> bool:
+    ref = seen.get(id(plan))
+    return ref is not None and ref() is plan
+
+
+def _warn_once(seen: dict[int, weakref.ref], plan: Plan, message: str) -> None:
     """Warn ``message`` once a job (``plan``): its chunks run in threads, and warning filters
     change under ``catch_warnings``, so Python's own once-only rule does not hold."""
     with _WARN_LOCK:
-        if id(plan) in seen:
+        if _has_warned(seen, plan):
             return
-        seen.add(id(plan))
+        for key in [k for k, ref in seen.items() if ref() is None]:  # the jobs that have ended
+            del seen[key]
+        seen[id(plan)] = weakref.ref(plan)
     warnings.warn(message, UserWarning, stacklevel=3)
 
 

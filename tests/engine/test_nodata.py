@@ -191,3 +191,27 @@ def test_gaps_deeper_than_the_halo_warn_once_and_thin_ones_do_not(rng):
         warnings.simplefilter("always")
         ar.restore(cloud, overlap=8, task="inpaint", model=FillHalf(), chunks=96, tile=48).compute()
     assert not [w for w in seen if "deeper than the" in str(w.message)]
+
+
+def test_a_job_whose_plan_has_an_ended_jobs_id_still_warns():
+    """The once-a-job warnings kept the ids of plans: a later job's plan given the memory (and
+    so the id) of an ended one, as CPython does in a notebook's second run, said nothing."""
+    import gc
+    import warnings
+
+    from napari_attnrestore.engine import graph
+
+    class Job:  # a stand-in for a Plan: only its identity matters
+        pass
+
+    ended = Job()
+    graph._warn_once(graph._WARNED_OUTLIERS, ended, "first job")
+    later = Job()
+    graph._WARNED_OUTLIERS[id(later)] = graph._WARNED_OUTLIERS.pop(id(ended))  # as if later had ended's id
+    del ended
+    gc.collect()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        graph._warn_once(graph._WARNED_OUTLIERS, later, "second job")
+        graph._warn_once(graph._WARNED_OUTLIERS, later, "second job")
+    assert [str(w.message) for w in seen] == ["second job"]
