@@ -430,12 +430,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list shipped weights and architectures", formatter_class=_Help)
     m.add_argument("--measure", action="store_true", help="also measure MACs/px, CPU speed and peak memory")
-    m.add_argument("--sizes", type=int, nargs="+", default=[256, 1024], help="image sides to measure at")
-    m.add_argument("--threads", type=int, default=1, help="CPU threads for --measure")
+    m.add_argument("--sizes", type=_positive_int, nargs="+", default=[256, 1024], help="image sides to measure at")
+    m.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for --measure")
     m.set_defaults(func=cmd_models)
 
     b = sub.add_parser("bench", help="pipeline speed, memory and efficiency of the shipped models and a 3x3 conv", formatter_class=_Help)
-    b.add_argument("--sizes", type=int, nargs="+", default=[512, 2048], help="image sides (uint16 zarr in, OME-Zarr out)")
+    b.add_argument("--sizes", type=_positive_int, nargs="+", default=[512, 2048], help="image sides (uint16 zarr in, OME-Zarr out)")
     b.add_argument("--models", nargs="+", default=None,
                    help="shipped weight names, checkpoint files or 'conv3x3' (default: every shipped model and conv3x3)")
     b.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")

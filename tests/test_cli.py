@@ -500,3 +500,11 @@ def test_progress_in_a_log_file_is_one_line_per_update():
     lines = log.getvalue().split("\n")
     assert "\r" not in log.getvalue() and lines[-1] == "" and len(lines) == len(set(lines))
     assert lines[0].startswith("restore:  33%|###") and lines[-2].startswith("restore: 100%|##########| 3/3")
+
+
+def test_models_measure_refuses_sizes_and_threads_below_one(capsys):
+    """models --measure --sizes 0 --threads 0 printed a table of failed rows with exit status 0."""
+    for args in (["--sizes", "0"], ["--threads", "0"]):
+        with pytest.raises(SystemExit) as stop:
+            main(["models", "--measure", *args])
+        assert stop.value.code == 2 and "expected a whole number of at least 1, got '0'" in capsys.readouterr().err
