@@ -257,6 +257,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     bar = _ProgressBar("train", disable=a.quiet, unit="step")
     try:
         for ev in events:
+            if bar.bar is None and ev.step > 1 and a.state and not a.quiet:  # the first step of a resumed run
+                print(f"continuing {a.state} from step {ev.step - 1} of {a.steps}", file=sys.stderr)
             bar(ev.step, a.steps, loss=f"{ev.loss:.4g}")
             if ev.done:
                 model = ev.model

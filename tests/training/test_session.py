@@ -438,6 +438,10 @@ def test_sigterm_saves_the_training_state_at_the_step_reached(rng, tmp_path, cap
     assert "attnrestore: terminated; the training state is saved in" in capsys.readouterr().err
     assert torch.load(tmp_path / "s.pt", weights_only=True)["step"] == 3
     assert signal.getsignal(signal.SIGTERM) is before
+    monkeypatch.setattr(ar, "train", real)  # the same command goes on, and says from where (it said nothing)
+    assert main(["train", str(tmp_path / "a.tif"), "--out", str(tmp_path / "m.safetensors"), "--state",
+                 str(tmp_path / "s.pt"), "--steps", "5", "--batch", "1", "--patch", "32"]) == 0
+    assert f"continuing {tmp_path / 's.pt'} from step 3 of 5" in capsys.readouterr().err
 
 
 def test_a_training_state_is_not_resumed_with_another_objective(rng, tmp_path):
