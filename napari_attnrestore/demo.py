@@ -45,10 +45,14 @@ def run_demo(out: Path, size: int = 1024, sigma: float = 25.0, device: str = "au
     import zarr
 
     import napari_attnrestore as ar
+    from napari_attnrestore.engine import resolve_device
     from napari_attnrestore.io import write_ome_zarr
     from napari_attnrestore.tasks import psnr, ssim
 
+    resolve_device(device)  # a device this machine lacks is said before anything is written
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is no folder; the demo writes a folder of results")
     out.mkdir(parents=True, exist_ok=True)
     clean = demo_image(size)
     rng = np.random.default_rng(0)

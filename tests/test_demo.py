@@ -16,3 +16,18 @@ def test_demo_writes_outputs_and_improves_the_image(tmp_path, capsys):
 
     res = run_demo(tmp_path / "again", size=256, quiet=True)
     assert res["psnr_after"] > res["psnr_before"] + 5 and res["ssim_after"] > res["ssim_before"]
+
+
+def test_demo_checks_its_device_and_folder_before_writing(tmp_path, capsys):
+    """demo --device cuda on a CPU machine wrote its noisy input and a progress bar first;
+    --out naming a file failed with "[Errno 17] File exists"."""
+    import torch
+
+    from napari_attnrestore.cli import main
+
+    if not torch.cuda.is_available():
+        assert main(["demo", "--out", str(tmp_path / "d"), "--device", "cuda", "--size", "64", "-q"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err and not (tmp_path / "d").exists()
+    (tmp_path / "f").write_text("mine")
+    assert main(["demo", "--out", str(tmp_path / "f"), "--size", "64", "-q"]) == 2
+    assert "f: exists and is no folder" in capsys.readouterr().err and (tmp_path / "f").read_text() == "mine"
