@@ -560,7 +560,10 @@ def _run(a: argparse.Namespace) -> int:
     except _user_errors() as e:
         if os.environ.get("ATTNRESTORE_DEBUG"):
             raise
+        from .io.errors import OVERWRITE, RESUME
+
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = msg.replace(OVERWRITE, "--overwrite").replace(RESUME, "--resume")  # the options as typed here
         print(f"attnrestore: error: {msg}", file=sys.stderr)
         return EXIT_USAGE
     finally:

@@ -508,3 +508,17 @@ def test_models_measure_refuses_sizes_and_threads_below_one(capsys):
         with pytest.raises(SystemExit) as stop:
             main(["models", "--measure", *args])
         assert stop.value.code == 2 and "expected a whole number of at least 1, got '0'" in capsys.readouterr().err
+
+
+def test_errors_name_the_command_lines_options(tmp_path, tiny_checkpoint, capsys):
+    """The message named the API's spelling first: "replace it with overwrite=True (CLI:
+    --overwrite; Restore widget: ...)"."""
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((32, 32), np.uint8))
+    args = ["restore", str(tmp_path / "a.tif"), str(tmp_path / "o.ome.zarr"), "--weights", str(tiny_checkpoint), "-q"]
+    assert main(args) == 0
+    assert main([*args, "--resume", "--overlap", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume: the existing output was made with other settings (overlap differ); start again with " \
+           "--overwrite" in err and "overwrite=True" not in err
