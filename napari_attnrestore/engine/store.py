@@ -3,11 +3,11 @@
 Each task writes exactly one zarr chunk of the output and then records the chunk as
 done (an empty marker file under ``<store>/.attnrestore/done``).  The job that writes a
 store is its ``owner`` (job id, machine, process): a second job may not replace or resume
-it while that process lives, and a job whose store another took over stops writing.  The job's state lives
-in the group attributes (``attnrestore.status``: ``running`` -> ``complete``); a store is
-marked complete only after every chunk and the pyramid are written, so an interrupted
-or failed job never looks finished, and ``resume=True`` recomputes only the chunks
-that have no marker.
+it while that process lives, and a job whose store another took over stops writing.  The
+job's state lives in the group attributes (``attnrestore.status``: ``running`` ->
+``complete``); a store is marked complete only after every chunk and the pyramid are
+written, so an interrupted or failed job never looks finished, and ``resume=True``
+recomputes only the chunks that have no marker.
 """
 
 from __future__ import annotations
@@ -94,13 +94,14 @@ class ZarrSink:
 
     def __call__(self, block: np.ndarray, index: tuple[int, ...]) -> int:
         store = Path(self.array_path).parent
-        if not store.is_dir():
-            raise OutputError(f"{store}: not found on {socket.gethostname()}: it was removed, or this "
-                              "dask.distributed worker cannot see it; the output must lie on storage every worker "
-                              "reaches, under the same path")
-        if self.job and not still_owner(store, self.job):
-            raise OutputError(f"{store}: another job replaced or took over this output while this one ran; "
-                              "this one stops without writing to it")
+        if "://" not in self.array_path:  # a local folder (the job state is read from it)
+            if not store.is_dir():
+                raise OutputError(f"{store}: not found on {socket.gethostname()}: it was removed, or this "
+                                  "dask.distributed worker cannot see it; the output must lie on storage every "
+                                  "worker reaches, under the same path")
+            if self.job and not still_owner(store, self.job):
+                raise OutputError(f"{store}: another job replaced or took over this output while this one ran; "
+                                  "this one stops without writing to it")
         arr = _open_array(self.array_path, self.job)
         sel = tuple(slice(i * c, i * c + n) for i, c, n in zip(index, self.chunk_shape, block.shape, strict=True))
         if self.order is not None:
