@@ -603,9 +603,11 @@ def restore_to_zarr(
                         hold_metadata=True)  # an image to other readers only once complete (see _finish)
 
     inputs = [str(v) for v in (x, mask, meta.get("path")) if isinstance(v, (str, os.PathLike))]
+    distributed = scheduler not in (None, "threads", "sync", "synchronous")
     tiffs = [p for p in inputs if p.lower().endswith((".tif", ".tiff"))]
-    tiffs += ["the input" for v in (x, mask) if _reads_an_open_tiff(v)]  # ar.io.open_image("x.tif").data
-    if tiffs and scheduler not in (None, "threads", "sync", "synchronous"):  # checked before the store exists
+    if distributed:  # (a dask input's graph is looked through only then)
+        tiffs += ["the input" for v in (x, mask) if _reads_an_open_tiff(v)]  # ar.io.open_image("x.tif").data
+    if tiffs and distributed:  # checked before the store exists
         raise ValueError(f"{tiffs[0]}: a TIFF's open file cannot be sent to dask.distributed workers; convert it "
                          f"to OME-Zarr first: ar.io.write_ome_zarr(ar.io.open_image({tiffs[0]!r}), 'x.ome.zarr')")
     if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1):
