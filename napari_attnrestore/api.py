@@ -552,6 +552,7 @@ def restore_to_zarr(
         folder_contents,
         job_fingerprint,
         prepare_store,
+        release_store,
         set_job_state,
         still_owner,
     )
@@ -616,8 +617,8 @@ def restore_to_zarr(
         raise ValueError(f"num_workers sets the threads of the default scheduler or the processes of 'local'; "
                          f"scheduler {scheduler!r} has its own workers")
     client, owned = _client_for(scheduler, num_workers)  # first: an unreachable scheduler leaves no store behind
+    job = uuid.uuid4().hex
     try:
-        job = uuid.uuid4().hex
         done = prepare_store(dst, plan, fp, create, overwrite=overwrite, resume=resume, inputs=inputs,
                              earlier_source=earlier_desc, job=job)
         if done is None:
@@ -653,6 +654,7 @@ def restore_to_zarr(
     finally:
         if owned is not None:
             owned.close()
+        release_store(dst, job)
     return dst
 
 

@@ -313,13 +313,53 @@ def prepare_store(
     before the pixel sample described the same input; a store they wrote, with no sample in
     its ``source``, resumes when that description and all other settings match.  ``job``:
     this job's id, recorded as the store's owner; a store another live process of this
-    machine is writing is refused.
+    machine, or another job of this process, is writing is refused.  The job holds the store
+    in this process until :func:`release_store`.
     """
     dst = Path(dst)
     try:
         refuse_output_over_input(dst, inputs)
     except ImageWriteError as exc:
         raise OutputError(str(exc)) from None
+    if job:
+        _claim(dst, job)
+    try:
+        done = _prepare(dst, plan, fingerprint, create, overwrite, resume, inputs, earlier_source, job)
+    except BaseException:
+        release_store(dst, job)
+        raise
+    if done is None:  # complete: nothing to write
+        release_store(dst, job)
+    return done
+
+
+#: the stores this process's jobs are writing (absolute path -> job id), which another job
+#: of this process (a thread, the napari console beside the Restore widget) may not take
+_ACTIVE: dict[str, str] = {}
+_ACTIVE_LOCK = threading.Lock()
+
+
+def _claim(dst: Path, job: str) -> None:
+    key = str(dst) if "://" in str(dst) else os.path.abspath(dst)
+    with _ACTIVE_LOCK:
+        if _ACTIVE.get(key, job) != job:
+            raise OutputError(f"{dst}: another job of this process is writing this output; wait for it to end "
+                              f"(or cancel it), then continue with {RESUME} or replace it with {OVERWRITE}")
+        _ACTIVE[key] = job
+
+
+def release_store(dst: str | os.PathLike, job: str) -> None:
+    """Let other jobs of this process have ``dst`` again (a job's end, however it ended)."""
+    key = str(dst) if "://" in str(dst) else os.path.abspath(dst)
+    with _ACTIVE_LOCK:
+        if _ACTIVE.get(key) == job:
+            del _ACTIVE[key]
+
+
+def _prepare(dst: Path, plan: Plan, fingerprint: dict[str, Any], create: Callable[[], Any], overwrite: bool,
+             resume: bool, inputs: Sequence[str | os.PathLike], earlier_source: str | None,
+             job: str) -> set[tuple[int, ...]] | None:
+    """:func:`prepare_store` once the store is this job's to prepare."""
     owner = owner_record(job) if job else None
     if dst.exists():
         state = job_state(dst)

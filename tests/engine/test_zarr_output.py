@@ -448,3 +448,25 @@ def test_a_sink_whose_store_is_gone_says_so_not_that_another_job_took_it(tmp_pat
     sink = ZarrSink(str(tmp_path / "gone.zarr" / "0"), str(tmp_path / "gone.zarr" / "done"), (8, 8), 2, job="j")
     with pytest.raises(OutputError, match=r"gone\.zarr: not found on .*removed, or this dask\.distributed worker"):
         sink(np.zeros((8, 8), np.uint8), (0, 0))
+
+
+def test_a_store_another_job_of_this_process_writes_is_not_taken(tmp_path, rng):
+    """The owner check spares its own process, so two jobs of one process (API threads, the
+    napari console beside the Restore widget) could still replace each other's output."""
+    img = (rng.random((96, 96)) * 60000).astype(np.uint16)
+    kw = dict(model=Box3(), chunks=32, tile=32, overlap=8, pyramid=False, num_workers=1)
+    dst = tmp_path / "out.zarr"
+    refused = []
+
+    def second_job(done, total):  # while the first job writes, this process starts another on its output
+        if done == 1 and not refused:
+            with pytest.raises(OutputError, match="another job of this process is writing this output") as err:
+                ar.restore_to_zarr(img, dst, **kw, overwrite=True)
+            refused.append(str(err.value))
+
+    ar.restore_to_zarr(img, dst, **kw, progress=second_job)
+    assert refused and job_state(dst)["status"] == "complete"
+    ar.restore_to_zarr(img, dst, **kw, overwrite=True)  # the first has ended: free again
+    with pytest.raises(OutputError, match="output exists"):  # and a refused job holds nothing
+        ar.restore_to_zarr(img, dst, **kw)
+    ar.restore_to_zarr(img, dst, **kw, resume=True)
