@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from .engine import ModelHandle, make_plan, restore_array
-from .engine.normalize import nodata_can_occur
 from .engine.plan import AUTO, whole_number
+from .io.geotiff import nodata_can_occur
 from .io.ome_zarr import ngff_order, omero_in_dtype
 from .models import build_model, list_architectures
 from .tasks import get_task

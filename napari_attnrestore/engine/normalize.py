@@ -10,18 +10,6 @@ import numpy as np
 LOW_PCT, HIGH_PCT = 0.1, 99.9
 
 
-def nodata_can_occur(dtype: np.dtype, nodata: float) -> bool:
-    """Whether an image of ``dtype`` can hold the value ``nodata`` (any float image can; an
-    integer one only whole numbers in its range, never NaN)."""
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f":
-        return True
-    if dtype.kind not in "iu" or np.isnan(nodata) or not float(nodata).is_integer():
-        return False
-    info = np.iinfo(dtype)
-    return bool(info.min <= nodata <= info.max)
-
-
 def nodata_pixels(values: np.ndarray, nodata: float | None) -> np.ndarray:
     """Where ``values`` hold ``nodata`` as their own type holds it (GDAL's rule).
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CARRIED", "carried", "gdal_nodata", "georeference_tags", "read_georeference"]
+__all__ = ["CARRIED", "carried", "gdal_nodata", "georeference_tags", "nodata_can_occur", "read_georeference"]
 
 #: Metadata of a GeoTIFF source kept with its restored layers and stores, so they save as a GeoTIFF again.
 CARRIED = ("geotiff", "nodata")
@@ -171,7 +171,7 @@ def georeference_tags(geo: dict | None, shape_yx: Sequence[int], dtype: Any = No
             out.append((code, "s", 0, str(value), True))
         else:
             out.append((code, kind, len(value), tuple(value), True))
-    if nodata is not None and _holds(dtype, nodata):
+    if nodata is not None and nodata_can_occur(dtype, nodata):
         out.append((GDAL_NODATA, "s", 0, _nodata_text(nodata), True))
     return out
 
@@ -184,18 +184,19 @@ def gdal_nodata(text: Any, dtype: Any) -> float | None:
         value = float(str(text).strip().rstrip("\x00"))
     except ValueError:
         return None
-    return value if _holds(dtype, value) else None
+    return value if nodata_can_occur(dtype, value) else None
 
 
-def _holds(dtype: Any, value: float) -> bool:
-    """Whether an array of ``dtype`` can hold ``value`` exactly."""
+def nodata_can_occur(dtype: Any, value: float) -> bool:
+    """Whether an image of ``dtype`` can hold the value ``value`` exactly (any float image
+    can; an integer one only whole numbers in its range, never NaN or infinity)."""
     dt = np.dtype(dtype)
     if dt.kind == "f":
         return True
     if dt.kind not in "ui" or not np.isfinite(value) or not float(value).is_integer():
         return False
     info = np.iinfo(dt)
-    return info.min <= value <= info.max
+    return bool(info.min <= value <= info.max)
 
 
 def _nodata_text(nodata: float) -> str:

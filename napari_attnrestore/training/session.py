@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..engine.normalize import nodata_can_occur
+from ..io.geotiff import nodata_can_occur
 from .data import PairedPatchSampler, PatchSampler, colour_pictures_of, planes_of
 from .loop import LOSSES, TrainConfig, TrainEvent, fit
 from .selfsupervised import denoise_objective, hide_known, hole_loss
