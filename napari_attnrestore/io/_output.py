@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,15 @@ def check_axes(axes: str, ndim: int, path: str) -> None:
     """Raise ImageWriteError if ``axes`` does not name each of the ``ndim`` dimensions once."""
     if len(axes) != ndim or len(set(axes)) != len(axes):
         raise ImageWriteError(path, f"axes '{axes}' must name each of the {ndim} dimensions once")
+
+
+def check_geometry(path: str, scale: Sequence[float], translate: Sequence[float]) -> None:
+    """Raise ImageWriteError unless every pixel size is positive and finite and every offset
+    finite (a flipped napari layer has scale -1: OME requires positive sizes, TIFF
+    resolutions too)."""
+    if not all(math.isfinite(v) and v > 0 for v in scale) or not all(math.isfinite(v) for v in translate):
+        raise ImageWriteError(path, f"scale must be positive and finite, translate finite; got {list(scale)}, "
+                                    f"{list(translate)}")
 
 
 def ensure_writable_parent(path: str) -> None:

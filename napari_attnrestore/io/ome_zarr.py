@@ -10,7 +10,6 @@ a store channel-last again (see `is_rgb_omero`).
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ._output import check_axes, ensure_writable_parent, unsupported_pixels
+from ._output import check_axes, check_geometry, ensure_writable_parent, unsupported_pixels
 from .errors import ImageWriteError
 from .images import _multiscales, _ngff_unit, _transforms
 
@@ -238,8 +237,7 @@ def create_ome_zarr(
     chunks = tuple(int(c) for c in chunks)
     scale_l = _per_axis(scale, axes, 1.0, path, "scale")
     translate_l = _per_axis(translate, axes, 0.0, path, "translate")
-    if not all(math.isfinite(v) and v > 0 for v in scale_l) or not all(math.isfinite(v) for v in translate_l):
-        raise ImageWriteError(path, f"scale must be positive and finite, translate finite; got {scale_l}, {translate_l}")
+    check_geometry(path, scale_l, translate_l)
     if omero is None and axes.endswith("c") and len(axes) >= 3 and shape[-1] in (3, 4):
         omero = rgb_omero(shape[-1], dtype)
     order = ngff_order(axes)

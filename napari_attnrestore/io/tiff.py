@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from ._output import check_axes, ensure_writable_parent, no_image
+from ._output import check_axes, check_geometry, ensure_writable_parent, no_image
 from .errors import ImageReadError, ImageWriteError
 from .images import _ngff_unit
 
@@ -485,9 +485,7 @@ def write_tiff(
         raise ImageWriteError(path, f"scale has {len(scale)} values for {len(axes)} axes '{axes}'")
     values = [float(v) for v in (scale.values() if isinstance(scale, Mapping) else scale or ())]
     shifts = [float(v) for v in ((translate.values() if isinstance(translate, Mapping) else translate) or ())]
-    if not all(math.isfinite(v) and v > 0 for v in values) or not all(math.isfinite(v) for v in shifts):
-        # a flipped napari layer (scale -1): OME requires positive sizes, TIFF resolutions too
-        raise ImageWriteError(path, f"scale must be positive and finite, translate finite; got {values}, {shifts}")
+    check_geometry(path, values, shifts)
     if not units and all(v == 1.0 for v in values):  # no size known: Fiji would read 1 micrometer
         scale = None
     physical = _physical(scale, axes, units)
