@@ -846,6 +846,10 @@ def _tiff_metadata(tif: tifffile.TiffFile, series: Any, axes: str) -> tuple[tupl
     return tuple(scale[a] for a in axes), tuple(translate[a] for a in axes), units, meta
 
 
+#: the 2x2 Bayer patterns a raw's metadata may state (as ``tasks.demosaic.PATTERNS``)
+_BAYER_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
+
+
 def _bayer_pattern(page: Any) -> str | None:
     """The 2x2 Bayer pattern a raw TIFF (TIFF/EP, DNG) states in its CFAPattern tag
     ("RGGB", "BGGR", "GRBG" or "GBRG"), or None."""
@@ -857,7 +861,7 @@ def _bayer_pattern(page: Any) -> str | None:
     if len(colours) != 4 or not all(int(c) in (0, 1, 2) for c in colours):
         return None
     pattern = "".join("RGB"[int(c)] for c in colours)
-    return pattern if pattern in ("RGGB", "BGGR", "GRBG", "GBRG") else None
+    return pattern if pattern in _BAYER_PATTERNS else None
 
 
 def _resolution_scale(page: Any, scale: dict, units: dict) -> None:
@@ -1215,5 +1219,5 @@ def _ome_image(group: zarr.Group, path: str, ms: dict, ome: dict, version: str |
         path=path,
         # what a restore kept of a GeoTIFF source in the store's attributes (written on to a .tif)
         meta={"ome": ome, "ngff_version": version, "multiscales": ms, **carried(dict(group.attrs)),
-              **({"cfa": group.attrs["cfa"]} if group.attrs.get("cfa") in ("RGGB", "BGGR", "GRBG", "GBRG") else {})},
+              **({"cfa": group.attrs["cfa"]} if group.attrs.get("cfa") in _BAYER_PATTERNS else {})},
     )
