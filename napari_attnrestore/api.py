@@ -556,7 +556,7 @@ def restore_to_zarr(
         set_job_state,
         still_owner,
     )
-    from .io import create_ome_zarr, read_ome_metadata
+    from .io import absolute_location, create_ome_zarr, read_ome_metadata
     from .io.geotiff import carried
 
     if str(dst).lower().rstrip("/\\").endswith((".tif", ".tiff", ".png", ".jpg", ".jpeg")):
@@ -628,7 +628,7 @@ def restore_to_zarr(
         stored = "".join(str(a.get("name", ""))[:1].lower() for a in read_ome_metadata(dst).get("axes", []))
         order = (tuple(geom["axes"].index(a) for a in stored) if sorted(stored) == sorted(geom["axes"])
                  else ngff_order(geom["axes"]))
-        at = dst if "://" in dst else os.path.abspath(dst)  # where workers elsewhere write (their cwd differs)
+        at = absolute_location(dst)  # where workers elsewhere write (their working folder differs)
         sink = ZarrSink(str(Path(at) / "0"), str(Path(at) / STATE_DIR / "done"), chunk_shape, len(plan.out_shape),
                         job=job, order=None if order == tuple(range(len(order))) else order)
         dsk, name, deps = build_graph(handle, plan, src, sink=sink, skip=lambda i: i in done, mask=mask_src)

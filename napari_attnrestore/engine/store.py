@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import refuse_output_over_input, remove_output
+from ..io import absolute_location, refuse_output_over_input, remove_output
 from ..io.errors import OVERWRITE, RESUME, ImageWriteError
 from .plan import Plan
 
@@ -340,7 +340,7 @@ _ACTIVE_LOCK = threading.Lock()
 
 
 def _claim(dst: Path, job: str) -> None:
-    key = str(dst) if "://" in str(dst) else os.path.abspath(dst)
+    key = absolute_location(dst)
     with _ACTIVE_LOCK:
         if _ACTIVE.get(key, job) != job:
             raise OutputError(f"{dst}: another job of this process is writing this output; wait for it to end "
@@ -350,7 +350,7 @@ def _claim(dst: Path, job: str) -> None:
 
 def release_store(dst: str | os.PathLike, job: str) -> None:
     """Let other jobs of this process have ``dst`` again (a job's end, however it ended)."""
-    key = str(dst) if "://" in str(dst) else os.path.abspath(dst)
+    key = absolute_location(dst)
     with _ACTIVE_LOCK:
         if _ACTIVE.get(key) == job:
             del _ACTIVE[key]

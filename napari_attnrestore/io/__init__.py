@@ -5,7 +5,7 @@ zarr store or TIFF file (a PNG or JPEG, small by nature, is read whole into nump
 writers stream dask arrays chunk by chunk.
 """
 
-from ._output import refuse_output_over_input
+from ._output import absolute_location, refuse_output_over_input
 from .errors import ImageReadError, ImageWriteError
 from .images import AxesView, GuardedArray, ImageData, as_dask, guess_axes, open_image, read_region
 from .ome_zarr import (
@@ -26,6 +26,7 @@ __all__ = [
     "ImageData",
     "ImageReadError",
     "ImageWriteError",
+    "absolute_location",
     "as_dask",
     "create_ome_zarr",
     "default_chunks",

@@ -35,6 +35,13 @@ def check_axes(axes: str, ndim: int, path: str) -> None:
         raise ImageWriteError(path, f"axes '{axes}' must name each of the {ndim} dimensions once")
 
 
+def absolute_location(path: str | os.PathLike) -> str:
+    """``path`` made absolute unless it is a URL (``s3://...``): where another process, with
+    another working folder (a dask.distributed worker), finds the same file or store."""
+    path = os.fspath(path)
+    return path if "://" in path else os.path.abspath(path)
+
+
 def check_geometry(path: str, scale: Sequence[float], translate: Sequence[float]) -> None:
     """Raise ImageWriteError unless every pixel size is positive and finite and every offset
     finite (a flipped napari layer has scale -1: OME requires positive sizes, TIFF

@@ -25,7 +25,7 @@ import numpy as np
 import tifffile
 import zarr
 
-from ._output import no_image
+from ._output import absolute_location, no_image
 from .errors import RESUME, ImageReadError, UnfinishedOutputError
 from .geotiff import carried, gdal_nodata, read_georeference
 
@@ -1010,7 +1010,7 @@ def _open_plain(path: str) -> ImageData:
 def _open_zarr(path: str) -> ImageData:
     """Open a zarr v2/v3 array or group (OME-Zarr 0.4/0.5 or a group with array '0')."""
     try:  # a local store by its absolute path: a dask.distributed worker elsewhere reads the same one
-        node = zarr.open(path if "://" in path else os.path.abspath(path), mode="r")
+        node = zarr.open(absolute_location(path), mode="r")
     except Exception as exc:
         raise ImageReadError(path, f"cannot open zarr store ({type(exc).__name__}: {exc})") from exc
     try:
