@@ -126,13 +126,16 @@ def done_chunks(store: str | os.PathLike) -> set[tuple[int, ...]]:
     return {tuple(int(p) for p in f.name.split(".")) for f in d.iterdir() if f.name.replace(".", "").isdigit()}
 
 
+def _read_job_state(store: str | os.PathLike) -> dict[str, Any]:
+    """The ``attnrestore`` attributes in ``store``'s zarr.json; OSError (FileNotFoundError
+    for none) or JSONDecodeError when it cannot be read."""
+    return json.loads((Path(store) / "zarr.json").read_text()).get("attributes", {}).get("attnrestore", {})
+
+
 def job_state(store: str | os.PathLike) -> dict[str, Any]:
     """The ``attnrestore`` attributes of an output store ({} if none)."""
-    p = Path(store) / "zarr.json"
-    if not p.exists():
-        return {}
     try:
-        return json.loads(p.read_text()).get("attributes", {}).get("attnrestore", {})
+        return _read_job_state(store)
     except (OSError, json.JSONDecodeError):
         return {}
 
@@ -148,10 +151,9 @@ def owner_record(job: str) -> dict[str, Any]:
 def still_owner(store: str | os.PathLike, job: str) -> bool:
     """Whether ``job`` still owns ``store``: False once it is removed or another job's
     (a store of an earlier version, which names no owner, is anyone's)."""
-    p = Path(store) / "zarr.json"
     for attempt in range(3):
         try:
-            state = json.loads(p.read_text()).get("attributes", {}).get("attnrestore", {})
+            state = _read_job_state(store)
             break
         except FileNotFoundError:
             return False
