@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import time
 import warnings
@@ -564,6 +565,7 @@ def _run(a: argparse.Namespace) -> int:
 
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         msg = msg.replace(OVERWRITE, "--overwrite").replace(RESUME, "--resume")  # the options as typed here
+        msg = re.sub(r"^(chunks|tile|overlap|batch) must be", r"--\1 must be", msg)  # (the API's argument names)
         print(f"attnrestore: error: {msg}", file=sys.stderr)
         return EXIT_USAGE
     finally:

@@ -224,6 +224,19 @@ def test_bench_and_demo_options_are_checked_first(capsys):
         assert said in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_restore_options_are_named_as_typed(tmp_path, tiny_checkpoint, capsys):
+    """The engine's checks name the API's arguments ("chunk must be at least 16"); the CLI
+    names its options."""
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((32, 32), np.uint8))
+    for opt, value, said in (("--chunks", "8", "--chunks must be at least 16"),
+                             ("--overlap", "-2", "--overlap must be at least 0"),
+                             ("--batch", "0", "--batch must be at least 1")):
+        assert main(["restore", str(tmp_path / "a.tif"), str(tmp_path / "o.tif"), "--weights", str(tiny_checkpoint),
+                     opt, value, "-q"]) == 2
+        assert f"error: {said}" in capsys.readouterr().err
+    assert not (tmp_path / "o.tif").exists()
+
+
 def test_a_tiff_is_refused_for_a_cluster_before_the_store_is_made(tmp_path, tiny_checkpoint, capsys):
     tifffile.imwrite(tmp_path / "a.tif", np.zeros((32, 32), np.uint8))
     assert main(["restore", str(tmp_path / "a.tif"), str(tmp_path / "o.ome.zarr"), "--weights", str(tiny_checkpoint),

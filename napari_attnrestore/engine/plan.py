@@ -369,11 +369,11 @@ def make_plan(
         else:
             cy = cx = DEFAULT_CHUNK
     elif isinstance(chunk, (int, float, np.integer, np.floating)):
-        cy = cx = whole_number("chunk", chunk, MIN_CHUNK)
+        cy = cx = whole_number("chunks", chunk, MIN_CHUNK)
     elif isinstance(chunk, (tuple, list, np.ndarray)) and len(chunk) == 2:
-        cy, cx = (whole_number("chunk", c, MIN_CHUNK) for c in chunk)
+        cy, cx = (whole_number("chunks", c, MIN_CHUNK) for c in chunk)
     else:
-        raise ValueError(f"chunk must be a number of pixels or a (y, x) pair, got {chunk!r}")
+        raise ValueError(f"chunks must be a number of pixels or a (y, x) pair, got {chunk!r}")
     cy, cx = min(cy, h), min(cx, w)
 
     # tiles: multiples of the window multiple; overlap too (keeps windows aligned globally)

@@ -239,8 +239,8 @@ def test_an_overlap_larger_than_the_image_reads_no_more_than_the_image(rng):
 
 
 @pytest.mark.parametrize(("option", "message"), [
-    (dict(chunks=(64,)), r"chunk must be a number of pixels or a \(y, x\) pair"),
-    (dict(chunks="abc"), "chunk must be a number of pixels"), (dict(chunks=4), "chunk must be at least 16"),
+    (dict(chunks=(64,)), r"chunks must be a number of pixels or a \(y, x\) pair"),
+    (dict(chunks="abc"), "chunks must be a number of pixels"), (dict(chunks=4), "chunks must be at least 16"),
     (dict(tile=40.5), "tile must be a whole number, got 40.5"), (dict(tile=True), "tile must be a whole number"),
     (dict(overlap=1.5), "overlap must be a whole number"), (dict(overlap=-2), "overlap must be at least 0"),
     (dict(batch=0), "batch must be at least 1"), (dict(channel_axis=5), "channel_axis 5 is not an axis")])
