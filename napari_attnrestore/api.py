@@ -199,6 +199,17 @@ def _reordered(data: da.Array, meta: dict[str, Any], order: Sequence[int]) -> tu
     return data.transpose(order), meta
 
 
+def _in_file_order(mask: Any, shape: tuple[int, ...], order: Sequence[int]) -> Any:
+    """An array mask shaped as a reordered file is stored (an ImageJ tzcyx hyperstack), put
+    in the order the file is read in, as a mask file of that layout is; other masks as given."""
+    stored = tuple(shape[order.index(i)] for i in range(len(order)))
+    if tuple(mask.shape) != stored:
+        return mask  # (y, x) broadcast, or already in the order read: make_plan checks it
+    from .io import as_dask
+
+    return as_dask(mask).transpose(order)
+
+
 def single_channel_mosaic(task: str, src: Any, meta: dict[str, Any],
                           channel_axis: int | None) -> tuple[Any, dict[str, Any], int | None]:
     """A mosaic stored with a channel axis of one (tczyx, cyx, as bioformats2raw writes it)
@@ -303,7 +314,9 @@ def _prepare(
 
         raise ImageReadError(src_meta["path"], "a palette (indexed-colour) TIFF: its values are colour indices, "
                                                "not intensities; convert it to RGB or gray first")
-    mask_src = as_source(mask)[0] if mask is not None else None
+    mask_src, mask_meta = as_source(mask) if mask is not None else (None, {})
+    if mask_src is not None and not mask_meta and src_meta.get("source_order"):
+        mask_src = _in_file_order(mask_src, tuple(src.shape), src_meta["source_order"])
     if invert_mask:
         if mask_src is None:
             raise ValueError("invert_mask inverts a mask; give one (mask=, CLI --mask)")
@@ -441,7 +454,8 @@ def restore(
         Output dtype (default: the input's).
     mask, nodata
         Inpainting: pixels to fill are nonzero in ``mask`` (same Y, X; an array or a
-        path), NaN, or equal to ``nodata``.  Known pixels are kept exactly.
+        path; one mask per plane is laid out as the input file is stored), NaN, or equal to
+        ``nodata``.  Known pixels are kept exactly.
     invert_mask
         The mask marks the valid pixels instead (0 = fill), as GDAL mask bands and the
         Landsat-7 gap masks do.

@@ -67,6 +67,24 @@ def test_inpaint_mask_of_another_shape_is_refused(rng):
         ar.restore(np.zeros((32, 32), np.uint8), task="inpaint", model=FillHalf(), mask=np.zeros((10, 10), bool))
 
 
+@pytest.mark.parametrize("z,in_read_order", [(3, False), (2, False), (2, True)])
+def test_an_array_mask_of_a_reordered_hyperstack_fills_the_plane_it_marks(tmp_path, rng, z, in_read_order):
+    """An ImageJ hyperstack is stored tzcyx and read tczyx. A mask array in the file's own
+    layout (z == c) filled plane (c=0, z=1) instead of (z=0, c=1), while the same mask saved
+    as a file filled the right one. A mask shaped only as read is taken as it is; one shaped
+    both ways (z == c) is in the file's layout, as channel_axis= is."""
+    import tifffile
+
+    img = rng.integers(1, 200, (2, z, 3, 32, 24)).astype(np.float32)  # t z c y x
+    tifffile.imwrite(tmp_path / "h.tif", img, imagej=True, metadata={"axes": "TZCYX"})
+    mask = np.zeros(img.shape, np.uint8)
+    mask[0, 0, 1, 8:12] = 1  # z=0, c=1
+    given = mask.transpose(0, 2, 1, 3, 4) if in_read_order else mask
+    out = ar.restore(str(tmp_path / "h.tif"), task="inpaint", model=FillHalf(), mask=given, device="cpu").compute()
+    changed = np.argwhere((out != img.transpose(0, 2, 1, 3, 4)).any(axis=(3, 4)))  # t c z
+    assert changed.tolist() == [[0, 1, 0]]
+
+
 @pytest.mark.parametrize("pattern", PATTERNS)
 @pytest.mark.parametrize("chunks,tile", [(37, 32), (64, 64)])
 def test_demosaic_phase_is_global_across_chunks(rng, pattern, chunks, tile):
