@@ -161,8 +161,10 @@ def as_source(x: Any, stored: bool = False) -> tuple[Any, dict[str, Any]]:
 
         img = open_image(x)
         img = img.as_stored() if stored else img
-        meta = {"axes": img.axes, "scale": img.scale, "translate": img.translate, "units": img.units,
-                "rgb": img.rgb, "channel_axis": img.channel_axis, "name": img.name, "path": img.path,
+        rgb = img.rgb and not stored  # rgb=False or a channel axis: an RGB file's samples are its channels
+        meta = {"axes": img.axes, "scale": img.scale, "translate": img.translate, "units": img.units, "rgb": rgb,
+                "channel_axis": img.channel_axis if rgb == img.rgb else img.axes.rfind("c"), "name": img.name,
+                "path": img.path,
                 "nodata": img.meta.get("nodata"),  # a GeoTIFF's GDAL_NODATA marks pixels without data
                 "geotiff": img.meta.get("geotiff"),
                 "planar_colour": bool(img.meta.get("planar_colour")),  # a TIFF's separate R, G, B planes
@@ -170,7 +172,7 @@ def as_source(x: Any, stored: bool = False) -> tuple[Any, dict[str, Any]]:
                 "miniswhite": bool(img.meta.get("miniswhite")),  # a TIFF whose 0 is white
                 "cfa": img.meta.get("cfa"),  # a raw TIFF's Bayer pattern
                 "omero": (img.meta.get("ome") or {}).get("omero")}  # an OME-Zarr's channel names and colours
-        order = ngff_order(img.axes, img.rgb)  # zcyx (ImageJ, OME-TIFF), a trailing non-RGB channel
+        order = ngff_order(img.axes, rgb)  # zcyx (ImageJ, OME-TIFF), a trailing non-RGB channel
         if order != tuple(range(len(order))):
             return _reordered(as_dask(img.data, img.axes, img.path), meta, order)
         data = img.data if isinstance(img.data, (np.ndarray, da.Array)) else GuardedArray(img.data, img.path)

@@ -135,6 +135,29 @@ def test_channel_axis_of_a_path_counts_in_the_file_order(tmp_path, rng):
     np.testing.assert_array_equal(out, np.moveaxis(img, -1, 0))
 
 
+@pytest.mark.parametrize("option", [{"rgb": False}, {"channel_axis": -1}])
+def test_an_rgb_files_samples_can_be_restored_as_channels(tmp_path, rng, option):
+    """rgb=False on an RGB TIFF ran the network on 64 planes of 48 x 3 pixels and stored
+    them as a colour picture; channel_axis=-1 was refused as a spatial axis."""
+    import tifffile
+
+    img = rng.integers(0, 255, (64, 48, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", img, photometric="rgb")
+    seen = []
+
+    class Probe(Identity):
+        def forward(self, x):
+            seen.append(tuple(x.shape[1:]))
+            return x
+
+    out = ar.restore(tmp_path / "rgb.tif", model=Probe(), device="cpu", **option).compute()
+    np.testing.assert_array_equal(out, np.moveaxis(img, -1, 0))
+    assert {c for c, *_ in seen} == {1} and min(min(hw) for _, *hw in seen) >= 32  # whole 64 x 48 planes
+    ar.restore_to_zarr(tmp_path / "rgb.tif", tmp_path / "o.ome.zarr", model=Identity(), device="cpu", **option)
+    back = ar.io.open_image(tmp_path / "o.ome.zarr")
+    assert back.axes == "cyx" and not back.rgb
+
+
 class Constant(nn.Module):
     """Outputs 0.5 everywhere: reveals the normalization the engine used."""
 
