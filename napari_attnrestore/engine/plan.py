@@ -415,6 +415,9 @@ def make_plan(
         channel_axis = channel_axis % len(shape)
         if channel_axis >= nlead:
             raise ValueError(f"channel_axis {channel_axis} is a spatial axis of shape {shape}")
+        if task == "demosaic" and shape[channel_axis] > 1:  # its colours would make a second channel axis
+            raise ValueError(f"demosaicing takes one Bayer mosaic per plane; axis {channel_axis} of shape {shape} "
+                             f"holds {shape[channel_axis]} channels: demosaic one channel at a time")
     lo, hi = image_stats(shape, dtype, sample, nlead, is_rgb, channel_axis, normalize, nodata)
 
     odt = np.dtype(out_dtype) if out_dtype is not None else dtype

@@ -85,6 +85,21 @@ def test_an_array_mask_of_a_reordered_hyperstack_fills_the_plane_it_marks(tmp_pa
     assert changed.tolist() == [[0, 1, 0]]
 
 
+def test_a_stack_of_mosaics_in_several_channels_is_refused_up_front(tmp_path, rng):
+    """Two channels of mosaics gave (2, Y, X, 3) in memory, and every writer then failed on
+    axes 'cyxc'."""
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "m.ome.tif", rng.integers(0, 255, (2, 32, 24), dtype=np.uint8), ome=True,
+                     metadata={"axes": "CYX"})
+    for call in (lambda: ar.restore(str(tmp_path / "m.ome.tif"), task="demosaic", cfa="RGGB", model=SplitCFA()),
+                 lambda: ar.restore_to_zarr(str(tmp_path / "m.ome.tif"), tmp_path / "o.ome.zarr", task="demosaic",
+                                            cfa="RGGB", model=SplitCFA())):
+        with pytest.raises(ValueError, match=r"one Bayer mosaic per plane; axis 0 .* holds 2 channels"):
+            call()
+    assert not (tmp_path / "o.ome.zarr").exists()
+
+
 @pytest.mark.parametrize("pattern", PATTERNS)
 @pytest.mark.parametrize("chunks,tile", [(37, 32), (64, 64)])
 def test_demosaic_phase_is_global_across_chunks(rng, pattern, chunks, tile):
