@@ -163,7 +163,7 @@ def _display(image: ImageData) -> dict[str, Any]:
         colours = [_colour(ch.get("color")) for ch in channels]
         if all(colours):
             out["colormap"] = colours  # napari makes a black-to-colour map of "#rrggbb"
-        if c is not None and any("active" in ch for ch in channels):
+        if any("active" in ch for ch in channels):
             out["visible"] = [bool(ch.get("active", True)) for ch in channels]
         if c is None:  # one channel: napari takes single values, not lists
             out = {k: v[0] for k, v in out.items() if k != "name"}
@@ -382,14 +382,30 @@ _COLORMAPS = {"gray": "FFFFFF", "grey": "FFFFFF", "red": "FF0000", "green": "00F
               "cyan": "00FFFF", "magenta": "FF00FF", "yellow": "FFFF00"}
 
 
-def _colormap_colour(name: Any) -> str | None:
-    """The colour (``"00FF00"``) of a napari black-to-colour map named ``name`` (or
-    ``"#00ff00"``), None for other maps."""
-    text = str(name or "").lower()
+def _colormap_colour(colormap: Any) -> str | None:
+    """The colour (``"00FF00"``) of a napari black-to-colour map: its name (or ``"#00ff00"``),
+    or the map itself as a layer's data tuple gives it to writers (a dict of its name and
+    colours); None for other maps."""
+    if isinstance(colormap, dict):
+        return _colormap_colour(colormap.get("name")) or _black_to_colour(colormap.get("colors"))
+    text = str(colormap or "").lower()
     if text in _COLORMAPS:
         return _COLORMAPS[text]
     hex_rgb = _colour(text) if text.startswith("#") else None
     return hex_rgb[1:].upper() if hex_rgb else None
+
+
+def _black_to_colour(colors: Any) -> str | None:
+    """The end colour of a two-stop map from black (RGB(A) rows in 0-1), else None."""
+    import numpy as np
+
+    try:
+        stops = np.asarray(colors, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    if stops.shape not in ((2, 3), (2, 4)) or np.abs(stops[0, :3]).max() > 1e-6 or not np.isfinite(stops).all():
+        return None
+    return "".join(f"{round(float(v) * 255):02X}" for v in np.clip(stops[1, :3], 0, 1))
 
 
 def _refuse_writing_over_the_source(path: str, data: Any, meta: dict) -> None:

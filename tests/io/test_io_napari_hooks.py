@@ -428,3 +428,21 @@ def test_a_large_single_level_image_is_shown_through_strided_views(tmp_path):
     small = zarr.create_array(str(tmp_path / "small.zarr"), shape=(4096, 64), chunks=(1024, 64), dtype="uint8")
     data, kwargs, _ = napari_get_reader(str(tmp_path / "small.zarr"))(str(tmp_path / "small.zarr"))[0]
     assert not isinstance(data, list) and "multiscale" not in kwargs and data.shape == small.shape
+
+
+@pytest.mark.parametrize("colormap", ["green", "custom"])
+def test_a_layer_saved_as_napari_hands_it_keeps_its_colour_and_visibility(tmp_path, colormap):
+    """napari gives writers ``layer.as_layer_data_tuple()``, whose colormap is a dict: the
+    colour was dropped, and a hidden single-channel layer reopened shown."""
+    import napari
+    from napari.utils.colormaps import Colormap
+
+    cmap = "green" if colormap == "green" else Colormap([[0, 0, 0, 1], [1, 0.5, 0, 1]], name="mine")
+    layer = napari.components.ViewerModel().add_image(np.arange(64 * 48, dtype=np.uint16).reshape(64, 48),
+                                                      name="GFP", colormap=cmap, visible=False)
+    data, meta, _ = layer.as_layer_data_tuple()
+    path = write_ome_zarr_layer(str(tmp_path / "g.ome.zarr"), data, meta)[0]
+    channel = open_image(path).meta["ome"]["omero"]["channels"][0]
+    assert channel["color"] == ("00FF00" if colormap == "green" else "FF8000") and channel["active"] is False
+    _, kw, _ = napari_get_reader(path)(path)[0]
+    assert kw["visible"] is False and kw["colormap"] == ("#00ff00" if colormap == "green" else "#ff8000")
