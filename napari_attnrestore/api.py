@@ -171,6 +171,7 @@ def as_source(x: Any, stored: bool = False) -> tuple[Any, dict[str, Any]]:
                 "palette": bool(img.meta.get("palette")),  # a TIFF's colour indices
                 "miniswhite": bool(img.meta.get("miniswhite")),  # a TIFF whose 0 is white
                 "cfa": img.meta.get("cfa"),  # a raw TIFF's Bayer pattern
+                "alpha": bool(img.meta.get("alpha")),  # gray + alpha: the second sample is opacity
                 "omero": (img.meta.get("ome") or {}).get("omero")}  # an OME-Zarr's channel names and colours
         order = ngff_order(img.axes, rgb)  # zcyx (ImageJ, OME-TIFF), a trailing non-RGB channel
         if order != tuple(range(len(order))):
@@ -368,6 +369,7 @@ def _prepare(
         channel_axis=channel_axis, out_dtype=dtype, task=tname, cfa=cfa,
         nodata=nodata if nodata is not None else meta.get("nodata"),
         mask_shape=tuple(mask_src.shape) if mask_src is not None else None, memory=memory,
+        keep_channel=_opacity_channel(src, meta, channel_axis),
     )
     if memory is not None:
         log.info("tile %d, batch %d chosen from free memory on %s", plan.tile, plan.batch, memory.device)
@@ -378,6 +380,14 @@ def _prepare(
                       f"{', before a colour axis' if plan.rgb else ''}); if an axis of shape {tuple(src.shape)} holds "
                       "channels, name it with channel_axis= (e.g. -1 for channels last)", UserWarning, stacklevel=3)
     return src, meta, handle, plan, mask_src
+
+
+def _opacity_channel(src: Any, meta: dict[str, Any], channel_axis: int | None) -> int | None:
+    """The channel of a gray + alpha file that holds opacity (restored as it came in, as an
+    RGBA's alpha is), or None."""
+    if not meta.get("alpha") or channel_axis is None or src.shape[channel_axis] != 2:
+        return None
+    return 1
 
 
 def _warn_mostly_marked(mask: Any, inverted: bool) -> None:

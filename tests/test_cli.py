@@ -58,14 +58,21 @@ def test_restore_refuses_to_write_a_tif_over_its_input(tmp_path, tiny_checkpoint
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "in.tif"), img)
 
 
-def test_restore_gray_alpha_png_to_png(tmp_path, tiny_checkpoint):
+@pytest.mark.parametrize("source", ["la.png", "la.tif"])
+def test_restore_gray_alpha_to_png(tmp_path, tiny_checkpoint, source):
+    """Gray + alpha to PNG, its opacity as it came in; a TIFF declaring its second sample
+    alpha was refused as "the result has 2 channels"."""
     from skimage import io as skio
 
     img = (np.random.default_rng(0).random((40, 44, 2)) * 255).astype(np.uint8)
+    img[..., 1] = np.where(img[..., 1] > 128, 255, 0)
     skio.imsave(tmp_path / "la.png", img, check_contrast=False)
-    assert main(["restore", str(tmp_path / "la.png"), str(tmp_path / "out.png"), "--weights", str(tiny_checkpoint),
+    tifffile.imwrite(tmp_path / "la.tif", img, photometric="minisblack", extrasamples=["unassalpha"])
+    assert main(["restore", str(tmp_path / source), str(tmp_path / "out.png"), "--weights", str(tiny_checkpoint),
                  "-q"]) == 0
-    assert skio.imread(tmp_path / "out.png").shape == (40, 44, 2)
+    out = skio.imread(tmp_path / "out.png")
+    assert out.shape == (40, 44, 2)
+    np.testing.assert_array_equal(out[..., 1], img[..., 1])
 
 
 def test_two_channels_are_not_written_as_gray_and_alpha(tmp_path, tiny_checkpoint, capsys):

@@ -263,6 +263,8 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
     """
     region = pad_region(raw, pads, keep_parity=plan.task == "demosaic")
     planes = to_planes(region, plan)
+    if plan.keep_channel is not None and lead[plan.channel_axis] == plan.keep_channel:
+        return _as_it_came(planes, crop, plan, lead)
     x = normalize_planes(planes, plan, lead)  # float32 out; wide types are shifted in float64 first
     x[nodata_pixels(planes, plan.nodata)] = np.nan
     _clip_outliers(x, planes, plan)
@@ -299,6 +301,20 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
     if plan.rgb and plan.mode == "rgb-planes" and planes.shape[0] == 4:
         out[3] = _alpha(planes, x, crop, plan, lead, out.dtype)
     block = from_planes(out, plan)
+    return block.reshape((1,) * plan.nlead + block.shape)
+
+
+def _as_it_came(planes: np.ndarray, crop: tuple[int, int, int, int], plan: Plan, lead: tuple[int, ...]) -> np.ndarray:
+    """The output block of a channel the network does not see (the opacity of gray + alpha):
+    its pixels as they came in, repeated for super-resolution, in the output type."""
+    cy0, cy1, cx0, cx1 = crop
+    s = plan.scale
+    out = planes[:, :, cy0:cy1, cx0:cx1]
+    if s > 1:
+        out = np.repeat(np.repeat(out, s, axis=-2), s, axis=-1)
+    if out.dtype != np.dtype(plan.out_dtype):
+        out = normalize_planes(normalize_planes(out, plan, lead), plan, lead, inverse=True)
+    block = from_planes(np.ascontiguousarray(out), plan)
     return block.reshape((1,) * plan.nlead + block.shape)
 
 

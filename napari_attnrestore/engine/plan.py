@@ -55,6 +55,7 @@ class Plan:
     cfa: str | None = None  # demosaic: Bayer pattern at the image's pixel (0, 0)
     nodata: float | None = None  # inpaint: this value (and NaN) marks pixels to fill
     has_mask: bool = False  # inpaint: a mask source is read next to the image
+    keep_channel: int | None = None  # along channel_axis: copied through as it came in (gray + alpha's alpha)
 
     @property
     def aux_channels(self) -> int:
@@ -333,10 +334,13 @@ def make_plan(
     nodata: float | None = None,
     mask_shape: tuple[int, ...] | None = None,
     memory: Any = None,
+    keep_channel: int | None = None,
 ) -> Plan:
     """Validate the request and decide chunks, tiles, halo and normalization.
 
     ``sample(key)`` reads a small window of the image (used for the global statistics).
+    ``keep_channel``: a channel (along ``channel_axis``) the network does not see, copied
+    through as it came in: the opacity of a gray + alpha image.
     ``tile``/``batch`` ``"auto"`` choose them from ``memory``, an
     :class:`~napari_attnrestore.engine.autotune.MemoryModel` of the network.
     """
@@ -437,4 +441,5 @@ def make_plan(
         out_channels=out_channels, chunk=(cy, cx), tile=t, overlap=o, halo=halo, multiple=m, batch=int(batch),
         norm=Normalizer(lo, hi, odt.str), channel_axis=channel_axis, out_dtype=odt.str,
         task=task, cfa=cfa, nodata=nodata, has_mask=mask_shape is not None,
+        keep_channel=keep_channel if channel_axis is not None else None,
     )

@@ -285,6 +285,7 @@ def job_fingerprint(plan: Plan, weights_digest: str, task: str, src_desc: str, e
         "cfa": plan.cfa, "nodata": "nan" if _is_nan(plan.nodata) else plan.nodata, "mask": plan.has_mask,
         **({"ensemble": True} if ensemble else {}),  # absent when off: stores of earlier versions still resume
         **({"mask_id": mask_id} if plan.has_mask and mask_id else {}),
+        **({"kept_channel": plan.keep_channel} if plan.keep_channel is not None else {}),  # (as for ensemble)
     }
 
 

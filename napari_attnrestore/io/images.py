@@ -1000,7 +1000,7 @@ def _open_plain(path: str) -> ImageData:
         levels=[data],
         name=_base_name(path),
         path=path,
-        meta={},
+        meta={"alpha": True} if axes == "yxc" and data.shape[-1] == 2 else {},  # a PNG's gray + alpha
     )
 
 

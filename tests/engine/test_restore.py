@@ -113,6 +113,30 @@ def test_trailing_channel_axis_of_a_file_is_restored_per_channel(tmp_path, rng):
     np.testing.assert_array_equal(out, np.moveaxis(img, -1, 0))  # channels first, in the NGFF order
 
 
+@pytest.mark.parametrize("task", ["denoise", "sr"])
+def test_the_opacity_of_gray_and_alpha_is_kept_not_restored(tmp_path, rng, task):
+    """A TIFF whose second sample is declared alpha (ExtraSamples), or a two-channel PNG, had
+    its on/off opacity denoised into 26 values; it now comes through as it came in, as an
+    RGBA's alpha does."""
+    import imageio.v3 as iio
+    import tifffile
+
+    gray = rng.integers(0, 255, (40, 48), dtype=np.uint8)
+    alpha = np.zeros_like(gray)
+    alpha[10:30, 12:40] = 255
+    tifffile.imwrite(tmp_path / "ga.tif", np.stack([gray, alpha], -1), photometric="minisblack",
+                     extrasamples=["unassalpha"])
+    iio.imwrite(tmp_path / "ga.png", np.stack([gray, alpha], -1))
+    model = Constant() if task == "denoise" else NearestUp()
+    s = 1 if task == "denoise" else 2
+    for name in ("ga.tif", "ga.png"):
+        out = ar.restore(tmp_path / name, task=task, model=model, device="cpu").compute()
+        assert out.shape == (2, 40 * s, 48 * s)
+        np.testing.assert_array_equal(out[1], np.repeat(np.repeat(alpha, s, 0), s, 1))
+        if task == "denoise":
+            assert (out[0] == 128).all()  # the gray went through the network
+
+
 def test_a_hyperstack_comes_out_in_ngff_axis_order(tmp_path, rng):
     """ImageJ keeps z before c (TZCYX); an OME-Zarr must list them t, c, z, y, x."""
     import tifffile
