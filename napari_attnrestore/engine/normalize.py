@@ -6,29 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..io.geotiff import nodata_pixels  # noqa: F401  (GDAL's rule; the engine's name for it)
+
 #: Percentiles used for data without a fixed range (microscopy, floats).
 LOW_PCT, HIGH_PCT = 0.1, 99.9
-
-
-def nodata_pixels(values: np.ndarray, nodata: float | None) -> np.ndarray:
-    """Where ``values`` hold ``nodata`` as their own type holds it (GDAL's rule).
-
-    A GeoTIFF's nodata is text ('-9999.9', ArcGIS's '-3.40282346639e+38') that a float32
-    image stores rounded: compared in float64 it matched no pixel.  A value the type cannot
-    hold (-9999 in uint8, 0.5 in int16) matches none; NaN is not compared here (NaN pixels
-    are gaps anyway).
-    """
-    values = np.asarray(values)
-    kind = values.dtype.kind
-    if nodata is None or np.isnan(nodata) or kind not in "iuf":
-        return np.zeros(values.shape, bool)
-    if kind == "f":
-        with np.errstate(over="ignore"):  # beyond the type's range: its infinity, as GDAL casts it
-            return values == values.dtype.type(nodata)
-    info = np.iinfo(values.dtype)
-    if not (float(nodata).is_integer() and info.min <= nodata <= info.max):
-        return np.zeros(values.shape, bool)
-    return values == values.dtype.type(int(nodata))
 
 
 @dataclass(frozen=True)

@@ -199,6 +199,26 @@ def nodata_can_occur(dtype: Any, value: float) -> bool:
     return bool(info.min <= value <= info.max)
 
 
+def nodata_pixels(values: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Where ``values`` hold ``nodata`` as their own type holds it (GDAL's rule).
+
+    A GeoTIFF's nodata is text ('-9999.9', ArcGIS's '-3.40282346639e+38') that a float32
+    image stores rounded: compared in float64 it matched no pixel.  A value the type cannot
+    hold (-9999 in uint8, 0.5 in int16) matches none; NaN is not compared here (NaN pixels
+    are gaps anyway).
+    """
+    values = np.asarray(values)
+    kind = values.dtype.kind
+    if nodata is None or np.isnan(nodata) or kind not in "iuf":
+        return np.zeros(values.shape, bool)
+    if kind == "f":
+        with np.errstate(over="ignore"):  # beyond the type's range: its infinity, as GDAL casts it
+            return values == values.dtype.type(nodata)
+    if not nodata_can_occur(values.dtype, nodata):
+        return np.zeros(values.shape, bool)
+    return values == values.dtype.type(int(nodata))
+
+
 def _nodata_text(nodata: float) -> str:
     """GDAL's spelling of a nodata value ('0', '-9999', 'nan')."""
     value = float(nodata)

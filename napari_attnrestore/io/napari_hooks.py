@@ -205,7 +205,8 @@ def _colour(hex_rgb: Any) -> str | None:
 
 def _sample_limits(level: Any, image: ImageData, c: int | None) -> Any:
     """Finite min and max (per channel along ``c``) of the central window of at most 1024 x 1024
-    pixels of the middle plane of ``level``: a few chunks, however large the image."""
+    pixels of the middle plane of ``level``: a few chunks, however large the image.  A
+    GeoTIFF's nodata value is left out (a -9999 border washed a DEM out)."""
     import numpy as np
 
     if np.dtype(level.dtype) == bool:  # a mask: False and True, whatever a (smallest, OR-ed) level holds
@@ -220,10 +221,13 @@ def _sample_limits(level: Any, image: ImageData, c: int | None) -> Any:
             key.append(slice(max(0, n // 2 - 512), max(0, n // 2 - 512) + 1024))
         else:
             key.append(slice(n // 2, n // 2 + 1))
+    from .geotiff import nodata_pixels
+
     try:
-        sample = np.asarray(level[tuple(key)], dtype=np.float64)
+        raw = np.asarray(level[tuple(key)])
     except Exception:  # a damaged chunk: napari will say so when it reads it
         return None
+    sample = np.where(nodata_pixels(raw, image.meta.get("nodata")), np.nan, raw.astype(np.float64))
     planes = [sample] if c is None else [np.take(sample, i, axis=c) for i in range(sample.shape[c])]
     limits = []
     for p in planes:

@@ -446,3 +446,16 @@ def test_a_layer_saved_as_napari_hands_it_keeps_its_colour_and_visibility(tmp_pa
     assert channel["color"] == ("00FF00" if colormap == "green" else "FF8000") and channel["active"] is False
     _, kw, _ = napari_get_reader(path)(path)[0]
     assert kw["visible"] is False and kw["colormap"] == ("#00ff00" if colormap == "green" else "#ff8000")
+
+
+@pytest.mark.parametrize("nodata", ["-9999", "-3.40282346639e+38"])
+def test_a_geotiffs_nodata_is_left_out_of_the_contrast_limits(tmp_path, nodata):
+    """A DEM with a -9999 (or ArcGIS's float32 minimum) border opened washed out: its limits
+    reached down to the nodata value."""
+    dem = np.linspace(100, 900, 64 * 64, dtype=np.float32).reshape(64, 64)
+    dem[:8] = np.float32(float(nodata))
+    tifffile.imwrite(tmp_path / "dem.tif", dem, extratags=[(33550, 12, 3, (30.0, 30.0, 0.0), False),
+                                                           (33922, 12, 6, (0, 0, 0, 5e5, 4e6, 0), False),
+                                                           (42113, "s", 0, nodata, False)])
+    (_, kw, _), = napari_get_reader(str(tmp_path / "dem.tif"))(str(tmp_path / "dem.tif"))
+    assert kw["contrast_limits"] == [float(dem[8:].min()), 900.0]
