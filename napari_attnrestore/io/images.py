@@ -73,6 +73,24 @@ _UNITS = {
     "hours": "hour",
 }
 
+#: lengths of the NGFF (UDUNITS) length units, in metres
+LENGTH_IN_METRES = {"picometer": 1e-12, "angstrom": 1e-10, "nanometer": 1e-9, "micrometer": 1e-6, "millimeter": 1e-3,
+                    "centimeter": 1e-2, "decimeter": 0.1, "meter": 1.0, "kilometer": 1e3, "inch": 0.0254,
+                    "foot": 0.3048, "yard": 0.9144, "mile": 1609.344}
+#: and of the time units, in seconds
+TIME_IN_SECONDS = {"nanosecond": 1e-9, "microsecond": 1e-6, "millisecond": 1e-3, "second": 1.0, "minute": 60.0,
+                   "hour": 3600.0, "day": 86400.0}
+
+
+def _in_unit(value: float, unit: str, target: str) -> float | None:
+    """``value`` in ``unit`` expressed in ``target`` (both lengths or both times), or None."""
+    if unit == target:
+        return float(value)
+    for table in (LENGTH_IN_METRES, TIME_IN_SECONDS):
+        if unit in table and target in table:
+            return float(f"{float(value) * table[unit] / table[target]:.12g}")
+    return None
+
 # tifffile axis letter -> our letter (None: lower-case of itself)
 _TIFF_AXES = {"T": "t", "I": "t", "Q": "t", "Z": "z", "C": "c", "S": "c", "Y": "y", "X": "x"}
 _SPARE_LETTERS = "qpabdefghijklmnorsuvw"
@@ -897,13 +915,13 @@ def _imagej_scale(ij: dict, page: Any, scale: dict, units: dict, translate: dict
         if "z" in scale and ij.get("spacing"):
             scale["z"] = float(ij["spacing"])
             units["z"] = unit
-    for ax in "xyz":
-        origin = ij.get(f"{ax}origin")
-        if translate is not None and ax in scale and isinstance(origin, (int, float)) and math.isfinite(origin):
-            translate[ax] = -float(origin) * scale[ax]
     if "t" in scale and ij.get("finterval"):
         scale["t"] = float(ij["finterval"])
         units["t"] = _ngff_unit(ij.get("tunit") or "s")  # Fiji's frame interval unit: sec, min, ms, ...
+    for ax in "xyzt":  # (torigin, in frames, is our writer's: ImageJ keeps no origin of time)
+        origin = ij.get(f"{ax}origin")
+        if translate is not None and ax in scale and isinstance(origin, (int, float)) and math.isfinite(origin):
+            translate[ax] = -float(origin) * scale[ax]
 
 
 def _shaped_scale(described: dict, scale: dict, units: dict, translate: dict) -> None:
@@ -944,8 +962,12 @@ def _ome_scale(ome_xml: str, scale: dict, units: dict, translate: dict) -> dict:
     for ax in "xyz":  # the position of the first plane, in the pixel size's unit
         value = first.get(f"Position{ax.upper()}") if isinstance(first, dict) else None
         unit = _ngff_unit(first.get(f"Position{ax.upper()}Unit", "µm")) if value is not None else None
-        if ax in translate and value is not None and unit == units.get(ax, "micrometer"):
-            translate[ax] = float(value)
+        if ax in translate and value is not None:  # (nm positions of µm pixels converted)
+            translate[ax] = _in_unit(value, unit, units.get(ax, "micrometer")) or translate[ax]
+    delta = first.get("DeltaT") if isinstance(first, dict) else None
+    if "t" in translate and delta is not None:  # the first time point's time: the origin of t
+        translate["t"] = _in_unit(delta, _ngff_unit(first.get("DeltaTUnit", "s")), units.get("t", "second")) \
+            or translate["t"]
     omero = _ome_channels(pixels.get("Channel"))
     if omero:
         ome["omero"] = omero

@@ -16,7 +16,7 @@ import tifffile
 
 from ._output import check_axes, check_geometry, ensure_writable_parent, no_image
 from .errors import ImageReadError, ImageWriteError
-from .images import _ngff_unit
+from .images import LENGTH_IN_METRES, TIME_IN_SECONDS, _ngff_unit
 
 __all__ = ["write_tiff"]
 
@@ -61,9 +61,9 @@ def _scratch_path(folder: str, name: str, kind: str) -> str:
     """This process's hidden file or folder of ``kind`` for output ``name`` in ``folder``."""
     return os.path.join(folder, _scratch_prefix(name, kind) + str(os.getpid()))
 _GEO_TAGS = {33550, 33922, 34264, 34735}  # ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory
-_TO_MICROMETER = {"micrometer": 1.0, "nanometer": 1e-3, "millimeter": 1e3, "centimeter": 1e4}
 _IMAGEJ_UNITS = {"micrometer": "micron", "nanometer": "nm", "millimeter": "mm", "centimeter": "cm"}
-_TO_SECOND = {"second": 1.0, "millisecond": 1e-3, "microsecond": 1e-6, "minute": 60.0, "hour": 3600.0}
+_TO_MICROMETER = {unit: LENGTH_IN_METRES[unit] * 1e6 for unit in _IMAGEJ_UNITS}
+_TO_SECOND = {unit: TIME_IN_SECONDS[unit] for unit in ("second", "millisecond", "microsecond", "minute", "hour")}
 _IMAGEJ_DTYPES = {np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int16), np.dtype(np.float32)}
 _PYRAMID_ABOVE = 2048  # automatic pyramid levels for images larger than this in y or x
 _PYRAMID_TOP = 512  # ... halved until y and x are both at most this (as the OME-Zarr writer's)
@@ -337,7 +337,8 @@ def _imagej_layout(axes: str, shape: Sequence[int], dtype: Any, rgb: bool,
 def _ome_channels_and_origin(axes: str, shape: Sequence[int], rgb: bool, physical: dict,
                              translate: Mapping[str, float], omero: Mapping[str, Any] | None) -> dict[str, Any]:
     """tifffile OME metadata for the channels' names and colours (from NGFF ``omero``) and
-    every plane's position (the origin of x, y and z, in their pixel sizes' units)."""
+    every plane's position (the origin of x, y and z, in their pixel sizes' units) and time
+    (DeltaT: the origin of t plus its steps)."""
     out: dict[str, Any] = {}
     channels = (omero or {}).get("channels") if isinstance(omero, Mapping) else None
     n = None if rgb else shape[axes.index("c")] if "c" in axes else 1  # a gray image: one channel
@@ -353,25 +354,27 @@ def _ome_channels_and_origin(axes: str, shape: Sequence[int], rgb: bool, physica
                     pass
     lead = [(a, shape[i]) for i, a in enumerate(axes) if a not in "yx" and not (rgb and a == "c")]
     planes = int(np.prod([n for _, n in lead]))
-    # each plane's index along z, in the order the planes are written (C order of the lead axes)
-    z_index = np.indices([n for _, n in lead]).reshape(len(lead), -1)[[a for a, _ in lead].index("z")] \
-        if "z" in (a for a, _ in lead) else np.zeros(planes, int)
+    # each plane's index along z and t, in the order the planes are written (C order of the lead axes)
+    index = np.indices([n for _, n in lead]).reshape(len(lead), planes)
+    names = [a for a, _ in lead]
+    along = {ax: index[names.index(ax)] if ax in names else np.zeros(planes, int) for ax in "zt"}
     position: dict[str, Any] = {}
-    for ax in "xyz":
+    for ax in "xyzt":
         first = float(translate.get(ax) or 0.0)
-        if ax in physical and physical[ax][1] in _OME_UNITS and (first or (ax == "z" and planes > 1)):
-            step = physical[ax][0] if ax == "z" else 0.0
-            position[f"Position{ax.upper()}"] = [first + step * int(k) for k in z_index]
-            position[f"Position{ax.upper()}Unit"] = [_OME_UNITS[physical[ax][1]]] * planes
+        if ax in physical and physical[ax][1] in _OME_UNITS and (first or (ax in "zt" and ax in names)):
+            step = physical[ax][0] if ax in "zt" else 0.0
+            key = "DeltaT" if ax == "t" else f"Position{ax.upper()}"
+            position[key] = [first + step * int(k) for k in along.get(ax, along["z"])]
+            position[f"{key}Unit"] = [_OME_UNITS[physical[ax][1]]] * planes
     if position:
         out["Plane"] = position
     return out
 
 
 def _plain_origin(translate: Mapping[str, float], physical: dict, in_pixels: bool) -> dict[str, float]:
-    """The origin of x, y and z that a plain TIFF keeps: of the axes whose pixel size it keeps
-    too (all of them when the sizes are pixels), where it is not 0."""
-    return {ax: float(translate[ax]) for ax in "xyz"
+    """The origin of x, y, z and t that a plain TIFF keeps: of the axes whose pixel size it
+    keeps too (all of them when the sizes are pixels), where it is not 0."""
+    return {ax: float(translate[ax]) for ax in "xyzt"
             if translate.get(ax) and (ax in physical or in_pixels)}
 
 
@@ -525,6 +528,7 @@ def write_tiff(
         axes = "".join(axes[i] for i in ij_order)
     origin = {} if ome or geo else _plain_origin(translate or {}, physical, scale is None)
     if imagej is not None:  # ImageJ's origin is in pixels: x = (column - xorigin) * pixel width
+        # (and "torigin", in frames: ours; ImageJ keeps no origin of time, and ignores the key)
         metadata.update({f"{ax}origin": -t / (physical[ax][0] if ax in physical else 1.0) for ax, t in origin.items()})
     elif origin:  # tifffile's JSON description, beside the pixel sizes
         metadata["translate"] = origin

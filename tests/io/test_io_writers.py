@@ -502,6 +502,34 @@ def test_a_plain_tiff_keeps_the_origin_and_ome_planes_their_own_z(tmp_path):
     assert open_image(tmp_path / "z.ome.tif").translate == (10.0, 0.0, 0.0)
 
 
+@pytest.mark.parametrize("name", ["a.ome.tif", "a.tif"])
+def test_a_time_origin_is_kept_by_tiff_outputs(tmp_path, name):
+    """A time series starting at t = 100 s came back from .tif and .ome.tif at 0 (OME-Zarr
+    kept it): OME-TIFF now writes each plane's DeltaT, an ImageJ hyperstack a "torigin"."""
+    units = {"t": "second", "y": "micrometer", "x": "micrometer"}
+    write_tiff(np.zeros((3, 2, 16, 16), np.uint16), tmp_path / name, axes="tcyx", scale=(2.0, 1.0, 0.5, 0.5),
+               units=units, translate=(100.0, 0.0, 1.0, 2.0))
+    img = open_image(tmp_path / name)
+    assert img.translate == pytest.approx((100.0, 0.0, 1.0, 2.0)) and img.scale[0] == 2.0
+    if name.endswith(".ome.tif"):
+        with tifffile.TiffFile(tmp_path / name) as tif:
+            planes = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Pixels"]["Plane"]
+        assert [(p["TheT"], p["DeltaT"]) for p in planes if p["TheC"] == 0] == [(0, 100.0), (1, 102.0), (2, 104.0)]
+
+
+def test_ome_plane_positions_in_another_unit_than_the_pixels_are_converted(tmp_path):
+    """Positions in nm over pixel sizes in µm (as some acquisition software writes) were
+    dropped: the image opened at the origin."""
+    xml = ('<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+           '<Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYCZT" Type="uint8" SizeX="16" SizeY="16" '
+           'SizeC="1" SizeZ="1" SizeT="1" PhysicalSizeX="0.5" PhysicalSizeXUnit="&#181;m" PhysicalSizeY="0.5" '
+           'PhysicalSizeYUnit="&#181;m"><Channel ID="Channel:0:0" SamplesPerPixel="1"/><TiffData IFD="0" PlaneCount="1"/>'
+           '<Plane TheC="0" TheZ="0" TheT="0" PositionX="1500" PositionXUnit="nm" PositionY="2.5" '
+           'PositionYUnit="mm"/></Pixels></Image></OME>')
+    tifffile.imwrite(tmp_path / "p.ome.tif", np.zeros((16, 16), np.uint8), description=xml, metadata=None)
+    assert open_image(tmp_path / "p.ome.tif").translate == (2500.0, 1.5)
+
+
 def test_an_ome_zarr_cut_short_is_no_image_to_other_readers(tmp_path, monkeypatch):
     """A killed write (no chance to remove the store) left full NGFF metadata over unwritten
     chunks: other readers showed zeros as data."""
