@@ -97,7 +97,7 @@ def cmd_restore(a: argparse.Namespace) -> int:
     common: dict[str, Any] = dict(
         task=a.task, model=model, scale=a.scale, tile=a.tile, overlap=a.overlap, batch=a.batch, chunks=a.chunks,
         device=a.device, precision=a.precision, mask=a.mask, nodata=a.nodata, cfa=a.cfa, compile=a.compile,
-        ensemble=a.ensemble, invert_mask=a.invert_mask,
+        ensemble=a.ensemble, invert_mask=a.invert_mask, normalize=a.normalize,
     )
     t0 = time.perf_counter()
     if _is_zarr(out):
@@ -334,6 +334,19 @@ def _int_or_auto(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
 
 
+def _normalization(text: str) -> str | tuple[float, float]:
+    """argparse type: auto, dtype, percentile, none, or an intensity range ``LO,HI``."""
+    if text.lower() in ("auto", "dtype", "percentile", "none"):
+        return text.lower()
+    from .engine.normalize import intensity_range
+
+    try:
+        return intensity_range(text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, dtype, percentile, none or LO,HI (e.g. 100,4500), "
+                                         f"got {text!r}") from None
+
+
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
     """Help that states each option's default (options without one, or off, say nothing)."""
 
@@ -358,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--invert-mask", action="store_true",
                    help="the mask marks the valid pixels (0 = fill), as GDAL mask bands and Landsat gap masks do")
     r.add_argument("--nodata", type=float, default=None, help="pixel value marking no data (NaN always does): kept as is, or filled by inpaint")
+    r.add_argument("--normalize", type=_normalization, default="auto", metavar="{auto,dtype,percentile,none,LO,HI}",
+                   help="the intensity range mapped to 0-1 for the network: auto (uint8: its range; else the 0.1/99.9 "
+                        "percentiles of 16 windows), dtype (the type's range), none (data already 0-1), or LO,HI")
     r.add_argument("--cfa", default=None, choices=["RGGB", "BGGR", "GRBG", "GBRG"], help="demosaic: Bayer pattern")
     r.add_argument("--arch", default=None, help="use the shipped weights of this architecture")
     r.add_argument("--weights", default=None,

@@ -244,6 +244,16 @@ def test_restore_options_are_named_as_typed(tmp_path, tiny_checkpoint, capsys):
     assert not (tmp_path / "o.tif").exists()
 
 
+def test_restore_takes_a_normalization_or_an_intensity_range(tmp_path, tiny_checkpoint, capsys):
+    tifffile.imwrite(tmp_path / "a.tif", np.full((32, 32), 200, np.uint16))
+    for value in ("dtype", "100,4500"):
+        assert main(["restore", str(tmp_path / "a.tif"), str(tmp_path / f"{value}.tif"), "--weights",
+                     str(tiny_checkpoint), "--normalize", value, "-q"]) == 0
+    with pytest.raises(SystemExit):
+        main(["restore", str(tmp_path / "a.tif"), str(tmp_path / "o.tif"), "--normalize", "5,1"])
+    assert "expected auto, dtype, percentile, none or LO,HI" in capsys.readouterr().err
+
+
 def test_a_tiff_is_refused_for_a_cluster_before_the_store_is_made(tmp_path, tiny_checkpoint, capsys):
     tifffile.imwrite(tmp_path / "a.tif", np.zeros((32, 32), np.uint8))
     assert main(["restore", str(tmp_path / "a.tif"), str(tmp_path / "o.ome.zarr"), "--weights", str(tiny_checkpoint),

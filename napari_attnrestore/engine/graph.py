@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 import threading
 import uuid
 import warnings
@@ -33,6 +34,7 @@ _WARN_LOCK = threading.Lock()
 # get the id of an ended one, and must warn again
 _WARNED_DEEP_GAPS: dict[int, weakref.ref] = {}
 _WARNED_OUTLIERS: dict[int, weakref.ref] = {}
+_WARNED_RANGE: dict[int, weakref.ref] = {}
 
 #: A sink writes a finished chunk: ``sink(block, index) -> token``.
 Sink = Callable[[np.ndarray, tuple[int, ...]], Any]
@@ -199,7 +201,33 @@ def _warn_once(seen: dict[int, weakref.ref], plan: Plan, message: str) -> None:
         for key in [k for k, ref in seen.items() if ref() is None]:  # the jobs that have ended
             del seen[key]
         seen[id(plan)] = weakref.ref(plan)
-    warnings.warn(message, UserWarning, stacklevel=3)
+    # with a registry of its own: Python's registry, keyed by the line, said it for the first job only
+    caller = sys._getframe(2)
+    warnings.warn_explicit(message, UserWarning, caller.f_code.co_filename, caller.f_lineno,
+                           module=caller.f_globals.get("__name__"), registry={}, module_globals=caller.f_globals)
+
+
+#: a chunk with more than 1% of its pixels beyond [-1, 2] on the normalized scale (an intensity
+#: range past the one sampled) holds a region the statistics missed
+BEYOND, BEYOND_SHARE = (-1.0, 2.0), 0.01
+
+
+def _warn_unsampled_range(x: np.ndarray, planes: np.ndarray, plan: Plan) -> None:
+    """Warn once a job when a chunk holds a region far outside the sampled intensity range: a
+    bright specimen no statistics window touched reaches the network far from its training
+    range and comes out badly."""
+    if plan.task == "inpaint" or _has_warned(_WARNED_RANGE, plan):
+        return
+    finite = np.isfinite(x)
+    beyond = finite & ((x < BEYOND[0]) | (x > BEYOND[1]))
+    if beyond.sum() <= BEYOND_SHARE * max(1, finite.sum()):
+        return
+    values = planes[beyond]
+    lo, hi = min(plan.norm.lo), max(plan.norm.hi)
+    _warn_once(_WARNED_RANGE, plan, f"part of the image lies far outside the intensity range sampled for "
+               f"normalization ([{lo:.4g}, {hi:.4g}]; values from {values.min():.4g} to {values.max():.4g} here), "
+               "so the network restores it poorly; give the range yourself (normalize=(lo, hi), CLI --normalize "
+               "LO,HI) or normalize='dtype'")
 
 
 #: normalized values beyond this (10000 times the image's intensity range) are clipped to it
@@ -268,6 +296,8 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
     x = normalize_planes(planes, plan, lead)  # float32 out; wide types are shifted in float64 first
     x[nodata_pixels(planes, plan.nodata)] = np.nan
     _clip_outliers(x, planes, plan)
+    if plan.norm.lo != (0.0,) * len(plan.norm.lo) or plan.norm.hi != (1.0,) * len(plan.norm.hi):
+        _warn_unsampled_range(x, planes, plan)  # (not for data normalized as they are)
     if mask is not None:
         mask = pad_region(np.asarray(mask), pads) != 0
     bad = ~np.isfinite(x)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -10,6 +11,17 @@ from ..io.geotiff import nodata_pixels  # noqa: F401  (GDAL's rule; the engine's
 
 #: Percentiles used for data without a fixed range (microscopy, floats).
 LOW_PCT, HIGH_PCT = 0.1, 99.9
+
+
+def intensity_range(value: Any) -> tuple[float, float]:
+    """A normalization given as ``(lo, hi)``, checked: two finite numbers, ``lo < hi``."""
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"normalize must be auto, dtype, percentile, none or a (lo, hi) pair, not {value!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"normalize (lo, hi) must be finite with lo < hi, not {tuple(value)!r}")
+    return lo, hi
 
 
 @dataclass(frozen=True)
@@ -73,15 +85,18 @@ def compute_stats(
     sample: np.ndarray,
     dtype: np.dtype,
     channel_axis: int | None = None,
-    mode: str = "auto",
+    mode: str | tuple[float, float] = "auto",
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(lo, hi) from a subsample: the dtype range for uint8, percentiles otherwise.
 
-    ``mode`` is ``auto``, ``dtype`` (full dtype range), ``percentile`` or ``none``
-    (identity: the data are already in [0, 1]).
+    ``mode`` is ``auto``, ``dtype`` (full dtype range), ``percentile``, ``none``
+    (identity: the data are already in [0, 1]) or a ``(lo, hi)`` pair: the range itself.
     """
     dtype = np.dtype(dtype)
     nch = 1 if channel_axis is None else sample.shape[channel_axis]
+    if not isinstance(mode, str):
+        lo, hi = intensity_range(mode)
+        return (lo,) * nch, (hi,) * nch
     if mode == "none":
         return (0.0,) * nch, (1.0,) * nch
     if mode == "dtype" or (mode == "auto" and dtype == np.uint8):

@@ -223,8 +223,10 @@ def stats_windows(plan_shape: tuple[int, ...], nlead: int, rgb: bool, budget: in
     others = [n for i, n in enumerate(lead_shape) if i != channel_axis]
     nplanes = int(np.prod(others)) if others else 1
     n = budget if channel_axis is None else max(4, budget // len(channels))
-    ny = 1 if h <= wy else (n if w <= wx else math.ceil(math.sqrt(n)))
-    nx = 1 if w <= wx else math.ceil(n / ny)
+    # a 2D grid of odd sides, so that one cell is the field's centre, where a specimen
+    # usually lies (a 4 x 4 grid left a centred square of a third of the side unsampled)
+    ny = 1 if h <= wy else (n if w <= wx else math.ceil(math.sqrt(n)) | 1)
+    nx = 1 if w <= wx else (math.ceil(n / ny) | 1 if ny > 1 else n)
     ys = np.linspace(0, h - wy, ny).round().astype(int)
     xs = np.linspace(0, w - wx, nx).round().astype(int)
     cells = list(dict.fromkeys((int(ys[i]), int(xs[j])) for i, j in _spread_order(ny, nx)))[:n]
@@ -245,7 +247,7 @@ def stats_windows(plan_shape: tuple[int, ...], nlead: int, rgb: bool, budget: in
 
 def image_stats(
     shape: tuple[int, ...], dtype: np.dtype, sample: Any, nlead: int, rgb: bool, channel_axis: int | None = None,
-    normalize: str = "auto", nodata: float | None = None, require_finite: bool = False,
+    normalize: str | tuple[float, float] = "auto", nodata: float | None = None, require_finite: bool = False,
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Normalization statistics of a whole image, from :func:`stats_windows` read by ``sample(key)``.
 
@@ -326,7 +328,7 @@ def make_plan(
     tile: int | str | None = None,
     overlap: int | None = None,
     batch: int | str | None = None,
-    normalize: str = "auto",
+    normalize: str | tuple[float, float] = "auto",
     channel_axis: int | None = None,
     out_dtype: Any = None,
     task: str = "denoise",

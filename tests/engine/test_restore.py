@@ -1,6 +1,7 @@
 """The lazy engine: layouts, dtypes, chunk/tile independence, global normalization."""
 
 import re
+import warnings
 
 import dask.array as da
 import numpy as np
@@ -430,3 +431,45 @@ def test_out_of_memory_shrinks_batch_then_tile_and_completes(rng):
 def test_out_of_memory_that_cannot_shrink_fails_clearly(rng):
     with pytest.raises(torch.OutOfMemoryError):
         ar.restore(rng.random((64, 64)).astype(np.float32), model=OOMAbove(limit=1), tile=32, overlap=8).compute()
+
+
+def _unsampled_bright_block(rng):
+    """A dark 1024 x 1024 field with a bright block where no statistics window lies."""
+    from napari_attnrestore.engine.plan import stats_windows
+
+    img = (100 + rng.normal(0, 5, (1024, 1024))).astype(np.float32)
+    seen = np.zeros(img.shape, bool)
+    for key in stats_windows(img.shape, 0, False):
+        seen[key] = True
+    y, x = next((y, x) for y in range(0, 960, 32) for x in range(0, 960, 32) if not seen[y : y + 64, x : x + 64].any())
+    img[y : y + 64, x : x + 64] = 5000
+    return img
+
+
+def test_a_region_outside_the_sampled_range_warns_and_a_given_range_is_taken(rng):
+    img = _unsampled_bright_block(rng)
+    with pytest.warns(UserWarning, match="lies far outside the intensity range sampled"):
+        ar.restore(img, model=Identity(), chunks=256).compute()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = ar.restore(img, model=Constant(), chunks=256, normalize=(0, 6000)).compute()
+    np.testing.assert_allclose(out, 3000)  # 0.5 of the range given
+    with pytest.raises(ValueError, match=r"lo < hi"):
+        ar.restore(img, model=Identity(), normalize=(5, 5))
+
+
+def test_a_once_a_job_warning_is_said_for_every_job():
+    """Python's registry keyed the warning by its line: with the default filters, a notebook's
+    second job with deep gaps or outliers said nothing."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, napari_attnrestore as ar\n"
+            "from standins import Identity\n"
+            "img = np.random.default_rng(0).normal(100, 5, (256, 256)).astype(np.float32); img[3, 3] = -3.4e38\n"
+            "for _ in range(3):\n"
+            "    ar.restore(img, model=Identity(), device='cpu').compute()\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("pixels far outside the image's intensity range") == 3, run.stderr
