@@ -5,6 +5,7 @@ Everything here is also what the CLI and the napari widgets call.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import uuid
@@ -138,8 +139,8 @@ def resolve_model(
         model.ensemble = model.ensemble or ensemble
         return model
     t = get_task(task)
-    if isinstance(model, nn.Module):
-        return ModelHandle(model, device=device, precision=precision, compile=compile, ensemble=ensemble)
+    if isinstance(model, nn.Module):  # the caller's: run a copy, the module itself left as it is
+        return ModelHandle(_own_copy(model), device=device, precision=precision, compile=compile, ensemble=ensemble)
     if model is None:
         model = f"default:{t.name}"
         if t.name == "sr" and scale is None:
@@ -148,6 +149,20 @@ def resolve_model(
     card = getattr(mod, "card", None)
     ckpt = str(model) if card is None else card.get("name", str(model))
     return ModelHandle(mod, device=device, precision=precision, checkpoint=ckpt, compile=compile, ensemble=ensemble)
+
+
+def _own_copy(module: nn.Module) -> nn.Module:
+    """A copy of a caller's module in float32 for the engine to put in eval mode and move to
+    its device: the caller's module went on training in eval mode (dropout off) or ended up
+    on the GPU, and one in float16 failed on a float32 input.  A module that cannot be copied
+    is used as it is (in float32 and eval mode from then on)."""
+    try:
+        copy_ = copy.deepcopy(module)
+    except Exception:
+        copy_ = module
+    if any(p.is_floating_point() and p.dtype != torch.float32 for p in [*copy_.parameters(), *copy_.buffers()]):
+        copy_ = copy_.float()  # the precision option chooses the arithmetic (autocast)
+    return copy_
 
 
 def as_source(x: Any, stored: bool = False) -> tuple[Any, dict[str, Any]]:
@@ -356,6 +371,10 @@ def _prepare(
                           "model; assuming RGGB. Another pattern read as RGGB swaps red and blue", UserWarning, stacklevel=3)
     if tname == "sr" and scale is not None and handle.info.scale != int(scale):
         raise ValueError(f"model {handle.info.name!r} upscales x{handle.info.scale}, not x{scale}")
+    if tname == "sr" and handle.info.scale == 1:  # (a module gave an image of the same size, silently)
+        task_of = f" (a {handle.info.task} model)" if handle.info.task and handle.info.task != "sr" else ""
+        raise ValueError(f"model {handle.info.name!r} does not upscale{task_of}; task 'sr' needs a super-resolution "
+                         "model (one with a scale of 2 or 4)")
     if tname != "sr" and handle.info.scale != 1:
         raise ValueError(f"model {handle.info.name!r} upscales x{handle.info.scale}; use it with task 'sr', not {tname}")
     memory = None

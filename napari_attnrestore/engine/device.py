@@ -13,7 +13,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` picks CUDA, then Apple MPS, then the CPU; explicit names are checked."""
     if isinstance(device, torch.device):
         return device
-    name = (device or "auto").lower()
+    if device is None:
+        device = "auto"
+    if not isinstance(device, str):  # (0 was taken as auto, 1 was an AttributeError)
+        raise ValueError(f"device must be a name (auto, cpu, cuda, cuda:N or mps), not {device!r}")
+    name = device.lower()
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -25,6 +29,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         dev = torch.device(name)
     except RuntimeError:
         raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type not in ("cpu", "cuda", "mps"):  # xpu, meta, hpu: names torch knows, that the engine does not run on
+        raise ValueError(f"device {device!r} is not one the engine runs on; use auto, cpu, cuda, cuda:N or mps")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():

@@ -64,6 +64,9 @@ class Normalizer:
             out = np.clip(np.rint(out), info.min, top)
         elif dt == np.bool_:
             out = out > 0.5
+        elif dt.kind == "f" and dt.itemsize < np.dtype(work).itemsize:  # float16: beyond 65504 it was inf
+            info = np.finfo(dt)
+            out = np.clip(out, float(info.min), float(info.max))
         return out.astype(dt, copy=False)
 
 

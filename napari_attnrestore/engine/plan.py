@@ -370,8 +370,10 @@ def make_plan(
     if chunk is None:
         if native_chunks is not None:
             ncy, ncx = native_chunks[nlead], native_chunks[nlead + 1]
-            cy = ncy if 256 <= ncy <= 4096 else DEFAULT_CHUNK
-            cx = ncx if 256 <= ncx <= 4096 else DEFAULT_CHUNK
+            # a multiple of the source's chunk near the default: a chunk of 256 spent most of its
+            # work on its halo (3 x 3 tiles for one tile's worth of output; 2.2 times slower)
+            near = lambda n: n * max(1, round(DEFAULT_CHUNK / n)) if 256 <= n <= 4096 else DEFAULT_CHUNK  # noqa: E731
+            cy, cx = near(ncy), near(ncx)
         else:
             cy = cx = DEFAULT_CHUNK
     elif isinstance(chunk, (int, float, np.integer, np.floating)):

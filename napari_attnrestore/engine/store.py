@@ -342,8 +342,15 @@ _ACTIVE: dict[str, str] = {}
 _ACTIVE_LOCK = threading.Lock()
 
 
+def _store_key(dst: str | os.PathLike) -> str:
+    """The one name of a store, however it is reached: its real path (a folder reached
+    through a link is the same store), or its URL."""
+    at = absolute_location(dst)
+    return at if "://" in at else os.path.realpath(at)
+
+
 def _claim(dst: Path, job: str) -> None:
-    key = absolute_location(dst)
+    key = _store_key(dst)
     with _ACTIVE_LOCK:
         if _ACTIVE.get(key, job) != job:
             raise OutputError(f"{dst}: another job of this process is writing this output; wait for it to end "
@@ -353,7 +360,7 @@ def _claim(dst: Path, job: str) -> None:
 
 def release_store(dst: str | os.PathLike, job: str) -> None:
     """Let other jobs of this process have ``dst`` again (a job's end, however it ended)."""
-    key = absolute_location(dst)
+    key = _store_key(dst)
     with _ACTIVE_LOCK:
         if _ACTIVE.get(key) == job:
             del _ACTIVE[key]

@@ -148,6 +148,37 @@ def test_restoring_with_a_users_module_leaves_it_trainable(rng):
     assert net.weight.grad is not None
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_a_users_module_keeps_its_mode_and_type_and_runs_in_any_float_type(rng, dtype):
+    """ar.restore put the caller's module in eval mode (dropout off for the rest of its
+    training) and ran one in float16 on a float32 input: a raw dtype error."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3, padding=1), torch.nn.Dropout(0.5)).to(dtype).train()
+    img = rng.random((40, 40)).astype(np.float32)
+    lazy = ar.restore(img, model=net, tile=32, device="cpu")
+    assert net.training and net[0].weight.dtype == dtype
+    out = lazy.compute()
+    assert out.shape == img.shape and np.isfinite(out).all() and net.training
+    again = ar.restore(img, model=net, tile=32, device="cpu").compute()
+    np.testing.assert_array_equal(out, again)  # eval mode in the engine: no dropout
+
+
+def test_a_module_that_does_not_upscale_is_refused_for_super_resolution(rng):
+    with pytest.raises(ValueError, match="does not upscale; task 'sr' needs a super-resolution model"):
+        ar.restore(rng.random((32, 32)).astype(np.float32), task="sr", model=torch.nn.Conv2d(1, 1, 3, padding=1))
+    with pytest.raises(ValueError, match=r"does not upscale \(a denoise model\)"):
+        ar.restore(rng.random((32, 32)).astype(np.float32), task="sr", model=ar.load_model("default:denoise"))
+
+
+@pytest.mark.parametrize("device", ["xpu", "meta", "hpu", 0, 1])
+def test_devices_the_engine_cannot_run_on_are_refused_up_front(rng, device):
+    from napari_attnrestore.engine.device import resolve_device
+
+    with pytest.raises(ValueError, match="device"):
+        resolve_device(device)
+    with pytest.raises(ValueError, match="device"):
+        ar.restore(rng.random((32, 32)).astype(np.float32), model=Box3(), device=device)
+
+
 def test_fp16_on_the_cpu_warns_that_it_is_slow():
     from napari_attnrestore.engine.device import resolve_precision
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from standins import Box3, NearestUp, SplitCFA
+from standins import Box3, Identity, NearestUp, SplitCFA
 
 import napari_attnrestore as ar
 from napari_attnrestore.engine.execute import Cancelled
@@ -470,3 +470,21 @@ def test_a_store_another_job_of_this_process_writes_is_not_taken(tmp_path, rng):
     with pytest.raises(OutputError, match="output exists"):  # and a refused job holds nothing
         ar.restore_to_zarr(img, dst, **kw)
     ar.restore_to_zarr(img, dst, **kw, resume=True)
+
+
+def test_one_store_reached_through_a_link_is_held_by_its_job(tmp_path, rng):
+    """A second job of the process naming the running job's store through a linked folder
+    replaced it (the claim compared the paths as written)."""
+    import os
+
+    from napari_attnrestore.engine.store import OutputError, _claim, release_store
+
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    _claim(tmp_path / "real" / "o.ome.zarr", "job-a")
+    try:
+        with pytest.raises(OutputError, match="another job of this process is writing this output"):
+            ar.restore_to_zarr(rng.random((32, 32)).astype(np.float32), tmp_path / "link" / "o.ome.zarr",
+                               model=Identity(), overwrite=True)
+    finally:
+        release_store(tmp_path / "real" / "o.ome.zarr", "job-a")
