@@ -64,6 +64,29 @@ def compute_in_memory(arr: Any, progress: Progress, cancel: threading.Event) -> 
         return np.asarray(arr.compute(scheduler="threads"))
 
 
+def warning_notifier(prefix: str = "AttnRestore") -> Callable[[tuple], None]:
+    """A slot for a worker's ``warned`` signal: each distinct user warning of one job as a
+    napari warning notification.
+
+    The worker catches the warnings of its job (and of the threads the job runs) and emits
+    them; nothing shows them unless a slot does (napari's own relay is not connected in
+    0.9), so a mask of the valid pixels or a clean image in other units went unsaid.
+    Library deprecation and resource warnings are left out."""
+    from napari.utils.notifications import show_warning
+
+    said: set[str] = set()
+
+    def notify(args: tuple) -> None:
+        message, category = args[0], args[1]
+        text = str(message)
+        if not issubclass(category, UserWarning) or issubclass(category, DeprecationWarning) or text in said:
+            return
+        said.add(text)
+        show_warning(f"{prefix}: {text}")
+
+    return notify
+
+
 class JobError(Exception):
     """An error from the restoration job (torch's RuntimeErrors are re-raised as this)."""
 

@@ -520,6 +520,7 @@ class RestoreWidget(Container):
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda result: self._on_returned(result, on_done, desc))
         worker.errored.connect(self._on_error)
+        worker.warned.connect(jobs.warning_notifier())
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
         self.worker = worker

@@ -45,6 +45,7 @@ from napari.utils.notifications import show_error, show_info
 
 from . import session_models
 from .geometry import level0
+from .jobs import warning_notifier
 from .widgets import layer_nodata, number_or_none, set_value, when_removed
 
 if TYPE_CHECKING:
@@ -456,6 +457,7 @@ class TrainWidget(Container):
         worker.yielded.connect(self._on_event)
         worker.returned.connect(self._on_returned)
         worker.errored.connect(self._on_error)
+        worker.warned.connect(warning_notifier("AttnRestore training"))
         worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
         self.worker = worker

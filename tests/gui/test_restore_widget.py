@@ -447,6 +447,21 @@ def test_inpaint_with_a_labels_mask_of_the_valid_pixels(viewer, widget, qtbot) -
     assert np.abs(out[gap] - img[gap]).mean() > 0.05
 
 
+def test_the_engines_warnings_are_notified(viewer, widget, qtbot, notifications) -> None:
+    """A Labels mask of the valid pixels (left uninverted) replaced 94% of the data with no
+    word: the worker caught the engine's warning and nothing showed it."""
+    img = np.random.default_rng(8).random((48, 64), dtype=np.float32) * 0.4
+    viewer.add_image(img, name="img")
+    valid = np.ones((48, 64), np.uint8)
+    valid[10:13] = 0
+    viewer.add_labels(valid, name="valid")
+    widget.add_model("fill", FillHalf())
+    widget.set_options(input=viewer.layers["img"], mask=viewer.layers["valid"], nodata=None)
+    run(qtbot, widget)
+    warned = [str(n.message) for n in notifications if "warning" in str(n.severity).lower()]
+    assert len(warned) == 1 and "the mask marks 94% of the pixels to fill" in warned[0], warned
+
+
 def test_inpaint_with_shapes_rectangle_and_nodata(viewer, widget, qtbot) -> None:
     img = np.random.default_rng(9).random((40, 48), dtype=np.float32) * 0.4
     img[2, 2] = -1.0  # nodata
