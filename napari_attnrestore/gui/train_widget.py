@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, PushButton, SpinBox
 from napari.layers import Image
 from napari.qt.threading import create_worker
@@ -402,6 +403,9 @@ class TrainWidget(Container):
             raise ValueError("add an image layer to train on")
         data = level0(layer.data)
         task, mode = self._task.value, self._mode_name()
+        if np.dtype(data.dtype).kind not in "uif":  # as the Restore widget refuses it (a bool layer trained)
+            raise ValueError(f"layer {layer.name!r}: unsupported pixel type {np.dtype(data.dtype)}; use integer "
+                             "or floating-point data")
         scale = self._scale.value if task == "sr" else None
         patch = self._patch.value
         spatial = data.shape[-3:-1] if layer.rgb else data.shape[-2:]

@@ -251,6 +251,12 @@ def test_errors_notify_and_return_to_idle(viewer, trainer, qtbot, notifications,
     assert_idle(trainer)
     assert trainer._status.value.startswith("error: layer 'empty': ")
 
+    viewer.add_image(np.zeros((64, 64), bool), name="bits")  # trained, though no widget could restore it
+    trainer.set_options(input=viewer.layers["bits"])
+    trainer.train()
+    assert_idle(trainer)
+    assert trainer._status.value == "error: layer 'bits': unsupported pixel type bool; use integer or floating-point data"
+
 
 def test_curve_polyline_is_bounded_and_thinned() -> None:
     from napari_attnrestore.gui.train_widget import curve_polyline, smooth
