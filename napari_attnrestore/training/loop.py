@@ -6,6 +6,7 @@ import contextlib
 import copy
 import logging
 import math
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -416,7 +417,9 @@ def fit(
     finally:
         if in_step and start is not None:
             put_back(start)
-        if not keep_saved and _finite(model, ema.model):
+        if sys.is_finalizing():  # a paused training collected as Python exits: nothing can be written now
+            pass
+        elif not keep_saved and _finite(model, ema.model):
             save()
         elif not keep_saved:
             log.warning("the weights are no longer finite at step %d; the training state on disk is kept", step)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -141,7 +144,7 @@ def _refuse_flat(planes: list, name: str) -> None:
                      "there is nothing to learn from it")
 
 
-def train(
+def _train(
     images: Any,
     task: str = "denoise",
     arch: str | None = None,
@@ -388,6 +391,56 @@ def train(
             ev = replace(ev, snapshot=_carded(ev.snapshot, lambda at=ev.step: card_at(
                 at, planned_steps=steps, stopped_early=True)))
         yield ev
+
+
+@functools.wraps(_train)
+def train(*args: Any, **kwargs: Any) -> Iterator[TrainEvent]:
+    state_path = inspect.signature(_train).bind(*args, **kwargs).arguments.get("state_path")
+    return _apart_from_the_caller(_train(*args, **kwargs), state_path)
+
+
+#: the training states this process's live trainings write (real path)
+_STATES: set[str] = set()
+_STATES_LOCK = threading.Lock()
+
+
+def _apart_from_the_caller(events: Iterator[TrainEvent], state_path: str | os.PathLike | None) -> Iterator[TrainEvent]:
+    """``events`` run on torch's global generator (seeded; a resumed state's) between their
+    events, the caller's generator given back around each event and at the end: ``ar.train``
+    reseeded the caller's random stream.  While it runs, ``state_path`` is its own: a
+    training left paused (a notebook's generator after ``break``) saved its older state over
+    a newer one when it was collected."""
+    key = os.path.realpath(state_path) if state_path else None
+    with _STATES_LOCK:
+        if key in _STATES:
+            raise ValueError(f"{state_path}: another training of this process is using this state file; run it to "
+                             "its end or close it (its generator's .close()) first")
+        if key:
+            _STATES.add(key)
+    caller, ours = torch.get_rng_state(), None
+    try:
+        while True:
+            if ours is not None:
+                caller = torch.get_rng_state()
+                torch.set_rng_state(ours)
+            try:
+                ev = next(events)
+            except StopIteration:
+                return
+            finally:
+                ours = torch.get_rng_state()
+                torch.set_rng_state(caller)
+            yield ev
+    finally:
+        if ours is not None:
+            caller = torch.get_rng_state()
+            torch.set_rng_state(ours)
+        try:
+            events.close()  # (a closed training saves its state: with its own generator's)
+        finally:
+            torch.set_rng_state(caller)
+            with _STATES_LOCK:
+                _STATES.discard(key)
 
 
 def _described(x: Any) -> str:

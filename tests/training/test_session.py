@@ -659,3 +659,33 @@ def test_train_arguments_are_checked(rng, kw, error, said):
         next(ar.train(noisy, **{"patch": 32, **kw}))
     with pytest.raises(ValueError, match="complex pixels"):
         next(ar.train(noisy.astype(np.complex64), patch=32))
+
+
+def test_training_leaves_the_callers_random_stream_alone(rng):
+    """ar.train reseeded torch's global generator: the caller's draws after training were the
+    same whatever the caller had seeded."""
+    stack = rng.random((2, 48, 48)).astype(np.float32)
+    afters = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        for _ in ar.train(stack, arch="acla", steps=2, batch=2, patch=32, log_every=1, device="cpu"):
+            pass
+        afters.append(torch.rand(3))
+        torch.manual_seed(seed)
+        assert torch.equal(afters[-1], torch.rand(3))  # the caller's stream, as if nothing had drawn from it
+    assert not torch.equal(*afters)
+
+
+def test_a_paused_training_holds_its_state_file(tmp_path, rng):
+    """A training left paused (a notebook's generator after break) later saved its step-2
+    state over the step-4 state a second run had finished, when it was collected."""
+    stack = rng.random((2, 48, 48)).astype(np.float32)
+    kw = dict(arch="acla", batch=2, patch=32, log_every=1, device="cpu", state_path=tmp_path / "s.pt")
+    paused = ar.train(stack, steps=4, **kw)
+    next(paused)
+    with pytest.raises(ValueError, match="another training of this process is using this state file"):
+        next(ar.train(stack, steps=4, **kw))
+    paused.close()  # its state saved, the file free again
+    assert train_to_end(ar.train(stack, steps=4, **kw)) is not None
+    del paused
+    assert torch.load(tmp_path / "s.pt", weights_only=True)["step"] == 4
