@@ -102,8 +102,15 @@ def execute(
     kw: dict[str, Any] = {"scheduler": scheduler or "threads"}
     if num_workers:
         kw["num_workers"] = num_workers
-    with cb, cancellable(name, cancel):
-        return int(dask.compute(job, **kw)[0])
+    # an event of its own when none is given: a Ctrl-C (or a failed chunk) leaves the threaded
+    # scheduler's running chunks to run on, which then stop at their next tile batch
+    stop = cancel if cancel is not None else threading.Event()
+    with cb, cancellable(name, stop):
+        try:
+            return int(dask.compute(job, **kw)[0])
+        except BaseException:
+            stop.set()
+            raise
 
 
 def _wait_distributed(client: Any, fut: Any, keys: list, progress: Progress | None, cancel: threading.Event | None) -> int:

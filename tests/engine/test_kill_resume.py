@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 import zarr
 
 import napari_attnrestore as ar
@@ -44,3 +45,30 @@ def test_killed_job_resumes_identically(tmp_path, tiny_checkpoint):
     assert totals and totals[-1] == 36 - len(done_before)  # only unfinished chunks ran
     assert job_state(dst)["status"] == "complete"
     np.testing.assert_array_equal(zarr.open_array(str(dst / "0"))[:], zarr.open_array(str(ref / "0"))[:])
+
+
+class _FailsOnce(torch.nn.Module):
+    """A slow network whose third forward pass fails; counts its passes."""
+
+    in_channels, out_channels, scale, halo = 1, 1, 1, 8
+    calls = 0
+
+    def forward(self, x):
+        type(self).calls += 1
+        if type(self).calls == 3:
+            raise ValueError("boom")
+        time.sleep(0.02)
+        return x
+
+
+def test_a_failed_job_stops_the_chunks_still_running(tmp_path):
+    """On a Ctrl-C or a failed chunk, the threaded scheduler's other running chunks ran on to
+    their end (minutes of CPU at the default chunk size) when no cancel event was given."""
+    _FailsOnce.calls = 0
+    img = np.random.default_rng(0).random((128, 256)).astype(np.float32)
+    with pytest.raises(ValueError, match="boom"):
+        ar.restore_to_zarr(img, tmp_path / "o.ome.zarr", model=_FailsOnce(), chunks=128, tile=32, overlap=8, batch=1,
+                           num_workers=2)
+    at_failure = _FailsOnce.calls
+    time.sleep(1.0)
+    assert _FailsOnce.calls <= at_failure + 1  # the other chunk stopped at its next tile batch
