@@ -6,6 +6,7 @@ Everything here is also what the CLI and the napari widgets call.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import uuid
@@ -60,6 +61,9 @@ def load_model(name_or_path: str | os.PathLike | None = None, task: str | None =
         if s.startswith("default") or (os.path.sep not in s and "." not in s):
             known = ", ".join(m["name"] for m in list_models()) or "none"
             raise ValueError(f"unknown model {s!r}; shipped models: {known}; or give a checkpoint file")
+        if os.path.sep not in s and resolve_weight(p.stem) is not None:  # a shipped name with its extension
+            raise CheckpointError(f"{p}: checkpoint not found; the shipped model is named {p.stem!r}, without "
+                                  f"{p.suffix}")
         raise CheckpointError(f"{p}: checkpoint not found")
     if p.suffix == ".json":  # a model card: the weights it describes lie next to it
         weights = p.with_suffix(".safetensors")
@@ -68,6 +72,10 @@ def load_model(name_or_path: str | os.PathLike | None = None, task: str | None =
         p = weights
     if p.with_suffix(".json").exists() and p.suffix == ".safetensors":
         return load_checkpoint(p, task=get_task(task).name if task else None, scale=scale)
+    ours = _our_weights_without_card(p)
+    if ours:  # (it was taken for a third-party checkpoint, and spandrel was asked for)
+        raise CheckpointError(f"{p}: attnrestore weights ({ours}) whose model card {p.with_suffix('.json').name} is "
+                              "not next to them; keep the card (it holds the network's configuration) with the weights")
     contents = load_state(p)  # read once (a published .pth may be hundreds of MB); refuses pickled code
     if p.suffix in (".pt", ".pth", ".ckpt"):  # a training state of ar.train: its EMA weights
         state_model = load_training_state_model(p, task=get_task(task).name if task else None, scale=scale,
@@ -75,6 +83,23 @@ def load_model(name_or_path: str | os.PathLike | None = None, task: str | None =
         if state_model is not None:
             return state_model
     return load_third_party(p, scale=scale, contents=contents)
+
+
+def _our_weights_without_card(path: Path) -> str | None:
+    """What a .safetensors file saved by this package says it holds ("hat, denoise"), or None
+    for any other file."""
+    if path.suffix != ".safetensors":
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get("attnrestore", "null"))
+    except Exception:  # not readable as safetensors: load_state names the problem
+        return None
+    if not isinstance(meta, dict):
+        return None
+    return ", ".join(str(meta[k]) for k in ("arch", "task") if meta.get(k)) or "no architecture named"
 
 
 class SpandrelModule(nn.Module):

@@ -46,8 +46,16 @@ def resolve_weight(name: str, task: str | None = None, scale: int | None = None)
             raise ValueError("'default' needs a task; use default:<task>, e.g. default:denoise")
         name = f"default:{task}"
     if name.startswith("default:"):
+        from .tasks import get_task
+
         t = name.split(":", 1)[1]
         t, _, sc = t.partition("-x")
+        if sc and not sc.isdigit():
+            raise ValueError(f"{name!r}: the scale after -x is a number: default:sr-x2 or default:sr-x4")
+        try:
+            t = get_task(t).name  # the task's other names (superres, denoising)
+        except ValueError:
+            pass  # named below, with the defaults there are
         key = default_key(t, int(sc) if sc else scale)
         chosen = defaults().get(key)
         if chosen is None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import napari_attnrestore as ar
 from napari_attnrestore import zoo
 
@@ -77,3 +79,12 @@ def test_load_model_without_a_name_takes_the_default_of_its_task():
     assert ar.load_model().card["name"] == ar.load_model("default:denoise").card["name"]
     assert ar.load_model(task="sr").scale == 2 and ar.load_model(task="sr", scale=4).scale == 4
     assert ar.load_model(task="inpaint").card["task"] == "inpaint"
+
+
+def test_defaults_are_found_by_the_tasks_other_names_and_a_bad_scale_is_named():
+    from napari_attnrestore.zoo import resolve_weight
+
+    assert resolve_weight("default:superres") == resolve_weight("default:sr")
+    assert resolve_weight("default:denoising") == resolve_weight("default:denoise")
+    with pytest.raises(ValueError, match="the scale after -x is a number"):
+        resolve_weight("default:sr-xfoo")

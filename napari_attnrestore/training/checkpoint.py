@@ -84,7 +84,8 @@ def save_checkpoint(
 ) -> Path:
     """Write ``path`` (.safetensors) and its JSON card next to it; returns the weights path.
 
-    ``half`` stores floating-point weights as fp16 (they are loaded back as fp32).
+    ``half`` stores floating-point weights as fp16 (they are loaded back as fp32), except
+    tensors with values beyond fp16's range, which stay fp32 (they became infinite).
     """
     from safetensors.torch import save
 
@@ -95,7 +96,8 @@ def save_checkpoint(
     state = {}
     for k, v in model.state_dict().items():
         v = v.detach().cpu().contiguous()
-        state[k] = v.half() if (half and v.is_floating_point()) else v
+        fits = v.is_floating_point() and (v.numel() == 0 or float(v.detach().abs().max()) <= 65504.0)
+        state[k] = v.half() if (half and fits) else v
     meta = {**model_config(model), "task": task, "format_version": FORMAT_VERSION, **(card or {})}
     tmp = path.with_suffix(".safetensors.tmp")
     try:  # written by Python, as the card is (safetensors' own file writer makes it 0600)
@@ -154,6 +156,8 @@ def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"{p}: checkpoint not found")
+    if p.is_dir():
+        raise CheckpointError(f"{p}: a folder, not a checkpoint file")
     if p.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -162,14 +166,15 @@ def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             return load_file(str(p))
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{p}: not a readable safetensors file ({e})") from None
-    if p.is_dir():
-        raise CheckpointError(f"{p}: a folder, not a checkpoint file")
     _check_torch_file(p)
     try:
         with warnings.catch_warnings():  # torch's own advice to unpickle unsafely is not ours
             warnings.simplefilter("ignore")
             obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError and friends
+        if _is_torchscript(p):  # torch's message passed on its advice to unpickle unsafely
+            raise CheckpointError(f"{p}: a TorchScript archive, not a checkpoint of weights; load it with "
+                                  "torch.jit.load and pass the module as model=") from None
         if not isinstance(e, pickle.UnpicklingError):  # not a pickle at all: text, a truncated file
             raise CheckpointError(f"{p}: not a readable PyTorch checkpoint ({type(e).__name__}: "
                                   f"{str(e).splitlines()[0] if str(e) else ''})") from None
@@ -180,6 +185,17 @@ def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             + (f": {detail}" if detail else f" ({type(e).__name__})")
         ) from None
     return obj
+
+
+def _is_torchscript(p: Path) -> bool:
+    """Whether ``p`` is a zip archive holding TorchScript code (its ``code/`` folder)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(p) as z:
+            return any("/code/" in name or name.startswith("code/") for name in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 #: The first bytes of files given for a checkpoint by mistake, and what they are.

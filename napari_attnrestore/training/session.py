@@ -492,10 +492,22 @@ def _check_trainable(net: nn.Module, t: Any, asked_scale: int | None, scale: int
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, task: str, card: dict[str, Any] | None = None) -> Path:
-    """Save a trained model as ``.safetensors`` + ``.json`` card (loadable with ``ar.load_model``)."""
+    """Save a trained model as ``.safetensors`` + ``.json`` card (loadable with ``ar.load_model``).
+
+    The card is the model's own (its architecture, configuration, training), named after
+    the file; what described the weights it started as (their measured metrics, recipe,
+    default choice), unless ``card`` gives them again, is left out: a shipped model changed
+    and saved kept the shipped name and numbers.
+    """
     from .checkpoint import save_checkpoint
 
     base = dict(getattr(model, "card", {}) or {})
+    for key in ("metrics", "recipe", "default_for", "default_choice", "description"):
+        base.pop(key, None)
+    earlier, name = base.get("name"), Path(path).stem
+    if earlier and earlier != name:
+        base["derived_from"] = earlier
+    base["name"] = name
     base.update(card or {})
     base.pop("task", None)
     return save_checkpoint(model.to("cpu"), path, task=task, card=base)

@@ -163,3 +163,39 @@ def test_save_refuses_what_load_could_not_rebuild(tmp_path, tiny_hat):
         ar.save_model(tiny_hat, tmp_path / "foo.safetensors", task="foo")
     assert not list(tmp_path.iterdir())
     ar.load_model(ar.save_model(tiny_hat, tmp_path / "ok.safetensors", task="denoise"), task="denoise")
+
+
+def test_files_given_for_weights_by_mistake_are_named(tmp_path, tiny_checkpoint):
+    """A TorchScript archive got torch's advice to unpickle unsafely; our own weights without
+    their card asked for spandrel; a folder named .safetensors said 'No such device'; a
+    shipped name with its extension was 'not found' without a word more."""
+    scripted = torch.jit.script(torch.nn.Conv2d(1, 1, 3))
+    scripted.save(str(tmp_path / "s.pt"))
+    with pytest.raises(CheckpointError, match="a TorchScript archive, not a checkpoint of weights; load it with"):
+        ar.load_model(tmp_path / "s.pt")
+    alone = tmp_path / "alone.safetensors"
+    alone.write_bytes(tiny_checkpoint.read_bytes())
+    with pytest.raises(CheckpointError, match=r"attnrestore weights \(hat, denoise\) whose model card alone.json"):
+        ar.load_model(alone)
+    (tmp_path / "dir.safetensors").mkdir()
+    with pytest.raises(CheckpointError, match="a folder, not a checkpoint file"):
+        ar.load_model(tmp_path / "dir.safetensors")
+    with pytest.raises(CheckpointError, match=r"the shipped model is named 'denoise-acla-tiny', without \.safetensors"):
+        ar.load_model("denoise-acla-tiny.safetensors")
+
+
+def test_weights_beyond_fp16s_range_are_kept_in_fp32(tmp_path, tiny_hat):
+    with torch.no_grad():
+        next(tiny_hat.parameters()).view(-1)[0] = 1e5
+    ar.save_model(tiny_hat, tmp_path / "big.safetensors", task="denoise")
+    back = ar.load_model(tmp_path / "big.safetensors")
+    assert next(back.parameters()).view(-1)[0] == 1e5
+
+
+def test_a_changed_shipped_model_is_saved_under_its_own_name_without_the_shipped_numbers(tmp_path):
+    model = ar.load_model("denoise-hat-tiny")
+    ar.save_model(model, tmp_path / "mine.safetensors", task="denoise")
+    card = read_card(tmp_path / "mine.safetensors")
+    assert card["name"] == "mine" and card["derived_from"] == "denoise-hat-tiny"
+    assert not {"metrics", "recipe", "default_for", "default_choice"} & card.keys()
+    assert card["arch"] == "hat" and card["config"] == model.card["config"]
