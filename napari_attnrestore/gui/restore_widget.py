@@ -344,6 +344,11 @@ class RestoreWidget(Container):
             return None
         spatial = tuple(int(n) for n in data.shape[: data.ndim - int(layer.rgb)])
         if isinstance(mask_layer, Shapes):  # drawn later: a crop for Preview, in the worker for Run
+            turned = [lyr.name for lyr in (layer, mask_layer) if _turned(lyr)]
+            if turned:  # (the gap drawn was mapped by scale and translate alone: nothing was filled)
+                raise ValueError(f"layer {turned[0]!r} is rotated, sheared or given an affine; a Shapes mask is placed "
+                                 "on the image by scale and translate only; draw the gaps as Labels over the image's "
+                                 "pixels instead")
             mask = ShapesMask(mask_layer, layer, spatial)
         else:
             mask = level0(mask_layer.data)
@@ -357,7 +362,8 @@ class RestoreWidget(Container):
             n = len(shape)
             ours = (tuple(layer.scale[-n:]), tuple(layer.translate[-n:]))
             theirs = (tuple(mask_layer.scale[-n:]), tuple(mask_layer.translate[-n:]))
-            if not np.allclose(np.array(ours, dtype=float), np.array(theirs, dtype=float)):
+            if not np.allclose(np.array(ours, dtype=float), np.array(theirs, dtype=float)) or \
+                    not _same_turn(layer, mask_layer):  # (a rotated image took an unrotated mask's pixels)
                 plain = lambda v: "(" + ", ".join(f"{float(x):g}" for x in v) + ")"  # noqa: E731
                 raise ValueError(
                     f"mask layer {mask_layer.name!r} lies elsewhere than the input {layer.name!r} (scale "
@@ -650,6 +656,24 @@ def layer_meta(layer: Image, data: Any) -> dict[str, Any]:
         meta["path"] = str(path)
     meta.update(carried(layer.metadata))  # a GeoTIFF's, kept in the store
     return meta
+
+
+def _turned(layer: Any) -> bool:
+    """Whether a layer is placed by more than scale and translate (rotate, shear, affine)."""
+    n = layer.ndim
+    return not (np.allclose(layer.rotate, np.eye(n)) and np.allclose(layer.shear, 0)
+                and np.allclose(layer.affine.affine_matrix, np.eye(n + 1)))
+
+
+def _same_turn(a: Any, b: Any) -> bool:
+    """Whether two layers are rotated, sheared and given an affine alike (over their last axes)."""
+    n = min(a.ndim, b.ndim)
+    if not (_turned(a) or _turned(b)):
+        return True
+    if a.ndim != b.ndim:
+        return False
+    return (np.allclose(a.rotate, b.rotate) and np.allclose(a.shear, b.shear)
+            and np.allclose(a.affine.affine_matrix[-n - 1 :, -n - 1 :], b.affine.affine_matrix[-n - 1 :, -n - 1 :]))
 
 
 def _check_layer(layer: Image, data: Any, task: str) -> None:

@@ -521,6 +521,29 @@ def test_inpaint_labels_mask_elsewhere_in_the_world_is_an_error(viewer, widget, 
     assert len(viewer.layers) == 2
 
 
+def test_masks_of_a_rotated_image_are_refused_unless_they_turn_alike(viewer, widget, qtbot, notifications) -> None:
+    """A Shapes gap over a rotated image filled nothing (it was placed by scale and translate
+    only), and an unrotated Labels mask was used pixel for pixel on a rotated image."""
+    img = np.random.default_rng(3).random((32, 32), dtype=np.float32)
+    viewer.add_image(img, name="img", rotate=30)
+    viewer.add_shapes([np.array([[10, 10], [10, 20], [20, 20], [20, 10]])], shape_type="rectangle", name="gap")
+    viewer.add_labels(np.zeros((32, 32), np.uint8), name="flat")
+    holes = np.zeros((32, 32), np.uint8)
+    holes[4:8] = 1
+    viewer.add_labels(holes, name="turned", rotate=30)
+    widget.add_model("fill", FillHalf())
+    for mask, said in (("gap", "a Shapes mask is placed on the image by scale and translate only"),
+                       ("flat", "lies elsewhere than the input")):
+        widget.set_options(input=viewer.layers["img"], mask=viewer.layers[mask])
+        widget.run()
+        assert_idle(widget)
+        assert any(said in str(n.message) for n in notifications), [str(n.message) for n in notifications]
+    widget.set_options(input=viewer.layers["img"], mask=viewer.layers["turned"], nodata=None)
+    run(qtbot, widget)
+    out = viewer.layers["img (inpainted)"].data
+    assert np.abs(out[4:8] - img[4:8]).mean() > 0.05 and np.allclose(out[8:], img[8:], atol=1e-5)
+
+
 def test_a_geotiffs_nodata_is_kept_in_a_new_layer_too(viewer, widget, qtbot, denoiser) -> None:
     """Restored into a new layer, a GeoTIFF's declared nodata border became data (values up to
     16 around the scene), while its zarr output, the API and the CLI kept it."""
