@@ -90,7 +90,9 @@ TIPS = {
     "train": "Start training in the background.",
     "stop": "Stop after the current step; the model trained so far is kept and can be used and saved.",
     "checkpoint": "Where 'Save checkpoint' writes the trained model (.safetensors, with a .json card).",
-    "save": "Save the last trained model as a checkpoint (ar.load_model and the Restore widget read it).",
+    "save": "Save the last trained model as a checkpoint (ar.load_model and the Restore widget read it). Its "
+            "weights are stored in 16-bit floats (half the size): results from the file can differ from the "
+            "session model's in the last digit or so.",
     "curve": "Training loss per step (light) and its running mean (dark); log scale.",
 }
 
@@ -185,6 +187,8 @@ def train_job(run: TrainRun) -> Generator[TrainEvent, None, TrainRun]:
     import napari_attnrestore as ar
 
     req = run.request
+    if run.stop.is_set():  # Stop right after Train: no network built, no model published
+        return run
     try:
         torch.manual_seed(req.seed)  # a new network's weights: the same request trains the same model
         run.net = _starting_model(req)
@@ -197,6 +201,8 @@ def train_job(run: TrainRun) -> Generator[TrainEvent, None, TrainRun]:
         losses: list[float] = []
         try:
             for ev in events:
+                if run.last is None and not ev.done and run.stop.is_set():
+                    break  # stopped while training was set up: a 1-step model took over the Restore widget
                 if ev.done:
                     run.final = ev.model
                     yield ev

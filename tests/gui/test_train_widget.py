@@ -169,6 +169,19 @@ def test_stop_keeps_the_model_trained_so_far(viewer, trainer, qtbot) -> None:
     assert out.shape == noisy.shape and out.dtype == np.uint16 and np.isfinite(out.astype(float)).all()
 
 
+def test_stop_right_after_train_publishes_no_model(viewer, trainer, qtbot) -> None:
+    """Stop pressed while training was set up ran one step and published that model, which
+    took over an idle Restore widget's task and model."""
+    noisy, _ = _noisy(seed=2)
+    viewer.add_image(noisy, name="noisy")
+    trainer.set_options(**{**FAST, "steps": 200})
+    trainer.train()
+    trainer.stop()
+    qtbot.waitUntil(lambda: not trainer.busy, timeout=TIMEOUT)
+    assert_idle(trainer)
+    assert trainer.model is None and trainer._status.value == "stopped before the first step: no model"
+
+
 def test_closing_the_widget_stops_training(viewer, trainer, qtbot) -> None:
     from napari_attnrestore.gui import session_models
 
