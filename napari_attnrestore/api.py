@@ -176,6 +176,23 @@ def resolve_model(
     return ModelHandle(mod, device=device, precision=precision, checkpoint=ckpt, compile=compile, ensemble=ensemble)
 
 
+def _unmasked(x: np.ma.MaskedArray, task: str, mask: Any) -> tuple[np.ndarray, Any]:
+    """A numpy masked array's pixels, its masked ones as gaps: the inpainting mask (unless one
+    is given), NaN for other tasks (no data: the result's fill value).  Its mask was ignored,
+    and the masked pixels restored as data."""
+    data, masked = np.ma.getdata(x), np.ma.getmaskarray(x)
+    if not masked.any():
+        return data, mask
+    if task == "inpaint":
+        if mask is not None:
+            raise ValueError("the gaps are given twice: as the masked array's mask and as mask=; give one")
+        return data, masked
+    if data.dtype.kind != "f":
+        raise ValueError(f"a masked {data.dtype} array: its masked pixels cannot be marked as no data (integers hold "
+                         "no NaN); give x.filled(value) with nodata=value, or a float array")
+    return np.where(masked, np.nan, data), mask
+
+
 def _own_copy(module: nn.Module) -> nn.Module:
     """A copy of a caller's module in float32 for the engine to put in eval mode and move to
     its device: the caller's module went on training in eval mode (dropout off) or ended up
@@ -350,6 +367,8 @@ def _prepare(
         raise ValueError(f"nodata must be a number (the value of the pixels without data), got {nodata!r}")
     if cfa is not None and tname != "demosaic":
         raise ValueError(f"cfa {cfa!r} is for demosaicing (task 'demosaic'), not {tname}")
+    if isinstance(x, np.ma.MaskedArray):
+        x, mask = _unmasked(x, tname, mask)
     # rgb=False or a channel axis (an axis of the file as stored): an RGB OME-Zarr's cyx channels
     src, src_meta = as_source(x, stored=rgb is False or channel_axis is not None)
     if src_meta.get("palette"):  # (a mask may be one: its indices are what a mask means)

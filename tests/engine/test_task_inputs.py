@@ -235,3 +235,17 @@ def test_space_axes_are_put_in_z_y_x_order():
 
     assert ngff_order("yxz") == (2, 0, 1) and ngff_order("xy") == (1, 0) and ngff_order("zcyx") == (1, 0, 2, 3)
     assert ngff_order("yxc", rgb=True) == (0, 1, 2) and ngff_order("yxc") == (2, 0, 1)
+
+
+def test_a_masked_arrays_mask_marks_its_gaps(rng):
+    """A numpy masked array's masked pixels were restored as data (inpainting left them as
+    they were); they are now the gaps: filled by inpainting, no data for other tasks."""
+    data = rng.integers(1, 200, (48, 48)).astype(np.float32)
+    masked = np.ma.masked_array(data, mask=np.zeros(data.shape, bool))
+    masked[10:14] = np.ma.masked
+    out = ar.restore(masked, task="inpaint", model=FillHalf(), device="cpu").compute()
+    assert not np.isclose(out[10:14], data[10:14]).all() and np.array_equal(out[20:], data[20:])
+    with pytest.raises(ValueError, match="masked uint8 array: its masked pixels cannot be marked as no data"):
+        ar.restore(np.ma.masked_array(data.astype(np.uint8), mask=masked.mask), task="denoise", model=FillHalf())
+    with pytest.raises(ValueError, match="the gaps are given twice"):
+        ar.restore(masked, task="inpaint", model=FillHalf(), mask=np.zeros(data.shape, bool))
