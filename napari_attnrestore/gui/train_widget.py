@@ -45,7 +45,7 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
 from . import session_models
-from .geometry import level0
+from .geometry import channel_axis_of, level0
 from .jobs import warning_notifier
 from .widgets import layer_nodata, number_or_none, set_value, when_removed
 
@@ -127,6 +127,7 @@ class TrainRequest:
     seed: int = 0  # of the new network's weights and of training's draws (ar.train's seed)
     source: str = ""  # the input layer's name (model name, card)
     nodata: float | None = None  # the value of the layer's gaps (inpainting), or its file's declared one
+    channel_axis: int | None = None  # the layer's channel axis (each channel scaled on its own)
     session_model: Any = None  # the module to copy for ("session", name)
 
 
@@ -196,6 +197,7 @@ def train_job(run: TrainRun) -> Generator[TrainEvent, None, TrainRun]:
             req.images, task=req.task, model=run.net, clean=req.clean, mode=req.mode, scale=req.scale,
             steps=req.steps, batch=req.batch, patch=req.patch, lr=req.lr, device=req.device, nodata=req.nodata,
             precision=req.precision, seed=req.seed, log_every=1,  # every step: Stop acts after the current one
+            channel_axis=req.channel_axis,
         )
         every = max(1, req.steps // MAX_EVENTS)
         losses: list[float] = []
@@ -443,6 +445,9 @@ class TrainWidget(Container):
             preset=self._preset.value or "tiny", config=dict(self.config), steps=self._steps.value,
             batch=self._batch.value, patch=patch, lr=float(self._lr.value), device=self._device.value,
             precision=self._precision.value, source=layer.name, session_model=session_models.get(start[1]) if start[0] == "session" else None,
+            # the channels scaled each on its own, as the Restore widget restores them
+            channel_axis=None if task == "demosaic" else channel_axis_of(
+                data.shape, layer.rgb, layer.metadata, getattr(layer, "axis_labels", None)),
         )
 
     # ------------------------------------------------------------------ actions

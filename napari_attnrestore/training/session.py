@@ -89,7 +89,7 @@ def _colour_pictures(x: Any, index: int) -> list:
 
 
 def _planes(images: Sequence[Any], nodata: float | None = None, first: int = 0, role: str = "training image",
-            unmarked_gaps_warn: bool = False, **plane_kw: Any) -> list:
+            unmarked_gaps_warn: bool = False, channel_axis: int | None = None, **plane_kw: Any) -> list:
     """The normalized planes of every image; ``nodata`` (else the one a file declares) marks gaps.
     Messages name a file, or an array by its place (``first`` + its index in ``images``).
     With ``unmarked_gaps_warn`` (self-supervised inpainting, which learns around the image's
@@ -98,6 +98,8 @@ def _planes(images: Sequence[Any], nodata: float | None = None, first: int = 0, 
     for i, im in enumerate(images):
         data, said = _open(im)
         declared = said.pop("nodata", None)
+        if channel_axis is not None and not isinstance(im, (str, os.PathLike)):  # (a file has its own)
+            said["channel_axis"] = channel_axis
         name = _name(im, first + i, role)
         dtype = np.dtype(getattr(data, "dtype", np.float64))
         if dtype.kind == "c":
@@ -168,6 +170,7 @@ def _train(
     compile: bool = False,
     cfa: str | None = None,
     precision: str = "fp32",
+    channel_axis: int | None = None,
 ) -> Iterator[TrainEvent]:
     """Train on ``images``; yields :class:`TrainEvent` (step, loss, elapsed), the last with the model.
 
@@ -217,6 +220,11 @@ def _train(
         ``bf16``: forward pass and loss under bfloat16 autocast, while the weights, AdamW
         and the EMA stay in float32 (mixed precision).  Faster on GPUs and on CPUs with
         bfloat16 instructions (AVX512-BF16, AMX); ``fp32`` (the default) everywhere else.
+    channel_axis
+        The axis of array images (and their clean counterparts) that holds channels: each
+        scaled on its own, as ``restore(channel_axis=)`` scales them (a dim channel beside a
+        bright one was learned at a hundredth of the range it is restored at).  A file's
+        own channel axis is taken from the file.
 
     To stop early, break out of the loop and take ``event.current_model()`` of the last
     event: the averaged weights so far, with a card that says so.  A given nn.Module is
@@ -310,7 +318,8 @@ def _train(
                           and os.path.realpath(a) == os.path.realpath(b)):
                 raise ValueError(f"{_name(a, i)} is given as its own clean counterpart: paired training needs a "
                                  "clean image of the same scene (or train self-supervised on the noisy one)")
-            pa, pb = _planes([a], nodata=nodata, first=i), _planes([b], nodata=nodata, first=i, role="clean image")
+            pa, pb = _planes([a], nodata=nodata, first=i, channel_axis=channel_axis), _planes(
+                [b], nodata=nodata, first=i, role="clean image", channel_axis=channel_axis)
             _warn_other_units(pa[0], pb[0], _name(a, i), _name(b, i, "clean image"))
             if len(pa) != len(pb):
                 raise ValueError(f"paired images have a different number of planes: {_name(a, i)} has {len(pa)}, "
@@ -337,14 +346,14 @@ def _train(
     elif t.name == "inpaint":
         # the image's own gaps (NaN, nodata) stay holes without a target in both modes: read as
         # 0 they would be scored as truth, and the network would learn to paint gaps black
-        sampler = PatchSampler(_planes(imgs, nodata=nodata, keep_gaps=True,
+        sampler = PatchSampler(_planes(imgs, nodata=nodata, keep_gaps=True, channel_axis=channel_axis,
                                        unmarked_gaps_warn=mode == "self-supervised"), patch, seed=seed)
         loss_fn = hole_loss(LOSSES[cfg.loss])
 
         def make_pair(x, gen):
             return hide_known(x, gen)
     else:
-        sampler = PatchSampler(_planes(imgs, nodata=nodata), patch, seed=seed)  # scaled without the gaps, as restoring does
+        sampler = PatchSampler(_planes(imgs, nodata=nodata, channel_axis=channel_axis), patch, seed=seed)  # scaled without the gaps, as restoring does
         if mode == "self-supervised":
             if method in ("neighbor2neighbor", "nbr2nbr") and patch % 2:
                 raise ValueError(f"neighbor2neighbor needs an even patch size, got {patch}")
@@ -380,7 +389,8 @@ def _train(
     inputs = {"images": [_described(x) for x in imgs], "clean": [_described(x) for x in cleans], "batch": batch,
               "patch": patch, "lr": lr, "nodata": None if nodata is None else str(float(nodata)),
               "sigma": [float(v) for v in sigma] if mode == "synthetic" and t.name == "denoise" else None,
-              "cfa": cfa.upper() if cfa else None}
+              "cfa": cfa.upper() if cfa else None,
+              **({"channel_axis": channel_axis} if channel_axis is not None else {})}  # (absent: earlier states resume)
     events = fit(net, sampler.sample, make_pair, cfg, state_path=state_path,
                  sampler_state=(sampler.state, sampler.set_state), device=dev, loss_fn=loss_fn, objective=objective,
                  network=_network(net, card_at(steps)), inputs=inputs)

@@ -182,6 +182,13 @@ def test_stop_right_after_train_publishes_no_model(viewer, trainer, qtbot) -> No
     assert trainer.model is None and trainer._status.value == "stopped before the first step: no model"
 
 
+def test_a_channel_layer_is_trained_with_its_channels_scaled_apart(viewer, trainer) -> None:
+    x = np.stack([np.full((64, 64), 3000, np.uint16), np.full((64, 64), 30, np.uint16)])
+    viewer.add_image(x, name="cyx", axis_labels=("c", "y", "x"))
+    trainer.set_options(input=viewer.layers["cyx"], patch=32)
+    assert trainer.request().channel_axis == 0
+
+
 def test_closing_the_widget_stops_training(viewer, trainer, qtbot) -> None:
     from napari_attnrestore.gui import session_models
 

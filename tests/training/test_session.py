@@ -689,3 +689,16 @@ def test_a_paused_training_holds_its_state_file(tmp_path, rng):
     assert train_to_end(ar.train(stack, steps=4, **kw)) is not None
     del paused
     assert torch.load(tmp_path / "s.pt", weights_only=True)["step"] == 4
+
+
+def test_an_arrays_channels_are_scaled_each_on_its_own_when_named(rng):
+    """The Train widget's channel layer (c, y, x) was scaled as one range: a dim channel beside
+    a bright one was learned at a hundredth of the range it is restored at."""
+    from napari_attnrestore.training import session
+
+    x = np.stack([rng.random((48, 48)) * 3000 + 500, rng.random((48, 48)) * 30 + 5]).astype(np.uint16)
+    together = session._planes([x])
+    apart = session._planes([x], channel_axis=0)
+    assert together[0].hi == together[1].hi
+    assert apart[1].hi < 40 < 500 < apart[0].hi
+    assert train_to_end(ar.train(x, arch="acla", steps=2, batch=2, patch=32, device="cpu", channel_axis=0)) is not None
