@@ -390,21 +390,17 @@ class RestoreWidget(Container):
                 box = box * np.asarray(layer.downsample_factors[layer.data_level])
             point = layer.world_to_data(self._viewer.dims.point)
             crop = preview_crop(data.shape, layer.rgb, point, box, max_side=PREVIEW_MAX)
-            pixels = np.asarray(data[crop.key])
-            y0, x0 = crop.key[pixels.ndim - 2 - int(layer.rgb)].start, crop.key[pixels.ndim - 1 - int(layer.rgb)].start
+            ndim = len(data.shape)  # (the crop keeps every axis: a slice each)
+            y0, x0 = crop.key[ndim - 2 - int(layer.rgb)].start, crop.key[ndim - 1 - int(layer.rgb)].start
             if kwargs.get("cfa"):
                 kwargs["cfa"] = shift_pattern(kwargs["cfa"], y0, x0)
-            mask = kwargs.get("mask")
-            if mask is not None:
-                spatial_key = crop.key[: pixels.ndim - int(layer.rgb)]
-                kwargs["mask"] = np.asarray(mask[spatial_key[-mask.ndim :]])
         except Exception as e:  # bad settings: say so, stay idle
             self._on_error(e, "AttnRestore preview")
             return
 
         def done(result: jobs.JobResult) -> None:
             k = int(result.info.get("scale", 1))
-            nlead = pixels.ndim - 2 - int(layer.rgb)
+            nlead = ndim - 2 - int(layer.rgb)
             out = crop.trim_output(result.data, k, nlead)
             scale, translate = crop.geometry(layer.scale, layer.translate, k)
             name = f"{layer.name} (preview)"
@@ -413,7 +409,7 @@ class RestoreWidget(Container):
             self._add_result(layer, out, name, scale, translate, {"task": kwargs["task"], "preview": True},
                              rgb=kwargs["task"] == "demosaic")
 
-        self._start(self._preview_gen, (pixels, kwargs, spec), done, f"preview of {layer.name}")
+        self._start(self._preview_gen, (data, crop.key, kwargs, spec), done, f"preview of {layer.name}")
 
     def run(self) -> None:
         """Restore the whole input layer into a new layer or an OME-Zarr file."""
@@ -495,8 +491,15 @@ class RestoreWidget(Container):
         handle = self._resolve(spec, kw["task"], kw["scale"], kw["device"], kw["precision"], kw.pop("ensemble", False))
         return {**kw, "model": handle}, int(handle.info.scale)
 
-    def _preview_gen(self, pixels: np.ndarray, kwargs: dict[str, Any], spec: Any, cancel: threading.Event) -> jobs.JobGen:
+    def _preview_gen(self, data: Any, key: tuple[slice, ...], kwargs: dict[str, Any], spec: Any,
+                     cancel: threading.Event) -> jobs.JobGen:
+        # the crop is read here, off the GUI thread: a lazy layer's chunks can take seconds
+        pixels = np.asarray(data[key])
         kw, k = self._with_model(kwargs, spec)
+        mask = kw.get("mask")
+        if mask is not None:
+            spatial_key = key[: len(key) - int(bool(kw.get("rgb")))]
+            kw["mask"] = np.asarray(mask[spatial_key[-mask.ndim :]])
         result = yield from jobs.preview_job(pixels, kw, cancel)
         result.info["scale"] = k
         return result

@@ -179,6 +179,34 @@ def test_preview_current_plane(viewer, widget, qtbot, upsampler) -> None:
     assert widget._image.value is layer
 
 
+def test_preview_reads_a_lazy_layer_off_the_gui_thread(viewer, widget, qtbot, denoiser) -> None:
+    """Preview read the visible crop on the GUI thread: a lazy layer whose chunks take
+    seconds froze the viewer for as long.  Here a chunk is read only once the event loop has
+    run a timer: on the GUI thread it waits in vain."""
+    import threading
+
+    import dask.array as da
+    from qtpy.QtCore import QTimer
+
+    loop_ran = threading.Event()
+    loop_ran.set()  # (napari's own reads for the display)
+    waits: list[bool] = []
+
+    def slow(block):
+        waits.append(loop_ran.wait(timeout=3))
+        return block
+
+    viewer.add_image(da.zeros((64, 64), dtype=np.float32, chunks=64).map_blocks(slow, dtype=np.float32), name="lazy",
+                     contrast_limits=(0, 1))
+    widget.add_model("den", denoiser)
+    widget.set_options(input=viewer.layers["lazy"])
+    loop_ran.clear()
+    waits.clear()
+    QTimer.singleShot(50, loop_ran.set)
+    run(qtbot, widget, "preview")
+    assert "lazy (preview)" in viewer.layers and waits and all(waits)
+
+
 def test_event_loop_runs_during_restore(viewer, widget, qtbot, slow_denoiser) -> None:
     from qtpy.QtCore import QTimer
 
