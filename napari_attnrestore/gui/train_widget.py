@@ -190,6 +190,7 @@ def train_job(run: TrainRun) -> Generator[TrainEvent, None, TrainRun]:
     req = run.request
     if run.stop.is_set():  # Stop right after Train: no network built, no model published
         return run
+    _avoid_triton_llvm_clash()  # here, in the worker: the import stalled the viewer for 1-2 s
     try:
         torch.manual_seed(req.seed)  # a new network's weights: the same request trains the same model
         run.net = _starting_model(req)
@@ -462,7 +463,6 @@ class TrainWidget(Container):
             show_error(f"AttnRestore training: {e}")
             self._status.value = f"error: {_first_line(e)}"
             return
-        _avoid_triton_llvm_clash()
         self._run = run = TrainRun(req)
         self.history = []
         self._plot.clear(req.steps)
