@@ -194,16 +194,17 @@ def _unmasked(x: np.ma.MaskedArray, task: str, mask: Any) -> tuple[np.ndarray, A
 
 
 def _own_copy(module: nn.Module) -> nn.Module:
-    """A copy of a caller's module in float32 for the engine to put in eval mode and move to
-    its device: the caller's module went on training in eval mode (dropout off) or ended up
-    on the GPU, and one in float16 failed on a float32 input.  A module that cannot be copied
-    is used as it is (in float32 and eval mode from then on)."""
+    """A copy of a caller's module, its weights in float32, for the engine to put in eval mode
+    and move to its device: the caller's module went on training in eval mode (dropout off)
+    or ended up on the GPU, and one in float16 failed on a float32 input.  Forward hooks run
+    on the copy.  A module that cannot be copied is used as it is (eval mode from then on)."""
     try:
         copy_ = copy.deepcopy(module)
     except Exception:
         copy_ = module
-    if any(p.is_floating_point() and p.dtype != torch.float32 for p in [*copy_.parameters(), *copy_.buffers()]):
-        copy_ = copy_.float()  # the precision option chooses the arithmetic (autocast)
+    other = {p.dtype for p in copy_.parameters() if p.is_floating_point() and p.dtype != torch.float32}
+    if other:  # weights in float16 (bfloat16, float64): float32, and the arithmetic is the precision option's
+        copy_._apply(lambda t: t.float() if t.dtype in other else t)  # (a float64 buffer of float32 weights stays)
     return copy_
 
 

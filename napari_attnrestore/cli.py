@@ -373,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--nodata", type=float, default=None, help="pixel value marking no data (NaN always does): kept as is, or filled by inpaint")
     r.add_argument("--normalize", type=_normalization, default="auto", metavar="{auto,dtype,percentile,none,LO,HI}",
                    help="the intensity range mapped to 0-1 for the network: auto (uint8: its range; else the 0.1/99.9 "
-                        "percentiles of 16 windows), dtype (the type's range), none (data already 0-1), or LO,HI")
+                        "percentiles of 16 windows), dtype (the type's range), none (data already 0-1), or LO,HI "
+                        "(a negative LO as --normalize=-128,127)")
     r.add_argument("--cfa", default=None, choices=["RGGB", "BGGR", "GRBG", "GBRG"], help="demosaic: Bayer pattern")
     r.add_argument("--arch", default=None, help="use the shipped weights of this architecture")
     r.add_argument("--weights", default=None,

@@ -23,7 +23,7 @@ _CANCELS: dict[str, threading.Event] = {}
 
 
 @contextlib.contextmanager
-def cancellable(name: str, cancel: threading.Event | None) -> Iterator[None]:
+def cancellable(name: str, cancel: threading.Event | _Either | None) -> Iterator[None]:
     """While in this block, the chunk tasks of graph ``name`` stop at their next tile batch
     once ``cancel`` is set (the threaded scheduler starts several chunks at once, so
     refusing new ones alone would let those run to the end)."""
@@ -37,7 +37,17 @@ def cancellable(name: str, cancel: threading.Event | None) -> Iterator[None]:
         _CANCELS.pop(name, None)
 
 
-def cancel_event(name: str) -> threading.Event | None:
+class _Either:
+    """Set when either of two events is (the caller's cancel, or the job's failure)."""
+
+    def __init__(self, first: threading.Event | None, second: threading.Event) -> None:
+        self.first, self.second = first, second
+
+    def is_set(self) -> bool:
+        return self.second.is_set() or (self.first is not None and self.first.is_set())
+
+
+def cancel_event(name: str) -> threading.Event | _Either | None:
     """The cancel event of graph ``name`` while it runs in this process (see :func:`cancellable`)."""
     return _CANCELS.get(name)
 
@@ -102,14 +112,15 @@ def execute(
     kw: dict[str, Any] = {"scheduler": scheduler or "threads"}
     if num_workers:
         kw["num_workers"] = num_workers
-    # an event of its own when none is given: a Ctrl-C (or a failed chunk) leaves the threaded
-    # scheduler's running chunks to run on, which then stop at their next tile batch
-    stop = cancel if cancel is not None else threading.Event()
-    with cb, cancellable(name, stop):
+    # an event of the job's own beside the caller's: a Ctrl-C (or a failed chunk) leaves the
+    # threaded scheduler's running chunks to run on, which then stop at their next tile batch
+    # (the caller's event is left as it is: it may start the next job)
+    failed = threading.Event()
+    with cb, cancellable(name, _Either(cancel, failed)):
         try:
             return int(dask.compute(job, **kw)[0])
         except BaseException:
-            stop.set()
+            failed.set()
             raise
 
 

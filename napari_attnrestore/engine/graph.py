@@ -296,8 +296,8 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
     x = normalize_planes(planes, plan, lead)  # float32 out; wide types are shifted in float64 first
     x[nodata_pixels(planes, plan.nodata)] = np.nan
     _clip_outliers(x, planes, plan)
-    if plan.norm.lo != (0.0,) * len(plan.norm.lo) or plan.norm.hi != (1.0,) * len(plan.norm.hi):
-        _warn_unsampled_range(x, planes, plan)  # (not for data normalized as they are)
+    if plan.range_sampled:  # (a range given, or the type's, is the caller's to choose)
+        _warn_unsampled_range(x, planes, plan)
     if mask is not None:
         mask = pad_region(np.asarray(mask), pads) != 0
     bad = ~np.isfinite(x)

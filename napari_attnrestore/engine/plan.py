@@ -56,6 +56,7 @@ class Plan:
     nodata: float | None = None  # inpaint: this value (and NaN) marks pixels to fill
     has_mask: bool = False  # inpaint: a mask source is read next to the image
     keep_channel: int | None = None  # along channel_axis: copied through as it came in (gray + alpha's alpha)
+    range_sampled: bool = True  # the intensity range comes from sampled windows (not given, nor the type's)
 
     @property
     def aux_channels(self) -> int:
@@ -446,4 +447,5 @@ def make_plan(
         norm=Normalizer(lo, hi, odt.str), channel_axis=channel_axis, out_dtype=odt.str,
         task=task, cfa=cfa, nodata=nodata, has_mask=mask_shape is not None,
         keep_channel=keep_channel if channel_axis is not None else None,
+        range_sampled=isinstance(normalize, str) and normalize in ("auto", "percentile"),
     )

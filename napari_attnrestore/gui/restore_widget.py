@@ -293,11 +293,15 @@ class RestoreWidget(Container):
         return value
 
     def _resolve(self, spec: Any, task: str, scale: int | None, device: str, precision: str, ensemble: bool = False) -> Any:
-        """A cached ModelHandle (built in the worker thread: loading weights takes time)."""
+        """A ModelHandle (built in the worker thread: loading weights takes time), cached for a
+        file or a shipped name.  A session module is taken afresh each time: the engine runs
+        a copy of it, and a cached copy kept the weights it had at the first run while the
+        module trained on."""
         from napari_attnrestore.api import resolve_model
 
-        ident = (spec, _mtime(spec)) if isinstance(spec, str) else id(spec)
-        key = (ident, task, scale, device, precision, ensemble)
+        if not isinstance(spec, str):
+            return resolve_model(spec, task, scale, device, precision, ensemble=ensemble)
+        key = ((spec, _mtime(spec)), task, scale, device, precision, ensemble)
         handle = self._handles.get(key)
         if handle is None:
             handle = resolve_model(spec, task, scale, device, precision, ensemble=ensemble)

@@ -188,14 +188,17 @@ def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def _is_torchscript(p: Path) -> bool:
-    """Whether ``p`` is a zip archive holding TorchScript code (its ``code/`` folder)."""
+    """Whether ``p`` is a zip archive holding TorchScript code: a ``code/`` folder and a
+    ``constants.pkl`` inside its top folder (which torch names after the file: a plain
+    checkpoint saved as ``code.pt`` has ``code/data.pkl``)."""
     import zipfile
 
     try:
         with zipfile.ZipFile(p) as z:
-            return any("/code/" in name or name.startswith("code/") for name in z.namelist())
+            inside = {tuple(name.split("/")[1:2]) for name in z.namelist()}
     except (OSError, zipfile.BadZipFile):
         return False
+    return {("code",), ("constants.pkl",)} <= inside
 
 
 #: The first bytes of files given for a checkpoint by mistake, and what they are.

@@ -205,3 +205,20 @@ def test_unpickled_copies_share_the_cache_and_the_last_one_frees_it():
     del copy_b
     gc.collect()
     assert key not in model_handle._CACHE and key not in model_handle._LIVE
+
+
+def test_a_float64_buffer_of_float32_weights_is_kept(rng):
+    class Fine(torch.nn.Module):
+        in_channels = out_channels = scale = 1
+
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 1, 1, bias=False)
+            torch.nn.init.ones_(self.conv.weight)
+            self.register_buffer("step", torch.tensor([1 + 1e-9], dtype=torch.float64))
+
+        def forward(self, x):
+            return (self.conv(x) * self.step - x) / 1e-9  # 1 in float64 arithmetic, 0 if the buffer were float32
+
+    out = ar.restore(np.full((32, 32), 0.5, np.float32), model=Fine(), normalize="none", device="cpu").compute()
+    np.testing.assert_allclose(out, 0.5, rtol=1e-3)

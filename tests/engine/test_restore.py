@@ -458,6 +458,9 @@ def test_a_region_outside_the_sampled_range_warns_and_a_given_range_is_taken(rng
         warnings.simplefilter("error")
         out = ar.restore(img, model=Constant(), chunks=256, normalize=(0, 6000)).compute()
     np.testing.assert_allclose(out, 3000)  # 0.5 of the range given
+    with warnings.catch_warnings():  # a range given narrower than the data: the caller's choice, unwarned
+        warnings.simplefilter("error")
+        ar.restore(img, model=Identity(), chunks=256, normalize=(90, 110)).compute()
     with pytest.raises(ValueError, match=r"lo < hi"):
         ar.restore(img, model=Identity(), normalize=(5, 5))
 

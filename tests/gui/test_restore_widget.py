@@ -481,6 +481,38 @@ def test_inpaint_with_a_labels_mask_of_the_valid_pixels(viewer, widget, qtbot, n
     assert np.abs(out[gap] - img[gap]).mean() > 0.05
 
 
+def test_only_the_jobs_own_warnings_are_notified(viewer, widget, qtbot, notifications, slow_denoiser) -> None:
+    """The worker catches every warning of the process while it runs: another plugin's, on
+    the GUI thread, was shown as "AttnRestore: ..."."""
+    import warnings
+
+    viewer.add_image(np.zeros((64, 64), np.float32), name="z")
+    widget.add_model("slow", slow_denoiser)
+    widget.set_options(input=viewer.layers["z"])
+    widget.run()
+    warnings.warn("a warning of some other plugin", UserWarning, stacklevel=1)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT)
+    assert not any("other plugin" in str(n.message) for n in notifications)
+
+
+def test_a_session_module_changed_in_place_is_used_as_it_is_now(viewer, widget, qtbot) -> None:
+    """The widget cached the engine's copy of a session module: a second Run used the weights
+    of the first while the module trained on."""
+    import torch
+
+    img = np.random.default_rng(2).random((32, 32), dtype=np.float32)
+    viewer.add_image(img, name="img")
+    net = torch.nn.Conv2d(1, 1, 1, bias=False)
+    torch.nn.init.zeros_(net.weight)
+    widget.add_model("net", net)
+    widget.set_options(input=viewer.layers["img"])
+    run(qtbot, widget)
+    with torch.no_grad():
+        net.weight.fill_(1.0)  # now the identity
+    run(qtbot, widget)
+    np.testing.assert_allclose(viewer.layers["img (denoised) [1]"].data, img, atol=1e-5)
+
+
 def test_inpaint_with_shapes_rectangle_and_nodata(viewer, widget, qtbot) -> None:
     img = np.random.default_rng(9).random((40, 48), dtype=np.float32) * 0.4
     img[2, 2] = -1.0  # nodata

@@ -173,6 +173,9 @@ def test_files_given_for_weights_by_mistake_are_named(tmp_path, tiny_checkpoint)
     scripted.save(str(tmp_path / "s.pt"))
     with pytest.raises(CheckpointError, match="a TorchScript archive, not a checkpoint of weights; load it with"):
         ar.load_model(tmp_path / "s.pt")
+    torch.save(torch.nn.Conv2d(1, 1, 3), tmp_path / "code.pt")  # (its archive's top folder is code/)
+    with pytest.raises(CheckpointError, match="it may hold pickled code"):
+        ar.load_model(tmp_path / "code.pt")
     alone = tmp_path / "alone.safetensors"
     alone.write_bytes(tiny_checkpoint.read_bytes())
     with pytest.raises(CheckpointError, match=r"attnrestore weights \(hat, denoise\) whose model card alone.json"):
