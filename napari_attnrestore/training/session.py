@@ -409,6 +409,18 @@ def train(*args: Any, **kwargs: Any) -> Iterator[TrainEvent]:
     return _apart_from_the_caller(_train(*args, **kwargs), state_path)
 
 
+def _rng_state() -> tuple:
+    """torch's global generators: the CPU's, and every CUDA device's once CUDA is in use."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: tuple) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None and torch.cuda.is_initialized():
+        torch.cuda.set_rng_state_all(state[1])
+
+
 #: the training states this process's live trainings write (real path)
 _STATES: set[str] = set()
 _STATES_LOCK = threading.Lock()
@@ -427,28 +439,28 @@ def _apart_from_the_caller(events: Iterator[TrainEvent], state_path: str | os.Pa
                              "its end or close it (its generator's .close()) first")
         if key:
             _STATES.add(key)
-    caller, ours = torch.get_rng_state(), None
+    caller, ours = _rng_state(), None
     try:
         while True:
             if ours is not None:
-                caller = torch.get_rng_state()
-                torch.set_rng_state(ours)
+                caller = _rng_state()
+                _set_rng_state(ours)
             try:
                 ev = next(events)
             except StopIteration:
                 return
             finally:
-                ours = torch.get_rng_state()
-                torch.set_rng_state(caller)
+                ours = _rng_state()
+                _set_rng_state(caller)
             yield ev
     finally:
         if ours is not None:
-            caller = torch.get_rng_state()
-            torch.set_rng_state(ours)
+            caller = _rng_state()
+            _set_rng_state(ours)
         try:
             events.close()  # (a closed training saves its state: with its own generator's)
         finally:
-            torch.set_rng_state(caller)
+            _set_rng_state(caller)
             with _STATES_LOCK:
                 _STATES.discard(key)
 
