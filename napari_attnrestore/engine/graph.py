@@ -338,10 +338,7 @@ def _as_it_came(planes: np.ndarray, crop: tuple[int, int, int, int], plan: Plan,
     """The output block of a channel the network does not see (the opacity of gray + alpha):
     its pixels as they came in, repeated for super-resolution, in the output type."""
     cy0, cy1, cx0, cx1 = crop
-    s = plan.scale
-    out = planes[:, :, cy0:cy1, cx0:cx1]
-    if s > 1:
-        out = np.repeat(np.repeat(out, s, axis=-2), s, axis=-1)
+    out = _grown(planes[:, :, cy0:cy1, cx0:cx1], plan.scale)
     if out.dtype != np.dtype(plan.out_dtype):
         out = normalize_planes(normalize_planes(out, plan, lead), plan, lead, inverse=True)
     block = from_planes(np.ascontiguousarray(out), plan)
@@ -354,11 +351,14 @@ def _alpha(planes: np.ndarray, x: np.ndarray, crop: tuple[int, int, int, int], p
     super-resolution), in the output type: transparency is no intensity to restore, and the
     network turned an on/off alpha mask into values between."""
     cy0, cy1, cx0, cx1 = crop
-    s = plan.scale
-    grow = lambda a: np.repeat(np.repeat(a, s, axis=-2), s, axis=-1) if s > 1 else a  # noqa: E731
     if planes.dtype == dtype:
-        return grow(planes[3, :, cy0:cy1, cx0:cx1])
-    return normalize_planes(grow(x[:, :, cy0:cy1, cx0:cx1]), plan, lead, inverse=True)[3]
+        return _grown(planes[3, :, cy0:cy1, cx0:cx1], plan.scale)
+    return normalize_planes(_grown(x[:, :, cy0:cy1, cx0:cx1], plan.scale), plan, lead, inverse=True)[3]
+
+
+def _grown(a: np.ndarray, s: int) -> np.ndarray:
+    """Each pixel repeated ``s`` times along the last two axes (kept pixels under super-resolution)."""
+    return np.repeat(np.repeat(a, s, axis=-2), s, axis=-1) if s > 1 else a
 
 
 def run_tiled_shrinking(inp: np.ndarray, handle: ModelHandle, plan: Plan,
