@@ -197,7 +197,8 @@ def _own_copy(module: nn.Module) -> nn.Module:
     """A copy of a caller's module, its weights in float32, for the engine to put in eval mode
     and move to its device: the caller's module went on training in eval mode (dropout off)
     or ended up on the GPU, and one in float16 failed on a float32 input.  Forward hooks run
-    on the copy.  A module that cannot be copied is used as it is (eval mode from then on)."""
+    on the copy.  A module that cannot be copied is used itself (float32 weights and eval mode from
+    then on)."""
     try:
         copy_ = copy.deepcopy(module)
     except Exception:
