@@ -21,9 +21,10 @@ import dask.array as da
 import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
+from ..io.geotiff import nodata_pixels
 from .execute import cancel_event
 from .model_handle import ModelHandle
-from .normalize import Normalizer, nodata_pixels
+from .normalize import Normalizer
 from .plan import Plan
 from .source import assemble, dask_region_parts, read_region
 from .tiling import round_up, run_tiled

@@ -7,8 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from ..io.geotiff import nodata_pixels  # noqa: F401  (GDAL's rule; the engine's name for it)
-
 #: Percentiles used for data without a fixed range (microscopy, floats).
 LOW_PCT, HIGH_PCT = 0.1, 99.9
 

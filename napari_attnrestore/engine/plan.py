@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from ..io.geotiff import nodata_pixels
 from .model_handle import ModelInfo
-from .normalize import Normalizer, compute_stats, nodata_pixels
+from .normalize import Normalizer, compute_stats
 from .source import Region
 from .tiling import round_up
 

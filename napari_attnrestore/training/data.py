@@ -184,7 +184,8 @@ class NormalizedPlane:
     def __init__(self, array, index: tuple = (), normalize: str = "auto", nodata: float | None = None,
                  keep_gaps: bool = False, channels: int | None = None,
                  stats: tuple[float, float] | None = None, origin: str | None = None) -> None:
-        from ..engine.normalize import compute_stats, needs_float64, nodata_pixels
+        from ..engine.normalize import compute_stats, needs_float64
+        from ..io.geotiff import nodata_pixels
 
         self.array, self.index, self.origin = array, tuple(index), origin
         # scaled as the engine scales: in float64 for values float32 cannot hold exactly
@@ -207,13 +208,13 @@ class NormalizedPlane:
 
     def values(self, step: int = 1) -> np.ndarray:
         """The plane's own values (every ``step``-th row and column) in float64, gaps NaN."""
-        from ..engine.normalize import nodata_pixels
+        from ..io.geotiff import nodata_pixels
 
         raw = np.asarray(self.array[(*self.index, *self._chan, slice(None, None, step), slice(None, None, step))])
         return np.where(nodata_pixels(raw, self.nodata), np.nan, raw.astype(np.float64))
 
     def __getitem__(self, key) -> np.ndarray:
-        from ..engine.normalize import nodata_pixels
+        from ..io.geotiff import nodata_pixels
 
         raw = np.asarray(self.array[(*self.index, *self._chan, *key[-2:])])
         # values far outside the scaling (beyond float32 once scaled) read as gaps, below: no warning

@@ -111,8 +111,8 @@ def test_pixels_beside_a_gap_are_denoised_almost_as_without_it():
 def test_nodata_text_a_float32_image_stores_rounded_is_its_nodata(rng, tmp_path, nodata):
     """The intensity statistics compared the pixels in float64 with the text's value: no pixel
     matched, nodata set the scaling's low end and the result was garbage (or inf)."""
-    from napari_attnrestore.engine.normalize import nodata_pixels
     from napari_attnrestore.engine.store import job_state
+    from napari_attnrestore.io.geotiff import nodata_pixels
 
     img = (600 + 500 * rng.random((96, 96))).astype(np.float32)
     img[10:20] = nodata  # stored as float32 rounds it
