@@ -96,8 +96,7 @@ def save_checkpoint(
     state = {}
     for k, v in model.state_dict().items():
         v = v.detach().cpu().contiguous()
-        fits = v.is_floating_point() and (v.numel() == 0 or float(v.detach().abs().max()) <= 65504.0)
-        state[k] = v.half() if (half and fits) else v
+        state[k] = v.half() if half and _fits_half(v) else v
     meta = {**model_config(model), "task": task, "format_version": FORMAT_VERSION, **(card or {})}
     tmp = path.with_suffix(".safetensors.tmp")
     try:  # written by Python, as the card is (safetensors' own file writer makes it 0600)
@@ -185,6 +184,11 @@ def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             + (f": {detail}" if detail else f" ({type(e).__name__})")
         ) from None
     return obj
+
+
+def _fits_half(v: torch.Tensor) -> bool:
+    """Whether a tensor is floating point with every value inside fp16's range (65504)."""
+    return v.is_floating_point() and (v.numel() == 0 or float(v.abs().max()) <= 65504.0)
 
 
 def _is_torchscript(p: Path) -> bool:
