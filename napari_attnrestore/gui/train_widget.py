@@ -37,7 +37,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, PushButton, SpinBox
 from napari.layers import Image
 from napari.qt.threading import create_worker
@@ -407,14 +406,17 @@ class TrainWidget(Container):
 
     def request(self) -> TrainRequest:
         """The training request the widget's settings describe (checked: clear errors)."""
+        from napari_attnrestore.engine.plan import check_image
+
         layer = self._image.value
         if layer is None:
             raise ValueError("add an image layer to train on")
         data = level0(layer.data)
         task, mode = self._task.value, self._mode_name()
-        if np.dtype(data.dtype).kind not in "uif":  # as the Restore widget refuses it (a bool layer trained)
-            raise ValueError(f"layer {layer.name!r}: unsupported pixel type {np.dtype(data.dtype)}; use integer "
-                             "or floating-point data")
+        try:  # the engine's check, as the Restore widget's (a bool layer trained, and could not be restored)
+            check_image(tuple(data.shape), data.dtype, bool(layer.rgb))
+        except ValueError as e:
+            raise ValueError(f"layer {layer.name!r}: {e}") from None
         scale = self._scale.value if task == "sr" else None
         patch = self._patch.value
         spatial = data.shape[-3:-1] if layer.rgb else data.shape[-2:]
