@@ -12,15 +12,17 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..io.geotiff import nodata_pixels
-from .model_handle import ModelInfo
 from .normalize import Normalizer, compute_stats
 from .source import Region
 from .tiling import round_up
+
+if TYPE_CHECKING:
+    from .model_handle import ModelInfo  # imports torch
 
 DEFAULT_CHUNK = 1024
 MIN_CHUNK = 16  # smaller chunks only multiply the per-chunk work (a 64 px image in 1 px chunks: minutes)

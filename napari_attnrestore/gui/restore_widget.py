@@ -175,14 +175,13 @@ class RestoreWidget(Container):
         self._mask.reset_choices()
 
     def _model_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        import napari_attnrestore as ar
-        from napari_attnrestore.zoo import default_key, defaults
+        from napari_attnrestore.zoo import default_key, defaults, list_models  # without torch
 
         task, scale = self._task.value, self._scale.value
         default = defaults().get(default_key(task, scale))
         names = [
             c["name"]
-            for c in ar.list_models()
+            for c in list_models()
             if c.get("task") == task and (task != "sr" or int(c.get("scale") or 2) == scale)
         ]
         names.sort(key=lambda n: n != default)

@@ -311,14 +311,14 @@ class TrainWidget(Container):
         self._clean.reset_choices()
 
     def _start_choices(self, _widget: Any = None) -> list[tuple[str, tuple[str, str]]]:
-        import napari_attnrestore as ar
-        from napari_attnrestore.models.registry import get_architecture
+        from napari_attnrestore.models import get_architecture, list_architectures  # without torch
+        from napari_attnrestore.zoo import list_models
 
         task, scale = self._task.value, self._scale.value
-        archs = [a for a in ar.list_architectures() if task in get_architecture(a).tasks]
+        archs = [a for a in list_architectures() if task in get_architecture(a).tasks]
         archs.sort(key=lambda a: a != "hat")  # ar.train's default first
         choices: list[tuple[str, tuple[str, str]]] = [(f"new {a}", ("new", a)) for a in archs]
-        for card in ar.list_models():
+        for card in list_models():
             if card.get("task") == task and (task != "sr" or int(card.get("scale") or 2) == scale):
                 choices.append((f"fine-tune {card['name']}", ("weights", card["name"])))
         from napari_attnrestore.tasks import get_task

@@ -187,7 +187,6 @@ class ACLA(nn.Module):
     """EDSR-style residual network with adaptive cross-layer attention modules."""
 
     arch = "acla"
-    tasks = ("denoise", "sr", "demosaic", "inpaint")
     config_class = ACLAConfig
     half_safe = True  # the attention itself runs in float32 under autocast
 
@@ -251,15 +250,3 @@ class ACLA(nn.Module):
                 refs.append(y)
         y = self.conv_after_body(y) + f0
         return finish(self.head(y), xp, h, w, self.cfg.image_residual, self.out_channels, self.scale)
-
-
-#: Named configurations: ``tiny`` trains on a CPU; ``paper`` is an EDSR-baseline trunk with
-#: the authors' four-stage EDSR-CLA wiring (ACLA after every 4th of 16 blocks, K = 9).  The
-#: paper's NAS-found insertion positions are not published in a usable form; see the module doc.
-PRESETS: dict[str, dict] = {
-    "tiny": {},
-    "paper": dict(
-        dim=64, n_blocks=16, positions=[3, 7, 11, 15], keys=9, max_key_layers=None, max_offset=16.0,
-        init_radius=1.0, tau=1.0, res_scale=1.0, unshuffle=1, image_residual=False,
-    ),
-}

@@ -162,7 +162,6 @@ class CSAttn(nn.Module):
     """FFN-free continuous-scaling-attention encoder-decoder for denoising, SR, demosaicing, inpainting."""
 
     arch = "csattn"
-    tasks = ("denoise", "sr", "demosaic", "inpaint")
     config_class = CSAttnConfig
     half_safe = True  # q, k are L2-normalised; the softmax runs in fp32
 
@@ -221,15 +220,3 @@ class CSAttn(nn.Module):
             y = self.decoders[i](y)
         y = self.conv_after_body(y) + f
         return finish(self.head(y), xp, h, w, self.cfg.image_residual, self.out_channels, self.scale)
-
-
-#: Named configurations.  ``tiny`` trains on a CPU.  ``paper-light``: the paper's 3-level
-#: encoder-decoder (32/64/128 channels, heads 1/2/4, four CSAttn blocks per level).  The
-#: paper's own block counts were not available; this is a light configuration of its layout.
-PRESETS: dict[str, dict] = {
-    "tiny": {},
-    "paper-light": dict(
-        dim=32, levels=2, depths=[4, 4, 4], heads=[1, 2, 4], act="gelu", spatial_scaling=True, vnta=True,
-        stage_residual=True, multi_scale_input=True, bias=False, unshuffle=1, image_residual=True,
-    ),
-}

@@ -29,7 +29,7 @@ Block schedule inside a stage (block ``i``), as in the authors' code: the window
 is shifted for even ``i``; stripes are horizontal (``stripe`` as given) for even ``i`` and
 vertical (sizes swapped) for odd ``i``; stripes are shifted when ``i % 4 in (2, 3)``.
 
-Choices and deviations (see also :data:`PRESETS`):
+Choices and deviations (see also the presets in :mod:`.registry`):
 
 * The anchor <-> stripe position bias uses the geometric offset between a stripe pixel and
   the *centre* of the anchor's pooling cell (the authors' code uses the raw offset between
@@ -404,7 +404,6 @@ class GRL(nn.Module):
     """GRL (anchored stripe + window attention) for denoising, SR, demosaicing and inpainting."""
 
     arch = "grl"
-    tasks = ("denoise", "sr", "demosaic", "inpaint")
     config_class = GRLConfig
     half_safe = True  # cosine attention: logits bounded by 100 + 16; masks are -100
 
@@ -463,22 +462,3 @@ class GRL(nn.Module):
         y = self.norm_end(y).permute(0, 3, 1, 2)
         y = self.conv_after_body(y) + f
         return finish(self.head(y), xp, h, w, self.cfg.image_residual, self.out_channels, self.scale)
-
-
-#: Named configurations.  ``tiny`` trains on a CPU.  ``paper-t`` is GRL-T (C=64, depths
-#: [4,4,4,4], 2/2 heads, no local conv branch, 512-wide CPB MLPs) with the paper's
-#: denoising window/stripe settings (window 16, stripes 64x128, anchors /4; pads to 128);
-#: ``paper-t-sr`` is GRL-T's body with the SR settings (window 32, stripes 64x64, anchors /4)
-#: and this module's conv + pixel-shuffle head, not the paper's one-conv ``pixelshuffledirect``:
-#: 1.21M parameters at x4 where GRL-T has 0.91M.
-PRESETS: dict[str, dict] = {
-    "tiny": {},
-    "paper-t": dict(
-        dim=64, depths=[4, 4, 4, 4], heads_window=2, heads_stripe=2, window=16, stripe=[64, 128],
-        anchor_down=4, mlp_ratio=2.0, local_conv=False, cpb_hidden=512, unshuffle=1, image_residual=True,
-    ),
-    "paper-t-sr": dict(
-        dim=64, depths=[4, 4, 4, 4], heads_window=2, heads_stripe=2, window=32, stripe=[64, 64],
-        anchor_down=4, mlp_ratio=2.0, local_conv=False, cpb_hidden=512, unshuffle=1, image_residual=False,
-    ),
-}

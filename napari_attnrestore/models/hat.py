@@ -151,7 +151,6 @@ class HAT(nn.Module):
     """Hybrid Attention Transformer for denoising, SR, demosaicing and inpainting."""
 
     arch = "hat"
-    tasks = ("denoise", "sr", "demosaic", "inpaint")
     config_class = HATConfig
     half_safe = True
 
@@ -188,13 +187,3 @@ class HAT(nn.Module):
         y = self.norm(y).permute(0, 3, 1, 2)
         y = self.conv_after_body(y) + f
         return finish(self.head(y), xp, h, w, self.cfg.image_residual, self.out_channels, self.scale)
-
-
-#: Named configurations: ``tiny`` trains on a CPU; ``paper-s`` is HAT-S from the paper.
-PRESETS: dict[str, dict] = {
-    "tiny": {},
-    "paper-s": dict(
-        dim=144, depths=[6] * 6, heads=6, window=16, mlp_ratio=2.0, compress=24, squeeze=24,
-        alpha=0.01, overlap_ratio=0.5, unshuffle=1, image_residual=False, upsample_features=64, patch_norm=True,
-    ),
-}

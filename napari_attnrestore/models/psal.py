@@ -513,7 +513,6 @@ class PSAL(nn.Module):
     """Encoder-decoder with a patch-based stochastic attention layer at the bottleneck."""
 
     arch = "psal"
-    tasks = ("denoise", "sr", "demosaic", "inpaint")
     config_class = PSALConfig
     half_safe = True  # matching and attention weights are computed in float32
 
@@ -633,16 +632,3 @@ class PSAL(nn.Module):
             y = dec(up(y) + skip)
         y = self.conv_after_body(y) + f0
         return finish(self.head(y), xp, h, w, self.cfg.image_residual, self.out_channels, self.scale)
-
-
-#: Named configurations: ``tiny`` trains on a CPU; ``paper`` uses the published layer settings
-#: (p = 3, K = 3, 5 PatchMatch iterations, summed patch cost, T = 1, patch aggregation, matching on
-#: the features themselves) in a larger host network of ours (the paper's host networks differ per task).
-PRESETS: dict[str, dict] = {
-    "tiny": {},
-    "paper": dict(
-        dims=[32, 64, 128], blocks=2, mid_blocks=2, match_dim=None, k=3, patch_size=3, iters=5,
-        temperature=1.0, learn_temperature=False, aggregation=True, exclude_radius=1, mean_cost=False,
-        unshuffle=1, image_residual=False,
-    ),
-}

@@ -4,7 +4,8 @@ import pytest
 import torch
 from memory_probe import LargestTensor
 
-from napari_attnrestore.models.acla import ACLA, PRESETS, CrossLayerAttention, gumbel_select
+from napari_attnrestore.models import get_architecture
+from napari_attnrestore.models.acla import ACLA, CrossLayerAttention, gumbel_select
 
 SMALL = dict(dim=16, n_blocks=4, positions=[1, 3], keys=3)
 
@@ -14,7 +15,7 @@ SMALL = dict(dim=16, n_blocks=4, positions=[1, 3], keys=3)
 
 
 def test_tasks_and_tiling_hints():
-    assert set(ACLA.tasks) == {"denoise", "sr", "demosaic", "inpaint"}
+    assert set(get_architecture("acla").tasks) == {"denoise", "sr", "demosaic", "inpaint"}
     m = ACLA(**SMALL)
     assert m.multiple_of == 1
     # receptive field of the 2 + 2 * 4 convs plus the offset bound of each of the 2 modules
@@ -93,7 +94,7 @@ def test_attention_memory_is_linear_in_pixels_and_keys():
 
 
 def test_paper_preset_builds():
-    m = ACLA(1, 1, 2, **PRESETS["paper"])
+    m = ACLA(1, 1, 2, **get_architecture("acla").presets["paper"])
     n = sum(p.numel() for p in m.parameters())
     assert 1.0e6 < n < 2.5e6  # an EDSR-baseline trunk (16 x 64) with four modules
     assert sorted(m.attn) == ["11", "15", "3", "7"]

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from napari_attnrestore.models import csattn, list_architectures
-from napari_attnrestore.models.csattn import PRESETS, CSAttn, CSAttnBlock, CSAttnConfig
+from napari_attnrestore.models import csattn, get_architecture, list_architectures
+from napari_attnrestore.models.csattn import CSAttn, CSAttnBlock, CSAttnConfig
 
 SMALL = dict(dim=8, levels=2, depths=[1, 1, 1], heads=[1, 2, 2])
 
@@ -61,7 +61,7 @@ def test_ablation_flags_and_config_checks():
 
 
 def test_paper_light_config_builds():
-    m = CSAttn(1, 1, 1, **PRESETS["paper-light"])
+    m = CSAttn(1, 1, 1, **get_architecture("csattn").presets["paper-light"])
     n = sum(p.numel() for p in m.parameters())
     assert 0.7e6 < n < 1.1e6  # about 0.88M (the paper's own sizes were not available)
     tiny = sum(p.numel() for p in CSAttn(1, 1, 1).parameters())

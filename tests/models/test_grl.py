@@ -3,10 +3,9 @@
 import pytest
 import torch
 
-from napari_attnrestore.models import list_architectures
+from napari_attnrestore.models import get_architecture, list_architectures
 from napari_attnrestore.models.grl import (
     GRL,
-    PRESETS,
     AnchoredStripeAttention,
     GRLConfig,
     _partition,
@@ -82,9 +81,9 @@ def test_block_schedule_and_padding_multiple():
 
 def test_paper_config_grl_t_builds():
     # GRL-T for colour denoising has 880,227 parameters in the paper's release
-    m = GRL(3, 3, 1, **PRESETS["paper-t"])
+    m = GRL(3, 3, 1, **get_architecture("grl").presets["paper-t"])
     assert sum(p.numel() for p in m.parameters()) == 880_227
-    m = GRL(1, 1, 4, **PRESETS["paper-t-sr"])
+    m = GRL(1, 1, 4, **get_architecture("grl").presets["paper-t-sr"])
     n = sum(p.numel() for p in m.parameters())
     assert 0.85e6 < n < 1.3e6  # GRL-T x4 is 0.91M with a lighter (pixelshuffledirect) head
     assert m.multiple_of == 64

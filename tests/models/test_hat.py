@@ -2,8 +2,8 @@
 
 import torch
 
-from napari_attnrestore.models import build_model
-from napari_attnrestore.models.hat import PRESETS, HATConfig, OverlappingCrossAttention
+from napari_attnrestore.models import build_model, get_architecture
+from napari_attnrestore.models.hat import HATConfig, OverlappingCrossAttention
 from napari_attnrestore.models.layers import (
     relative_position_index,
     shifted_window_mask,
@@ -39,4 +39,4 @@ def test_paper_config_hat_s_builds():
     # HAT-S x4 (RGB) of the paper's release: 9,621,183 parameters (a 64-wide upsampler,
     # LayerNorm after the patch embedding)
     assert sum(p.numel() for p in m.parameters()) == 9_621_183
-    assert PRESETS["paper-s"]["window"] == 16
+    assert get_architecture("hat").presets["paper-s"]["window"] == 16

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from memory_probe import LargestTensor
 from skimage import data
 
+from napari_attnrestore.models import get_architecture
 from napari_attnrestore.models import psal as psal_mod
 from napari_attnrestore.models.psal import (
-    PRESETS,
     PSAL,
     PatchStochasticAttention,
     PSALConfig,
@@ -142,7 +142,7 @@ def test_psal_model_inpainting_draws_only_from_the_known_region(monkeypatch):
 
 
 def test_tasks_and_tiling_hints():
-    assert {"denoise", "inpaint"} <= set(PSAL.tasks)
+    assert {"denoise", "inpaint"} <= set(get_architecture("psal").tasks)
     m = PSAL(**SMALL)
     assert m.multiple_of == 2
     assert m.halo % m.multiple_of == 0 and m.halo >= 16
@@ -188,7 +188,7 @@ def test_layer_memory_is_linear_in_pixels_and_neighbours():
 
 
 def test_paper_preset_builds():
-    m = PSAL(2, 1, **PRESETS["paper"])
+    m = PSAL(2, 1, **get_architecture("psal").presets["paper"])
     assert m.psal.cfg.k == 3 and m.psal.cfg.patch_size == 3 and m.psal.cfg.iters == 5
     assert m.multiple_of == 4
     with torch.no_grad():
