@@ -683,7 +683,8 @@ def restore_to_zarr(
     chunk_shape = tuple(c[0] for c in plan.out_chunks)
 
     omero, c = meta.get("omero"), geom["axes"].find("c")
-    if not isinstance(omero, dict) or c < 0 or len(omero.get("channels") or []) != plan.out_shape[c]:
+    channels = plan.out_shape[c] if c >= 0 else 1  # a single channel's image has no c axis (yx, zyx)
+    if not isinstance(omero, dict) or len(omero.get("channels") or []) != channels:
         omero = None  # names and colours go on only to the same channels
     elif np.dtype(plan.out_dtype) != np.dtype(src.dtype):
         omero = omero_in_dtype(omero, plan.out_dtype)  # an 8-bit result has no window up to 4000

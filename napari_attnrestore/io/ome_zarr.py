@@ -250,8 +250,8 @@ def create_ome_zarr(
         "datasets": [{"path": "0", "coordinateTransformations": _transform_list(scale_l, translate_l)}],
     }
     ome: dict[str, Any] = {"version": NGFF_VERSION, "multiscales": [multiscale]}
-    if omero:
-        ome["omero"] = dict(omero)
+    if omero:  # its own "version" (an NGFF 0.4 source's) would contradict the store's
+        ome["omero"] = {k: v for k, v in omero.items() if k != "version"}
     attrs: dict[str, Any] = dict(extra_attrs or {})
     if hold_metadata:
         attrs["attnrestore"] = {**dict(attrs.get("attnrestore") or {}), "ome": ome}

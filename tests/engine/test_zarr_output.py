@@ -62,6 +62,22 @@ def test_channel_names_and_colours_go_on_to_the_output(tmp_path, rng):
     assert zarr.open_group(str(tmp_path / "out.ome.zarr")).attrs["ome"]["omero"] == omero
 
 
+def test_a_single_channel_images_name_colour_and_window_go_on_without_a_c_axis(tmp_path, rng):
+    # ome-zarr-py writes one channel as yx (no c axis) with one omero channel, NGFF 0.4 on zarr v2
+    g = zarr.open_group(str(tmp_path / "in.ome.zarr"), mode="w", zarr_format=2)
+    g.create_array("0", shape=(48, 48), dtype=np.uint16, chunks=(32, 32))[...] = (
+        rng.random((48, 48)) * 3000).astype(np.uint16)
+    g.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+                               "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0]}]}]}]
+    channel = {"label": "mCherry", "color": "FF00FF", "active": True,
+               "window": {"min": 0, "max": 65535, "start": 600, "end": 2800}}
+    g.attrs["omero"] = {"version": "0.4", "channels": [channel]}
+    ar.restore_to_zarr(str(tmp_path / "in.ome.zarr"), tmp_path / "out.ome.zarr", model=Box3(), pyramid=False)
+    ome = zarr.open_group(str(tmp_path / "out.ome.zarr")).attrs["ome"]
+    assert ome["omero"] == {"channels": [channel]}  # and no "version": 0.4 inside an NGFF 0.5 store
+    assert ome["version"] == "0.5"
+
+
 def test_refuses_to_overwrite(tmp_path, rng):
     img = rng.random((40, 40)).astype(np.float32)
     dst = tmp_path / "o.zarr"
