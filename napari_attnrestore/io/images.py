@@ -1095,13 +1095,36 @@ def _zarr_group(group: zarr.Group, path: str) -> ImageData:
         if isinstance(child, zarr.Array):
             return _plain_zarr(child, path, {"attrs": attrs})
         if _multiscales(dict(child.attrs))[0]:  # bioformats2raw layout
-            series = dict(group["OME"].attrs).get("series") if "OME" in group else None
+            series = _ome_attrs(group["OME"]).get("series") if "OME" in group else None
             if isinstance(series, list) and len(series) > 1:  # a plate's wells, a slide's label and macro pictures
                 warnings.warn(f"{path}: holds {len(series)} images (series {', '.join(map(str, series[:4]))}"
                               f"{', ...' if len(series) > 4 else ''}); only the first is read", UserWarning,
                               stacklevel=4)
             return _zarr_group(child, path)
+    plate = _ome_attrs(group).get("plate")
+    if isinstance(plate, dict):  # an HCS plate: its images are the fields of its wells
+        raise ImageReadError(path, f"an OME-Zarr plate; open one field of a well, e.g. {_first_field(group, plate, path)}")
     raise ImageReadError(path, "zarr group has no OME multiscales metadata and no array '0'")
+
+
+def _ome_attrs(group: zarr.Group) -> dict:
+    """A group's OME attributes: under "ome" (NGFF 0.5) or at the top (0.4)."""
+    attrs = dict(group.attrs)
+    return attrs["ome"] if isinstance(attrs.get("ome"), dict) else attrs
+
+
+def _first_field(group: zarr.Group, plate: dict, path: str) -> str:
+    """Path of a plate's first field (``plate.ome.zarr/A/1/0``), for a message."""
+    wells = [w.get("path") for w in plate.get("wells") or [] if isinstance(w, dict) and w.get("path")]
+    if not wells:
+        return f"{path.rstrip('/')}/A/1/0"
+    field = "0"
+    try:
+        images = _ome_attrs(group[wells[0]]).get("well", {}).get("images") or []
+        field = str(images[0].get("path", field)) if images else field
+    except (KeyError, AttributeError, TypeError):
+        pass
+    return f"{path.rstrip('/')}/{wells[0]}/{field}"
 
 
 def _plain_zarr(array: zarr.Array, path: str, meta: dict) -> ImageData:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_attnrestore.io import open_image, read_ome_metadata, write_ome_zarr
+from napari_attnrestore.io import ImageReadError, open_image, read_ome_metadata, write_ome_zarr
 
 
 def test_png_gray_and_rgb(tmp_path):
@@ -218,3 +218,31 @@ def test_a_bioformats2raw_store_of_several_series_says_only_the_first_is_read(tm
         g.create_array("0", data=rng.integers(0, 9, (8, 8), dtype=np.uint8))
     with pytest.warns(UserWarning, match="holds 2 images"):
         assert open_image(tmp_path / "plate.zarr").shape == (8, 8)
+
+
+def test_an_ngff_05_bioformats2raw_store_of_several_series_says_so_too(tmp_path, rng):
+    root = zarr.create_group(str(tmp_path / "slide.zarr"), zarr_format=3)
+    root.attrs["ome"] = {"version": "0.5", "bioformats2raw.layout": 3}
+    root.create_group("OME").attrs["ome"] = {"version": "0.5", "series": ["0", "1", "2"]}
+    for key in ("0", "1", "2"):
+        g = root.create_group(key)
+        g.attrs["ome"] = {"version": "0.5", "multiscales": [{
+            "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+            "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 1]}]}]}]}
+        g.create_array("0", data=rng.integers(0, 9, (8, 8), dtype=np.uint8))
+    with pytest.warns(UserWarning, match="holds 3 images"):
+        assert open_image(tmp_path / "slide.zarr").shape == (8, 8)
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_an_hcs_plate_is_refused_with_the_path_of_a_field(tmp_path, rng, version):
+    root = zarr.create_group(str(tmp_path / "plate.ome.zarr"), zarr_format=2 if version == "0.4" else 3)
+    plate = {"columns": [{"name": "3"}], "rows": [{"name": "B"}], "wells": [{"path": "B/3", "rowIndex": 0, "columnIndex": 0}]}
+    well = {"images": [{"path": "1"}]}
+    field = root.create_group("B").create_group("3")
+    if version == "0.4":
+        root.attrs["plate"], field.attrs["well"] = {"version": version, **plate}, {"version": version, **well}
+    else:
+        root.attrs["ome"], field.attrs["ome"] = {"version": version, "plate": plate}, {"version": version, "well": well}
+    with pytest.raises(ImageReadError, match=r"an OME-Zarr plate; open one field of a well, e\.g\. .*plate\.ome\.zarr/B/3/1"):
+        open_image(tmp_path / "plate.ome.zarr")
