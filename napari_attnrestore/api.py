@@ -23,6 +23,7 @@ from torch import nn
 from .engine import ModelHandle, make_plan, restore_array
 from .engine.plan import AUTO, whole_number
 from .io.geotiff import nodata_can_occur
+from .io.images import read_chunks
 from .io.ome_zarr import ngff_order, omero_in_dtype
 from .models import build_model, list_architectures
 from .tasks import get_task
@@ -330,9 +331,10 @@ def _axes_with_channel(shape: tuple[int, ...], channel_axis: int) -> str | None:
 
 
 def _native_chunks(src: Any) -> tuple[int, ...] | None:
+    """The source's unit of reading (a sharded zarr's shards, not its inner chunks)."""
     if isinstance(src, da.Array):
         return tuple(c[0] for c in src.chunks)
-    ch = getattr(src, "chunks", None)
+    ch = read_chunks(src)
     if isinstance(ch, tuple) and all(isinstance(c, int) for c in ch):
         return ch
     return None

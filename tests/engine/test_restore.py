@@ -501,3 +501,15 @@ def test_a_store_chunked_small_is_restored_in_chunks_of_a_multiple_of_its_own(tm
     plan = _prepare(z, "denoise", Identity(), None, None, None, None, None, "cpu", "auto", None, None, "auto",
                     None)[3]
     assert plan.chunk == (1024, 900)
+
+
+def test_a_sharded_store_is_restored_in_chunks_of_a_multiple_of_its_shards(tmp_path):
+    """A shard is read whole: chunks of the inner 100 px gave 1024 + 176, each touching
+    several 600-px shards."""
+    z = zarr.create_array(str(tmp_path / "s.zarr"), shape=(1200, 1200), chunks=(100, 100), shards=(600, 600),
+                          dtype="uint16")
+    from napari_attnrestore.api import _prepare
+
+    plan = _prepare(z, "denoise", Identity(), None, None, None, None, None, "cpu", "auto", None, None, "auto",
+                    None)[3]
+    assert plan.chunk == (1200, 1200)
