@@ -380,6 +380,11 @@ def _prepare(
 
         raise ImageReadError(src_meta["path"], "a palette (indexed-colour) TIFF: its values are colour indices, "
                                                "not intensities; convert it to RGB or gray first")
+    if src_meta.get("path") and np.dtype(src.dtype).kind == "b":  # a mask given as the image: say which file
+        from .io import ImageReadError
+
+        raise ImageReadError(src_meta["path"], "true/false pixels are no intensities to restore; a mask of gaps "
+                                               "goes in mask= (CLI --mask) beside the image")
     mask_src, mask_meta = as_source(mask) if mask is not None else (None, {})
     if mask_src is not None and not mask_meta and src_meta.get("source_order"):
         mask_src = _in_file_order(mask_src, tuple(src.shape), src_meta["source_order"])

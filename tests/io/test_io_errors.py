@@ -176,6 +176,15 @@ def test_a_palette_tiff_is_refused_for_restoring(tmp_path):
         ar.restore(tmp_path / "pal.tif")
 
 
+def test_a_bool_store_given_as_the_image_is_refused_naming_it(tmp_path):
+    """A mask saved as a bool zarr, given by mistake as the input: the error named no file."""
+    import napari_attnrestore as ar
+
+    zarr.create_array(str(tmp_path / "gaps.zarr"), shape=(32, 32), chunks=(16, 16), dtype=bool)[...] = True
+    with pytest.raises(ImageReadError, match=r"gaps\.zarr: true/false pixels are no intensities.*mask="):
+        ar.restore(tmp_path / "gaps.zarr")
+
+
 def test_a_palette_tiff_still_serves_as_a_mask(tmp_path):
     from standins import FillHalf
 
