@@ -1038,7 +1038,7 @@ def _open_zarr(path: str) -> ImageData:
     try:
         if isinstance(node, zarr.Array):
             _refuse_unfinished_parent(path)
-            return _plain_zarr(node, path, {})
+            return _as_pyramid_level(path) or _plain_zarr(node, path, {})
         return _zarr_group(node, path)
     except ImageReadError:
         raise
@@ -1081,6 +1081,24 @@ def _refuse_unfinished_parent(path: str) -> None:
         except Exception:
             return
         _refuse_unfinished(dict(group.attrs), path)
+
+
+def _as_pyramid_level(path: str) -> ImageData | None:
+    """An array opened by its own path (``image.ome.zarr/1``) that is a level of its group's
+    OME pyramid: that level and the coarser ones, with the level's pixel size, axes and
+    channel metadata (as a plain array it had pixel size 1 and no units)."""
+    location = os.path.abspath(path.rstrip("/\\"))
+    try:
+        group = zarr.open_group(os.path.dirname(location), mode="r")
+    except Exception:
+        return None
+    multiscales, ome, version = _multiscales(dict(group.attrs))
+    name = os.path.basename(location)
+    for ms in multiscales:
+        keys = [str(ds.get("path")) for ds in ms.get("datasets") or [] if isinstance(ds, dict)]
+        if name in keys:
+            return _ome_image(group, path, {**ms, "datasets": ms["datasets"][keys.index(name):]}, ome, version)
+    return None
 
 
 def _zarr_group(group: zarr.Group, path: str) -> ImageData:

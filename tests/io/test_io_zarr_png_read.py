@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_attnrestore.io import ImageReadError, open_image, read_ome_metadata, write_ome_zarr
+from napari_attnrestore.io import ImageReadError, open_image, read_ome_metadata, write_ome_zarr, write_pyramid
 
 
 def test_png_gray_and_rgb(tmp_path):
@@ -246,3 +246,19 @@ def test_an_hcs_plate_is_refused_with_the_path_of_a_field(tmp_path, rng, version
         root.attrs["ome"], field.attrs["ome"] = {"version": version, "plate": plate}, {"version": version, "well": well}
     with pytest.raises(ImageReadError, match=r"an OME-Zarr plate; open one field of a well, e\.g\. .*plate\.ome\.zarr/B/3/1"):
         open_image(tmp_path / "plate.ome.zarr")
+
+
+def test_a_pyramid_level_opened_by_its_path_keeps_its_pixel_size_axes_and_channels(tmp_path, rng):
+    """image.ome.zarr/1 opened as a plain array: pixel size 1, no units, axes guessed."""
+    data = rng.integers(0, 4000, (2, 64, 80), dtype=np.uint16)
+    omero = {"channels": [{"label": "GFP", "color": "00FF00"}, {"label": "RFP", "color": "FF0000"}]}
+    write_ome_zarr(data, tmp_path / "img.ome.zarr", axes="cyx", scale=(1.0, 0.5, 0.5), units={"y": "micrometer"},
+                   omero=omero, pyramid=False)
+    write_pyramid(tmp_path / "img.ome.zarr", levels=2)
+    whole = open_image(tmp_path / "img.ome.zarr")
+    level = open_image(tmp_path / "img.ome.zarr" / "1")
+    assert level.shape == whole.levels[1].shape and len(level.levels) == len(whole.levels) - 1
+    assert level.axes == "cyx" and level.scale == (1.0, 1.0, 1.0) and level.units.get("y") == "micrometer"
+    assert level.translate == (0.0, 0.25, 0.25)  # the level's centred origin
+    assert level.meta["ome"]["omero"]["channels"][1]["label"] == "RFP"
+    assert open_image(tmp_path / "img.ome.zarr" / "0").scale == whole.scale
