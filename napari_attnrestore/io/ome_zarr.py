@@ -180,6 +180,7 @@ def create_ome_zarr(
     extra_attrs: Mapping[str, Any] | None = None,
     omero: Mapping[str, Any] | None = None,
     hold_metadata: bool = False,
+    rgb: bool | None = None,
 ) -> zarr.Array:
     """Create an empty single-scale OME-Zarr (NGFF 0.5, zarr v3) and return its array "0".
 
@@ -213,6 +214,10 @@ def create_ome_zarr(
         Keep the NGFF metadata aside (under ``attnrestore``) until `release_ome_metadata`:
         a store being filled is no image to other readers (napari-ome-zarr, Fiji), which
         would show its unwritten chunks as zeros.
+    rgb : bool, optional
+        Whether a trailing channel axis of 3 or 4 is a colour picture, labelled red, green,
+        blue (alpha); False for bands (a red, green, blue and near-infrared scene, whose
+        fourth band is no opacity).  By default, yes.
 
     Raises
     ------
@@ -238,7 +243,7 @@ def create_ome_zarr(
     scale_l = _per_axis(scale, axes, 1.0, path, "scale")
     translate_l = _per_axis(translate, axes, 0.0, path, "translate")
     check_geometry(path, scale_l, translate_l)
-    if omero is None and axes.endswith("c") and len(axes) >= 3 and shape[-1] in (3, 4):
+    if omero is None and rgb is not False and axes.endswith("c") and len(axes) >= 3 and shape[-1] in (3, 4):
         omero = rgb_omero(shape[-1], dtype)
     order = ngff_order(axes)
     axes = "".join(axes[i] for i in order)
@@ -447,6 +452,7 @@ def write_ome_zarr(
     name: str | None = None,
     extra_attrs: Mapping[str, Any] | None = None,
     omero: Mapping[str, Any] | None = None,
+    rgb: bool | None = None,
 ) -> str:
     """Stream a numpy or dask array, or an opened image, into a new OME-Zarr, then add its pyramid.
 
@@ -458,7 +464,8 @@ def write_ome_zarr(
     ``omero``: channel names, colours and windows.  ``data`` may be an image `open_image`
     returned (converting a TIFF: ``write_ome_zarr(open_image("x.tif"), "x.ome.zarr")``): its
     axes, pixel sizes, origin, units, name, channels and a GeoTIFF's georeference and nodata
-    go with it, where not given here.
+    go with it, where not given here.  ``rgb``: whether a trailing channel axis of 3 or 4 is
+    a colour picture (by default an opened image's own say, else yes; see `create_ome_zarr`).
 
     Returns
     -------
@@ -478,6 +485,7 @@ def write_ome_zarr(
         translate = img.translate if translate is None else translate
         units = img.units if units is None else units
         omero = (img.meta.get("ome") or {}).get("omero") if omero is None else omero
+        rgb = img.rgb if rgb is None else rgb  # a 4-band MINISBLACK GeoTIFF's bands are no RGBA
         raw = {"cfa": img.meta["cfa"]} if img.meta.get("cfa") else {}  # a raw's Bayer pattern, for demosaicing
         extra_attrs = {**carried(img.meta), **raw, **dict(extra_attrs or {})}
     if not axes:
@@ -498,6 +506,7 @@ def write_ome_zarr(
         extra_attrs={**dict(extra_attrs or {}), "attnrestore": {"complete": False}},
         omero=omero,
         hold_metadata=True,  # a store cut short (a killed process) is no image to other readers
+        rgb=rgb,
     )
     order = ngff_order(axes)
     arr = data if isinstance(data, da.Array) else da.from_array(data, chunks=tuple(z.chunks[order.index(i)]

@@ -171,6 +171,24 @@ def test_bands_the_file_does_not_call_colour_are_channels_not_rgb(tmp_path):
     assert open_image(tmp_path / "rgba.tif").rgb
 
 
+def test_bands_converted_to_ome_zarr_stay_bands(tmp_path):
+    """The README's conversion labelled a 4-band scene red, green, blue, alpha: it reopened as
+    RGBA, and the near-infrared band was carried as opacity, not restored."""
+    from napari_attnrestore.io import write_ome_zarr
+
+    bands = _ramp((40, 44, 4))
+    tifffile.imwrite(tmp_path / "rgbn.tif", bands, photometric="minisblack", planarconfig="contig")
+    write_ome_zarr(open_image(tmp_path / "rgbn.tif"), tmp_path / "rgbn.ome.zarr", pyramid=False)
+    back = open_image(tmp_path / "rgbn.ome.zarr")
+    assert not back.rgb and back.axes == "cyx"
+    assert np.array_equal(np.moveaxis(np.asarray(back.data), 0, -1), bands)
+    assert "omero" not in zarr.open_group(str(tmp_path / "rgbn.ome.zarr")).attrs["ome"]
+    rgba = (bands // 257).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "rgba.tif", rgba, photometric="rgb", extrasamples=["unassalpha"])
+    write_ome_zarr(open_image(tmp_path / "rgba.tif"), tmp_path / "rgba.ome.zarr", pyramid=False)
+    assert open_image(tmp_path / "rgba.ome.zarr").rgb  # a colour picture stays one
+
+
 @pytest.mark.parametrize(("shape", "kw"), [((300, 257), {}), ((3, 2, 130, 90), {}), ((4, 120, 100), {"imagej": True})])
 def test_a_one_block_tiff_is_read_row_by_row(tmp_path, monkeypatch, shape, kw):
     """A plain TIFF's single strip (a whole 16384² plane) was decoded whole for every region
