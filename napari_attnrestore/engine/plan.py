@@ -249,6 +249,48 @@ def stats_windows(plan_shape: tuple[int, ...], nlead: int, rgb: bool, budget: in
     return keys
 
 
+#: Finite float values this far from zero mark missing pixels (float32's lowest, -3.4e38, is the
+#: usual fill of a float raster): no instrument measures them.
+FILL_MAGNITUDE = 1e30
+
+
+def remembered(sample: Any) -> Any:
+    """``sample(key)`` reading each window once (the fill value and the statistics look at the
+    same windows)."""
+    seen: dict[str, np.ndarray] = {}
+
+    def read(key: tuple) -> np.ndarray:
+        k = repr(key)
+        if k not in seen:
+            seen[k] = np.asarray(sample(key))
+        return seen[k]
+
+    return read
+
+
+def undeclared_fill(
+    shape: tuple[int, ...], dtype: np.dtype, sample: Any, nlead: int, rgb: bool, channel_axis: int | None = None,
+) -> float | None:
+    """The fill value of a float image that declares none: the one finite value of magnitude
+    :data:`FILL_MAGNITUDE` or more in the windows the statistics sample, or None (none, or
+    several).  Scaled as data, -3.4e38 set the low end of the range, and every real pixel
+    came out as one value (or beyond the float range)."""
+    if np.dtype(dtype).kind != "f":
+        return None
+    found: set[float] = set()
+    for key in stats_windows(shape, nlead, rgb, channel_axis=channel_axis):
+        r = np.asarray(sample(key))
+        found.update(np.unique(r[np.isfinite(r) & (np.abs(r) >= FILL_MAGNITUDE)]).tolist())
+        if len(found) > 1:
+            return None
+    if not found:
+        return None
+    value = found.pop()
+    warnings.warn(f"the image holds {value:g}, a fill value, and declares no nodata: those pixels are taken for missing "
+                  "data, as nodata= (CLI --nodata) would declare them", UserWarning, stacklevel=4)
+    return value
+
+
 def image_stats(
     shape: tuple[int, ...], dtype: np.dtype, sample: Any, nlead: int, rgb: bool, channel_axis: int | None = None,
     normalize: str | tuple[float, float] = "auto", nodata: float | None = None, require_finite: bool = False,
@@ -430,6 +472,9 @@ def make_plan(
         if task == "demosaic" and shape[channel_axis] > 1:  # its colours would make a second channel axis
             raise ValueError(f"demosaicing takes one Bayer mosaic per plane; axis {channel_axis} of shape {shape} "
                              f"holds {shape[channel_axis]} channels: demosaic one channel at a time")
+    sample = remembered(sample)
+    if nodata is None:
+        nodata = undeclared_fill(shape, dtype, sample, nlead, is_rgb, channel_axis)
     lo, hi = image_stats(shape, dtype, sample, nlead, is_rgb, channel_axis, normalize, nodata)
 
     odt = np.dtype(out_dtype) if out_dtype is not None else dtype

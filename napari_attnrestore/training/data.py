@@ -6,6 +6,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -231,13 +232,21 @@ def no_finite_pixels(origin: str | None, nodata: float | None = None) -> str:
     return f"{origin + ': ' if origin else ''}a training image has no finite pixels (all {what})"
 
 
-def _stats(origin: str | None, nodata: float | None, *args, **kwargs) -> tuple:
-    """:func:`~napari_attnrestore.engine.plan.image_stats`, its errors naming ``origin``."""
-    from ..engine.plan import image_stats
+def _stats(origin: str | None, nodata: float | None, shape: tuple[int, ...], dtype: np.dtype, sample: Any,
+           nlead: int, rgb: bool, channel_axis: int | None = None, normalize: str = "auto") -> tuple:
+    """:func:`~napari_attnrestore.engine.plan.image_stats` and the nodata value, its errors
+    naming ``origin``: an undeclared float fill (-3.4e38) is found as restoring finds it, and
+    left out of the statistics and the losses."""
+    from ..engine.plan import image_stats, remembered, undeclared_fill
     from ..io import ImageReadError
 
     try:
-        return image_stats(*args, nodata=nodata, require_finite=True, **kwargs)
+        sample = remembered(sample)
+        if nodata is None:
+            nodata = undeclared_fill(shape, dtype, sample, nlead, rgb, channel_axis)
+        lo, hi = image_stats(shape, dtype, sample, nlead, rgb, channel_axis, normalize, nodata=nodata,
+                             require_finite=True)
+        return lo, hi, nodata
     except ImageReadError:  # names its file already
         raise
     except ValueError as e:
@@ -271,13 +280,15 @@ def planes_of(array, rgb: bool | None = None, normalize: str = "auto", channel_a
             gray_alpha = shape[c] == 2 and alpha
             array, c = _MovedAxis(array, c), len(shape) - 3
             shape = tuple(array.shape)
-        lo, hi = _stats(origin, nodata, shape, np.dtype(array.dtype), lambda key: np.asarray(array[key]),
-                        len(shape) - 2, False, channel_axis=c, normalize=normalize)
+        lo, hi, nodata = _stats(origin, nodata, shape, np.dtype(array.dtype), lambda key: np.asarray(array[key]),
+                                len(shape) - 2, False, channel_axis=c, normalize=normalize)
+        plane_kw = {**plane_kw, "nodata": nodata}
         return [NormalizedPlane(array, idx, normalize, stats=(lo[idx[c]], hi[idx[c]]), **plane_kw)
                 for idx in np.ndindex(*shape[:-2]) if not (gray_alpha and idx[c] == 1)]
     nlead = len(shape) - 2 - int(is_rgb)
-    lo, hi = _stats(origin, nodata, shape, np.dtype(array.dtype), lambda key: np.asarray(array[key]), nlead, is_rgb,
-                    normalize=normalize)
+    lo, hi, nodata = _stats(origin, nodata, shape, np.dtype(array.dtype), lambda key: np.asarray(array[key]), nlead,
+                            is_rgb, normalize=normalize)
+    plane_kw = {**plane_kw, "nodata": nodata}
     if is_rgb:
         array = _MovedAxis(array)
         shape = tuple(array.shape)

@@ -215,3 +215,20 @@ def test_a_job_whose_plan_has_an_ended_jobs_id_still_warns():
         graph._warn_once(graph._WARNED_OUTLIERS, later, "second job")
         graph._warn_once(graph._WARNED_OUTLIERS, later, "second job")
     assert [str(w.message) for w in seen] == ["second job"]
+
+
+def test_an_undeclared_float_fill_value_is_taken_for_missing_data(rng):
+    """-3.4e38 over 15% of a float32 raster set the low end of the intensity range: every real
+    pixel came out near -1e36, some infinite."""
+    img = rng.normal(100, 10, (128, 128)).astype(np.float32)
+    img[:20] = -3.4e38
+    with pytest.warns(UserWarning, match=r"holds -3\.4e\+38, a fill value.*missing data"):
+        out = ar.restore(img, model=Identity(), tile=64, overlap=8)
+    assert np.array_equal(out[:20], img[:20])  # kept as it came
+    assert np.allclose(out[20:], img[20:], atol=1e-3)
+    from napari_attnrestore.engine.plan import undeclared_fill
+
+    several = img.copy()
+    several[:20] = -3.4e38 * np.linspace(0.5, 1, 128, dtype=np.float32)  # no one value to call the fill
+    assert undeclared_fill(several.shape, several.dtype, several.__getitem__, 0, False) is None
+    assert undeclared_fill(img.shape, np.int32, img.astype(np.int32).__getitem__, 0, False) is None

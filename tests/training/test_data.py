@@ -107,3 +107,13 @@ def test_nodata_text_a_float32_image_stores_rounded_is_left_out_of_training_scal
     img[:8] = -9999.9
     plane = NormalizedPlane(img, nodata=-9999.9, keep_gaps=True)
     assert 599 < plane.lo < plane.hi < 1101 and np.isnan(plane[:, :][:8]).all()
+
+
+def test_an_undeclared_float_fill_value_is_left_out_of_training():
+    """-3.4e38 over 15% of the image set the low end of the range: every real pixel scaled to 1.0."""
+    img = np.random.default_rng(0).normal(100, 10, (128, 128)).astype(np.float32)
+    img[:20] = -3.4e38
+    with pytest.warns(UserWarning, match="a fill value"):
+        (plane,) = planes_of(img)
+    out = plane[(slice(None), slice(None))]
+    assert np.all(out[:20] == 0) and out[20:].std() > 0.1  # gaps read as 0; the data keep their contrast
