@@ -248,6 +248,10 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.state:
         check_output(a.state, "training state")
         _check_folder(a.state)
+        for path, what in ((out, "weights"), (out.with_suffix(".json"), "model card")):
+            if os.path.abspath(a.state) == os.path.abspath(path):  # saving the result would end the state
+                raise UserError(f"{a.state}: the training state and the {what} (--out) are one file; give --state "
+                                "another name")
     events = ar.train(
         [str(p) for p in a.images], task=a.task, arch=a.arch, model=a.start, clean=[str(p) for p in a.clean] or None,
         mode=mode, scale=a.scale, steps=a.steps, batch=a.batch, patch=a.patch, lr=a.lr, device=a.device,
@@ -266,8 +270,10 @@ def cmd_train(a: argparse.Namespace) -> int:
     finally:
         bar.close()
     assert model is not None
-    images = [os.path.abspath(p) for p in a.images]
-    ar.save_model(model, out, task=a.task, card={"name": out.stem, "training_images": images})
+    said = {"training_images": [os.path.abspath(p) for p in a.images]}
+    if a.clean:  # paired: what the model learned to give
+        said["clean_images"] = [os.path.abspath(p) for p in a.clean]
+    ar.save_model(model, out, task=a.task, card={"name": out.stem, **said})
     if not a.quiet:
         print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
     return 0

@@ -375,6 +375,11 @@ def test_train_checks_where_it_writes_before_training(tmp_path, capsys, monkeypa
         (["--out", str(tmp_path / "dirout.safetensors"), "--overwrite"], "dirout.safetensors: is a folder"),
         (["--out", str(tmp_path / "m.safetensors"), "--state", str(tmp_path / "notes.txt" / "s.pt")],
          "cannot write the training state there"),
+        # the state was overwritten by the weights it trained, silently
+        (["--out", str(tmp_path / "m.safetensors"), "--state", str(tmp_path / "m.safetensors")],
+         "the training state and the weights (--out) are one file"),
+        (["--out", str(tmp_path / "m.safetensors"), "--state", str(tmp_path / "m.json")],
+         "the training state and the model card (--out) are one file"),
     ]
     for extra, says in cases:
         assert main(["train", img, "--steps", "30", *extra]) == 2
@@ -430,6 +435,14 @@ def test_train_card_records_absolute_images_batch_and_seed(tmp_path, monkeypatch
     card = json.loads((tmp_path / "q.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the card"))
     assert card["training_images"] == [str(tmp_path / "noisy.tif")]
     assert card["training"]["batch"] == 2 and card["training"]["seed"] == 5 and card["training"]["nodata"] == "nan"
+    assert "clean_images" not in card and "sigma" not in card["training"]
+    _train_image(tmp_path, "clean.tif")  # paired: the clean counterparts are on the card too
+    assert main(["train", "noisy.tif", "--clean", "clean.tif", "--out", "p.safetensors", "--steps", "1", "--batch", "1",
+                 "--patch", "32", "-q"]) == 0
+    assert json.loads((tmp_path / "p.json").read_text())["clean_images"] == [str(tmp_path / "clean.tif")]
+    assert main(["train", "clean.tif", "--mode", "synthetic", "--out", "s.safetensors", "--steps", "1", "--batch", "1",
+                 "--patch", "32", "-q"]) == 0  # the noise added: the levels it learned
+    assert json.loads((tmp_path / "s.json").read_text())["training"]["sigma"] == [0.0, 50.0]
 
 
 def test_train_help_explains_its_options(capsys):

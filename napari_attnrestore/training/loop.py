@@ -219,9 +219,17 @@ def load_training_state(
     return st
 
 
+#: inputs that states of earlier versions do not record: a state without one resumes (and
+#: records it from then on)
+LATER_INPUTS = ("seed", "init", "precision")
+
+
 def _check_same_inputs(path: Path, saved: dict | None, given: dict | None) -> None:
     """A :class:`CheckpointError` naming what differs when a state trained on other inputs."""
-    if not saved or not given or saved == given:
+    if not saved or not given:
+        return
+    saved = {**{k: given.get(k) for k in LATER_INPUTS if k not in saved}, **saved}
+    if saved == given:
         return
     differ = [f"{k} {_said(saved.get(k))} (now {_said(given.get(k))})" for k in sorted(set(saved) | set(given))
               if saved.get(k) != given.get(k)]

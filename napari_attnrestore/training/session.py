@@ -382,14 +382,19 @@ def _train(
     elif model is not None:
         init = (getattr(net, "card", None) or {}).get("name") or str(model)
 
+    noise = [float(v) for v in sigma] if mode == "synthetic" and t.name == "denoise" else None  # the levels added
+
     def card_at(step: int, **extra: Any) -> dict[str, Any]:
         return training_card(t.name, mode, step, patch, lr, precision, cfa=cfa, init=init, nodata=nodata,
-                             method=ss_method, batch=batch, seed=seed, **extra)
+                             method=ss_method, batch=batch, seed=seed, **({"sigma": noise} if noise else {}), **extra)
 
     inputs = {"images": [_described(x) for x in imgs], "clean": [_described(x) for x in cleans], "batch": batch,
               "patch": patch, "lr": lr, "nodata": None if nodata is None else str(float(nodata)),
-              "sigma": [float(v) for v in sigma] if mode == "synthetic" and t.name == "denoise" else None,
+              "sigma": noise,
               "cfa": cfa.upper() if cfa else None,
+              # a resumed run goes on in the state's stream, from its weights: a new seed, start or
+              # arithmetic would not apply, and the card would say it had
+              "seed": seed, "init": init, "precision": precision,
               **({"channel_axis": channel_axis} if channel_axis is not None else {})}  # (absent: earlier states resume)
     events = fit(net, sampler.sample, make_pair, cfg, state_path=state_path,
                  sampler_state=(sampler.state, sampler.set_state), device=dev, loss_fn=loss_fn, objective=objective,

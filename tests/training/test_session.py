@@ -604,6 +604,16 @@ def test_a_state_is_not_resumed_on_other_images_or_settings(rng, tmp_path):
         next(ar.train(noisy, **{**kw, "steps": 4}))
     with pytest.raises(CheckpointError, match="trained with other inputs: images"):  # same shape, other pixels
         next(ar.train(noisy[1], **{**kw, "steps": 4}))
+    # resumed in the state's random stream, from its weights: a new seed, start or arithmetic would
+    # not apply, and the card said it had
+    with pytest.raises(CheckpointError, match=r"trained with other inputs: precision fp32 \(now bf16\); seed 0 \(now 7\)"):
+        next(ar.train(noisy[0], **{**kw, "steps": 4, "seed": 7, "precision": "bf16"}))
+    state = torch.load(tmp_path / "s.pt", weights_only=True)
+    for key in ("seed", "init", "precision"):  # a state of an earlier version records none of them
+        del state["inputs"][key]
+    torch.save(state, tmp_path / "old.pt")
+    assert [e.step for e in ar.train(noisy[0], **{**kw, "steps": 3, "state_path": tmp_path / "old.pt"})
+            if not e.done] == [3]
     with pytest.raises(ValueError, match="nodata must be a number, not 'x'"):
         next(ar.train(noisy[0], **{**kw, "nodata": "x"}))
     with pytest.warns(UserWarning, match="already at step 2 of 2: nothing more to train"):
