@@ -50,7 +50,11 @@ def to_gray(img: np.ndarray) -> np.ndarray:
 
 
 def load_folder(folder: str | os.PathLike, gray: bool = True, limit: int | None = None) -> list[np.ndarray]:
-    """Load every image in ``folder`` (sorted by name) as float32 [0, 1] (``(H, W)`` or ``(H, W, C)``)."""
+    """Load every image in ``folder`` (sorted by name) as float32 [0, 1] (``(H, W)`` or ``(H, W, C)``).
+
+    A TIFF that is no colour picture gives each of its planes (a stack's pages, a band
+    file's channels), scaled as restoring scales the file.
+    """
     from skimage import io as skio
 
     paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -58,9 +62,30 @@ def load_folder(folder: str | os.PathLike, gray: bool = True, limit: int | None 
         raise FileNotFoundError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
     out = []
     for p in paths[:limit]:
-        img = to_float01(drop_alpha(skio.imread(p)))  # alpha says nothing about the intensities
+        if p.suffix.lower() in (".tif", ".tiff"):
+            planes = _tiff_planes(p)
+            if planes is not None:
+                out += planes
+                continue
+        try:
+            img = skio.imread(p)
+        except Exception as e:  # a truncated or corrupt file: which one
+            raise ValueError(f"{p}: cannot read ({type(e).__name__}: {e})") from None
+        img = to_float01(drop_alpha(img))  # alpha says nothing about the intensities
         out.append(to_gray(img) if gray else img)
     return out
+
+
+def _tiff_planes(path: Path) -> list[np.ndarray] | None:
+    """Every plane of a TIFF that is no colour picture, in [0, 1] as the engine scales it
+    (None for a colour picture: read as one image)."""
+    from .session import _open
+
+    data, said = _open(path)  # its errors name the file
+    if said.get("rgb"):
+        return None
+    everything = (slice(None), slice(None))
+    return [np.asarray(plane[everything]) for plane in planes_of(data, origin=str(path), **said)]
 
 
 def skimage_pictures(gray: bool = True) -> list[np.ndarray]:

@@ -228,7 +228,7 @@ def _check_same_inputs(path: Path, saved: dict | None, given: dict | None) -> No
     """A :class:`CheckpointError` naming what differs when a state trained on other inputs."""
     if not saved or not given:
         return
-    saved = {**{k: given.get(k) for k in LATER_INPUTS if k not in saved}, **saved}
+    saved = {**{k: given[k] for k in LATER_INPUTS if k not in saved and k in given}, **saved}
     if saved == given:
         return
     differ = [f"{k} {_said(saved.get(k))} (now {_said(given.get(k))})" for k in sorted(set(saved) | set(given))

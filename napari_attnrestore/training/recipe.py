@@ -334,12 +334,16 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
 
     start = _resumed_step(state_path)
     set_tau(start)
+    # what the weights learned from: a recipe edited under a saved state is refused, not resumed
+    # with a card crediting the new settings for every step (length, precision, loss and
+    # compiling may change between runs: the segments record them)
+    inputs = {**{k: recipe.get(k) for k in _RECIPE_INPUTS}, "batch": cfg.batch, "lr": cfg.lr, "seed": cfg.seed}
     segments = record_segment(run_dir, start, cfg.steps, machine_description(dev), cfg.precision, cfg.loss)
     with open(run_dir / "loss.tsv", "a") as curve:
         try:
             for ev in fit(model, sampler.sample, make_pair, cfg, state_path=state_path,
                           sampler_state=(sampler.state, sampler.set_state), device=dev,
-                          loss_fn=loss_fn):
+                          loss_fn=loss_fn, inputs=inputs):
                 if ev.done:
                     final = ev
                     break
@@ -356,9 +360,10 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
     metrics = evaluate(recipe, ema, data_dir)
     card = {
         "name": name,
-        # the committed recipe, as the repository names it (a run from another checkout or
-        # folder wrote its absolute path there)
-        "recipe": f"recipes/{recipe_path.name}" if recipe_path.parent.name == "recipes" else str(recipe_path),
+        # the committed recipe, as the repository names it (a run from another checkout wrote its
+        # absolute path there); a copy elsewhere by its own path
+        "recipe": (f"recipes/{recipe_path.name}" if recipe_path.parent.name == "recipes"
+                   and (recipe_path.parent.parent / "napari_attnrestore").is_dir() else str(recipe_path.resolve())),
         "preset": recipe.get("preset", "tiny"),
         "parameters": n_params,
         "training": {
@@ -383,6 +388,11 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
     path = save_checkpoint(ema, out_dir / f"{name}.safetensors", task=task.name, card=card)
     log.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path
+
+
+#: the recipe's keys that say what a model learns from and what it is
+_RECIPE_INPUTS = ("task", "arch", "preset", "config", "scale", "data", "color", "downscale", "synthetic", "degradation",
+                  "self_supervised", "patch", "init")
 
 
 def _resumed_step(state_path: Path) -> int:
@@ -426,6 +436,10 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ValueError, OSError) as e:  # a wrong recipe, weight, state or folder: one line
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C or `kill`: the loop saved its state on the way out
+        print(f"interrupted; the training state is kept under {a.workdir}: run the same command to continue",
+              file=sys.stderr)
+        return 130
     return 0
 
 

@@ -306,6 +306,52 @@ def test_the_card_names_the_recipe_as_the_repository_does(tmp_path, data):
     """A run from another folder (a clone in /tmp) wrote its absolute recipe path into the
     shipped card: the README's 'every weight comes from a committed recipe' pointed at /tmp."""
     (tmp_path / "recipes").mkdir()
+    (tmp_path / "napari_attnrestore").mkdir()  # a checkout: the package beside its recipes
     path = _recipe(tmp_path, "sr", scale=2).rename(tmp_path / "recipes" / "sr_test.json")
     out = rc.run(path, data, tmp_path / "out", tmp_path / "runs", steps=1)
     assert json.loads(out.with_suffix(".json").read_text())["recipe"] == "recipes/sr_test.json"
+    (tmp_path / "mine" / "recipes").mkdir(parents=True)  # a user's copy in a folder of the same name
+    path = path.rename(tmp_path / "mine" / "recipes" / "sr_test.json")
+    out = rc.run(path, data, tmp_path / "out", tmp_path / "runs2", steps=1)
+    assert json.loads(out.with_suffix(".json").read_text())["recipe"] == str(path.resolve())
+
+
+def test_a_recipe_edited_under_its_state_is_refused_not_resumed(tmp_path, data):
+    """Its card credited the new data, patch and batch for every step, the first run's too."""
+    from napari_attnrestore.training.checkpoint import CheckpointError
+
+    path = _recipe(tmp_path, "sr", scale=2)
+    rc.run(path, data, tmp_path / "out", tmp_path / "runs", steps=2)
+    recipe = json.loads(path.read_text())
+    path.write_text(json.dumps({**recipe, "patch": 48, "data": ["train/color"]}))
+    with pytest.raises(CheckpointError, match=r"other inputs: data train/gray \(now train/color\); patch 32 \(now 48\)"):
+        rc.run(path, data, tmp_path / "out", tmp_path / "runs", steps=4)
+
+
+def test_the_runner_says_interrupted_in_one_line(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rc, "run", interrupted)
+    assert rc.main([str(tmp_path / "r.json"), "--workdir", str(tmp_path / "runs")]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted; the training state is kept under") and len(err.splitlines()) == 1
+
+
+def test_a_recipe_folder_gives_every_plane_of_a_tiff_and_names_a_corrupt_one(tmp_path):
+    import tifffile
+
+    from napari_attnrestore.io import ImageReadError
+    from napari_attnrestore.training.data import load_folder
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "d").mkdir()
+    tifffile.imwrite(tmp_path / "d" / "stack.tif", rng.integers(0, 4000, (3, 40, 48), dtype=np.uint16))
+    tifffile.imwrite(tmp_path / "d" / "two.tif", rng.integers(0, 4000, (2, 40, 48), dtype=np.uint16),
+                     metadata={"axes": "CYX"})
+    planes = load_folder(tmp_path / "d")  # the first page of each was all a recipe trained on
+    assert [p.shape for p in planes] == [(40, 48)] * 5 and all(0 <= p.mean() <= 1 for p in planes)
+    data = (tmp_path / "d" / "stack.tif").read_bytes()
+    (tmp_path / "d" / "stack.tif").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match=r"stack\.tif: truncated"):
+        load_folder(tmp_path / "d")
