@@ -148,6 +148,13 @@ def _check_rebuildable(model: nn.Module, task: str, path: Path) -> None:
                              "safetensors.torch.save_file(model.state_dict(), ...)") from None
         raise ValueError(f"{path}: this {cfg['arch']} network cannot be saved as a {task!r} checkpoint: "
                          f"loading would fail ({first})") from None
+    from ..engine.plan import TASK_AUX_CHANNELS
+
+    aux = TASK_AUX_CHANNELS.get(task, 0)
+    if cfg["in_channels"] - aux not in (1, 3):  # it loads, and restoring refuses it
+        what = {"inpaint": "the image and the mask of its gaps", "demosaic": "the mosaic and its three colour masks"}
+        raise ValueError(f"{path}: task {task!r} takes {what.get(task, 'the image')} ({1 + aux} or {3 + aux} input "
+                         f"channels); this network takes {cfg['in_channels']}: save it with the task it was trained for")
 
 
 def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:

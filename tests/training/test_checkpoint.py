@@ -161,6 +161,10 @@ def test_save_refuses_what_load_could_not_rebuild(tmp_path, tiny_hat):
         ar.save_model(tiny_hat, tmp_path / "sr.safetensors", task="sr")
     with pytest.raises(ValueError, match="unknown task 'foo'"):
         ar.save_model(tiny_hat, tmp_path / "foo.safetensors", task="foo")
+    # a denoiser saved as an inpainter loaded, and restoring with it failed (1 channel, not 2)
+    with pytest.raises(ValueError, match=r"task 'inpaint' takes the image and the mask of its gaps \(2 or 4 input "
+                                         r"channels\); this network takes 1"):
+        ar.save_model(tiny_hat, tmp_path / "ip.safetensors", task="inpaint")
     assert not list(tmp_path.iterdir())
     ar.load_model(ar.save_model(tiny_hat, tmp_path / "ok.safetensors", task="denoise"), task="denoise")
 
