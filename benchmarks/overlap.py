@@ -20,6 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+#: the shared data beside this checkout (``../shared/data`` from its root), wherever the script is run from
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
 
 def _psnr(clean: np.ndarray, restored: np.ndarray) -> float:
     return float(10 * np.log10(255.0**2 / np.mean((clean.astype(np.float64) - restored) ** 2)))
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     import napari_attnrestore as ar
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=Path("../shared/data"))
+    p.add_argument("--data", type=Path, default=SHARED_DATA)
     p.add_argument("--model", default="default:denoise")
     p.add_argument("--overlaps", type=int, nargs="+", default=[0, 16, 32, 48, 64])
     p.add_argument("--sigma", type=float, default=25.0)

@@ -27,6 +27,9 @@ import numpy as np
 from skimage import io as skio
 from skimage.transform import resize
 
+#: the shared data beside this checkout (``../shared/data`` from its root), wherever the script is run from
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
 
 def _to_u8(img: np.ndarray) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
@@ -110,7 +113,7 @@ def landsat(data: Path, out: Path, model: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=Path("../shared/data"))
+    p.add_argument("--data", type=Path, default=SHARED_DATA)
     p.add_argument("--out", type=Path, default=Path("docs/images"))
     p.add_argument("--demosaic-model", default="default:demosaic")
     p.add_argument("--inpaint-model", default="default:inpaint")

@@ -19,6 +19,9 @@ from pathlib import Path
 
 from quality import bm3d_set12
 
+#: the shared data beside this checkout (``../shared/data`` from its root), wherever the script is run from
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
 
 def main(argv: list[str] | None = None) -> int:
     import napari_attnrestore as ar
@@ -31,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--choose-defaults", action="store_true")
     p.add_argument("--markdown", action="store_true")
-    p.add_argument("--data", type=Path, default=Path("../shared/data"), help="for BM3D on Set12 (cached)")
+    p.add_argument("--data", type=Path, default=SHARED_DATA, help="for BM3D on Set12 (cached)")
     a = p.parse_args(argv)
+    if not (a.data / "bench" / "set12").is_dir():  # before minutes of measuring, not after
+        p.error(f"{a.data / 'bench' / 'set12'} not found (BM3D's Set12 baseline); give --data")
     chosen = zoo.choose_defaults(write=a.choose_defaults)
     defaults = {v["name"]: k for k, v in chosen.items()}
     baseline = {"denoise": "BM3D", "sr": "bicubic", "demosaic": "Malvar 2004", "inpaint": "biharmonic"}

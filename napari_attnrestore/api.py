@@ -419,9 +419,7 @@ def _prepare(
     handle = resolve_model(model, task, scale, device, precision, compile=compile, ensemble=ensemble)
     if tname == "demosaic" and cfa is None:  # the file's own (a raw TIFF's CFAPattern), else the model's camera
         cfa = meta.get("cfa") or ((getattr(handle.module, "card", None) or {}).get("training") or {}).get("cfa")
-        if cfa is None:
-            warnings.warn("demosaic: no Bayer pattern given (cfa=, CLI --cfa) and none stated by the file or the "
-                          "model; assuming RGGB. Another pattern read as RGGB swaps red and blue", UserWarning, stacklevel=3)
+    assumed_rggb = tname == "demosaic" and cfa is None  # said once the image is known to be a mosaic (below)
     if tname == "sr" and scale is not None and handle.info.scale != int(scale):
         raise ValueError(f"model {handle.info.name!r} upscales x{handle.info.scale}, not x{scale}")
     if tname == "sr" and handle.info.scale == 1:  # (a module gave an image of the same size, silently)
@@ -443,6 +441,9 @@ def _prepare(
         mask_shape=tuple(mask_src.shape) if mask_src is not None else None, memory=memory,
         keep_channel=_opacity_channel(src, meta, channel_axis),
     )
+    if assumed_rggb:
+        warnings.warn("demosaic: no Bayer pattern given (cfa=, CLI --cfa) and none stated by the file or the "
+                      "model; assuming RGGB. Another pattern read as RGGB swaps red and blue", UserWarning, stacklevel=3)
     if memory is not None:
         log.info("tile %d, batch %d chosen from free memory on %s", plan.tile, plan.batch, memory.device)
     if mask_src is not None:
@@ -477,7 +478,8 @@ def _warn_mostly_marked(mask: Any, inverted: bool) -> None:
     if share > 0.5:
         how = ("without invert_mask (CLI: without --invert-mask)" if inverted
                else "with invert_mask=True (CLI --invert-mask)")
-        warnings.warn(f"the mask marks {share:.0%} of the pixels to fill ({'zero' if inverted else 'nonzero'} = fill); "
+        warnings.warn(f"the mask marks about {share:.0%} of the pixels to fill ({'zero' if inverted else 'nonzero'} = fill; "
+                      f"from the {len(parts)} windows sampled); "
                       f"if it marks the valid pixels instead, run {how}", UserWarning, stacklevel=3)
 
 

@@ -97,7 +97,7 @@ def cmd_restore(a: argparse.Namespace) -> int:
     common: dict[str, Any] = dict(
         task=a.task, model=model, scale=a.scale, tile=a.tile, overlap=a.overlap, batch=a.batch, chunks=a.chunks,
         device=a.device, precision=a.precision, mask=a.mask, nodata=a.nodata, cfa=a.cfa, compile=a.compile,
-        ensemble=a.ensemble, invert_mask=a.invert_mask, normalize=a.normalize,
+        ensemble=a.ensemble, invert_mask=a.invert_mask, normalize=a.normalize, channel_axis=a.channel_axis,
     )
     t0 = time.perf_counter()
     if _is_zarr(out):
@@ -122,7 +122,7 @@ def cmd_restore(a: argparse.Namespace) -> int:
 
         # the result is streamed from the input while it is written: replacing it would lose both
         refuse_output_over_input(out, [a.input] + ([a.mask] if isinstance(a.mask, str) else []))
-        src, meta = as_source(str(a.input))
+        src, meta = as_source(str(a.input), stored=a.channel_axis is not None)
         src, meta, _ = single_channel_mosaic(a.task, src, meta, meta.get("channel_axis"))  # as restore sees it
         lazy = ar.restore(str(a.input), **common)
         yx = [i for i, ax in enumerate(meta.get("axes") or "") if ax in "yx"][-1:] or [len(src.shape) - 1]
@@ -357,8 +357,9 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
     """Help that states each option's default (options without one, or off, say nothing)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (action.help or ""):
-            return action.help
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in text or "(default" in text:
+            return action.help  # (a help that states its default already: not twice)
         return super()._get_help_string(action)
 
 
@@ -381,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the intensity range mapped to 0-1 for the network: auto (uint8: its range; else the 0.1/99.9 "
                         "percentiles of 16 windows), dtype (the type's range), none (data already 0-1), or LO,HI "
                         "(a negative LO as --normalize=-128,127)")
+    r.add_argument("--channel-axis", type=int, default=None, metavar="N",
+                   help="this axis of the file as stored holds channels (bands), each scaled on its own: a band "
+                        "stack stored as pages, read as time or z, shares one range otherwise")
     r.add_argument("--cfa", default=None, choices=["RGGB", "BGGR", "GRBG", "GBRG"], help="demosaic: Bayer pattern")
     r.add_argument("--arch", default=None, help="use the shipped weights of this architecture")
     r.add_argument("--weights", default=None,
@@ -390,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="network tile side in pixels (default 256), or 'auto': the largest that fits in free memory")
     r.add_argument("--overlap", type=int, default=None, help="tile overlap and chunk halo (default: the model's hint)")
     r.add_argument("--batch", type=_int_or_auto, default=None, help="tiles per forward pass, or 'auto' (fit free memory)")
-    r.add_argument("--chunks", type=int, default=None, help="chunk side (read/write unit; default the input's, else 1024)")
+    r.add_argument("--chunks", type=int, default=None, help="chunk side (read/write unit; default a multiple of the input's chunk near 1024, else 1024)")
     r.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
     r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     r.add_argument("--compile", action="store_true", help="run the network through torch.compile (falls back with a warning)")

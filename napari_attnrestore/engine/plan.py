@@ -314,6 +314,8 @@ def image_stats(
         flat = np.concatenate([p.reshape(-1, p.shape[-1]) for p in pieces])
         return compute_stats(flat, dtype, channel_axis=1, mode=normalize)
     if channel_axis is None:
+        if nlead and normalize in ("auto", "percentile") and not (normalize == "auto" and dtype == np.uint8):
+            _warn_planes_apart(keys, pieces, nlead)
         return compute_stats(np.concatenate([p.ravel() for p in pieces]), dtype, mode=normalize)
     lo_l, hi_l = [], []  # one statistic per channel: sample each channel's planes separately
     for c in range(shape[channel_axis]):
@@ -322,6 +324,37 @@ def image_stats(
         lo_l.append(a[0])
         hi_l.append(b[0])
     return tuple(lo_l), tuple(hi_l)
+
+
+#: planes whose intensity spans differ more than this many times are likely no series of one signal
+PLANES_APART = 20.0
+
+
+def _warn_planes_apart(keys: list[tuple], pieces: list[np.ndarray], nlead: int) -> None:
+    """Warn when the planes of an image with one shared range differ widely in their spans:
+    more likely bands or channels (a band stack stored as pages, read as time) than one
+    signal over time or depth; the dimmest would be restored at a sliver of the range."""
+    planes: dict[tuple, list[np.ndarray]] = {}
+    for key, piece in zip(keys, pieces, strict=True):
+        planes.setdefault(tuple(int(k) for k in key[:nlead]), []).append(piece.ravel())
+    spans = {}
+    for index, parts in planes.items():
+        values = np.concatenate(parts)
+        values = values[np.isfinite(values)]
+        if values.size:
+            lo, hi = np.percentile(values, [0.1, 99.9])
+            spans[index] = (float(lo), float(hi))
+    widths = {i: hi - lo for i, (lo, hi) in spans.items() if hi > lo}
+    if len(widths) < 2:
+        return
+    narrow, wide = min(widths, key=widths.get), max(widths, key=widths.get)
+    ratio = widths[wide] / widths[narrow]
+    if ratio < PLANES_APART:
+        return
+    said = "; ".join(f"plane {i if len(i) > 1 else i[0]}: {spans[i][0]:.4g} to {spans[i][1]:.4g}" for i in (narrow, wide))
+    warnings.warn(f"the planes of this image differ {ratio:.0f}-fold in intensity range ({said}) and share one range, "
+                  "so the dimmest are restored at a sliver of it; if they are channels or bands, give channel_axis= "
+                  "(CLI --channel-axis) for that axis", UserWarning, stacklevel=5)
 
 
 def _no_data_sampled(shape: tuple[int, ...], keys: list[tuple], nlead: int, nodata: float | None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -98,3 +100,17 @@ def test_the_centre_of_the_field_is_sampled(side):
     assert any(k[0].start <= side // 2 < k[0].stop and k[1].start <= side // 2 < k[1].stop for k in keys)
     plane = _disc(side, 3000.0)
     assert image_stats(plane.shape, plane.dtype, lambda k: plane[k], 0, False)[1][0] == 3000.0
+
+
+def test_planes_far_apart_in_range_warn_and_a_fading_series_does_not():
+
+
+    rng = np.random.default_rng(0)
+    bands = np.stack([rng.uniform(100, 300, (64, 64)), rng.uniform(20000, 40000, (64, 64))])
+    with pytest.warns(UserWarning, match=r"differ \d+-fold in intensity range \(plane 0: .*; plane 1: .*channel_axis="):
+        image_stats(bands.shape, np.dtype(np.uint16), bands.__getitem__, 1, False)
+    fading = np.stack([rng.uniform(100, 100 + 3000 * 0.7**t, (64, 64)) for t in range(6)])  # bleaching: 6x
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image_stats(fading.shape, np.dtype(np.uint16), fading.__getitem__, 1, False)
+        image_stats(bands.shape, np.dtype(np.uint16), bands.__getitem__, 1, False, channel_axis=0)  # each its own

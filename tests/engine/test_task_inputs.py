@@ -50,7 +50,7 @@ def test_a_mask_of_the_valid_pixels_is_inverted_on_request_and_warned_about_othe
         tifffile.imwrite(tmp_path / "valid.tif", valid)
         mask = tmp_path / "valid.tif"
     kw = dict(task="inpaint", model=FillHalf(), normalize="dtype", chunks=32, tile=32, overlap=8)
-    with pytest.warns(UserWarning, match=r"marks 88% of the pixels to fill .*invert_mask=True \(CLI --invert-mask\)"):
+    with pytest.warns(UserWarning, match=r"marks about 88% of the pixels to fill .*invert_mask=True \(CLI --invert-mask\)"):
         ar.restore(img, mask=mask, **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
