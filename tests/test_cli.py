@@ -280,6 +280,27 @@ def test_geotiff_input_gives_a_geotiff_with_its_georeference_and_nodata(tmp_path
     assert res.meta["geotiff"]["geokeys"]["GTModelTypeGeoKey"] == "Projected"
 
 
+def test_a_geotiffs_band_scale_offset_and_description_go_on_without_its_statistics(tmp_path, tiny_checkpoint):
+    """GDAL_METADATA was dropped: a reflectance band's scale and offset (Landsat Collection 2)
+    were lost, so GIS tools read the result as raw counts."""
+    gdal = ('<GDALMetadata>\n  <Item name="DESCRIPTION" sample="0" role="description">SR_B3</Item>\n'
+            '  <Item name="SCALE" sample="0" role="scale">2.75e-05</Item>\n'
+            '  <Item name="OFFSET" sample="0" role="offset">-0.2</Item>\n'
+            '  <Item name="STATISTICS_MEAN" sample="0">9123.5</Item>\n</GDALMetadata>')
+    keys = (1, 1, 0, 2, 1024, 0, 1, 1, 3076, 0, 1, 9001)
+    tifffile.imwrite(tmp_path / "b3.tif", np.random.default_rng(0).integers(7000, 12000, (32, 40), dtype=np.uint16),
+                     extratags=[(33550, "d", 3, (30.0, 30.0, 0.0), False), (33922, "d", 6, (0, 0, 0, 5e5, 4e6, 0), False),
+                                (34735, "H", len(keys), keys, False), (42112, "s", 0, gdal, False)])
+    for out in ("den.tif", "sr.tif"):
+        extra = ["--task", "sr", "--scale", "2", "--weights", "default:sr"] if out == "sr.tif" else [
+            "--weights", str(tiny_checkpoint)]
+        assert main(["restore", str(tmp_path / "b3.tif"), str(tmp_path / out), *extra, "-q"]) == 0
+        with tifffile.TiffFile(tmp_path / out) as tif:
+            kept = tif.pages[0].tags[42112].value
+        assert 'role="scale">2.75e-05<' in kept and 'role="offset">-0.2<' in kept and ">SR_B3<" in kept
+        assert "STATISTICS_MEAN" not in kept  # the input's mean is not the result's
+
+
 def test_geotiff_restored_to_zarr_saves_as_a_geotiff_again(tmp_path, tiny_checkpoint):
     from napari_attnrestore.io import open_image
     from napari_attnrestore.io.napari_hooks import napari_get_reader, write_tiff_layer

@@ -14,6 +14,7 @@ changed the raster size, so GIS tools place the result where the input was.
 from __future__ import annotations
 
 import enum
+import re
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -27,9 +28,12 @@ CARRIED = ("geotiff", "nodata")
 
 PIXEL_SCALE, TIEPOINT, TRANSFORMATION = 33550, 33922, 34264
 KEY_DIRECTORY, DOUBLE_PARAMS, ASCII_PARAMS, GDAL_NODATA = 34735, 34736, 34737, 42113
+#: GDAL's XML of dataset and band items: band descriptions, units, and the scale and offset that
+#: turn stored counts into physical values (a Landsat band's reflectance), which a restore keeps
+GDAL_METADATA = 42112
 _RASTER_TYPE_KEY, _PIXEL_IS_POINT = 1025, 2
 _TAG_TYPES = {PIXEL_SCALE: "d", TIEPOINT: "d", TRANSFORMATION: "d", KEY_DIRECTORY: "H", DOUBLE_PARAMS: "d",
-              ASCII_PARAMS: "s"}
+              ASCII_PARAMS: "s", GDAL_METADATA: "s"}
 
 
 #: the placement tags and the number of values each holds
@@ -167,6 +171,8 @@ def georeference_tags(geo: dict | None, shape_yx: Sequence[int], dtype: Any = No
                 m[r], m[r + 1] = a / fx, b / fy
                 m[r + 3] -= a * shift_x / fx + b * shift_y / fy
             value = m
+        if code == GDAL_METADATA:  # the source's pixel statistics no longer hold for the result
+            value = re.sub(r"\s*<Item[^>]*name=\"STATISTICS_[^\"]*\"[^>]*>[^<]*</Item>", "", str(value))
         if kind == "s":
             out.append((code, "s", 0, str(value), True))
         else:
