@@ -220,6 +220,33 @@ def cmd_models(a: argparse.Namespace) -> int:
     return 0
 
 
+def _in_folders(images: list[str], clean: list[str]) -> tuple[list[str], list[str]]:
+    """Training images with each folder given replaced by the images in it (sorted by name), and
+    a clean folder by its files of the same names as the images (a pair is matched by name)."""
+    from napari_attnrestore.training.data import IMAGE_SUFFIXES
+
+    def listed(folder: str) -> list[str]:
+        found = sorted(str(f) for f in Path(folder).iterdir()
+                       if f.suffix.lower() in IMAGE_SUFFIXES or f.name.lower().endswith(".zarr"))
+        if not found:
+            raise UserError(f"{folder}: no images in this folder ({', '.join(IMAGE_SUFFIXES)}, .zarr)")
+        return found
+
+    def is_folder(path: str) -> bool:
+        return os.path.isdir(path) and not _is_zarr(path)
+
+    expanded = [f for p in images for f in (listed(p) if is_folder(p) else [p])]
+    if len(clean) == 1 and is_folder(clean[0]):
+        missing = [os.path.basename(f) for f in expanded if not os.path.exists(os.path.join(clean[0], os.path.basename(f)))]
+        if missing:
+            raise UserError(f"{clean[0]}: a clean folder pairs its images by name, and it has no {missing[0]}"
+                            + (f" (nor {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        clean = [os.path.join(clean[0], os.path.basename(f)) for f in expanded]
+    elif any(is_folder(c) for c in clean):
+        raise UserError("give clean images as files, one per training image, or as one folder of the same names")
+    return expanded, clean
+
+
 def cmd_train(a: argparse.Namespace) -> int:
     import napari_attnrestore as ar
     from napari_attnrestore.training.checkpoint import check_output
@@ -235,6 +262,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         given = "--self-supervised" if a.self_supervised else "--clean"
         raise UserError(f"--mode {a.mode} contradicts {given}; give one of them")
     mode = "self-supervised" if a.self_supervised else ("paired" if a.clean else a.mode)
+    a.images, a.clean = _in_folders(a.images, a.clean)
     out = Path(a.out)
     if out.suffix != ".safetensors":
         raise UserError(f"{out}: the checkpoint name must end with .safetensors")
@@ -415,8 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "CLEAN... --out m.safetensors (the images first, then their clean counterparts "
                                    "in the same order).")
     t.add_argument("images", nargs="*", metavar="IMAGE",
-                   help="training images (.tif/.tiff, .png, .jpg, .zarr/.ome.zarr; at least one, before --clean); "
-                        "every 2D plane is used (demosaic: colour pictures, mosaicked to make the inputs)")
+                   help="training images (.tif/.tiff, .png, .jpg, .zarr/.ome.zarr, or folders of them; at least one, "
+                        "before --clean); every 2D plane is used (demosaic: colour pictures, mosaicked to make the inputs)")
     t.add_argument("--out", required=True, help="checkpoint to write (.safetensors, with a .json card)")
     t.add_argument("--task", default="denoise", choices=["denoise", "sr", "demosaic", "inpaint"],
                    help="what the model learns")
@@ -433,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="value marking the images' gaps (NaN always does): left out of the scaling; inpaint learns around them")
     t.add_argument("--clean", nargs="+", action="extend", default=[], metavar="CLEAN",
                    help="clean counterparts of the images, in their order (paired, supervised training); after "
-                        "the images, or once per file (--clean a.tif --clean b.tif)")
+                        "the images, or once per file (--clean a.tif --clean b.tif), or one folder holding files of "
+                        "the images' names")
     t.add_argument("--mode", default=None, choices=["self-supervised", "paired", "synthetic"],
                    help="self-supervised: from the degraded images alone (default for denoise and inpaint); paired: "
                         "with --clean (default when given); synthetic: the images are clean and the task's "

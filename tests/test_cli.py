@@ -435,6 +435,35 @@ def test_train_clean_once_per_file(tmp_path, monkeypatch):
     assert seen == {"images": [a, b], "clean": [ca, cb]}
 
 
+def test_train_takes_folders_and_pairs_a_clean_folder_by_name(tmp_path, monkeypatch, capsys):
+    """A folder was refused as 'unsupported file type (directory)': users had to glob."""
+    import napari_attnrestore as ar
+
+    seen = {}
+
+    def fake_train(images, clean=None, **kw):
+        seen.update(images=images, clean=clean)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ar, "train", fake_train)
+    for folder in ("noisy", "clean"):
+        (tmp_path / folder).mkdir()
+        for name in ("b.tif", "a.tif"):
+            _train_image(tmp_path / folder, name)
+    (tmp_path / "noisy" / "notes.txt").write_text("not an image")
+    assert main(["train", str(tmp_path / "noisy"), "--clean", str(tmp_path / "clean"), "--out",
+                 str(tmp_path / "q.safetensors"), "-q"]) == 130
+    assert seen["images"] == [str(tmp_path / "noisy" / n) for n in ("a.tif", "b.tif")]
+    assert seen["clean"] == [str(tmp_path / "clean" / n) for n in ("a.tif", "b.tif")]
+    (tmp_path / "clean" / "b.tif").unlink()
+    assert main(["train", str(tmp_path / "noisy"), "--clean", str(tmp_path / "clean"), "--out",
+                 str(tmp_path / "q.safetensors"), "-q"]) == 2
+    assert "a clean folder pairs its images by name, and it has no b.tif" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["train", str(tmp_path / "empty"), "--out", str(tmp_path / "q.safetensors"), "-q"]) == 2
+    assert "empty: no images in this folder" in capsys.readouterr().err
+
+
 def test_train_warnings_are_one_line_without_source(tmp_path, capsys):
     img = _train_image(tmp_path)
     small = _train_image(tmp_path, "small.tif")
