@@ -331,9 +331,10 @@ PLANES_APART = 20.0
 
 
 def _warn_planes_apart(keys: list[tuple], pieces: list[np.ndarray], nlead: int) -> None:
-    """Warn when the planes of an image with one shared range differ widely in their spans:
-    more likely bands or channels (a band stack stored as pages, read as time) than one
-    signal over time or depth; the dimmest would be restored at a sliver of the range."""
+    """Warn when the planes of an image with one shared range differ widely in their spans,
+    which lie apart: more likely bands or channels (a band stack stored as pages, read as
+    time) than one signal over time or depth; the dimmest would be restored at a sliver of
+    the range."""
     planes: dict[tuple, list[np.ndarray]] = {}
     for key, piece in zip(keys, pieces, strict=True):
         planes.setdefault(tuple(int(k) for k in key[:nlead]), []).append(piece.ravel())
@@ -349,7 +350,10 @@ def _warn_planes_apart(keys: list[tuple], pieces: list[np.ndarray], nlead: int) 
         return
     narrow, wide = min(widths, key=widths.get), max(widths, key=widths.get)
     ratio = widths[wide] / widths[narrow]
-    if ratio < PLANES_APART:
+    # a z-stack's planes beyond the specimen hold the background the specimen's planes hold too:
+    # their ranges meet; two bands' lie apart
+    apart = spans[narrow][1] < spans[wide][0] or spans[narrow][0] > spans[wide][1]
+    if ratio < PLANES_APART or not apart:
         return
     said = "; ".join(f"plane {i if len(i) > 1 else i[0]}: {spans[i][0]:.4g} to {spans[i][1]:.4g}" for i in (narrow, wide))
     warnings.warn(f"the planes of this image differ {ratio:.0f}-fold in intensity range ({said}) and share one range, "
