@@ -441,7 +441,8 @@ class RestoreWidget(Container):
                 show_info(f"AttnRestore: wrote {result.path}")
                 return
             scale, translate = sr_geometry(layer.scale, layer.translate, k)
-            extra = {"task": kwargs["task"], **({"path": result.path} if result.path else {})}
+            extra = {"task": kwargs["task"], **({"path": result.path} if result.path else {}),
+                     **({"nodata": kwargs["nodata"]} if kwargs.get("nodata") is not None else {})}
             self._add_result(layer, result.data, f"{layer.name} ({suffix})", scale, translate, extra,
                              rgb=kwargs["task"] == "demosaic")
 
@@ -625,6 +626,8 @@ class RestoreWidget(Container):
         if rgb and not layer.rgb and isinstance(meta.get("axes"), str):
             meta["axes"] += "c"
         meta["attnrestore"] = {"source_layer": layer.name, **extra}
+        if extra.get("nodata") is not None:  # the value this job kept as no data (as the CLI's .tif declares it)
+            meta["nodata"] = extra["nodata"]
         if extra.get("path"):  # read from its store: writers and restores must not replace it
             meta["path"] = extra["path"]
         kw: dict[str, Any] = {"name": name, "scale": scale, "translate": translate, "metadata": meta,

@@ -531,6 +531,8 @@ def test_inpaint_with_shapes_rectangle_and_nodata(viewer, widget, qtbot) -> None
     hole[2, 2] = True
     np.testing.assert_allclose(out[~hole], img[~hole], atol=1e-5)
     assert abs(out[2, 2] - img[2, 2]) > 0.1 and np.abs(out[10:14, 10:14] - img[10:14, 10:14]).mean() > 0.05
+    # the value this job took for no data goes on with the result, as the CLI's GeoTIFF declares it
+    assert viewer.layers["img (inpainted)"].metadata["nodata"] == -1
 
 
 def test_preview_of_a_transposed_view_says_so(viewer, widget, notifications, denoiser, qtbot) -> None:
