@@ -21,9 +21,8 @@ import torch
 from torch import nn
 
 from .engine import ModelHandle, make_plan, restore_array
-from .engine.plan import AUTO, whole_number
+from .engine.plan import AUTO, DEFAULT_CHUNK, whole_number
 from .io.geotiff import nodata_can_occur
-from .io.images import read_chunks
 from .io.ome_zarr import ngff_order, omero_in_dtype
 from .models import build_model, list_architectures
 from .tasks import get_task
@@ -331,10 +330,15 @@ def _axes_with_channel(shape: tuple[int, ...], channel_axis: int) -> str | None:
 
 
 def _native_chunks(src: Any) -> tuple[int, ...] | None:
-    """The source's unit of reading (a sharded zarr's shards, not its inner chunks)."""
+    """The source's unit of reading: its chunks, or a sharded zarr's shards when they are no
+    larger than a default chunk (chunks of its 100-px inner chunks came out 1024 + 176, each
+    reading several shards; the inner chunks of larger shards are read on their own)."""
     if isinstance(src, da.Array):
         return tuple(c[0] for c in src.chunks)
-    ch = read_chunks(src)
+    ch = getattr(src, "chunks", None)
+    shards = getattr(src, "shards", None)
+    if shards and max(tuple(shards)[-2:]) <= DEFAULT_CHUNK:
+        ch = tuple(shards)
     if isinstance(ch, tuple) and all(isinstance(c, int) for c in ch):
         return ch
     return None

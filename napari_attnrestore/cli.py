@@ -232,8 +232,9 @@ def _in_folders(images: list[str], clean: list[str]) -> tuple[list[str], list[st
             raise UserError(f"{folder}: no images in this folder ({', '.join(IMAGE_SUFFIXES)}, .zarr)")
         return found
 
-    def is_folder(path: str) -> bool:
-        return os.path.isdir(path) and not _is_zarr(path)
+    def is_folder(path: str) -> bool:  # (a zarr store is one image, whatever its name: img.ome.zarr/0)
+        return os.path.isdir(path) and not _is_zarr(path) and not any(
+            os.path.exists(os.path.join(path, marker)) for marker in ("zarr.json", ".zgroup", ".zarray"))
 
     expanded = [f for p in images for f in (listed(p) if is_folder(p) else [p])]
     if len(clean) == 1 and is_folder(clean[0]):

@@ -462,6 +462,11 @@ def test_train_takes_folders_and_pairs_a_clean_folder_by_name(tmp_path, monkeypa
     (tmp_path / "empty").mkdir()
     assert main(["train", str(tmp_path / "empty"), "--out", str(tmp_path / "q.safetensors"), "-q"]) == 2
     assert "empty: no images in this folder" in capsys.readouterr().err
+    import zarr  # a zarr store is one image, whatever its folder's name (a pyramid level: img.ome.zarr/0)
+
+    zarr.create_array(str(tmp_path / "store"), shape=(64, 64), chunks=(32, 32), dtype="uint8")
+    assert main(["train", str(tmp_path / "store"), "--out", str(tmp_path / "q.safetensors"), "-q"]) == 130
+    assert seen["images"] == [str(tmp_path / "store")]
 
 
 def test_train_warnings_are_one_line_without_source(tmp_path, capsys):

@@ -513,3 +513,10 @@ def test_a_sharded_store_is_restored_in_chunks_of_a_multiple_of_its_shards(tmp_p
     plan = _prepare(z, "denoise", Identity(), None, None, None, None, None, "cpu", "auto", None, None, "auto",
                     None)[3]
     assert plan.chunk == (1200, 1200)
+    # the inner chunks of shards larger than a default chunk are read on their own: chunks of
+    # 4096-px shards were 16 times the default's area, 5000-px shards gave 1024, across inner chunks
+    for inner, shard, chunk in (((512, 512), (4096, 4096), (1024, 1024)), ((500, 500), (5000, 5000), (1000, 1000))):
+        z = zarr.create_array(str(tmp_path / f"{shard[0]}.zarr"), shape=(10000, 10000), chunks=inner, shards=shard,
+                              dtype="uint16")
+        assert _prepare(z, "denoise", Identity(), None, None, None, None, None, "cpu", "auto", None, None, "auto",
+                        None)[3].chunk == chunk
