@@ -706,7 +706,7 @@ def restore_to_zarr(
         create_ome_zarr(dst, plan.out_shape, np.dtype(plan.out_dtype), chunk_shape, geom["axes"], scale=geom["scale"],
                         translate=geom["translate"], units=geom["units"], name=meta.get("name"), overwrite=False,
                         omero=omero,  # a GeoTIFF's georeference and the nodata this job used: saved as .tif,
-                        extra_attrs=carried({**meta, "nodata": nodata} if nodata is not None else meta),  # a GeoTIFF
+                        extra_attrs=carried({**meta, "nodata": plan.nodata} if plan.nodata is not None else meta),  # a GeoTIFF
                         hold_metadata=True)  # an image to other readers only once complete (see _finish)
 
     inputs = [str(v) for v in (x, mask, meta.get("path")) if isinstance(v, (str, os.PathLike))]

@@ -329,6 +329,8 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
     if holes is None and bad.any():
         nodata_out = np.broadcast_to(_to_output_grid(bad, crop, s, out.shape[1]), out.shape)
         out[nodata_out] = fill_value(plan)
+    if holes is not None and plan.fill_adopted:  # an undeclared fill (-3.4e38 beyond a footprint) is no gap
+        out[nodata_pixels(planes, plan.nodata)[:, :, cy0:cy1, cx0:cx1]] = fill_value(plan)
     if plan.rgb and plan.mode == "rgb-planes" and planes.shape[0] == 4:
         out[3] = _alpha(planes, x, crop, plan, lead, out.dtype)
     block = from_planes(out, plan)

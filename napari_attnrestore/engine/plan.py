@@ -60,6 +60,7 @@ class Plan:
     has_mask: bool = False  # inpaint: a mask source is read next to the image
     keep_channel: int | None = None  # along channel_axis: copied through as it came in (gray + alpha's alpha)
     range_sampled: bool = True  # the intensity range comes from sampled windows (not given, nor the type's)
+    fill_adopted: bool = False  # nodata is an undeclared fill found in the image: kept, not inpainted
 
     @property
     def aux_channels(self) -> int:
@@ -287,7 +288,8 @@ def undeclared_fill(
         return None
     value = found.pop()
     warnings.warn(f"the image holds {value:g}, a fill value, and declares no nodata: those pixels are taken for missing "
-                  "data, as nodata= (CLI --nodata) would declare them", UserWarning, stacklevel=4)
+                  "data and kept as they are (give nodata=, CLI --nodata, to declare the value, or to fill such "
+                  "pixels by inpainting)", UserWarning, stacklevel=4)
     return value
 
 
@@ -315,7 +317,7 @@ def image_stats(
         return compute_stats(flat, dtype, channel_axis=1, mode=normalize)
     if channel_axis is None:
         if nlead and normalize in ("auto", "percentile") and not (normalize == "auto" and dtype == np.uint8):
-            _warn_planes_apart(keys, pieces, nlead)
+            _warn_planes_apart(shape, sample, nlead, nodata)
         return compute_stats(np.concatenate([p.ravel() for p in pieces]), dtype, mode=normalize)
     lo_l, hi_l = [], []  # one statistic per channel: sample each channel's planes separately
     for c in range(shape[channel_axis]):
@@ -330,17 +332,22 @@ def image_stats(
 PLANES_APART = 20.0
 
 
-def _warn_planes_apart(keys: list[tuple], pieces: list[np.ndarray], nlead: int) -> None:
-    """Warn when the planes of an image with one shared range differ widely in their spans,
-    which lie apart: more likely bands or channels (a band stack stored as pages, read as
-    time) than one signal over time or depth; the dimmest would be restored at a sliver of
-    the range."""
-    planes: dict[tuple, list[np.ndarray]] = {}
-    for key, piece in zip(keys, pieces, strict=True):
-        planes.setdefault(tuple(int(k) for k in key[:nlead]), []).append(piece.ravel())
+def _warn_planes_apart(shape: tuple[int, ...], sample: Any, nlead: int, nodata: float | None) -> None:
+    """Warn when planes of an image with one shared range differ widely in their spans at the
+    same place, and those spans lie apart: more likely bands or channels (a band stack stored
+    as pages, read as time) than one signal over time or depth, and the dimmest get a sliver
+    of the network's range.  Reads the central 256 px of up to 8 planes (the statistics'
+    windows lie at other places in each plane: a background window and a specimen window of
+    identical frames are no bands; nor are a z-stack's background planes, whose range meets
+    the specimen planes' low end)."""
+    h, w = shape[nlead], shape[nlead + 1]
+    ys, xs = slice(max(0, h // 2 - 128), min(h, h // 2 + 128)), slice(max(0, w // 2 - 128), min(w, w // 2 + 128))
+    count = int(np.prod(shape[:nlead]))
     spans = {}
-    for index, parts in planes.items():
-        values = np.concatenate(parts)
+    for flat in sorted({round(float(v)) for v in np.linspace(0, count - 1, min(count, 8))}):
+        index = tuple(int(i) for i in np.unravel_index(flat, shape[:nlead]))
+        raw = np.asarray(sample((*index, ys, xs)))
+        values = np.where(nodata_pixels(raw, nodata), np.nan, raw.astype(np.float64)).ravel()
         values = values[np.isfinite(values)]
         if values.size:
             lo, hi = np.percentile(values, [0.1, 99.9])
@@ -350,15 +357,13 @@ def _warn_planes_apart(keys: list[tuple], pieces: list[np.ndarray], nlead: int) 
         return
     narrow, wide = min(widths, key=widths.get), max(widths, key=widths.get)
     ratio = widths[wide] / widths[narrow]
-    # a z-stack's planes beyond the specimen hold the background the specimen's planes hold too:
-    # their ranges meet; two bands' lie apart
     apart = spans[narrow][1] < spans[wide][0] or spans[narrow][0] > spans[wide][1]
     if ratio < PLANES_APART or not apart:
         return
     said = "; ".join(f"plane {i if len(i) > 1 else i[0]}: {spans[i][0]:.4g} to {spans[i][1]:.4g}" for i in (narrow, wide))
     warnings.warn(f"the planes of this image differ {ratio:.0f}-fold in intensity range ({said}) and share one range, "
-                  "so the dimmest are restored at a sliver of it; if they are channels or bands, give channel_axis= "
-                  "(CLI --channel-axis) for that axis", UserWarning, stacklevel=5)
+                  "so the dimmest get a sliver of the network's; if they are channels or bands, say so: channel_axis= "
+                  "for that axis (CLI restore --channel-axis)", UserWarning, stacklevel=5)
 
 
 def _no_data_sampled(shape: tuple[int, ...], keys: list[tuple], nlead: int, nodata: float | None) -> None:
@@ -510,8 +515,10 @@ def make_plan(
             raise ValueError(f"demosaicing takes one Bayer mosaic per plane; axis {channel_axis} of shape {shape} "
                              f"holds {shape[channel_axis]} channels: demosaic one channel at a time")
     sample = remembered(sample)
+    adopted = False
     if nodata is None:
         nodata = undeclared_fill(shape, dtype, sample, nlead, is_rgb, channel_axis)
+        adopted = nodata is not None
     lo, hi = image_stats(shape, dtype, sample, nlead, is_rgb, channel_axis, normalize, nodata)
 
     odt = np.dtype(out_dtype) if out_dtype is not None else dtype
@@ -532,5 +539,5 @@ def make_plan(
         norm=Normalizer(lo, hi, odt.str), channel_axis=channel_axis, out_dtype=odt.str,
         task=task, cfa=cfa, nodata=nodata, has_mask=mask_shape is not None,
         keep_channel=keep_channel if channel_axis is not None else None,
-        range_sampled=isinstance(normalize, str) and normalize in ("auto", "percentile"),
+        range_sampled=isinstance(normalize, str) and normalize in ("auto", "percentile"), fill_adopted=adopted,
     )

@@ -230,4 +230,4 @@ def _nodata_text(nodata: float) -> str:
     value = float(nodata)
     if np.isnan(value):
         return "nan"
-    return str(int(value)) if value.is_integer() else repr(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)  # not 39 digits for -3.4e38

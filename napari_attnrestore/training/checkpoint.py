@@ -151,10 +151,11 @@ def _check_rebuildable(model: nn.Module, task: str, path: Path) -> None:
     from ..engine.plan import TASK_AUX_CHANNELS
 
     aux = TASK_AUX_CHANNELS.get(task, 0)
-    if cfg["in_channels"] - aux not in (1, 3):  # it loads, and restoring refuses it
+    if cfg["in_channels"] - aux not in (1, 3, 4):  # it loads, and restoring refuses it (4: an RGBA network)
         what = {"inpaint": "the image and the mask of its gaps", "demosaic": "the mosaic and its three colour masks"}
-        raise ValueError(f"{path}: task {task!r} takes {what.get(task, 'the image')} ({1 + aux} or {3 + aux} input "
-                         f"channels); this network takes {cfg['in_channels']}: save it with the task it was trained for")
+        raise ValueError(f"{path}: task {task!r} takes {what.get(task, 'the image')} ({1 + aux}, {3 + aux} or {4 + aux} "
+                         f"input channels); this network takes {cfg['in_channels']}: save it with the task it was "
+                         "trained for")
 
 
 def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:

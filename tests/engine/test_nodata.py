@@ -226,9 +226,32 @@ def test_an_undeclared_float_fill_value_is_taken_for_missing_data(rng):
         out = ar.restore(img, model=Identity(), tile=64, overlap=8)
     assert np.array_equal(out[:20], img[:20])  # kept as it came
     assert np.allclose(out[20:], img[20:], atol=1e-3)
+    # inpainting fills the gap asked for, not the fill beyond the footprint (a quarter of a raster was invented)
+    mask = np.zeros(img.shape, bool)
+    mask[60:68, 60:68] = True
+    with pytest.warns(UserWarning, match="a fill value"):
+        filled = ar.restore(img, task="inpaint", mask=mask, model=FillHalf(), tile=64, overlap=8).compute()
+    assert np.array_equal(filled[:20], img[:20]) and np.array_equal(filled[20:][~mask[20:]], img[20:][~mask[20:]])
+    assert np.all(np.abs(filled[60:68, 60:68] - 100) < 50)  # the network's fill, in the data's range
     from napari_attnrestore.engine.plan import undeclared_fill
 
     several = img.copy()
     several[:20] = -3.4e38 * np.linspace(0.5, 1, 128, dtype=np.float32)  # no one value to call the fill
     assert undeclared_fill(several.shape, several.dtype, several.__getitem__, 0, False) is None
     assert undeclared_fill(img.shape, np.int32, img.astype(np.int32).__getitem__, 0, False) is None
+
+
+def test_float32s_lowest_as_nodata_is_written_as_gdal_spells_it_and_reads_back(tmp_path):
+    """-3.4028234663852886e38 was written as its 39 integer digits, which tifffile could not read back."""
+    import tifffile
+
+    from napari_attnrestore.io import open_image
+    from napari_attnrestore.io.geotiff import georeference_tags
+
+    low = float(np.finfo(np.float32).min)
+    keys = (1, 1, 0, 1, 1024, 0, 1, 1)
+    geo = {"tags": {"33550": [30.0, 30.0, 0.0], "33922": [0, 0, 0, 5e5, 4e6, 0], "34735": list(keys)}, "shape": [8, 8]}
+    tags = georeference_tags(geo, (8, 8), np.float32, low)
+    assert [t[3] for t in tags if t[0] == 42113] == ["-3.4028234663852886e+38"]
+    tifffile.imwrite(tmp_path / "f.tif", np.full((8, 8), low, np.float32), extratags=tags)
+    assert open_image(tmp_path / "f.tif").meta["nodata"] == low

@@ -112,8 +112,12 @@ def test_planes_far_apart_in_range_warn_and_a_fading_series_does_not():
     fading = np.stack([rng.uniform(100, 100 + 3000 * 0.7**t, (64, 64)) for t in range(6)])  # bleaching: 6x
     stack = rng.normal(100, 5, (5, 64, 64))  # a z-stack: the specimen in the middle plane, background around
     stack[2, 16:48, 16:48] += 3000
+    frame = rng.uniform(1000, 4000, (2048, 2048))  # identical frames, a background strip on the left: their
+    frame[:, :300] = rng.normal(100, 2, (2048, 300))  # statistics windows lie at other places in each frame
+    frames = np.broadcast_to(frame, (16, 2048, 2048))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         image_stats(fading.shape, np.dtype(np.uint16), fading.__getitem__, 1, False)
         image_stats(stack.shape, np.dtype(np.uint16), stack.__getitem__, 1, False)
+        image_stats(frames.shape, np.dtype(np.uint16), frames.__getitem__, 1, False)
         image_stats(bands.shape, np.dtype(np.uint16), bands.__getitem__, 1, False, channel_axis=0)  # each its own

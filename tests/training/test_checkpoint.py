@@ -162,11 +162,13 @@ def test_save_refuses_what_load_could_not_rebuild(tmp_path, tiny_hat):
     with pytest.raises(ValueError, match="unknown task 'foo'"):
         ar.save_model(tiny_hat, tmp_path / "foo.safetensors", task="foo")
     # a denoiser saved as an inpainter loaded, and restoring with it failed (1 channel, not 2)
-    with pytest.raises(ValueError, match=r"task 'inpaint' takes the image and the mask of its gaps \(2 or 4 input "
-                                         r"channels\); this network takes 1"):
+    with pytest.raises(ValueError, match=r"task 'inpaint' takes the image and the mask of its gaps \(2, 4 or 5 "
+                                         r"input channels\); this network takes 1"):
         ar.save_model(tiny_hat, tmp_path / "ip.safetensors", task="inpaint")
     assert not list(tmp_path.iterdir())
     ar.load_model(ar.save_model(tiny_hat, tmp_path / "ok.safetensors", task="denoise"), task="denoise")
+    rgba = ar.build_model("hat", task="denoise", in_channels=4, out_channels=4, dim=16, depths=[1], heads=2, window=8)
+    ar.save_model(rgba, tmp_path / "rgba.safetensors", task="denoise")  # an RGBA network the engine runs
 
 
 def test_files_given_for_weights_by_mistake_are_named(tmp_path, tiny_checkpoint):
