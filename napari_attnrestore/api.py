@@ -313,6 +313,15 @@ def _array_in_ngff_order(src: Any, meta: dict[str, Any], rgb: bool | None) -> tu
     return _reordered(src if isinstance(src, da.Array) else as_dask(src, axes), meta, order)
 
 
+def channel_named(axes: str, channel_axis: int) -> str:
+    """``axes`` with the letter of ``channel_axis`` made ``c`` (a band stack's pages, read as
+    ``t``), unless the axes name a channel axis already or that axis is y or x."""
+    if "c" in axes or not -len(axes) <= channel_axis < len(axes):
+        return axes
+    i = channel_axis % len(axes)
+    return axes if axes[i] in "yx" else axes[:i] + "c" + axes[i + 1:]
+
+
 def _axes_with_channel(shape: tuple[int, ...], channel_axis: int) -> str | None:
     """Axis letters of an array with a channel axis given where the layout guess has y or x
     (a ``(Y, X, C)`` array of 2 or 5 channels); None when the guess agrees."""
@@ -415,6 +424,8 @@ def _prepare(
         if not -len(order) <= channel_axis < len(order):
             raise ValueError(f"channel_axis {channel_axis} is out of range for an image of {len(order)} axes")
         channel_axis = order.index(channel_axis % len(order))
+    if channel_axis is not None and src_meta.get("path") and isinstance(meta.get("axes"), str):
+        meta = {**meta, "axes": channel_named(meta["axes"], channel_axis)}  # the result says its bands are channels
     if channel_axis is None and meta.get("channel_axis") is not None:
         channel_axis = meta["channel_axis"]
     src, meta, channel_axis = single_channel_mosaic(tname, src, meta, channel_axis)

@@ -116,13 +116,15 @@ def cmd_restore(a: argparse.Namespace) -> int:
             import dask
 
             dask.config.set(num_workers=a.workers)  # the threaded scheduler's pool, for this process
-        from .api import as_source, output_geometry, single_channel_mosaic
+        from .api import as_source, channel_named, output_geometry, single_channel_mosaic
         from .io import refuse_output_over_input
         from .io.geotiff import georeference_tags
 
         # the result is streamed from the input while it is written: replacing it would lose both
         refuse_output_over_input(out, [a.input] + ([a.mask] if isinstance(a.mask, str) else []))
         src, meta = as_source(str(a.input), stored=a.channel_axis is not None)
+        if a.channel_axis is not None and isinstance(meta.get("axes"), str):
+            meta = {**meta, "axes": channel_named(meta["axes"], a.channel_axis)}  # as restore names them
         src, meta, _ = single_channel_mosaic(a.task, src, meta, meta.get("channel_axis"))  # as restore sees it
         lazy = ar.restore(str(a.input), **common)
         yx = [i for i, ax in enumerate(meta.get("axes") or "") if ax in "yx"][-1:] or [len(src.shape) - 1]

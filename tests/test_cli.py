@@ -640,3 +640,9 @@ def test_a_band_stack_stored_as_pages_warns_and_channel_axis_scales_each_band(tm
     each = np.asarray(ar.restore(str(tmp_path / "pages.tif"), model=str(tiny_checkpoint), channel_axis=0))
     assert np.array_equal(tifffile.imread(tmp_path / "bands.tif"), each)
     assert not np.array_equal(tifffile.imread(tmp_path / "shared.tif"), each)
+    from napari_attnrestore.io import open_image  # the result says its pages are channels, not time
+
+    assert open_image(tmp_path / "bands.tif").axes == "cyx"
+    assert main(["restore", str(tmp_path / "pages.tif"), str(tmp_path / "bands.ome.zarr"), "--weights",
+                 str(tiny_checkpoint), "--channel-axis", "0", "-q"]) == 0
+    assert open_image(tmp_path / "bands.ome.zarr").axes == "cyx"
