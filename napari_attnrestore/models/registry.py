@@ -22,8 +22,9 @@ ALL_TASKS = ("denoise", "sr", "demosaic", "inpaint")
 class Architecture:
     """An architecture the project implements.
 
-    ``module`` and ``class_name`` say where its class is (``models.hat.HAT``); ``presets``
-    are named configurations (``tiny`` is the class's defaults).
+    ``module`` and ``class_name`` say where its class is: a module of this package (``hat``
+    for ``models.hat.HAT``) or a dotted module path of any package; ``presets`` are named
+    configurations (``tiny`` is the class's defaults).
     """
 
     name: str
@@ -36,7 +37,8 @@ class Architecture:
     @property
     def cls(self) -> type[nn.Module]:
         """The network class (imports torch and the architecture's module)."""
-        return getattr(import_module(f"{__package__}.{self.module}"), self.class_name)
+        module = self.module if "." in self.module else f"{__package__}.{self.module}"
+        return getattr(import_module(module), self.class_name)
 
 
 _REGISTRY: dict[str, Architecture] = {}

@@ -50,10 +50,11 @@ def to_gray(img: np.ndarray) -> np.ndarray:
 
 
 def load_folder(folder: str | os.PathLike, gray: bool = True, limit: int | None = None) -> list[np.ndarray]:
-    """Load every image in ``folder`` (sorted by name) as float32 [0, 1] (``(H, W)`` or ``(H, W, C)``).
+    """Load every image in ``folder`` (sorted by name) as float32 of about [0, 1] (``(H, W)`` or ``(H, W, C)``).
 
     A TIFF that is no colour picture gives each of its planes (a stack's pages, a band
-    file's channels), scaled as restoring scales the file.
+    file's channels), scaled as restoring scales the file (percentiles for 16-bit data: a
+    little below 0 and above 1 at the extremes).
     """
     from skimage import io as skio
 

@@ -4,7 +4,7 @@ learn, and inference is deterministic.  Mechanism-specific tests live in test_<a
 import pytest
 import torch
 
-from napari_attnrestore.models import get_architecture, list_architectures
+from napari_attnrestore.models import build_model, get_architecture, list_architectures
 
 #: (small config for shape/gradient checks, config for the overfit check, overfit steps)
 CONFIGS = {
@@ -98,3 +98,13 @@ def test_build_model_names_a_setting_the_architecture_lacks(arch):
 
     with pytest.raises(ValueError, match=rf"^{arch} has no setting 'windw'; its settings are .*image_residual"):
         build_model(arch, windw=8)
+
+
+def test_an_architecture_of_another_package_registers_by_its_module_path():
+    from napari_attnrestore.models.registry import _REGISTRY, Architecture, register
+
+    register(Architecture("hatcopy", "napari_attnrestore.models.hat", "HAT", {"tiny": {}}, "a copy"))
+    try:
+        assert type(build_model("hatcopy", task="denoise", dim=16, depths=[1], heads=2, window=8)).__name__ == "HAT"
+    finally:
+        del _REGISTRY["hatcopy"]
