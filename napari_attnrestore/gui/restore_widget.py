@@ -29,7 +29,7 @@ from ..io.napari_hooks import layer_axes, layer_units
 from . import jobs, session_models
 from .geometry import channel_axis_of, level0, preview_crop, sr_geometry
 from .shapes_mask import ShapesMask
-from .widgets import auto_spin_box, layer_nodata, number_or_none, set_value, when_removed
+from .widgets import auto_spin_box, layer_nodata, number_or_none, set_value, start_with_a_thread_to_spare, when_removed
 
 if TYPE_CHECKING:
     import napari
@@ -538,7 +538,7 @@ class RestoreWidget(Container):
         worker.finished.connect(self._on_finished)
         self.worker = worker
         self._set_busy(True, f"{desc}: starting...")
-        worker.start()
+        start_with_a_thread_to_spare(worker)
 
     def _on_progress(self, value: tuple[int, int]) -> None:
         if not self.busy or self._closed:  # a late event from a run that already ended

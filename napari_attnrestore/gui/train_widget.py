@@ -46,7 +46,7 @@ from napari.utils.notifications import show_error, show_info
 from . import session_models
 from .geometry import channel_axis_of, level0
 from .jobs import warning_notifier
-from .widgets import layer_nodata, number_or_none, set_value, when_removed
+from .widgets import layer_nodata, number_or_none, set_value, start_with_a_thread_to_spare, when_removed
 
 if TYPE_CHECKING:
     import napari
@@ -479,7 +479,7 @@ class TrainWidget(Container):
         worker.finished.connect(self._on_finished)
         self.worker = worker
         self._set_busy(True, f"training ({req.mode}): starting...")
-        worker.start()
+        start_with_a_thread_to_spare(worker)
 
     def stop(self) -> None:
         """Stop after the current step; the model trained so far is kept."""

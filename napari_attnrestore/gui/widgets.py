@@ -9,7 +9,22 @@ import numpy as np
 from magicgui.widgets import FileEdit, SpinBox
 from magicgui.widgets.bases import RangedWidget, ValueWidget
 
-__all__ = ["auto_spin_box", "set_value", "when_removed"]
+__all__ = ["auto_spin_box", "set_value", "start_with_a_thread_to_spare", "when_removed"]
+
+
+def start_with_a_thread_to_spare(worker: Any) -> None:
+    """Start a napari worker, first making room in Qt's global thread pool for it and one more.
+
+    The workers run there whole, and so does Qt's own image work: napari's activity spinner
+    (animated while a progress bar exists) converts its frames on that pool, and the GUI
+    thread waits for a free thread.  With every thread held by a job (a Restore and a Train
+    run on 2 cores, or one run on 1) the viewer froze for the whole job (19 to 45 s here).
+    """
+    from qtpy.QtCore import QThreadPool
+
+    pool = QThreadPool.globalInstance()
+    pool.setMaxThreadCount(max(pool.maxThreadCount(), pool.activeThreadCount() + 2))
+    worker.start()
 
 
 def set_value(widget: ValueWidget, value: Any) -> None:

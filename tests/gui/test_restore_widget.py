@@ -225,6 +225,27 @@ def test_event_loop_runs_during_restore(viewer, widget, qtbot, slow_denoiser) ->
     assert "z (denoised)" in viewer.layers
 
 
+def test_a_job_leaves_a_thread_of_qts_pool_to_spare(viewer, widget, qtbot, slow_denoiser) -> None:
+    """The job ran on Qt's global pool, where napari's activity spinner converts its frames:
+    with every thread held by jobs (a pool of 1 here, as on one core) the GUI thread waited
+    for the whole run."""
+    from qtpy.QtCore import QThreadPool
+
+    pool = QThreadPool.globalInstance()
+    before = pool.maxThreadCount()
+    pool.setMaxThreadCount(1)
+    try:
+        viewer.add_image(np.zeros((64, 64), np.float32), name="z")
+        widget.add_model("slow", slow_denoiser)
+        widget.set_options(chunk=32, tile=32)
+        widget.run()
+        qtbot.waitUntil(lambda: pool.activeThreadCount() >= 1, timeout=TIMEOUT)
+        assert widget.busy and pool.activeThreadCount() < pool.maxThreadCount()
+        qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT)
+    finally:
+        pool.setMaxThreadCount(max(before, pool.maxThreadCount()))
+
+
 def test_closing_the_dock_cancels_the_running_job(viewer, widget, qtbot, slow_denoiser) -> None:
     """napari's remove_dock_widget (the dock's close button) keeps the widget alive: its job
     ran on, with nothing left to stop it, and added its layer afterwards."""
