@@ -25,7 +25,7 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
 from ..io.geotiff import CARRIED, carried
-from ..io.napari_hooks import layer_axes, layer_units
+from ..io.napari_hooks import layer_axes, layer_omero, layer_units
 from . import jobs, session_models
 from .geometry import channel_axis_of, level0, preview_crop, sr_geometry
 from .shapes_mask import ShapesMask
@@ -664,6 +664,10 @@ def layer_meta(layer: Image, data: Any) -> dict[str, Any]:
     if path:
         meta["path"] = str(path)
     meta.update(carried(layer.metadata))  # a GeoTIFF's, kept in the store
+    # the channel's name, colour and display window, as the plugin's OME-Zarr writer keeps them
+    omero = layer_omero(layer.as_layer_data_tuple()[1], axes, bool(layer.rgb), data.shape, data.dtype)
+    if omero:
+        meta["omero"] = omero
     return meta
 
 

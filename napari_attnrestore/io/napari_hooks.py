@@ -349,11 +349,11 @@ def _layer_output(data: Any, meta: dict) -> tuple[Any, str, dict[str, Any]]:
         "scale": scale,
         "translate": _layer_geometry(meta, axes, rgb, "translate", 0.0),
         "units": units,
-        "omero": _layer_omero(meta, axes, rgb, arr.shape, arr.dtype),  # the channel's name and colour
+        "omero": layer_omero(meta, axes, rgb, arr.shape, arr.dtype),  # the channel's name and colour
     }
 
 
-def _layer_omero(meta: dict, axes: str, rgb: bool, shape: Sequence[int], dtype: Any) -> dict[str, Any] | None:
+def layer_omero(meta: dict, axes: str, rgb: bool, shape: Sequence[int], dtype: Any) -> dict[str, Any] | None:
     """NGFF ``omero`` channel metadata to save with a layer.
 
     A layer of one channel (napari shows each channel of a file as its own layer) is saved

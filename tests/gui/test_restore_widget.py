@@ -372,12 +372,15 @@ def test_zarr_output_keeps_the_layer_geometry_and_units(viewer, widget, qtbot, u
     units = {"z": "micrometer", "y": "nanometer", "x": "nanometer"}
     img = np.random.default_rng(3).integers(0, 255, (2, 32, 40), dtype=np.uint8)
     viewer.add_image(img, name="lr", scale=(0.3, 60.0, 50.0), translate=(0.0, 10.0, 20.0),
-                     metadata={"axes": "zyx", "units": units})
+                     metadata={"axes": "zyx", "units": units}, colormap="red", contrast_limits=(10, 200))
     widget.add_model("up", upsampler)
     dst = tmp_path / "sr.ome.zarr"
     widget.set_options(output="zarr file", zarr=str(dst))
     run(qtbot, widget)
     out = open_image(dst)
+    # the channel's name, colour and window, as the plugin's writer keeps them (the store reopened gray)
+    (channel,) = out.meta["ome"]["omero"]["channels"]
+    assert channel["label"] == "lr" and channel["color"] == "FF0000" and channel["window"]["end"] == 200
     ref = output_geometry(2, {"axes": "zyx", "scale": (0.3, 60.0, 50.0), "translate": (0.0, 10.0, 20.0)}, 3, 3, False)
     assert out.axes == "zyx" and out.data.shape == (2, 64, 80)
     np.testing.assert_allclose(out.scale, (0.3, 30.0, 25.0))
