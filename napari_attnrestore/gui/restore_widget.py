@@ -52,7 +52,7 @@ TIPS = {
     "image": "Image layer to restore. Leading axes (time, z, channels) are processed plane by plane.",
     "task": "denoise: same size output. super-resolve: x2 or x4 more pixels per axis. demosaic: a raw "
     "single-channel Bayer (CFA) image to RGB. inpaint: fill masked, NaN or nodata pixels; known pixels are kept.",
-    "mask": "Inpainting: a Labels or Shapes layer; nonzero labels / pixels inside shapes are filled. None: only "
+    "mask": "Inpainting: a Labels, Shapes or integer Image layer (a mask file opened); nonzero labels / pixels inside shapes are filled. None: only "
     "NaN pixels (and nodata, if set) are filled. Must have the input's Y, X size (Shapes are rasterized to it).",
     "invert_mask": "Inpainting: the mask marks the pixels with data and its 0 pixels are filled (GDAL mask "
     "bands and the Landsat-7 gap masks are made so).",
@@ -168,7 +168,9 @@ class RestoreWidget(Container):
         return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
 
     def _mask_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
-        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, (Labels, Shapes))]
+        # and integer or boolean images: a gap mask file (a Landsat gap mask) opens as an Image layer
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, (Labels, Shapes))
+                or (isinstance(layer, Image) and not layer.rgb and np.dtype(level0(layer.data).dtype).kind in "biu")]
 
     def _refresh_layers(self, _event: Any = None) -> None:
         self._image.reset_choices()
@@ -361,7 +363,7 @@ class RestoreWidget(Container):
                 f"mask layer {mask_layer.name!r} has shape {shape} but the input {layer.name!r} has "
                 f"(Y, X) = {spatial[-2:]}; the mask must have the same Y, X size (or the input's shape {spatial})"
             )
-        if isinstance(mask_layer, Labels):  # used pixel for pixel: it must lie on the image's pixels
+        if isinstance(mask_layer, (Labels, Image)):  # used pixel for pixel: it must lie on the image's pixels
             n = len(shape)
             ours = (tuple(layer.scale[-n:]), tuple(layer.translate[-n:]))
             theirs = (tuple(mask_layer.scale[-n:]), tuple(mask_layer.translate[-n:]))

@@ -481,6 +481,24 @@ def test_inpaint_with_labels_mask(viewer, widget, qtbot, notifications) -> None:
     assert out.metadata["attnrestore"]["task"] == "inpaint"
 
 
+def test_an_integer_image_layer_serves_as_the_mask(viewer, widget, qtbot, notifications) -> None:
+    """A gap mask file (Landsat's, 1 where there are data) opens as an Image layer: the widget
+    offered only Labels and Shapes, so it had to be converted by hand."""
+    img = np.random.default_rng(8).random((48, 64), dtype=np.float32) * 0.4
+    viewer.add_image(img, name="img")
+    valid = np.ones((48, 64), np.uint8)
+    valid[:, 30:34] = 0  # a scan-line gap
+    viewer.add_image(valid, name="gapmask")
+    names = [c.name for c in widget._mask.choices if c is not None]
+    assert "gapmask" in names and "img" not in names  # a float picture is no mask
+    widget.add_model("fill", FillHalf())
+    widget.set_options(input=viewer.layers["img"], mask=viewer.layers["gapmask"], invert_mask=True, nodata=None)
+    run(qtbot, widget)
+    out = viewer.layers["img (inpainted)"].data
+    np.testing.assert_allclose(out[:, :30], img[:, :30], atol=1e-5)
+    assert np.abs(out[:, 30:34] - img[:, 30:34]).mean() > 0.05
+
+
 def test_inpaint_with_a_labels_mask_of_the_valid_pixels(viewer, widget, qtbot, notifications) -> None:
     """A Landsat gap mask (1 where there is data) opened as labels filled the data, kept the
     gaps; left uninverted it replaced most of the data with no word: the worker caught the
