@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -128,19 +129,42 @@ def _wait_distributed(client: Any, fut: Any, keys: list, progress: Progress | No
     import time
 
     total, shown = len(keys), -1
+    checked, workerless = time.monotonic(), None
     while not fut.done():
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled")
         if progress is not None:
-            done = min(total, _distributed_done(client, keys))
+            # never backwards: a lost worker's chunks go back to waiting, and rerun at once (their
+            # done markers make them skip the network)
+            done = max(shown, min(total, _distributed_done(client, keys)))
             if done != shown:  # after each chunk, not every half second
                 progress(done, total)
                 shown = done
+        if time.monotonic() - checked >= WORKER_CHECK_S:  # every worker gone (an allocation ended): said, not a silent wait
+            checked = time.monotonic()
+            workerless = (workerless or checked) if _worker_count(client) == 0 else None
+            if workerless is not None and checked - workerless >= NO_WORKERS_WARN_S:
+                warnings.warn(f"the dask cluster has had no workers for {NO_WORKERS_WARN_S} s: the job waits for "
+                              "some to join (stop it and continue later with --resume / resume=True)", UserWarning,
+                              stacklevel=2)
+                workerless = float("inf")  # said once
         time.sleep(0.5)
     result = int(fut.result())  # a failed job raises here, before its progress reads 100%
     if progress is not None and shown != total:
         progress(total, total)
     return result
+
+
+#: seconds without a single worker before a distributed job says so, and between looks
+NO_WORKERS_WARN_S, WORKER_CHECK_S = 60, 5
+
+
+def _worker_count(client: Any) -> int:
+    """How many workers the cluster has (-1 when the scheduler does not answer)."""
+    try:
+        return len(client.scheduler_info().get("workers", {}))
+    except Exception:
+        return -1
 
 
 def _distributed_done(client: Any, keys: list) -> int:

@@ -393,6 +393,9 @@ def run_tiled_shrinking(inp: np.ndarray, handle: ModelHandle, plan: Plan,
 
 def _chunk_task(handle, plan, raw, mask, pads, crop, origin, lead, sink, index, name):
     """One output chunk: ``raw`` and ``mask`` arrive already read (nested tasks)."""
+    written = getattr(sink, "written", None)
+    if written is not None and written(index):  # run again after its worker was lost: it is in the store
+        return 1
     block = compute_chunk(handle, plan, raw, pads, lead, crop, mask, origin, cancel=cancel_event(name))
     return sink(block, index) if sink is not None else block
 

@@ -113,6 +113,12 @@ class ZarrSink:
             raise output_error(self.array_path, f"cannot write chunk {index}", e) from e
         return 1
 
+    def written(self, index: tuple[int, ...]) -> bool:
+        """Whether this job wrote chunk ``index`` already: dask.distributed runs a chunk again
+        when the worker holding its result is lost (each lost worker cost its share of the
+        chunks done, network and all)."""
+        return Path(self.done_dir, marker_name(index)).exists()
+
 
 def marker_name(index: tuple[int, ...]) -> str:
     return ".".join(str(i) for i in index)

@@ -167,3 +167,44 @@ def test_a_failed_cluster_job_is_cancelled_and_never_reads_complete(tmp_path, rn
     from napari_attnrestore.engine.store import job_state
 
     assert job_state(tmp_path / "o.zarr")["status"] == "failed"  # not complete
+
+
+def test_a_chunk_run_again_after_its_worker_was_lost_skips_the_network(tmp_path):
+    """dask.distributed reruns the chunks whose results a lost worker held: each lost worker
+    cost its share of the chunks done, network and all."""
+    from napari_attnrestore.engine.graph import _chunk_task
+    from napari_attnrestore.engine.store import ZarrSink, marker_name
+
+    (tmp_path / "done").mkdir()
+    sink = ZarrSink(str(tmp_path / "o.zarr" / "0"), str(tmp_path / "done"), (8, 8), 2)
+    assert not sink.written((0, 1))
+    (tmp_path / "done" / marker_name((0, 1))).touch()
+    assert sink.written((0, 1))
+    # no network, no plan, no pixels: had it computed, these would fail
+    assert _chunk_task(None, None, None, None, None, None, None, (), sink, (0, 1), "job") == 1
+
+
+def test_distributed_progress_never_goes_back_and_a_cluster_without_workers_is_said(monkeypatch):
+    import napari_attnrestore.engine.execute as execute
+
+    counts = iter([2, 3, 1, 0, 4])  # a worker lost: its chunks went back to waiting
+
+    class Future:
+        polls = 0
+
+        def done(self):
+            Future.polls += 1
+            return Future.polls > 5
+
+        def result(self):
+            return 4
+
+    monkeypatch.setattr(execute, "_distributed_done", lambda client, keys: next(counts))
+    monkeypatch.setattr(execute, "_worker_count", lambda client: 0)
+    monkeypatch.setattr(execute, "NO_WORKERS_WARN_S", 0)
+    monkeypatch.setattr(execute, "WORKER_CHECK_S", 0)
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    seen = []
+    with pytest.warns(UserWarning, match="no workers for 0 s: the job waits for some to join"):
+        assert execute._wait_distributed(None, Future(), [1, 2, 3, 4], lambda d, t: seen.append(d), None) == 4
+    assert seen == sorted(seen) and seen[-1] == 4
