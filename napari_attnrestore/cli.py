@@ -100,6 +100,9 @@ def cmd_restore(a: argparse.Namespace) -> int:
         ensemble=a.ensemble, invert_mask=a.invert_mask, normalize=a.normalize, channel_axis=a.channel_axis,
     )
     t0 = time.perf_counter()
+    if a.workers and a.scheduler not in (None, "threads", "local"):  # (the API's message names num_workers)
+        raise UserError(f"--workers sets the threads of the default scheduler or the processes of --scheduler local; "
+                        f"--scheduler {a.scheduler} has its own workers")
     if _is_zarr(out):
         bar = _ProgressBar("restore", disable=a.quiet)
         try:

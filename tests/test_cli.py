@@ -523,6 +523,8 @@ def test_workers_sets_the_threads_and_is_checked(tmp_path, tiny_checkpoint, caps
     with pytest.raises(SystemExit) as e:
         main([*base, str(tmp_path / "o.ome.zarr"), "--workers", "0", "-q"])
     assert e.value.code == 2 and "expected a whole number of at least 1, got '0'" in capsys.readouterr().err
+    assert main([*base, str(tmp_path / "o.ome.zarr"), "--workers", "2", "--scheduler", "tcp://127.0.0.1:1", "-q"]) == 2
+    assert "--workers sets the threads" in capsys.readouterr().err  # not the API's num_workers
     seen, run = [], execute.execute
     monkeypatch.setattr(execute, "execute", lambda *a, **kw: seen.append(kw["num_workers"]) or run(*a, **kw))
     assert main([*base, str(tmp_path / "o.ome.zarr"), "--weights", str(tiny_checkpoint), "--workers", "2", "-q"]) == 0
