@@ -844,7 +844,8 @@ def _quiet_local_cluster(local_cluster: Any, n_workers: int | None = None) -> An
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
-        return local_cluster(n_workers=n_workers, processes=True, threads_per_worker=1, dashboard_address=None,
+        # the dashboard on a free port: None still took 8787, and warned when another cluster had it
+        return local_cluster(n_workers=n_workers, processes=True, threads_per_worker=1, dashboard_address=":0",
                              silence_logs=logging.ERROR)
     finally:
         if previous is not None:

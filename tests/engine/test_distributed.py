@@ -102,6 +102,7 @@ def test_local_cluster_takes_the_worker_count(monkeypatch):
     with pytest.raises(Stop):
         _client_for("local", 3)
     assert seen["n_workers"] == 3 and seen["threads_per_worker"] == 1
+    assert seen["dashboard_address"] == ":0"  # None took 8787 and warned when another cluster had it
 
 
 def test_num_workers_is_checked_before_the_store_is_made(tmp_path):
