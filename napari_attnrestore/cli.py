@@ -50,16 +50,18 @@ class _ProgressBar:
 class _Lines:
     """A stream for a progress bar in a log file (stderr not a terminal): each update a line
     of its own, ended by a newline (tqdm redraws one line with carriage returns, so a log
-    showed no progress to ``tail`` or ``grep`` until the end), and no line twice."""
+    showed no progress to ``tail`` or ``grep`` until the end), and no count twice (closing the
+    bar printed its last count again, with another rate)."""
 
     def __init__(self, stream: Any) -> None:
         self.stream, self.last = stream, ""
 
     def write(self, text: str) -> None:
         line = text.replace("\r", "").strip()
-        if line and line != self.last:
+        count = line.split("[", 1)[0]  # the bar and n/total, before tqdm's [elapsed<left, rate]
+        if line and count != self.last:
             self.stream.write(line + "\n")
-            self.last = line
+            self.last = count
 
     def flush(self) -> None:
         self.stream.flush()

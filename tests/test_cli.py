@@ -600,6 +600,15 @@ def test_progress_in_a_log_file_is_one_line_per_update():
         sys.stderr = stderr
     lines = log.getvalue().split("\n")
     assert "\r" not in log.getvalue() and lines[-1] == "" and len(lines) == len(set(lines))
+    counts = [line.split("[", 1)[0] for line in lines if line]
+    assert len(counts) == len(set(counts)), lines
+    from napari_attnrestore.cli import _Lines
+
+    log = io.StringIO()
+    out = _Lines(log)
+    for rate in ("63.27", "43.68"):  # closing a TIFF's bar printed its last count again, with another rate
+        out.write(f"\rrestore: 100%|##########| 2048/2048 [00:32<00:00, {rate}row/s]")
+    assert log.getvalue().count("2048/2048") == 1
     assert lines[0].startswith("restore:  33%|###") and lines[-2].startswith("restore: 100%|##########| 3/3")
 
 
