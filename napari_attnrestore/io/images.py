@@ -349,7 +349,7 @@ def _find_bad_chunk(data: Any, first: tuple[int, ...], last: tuple[int, ...], ch
 
 def _describe_chunks(data: Any, key: Any) -> str:
     """Describe which chunk of ``data`` a failed key hit, e.g. ``'chunk c/0/1'``."""
-    chunks = read_chunks(data)
+    chunks = _read_chunks(data)
     shape = tuple(data.shape)
     bounds = _normalize_key(key, shape) if chunks else None
     if bounds is None or len(bounds) != len(chunks):
@@ -395,7 +395,7 @@ def read_region(data: Any, key: Any = (), path: str | os.PathLike | None = None)
         raise ImageReadError(where, f"cannot read {_describe_chunks(data, key)} ({type(exc).__name__}: {exc})") from exc
 
 
-def read_chunks(data: Any) -> tuple[int, ...] | None:
+def _read_chunks(data: Any) -> tuple[int, ...] | None:
     """The unit of reading of an array: shards when sharded, else chunks."""
     shards = getattr(data, "shards", None)
     if shards:
@@ -547,7 +547,7 @@ def as_dask(data: Any, axes: str | None = None, path: str | os.PathLike | None =
         return data
     if isinstance(data, np.ndarray):
         return da.from_array(data, chunks=_dask_chunks(data.shape, None, axes, target))
-    chunks = _dask_chunks(data.shape, read_chunks(data), axes, target)
+    chunks = _dask_chunks(data.shape, _read_chunks(data), axes, target)
     guarded = GuardedArray(data, path)
     name = f"attnrestore-read-{_token(data, path)}"
     return da.from_array(
@@ -727,7 +727,7 @@ def _tiff_image(tif: tifffile.TiffFile, path: str, size: int) -> ImageData:
         levels = [root]
     if tuple(levels[0].shape) != tuple(series.shape):
         raise ImageReadError(path, f"TIFF store shape {levels[0].shape} differs from series shape {series.shape}")
-    if len(levels) == 1 and _ContiguousPixels.suits(series, tif.byteorder, read_chunks(levels[0])):
+    if len(levels) == 1 and _ContiguousPixels.suits(series, tif.byteorder, _read_chunks(levels[0])):
         levels = [_ContiguousPixels(path, series)]
     meta.update(tiff_axes=series.axes, n_series=len(tif.series), byteorder=tif.byteorder, bigtiff=tif.is_bigtiff)
     photometric = _photometric_name(getattr(series.keyframe, "photometric", None))
