@@ -78,7 +78,7 @@ def load_folder(folder: str | os.PathLike, gray: bool = True, limit: int | None 
 
 
 def _tiff_planes(path: Path) -> list[np.ndarray] | None:
-    """Every plane of a TIFF that is no colour picture, in [0, 1] as the engine scales it
+    """Every plane of a TIFF that is no colour picture, scaled to about [0, 1] as the engine scales it
     (None for a colour picture: read as one image)."""
     from .session import _open
 
