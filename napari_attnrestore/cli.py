@@ -230,6 +230,8 @@ def cmd_models(a: argparse.Namespace) -> int:
 def _in_folders(images: list[str], clean: list[str]) -> tuple[list[str], list[str]]:
     """Training images with each folder given replaced by the images in it (sorted by name), and
     a clean folder by its files of the same names as the images (a pair is matched by name)."""
+    from napari_attnrestore.io import ImageReadError
+    from napari_attnrestore.io.images import file_kind
     from napari_attnrestore.training.data import IMAGE_SUFFIXES
 
     def listed(folder: str) -> list[str]:
@@ -239,9 +241,13 @@ def _in_folders(images: list[str], clean: list[str]) -> tuple[list[str], list[st
             raise UserError(f"{folder}: no images in this folder ({', '.join(IMAGE_SUFFIXES)}, .zarr)")
         return found
 
-    def is_folder(path: str) -> bool:  # (a zarr store is one image, whatever its name: img.ome.zarr/0)
-        return os.path.isdir(path) and not _is_zarr(path) and not any(
-            os.path.exists(os.path.join(path, marker)) for marker in ("zarr.json", ".zgroup", ".zarray"))
+    def is_folder(path: str) -> bool:  # a zarr store, as the reader takes one (img.ome.zarr/0 too), is one image
+        if not os.path.isdir(path):
+            return False
+        try:
+            return file_kind(path) != "zarr"
+        except ImageReadError:  # a plain folder
+            return True
 
     expanded = [f for p in images for f in (listed(p) if is_folder(p) else [p])]
     if len(clean) == 1 and is_folder(clean[0]):
