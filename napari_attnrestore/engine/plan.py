@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..io.geotiff import nodata_pixels
-from .normalize import Normalizer, compute_stats
+from ..io.geotiff import gaps_as_nan
+from .normalize import HIGH_PCT, LOW_PCT, Normalizer, compute_stats
 from .source import Region
 from .tiling import round_up
 
@@ -307,7 +307,7 @@ def image_stats(
     keys = stats_windows(shape, nlead, rgb, channel_axis=channel_axis)
     raw = [np.asarray(sample(k)) for k in keys]
     # pixels to fill say nothing about the intensity range; nodata compared in the image's own type
-    pieces = [np.where(nodata_pixels(r, nodata), np.nan, r.astype(np.float64)) for r in raw]
+    pieces = [gaps_as_nan(r, nodata) for r in raw]
     if not any(np.isfinite(p).any() for p in pieces):
         if require_finite:
             raise ValueError("a training image has no finite pixels")
@@ -346,11 +346,10 @@ def _warn_planes_apart(shape: tuple[int, ...], sample: Any, nlead: int, nodata: 
     spans = {}
     for flat in sorted({round(float(v)) for v in np.linspace(0, count - 1, min(count, 8))}):
         index = tuple(int(i) for i in np.unravel_index(flat, shape[:nlead]))
-        raw = np.asarray(sample((*index, ys, xs)))
-        values = np.where(nodata_pixels(raw, nodata), np.nan, raw.astype(np.float64)).ravel()
+        values = gaps_as_nan(sample((*index, ys, xs)), nodata).ravel()
         values = values[np.isfinite(values)]
         if values.size:
-            lo, hi = np.percentile(values, [0.1, 99.9])
+            lo, hi = np.percentile(values, [LOW_PCT, HIGH_PCT])
             spans[index] = (float(lo), float(hi))
     widths = {i: hi - lo for i, (lo, hi) in spans.items() if hi > lo}
     if len(widths) < 2:

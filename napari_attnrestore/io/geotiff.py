@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CARRIED", "carried", "gdal_nodata", "georeference_tags", "nodata_can_occur", "read_georeference"]
+__all__ = ["CARRIED", "carried", "gaps_as_nan", "gdal_nodata", "georeference_tags", "nodata_can_occur",
+           "read_georeference"]
 
 #: Metadata of a GeoTIFF source kept with its restored layers and stores, so they save as a GeoTIFF again.
 CARRIED = ("geotiff", "nodata")
@@ -223,6 +224,13 @@ def nodata_pixels(values: np.ndarray, nodata: float | None) -> np.ndarray:
     if not nodata_can_occur(values.dtype, nodata):
         return np.zeros(values.shape, bool)
     return values == values.dtype.type(int(nodata))
+
+
+def gaps_as_nan(values: np.ndarray, nodata: float | None) -> np.ndarray:
+    """``values`` in float64 with their :func:`nodata_pixels` NaN: what intensity statistics
+    are taken of (NaN and infinite pixels stay as they are, left out there too)."""
+    values = np.asarray(values)
+    return np.where(nodata_pixels(values, nodata), np.nan, values.astype(np.float64))
 
 
 def _nodata_text(nodata: float) -> str:

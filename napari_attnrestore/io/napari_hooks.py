@@ -221,13 +221,13 @@ def _sample_limits(level: Any, image: ImageData, c: int | None) -> Any:
             key.append(slice(max(0, n // 2 - 512), max(0, n // 2 - 512) + 1024))
         else:
             key.append(slice(n // 2, n // 2 + 1))
-    from .geotiff import nodata_pixels
+    from .geotiff import gaps_as_nan
 
     try:
         raw = np.asarray(level[tuple(key)])
     except Exception:  # a damaged chunk: napari will say so when it reads it
         return None
-    sample = np.where(nodata_pixels(raw, image.meta.get("nodata")), np.nan, raw.astype(np.float64))
+    sample = gaps_as_nan(raw, image.meta.get("nodata"))
     planes = [sample] if c is None else [np.take(sample, i, axis=c) for i in range(sample.shape[c])]
     limits = []
     for p in planes:

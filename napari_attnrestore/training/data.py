@@ -212,7 +212,7 @@ class NormalizedPlane:
                  keep_gaps: bool = False, channels: int | None = None,
                  stats: tuple[float, float] | None = None, origin: str | None = None) -> None:
         from ..engine.normalize import compute_stats, needs_float64
-        from ..io.geotiff import nodata_pixels
+        from ..io.geotiff import gaps_as_nan
 
         self.array, self.index, self.origin = array, tuple(index), origin
         # scaled as the engine scales: in float64 for values float32 cannot hold exactly
@@ -227,7 +227,7 @@ class NormalizedPlane:
             return
         step = max(1, int(max(h, w) // 512))
         raw = np.asarray(array[(*self.index, *self._chan, slice(None, None, step), slice(None, None, step))])
-        sample = np.where(nodata_pixels(raw, nodata), np.nan, raw.astype(np.float64))
+        sample = gaps_as_nan(raw, nodata)
         if not np.isfinite(sample).any():
             raise ValueError(no_finite_pixels(origin, nodata))
         lo, hi = compute_stats(sample, np.dtype(array.dtype), mode=normalize)
@@ -235,10 +235,10 @@ class NormalizedPlane:
 
     def values(self, step: int = 1) -> np.ndarray:
         """The plane's own values (every ``step``-th row and column) in float64, gaps NaN."""
-        from ..io.geotiff import nodata_pixels
+        from ..io.geotiff import gaps_as_nan
 
         raw = np.asarray(self.array[(*self.index, *self._chan, slice(None, None, step), slice(None, None, step))])
-        return np.where(nodata_pixels(raw, self.nodata), np.nan, raw.astype(np.float64))
+        return gaps_as_nan(raw, self.nodata)
 
     def __getitem__(self, key) -> np.ndarray:
         from ..io.geotiff import nodata_pixels
