@@ -298,7 +298,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         [str(p) for p in a.images], task=a.task, arch=a.arch, model=a.start, clean=[str(p) for p in a.clean] or None,
         mode=mode, scale=a.scale, steps=a.steps, batch=a.batch, patch=a.patch, lr=a.lr, device=a.device,
         state_path=a.state, log_every=1, nodata=a.nodata, method=a.method, compile=a.compile, cfa=a.cfa,
-        precision=a.precision, seed=a.seed,
+        precision=a.precision, seed=a.seed, channel_axis=a.channel_axis,
     )
     model = None
     bar = _ProgressBar("train", disable=a.quiet, unit="step")
@@ -473,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "or Stein's unbiased risk estimate (Gaussian noise; its level is estimated from each patch)")
     t.add_argument("--nodata", type=float, default=None,
                    help="value marking the images' gaps (NaN always does): left out of the scaling; inpaint learns around them")
+    t.add_argument("--channel-axis", type=int, default=None, metavar="N",
+                   help="this axis of the files as stored holds channels (bands), each scaled on its own, as "
+                        "restore --channel-axis scales them")
     t.add_argument("--clean", nargs="+", action="extend", default=[], metavar="CLEAN",
                    help="clean counterparts of the images, in their order (paired, supervised training); after "
                         "the images, or once per file (--clean a.tif --clean b.tif), or one folder holding files of "

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..tasks.inpaint import KINDS
+from .gaps import filled, known_pixels, known_target, mean_known
 
 
 def blind_spot_mask(shape: tuple[int, ...], fraction: float, gen: torch.Generator) -> torch.Tensor:
@@ -75,10 +76,12 @@ class BlindSpotLoss:
 
     def __call__(self, model: nn.Module, noisy: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         mask = blind_spot_mask(tuple(noisy.shape), self.fraction, self.gen).to(noisy.device)
-        inp = replace_with_neighbours(noisy.cpu(), mask.cpu(), self.gen).to(noisy.device)
+        inp = replace_with_neighbours(filled(noisy).cpu(), mask.cpu(), self.gen).to(noisy.device)
         out = model(inp)
-        diff = (out - target)[mask.expand_as(out)]
-        return diff.abs().mean() if self.loss == "l1" else diff.square().mean()
+        target, known = known_target(target)  # the image's own gaps are not scored
+        diff = out - target
+        return mean_known(diff.abs() if self.loss == "l1" else diff.square(),
+                          mask if known is None else mask & known)
 
 
 #: Ordered pairs of 4-adjacent pixels in a 2x2 cell (indices ``dy * 2 + dx``).
@@ -118,13 +121,17 @@ class Neighbor2NeighborLoss:
 
     def __call__(self, model: nn.Module, noisy: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
         g1, g2 = neighbour_subsample(noisy, choice)
-        out = model(g1)
-        loss = (out - g2).square().mean()
+        out = model(filled(g1))
+        # pairs with a gap pixel on either side are not scored
+        g2, known = known_target(g2)
+        if known is not None:
+            known = known & torch.isfinite(g1)
+        loss = mean_known((out - g2).square(), known)
         if self.gamma:
             with torch.no_grad():
-                full = model(noisy)
+                full = model(filled(noisy))
             f1, f2 = neighbour_subsample(full, choice)
-            loss = loss + self.gamma * (out - g2 - (f1 - f2)).square().mean()
+            loss = loss + self.gamma * mean_known((out - g2 - (f1 - f2)).square(), known)
         return loss
 
 
@@ -134,7 +141,9 @@ def patch_noise_sigma(x: torch.Tensor) -> torch.Tensor:
     b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
     x = x[:, :, : h // 2 * 2, : w // 2 * 2]
     d = (x[:, :, 0::2, 0::2] - x[:, :, 0::2, 1::2] - x[:, :, 1::2, 0::2] + x[:, :, 1::2, 1::2]) / 2
-    return (d.abs().reshape(b, -1).median(dim=1).values / 0.6745).reshape(b, 1, 1, 1)
+    d = d.abs().reshape(b, -1)
+    mad = d.median(dim=1).values if bool(torch.isfinite(d).all()) else d.nanmedian(dim=1).values  # cells in gaps left out
+    return (mad / 0.6745).reshape(b, 1, 1, 1)
 
 
 def with_sigma_plane(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -167,6 +176,9 @@ class SureLoss:
     def __call__(self, model: nn.Module, noisy: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         var = sigma.reshape(sigma.shape[0], -1)[:, 0].to(noisy).square()
         probe = torch.randn(noisy.shape, generator=self.gen).to(noisy)
+        known = known_pixels(noisy)
+        if known is not None:
+            return self._with_gaps(model, filled(noisy), known, var, probe)
         cuda = [noisy.device] if noisy.device.type == "cuda" else []
         with torch.autocast(noisy.device.type, enabled=False):
             noisy = noisy.float()
@@ -176,6 +188,27 @@ class SureLoss:
         div = (probe * (shifted - out)).flatten(1).sum(1) / self.eps
         risk = (out - noisy).square().flatten(1).mean(1) - var + 2 * var * div / noisy[0].numel()
         return risk.mean()
+
+    def _with_gaps(self, model: nn.Module, noisy: torch.Tensor, known: torch.Tensor, var: torch.Tensor,
+                   probe: torch.Tensor) -> torch.Tensor:
+        """The risk over the known pixels of patches with gaps (``noisy`` filled): the filled
+        pixels are no noisy measurements, so they are neither scored nor probed."""
+        cuda = [noisy.device] if noisy.device.type == "cuda" else []
+        weight = known.to(noisy.dtype)
+        probe = probe * weight
+        with torch.autocast(noisy.device.type, enabled=False):
+            noisy = noisy.float()
+            with torch.random.fork_rng(devices=cuda):
+                out = model(noisy)
+            shifted = model(noisy + self.eps * probe.float())
+        n = weight.flatten(1).sum(1)
+        div = (probe * (shifted - out)).flatten(1).sum(1) / self.eps
+        scored = (n > 0) & torch.isfinite(var)  # a patch that is all gap, or whose noise level is unknown
+        var, n = torch.where(scored, var, torch.zeros_like(var)), n.clamp(min=1)
+        risk = ((out - noisy).square() * weight).flatten(1).sum(1) / n - var + 2 * var * div / n
+        if not bool(scored.any()):
+            return (out * 0).sum()
+        return risk[scored].mean()
 
 
 def denoise_objective(method: str, seed: int = 0):

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..io.geotiff import nodata_can_occur
 from .data import PairedPatchSampler, PatchSampler, colour_pictures_of, planes_of
+from .gaps import gap_pairs, known_loss
 from .loop import LOSSES, TrainConfig, TrainEvent, fit
 from .selfsupervised import denoise_objective, hide_known, hole_loss
 
@@ -56,17 +57,28 @@ def _name(x: Any, index: int, role: str = "training image") -> str:
     return str(x) if isinstance(x, (str, os.PathLike)) else f"{role} {index + 1}"
 
 
-def _open(x: Any) -> tuple[Any, dict[str, Any]]:
+def _open(x: Any, channel_axis: int | None = None) -> tuple[Any, dict[str, Any]]:
     """The pixels of an array or a file, and what the file says of them: the nodata value it
     declares (GeoTIFF), whether it is RGB, its channel axis and whether 2 channels after Y, X
     are gray + alpha (a PNG's are, a TIFF's when it declares the second opacity) (``planes_of``
-    keywords)."""
+    keywords).  ``channel_axis``: the axis of the file as stored that holds channels, as
+    ``restore(channel_axis=)`` takes it (a band stack stored as pages is read as time)."""
     if isinstance(x, (str, os.PathLike)):
         from ..io import open_image
 
         img = open_image(x)
-        return _guarded(img), {"nodata": img.meta.get("nodata"), "rgb": img.rgb, "channel_axis": img.channel_axis,
-                          "alpha": str(x).lower().endswith(".png") or bool(img.meta.get("alpha"))}
+        said = {"nodata": img.meta.get("nodata"), "rgb": img.rgb, "channel_axis": img.channel_axis,
+                "alpha": str(x).lower().endswith(".png") or bool(img.meta.get("alpha"))}
+        if channel_axis is not None:
+            img = img.as_stored()  # an RGB OME-Zarr's stored cyx: channels, as restoring reads them
+            n = len(img.axes)
+            if not -n <= channel_axis < n:
+                raise ValueError(f"{x}: channel_axis {channel_axis} is out of range for its {n} axes ({img.axes})")
+            if img.axes[channel_axis % n] in "yx":
+                raise ValueError(f"{x}: channel_axis {channel_axis} is its {img.axes[channel_axis % n].upper()} "
+                                 f"axis ({img.axes}); give the axis that holds the bands")
+            said.update(rgb=False, channel_axis=channel_axis % n)
+        return _guarded(img), said
     return x, {}
 
 
@@ -96,9 +108,9 @@ def _planes(images: Sequence[Any], nodata: float | None = None, first: int = 0, 
     own gaps) an integer image where nothing marks gaps is warned about."""
     out = []
     for i, im in enumerate(images):
-        data, said = _open(im)
+        data, said = _open(im, channel_axis)
         declared = said.pop("nodata", None)
-        if channel_axis is not None and not isinstance(im, (str, os.PathLike)):  # (a file has its own)
+        if channel_axis is not None and not isinstance(im, (str, os.PathLike)):
             said["channel_axis"] = channel_axis
         name = _name(im, first + i, role)
         dtype = np.dtype(getattr(data, "dtype", np.float64))
@@ -221,10 +233,11 @@ def _train(
         and the EMA stay in float32 (mixed precision).  Faster on GPUs and on CPUs with
         bfloat16 instructions (AVX512-BF16, AMX); ``fp32`` (the default) everywhere else.
     channel_axis
-        The axis of array images (and their clean counterparts) that holds channels: each
+        The axis of the images (and their clean counterparts) that holds channels: each
         scaled on its own, as ``restore(channel_axis=)`` scales them (a dim channel beside a
-        bright one was learned at a hundredth of the range it is restored at).  A file's
-        own channel axis is taken from the file.
+        bright one was learned at a hundredth of the range it is restored at).  For a file,
+        an axis as stored (a band stack stored as pages reads as time), as restoring takes
+        it; without it a file's own channel axis is used.
 
     To stop early, break out of the loop and take ``event.current_model()`` of the last
     event: the averaged weights so far, with a card that says so.  A given nn.Module is
@@ -310,7 +323,7 @@ def _train(
     cfg = TrainConfig(steps=steps, batch=batch, lr=lr, min_lr=lr / 100, warmup=min(100, steps // 10),
                       seed=seed, log_every=log_every, checkpoint_every=max(50, steps // 10), compile=compile,
                       precision=precision)
-    loss_fn = None
+    loss_fn = known_loss(LOSSES[cfg.loss])  # a target's gaps (NaN) are not scored
     if mode == "paired":
         pairs = []
         for i, (a, b) in enumerate(zip(imgs, cleans, strict=True)):
@@ -318,8 +331,8 @@ def _train(
                           and os.path.realpath(a) == os.path.realpath(b)):
                 raise ValueError(f"{_name(a, i)} is given as its own clean counterpart: paired training needs a "
                                  "clean image of the same scene (or train self-supervised on the noisy one)")
-            pa, pb = _planes([a], nodata=nodata, first=i, channel_axis=channel_axis), _planes(
-                [b], nodata=nodata, first=i, role="clean image", channel_axis=channel_axis)
+            pa, pb = _planes([a], nodata=nodata, first=i, channel_axis=channel_axis, keep_gaps=True), _planes(
+                [b], nodata=nodata, first=i, role="clean image", channel_axis=channel_axis, keep_gaps=True)
             _warn_other_units(pa[0], pb[0], _name(a, i), _name(b, i, "clean image"))
             if len(pa) != len(pb):
                 raise ValueError(f"paired images have a different number of planes: {_name(a, i)} has {len(pa)}, "
@@ -329,6 +342,7 @@ def _train(
             pairs += list(zip(pa, pb, strict=True))
         sampler: PatchSampler = PairedPatchSampler(pairs, patch, seed=seed)
 
+        @gap_pairs
         def make_pair(x, gen):
             return x[:, :1], x[:, 1:]
     elif t.name == "demosaic":
@@ -353,7 +367,10 @@ def _train(
         def make_pair(x, gen):
             return hide_known(x, gen)
     else:
-        sampler = PatchSampler(_planes(imgs, nodata=nodata, channel_axis=channel_axis), patch, seed=seed)  # scaled without the gaps, as restoring does
+        # scaled without the gaps, as restoring does; the gaps stay NaN: they are filled in the
+        # input as restoring fills them, and not scored (read as 0 they were learned as truth)
+        sampler = PatchSampler(_planes(imgs, nodata=nodata, channel_axis=channel_axis, keep_gaps=True), patch,
+                               seed=seed)
         if mode == "self-supervised":
             if method in ("neighbor2neighbor", "nbr2nbr") and patch % 2:
                 raise ValueError(f"neighbor2neighbor needs an even patch size, got {patch}")
@@ -361,11 +378,13 @@ def _train(
         elif t.name == "denoise":
             from ..tasks.denoise import make_training_pair
 
+            @gap_pairs
             def make_pair(x, gen):
                 return make_training_pair(x, gen, sigma=sigma)
         else:
             from ..tasks.sr import make_training_pair as lowres
 
+            @gap_pairs
             def make_pair(x, gen):
                 return lowres(x, gen, scale=scale)
 

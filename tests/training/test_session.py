@@ -712,3 +712,23 @@ def test_an_arrays_channels_are_scaled_each_on_its_own_when_named(rng):
     assert together[0].hi == together[1].hi
     assert apart[1].hi < 40 < 500 < apart[0].hi
     assert train_to_end(ar.train(x, arch="acla", steps=2, batch=2, patch=32, device="cpu", channel_axis=0)) is not None
+
+
+def test_a_band_stack_files_stored_axis_holds_channels_when_named(tmp_path, rng):
+    """A band stack stored as pages reads as time, one range for both bands; restore took
+    --channel-axis for it, train did not, so the dim band was learned at a hundredth of the
+    range it is restored at."""
+    from napari_attnrestore.training import session
+
+    bands = np.stack([rng.random((48, 48)) * 3000 + 500, rng.random((48, 48)) * 30 + 5]).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "bands.tif", bands)
+    path = str(tmp_path / "bands.tif")
+    together, apart = session._planes([path]), session._planes([path], channel_axis=0)
+    assert together[0].hi == together[1].hi
+    assert apart[1].hi < 40 < 500 < apart[0].hi
+    with pytest.raises(ValueError, match=r"bands\.tif: channel_axis 2 is its X axis"):
+        session._planes([path], channel_axis=2)
+    with pytest.raises(ValueError, match=r"bands\.tif: channel_axis 3 is out of range for its 3 axes"):
+        session._planes([path], channel_axis=3)
+    assert main(["train", path, "--channel-axis", "0", "--out", str(tmp_path / "m.safetensors"), "--steps", "1",
+                 "--batch", "1", "--patch", "32", "-q"]) == 0
