@@ -556,8 +556,9 @@ def restore(
         Output dtype (default: the input's).
     mask, nodata
         Inpainting: pixels to fill are nonzero in ``mask`` (same Y, X; an array or a
-        path; one mask per plane is laid out as the input file is stored), NaN, or equal to
-        ``nodata``.  Known pixels are kept exactly.
+        path; one mask per plane is laid out as the input file is stored), else NaN or equal
+        to ``nodata``.  With a mask, pixels without data outside it stay without data (a
+        scene's frame beyond its footprint).  Known pixels are kept exactly.
     invert_mask
         The mask marks the valid pixels instead (0 = fill), as GDAL mask bands and the
         Landsat-7 gap masks do.

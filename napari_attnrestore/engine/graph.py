@@ -331,6 +331,9 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
         out[nodata_out] = fill_value(plan)
     if holes is not None and plan.fill_adopted:  # an undeclared fill (-3.4e38 beyond a footprint) is no gap
         out[nodata_pixels(planes, plan.nodata)[:, :, cy0:cy1, cx0:cx1]] = fill_value(plan)
+    if holes is not None and mask is not None:  # a mask says what to fill: the pixels without data
+        # outside it (a scene's nodata frame beyond its footprint) stay without data
+        out[(bad & ~(mask[None, None] if mask.ndim == 2 else mask[:, None]))[:, :, cy0:cy1, cx0:cx1]] = fill_value(plan)
     if plan.rgb and plan.mode == "rgb-planes" and planes.shape[0] == 4:
         out[3] = _alpha(planes, x, crop, plan, lead, out.dtype)
     block = from_planes(out, plan)

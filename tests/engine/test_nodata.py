@@ -77,6 +77,26 @@ def test_inpainting_with_a_mask_covering_a_whole_region(rng):
     assert calls == 9 and (out[:32, :32] == 128).all()
 
 
+@pytest.mark.parametrize("dtype, nodata", [(np.uint16, 0), (np.float32, None)])
+def test_a_mask_says_what_to_fill_and_the_nodata_frame_beyond_it_stays(rng, dtype, nodata):
+    """A Landsat scene (nodata 0 beyond its footprint and in its scan-line gaps) inpainted
+    with its gap mask had its frame filled too: invented land outside the footprint."""
+    img = rng.integers(100, 1000, (96, 96)).astype(dtype)
+    frame = np.zeros(img.shape, bool)
+    frame[:, :20] = True
+    img[frame] = 0 if nodata == 0 else np.nan
+    mask = np.zeros(img.shape, bool)
+    mask[40:44, 10:] = True  # a stripe across the footprint, and across the frame's edge
+    img[mask] = 0 if nodata == 0 else np.nan
+    out, _ = _run(img, FillHalf(), task="inpaint", mask=mask, nodata=nodata, normalize="none")
+    gap = mask & ~frame
+    assert (out[gap] != 0).all() and np.isfinite(out[gap].astype(float)).all()  # the gap asked for: filled
+    left = frame & ~mask
+    assert (out[left] == 0).all() if nodata == 0 else np.isnan(out[left]).all()  # the frame: still without data
+    assert (out[mask & frame] != 0).all() and np.isfinite(out[mask & frame].astype(float)).all()  # masked: filled
+    np.testing.assert_array_equal(out[~mask & ~frame], img[~mask & ~frame])
+
+
 def test_gaps_are_filled_smoothly_before_the_network():
     from napari_attnrestore.engine.graph import fill_gaps
 

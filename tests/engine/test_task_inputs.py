@@ -10,18 +10,24 @@ import napari_attnrestore as ar
 from napari_attnrestore.tasks.demosaic import PATTERNS, mosaic
 
 
-def test_inpaint_keeps_known_pixels_and_fills_mask_nan_and_nodata(rng):
+def test_inpaint_keeps_known_pixels_and_fills_the_mask_or_else_nan_and_nodata(rng):
     img = rng.integers(0, 200, (90, 110)).astype(np.float32)
     img[5, 5] = np.nan
     img[6, 6] = -1  # nodata
+    img[44, 3] = np.nan  # under the mask
     mask = np.zeros(img.shape, bool)
     mask[40:48, :] = True
-    out = ar.restore(img, task="inpaint", model=FillHalf(), mask=mask, nodata=-1, chunks=32, tile=32, overlap=8,
-                     normalize="dtype").compute()
-    holes = mask.copy()
-    holes[5, 5] = holes[6, 6] = True
+    kw = dict(task="inpaint", model=FillHalf(), nodata=-1, chunks=32, tile=32, overlap=8, normalize="dtype")
+    out = ar.restore(img, mask=mask, **kw).compute()
+    known = ~mask
+    known[5, 5] = known[6, 6] = False
+    np.testing.assert_allclose(out[known], img[known], atol=1e-4)
+    np.testing.assert_allclose(out[mask], 0.5, atol=1e-6)  # normalize="dtype": floats stay in [0, 1] units
+    assert out[5, 5] == out[6, 6] == -1  # no data outside the mask (not asked to fill): the nodata value
+    out = ar.restore(img, **kw).compute()  # no mask: NaN and nodata are the gaps
+    holes = ~np.isfinite(img) | (img == -1)
     np.testing.assert_allclose(out[~holes], img[~holes], atol=1e-4)
-    np.testing.assert_allclose(out[holes], 0.5, atol=1e-6)  # normalize="dtype": floats stay in [0, 1] units
+    np.testing.assert_allclose(out[holes], 0.5, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint32, np.int32])
