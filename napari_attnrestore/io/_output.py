@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -95,3 +97,51 @@ def backing_stores(data: Any) -> list[str]:
             if root is not None:
                 found.append(str(root))
     return found
+
+
+HOST = "".join(ch if ch.isalnum() else "_" for ch in socket.gethostname())  # a partial file's writer: host, pid
+#: the hidden files a write leaves beside the output until it ends: the file itself, its
+#: pyramid's first level, a band of rows too large to hold (TIFF).  (The store an OME-Zarr
+#: write replaces, held aside as ``replaced``, is no scratch: after a crash it is the only copy.)
+SCRATCH_KINDS = ("partial", "levels", "band")
+
+
+def scratch_prefix(name: str, kind: str) -> str:
+    """The hidden name, less its writer's pid, of ``kind`` (one of ``SCRATCH_KINDS``) for
+    output ``name`` on this host."""
+    return f".{name}.{kind}-{HOST}-"
+
+
+def scratch_path(folder: str, name: str, kind: str) -> str:
+    """This process's hidden file or folder of ``kind`` for output ``name`` in ``folder``."""
+    return os.path.join(folder, scratch_prefix(name, kind) + str(os.getpid()))
+
+
+def remove_orphans(folder: str, name: str) -> None:
+    """Delete hidden partial files of ``name`` written on this host by a process that is gone
+    (killed); another machine's (a shared folder) are left alone."""
+    if os.name != "posix":
+        return
+    prefixes = tuple(scratch_prefix(name, kind) for kind in SCRATCH_KINDS)
+    for entry in os.listdir(folder):
+        prefix = next((p for p in prefixes if entry.startswith(p)), None)
+        pid = entry[len(prefix):] if prefix else ""
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            discard(os.path.join(folder, entry))
+        except OSError:  # alive, another user's
+            pass
+
+
+def discard(path: str) -> None:
+    """Remove a partial output (a file, or a folder), ignoring errors."""
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    except OSError:
+        pass

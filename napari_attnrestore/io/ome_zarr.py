@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ._output import check_axes, check_geometry, ensure_writable_parent, unsupported_pixels
+from ._output import check_axes, check_geometry, discard, ensure_writable_parent, scratch_path, unsupported_pixels
 from .errors import ImageWriteError
 from .images import _multiscales, _ngff_unit, _transforms
 
@@ -112,19 +112,41 @@ def _prepare_output(path: str, overwrite: bool) -> None:
 def remove_output(path: str | os.PathLike) -> None:
     """Delete an existing output; refuse to delete a folder that is not a zarr store."""
     try:
-        if os.path.isdir(path) and not os.path.islink(path):
-            entries = os.listdir(path)
-            if entries and not any(m in entries for m in _ZARR_MARKERS):
-                raise ImageWriteError(path, "exists and is not a zarr store; refusing to delete it")
+        if _is_store(path):
             shutil.rmtree(path)
-        elif os.path.isfile(path) and not os.path.islink(path):  # a file named like a store is someone's file
-            raise ImageWriteError(path, "exists and is a file, not a zarr store; refusing to delete it")
         else:
             os.remove(path)
     except ImageWriteError:
         raise
     except OSError as exc:
         raise ImageWriteError(path, f"cannot remove the existing output ({exc.strerror or exc})") from exc
+
+
+def _is_store(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a zarr store (a folder), not a link (False); ImageWriteError for a
+    folder or a file that is something else, which no output may replace."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        entries = os.listdir(path)
+        if entries and not any(m in entries for m in _ZARR_MARKERS):
+            raise ImageWriteError(path, "exists and is not a zarr store; refusing to delete it")
+        return True
+    if os.path.isfile(path) and not os.path.islink(path):  # a file named like a store is someone's file
+        raise ImageWriteError(path, "exists and is a file, not a zarr store; refusing to delete it")
+    return False
+
+
+def _set_aside(path: str, overwrite: bool) -> str | None:
+    """Move the store at ``path`` that ``overwrite`` replaces to a hidden name beside it, where
+    it stays until the new one is complete (None: nothing there)."""
+    if not (overwrite and os.path.lexists(path)) or not _is_store(path):
+        return None  # (a link is replaced as before)
+    folder, name = os.path.split(os.path.abspath(path))
+    aside = scratch_path(folder, name, "replaced")
+    try:
+        os.rename(path, aside)
+    except OSError as exc:
+        raise ImageWriteError(path, f"cannot move the existing output aside ({exc.strerror or exc})") from exc
+    return aside
 
 
 def _per_axis(values: Any, axes: str, default: float, path: str, what: str) -> list[float]:
@@ -492,38 +514,44 @@ def write_ome_zarr(
         raise ImageWriteError(path, "give the axes of the array, one letter per dimension (e.g. 'yx', 'tczyx')")
     axes = axes.lower()
     check_axes(axes, len(data.shape), path)
-    z = create_ome_zarr(
-        path,
-        data.shape,
-        data.dtype,
-        chunks,
-        axes,
-        scale=scale,
-        translate=translate,
-        units=units,
-        name=name,
-        overwrite=overwrite,
-        extra_attrs={**dict(extra_attrs or {}), "attnrestore": {"complete": False}},
-        omero=omero,
-        hold_metadata=True,  # a store cut short (a killed process) is no image to other readers
-        rgb=rgb,
-    )
-    order = ngff_order(axes)
-    arr = data if isinstance(data, da.Array) else da.from_array(data, chunks=tuple(z.chunks[order.index(i)]
-                                                                                  for i in range(len(order))))
+    aside = _set_aside(path, overwrite)  # deleted once the new store is complete, put back if it fails
     try:
+        z = create_ome_zarr(
+            path,
+            data.shape,
+            data.dtype,
+            chunks,
+            axes,
+            scale=scale,
+            translate=translate,
+            units=units,
+            name=name,
+            overwrite=overwrite,
+            extra_attrs={**dict(extra_attrs or {}), "attnrestore": {"complete": False}},
+            omero=omero,
+            hold_metadata=True,  # a store cut short (a killed process) is no image to other readers
+            rgb=rgb,
+        )
+        order = ngff_order(axes)
+        arr = data if isinstance(data, da.Array) else da.from_array(data, chunks=tuple(z.chunks[order.index(i)]
+                                                                                      for i in range(len(order))))
         _store(da.transpose(arr, order).rechunk(z.chunks), z, path)
         release_ome_metadata(path)
         if pyramid:
             write_pyramid(path)
         group = zarr.open_group(path, mode="r+")
         group.attrs["attnrestore"] = {"complete": True}
-    except BaseException:  # an unreadable source chunk, a full disk, Ctrl-C: no half store is left
-        try:
-            remove_output(path)
-        except ImageWriteError:
-            pass  # it stays marked incomplete, which the reader refuses
+    except BaseException:  # an unreadable source chunk, a full disk, Ctrl-C: no half store is left,
+        try:  # and the store it was to replace is back
+            if os.path.lexists(path):
+                remove_output(path)
+            if aside is not None:
+                os.rename(aside, path)
+        except (ImageWriteError, OSError):
+            pass  # it stays marked incomplete, which the reader refuses (and the old one aside, hidden)
         raise
+    if aside is not None:
+        discard(aside)
     return path
 
 

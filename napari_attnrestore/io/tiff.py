@@ -6,7 +6,6 @@ import itertools
 import math
 import os
 import shutil
-import socket
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from ._output import check_axes, check_geometry, ensure_writable_parent, no_image
+from ._output import check_axes, check_geometry, discard, ensure_writable_parent, no_image, remove_orphans, scratch_path
 from .errors import ImageReadError, ImageWriteError
 from .images import LENGTH_IN_METRES, TIME_IN_SECONDS, _ngff_unit
 
@@ -45,21 +44,6 @@ _OME_UNITS = {
     "microsecond": "µs",
     "nanosecond": "ns",
 }
-_HOST = "".join(ch if ch.isalnum() else "_" for ch in socket.gethostname())  # a partial file's writer: host, pid
-#: the hidden files a write leaves beside the output until it ends: the file itself, its
-#: pyramid's first level, a band of rows too large to hold
-_SCRATCH_KINDS = ("partial", "levels", "band")
-
-
-def _scratch_prefix(name: str, kind: str) -> str:
-    """The hidden name, less its writer's pid, of ``kind`` (one of ``_SCRATCH_KINDS``) for
-    output ``name`` on this host."""
-    return f".{name}.{kind}-{_HOST}-"
-
-
-def _scratch_path(folder: str, name: str, kind: str) -> str:
-    """This process's hidden file or folder of ``kind`` for output ``name`` in ``folder``."""
-    return os.path.join(folder, _scratch_prefix(name, kind) + str(os.getpid()))
 _GEO_TAGS = {33550, 33922, 34264, 34735}  # ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory
 _IMAGEJ_UNITS = {"micrometer": "micron", "nanometer": "nm", "millimeter": "mm", "centimeter": "cm"}
 _TO_MICROMETER = {unit: LENGTH_IN_METRES[unit] * 1e6 for unit in _IMAGEJ_UNITS}
@@ -238,7 +222,7 @@ class _Pyramid:
         import zarr
 
         self.yaxis, self.count = yaxis, count
-        self.path = _scratch_path(folder, name, "levels")
+        self.path = scratch_path(folder, name, "levels")
         half = list(shape)
         for i in (yaxis, yaxis + 1):
             half[i] = (shape[i] + 1) // 2
@@ -539,9 +523,9 @@ def write_tiff(
             kwargs["extrasamples"] = ["unassalpha"]
     final = os.path.realpath(path)  # through a link: the file it names is replaced, the link kept
     folder, name = os.path.dirname(final), os.path.basename(final)
-    _remove_orphans(folder, name)
-    partial = _scratch_path(folder, name, "partial")
-    scratch = _scratch_path(folder, name, "band")
+    remove_orphans(folder, name)
+    partial = scratch_path(folder, name, "partial")
+    scratch = scratch_path(folder, name, "band")
     common = dict(tile=tuple(tile), compression=compression,
                   photometric="rgb" if rgb or (planar and samples == "rgb") else "miniswhite" if miniswhite else "minisblack",
                   **{k: v for k, v in kwargs.items() if k != "resolution"})
@@ -566,13 +550,13 @@ def write_tiff(
             os.fsync(done.fileno())
         os.replace(partial, final)
     except (ImageReadError, ImageWriteError):
-        _discard(partial)
+        discard(partial)
         raise
     except Exception as exc:
-        _discard(partial)
+        discard(partial)
         raise ImageWriteError(path, f"cannot write TIFF ({type(exc).__name__}: {exc})") from exc
     except BaseException:  # Ctrl-C, a cancelled job: no half-written file is left behind
-        _discard(partial)
+        discard(partial)
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -613,33 +597,3 @@ def _check(data: Any, path: str, axes: str, tile: Sequence[int], overwrite: bool
         if os.path.isdir(path):
             raise ImageWriteError(path, "exists and is a folder; refusing to replace it with a TIFF file")
     ensure_writable_parent(path)
-
-
-def _remove_orphans(folder: str, name: str) -> None:
-    """Delete hidden partial files of ``name`` written on this host by a process that is gone
-    (killed); another machine's (a shared folder) are left alone."""
-    if os.name != "posix":
-        return
-    prefixes = tuple(_scratch_prefix(name, kind) for kind in _SCRATCH_KINDS)
-    for entry in os.listdir(folder):
-        prefix = next((p for p in prefixes if entry.startswith(p)), None)
-        pid = entry[len(prefix):] if prefix else ""
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            _discard(os.path.join(folder, entry))
-        except OSError:  # alive, another user's
-            pass
-
-
-def _discard(path: str) -> None:
-    """Remove a partial output (a file, or a folder), ignoring errors."""
-    try:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.remove(path)
-    except OSError:
-        pass

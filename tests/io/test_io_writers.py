@@ -288,6 +288,30 @@ def test_refuse_overwrite(tmp_path):
         create_ome_zarr(tmp_path / "a.ome.zarr", (8, 8), np.uint8, None, "yx")
 
 
+@pytest.mark.parametrize("fails", [_Interrupt, OSError])
+def test_a_failed_overwrite_leaves_the_store_it_was_to_replace(tmp_path, fails):
+    """Saving over a good store a layer whose chunk cannot be read deleted the old store first,
+    then the new one's partial remains: neither was left."""
+    def failing(block):
+        if block.size:
+            raise fails("a chunk cannot be read")
+        return block
+
+    good = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
+    write_ome_zarr(good, tmp_path / "a.ome.zarr", "yx")
+    bad = da.zeros((64, 64), dtype=np.uint16, chunks=32).map_blocks(failing, dtype=np.uint16,
+                                                                     meta=np.empty((0, 0), np.uint16))
+    with pytest.raises((_Interrupt, ImageWriteError)):
+        write_ome_zarr(bad, tmp_path / "a.ome.zarr", "yx", overwrite=True)
+    assert os.listdir(tmp_path) == ["a.ome.zarr"]  # nothing aside or half-written left
+    np.testing.assert_array_equal(np.asarray(open_image(tmp_path / "a.ome.zarr").data), good)
+    with pytest.raises(ImageWriteError, match="scale must be positive"):  # refused after setting it aside
+        write_ome_zarr(good, tmp_path / "a.ome.zarr", "yx", scale=(-1, 1), overwrite=True)
+    assert os.listdir(tmp_path) == ["a.ome.zarr"]
+    write_ome_zarr(good + 1, tmp_path / "a.ome.zarr", "yx", overwrite=True)
+    assert os.listdir(tmp_path) == ["a.ome.zarr"] and int(open_image(tmp_path / "a.ome.zarr").data[0, 0]) == 1
+
+
 def test_overwrite_never_deletes_a_non_zarr_folder(tmp_path):
     folder = tmp_path / "precious"
     folder.mkdir()
@@ -438,7 +462,7 @@ def test_a_killed_writer_leaves_no_hidden_partial_for_long(tmp_path):
 
     finished = subprocess.Popen(["true"])
     finished.wait()
-    from napari_attnrestore.io.tiff import _HOST
+    from napari_attnrestore.io._output import HOST as _HOST
 
     orphan = tmp_path / f".out.tif.partial-{_HOST}-{finished.pid}"
     live = tmp_path / f".out.tif.partial-{_HOST}-{os.getppid()}"
