@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import numpy as np
 
 from ._output import backing_stores, no_image, refuse_output_over_input
 from .errors import UnfinishedOutputError
@@ -158,7 +161,7 @@ def _display(image: ImageData) -> dict[str, Any]:
         if all("start" in w and "end" in w and float(w["end"]) > float(w["start"]) for w in windows):
             out["contrast_limits"] = [[float(w["start"]), float(w["end"])] for w in windows]
         names = [str(ch.get("label") or "") for ch in channels]
-        if c is not None and all(names) and len(set(names)) == n:
+        if all(names) and len(set(names)) == n:  # (one channel: an OME-TIFF keeps its layer's name there)
             out["name"] = names
         colours = [_colour(ch.get("color")) for ch in channels]
         if all(colours):
@@ -166,7 +169,7 @@ def _display(image: ImageData) -> dict[str, Any]:
         if any("active" in ch for ch in channels):
             out["visible"] = [bool(ch.get("active", True)) for ch in channels]
         if c is None:  # one channel: napari takes single values, not lists
-            out = {k: v[0] for k, v in out.items() if k != "name"}
+            out = {k: v[0] for k, v in out.items()}
     if "contrast_limits" not in out:
         limits = _sample_limits(image.levels[-1], image, c)
         if limits is not None:
@@ -182,8 +185,6 @@ def _colour_planes(image: ImageData, limits: Any, n: int) -> dict[str, Any]:
     """Red, green and blue maps added together, with one contrast range for the three (a
     range per plane would change the white balance), for a TIFF's separate colour planes;
     a fourth (alpha) plane is hidden."""
-    import numpy as np
-
     out: dict[str, Any] = {
         "colormap": ["red", "green", "blue", "gray"][:n],
         "blending": "additive",
@@ -207,8 +208,6 @@ def _sample_limits(level: Any, image: ImageData, c: int | None) -> Any:
     """Finite min and max (per channel along ``c``) of the central window of at most 1024 x 1024
     pixels of the middle plane of ``level``: a few chunks, however large the image.  A
     GeoTIFF's nodata value is left out (a -9999 border washed a DEM out)."""
-    import numpy as np
-
     if np.dtype(level.dtype) == bool:  # a mask: False and True, whatever a (smallest, OR-ed) level holds
         return [0.0, 1.0] if c is None or image.rgb else [[0.0, 1.0]] * level.shape[c]
     yx = {i for i, ax in enumerate(image.axes) if ax in "yx"} or {level.ndim - 2, level.ndim - 1}
@@ -331,8 +330,27 @@ def _as_dask(data: Any) -> Any:
     return da.from_array(data, chunks=chunks)
 
 
+def _unsaved_transforms(meta: dict) -> list[str]:
+    """The layer's transforms that neither OME-Zarr nor TIFF can hold (only pixel size and
+    origin): a rotation, a shear, an affine that is not the identity."""
+    found = []
+    for key, rest in (("rotate", "identity"), ("shear", "zeros"), ("affine", "identity")):
+        value = meta.get(key)
+        if value is None:
+            continue
+        value = np.asarray(value, dtype=float)
+        plain = np.eye(*value.shape) if rest == "identity" and value.ndim == 2 else np.zeros_like(value)
+        if value.shape == plain.shape and not np.allclose(value, plain):
+            found.append({"rotate": "rotation", "shear": "shear", "affine": "affine transform"}[key])
+    return found
+
+
 def _layer_output(data: Any, meta: dict) -> tuple[Any, str, dict[str, Any]]:
     """The layer's level-0 data as dask, its axes, and the writers' keywords: geometry and channels."""
+    unsaved = _unsaved_transforms(meta)
+    if unsaved:
+        warnings.warn(f"{meta.get('name') or 'the layer'}: its {' and '.join(unsaved)} is not saved (OME-Zarr and "
+                      "TIFF hold pixel size and origin only); the file reopens without it", UserWarning, stacklevel=3)
     arr = _as_dask(level0(data))
     axes, rgb = layer_axes(arr.shape, meta)
     units = layer_units(meta, axes, rgb)
@@ -360,8 +378,6 @@ def layer_omero(meta: dict, axes: str, rgb: bool, shape: Sequence[int], dtype: A
     with its name, colour, contrast window and visibility; a layer holding a channel axis
     keeps its source's channels when they are as many.
     """
-    import numpy as np
-
     if rgb:
         return None
     if "c" in axes:
@@ -401,8 +417,6 @@ def _colormap_colour(colormap: Any) -> str | None:
 
 def _black_to_colour(colors: Any) -> str | None:
     """The end colour of a two-stop map from black (RGB(A) rows in 0-1), else None."""
-    import numpy as np
-
     try:
         stops = np.asarray(colors, dtype=float)
     except (TypeError, ValueError):

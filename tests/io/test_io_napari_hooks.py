@@ -459,3 +459,31 @@ def test_a_geotiffs_nodata_is_left_out_of_the_contrast_limits(tmp_path, nodata):
                                                            (42113, "s", 0, nodata, False)])
     (_, kw, _), = napari_get_reader(str(tmp_path / "dem.tif"))(str(tmp_path / "dem.tif"))
     assert kw["contrast_limits"] == [float(dem[8:].min()), 900.0]
+
+
+@pytest.mark.parametrize("ext", [".ome.tif", ".ome.zarr"])
+def test_a_single_channel_layer_reopens_with_its_name(tmp_path, ext):
+    """An OME-TIFF holds the name of a one-channel layer as its channel's; the layer reopened
+    named after the file."""
+    layer = np.arange(64 * 48, dtype=np.uint16).reshape(64, 48)
+    meta = {"rgb": False, "name": "Nuclei", "colormap": "blue", "visible": True}
+    writer = write_tiff_layer if ext == ".ome.tif" else write_ome_zarr_layer
+    path = writer(str(tmp_path / f"saved{ext}"), layer, meta)[0]
+    _, kw, _ = napari_get_reader(path)(path)[0]
+    assert kw["name"] == "Nuclei" and kw["colormap"] == "#0000ff"
+
+
+def test_a_rotation_the_files_cannot_hold_is_warned_about(tmp_path):
+    """A rotated layer reopened unrotated, and nothing said so."""
+    layer = np.zeros((16, 24), np.uint16)
+    turned = {"rgb": False, "name": "rot", "rotate": [[0.866, -0.5], [0.5, 0.866]], "shear": [0.0],
+              "affine": np.eye(3).tolist()}
+    for writer, ext in ((write_ome_zarr_layer, ".ome.zarr"), (write_tiff_layer, ".ome.tif")):
+        with pytest.warns(UserWarning, match="rot: its rotation is not saved"):
+            writer(str(tmp_path / f"r{ext}"), layer, turned)
+    plain = {**turned, "rotate": np.eye(2).tolist()}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_ome_zarr_layer(str(tmp_path / "p.ome.zarr"), layer, plain)
