@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 def napari_get_reader(path: str | os.PathLike | Sequence[str | os.PathLike]) -> Callable[..., list[LayerData]] | None:
-    """Return a reader for ``path`` (or a list of paths), or None; never raises.
+    """Return a reader for ``path`` (or a list of paths, opened as one stack), or None; never raises.
 
     The files are opened (headers checked) here, so that a broken file yields None
     and napari can try another reader or report that none could open it.  An unfinished
@@ -55,15 +55,48 @@ def napari_get_reader(path: str | os.PathLike | Sequence[str | os.PathLike]) -> 
         return None
 
     def reader(_path: Any = None) -> list[LayerData]:
-        return [layer_data(image) for image in images]
+        return [layer_data(images[0]) if len(images) == 1 else stacked_layer_data(images)]
 
     return reader
 
 
 def read_images(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[LayerData]:
-    """Read one or more paths into napari layer data; raise `ImageReadError` on failure."""
+    """Read one or more paths into napari layer data, one layer per path; raise `ImageReadError` on failure."""
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     return [layer_data(open_image(p)) for p in paths]
+
+
+def stacked_layer_data(images: Sequence[ImageData]) -> LayerData:
+    """One layer of ``images`` stacked along a new leading axis (napari hands a reader a list
+    of paths only to open them as a stack), named t, else z or c, whichever the files lack;
+    they must agree in shape, type and axes.  Stays lazy."""
+    import dask.array as da
+
+    from .errors import ImageReadError
+
+    first = images[0]
+    for img in images[1:]:
+        if (img.shape, img.dtype, img.axes, img.rgb) != (first.shape, first.dtype, first.axes, first.rgb):
+            raise ImageReadError(img.path, f"cannot be stacked with {first.path}: shape {img.shape} {img.dtype} "
+                                           f"'{img.axes}' against {first.shape} {first.dtype} '{first.axes}'")
+    layers = [layer_data(img) for img in images]
+    _, kwargs, kind = layers[0]
+    levels = [ld[0] if isinstance(ld[0], list) else [ld[0]] for ld in layers]
+    if len({len(lv) for lv in levels}) > 1:  # pyramids of different depths: their full resolution
+        levels = [lv[:1] for lv in levels]
+    stack = [da.stack([lv[k] for lv in levels]) for k in range(len(levels[0]))]
+    axis = next(ax for ax in "tzc" if ax not in first.axes) if set("tzc") - set(first.axes) else "n"
+    metadata = {**kwargs["metadata"], "axes": axis + first.axes, "path": first.path,
+                "stacked": [img.path for img in images]}
+    kwargs = {**kwargs, "metadata": metadata, "scale": (1.0, *kwargs["scale"]),
+              "translate": (0.0, *kwargs["translate"]), "axis_labels": (axis, *kwargs["axis_labels"])}
+    if "channel_axis" in kwargs:
+        kwargs["channel_axis"] += 1
+    if "units" in kwargs:
+        kwargs["units"] = ("pixel", *kwargs["units"])  # (the files say nothing of their spacing)
+    if len(stack) > 1:
+        kwargs["multiscale"] = True
+    return stack if len(stack) > 1 else stack[0], kwargs, kind
 
 
 def layer_data(image: ImageData) -> LayerData:
@@ -437,7 +470,8 @@ def _refuse_writing_over_the_source(path: str, data: Any, meta: dict) -> None:
     if problem:
         raise ImageWriteError(path, f"the layer holds no image to save: {problem}")
     source = (meta.get("metadata") or {}).get("path")
-    refuse_output_over_input(path, ([source] if source else []) + backing_stores(data))
+    stacked = list((meta.get("metadata") or {}).get("stacked") or [])  # the files of a stack opened as one layer
+    refuse_output_over_input(path, ([source] if source else []) + stacked + backing_stores(data))
 
 
 def _layer_read_errors_as_write_errors(writer: Callable[[str, Any, dict], list[str]]) -> Callable[[str, Any, dict], list[str]]:

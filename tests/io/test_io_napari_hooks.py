@@ -88,14 +88,24 @@ def test_reader_channel_axis(tmp_path):
     assert kwargs["name"] == [f"c [{i}]" for i in range(5)]
 
 
-def test_reader_list_of_paths(tmp_path):
-    for name in ("a.tif", "b.tif"):
-        tifffile.imwrite(tmp_path / name, np.zeros((16, 16), np.uint8))
+def test_reader_list_of_paths_is_a_stack(tmp_path):
+    """napari hands a reader a list of paths to open them as one stack (File > Open Files as
+    Stack); each file came as a layer of its own."""
+    for i, name in enumerate(("a.tif", "b.tif")):
+        tifffile.imwrite(tmp_path / name, np.full((16, 24), i, np.uint8))
     paths = [str(tmp_path / "a.tif"), str(tmp_path / "b.tif")]
-    layers = napari_get_reader(paths)(paths)
-    assert [kw["name"] for _, kw, _ in layers] == ["a", "b"]
+    (data, kw, kind), = napari_get_reader(paths)(paths)
+    assert kind == "image" and isinstance(data, da.Array) and data.shape == (2, 16, 24)
+    assert np.asarray(data)[:, 0, 0].tolist() == [0, 1]
+    assert kw["axis_labels"] == ("t", "y", "x") and len(kw["scale"]) == 3
+    assert kw["metadata"]["stacked"] == paths
     (tmp_path / "c.txt").write_text("x")
     assert napari_get_reader([*paths, str(tmp_path / "c.txt")]) is None
+    tifffile.imwrite(tmp_path / "d.tif", np.zeros((16, 20), np.uint8))
+    with pytest.raises(ValueError, match=r"d\.tif.*cannot be stacked with .*a\.tif"):
+        napari_get_reader([paths[0], str(tmp_path / "d.tif")])(paths)
+    with pytest.raises(Exception, match="overlap the input"):  # its files are its sources
+        write_ome_zarr_layer(paths[1], data, {"rgb": False, "name": "s", "metadata": kw["metadata"]})
 
 
 @pytest.mark.parametrize("bad", ["missing.tif", "notes.txt", "broken.tif", "empty.tif", "folder", "bad.zarr"])
