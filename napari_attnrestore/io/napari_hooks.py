@@ -55,7 +55,9 @@ def napari_get_reader(path: str | os.PathLike | Sequence[str | os.PathLike]) -> 
         return None
 
     def reader(_path: Any = None) -> list[LayerData]:
-        return [layer_data(images[0]) if len(images) == 1 else stacked_layer_data(images)]
+        if len(images) > 1:
+            return [stacked_layer_data(images)]
+        return [layer_data(images[0]), *label_layers(images[0])]
 
     return reader
 
@@ -99,12 +101,48 @@ def stacked_layer_data(images: Sequence[ImageData]) -> LayerData:
     return stack if len(stack) > 1 else stack[0], kwargs, kind
 
 
+def label_layers(image: ImageData) -> list[LayerData]:
+    """napari Labels layers of the label images an OME-Zarr image holds (its ``labels`` group),
+    as napari's OME-Zarr reader gives them; one that cannot be read is logged and left out."""
+    import zarr
+
+    ome = image.meta.get("ome")
+    if not (isinstance(ome, dict) and "multiscales" in ome and image.path):
+        return []
+    try:
+        attrs = dict(zarr.open_group(os.path.join(image.path, "labels"), mode="r").attrs)
+    except Exception:  # none
+        return []
+    names = (attrs.get("ome") if isinstance(attrs.get("ome"), dict) else attrs).get("labels")
+    out = []
+    for name in names if isinstance(names, list) else []:
+        where = os.path.join(image.path, "labels", str(name))
+        try:
+            found = layer_data(open_image(where))
+        except Exception as exc:
+            logger.warning("napari-attnrestore: label image %s left out: %s", where, exc)
+            continue
+        if found[2] == "labels":
+            out.append(found)
+    return out
+
+
+def _is_label_image(image: ImageData) -> bool:
+    """Whether an OME-Zarr image is a label image (NGFF ``image-label``) of integer labels."""
+    ome = image.meta.get("ome")
+    return (isinstance(ome, dict) and "image-label" in ome and np.dtype(image.dtype).kind in "iub"
+            and image.channel_axis is None and not image.rgb)
+
+
 def layer_data(image: ImageData) -> LayerData:
-    """napari ``(data, kwargs, "image")`` for an opened image; data stay lazy (dask)."""
+    """napari ``(data, kwargs, "image")`` for an opened image (``"labels"`` for an OME-Zarr label
+    image); data stay lazy (dask)."""
     levels = [image.to_dask(level) for level in range(len(image.levels))]
     if len(levels) == 1:
         levels = _view_pyramid(levels[0], image.axes)
     data = levels if len(levels) > 1 else levels[0]
+    if _is_label_image(image):
+        return data, _label_kwargs(image, multiscale=len(levels) > 1), "labels"
     drop = set()
     if image.rgb:
         drop.add(image.ndim - 1)
@@ -133,6 +171,19 @@ def layer_data(image: ImageData) -> LayerData:
     if len(levels) > 1:
         kwargs["multiscale"] = True
     return data, kwargs, "image"
+
+
+def _label_kwargs(image: ImageData, multiscale: bool) -> dict[str, Any]:
+    """A Labels layer's name, geometry, axis labels and units."""
+    kwargs: dict[str, Any] = {"name": image.name, "scale": image.scale, "translate": image.translate,
+                              "axis_labels": tuple(image.axes),
+                              "metadata": {"axes": image.axes, "units": dict(image.units), "path": image.path}}
+    units = _napari_units(image.units, list(image.axes))
+    if units:
+        kwargs["units"] = units
+    if multiscale:
+        kwargs["multiscale"] = True
+    return kwargs
 
 
 #: planes larger than this (pixels along y or x) are shown through a pyramid of strided views

@@ -497,3 +497,27 @@ def test_a_rotation_the_files_cannot_hold_is_warned_about(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         write_ome_zarr_layer(str(tmp_path / "p.ome.zarr"), layer, plain)
+
+
+def test_an_ome_zarrs_label_images_open_as_labels_layers(tmp_path):
+    """A store's labels group was ignored, and a label image opened by its path was shown
+    as a gray image."""
+    path = str(tmp_path / "cells.ome.zarr")
+    write_ome_zarr(np.arange(2 * 32 * 40, dtype=np.uint16).reshape(2, 32, 40), path, "cyx", scale=(1, 0.5, 0.5),
+                   units="micrometer", pyramid=False)
+    labels = zarr.open_group(path, mode="r+").create_group("labels")
+    labels.attrs["ome"] = {"version": "0.5", "labels": ["seg", "missing"]}
+    seg = labels.create_group("seg")
+    seg.create_array("0", data=(np.arange(32 * 40).reshape(32, 40) % 5).astype(np.uint8), chunks=(16, 16))
+    seg.attrs["ome"] = {"version": "0.5", "image-label": {"colors": [{"label-value": 1, "rgba": [255, 0, 0, 255]}]},
+                        "multiscales": [{"axes": [{"name": "y", "type": "space", "unit": "micrometer"},
+                                                  {"name": "x", "type": "space", "unit": "micrometer"}],
+                                         "datasets": [{"path": "0", "coordinateTransformations": [
+                                             {"type": "scale", "scale": [0.5, 0.5]}]}]}]}
+    layers = napari_get_reader(path)(path)
+    assert [kind for *_, kind in layers] == ["image", "labels"]  # the broken "missing" left out
+    data, kw, _ = layers[1]
+    assert kw["name"] == "seg" and tuple(kw["scale"]) == (0.5, 0.5) and "contrast_limits" not in kw
+    assert np.asarray(data)[0, :6].tolist() == [0, 1, 2, 3, 4, 0]
+    direct = f"{path}/labels/seg"
+    assert [kind for *_, kind in napari_get_reader(direct)(direct)] == ["labels"]
