@@ -1,7 +1,7 @@
 """napari-attnrestore: restore huge scientific images with attention networks, chunk by chunk.
 
 ``import napari_attnrestore as ar``; then ``ar.restore(...)``, ``ar.restore_to_zarr(...)``,
-``ar.train(...)``, ``ar.load_model(...)``.  Errors of their own: ``ar.Cancelled`` (a job
+``ar.train(...)`` (a generator of ``ar.TrainEvent``), ``ar.load_model(...)``.  Errors of their own: ``ar.Cancelled`` (a job
 whose ``cancel`` event was set), ``ar.CheckpointError`` (a weight or training state that does
 not fit), ``ar.OutputError`` (an output that cannot be made or resumed).  Importing this
 package never imports Qt.
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .engine.execute import Cancelled
     from .engine.store import OutputError
     from .training.checkpoint import CheckpointError
+    from .training.loop import TrainEvent
 
 # Loaded on first use, so that napari's reader and writer hooks (``io``) open files without
 # importing torch and the networks.
@@ -39,9 +40,10 @@ _LAZY = {
     "Cancelled": ".engine.execute",
     "OutputError": ".engine.store",
     "CheckpointError": ".training.checkpoint",
+    "TrainEvent": ".training.loop",
 }
 
-__all__ = ["Cancelled", "CheckpointError", "OutputError", "__version__", "build_model", "io", "list_architectures", "list_models", "load_model", "restore", "restore_to_zarr", "save_model", "train"]
+__all__ = ["Cancelled", "CheckpointError", "OutputError", "TrainEvent", "__version__", "build_model", "io", "list_architectures", "list_models", "load_model", "restore", "restore_to_zarr", "save_model", "train"]
 
 
 _SUBMODULES = ("api", "benchmarking", "cli", "demo", "engine", "gui", "models", "tasks", "training", "zoo")

@@ -52,6 +52,9 @@ def load_model(name_or_path: str | os.PathLike | None = None, task: str | None =
         name_or_path = f"default:{t.name}"
         scale = t.check_scale(scale) if t.name == "sr" else scale
     s = str(name_or_path)
+    if not s.strip():
+        known = ", ".join(m["name"] for m in list_models()) or "none"
+        raise ValueError(f"no model named (an empty name); shipped models: {known}; or give a checkpoint file")
     files = (".pth", ".pt", ".safetensors", ".ckpt", ".json")
     shipped = resolve_weight(s, task, scale) if os.path.sep not in s and not s.endswith(files) else None
     if shipped is not None:
@@ -247,7 +250,15 @@ def as_source(x: Any, stored: bool = False) -> tuple[Any, dict[str, Any]]:
     if hasattr(x, "shape") and hasattr(x, "dtype") and hasattr(x, "__getitem__"):
         return x, {}
     if isinstance(x, (list, tuple)):
-        return np.asarray(x), {}
+        if any(isinstance(v, (str, os.PathLike)) for v in x):
+            raise TypeError(f"restore takes one image, not a list of {len(x)} paths: restore each file on its own "
+                            "(ar.train takes lists)")
+        try:
+            return np.asarray(x), {}
+        except ValueError:  # arrays of different shapes
+            shapes = ", ".join(str(np.shape(v)) for v in x[:4]) + (", ..." if len(x) > 4 else "")
+            raise ValueError(f"a list of arrays is restored as one stack, and these differ in shape ({shapes}); "
+                             "restore each on its own") from None
     raise TypeError(f"cannot restore an object of type {type(x).__name__}; give an array, a dask/zarr array or a path")
 
 

@@ -315,7 +315,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     said = {"training_images": [os.path.abspath(p) for p in a.images]}
     if a.clean:  # paired: what the model learned to give
         said["clean_images"] = [os.path.abspath(p) for p in a.clean]
-    ar.save_model(model, out, task=a.task, card={"name": out.stem, **said})
+    ar.save_model(model, out, task=a.task, card={"name": out.stem, **said}, half=a.half)
     if not a.quiet:
         print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
     return 0
@@ -501,6 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bf16: mixed precision (bfloat16 autocast, float32 weights); faster on GPUs and CPUs with bf16")
     t.add_argument("--state", default=None, help="training state file: saved as it goes, resumed if it exists "
                                                  "(restore --weights and train --from take its weights so far)")
+    t.add_argument("--half", action="store_true",
+                   help="store the weights as float16, at half the size (as the shipped ones); rounds small changes")
     t.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar (warnings still show)")
     t.set_defaults(func=cmd_train)

@@ -418,3 +418,26 @@ def test_zz_all_kinds_were_exercised():
     assert len(SEEN) >= 20, sorted(SEEN)
     widget = [k for k, door in SEEN.items() if door == "widget"]
     assert not widget or len(widget) >= 10, widget
+
+
+def test_what_a_scripter_gets_wrong_is_said_at_the_call():
+    """A list of paths failed as 'an image needs at least 2 dimensions; got shape (2,)', a
+    list of unlike arrays with numpy's own error, an empty model name as "PosixPath('.') has
+    an empty name", and a wrong training argument only at the first step."""
+    import warnings
+
+    with pytest.raises(TypeError, match="restore takes one image, not a list of 2 paths"):
+        ar.restore(["a.tif", "b.tif"])
+    with pytest.raises(ValueError, match=r"differ in shape \(\(8, 8\), \(9, 8\)\)"):
+        ar.restore([np.zeros((8, 8)), np.zeros((9, 8))])
+    with pytest.raises(ValueError, match=r"no model named .*shipped models: "):
+        ar.load_model("")
+    with pytest.raises(ValueError, match="unknown task 'bogus'"):
+        ar.train(np.zeros((64, 64)), task="bogus")  # no next(): the call itself
+    assert ar.train.__name__ == "train" and ar.TrainEvent.__name__ == "TrainEvent"
+    half = (np.random.default_rng(0).random((64, 64)) * 200).astype(np.float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "overflow encountered in cast" came from every float16 image
+        from napari_attnrestore.engine.plan import undeclared_fill
+
+        assert undeclared_fill(half.shape, half.dtype, half.__getitem__, 0, False) is None

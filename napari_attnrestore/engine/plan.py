@@ -276,7 +276,7 @@ def undeclared_fill(
     :data:`FILL_MAGNITUDE` or more in the windows the statistics sample, or None (none, or
     several).  Scaled as data, -3.4e38 set the low end of the range, and every real pixel
     came out as one value (or beyond the float range)."""
-    if np.dtype(dtype).kind != "f":
+    if np.dtype(dtype).kind != "f" or float(np.finfo(dtype).max) < FILL_MAGNITUDE:  # (float16 holds none)
         return None
     found: set[float] = set()
     for key in stats_windows(shape, nlead, rgb, channel_axis=channel_axis):

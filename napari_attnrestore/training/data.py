@@ -377,8 +377,8 @@ class PairedPatchSampler(PatchSampler):
     def __init__(self, pairs, patch: int, seed: int = 0) -> None:
         for i, (a, b) in enumerate(pairs):
             if tuple(a.shape[-2:]) != tuple(b.shape[-2:]):
-                raise ValueError(f"paired images differ in size: {image_name(a, i)} {tuple(a.shape)} vs its clean "
-                                 f"{image_name(b, i)} {tuple(b.shape)}")
+                raise ValueError(f"paired images differ in size: {image_name(a, i)} {tuple(a.shape)} vs its "
+                                 f"counterpart {image_name(b, i)} {tuple(b.shape)}")
         super().__init__([a for a, _ in pairs], patch, seed)
         keep = {id(a) for a in self.images}
         self.targets = [b for a, b in pairs if id(a) in keep]

@@ -184,7 +184,10 @@ def _train(
     precision: str = "fp32",
     channel_axis: int | None = None,
 ) -> Iterator[TrainEvent]:
-    """Train on ``images``; yields :class:`TrainEvent` (step, loss, elapsed), the last with the model.
+    """Train on ``images``; yields :class:`~napari_attnrestore.training.loop.TrainEvent`
+    (step, total, loss, elapsed, lr, done), the last (``done``) with the model.
+
+    Arguments are checked when this is called; the training runs as the events are taken.
 
     Parameters
     ----------
@@ -193,9 +196,23 @@ def _train(
         Every 2D plane is used; intensities are normalized as the engine does.  For
         demosaicing, colour pictures ``(..., Y, X, 3)``: each is mosaicked to make the
         inputs (``synthetic``, the only mode there).
+    task
+        ``denoise``, ``sr``, ``demosaic`` or ``inpaint``.
+    arch
+        Architecture of a new network (``hat``, ``grl``, ``acla``, ``psal``, ``csattn``).
     model
         Starting weights to fine-tune (``default:denoise``, a checkpoint, an nn.Module);
         None builds a fresh ``arch`` network (default ``hat``; ``preset`` plus ``config``).
+    scale
+        Super-resolution: 2 or 4 (a given model's own by default, else 2).
+    steps, batch, patch, lr
+        Optimizer steps, patches per step, patch side in pixels, peak learning rate (AdamW,
+        warm-up then cosine decay to lr / 100).  Fine-tune a shipped weight at about 1e-5
+        to 5e-5.
+    device
+        ``auto`` (a GPU when there is one), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    log_every
+        An event every this many steps (the loss averaged over them).
     clean
         Clean counterparts of ``images`` (same shapes) for supervised training.
     mode
@@ -205,8 +222,9 @@ def _train(
         ``paired`` (the default with ``clean``), or ``synthetic`` (``images`` are clean; the
         task's degradation makes the inputs; the default for super-resolution and demosaicing).
     nodata
-        This value (as well as NaN) marks the images' gaps: left out of the scaling, and
-        inpainting learns around them (not for demosaicing's colour pictures).
+        This value (as well as NaN) marks the images' gaps: left out of the scaling, filled
+        in the network's input as restoring fills them and never scored; inpainting learns
+        around them (not for demosaicing's colour pictures).
     method
         Self-supervised denoising: ``neighbor2neighbor`` (the default; two adjacent pixels of every 2x2
         cell predict each other; every pixel trains), ``blind-spot`` (Noise2Void: hidden
@@ -306,6 +324,7 @@ def _train(
     if mode == "paired" and len(cleans) != len(imgs):
         raise ValueError(f"paired training needs one clean image per input ({len(imgs)} inputs, {len(cleans)} clean)")
 
+    yield None  # the arguments are checked: ``train`` runs to here when it is called
     # the new network's weights and torch's global generator (ACLA's Gumbel key choice draws
     # from it) start from the seed: the same call trains the same weights (a resumed state
     # puts its saved generator back)
@@ -430,7 +449,12 @@ def _train(
 @functools.wraps(_train)
 def train(*args: Any, **kwargs: Any) -> Iterator[TrainEvent]:
     state_path = inspect.signature(_train).bind(*args, **kwargs).arguments.get("state_path")
-    return _apart_from_the_caller(_train(*args, **kwargs), state_path)
+    events = _train(*args, **kwargs)
+    next(events)  # a wrong argument is an error of this call, not of the first step
+    return _apart_from_the_caller(events, state_path)
+
+
+train.__name__ = train.__qualname__ = "train"  # help(ar.train) says train, not _train
 
 
 def _rng_state() -> tuple:
@@ -537,13 +561,17 @@ def _check_trainable(net: nn.Module, t: Any, asked_scale: int | None, scale: int
     return scale
 
 
-def save_model(model: nn.Module, path: str | os.PathLike, task: str, card: dict[str, Any] | None = None) -> Path:
+def save_model(model: nn.Module, path: str | os.PathLike, task: str, card: dict[str, Any] | None = None,
+               half: bool = False) -> Path:
     """Save a trained model as ``.safetensors`` + ``.json`` card (loadable with ``ar.load_model``).
 
     The card is the model's own (its architecture, configuration, training), named after
     the file; what described the weights it started as (their measured metrics, recipe,
     default choice), unless ``card`` gives them again, is left out: a shipped model changed
-    and saved kept the shipped name and numbers.
+    and saved kept the shipped name and numbers.  The weights are stored as they are
+    (float32), so the model loaded is the model saved; ``half`` stores them as float16 at
+    half the size (the shipped weights are), which rounds a fine-tuning's small changes.
+    The model stays on its device.
     """
     from .checkpoint import save_checkpoint
 
@@ -556,7 +584,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, task: str, card: dict[
     base["name"] = name
     base.update(card or {})
     base.pop("task", None)
-    return save_checkpoint(model.to("cpu"), path, task=task, card=base)
+    return save_checkpoint(model, path, task=task, card=base, half=half)
 
 
 def train_to_end(events: Iterator[TrainEvent]) -> nn.Module:
