@@ -813,7 +813,7 @@ def _finish(dst: str, pyramid: bool, job: str) -> None:
     import shutil
 
     from .engine.store import STATE_DIR, OutputError, output_error, set_job_state, still_owner
-    from .io import ImageWriteError, release_ome_metadata, write_pyramid
+    from .io import ImageWriteError, release_ome_metadata, replaced_path, write_pyramid
 
     if not still_owner(dst, job):
         raise OutputError(f"{dst}: another job replaced or took over this output while this one ran; it is "
@@ -829,6 +829,8 @@ def _finish(dst: str, pyramid: bool, job: str) -> None:
     # the per-chunk markers are done with (a complete job resumes as complete); zarr warns about
     # the folder whenever a complete store's group is listed
     shutil.rmtree(Path(dst) / STATE_DIR, ignore_errors=True)
+    if "://" not in str(dst):  # the output this one replaced (overwrite), kept until now
+        shutil.rmtree(replaced_path(dst), ignore_errors=True)
 
 
 def _check_gaps_are_marked(dtype: np.dtype, nodata: float | None) -> None:

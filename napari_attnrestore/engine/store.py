@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import absolute_location, refuse_output_over_input, remove_output
+from ..io import absolute_location, refuse_output_over_input, remove_output, set_aside
 from ..io.errors import OVERWRITE, RESUME, ImageWriteError
 from .plan import Plan
 
@@ -411,7 +411,10 @@ def _prepare(dst: Path, plan: Plan, fingerprint: dict[str, Any], create: Callabl
             hint = f"; continue it with {RESUME}" if unfinished else ""
             raise OutputError(f"{dst}: output exists; replace it with {OVERWRITE}{hint}")
         try:
-            remove_output(dst)
+            if state.get("job") and state.get("status") != "complete":
+                remove_output(dst)  # an unfinished job's chunks: no output to keep
+            elif set_aside(dst) is None:  # a complete output is kept aside until this one is complete
+                remove_output(dst)
         except ImageWriteError as exc:
             raise OutputError(str(exc)) from None
     parent = dst.parent if str(dst.parent) else Path(".")

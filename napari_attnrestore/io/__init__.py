@@ -15,6 +15,8 @@ from .ome_zarr import (
     read_ome_metadata,
     release_ome_metadata,
     remove_output,
+    replaced_path,
+    set_aside,
     write_ome_zarr,
     write_pyramid,
 )
@@ -38,6 +40,8 @@ __all__ = [
     "refuse_output_over_input",
     "release_ome_metadata",
     "remove_output",
+    "replaced_path",
+    "set_aside",
     "write_ome_zarr",
     "write_pyramid",
     "write_tiff",

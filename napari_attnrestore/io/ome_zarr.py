@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ._output import check_axes, check_geometry, discard, ensure_writable_parent, scratch_path, unsupported_pixels
+from ._output import check_axes, check_geometry, discard, ensure_writable_parent, unsupported_pixels
 from .errors import ImageWriteError
 from .images import _multiscales, _ngff_unit, _transforms
 
@@ -135,17 +135,25 @@ def _is_store(path: str | os.PathLike) -> bool:
     return False
 
 
-def _set_aside(path: str, overwrite: bool) -> str | None:
-    """Move the store at ``path`` that ``overwrite`` replaces to a hidden name beside it, where
-    it stays until the new one is complete (None: nothing there)."""
-    if not (overwrite and os.path.lexists(path)) or not _is_store(path):
-        return None  # (a link is replaced as before)
-    folder, name = os.path.split(os.path.abspath(path))
-    aside = scratch_path(folder, name, "replaced")
+def replaced_path(path: str | os.PathLike) -> str:
+    """Where an output that overwriting replaces is kept until its replacement is complete:
+    ``.NAME.replaced`` beside it."""
+    folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+    return os.path.join(folder, f".{name}.replaced")
+
+
+def set_aside(path: str | os.PathLike) -> str | None:
+    """Move the zarr store at ``path`` to :func:`replaced_path` (an older one kept there is
+    deleted); None when ``path`` is no store (a link, which is replaced as it is)."""
+    if not _is_store(path):
+        return None
+    aside = replaced_path(path)
     try:
+        if os.path.lexists(aside):
+            remove_output(aside)
         os.rename(path, aside)
     except OSError as exc:
-        raise ImageWriteError(path, f"cannot move the existing output aside ({exc.strerror or exc})") from exc
+        raise ImageWriteError(os.fspath(path), f"cannot move the existing output aside ({exc.strerror or exc})") from exc
     return aside
 
 
@@ -514,7 +522,8 @@ def write_ome_zarr(
         raise ImageWriteError(path, "give the axes of the array, one letter per dimension (e.g. 'yx', 'tczyx')")
     axes = axes.lower()
     check_axes(axes, len(data.shape), path)
-    aside = _set_aside(path, overwrite)  # deleted once the new store is complete, put back if it fails
+    # the store it replaces: deleted once the new one is complete, put back if it fails
+    aside = set_aside(path) if overwrite and os.path.lexists(path) else None
     try:
         z = create_ome_zarr(
             path,

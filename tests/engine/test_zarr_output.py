@@ -127,6 +127,26 @@ class FailAfter(Box3):
         return super().forward(x)
 
 
+def test_an_overwrite_keeps_the_output_it_replaces_until_it_is_complete(tmp_path, rng):
+    """--overwrite deleted a complete output when the job started: a job that then failed
+    (a crash, a full disk, Ctrl-C) left neither the old output nor a new one."""
+    from napari_attnrestore.io import open_image
+
+    img = (rng.random((96, 96)) * 60000).astype(np.uint16)
+    kw = dict(chunks=32, tile=32, overlap=8, pyramid=False, num_workers=1)
+    dst, aside = tmp_path / "out.zarr", tmp_path / ".out.zarr.replaced"
+    ar.restore_to_zarr(img, dst, model=Identity(), **kw)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        ar.restore_to_zarr(img, dst, model=FailAfter(3), overwrite=True, **kw)
+    assert np.array_equal(np.asarray(open_image(aside).data), img)  # the complete one, aside
+    assert job_state(dst)["status"] != "complete"
+    with pytest.raises(RuntimeError, match="simulated failure"):  # again: the unfinished one goes, not the old
+        ar.restore_to_zarr(img, dst, model=FailAfter(3), overwrite=True, **kw)
+    assert np.array_equal(np.asarray(open_image(aside).data), img)
+    ar.restore_to_zarr(img, dst, model=Box3(), overwrite=True, **kw)
+    assert not aside.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]
+
+
 def test_failure_is_not_complete_and_resume_finishes_identically(tmp_path, rng):
     img = (rng.random((160, 160)) * 60000).astype(np.uint16)
     kw = dict(chunks=32, tile=32, overlap=8, pyramid=False, num_workers=1)
