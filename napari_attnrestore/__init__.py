@@ -1,10 +1,11 @@
 """napari-attnrestore: restore huge scientific images with attention networks, chunk by chunk.
 
 ``import napari_attnrestore as ar``; then ``ar.restore(...)``, ``ar.restore_to_zarr(...)``,
-``ar.train(...)`` (a generator of ``ar.TrainEvent``), ``ar.load_model(...)``.  Errors of their own: ``ar.Cancelled`` (a job
-whose ``cancel`` event was set), ``ar.CheckpointError`` (a weight or training state that does
-not fit), ``ar.OutputError`` (an output that cannot be made or resumed).  Importing this
-package never imports Qt.
+``ar.restore_to_tiff(...)``, ``ar.train(...)`` (a generator of ``ar.TrainEvent``),
+``ar.load_model(...)``.  Errors of their own: ``ar.Cancelled`` (a job whose ``cancel`` event
+was set), ``ar.CheckpointError`` (a weight or training state that does not fit),
+``ar.OutputError`` (an output that cannot be made or resumed).  Importing this package never
+imports Qt.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
         list_models,
         load_model,
         restore,
+        restore_to_tiff,
         restore_to_zarr,
         save_model,
         train,
@@ -36,14 +38,14 @@ if TYPE_CHECKING:
 # importing torch and the networks.
 _LAZY = {
     **dict.fromkeys(("build_model", "list_architectures", "list_models", "load_model", "restore",
-                     "restore_to_zarr", "save_model", "train"), ".api"),
+                     "restore_to_tiff", "restore_to_zarr", "save_model", "train"), ".api"),
     "Cancelled": ".engine.execute",
     "OutputError": ".engine.store",
     "CheckpointError": ".training.checkpoint",
     "TrainEvent": ".training.loop",
 }
 
-__all__ = ["Cancelled", "CheckpointError", "OutputError", "TrainEvent", "__version__", "build_model", "io", "list_architectures", "list_models", "load_model", "restore", "restore_to_zarr", "save_model", "train"]
+__all__ = ["Cancelled", "CheckpointError", "OutputError", "TrainEvent", "__version__", "build_model", "io", "list_architectures", "list_models", "load_model", "restore", "restore_to_tiff", "restore_to_zarr", "save_model", "train"]
 
 
 _SUBMODULES = ("api", "benchmarking", "cli", "demo", "engine", "gui", "models", "tasks", "training", "zoo")

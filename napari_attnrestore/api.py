@@ -595,6 +595,64 @@ def restore(
     return out
 
 
+def restore_to_tiff(
+    x: Any,
+    path: str | os.PathLike,
+    task: str = "denoise",
+    model: Any = None,
+    scale: int | None = None,
+    tile: int | str | None = None,
+    overlap: int | None = None,
+    batch: int | str | None = None,
+    chunks: int | tuple[int, int] | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    rgb: bool | None = None,
+    channel_axis: int | None = None,
+    normalize: str | tuple[float, float] = "auto",
+    dtype: Any = None,
+    overwrite: bool = False,
+    progress: Any = None,
+    meta: dict[str, Any] | None = None,
+    mask: Any = None,
+    nodata: float | None = None,
+    cfa: str | None = None,
+    compile: bool = False,
+    ensemble: bool = False,
+    invert_mask: bool = False,
+) -> str:
+    """Restore ``x`` into a tiled BigTIFF at ``path`` (``.ome.tif``: an OME-TIFF), streamed
+    band of rows by band of rows, as ``attnrestore restore IN OUT.tif`` writes it.
+
+    The physical pixel sizes (divided by the SR scale), origin, units, channel names and
+    colours and a GeoTIFF's georeference and nodata go with it (a bare ``ar.io.write_tiff``
+    of ``restore``'s array has none of them).  The file takes its name only once it is
+    complete; an existing one is replaced only with ``overwrite``.  ``progress(done, total)``
+    counts rows.  ``meta`` and the other parameters are those of :func:`restore_to_zarr`
+    and :func:`restore`.  Returns ``path``.
+    """
+    from .io import refuse_output_over_input, write_tiff
+    from .io.geotiff import georeference_tags
+
+    path = os.fspath(path)
+    # the result is streamed from the input while it is written: replacing it would lose both
+    refuse_output_over_input(path, [v for v in (x, mask) if isinstance(v, (str, os.PathLike))])
+    src, meta, handle, plan, mask_src = _prepare(x, task, model, scale, tile, overlap, batch, chunks, device,
+                                                 precision, rgb, channel_axis, normalize, dtype, meta, mask=mask,
+                                                 nodata=nodata, cfa=cfa, compile=compile, ensemble=ensemble,
+                                                 invert_mask=invert_mask)
+    out = restore_array(handle, plan, src, mask=mask_src)
+    geom = output_geometry(plan.scale, meta, len(plan.shape), len(plan.out_shape), bool(plan.out_trailing))
+    ys, xs = (i for i, ax in enumerate(geom["axes"]) if ax in "yx")
+    geo = georeference_tags(meta.get("geotiff"), (out.shape[ys], out.shape[xs]), out.dtype, plan.nodata)
+    write_tiff(out, path, axes=geom["axes"], scale=geom["scale"], units=geom["units"] or {},
+               translate=geom["translate"], omero=meta.get("omero"),  # an OME-TIFF's origin, channels
+               overwrite=overwrite, extratags=geo,  # a GeoTIFF's bands stay one page's samples
+               samples="rgb" if meta.get("planar_colour") else None,  # and a colour picture's planes
+               miniswhite=bool(meta.get("miniswhite")) and not geom["axes"].endswith("c"), progress=progress)
+    return path
+
+
 def output_geometry(plan_scale: int, meta: dict[str, Any], ndim_in: int, out_ndim: int, rgb_out: bool) -> dict[str, Any]:
     """Axes, physical pixel size and origin of the output.
 
@@ -689,8 +747,7 @@ def restore_to_zarr(
 
     if str(dst).lower().rstrip("/\\").endswith((".tif", ".tiff", ".png", ".jpg", ".jpeg")):
         raise ValueError(f"{dst}: restore_to_zarr writes a zarr store, not a {Path(str(dst)).suffix} file; write "
-                         "that with ar.io.write_tiff(ar.restore(...), path, axes=...) or the CLI: attnrestore restore "
-                         "IN OUT.tif")
+                         "a TIFF with ar.restore_to_tiff(...) or the CLI: attnrestore restore IN OUT.tif")
     if resume and tile == AUTO:  # a resumed job keeps the tile it started with (free memory may differ now)
         from .engine.store import job_state
 

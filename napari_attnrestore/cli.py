@@ -82,10 +82,7 @@ def _check_folder(path: str | os.PathLike) -> None:
 
 
 def cmd_restore(a: argparse.Namespace) -> int:
-    import numpy as np
-
     import napari_attnrestore as ar
-    from napari_attnrestore.io import write_tiff
 
     if a.weights and a.arch:
         raise UserError("give either --weights or --arch, not both")
@@ -121,69 +118,69 @@ def cmd_restore(a: argparse.Namespace) -> int:
             import dask
 
             dask.config.set(num_workers=a.workers)  # the threaded scheduler's pool, for this process
-        from .api import as_source, channel_named, output_geometry, single_channel_mosaic
-        from .io import refuse_output_over_input
-        from .io.geotiff import georeference_tags
-
-        # the result is streamed from the input while it is written: replacing it would lose both
-        refuse_output_over_input(out, [a.input] + ([a.mask] if isinstance(a.mask, str) else []))
-        src, meta = as_source(str(a.input), stored=a.channel_axis is not None)
-        if a.channel_axis is not None and isinstance(meta.get("axes"), str):
-            meta = {**meta, "axes": channel_named(meta["axes"], a.channel_axis)}  # as restore names them
-        src, meta, _ = single_channel_mosaic(a.task, src, meta, meta.get("channel_axis"))  # as restore sees it
-        lazy = ar.restore(str(a.input), **common)
-        yx = [i for i, ax in enumerate(meta.get("axes") or "") if ax in "yx"][-1:] or [len(src.shape) - 1]
-        k = lazy.shape[yx[0]] // src.shape[yx[0]]  # the SR factor, also when the model chose it
-        geom = output_geometry(k, meta, len(src.shape), lazy.ndim, lazy.ndim > len(src.shape))
         if out.lower().endswith(".png"):
-            from skimage import io as skio
-
-            if geom["axes"] == "cyx":  # gray + alpha, restored channels first: PNG keeps them last
-                if lazy.shape[0] != 2 or not (meta.get("alpha") or str(a.input).lower().endswith(".png")):
-                    raise UserError(f"{out}: PNG holds one gray, gray + alpha or RGB(A) picture; the result has "
-                                    f"{lazy.shape[0]} channels (the second would be shown as transparency); "
-                                    "write .tif or .ome.zarr")
-                lazy = lazy.transpose(1, 2, 0)
-
-            if lazy.size > 64_000_000:
-                raise UserError(f"{out}: image too large for PNG ({lazy.shape}); write .ome.zarr or .tif")
-            if lazy.ndim > 3 or (lazy.ndim == 3 and lazy.shape[-1] not in (2, 3, 4)):
-                raise UserError(f"{out}: PNG holds one 2D gray, gray + alpha or RGB(A) image; the result has shape {lazy.shape}")
-            if np.dtype(lazy.dtype) not in (np.uint8, np.uint16):
-                raise UserError(f"{out}: PNG holds 8- or 16-bit integers; the result is {np.dtype(lazy.dtype)}; write .tif")
-            if np.dtype(lazy.dtype) == np.uint16 and lazy.ndim == 3:  # found before computing, not after
-                raise UserError(f"{out}: a 16-bit PNG is written as one gray image only; the result has "
-                                f"{lazy.shape[-1]} channels; write .tif")
-            final = os.path.realpath(out)  # through a link: the file it names is replaced, the link kept
-            folder = os.path.dirname(final)
-            pixels = np.asarray(lazy.compute())
-            # written aside and renamed: a full disk or Ctrl-C leaves the old file, not half a PNG
-            partial = os.path.join(folder, f".{os.path.basename(final)}.partial-{os.getpid()}.png")
-            try:
-                skio.imsave(partial, pixels, check_contrast=False)
-                os.replace(partial, final)
-            except BaseException as exc:
-                with contextlib.suppress(OSError):
-                    os.remove(partial)
-                if isinstance(exc, OSError):
-                    raise UserError(f"{out}: cannot write PNG ({exc.strerror or exc})") from exc
-                raise
+            _restore_to_png(a, out, common)
         else:
-            nodata = a.nodata if a.nodata is not None else meta.get("nodata")
             bar = _ProgressBar("restore", disable=a.quiet, unit="row", resumable=False)
-            ys, xs = (i for i, ax in enumerate(geom["axes"]) if ax in "yx")
-            geo = georeference_tags(meta.get("geotiff"), (lazy.shape[ys], lazy.shape[xs]), lazy.dtype, nodata)
             try:
-                write_tiff(lazy, out, axes=geom["axes"], scale=geom["scale"], units=geom["units"] or {},
-                           translate=geom["translate"], omero=meta.get("omero"),  # an OME-TIFF's origin, channels
-                           overwrite=a.overwrite, extratags=geo,  # a GeoTIFF's bands stay one page's samples
-                           samples="rgb" if meta.get("planar_colour") else None,  # and a colour picture's planes
-                           miniswhite=bool(meta.get("miniswhite")) and not geom["axes"].endswith("c"), progress=bar)
+                ar.restore_to_tiff(str(a.input), out, overwrite=a.overwrite, progress=bar, **common)
             finally:
                 bar.close()
     if not a.quiet:
         print(f"wrote {out} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0
+
+
+
+
+def _restore_to_png(a: argparse.Namespace, out: str, common: dict[str, Any]) -> None:
+    """Restore ``a.input`` into one PNG picture, written aside and renamed: a full disk or
+    Ctrl-C leaves the old file, not half a PNG."""
+    import numpy as np
+    from skimage import io as skio
+
+    import napari_attnrestore as ar
+
+    from .api import as_source, channel_named, output_geometry, single_channel_mosaic
+    from .io import refuse_output_over_input
+
+    # the result is read from the input while it is written: replacing it would lose both
+    refuse_output_over_input(out, [a.input] + ([a.mask] if isinstance(a.mask, str) else []))
+    src, meta = as_source(str(a.input), stored=a.channel_axis is not None)
+    if a.channel_axis is not None and isinstance(meta.get("axes"), str):
+        meta = {**meta, "axes": channel_named(meta["axes"], a.channel_axis)}  # as restore names them
+    src, meta, _ = single_channel_mosaic(a.task, src, meta, meta.get("channel_axis"))  # as restore sees it
+    lazy = ar.restore(str(a.input), **common)
+    yx = [i for i, ax in enumerate(meta.get("axes") or "") if ax in "yx"][-1:] or [len(src.shape) - 1]
+    k = lazy.shape[yx[0]] // src.shape[yx[0]]  # the SR factor, also when the model chose it
+    if output_geometry(k, meta, len(src.shape), lazy.ndim, lazy.ndim > len(src.shape))["axes"] == "cyx":
+        # gray + alpha, restored channels first: PNG keeps them last
+        if lazy.shape[0] != 2 or not (meta.get("alpha") or str(a.input).lower().endswith(".png")):
+            raise UserError(f"{out}: PNG holds one gray, gray + alpha or RGB(A) picture; the result has "
+                            f"{lazy.shape[0]} channels (the second would be shown as transparency); "
+                            "write .tif or .ome.zarr")
+        lazy = lazy.transpose(1, 2, 0)
+    if lazy.size > 64_000_000:
+        raise UserError(f"{out}: image too large for PNG ({lazy.shape}); write .ome.zarr or .tif")
+    if lazy.ndim > 3 or (lazy.ndim == 3 and lazy.shape[-1] not in (2, 3, 4)):
+        raise UserError(f"{out}: PNG holds one 2D gray, gray + alpha or RGB(A) image; the result has shape {lazy.shape}")
+    if np.dtype(lazy.dtype) not in (np.uint8, np.uint16):
+        raise UserError(f"{out}: PNG holds 8- or 16-bit integers; the result is {np.dtype(lazy.dtype)}; write .tif")
+    if np.dtype(lazy.dtype) == np.uint16 and lazy.ndim == 3:  # found before computing, not after
+        raise UserError(f"{out}: a 16-bit PNG is written as one gray image only; the result has "
+                        f"{lazy.shape[-1]} channels; write .tif")
+    final = os.path.realpath(out)  # through a link: the file it names is replaced, the link kept
+    pixels = np.asarray(lazy.compute())
+    partial = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.partial-{os.getpid()}.png")
+    try:
+        skio.imsave(partial, pixels, check_contrast=False)
+        os.replace(partial, final)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.remove(partial)
+        if isinstance(exc, OSError):
+            raise UserError(f"{out}: cannot write PNG ({exc.strerror or exc})") from exc
+        raise
 
 
 def _arch_default(arch: str, task: str, scale: int | None) -> str:

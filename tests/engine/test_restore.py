@@ -520,3 +520,22 @@ def test_a_sharded_store_is_restored_in_chunks_of_a_multiple_of_its_shards(tmp_p
                               dtype="uint16")
         assert _prepare(z, "denoise", Identity(), None, None, None, None, None, "cpu", "auto", None, None, "auto",
                         None)[3].chunk == chunk
+
+
+def test_restore_to_tiff_keeps_what_the_cli_keeps(tmp_path, rng):
+    """The README's ar.io.write_tiff(ar.restore(...)) wrote a super-resolved OME-TIFF with
+    pixel size 1, origin 0 and no units: ar.restore returns bare pixels."""
+    from napari_attnrestore.io import open_image, write_tiff
+
+    src = write_tiff((rng.random((3, 24, 20)) * 255).astype(np.uint8), tmp_path / "in.ome.tif", axes="zyx",
+                     scale=(2.0, 0.65, 0.65), translate=(0.0, 100.0, 200.0), units="micrometer")
+    out = ar.restore_to_tiff(src, tmp_path / "out.ome.tif", task="sr", model=NearestUp(), device="cpu")
+    img = open_image(out)
+    assert img.data.shape == (3, 48, 40) and img.dtype == np.uint8
+    assert img.scale == pytest.approx((2.0, 0.325, 0.325))
+    assert img.translate == pytest.approx((0.0, 100.0 - 0.1625, 200.0 - 0.1625))  # pixel centres tile the input's
+    assert img.units["x"] == "micrometer"
+    with pytest.raises(Exception, match="exists"):
+        ar.restore_to_tiff(src, out, task="sr", model=NearestUp(), device="cpu")
+    with pytest.raises(Exception, match="overlap the input"):
+        ar.restore_to_tiff(src, src, task="sr", model=NearestUp(), device="cpu", overwrite=True)
