@@ -14,6 +14,7 @@ import itertools
 import logging
 import math
 import os
+import re
 import sys
 import threading
 import warnings
@@ -649,6 +650,8 @@ def _open_tiff(path: str) -> ImageData:
         with tif:
             try:
                 image = _tiff_image(tif, path, size)
+                if errors.chain and not errors.broken:
+                    _refuse_an_unread_tail(tif, path, size, errors.chain[0])
             except ImageReadError:
                 raise
             except Exception as exc:
@@ -666,7 +669,8 @@ class _TiffFileErrors(logging.Handler):
     (a writer's stray last offset, a stale ImageJ image count, pages appended later)."""
 
     _CHAIN = ("invalid page offset",)
-    _METADATA = ("invalid value offset", "metadata invalid", "corrupted", "invalid shaped series metadata")
+    _METADATA = ("invalid value offset", "metadata invalid", "corrupted", "invalid shaped series metadata",
+                 "failed to reshape")
 
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
@@ -682,7 +686,8 @@ class _TiffFileErrors(logging.Handler):
         if record.thread != self._thread:
             return
         message = record.getMessage()
-        text = message.rsplit("> ", 1)[-1].rstrip("')")  # without tifffile's object reprs
+        text = message.rsplit("> ", 1)[-1]  # without tifffile's object reprs, or the error's
+        text = re.sub(r", raised \w+\((['\"])(.*)\1\)$", r" (\2)", text)
         for signs, found in ((self._CHAIN, self.chain), (self._METADATA, self.metadata)):
             if any(sign in message for sign in signs):
                 found.append(text)
@@ -811,6 +816,22 @@ class _ContiguousPixels:
                         raise ImageReadError(self.path, f"truncated TIFF: row {y} ends past the end of the file")
                     out[(*where, i)] = np.frombuffer(buf, self.dtype)[cols.start - x0::cols.step]
         return out[tuple(0 if isinstance(k, int) else slice(None) for k in key)]
+
+
+def _refuse_an_unread_tail(tif: tifffile.TiffFile, path: str, size: int, chain_error: str) -> None:
+    """Raise when a TIFF whose chain of pages broke holds, after everything its readable pages
+    use, more than half a page of bytes: pages cut off by a truncation (a stack written
+    without metadata then reads as its first plane).  A writer's stray last offset leaves no
+    such tail."""
+    end, page_bytes = 0, 0
+    for page in tif.pages:
+        offsets = getattr(page, "dataoffsets", ()) or ()
+        counts = getattr(page, "databytecounts", ()) or ()
+        end = max([end, getattr(page, "offset", 0), *(o + c for o, c in zip(offsets, counts, strict=False))])
+        page_bytes = page_bytes or sum(counts)
+    if size - end > max(page_bytes // 2, 4096):
+        raise ImageReadError(path, f"truncated or corrupt TIFF: {chain_error}, and {size - end} bytes after its "
+                                   f"last readable page belong to none; only part of it could be read")
 
 
 def _check_tiff_offsets(tif: tifffile.TiffFile, series: Any, path: str, size: int) -> None:

@@ -115,7 +115,7 @@ def test_errors_pickle_and_types():
     assert isinstance(werr, OSError) and str(werr) == "out.zarr: already exists"
 
 
-@pytest.mark.parametrize("kind", ["imagej", "ome"])
+@pytest.mark.parametrize("kind", ["imagej", "ome", "tiled", "bare"])
 def test_a_stack_cut_short_is_refused_not_read_as_its_first_plane(tmp_path, kind):
     """tifffile logs the broken IFD chain and falls back to the first page: a TZCYX ImageJ or
     OME stack cut in half opened as one 40 x 50 plane, and was restored as that."""
@@ -124,9 +124,12 @@ def test_a_stack_cut_short_is_refused_not_read_as_its_first_plane(tmp_path, kind
     whole = tmp_path / "whole.tif"
     if kind == "imagej":
         tifffile.imwrite(whole, np.zeros((2, 3, 2, 40, 50), np.uint8), imagej=True, metadata={"axes": "TZCYX"})
-    else:
+    elif kind == "ome":
         tifffile.imwrite(whole, np.zeros((3, 2, 40, 50), np.uint8), ome=True, metadata={"axes": "ZCYX"})
-    assert open_image(whole).ndim >= 4
+    else:  # tifffile's shaped tiles, or pages with no metadata at all: only the chain of pages says so
+        tifffile.imwrite(whole, np.zeros((10, 2, 128, 128), np.uint8), **(
+            {"tile": (64, 64)} if kind == "tiled" else {"metadata": None}))
+    assert open_image(whole).ndim >= (3 if kind == "bare" else 4)
     data = whole.read_bytes()
     (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageReadError, match="truncated or corrupt TIFF"):
@@ -222,3 +225,20 @@ def test_read_region_takes_zarr_selections(tmp_path):
     np.testing.assert_array_equal(read_region(z, ([0, 2],)), z[:][[0, 2]])
     with pytest.raises(IndexError, match="out of bounds"):
         read_region(z, (9,))
+
+
+def test_a_stray_offset_after_the_last_page_is_no_truncation(tmp_path):
+    """Some writers leave garbage in the last page's next-page offset: tifffile logs a broken
+    chain, but nothing of the file is left unread, so it opens."""
+    import struct
+
+    import tifffile
+
+    path = tmp_path / "stray.tif"
+    tifffile.imwrite(path, np.arange(64 * 80, dtype=np.uint16).reshape(64, 80), metadata=None)
+    data = bytearray(path.read_bytes())
+    ifd = struct.unpack("<I", data[4:8])[0]
+    entries = struct.unpack("<H", data[ifd : ifd + 2])[0]
+    data[ifd + 2 + 12 * entries : ifd + 6 + 12 * entries] = struct.pack("<I", len(data) + 1000)
+    path.write_bytes(bytes(data))
+    assert open_image(path).shape == (64, 80)
