@@ -230,7 +230,7 @@ def test_task_inputs():
     SEEN["unknown task"] = "api"
 
 
-def test_reader_returns_none_for_bad_files(tmp_path, tif):
+def test_reader_returns_none_for_bad_files_and_a_refusing_reader_for_cut_ones(tmp_path, tif):
     from napari_attnrestore.io.napari_hooks import napari_get_reader
 
     cut = tmp_path / "cut.tif"
@@ -239,8 +239,10 @@ def test_reader_returns_none_for_bad_files(tmp_path, tif):
     empty.write_bytes(b"")
     text = tmp_path / "text.tif"
     text.write_text("hello")
-    for bad in (cut, empty, text, tmp_path / "missing.tif", tmp_path / "x.xyz"):
+    for bad in (empty, text, tmp_path / "missing.tif", tmp_path / "x.xyz"):
         assert napari_get_reader(str(bad)) is None  # napari then tries other readers; nothing raises
+    with pytest.raises(ValueError, match=r"cut\.tif: truncated TIFF"):  # others would show part of it
+        napari_get_reader(str(cut))(str(cut))
     assert napari_get_reader(str(tif)) is not None
     SEEN["reader given broken files"] = "reader"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["OVERWRITE", "RESUME", "ImageReadError", "ImageWriteError", "UnfinishedOutputError"]
+__all__ = ["OVERWRITE", "RESUME", "DamagedFileError", "ImageReadError", "ImageWriteError", "UnfinishedOutputError"]
 
 #: how each front door asks to replace, or to continue, an existing output
 OVERWRITE = "overwrite=True (CLI: --overwrite; Restore widget: 'if it exists: overwrite')"
@@ -49,6 +49,11 @@ class ImageReadError(_PathError, ValueError):
 
 class UnfinishedOutputError(ImageReadError):
     """An output this package has not finished writing (its unwritten chunks would read as zeros)."""
+
+
+class DamagedFileError(ImageReadError):
+    """A file cut short or damaged, of which other readers would show a part as the whole
+    (a stack's first plane) or zeros."""
 
 
 class ImageWriteError(_PathError, OSError):

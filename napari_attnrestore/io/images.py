@@ -27,7 +27,7 @@ import tifffile
 import zarr
 
 from ._output import absolute_location, no_image
-from .errors import RESUME, ImageReadError, UnfinishedOutputError
+from .errors import RESUME, DamagedFileError, ImageReadError, UnfinishedOutputError
 from .geotiff import carried, gdal_nodata, read_georeference
 
 __all__ = [
@@ -657,7 +657,7 @@ def _open_tiff(path: str) -> ImageData:
             except Exception as exc:
                 raise ImageReadError(path, f"cannot read TIFF ({type(exc).__name__}: {exc})") from exc
     if errors.broken:  # tifffile fell back to the pages it could reach: a stack cut short reads as one plane
-        raise ImageReadError(path, f"truncated or corrupt TIFF: {errors.broken[0]}; only part of it could be "
+        raise DamagedFileError(path, f"truncated or corrupt TIFF: {errors.broken[0]}; only part of it could be "
                                    f"read ({image.shape} found)")
     return image
 
@@ -720,7 +720,7 @@ def _tiff_image(tif: tifffile.TiffFile, path: str, size: int) -> ImageData:
     series = tif.series[0]
     missing = sum(page is None for page in series.pages)
     if missing:  # an OME (or Micro-Manager) series names planes the file or its companions lack
-        raise ImageReadError(path, f"truncated or incomplete TIFF: its metadata names {missing} planes that the "
+        raise DamagedFileError(path, f"truncated or incomplete TIFF: its metadata names {missing} planes that the "
                                    "file (or a file of its set) does not hold; they would read as zeros")
     _check_tiff_offsets(tif, series, path, size)
     axes, rgb = _tiff_axes(series.axes, series.shape, getattr(series.keyframe, "photometric", None))
@@ -830,7 +830,7 @@ def _refuse_an_unread_tail(tif: tifffile.TiffFile, path: str, size: int, chain_e
         end = max([end, getattr(page, "offset", 0), *(o + c for o, c in zip(offsets, counts, strict=False))])
         page_bytes = page_bytes or sum(counts)
     if size - end > max(page_bytes // 2, 4096):
-        raise ImageReadError(path, f"truncated or corrupt TIFF: {chain_error}, and {size - end} bytes after its "
+        raise DamagedFileError(path, f"truncated or corrupt TIFF: {chain_error}, and {size - end} bytes after its "
                                    f"last readable page belong to none; only part of it could be read")
 
 
@@ -842,13 +842,13 @@ def _check_tiff_offsets(tif: tifffile.TiffFile, series: Any, path: str, size: in
         if n > 1 and series.pages[-1] is not None:
             pages.append((n - 1, series.pages[-1]))
     except Exception as exc:
-        raise ImageReadError(path, f"truncated or corrupt TIFF (cannot read the last page: {exc})") from exc
+        raise DamagedFileError(path, f"truncated or corrupt TIFF (cannot read the last page: {exc})") from exc
     for index, page in pages:
         offsets = getattr(page, "dataoffsets", ()) or ()
         counts = getattr(page, "databytecounts", ()) or ()
         for offset, count in zip(offsets, counts, strict=False):
             if count and offset + count > size:
-                raise ImageReadError(
+                raise DamagedFileError(
                     path,
                     f"truncated TIFF (page {index} data ends at byte {offset + count}, the file has {size} bytes)",
                 )
@@ -856,7 +856,7 @@ def _check_tiff_offsets(tif: tifffile.TiffFile, series: Any, path: str, size: in
     if dataoffset is not None and series.dtype is not None:
         end = dataoffset + math.prod(series.shape) * series.dtype.itemsize
         if end > size:
-            raise ImageReadError(path, f"truncated TIFF (image data ends at byte {end}, the file has {size} bytes)")
+            raise DamagedFileError(path, f"truncated TIFF (image data ends at byte {end}, the file has {size} bytes)")
 
 
 def _tiff_metadata(tif: tifffile.TiffFile, series: Any, axes: str) -> tuple[tuple, tuple, dict, dict]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ._output import backing_stores, no_image, refuse_output_over_input
-from .errors import UnfinishedOutputError
+from .errors import DamagedFileError, UnfinishedOutputError
 from .geotiff import carried, georeference_tags
 from .images import ImageData, guess_axes, open_image
 from .ome_zarr import write_ome_zarr
@@ -31,10 +31,11 @@ logger = logging.getLogger(__name__)
 def napari_get_reader(path: str | os.PathLike | Sequence[str | os.PathLike]) -> Callable[..., list[LayerData]] | None:
     """Return a reader for ``path`` (or a list of paths, opened as one stack), or None; never raises.
 
-    The files are opened (headers checked) here, so that a broken file yields None
-    and napari can try another reader or report that none could open it.  An unfinished
-    output of ours gets a reader that raises why (its unwritten chunks would read as zeros
-    in any reader).
+    The files are opened (headers checked) here, so that a file that is no image of ours
+    yields None and napari can try another reader or report that none could open it.  An
+    unfinished output of ours, or a file cut short or damaged, gets a reader that raises why:
+    other readers would show its unwritten chunks as zeros, or a truncated stack's first
+    plane as the whole.
     """
     try:
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
@@ -43,7 +44,7 @@ def napari_get_reader(path: str | os.PathLike | Sequence[str | os.PathLike]) -> 
         images = []
         for p in paths:
             images.append(open_image(p))
-    except UnfinishedOutputError as exc:  # ours, and no other reader should show its unwritten zeros:
+    except (UnfinishedOutputError, DamagedFileError) as exc:  # no reader should show it as an image:
         unfinished = exc  # napari shows why it was refused when the reader raises it
 
         def refuse(_path: Any = None) -> list[LayerData]:
