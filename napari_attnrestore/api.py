@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import uuid
 import warnings
@@ -501,9 +502,13 @@ def _warn_mostly_marked(mask: Any, inverted: bool) -> None:
     read = _sampler(mask)
     parts = [np.asarray(read(k)) != 0 for k in stats_windows(tuple(mask.shape), nlead, False)]
     share = sum(int(p.sum()) for p in parts) / max(1, sum(p.size for p in parts))
+    how = ("without invert_mask (CLI: without --invert-mask)" if inverted
+           else "with invert_mask=True (CLI --invert-mask)")
+    seen_whole = sum(p.size for p in parts) >= math.prod(mask.shape)
+    if share == 1 and (seen_whole or (isinstance(mask, np.ndarray) and bool((mask != 0).all()))):
+        raise ValueError(f"the mask marks every pixel to fill ({'zero' if inverted else 'nonzero'} = fill): no known "
+                         f"pixel is left to fill from; if it marks the valid pixels instead, run {how}")
     if share > 0.5:
-        how = ("without invert_mask (CLI: without --invert-mask)" if inverted
-               else "with invert_mask=True (CLI --invert-mask)")
         warnings.warn(f"the mask marks about {share:.0%} of the pixels to fill ({'zero' if inverted else 'nonzero'} = fill; "
                       f"from the {len(parts)} windows sampled); "
                       f"if it marks the valid pixels instead, run {how}", UserWarning, stacklevel=3)

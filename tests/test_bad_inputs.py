@@ -443,3 +443,14 @@ def test_what_a_scripter_gets_wrong_is_said_at_the_call():
         from napari_attnrestore.engine.plan import undeclared_fill
 
         assert undeclared_fill(half.shape, half.dtype, half.__getitem__, 0, False) is None
+
+
+def test_a_mask_that_marks_every_pixel_is_refused():
+    """An all-True mask restored an 8-bit image into zeros, exit 0, with only the 'marks about
+    100%' warning."""
+    img = np.full((64, 64), 100, np.uint8)
+    with pytest.raises(ValueError, match=r"the mask marks every pixel to fill \(nonzero = fill\): no known pixel"):
+        ar.restore(img, task="inpaint", mask=np.ones(img.shape, bool), model=FillHalf())
+    with pytest.raises(ValueError, match="zero = fill.*without invert_mask"):
+        ar.restore(img, task="inpaint", mask=np.zeros(img.shape, np.uint8), invert_mask=True, model=FillHalf())
+    SEEN["mask marking every pixel"] = "api"

@@ -570,9 +570,9 @@ def test_inpaint_with_shapes_rectangle_and_nodata(viewer, widget, qtbot) -> None
     out = viewer.layers["img (inpainted)"].data
     hole = shapes.to_labels(labels_shape=img.shape) > 0
     assert hole[10, 10] and hole.sum() > 50
-    hole[2, 2] = True
     np.testing.assert_allclose(out[~hole], img[~hole], atol=1e-5)
-    assert abs(out[2, 2] - img[2, 2]) > 0.1 and np.abs(out[10:14, 10:14] - img[10:14, 10:14]).mean() > 0.05
+    assert np.abs(out[10:14, 10:14] - img[10:14, 10:14]).mean() > 0.05
+    assert out[2, 2] == -1  # no data outside the mask: not asked to fill, it stays no data
     # the value this job took for no data goes on with the result, as the CLI's GeoTIFF declares it
     assert viewer.layers["img (inpainted)"].metadata["nodata"] == -1
 
