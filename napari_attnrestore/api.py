@@ -443,6 +443,9 @@ def _prepare(
     src, meta, channel_axis = single_channel_mosaic(tname, src, meta, channel_axis)
     if tname == "inpaint" and mask is None:
         _check_gaps_are_marked(np.dtype(src.dtype), nodata if nodata is not None else meta.get("nodata"))
+    elif nodata is not None and not np.isnan(nodata) and not nodata_can_occur(np.dtype(src.dtype), nodata):
+        warnings.warn(f"nodata {nodata:g} cannot occur in this {np.dtype(src.dtype)} image, so it marks no pixel; "
+                      "check the value (or leave it out)", UserWarning, stacklevel=3)
     handle = resolve_model(model, task, scale, device, precision, compile=compile, ensemble=ensemble)
     if tname == "demosaic" and cfa is None:  # the file's own (a raw TIFF's CFAPattern), else the model's camera
         cfa = meta.get("cfa") or ((getattr(handle.module, "card", None) or {}).get("training") or {}).get("cfa")

@@ -91,6 +91,10 @@ def cmd_restore(a: argparse.Namespace) -> int:
     if not (_is_zarr(out) or out.lower().endswith((".tif", ".tiff", ".png"))):
         raise UserError(f"{out}: unsupported output type; use .zarr/.ome.zarr, .tif/.tiff or .png")
     _check_folder(out)
+    from .io import refuse_output_over_input
+
+    # before 'exists': with --overwrite the answer would only be that it is the input
+    refuse_output_over_input(out, [a.input] + ([a.mask] if isinstance(a.mask, str) else []))
     if os.path.exists(out) and not (a.overwrite or (a.resume and _is_zarr(out))):
         raise UserError(f"{out}: output exists; pass --overwrite to replace it" + (" or --resume to continue it" if _is_zarr(out) else ""))
     common: dict[str, Any] = dict(
@@ -142,10 +146,7 @@ def _restore_to_png(a: argparse.Namespace, out: str, common: dict[str, Any]) -> 
     import napari_attnrestore as ar
 
     from .api import as_source, channel_named, output_geometry, single_channel_mosaic
-    from .io import refuse_output_over_input
 
-    # the result is read from the input while it is written: replacing it would lose both
-    refuse_output_over_input(out, [a.input] + ([a.mask] if isinstance(a.mask, str) else []))
     src, meta = as_source(str(a.input), stored=a.channel_axis is not None)
     if a.channel_axis is not None and isinstance(meta.get("axes"), str):
         meta = {**meta, "axes": channel_named(meta["axes"], a.channel_axis)}  # as restore names them

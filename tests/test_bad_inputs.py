@@ -451,6 +451,6 @@ def test_a_mask_that_marks_every_pixel_is_refused():
     img = np.full((64, 64), 100, np.uint8)
     with pytest.raises(ValueError, match=r"the mask marks every pixel to fill \(nonzero = fill\): no known pixel"):
         ar.restore(img, task="inpaint", mask=np.ones(img.shape, bool), model=FillHalf())
-    with pytest.raises(ValueError, match="zero = fill.*without invert_mask"):
+    with pytest.raises(ValueError, match=r"zero = fill.*without invert_mask"):
         ar.restore(img, task="inpaint", mask=np.zeros(img.shape, np.uint8), invert_mask=True, model=FillHalf())
     SEEN["mask marking every pixel"] = "api"

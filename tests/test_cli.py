@@ -657,3 +657,17 @@ def test_a_band_stack_stored_as_pages_warns_and_channel_axis_scales_each_band(tm
     assert main(["restore", str(tmp_path / "pages.tif"), str(tmp_path / "bands.ome.zarr"), "--weights",
                  str(tiny_checkpoint), "--channel-axis", "0", "-q"]) == 0
     assert open_image(tmp_path / "bands.ome.zarr").axes == "cyx"
+
+
+def test_restoring_a_file_onto_itself_says_so_first(tmp_path, tiny_checkpoint, capsys):
+    """'output exists; pass --overwrite', then with --overwrite 'would overlap the input'."""
+    src = _train_image(tmp_path, "self.tif")
+    assert main(["restore", src, src, "--weights", str(tiny_checkpoint), "-q"]) == 2
+    assert "overlap the input" in capsys.readouterr().err
+
+
+def test_a_nodata_the_image_cannot_hold_is_warned_about(tmp_path, tiny_checkpoint, capsys):
+    src = _train_image(tmp_path, "bytes.tif")
+    assert main(["restore", src, str(tmp_path / "o.tif"), "--weights", str(tiny_checkpoint), "--nodata", "300",
+                 "-q"]) == 0
+    assert "nodata 300 cannot occur in this uint8 image" in capsys.readouterr().err
