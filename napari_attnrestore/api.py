@@ -792,7 +792,7 @@ def restore_to_zarr(
 
     def create() -> None:
         create_ome_zarr(dst, plan.out_shape, np.dtype(plan.out_dtype), chunk_shape, geom["axes"], scale=geom["scale"],
-                        translate=geom["translate"], units=geom["units"], name=meta.get("name"), overwrite=False,
+                        translate=geom["translate"], units=geom["units"], name=None, overwrite=False,  # its own file name
                         omero=omero,  # a GeoTIFF's georeference and the nodata this job used: saved as .tif,
                         extra_attrs=carried({**meta, "nodata": plan.nodata} if plan.nodata is not None else meta),  # a GeoTIFF
                         hold_metadata=True)  # an image to other readers only once complete (see _finish)

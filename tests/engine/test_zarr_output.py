@@ -524,3 +524,13 @@ def test_one_store_reached_through_a_link_is_held_by_its_job(tmp_path, rng):
                                model=Identity(), overwrite=True)
     finally:
         release_store(tmp_path / "real" / "o.ome.zarr", "job-a")
+
+
+def test_the_output_store_is_named_after_its_own_file(tmp_path, rng):
+    """The result took the input's name, and opened beside it in napari as 'scan [1]'."""
+    from napari_attnrestore.io import open_image, write_ome_zarr
+
+    src = write_ome_zarr((rng.random((32, 32)) * 255).astype(np.uint8), tmp_path / "scan.ome.zarr", "yx",
+                         pyramid=False)
+    ar.restore_to_zarr(src, tmp_path / "scan_x2.ome.zarr", task="sr", model=NearestUp(), pyramid=False)
+    assert open_image(src).name == "scan" and open_image(tmp_path / "scan_x2.ome.zarr").name == "scan_x2"
