@@ -413,9 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("output", help=".ome.zarr/.zarr (streamed, resumable), .tif/.tiff (tiled BigTIFF, pyramidal "
                    "when large) or .png")
     r.add_argument("--task", default="denoise", choices=["denoise", "sr", "demosaic", "inpaint"], help="what to do")
-    r.add_argument("--scale", type=int, choices=[2, 4], default=None, help="SR factor")
-    r.add_argument("--mask", default=None, help="inpaint: mask file (nonzero = fill), same Y, X as the input; pixels without "
-                                                         "data outside it stay without data")
+    r.add_argument("--scale", type=int, choices=[2, 4], default=None, help="sr: the upscaling factor (default: that of --weights, else 2)")
+    r.add_argument("--mask", default=None, help="inpaint: mask file (nonzero = fill), same Y, X as the input; pixels "
+                                                         "without data outside it stay without data")
     r.add_argument("--invert-mask", action="store_true",
                    help="the mask marks the valid pixels (0 = fill), as GDAL mask bands and Landsat gap masks do")
     r.add_argument("--nodata", type=float, default=None, help="pixel value marking no data (NaN always does): kept as is, or filled by inpaint")
