@@ -396,6 +396,10 @@ def _prepare(
         raise ValueError(f"nodata must be a number (the value of the pixels without data), got {nodata!r}")
     if cfa is not None and tname != "demosaic":
         raise ValueError(f"cfa {cfa!r} is for demosaicing (task 'demosaic'), not {tname}")
+    if cfa is not None:
+        from .tasks.demosaic import check_pattern
+
+        cfa = check_pattern(cfa)  # (an empty one was taken for none)
     if isinstance(x, np.ma.MaskedArray):
         x, mask = _unmasked(x, tname, mask)
     # rgb=False or a channel axis (an axis of the file as stored): an RGB OME-Zarr's cyx channels
@@ -426,6 +430,9 @@ def _prepare(
         if meta.get(key) is not None and len(meta[key]) != len(src.shape):
             raise ValueError(f"meta {key!r} has {len(meta[key])} values; the image has {len(src.shape)} axes: "
                              f"{tuple(src.shape)}")
+    if (tname == "demosaic" and not src_meta and not meta.get("axes") and channel_axis is None
+            and len(src.shape) >= 3 and src.shape[-1] == 1):
+        channel_axis = len(src.shape) - 1  # a (Y, X, 1) mosaic: one channel, not planes one pixel wide
     if not src_meta and not meta.get("axes") and channel_axis is not None:
         meta = {**meta, "axes": _axes_with_channel(tuple(src.shape), channel_axis)}  # channel-last, say
         rgb = False if meta["axes"] and rgb is None else rgb  # channels named: no RGB picture
@@ -447,8 +454,17 @@ def _prepare(
         warnings.warn(f"nodata {nodata:g} cannot occur in this {np.dtype(src.dtype)} image, so it marks no pixel; "
                       "check the value (or leave it out)", UserWarning, stacklevel=3)
     handle = resolve_model(model, task, scale, device, precision, compile=compile, ensemble=ensemble)
-    if tname == "demosaic" and cfa is None:  # the file's own (a raw TIFF's CFAPattern), else the model's camera
-        cfa = meta.get("cfa") or ((getattr(handle.module, "card", None) or {}).get("training") or {}).get("cfa")
+    stated = meta.get("cfa")  # a raw TIFF's CFAPattern
+    if tname == "demosaic" and cfa is not None and stated and stated != cfa:
+        warnings.warn(f"demosaic: cfa {cfa} given, but the file states {stated}; {cfa} is used (the wrong one of "
+                      "the two swaps red and blue)", UserWarning, stacklevel=3)
+    if tname == "demosaic" and cfa is None:  # the file's own, else the model's camera
+        cfa = stated or ((getattr(handle.module, "card", None) or {}).get("training") or {}).get("cfa")
+    if tname != "demosaic" and stated:
+        warnings.warn(f"the image states a Bayer pattern ({stated}): it is a raw colour mosaic, whose neighbouring "
+                      f"pixels are different colours; {tname} sees one gray picture and mixes them, which washes "
+                      "the colour out. Demosaic it first (task 'demosaic', CLI --task demosaic), then "
+                      f"{tname} the result", UserWarning, stacklevel=3)
     assumed_rggb = tname == "demosaic" and cfa is None  # said once the image is known to be a mosaic (below)
     if tname == "sr" and scale is not None and handle.info.scale != int(scale):
         raise ValueError(f"model {handle.info.name!r} upscales x{handle.info.scale}, not x{scale}")

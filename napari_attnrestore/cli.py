@@ -426,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--channel-axis", type=int, default=None, metavar="N",
                    help="this axis of the file as stored holds channels (bands), each scaled on its own: a band "
                         "stack stored as pages, read as time or z, shares one range otherwise")
-    r.add_argument("--cfa", default=None, choices=["RGGB", "BGGR", "GRBG", "GBRG"], help="demosaic: Bayer pattern")
+    r.add_argument("--cfa", default=None, type=str.upper, choices=["RGGB", "BGGR", "GRBG", "GBRG"], help="demosaic: Bayer pattern")
     r.add_argument("--arch", default=None, help="use the shipped weights of this architecture")
     r.add_argument("--weights", default=None,
                    help="checkpoint file: .safetensors (or its .json card), a training state (--state's .pt: its "
@@ -461,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="checkpoint to write (.safetensors, with a .json card)")
     t.add_argument("--task", default="denoise", choices=["denoise", "sr", "demosaic", "inpaint"],
                    help="what the model learns")
-    t.add_argument("--cfa", default=None, choices=["RGGB", "BGGR", "GRBG", "GBRG"],
+    t.add_argument("--cfa", default=None, type=str.upper, choices=["RGGB", "BGGR", "GRBG", "GBRG"],
                    help="demosaic: train on your camera's Bayer pattern only (default: all four)")
     t.add_argument("--scale", type=int, choices=[2, 4], default=None,
                    help="sr: the upscaling factor to train (default: that of the --from model, else 2)")

@@ -890,12 +890,31 @@ _BAYER_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
 
 
 def _bayer_pattern(page: Any) -> str | None:
-    """The 2x2 Bayer pattern a raw TIFF (TIFF/EP, DNG) states in its CFAPattern tag
-    ("RGGB", "BGGR", "GRBG" or "GBRG"), or None."""
+    """The 2x2 Bayer pattern a raw TIFF (TIFF/EP, DNG) states in its CFAPattern tag, or in
+    EXIF's (41730, in its own IFD or the EXIF one): "RGGB", "BGGR", "GRBG" or "GBRG", or None."""
     tag, dims = page.tags.get(33422), page.tags.get(33421)  # CFAPattern, CFARepeatPatternDim
-    if tag is None or (dims is not None and tuple(np.ravel(dims.value)) != (2, 2)):
+    if tag is None:
+        return _exif_bayer_pattern(page)
+    if dims is not None and tuple(np.ravel(dims.value)) != (2, 2):
         return None
-    value = tag.value
+    return _pattern_of(tag.value)
+
+
+def _exif_bayer_pattern(page: Any) -> str | None:
+    """EXIF's CFAPattern: two 16-bit repeat counts (in either byte order), then the colours."""
+    tag = page.tags.get(41730)
+    exif = page.tags.get(34665)  # the EXIF IFD, which tifffile reads as a dict
+    value = tag.value if tag is not None else (exif.value.get("CFAPattern") if exif is not None
+                                               and isinstance(exif.value, dict) else None)
+    if isinstance(value, (tuple, list)):
+        value = bytes(int(v) & 0xFF for v in value)
+    if not isinstance(value, bytes) or len(value) != 8 or value[:4] not in (b"\x00\x02\x00\x02", b"\x02\x00\x02\x00"):
+        return None
+    return _pattern_of(value[4:])
+
+
+def _pattern_of(value: Any) -> str | None:
+    """The Bayer pattern of four colour codes (0 red, 1 green, 2 blue), or None."""
     colours = list(value) if isinstance(value, (bytes, tuple, list)) else list(np.ravel(value))
     if len(colours) != 4 or not all(int(c) in (0, 1, 2) for c in colours):
         return None

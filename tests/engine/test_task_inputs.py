@@ -148,6 +148,31 @@ def test_demosaic_reads_a_raw_tiffs_pattern_and_warns_when_it_assumes_rggb(rng, 
     assert ar.io.open_image(tmp_path / "raw.ome.zarr").meta["cfa"] == "BGGR"
 
 
+def test_a_raw_is_understood_as_its_camera_states_it(rng, tmp_path):
+    """A review with raw camera files: EXIF's CFAPattern was ignored (RGGB assumed), a --cfa
+    contradicting the file won silently, denoising a raw washed its colour out without a
+    word, cfa="" meant RGGB, and a (Y, X, 1) mosaic was read as planes one pixel wide."""
+    import tifffile
+    from standins import Identity
+
+    rgb = rng.integers(0, 4096, (32, 40, 3)).astype(np.uint16)
+    raw = mosaic(rgb, "GBRG")
+    exif = tmp_path / "exif.tif"
+    tifffile.imwrite(exif, raw, extratags=[(41730, "B", 8, bytes([0, 2, 0, 2, 1, 2, 0, 1]))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = ar.restore(str(exif), task="demosaic", model=SplitCFA(), normalize="dtype").compute()
+    np.testing.assert_array_equal(mosaic(out, "GBRG"), raw)
+    with pytest.warns(UserWarning, match="cfa RGGB given, but the file states GBRG; RGGB is used"):
+        ar.restore(str(exif), task="demosaic", cfa="rggb", model=SplitCFA())
+    with pytest.warns(UserWarning, match=r"states a Bayer pattern \(GBRG\).*Demosaic it first"):
+        ar.restore(str(exif), task="denoise", model=Identity())
+    with pytest.raises(ValueError, match="unknown Bayer pattern ''"):
+        ar.restore(raw, task="demosaic", cfa="", model=SplitCFA())
+    flat = ar.restore(raw[..., None], task="demosaic", cfa="GBRG", model=SplitCFA(), normalize="dtype").compute()
+    np.testing.assert_array_equal(flat, out)
+
+
 def test_tasks_stream_to_ome_zarr(tmp_path, rng):
     import json
 
