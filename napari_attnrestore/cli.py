@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import sys
@@ -202,14 +203,28 @@ def cmd_models(a: argparse.Namespace) -> int:
     from napari_attnrestore.zoo import defaults, headline_metric
 
     chosen = {name: key for key, name in defaults().items()}
-    print("Shipped weights (each task's default marked; PSNR on the benchmark that chose it):")
-    print(f"  {'name':28s} {'task':8s} {'arch':6s} {'scale':>5s} {'params':>8s}  {'default for':12s} metric")
+    rows = []
     for m in ar.list_models():
         key, value = headline_metric(m)
-        summary = f"{key}: {value:.2f} dB" if value is not None else ""
-        default = chosen.get(m["name"], "")
-        print(f"  {m['name']:28s} {m['task']:8s} {m['arch']:6s} {m.get('scale', 1):>5d} {m.get('parameters', 0):>8d}"
-              f"  {default:12s} {summary}")
+        rows.append({"name": m["name"], "task": m["task"], "arch": m["arch"], "scale": m.get("scale", 1),
+                     "parameters": m.get("parameters", 0), "default_for": chosen.get(m["name"]),
+                     "benchmark": key, "psnr": value})
+    archs = []
+    for name in ar.list_architectures():
+        arch = get_architecture(name)
+        n = sum(p.numel() for p in ar.build_model(name, task="denoise").parameters())
+        archs.append({"name": name, "tasks": list(arch.tasks), "presets": list(arch.presets), "tiny_parameters": n,
+                      "paper": arch.paper})
+    if a.json:
+        print(json.dumps({"weights": rows, "architectures": archs}, indent=2))
+        return 0
+    print("Shipped weights (each task's default marked; PSNR as the recipe measured it when training ended, on "
+          "whole images; benchmarks/quality.py measures them through the engine, as the README's table):")
+    print(f"  {'name':28s} {'task':8s} {'arch':6s} {'scale':>5s} {'params':>8s}  {'default for':12s} metric")
+    for r in rows:
+        summary = f"{r['benchmark']}: {r['psnr']:.2f} dB" if r["psnr"] is not None else "-"
+        print(f"  {r['name']:28s} {r['task']:8s} {r['arch']:6s} {r['scale']:>5d} {r['parameters']:>8d}"
+              f"  {r['default_for'] or '-':12s} {summary}")
     if a.measure:
         from napari_attnrestore.benchmarking import table
 
@@ -217,11 +232,9 @@ def cmd_models(a: argparse.Namespace) -> int:
         print(table(ar.list_architectures(), a.sizes, threads=a.threads))
         return 0
     print("\nArchitectures:")
-    for name in ar.list_architectures():
-        arch = get_architecture(name)
-        model = ar.build_model(name, task="denoise")
-        n = sum(p.numel() for p in model.parameters())
-        print(f"  {name:6s} tasks={','.join(arch.tasks):28s} presets={','.join(arch.presets):14s} tiny params={n}  ({arch.paper})")
+    for r in archs:
+        print(f"  {r['name']:6s} tasks={','.join(r['tasks']):28s} presets={','.join(r['presets']):20s} "
+              f"tiny params={r['tiny_parameters']}  ({r['paper']})")
     return 0
 
 
@@ -326,7 +339,11 @@ def cmd_demo(a: argparse.Namespace) -> int:
         raise UserError(f"--size must be at least 32 pixels, got {a.size}")
     if not 0 <= a.sigma <= 255:
         raise UserError(f"--sigma is a noise level on the 0-255 scale; got {a.sigma}")
-    run_demo(Path(a.out), size=a.size, sigma=a.sigma, device=a.device, quiet=a.quiet)
+    bar = _ProgressBar("denoise", disable=a.quiet)  # (in a log: a line at most every 10 s)
+    try:
+        run_demo(Path(a.out), size=a.size, sigma=a.sigma, device=a.device, quiet=a.quiet, progress=bar)
+    finally:
+        bar.close()
     return 0
 
 
@@ -434,10 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tile", type=_int_or_auto, default=None,
                    help="network tile side in pixels (default 256), or 'auto': the largest that fits in free memory")
     r.add_argument("--overlap", type=int, default=None, help="tile overlap and chunk halo (default: the model's hint)")
-    r.add_argument("--batch", type=_int_or_auto, default=None, help="tiles per forward pass, or 'auto' (fit free memory)")
+    r.add_argument("--batch", type=_int_or_auto, default=None,
+                   help="tiles per forward pass, or 'auto' (fit free memory); default the model's")
     r.add_argument("--chunks", type=int, default=None, help="chunk side (read/write unit; default a multiple of the input's chunk near 1024, else 1024)")
     r.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
-    r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    r.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="the network's arithmetic: auto is fp32 on the CPU and bf16 on a CUDA GPU for models that "
+                        "declare it safe (default auto)")
     r.add_argument("--compile", action="store_true", help="run the network through torch.compile (falls back with a warning)")
     r.add_argument("--ensemble", action="store_true",
                    help="self-ensemble: average the 8 turned/mirrored passes of every tile (8x slower, a little better)")
@@ -507,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list shipped weights and architectures", formatter_class=_Help)
     m.add_argument("--measure", action="store_true", help="also measure MACs/px, CPU speed and peak memory")
+    m.add_argument("--json", action="store_true", help="print the weights and architectures as JSON (for scripts)")
     m.add_argument("--sizes", type=_positive_int, nargs="+", default=[256, 1024], help="image sides to measure at")
     m.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for --measure")
     m.set_defaults(func=cmd_models)
@@ -516,8 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--models", nargs="+", default=None,
                    help="shipped weight names, checkpoint files or 'conv3x3' (default: every shipped model and conv3x3)")
     b.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
-    b.add_argument("--dtype", nargs="+", default=["fp32"], choices=["auto", "fp32", "bf16", "fp16"],
-                   help="compute precisions to measure")
+    b.add_argument("--precision", "--dtype", dest="dtype", nargs="+", default=["fp32"],
+                   choices=["auto", "fp32", "bf16", "fp16"], help="compute precisions to measure (as restore's --precision)")
     b.add_argument("--chunks", type=int, default=1024, help="chunk side")
     b.add_argument("--tile", type=_int_or_auto, default=None, help="tile side or 'auto' (default 256)")
     b.add_argument("--batch", type=_int_or_auto, default=None, help="tiles per forward pass or 'auto'")
@@ -639,7 +660,9 @@ def _run(a: argparse.Namespace) -> int:
 
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         msg = msg.replace(OVERWRITE, "--overwrite").replace(RESUME, "--resume")  # the options as typed here
-        msg = re.sub(r"^(chunks|tile|overlap|batch) must be", r"--\1 must be", msg)  # (the API's argument names)
+        # the API's argument names as the options that set them
+        msg = re.sub(r"^(chunks|tile|overlap|batch|steps|patch|lr)( and (batch|steps))? must be",
+                     lambda m: f"--{m[1]}" + (f" and --{m[3]}" if m[3] else "") + " must be", msg)
         print(f"attnrestore: error: {msg}", file=sys.stderr)
         return EXIT_USAGE
     finally:

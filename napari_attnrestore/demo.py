@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,8 +41,10 @@ def before_after_png(noisy: np.ndarray, restored: np.ndarray, path: Path) -> Non
     skio.imsave(path, np.concatenate([top, np.full((8, top.shape[1]), 255, np.uint8), bottom], axis=0), check_contrast=False)
 
 
-def run_demo(out: Path, size: int = 1024, sigma: float = 25.0, device: str = "auto", quiet: bool = False) -> dict:
-    """Run the demo into ``out``; prints and returns PSNR/SSIM before and after."""
+def run_demo(out: Path, size: int = 1024, sigma: float = 25.0, device: str = "auto", quiet: bool = False,
+             progress: Any = None) -> dict:
+    """Run the demo into ``out``; prints and returns PSNR/SSIM before and after.  ``progress(done,
+    total)`` follows the chunks (a tqdm bar by default, none when ``quiet``)."""
     import zarr
 
     import napari_attnrestore as ar
@@ -60,18 +63,23 @@ def run_demo(out: Path, size: int = 1024, sigma: float = 25.0, device: str = "au
     src = write_ome_zarr(noisy, out / "noisy.ome.zarr", axes="yx", chunks=(256, 256), pyramid=False, overwrite=True)
     dst = out / "restored.ome.zarr"
 
-    from tqdm.auto import tqdm
+    bar = None
+    if progress is None:
+        from tqdm.auto import tqdm
 
-    bar = tqdm(total=0, desc="denoise", unit="chunk", disable=quiet)
+        bar = tqdm(total=0, desc="denoise", unit="chunk", disable=quiet)
 
-    def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
 
     t0 = time.perf_counter()
-    ar.restore_to_zarr(src, dst, task="denoise", chunks=512, overwrite=True, device=device, progress=update)
-    bar.close()
+    try:
+        ar.restore_to_zarr(src, dst, task="denoise", chunks=512, overwrite=True, device=device, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
     dt = time.perf_counter() - t0
     restored = np.asarray(zarr.open_group(str(dst), mode="r")["0"][:])
     before_after_png(noisy, restored, out / "before_after.png")

@@ -671,3 +671,23 @@ def test_a_nodata_the_image_cannot_hold_is_warned_about(tmp_path, tiny_checkpoin
     assert main(["restore", src, str(tmp_path / "o.tif"), "--weights", str(tiny_checkpoint), "--nodata", "300",
                  "-q"]) == 0
     assert "nodata 300 cannot occur in this uint8 image" in capsys.readouterr().err
+
+
+def test_scripts_get_json_models_and_errors_that_name_the_option(tmp_path, capsys, monkeypatch):
+    """From a review of the CLI in batch jobs: `models` had no --json and a blank column;
+    'steps and batch must be at least 1' and 'missing port number in address' named no option."""
+    import json
+
+    assert main(["models", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {w["name"] for w in listed["weights"]} >= {"denoise-acla-tiny"} and listed["architectures"]
+    src = _train_image(tmp_path)
+    assert main(["train", src, "--out", str(tmp_path / "m.safetensors"), "--steps", "0", "-q"]) == 2
+    assert "error: --steps and --batch must be at least 1" in capsys.readouterr().err
+    assert main(["train", src, "--out", str(tmp_path / "m.safetensors"), "--lr", "-1", "-q"]) == 2
+    assert "error: --lr must be between 0 and 1" in capsys.readouterr().err
+    from napari_attnrestore.io import write_ome_zarr
+
+    store = write_ome_zarr(np.zeros((64, 64), np.uint8), tmp_path / "in.ome.zarr", "yx", pyramid=False)
+    assert main(["restore", store, str(tmp_path / "o.ome.zarr"), "--scheduler", "bogus", "-q"]) == 2
+    assert "scheduler 'bogus' (CLI --scheduler): cannot connect" in capsys.readouterr().err

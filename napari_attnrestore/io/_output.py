@@ -136,6 +136,26 @@ def remove_orphans(folder: str, name: str) -> None:
             pass
 
 
+def live_writer(folder: str, name: str) -> int | None:
+    """The pid of another process of this host that is writing output ``name`` in ``folder``
+    (its hidden partial file is there and it lives), or None."""
+    if os.name != "posix" or not os.path.isdir(folder):
+        return None
+    prefix = scratch_prefix(name, "partial")
+    for entry in os.listdir(folder):
+        pid = entry[len(prefix):] if entry.startswith(prefix) else ""
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            continue
+        except OSError:  # alive, another user's
+            pass
+        return int(pid)
+    return None
+
+
 def discard(path: str) -> None:
     """Remove a partial output (a file, or a folder), ignoring errors."""
     try:

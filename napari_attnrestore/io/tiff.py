@@ -13,7 +13,16 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from ._output import check_axes, check_geometry, discard, ensure_writable_parent, no_image, remove_orphans, scratch_path
+from ._output import (
+    check_axes,
+    check_geometry,
+    discard,
+    ensure_writable_parent,
+    live_writer,
+    no_image,
+    remove_orphans,
+    scratch_path,
+)
 from .errors import ImageReadError, ImageWriteError
 from .images import LENGTH_IN_METRES, TIME_IN_SECONDS, _ngff_unit
 
@@ -524,6 +533,10 @@ def write_tiff(
     final = os.path.realpath(path)  # through a link: the file it names is replaced, the link kept
     folder, name = os.path.dirname(final), os.path.basename(final)
     remove_orphans(folder, name)
+    other = live_writer(folder, name)
+    if other is not None:  # two jobs, one name: the one that ended last would replace the other's file
+        raise ImageWriteError(path, f"another job (process {other} on this machine) is writing this output; wait "
+                                    "for it to end, or write another file")
     partial = scratch_path(folder, name, "partial")
     scratch = scratch_path(folder, name, "band")
     common = dict(tile=tuple(tile), compression=compression,
@@ -548,7 +561,7 @@ def write_tiff(
                               resolution=(res[0] / 2**k, res[1] / 2**k) if res else None, **common)
         with open(partial, "rb+") as done:  # on disk before it takes the name: no complete-looking stub after a crash
             os.fsync(done.fileno())
-        os.replace(partial, final)
+        _take_name(partial, final, path, overwrite)
     except (ImageReadError, ImageWriteError):
         discard(partial)
         raise
@@ -579,6 +592,26 @@ def _rows_seen(levels: Any, progress: Callable[[int, int], None] | None,
         progress(done[0], total)
 
     return seen
+
+
+def _take_name(partial: str, final: str, path: str, overwrite: bool) -> None:
+    """Give the written file its name; without ``overwrite``, only if no file took the name
+    while it was written (another job's: a link fails where the name exists)."""
+    if overwrite:
+        os.replace(partial, final)
+        return
+    appeared = ImageWriteError(path, "a file of this name appeared while this one was written (another job's?); "
+                                     "it is left as it is: pass overwrite=True (CLI: --overwrite) to replace it")
+    try:
+        os.link(partial, final)
+    except FileExistsError:
+        raise appeared from None
+    except OSError:  # a file system without hard links
+        if os.path.lexists(final):
+            raise appeared from None
+        os.replace(partial, final)
+        return
+    os.remove(partial)
 
 
 def _check(data: Any, path: str, axes: str, tile: Sequence[int], overwrite: bool) -> None:

@@ -487,6 +487,12 @@ def _apart_from_the_caller(events: Iterator[TrainEvent], state_path: str | os.Pa
                              "its end or close it (its generator's .close()) first")
         if key:
             _STATES.add(key)
+    try:
+        lock = _lock_state_file(state_path) if state_path and os.name == "posix" else None
+    except BaseException:
+        with _STATES_LOCK:
+            _STATES.discard(key)
+        raise
     caller, ours = _rng_state(), None
     try:
         while True:
@@ -509,8 +515,54 @@ def _apart_from_the_caller(events: Iterator[TrainEvent], state_path: str | os.Pa
             events.close()  # (a closed training saves its state: with its own generator's)
         finally:
             _set_rng_state(caller)
+            if lock is not None:
+                lock.unlink(missing_ok=True)
             with _STATES_LOCK:
                 _STATES.discard(key)
+
+
+def _lock_state_file(state_path: str | os.PathLike) -> Path:
+    """Claim ``state_path`` for this process with ``STATE.lock`` beside it (host and pid): two
+    trainings given one state, in two processes, each saved over the other's and were told
+    the same command continues them.  A lock left by a process of this host that is gone is
+    taken over; one of another host's is said, with how to free it."""
+    from ..io._output import HOST
+
+    lock = Path(f"{os.fspath(state_path)}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                host, pid = lock.read_text().split()[:2]
+            except (OSError, ValueError):
+                host, pid = HOST, "0"  # being written, or unreadable: looked at again
+            if host != HOST:
+                raise ValueError(f"{state_path}: a training on {host} (process {pid}) is using this state file; if "
+                                 f"none runs there any more, delete {lock}") from None
+            if pid.isdigit() and int(pid) > 0 and _alive(int(pid)):
+                raise ValueError(f"{state_path}: another training (process {pid} on this machine) is using this "
+                                 "state file; wait for it to end, or give another --state") from None
+            lock.unlink(missing_ok=True)  # its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{HOST} {os.getpid()}\n")
+        return lock
+    raise ValueError(f"{state_path}: cannot claim this state file ({lock} keeps coming back)")
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (one of another user's counts)."""
+    if pid == os.getpid():
+        return False  # this process: a lock an earlier training of it left (it was killed mid-run)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _described(x: Any) -> str:

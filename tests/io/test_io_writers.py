@@ -472,8 +472,31 @@ def test_a_killed_writer_leaves_no_hidden_partial_for_long(tmp_path):
     live.write_bytes(b"II*\x00")
     levels = tmp_path / f".out.tif.levels-{_HOST}-{finished.pid}"  # a killed writer's pyramid level
     (levels / "c").mkdir(parents=True)
-    write_tiff(np.zeros((16, 16), np.uint8), tmp_path / "out.tif", "yx")
+    # a live process writing that name is another job: two jobs writing one .tif both 'succeeded',
+    # the one that ended last replacing the other's result
+    with pytest.raises(ImageWriteError, match=rf"out\.tif: another job \(process {os.getppid()} on this machine\)"):
+        write_tiff(np.zeros((16, 16), np.uint8), tmp_path / "out.tif", "yx")
     assert not orphan.exists() and live.exists() and elsewhere.exists() and not levels.exists()
+    live.unlink()
+    write_tiff(np.zeros((16, 16), np.uint8), tmp_path / "out.tif", "yx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.tif", elsewhere.name])
+
+
+def test_a_tiff_that_appears_while_one_is_written_is_left_as_it_is(tmp_path):
+    """Without overwrite, a file of the name that another job wrote meanwhile was replaced."""
+    theirs = tmp_path / "out.tif"
+
+    def meanwhile(block):
+        if block.size and not theirs.exists():
+            tifffile.imwrite(theirs, np.full((8, 8), 7, np.uint8))
+        return block
+
+    data = da.zeros((64, 64), dtype=np.uint8, chunks=32).map_blocks(meanwhile, dtype=np.uint8,
+                                                                     meta=np.empty((0, 0), np.uint8))
+    with pytest.raises(ImageWriteError, match="appeared while this one was written"):
+        write_tiff(data, theirs, "yx")
+    assert tifffile.imread(theirs).tolist() == np.full((8, 8), 7).tolist()
+    assert os.listdir(tmp_path) == ["out.tif"]
 
 
 def test_ome_sizes_given_with_symbols_are_kept(tmp_path):
