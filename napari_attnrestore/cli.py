@@ -8,6 +8,7 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -617,12 +618,28 @@ _STOP_SIGNALS = ("SIGTERM", "SIGHUP")
 
 
 def _on_stop_signal(signum: int, frame: Any) -> None:
+    _ignore_further_stops()
+    raise _Terminated(signum)
+
+
+def _on_interrupt(signum: int, frame: Any) -> None:
+    _ignore_further_stops()
+    raise KeyboardInterrupt
+
+
+#: set by the first stop signal: the process is on its way out
+_SIGNALLED = threading.Event()
+
+
+def _ignore_further_stops() -> None:
+    """Once: a second Ctrl-C or signal (timeout and SLURM send them again) waits for the
+    cleanup, which the first began (it aborted the process, or killed it by the signal)."""
     import signal
 
-    for name in _STOP_SIGNALS:  # once: a second signal (timeout and SLURM send them again) waits for the cleanup
+    _SIGNALLED.set()
+    for name in (*_STOP_SIGNALS, "SIGINT"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
-    raise _Terminated(signum)
 
 
 def _run(a: argparse.Namespace) -> int:
@@ -633,6 +650,9 @@ def _run(a: argparse.Namespace) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     stops = [getattr(signal, n) for n in _STOP_SIGNALS if hasattr(signal, n)] if main_thread else []
     previous = {sig: signal.signal(sig, _on_stop_signal) for sig in stops}
+    if main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # (not when ignored)
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, _on_interrupt)
+    _SIGNALLED.clear()
     try:
         return int(a.func(a) or 0)
     except KeyboardInterrupt as stop:
@@ -666,8 +686,9 @@ def _run(a: argparse.Namespace) -> int:
         print(f"attnrestore: error: {msg}", file=sys.stderr)
         return EXIT_USAGE
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        if not _SIGNALLED.is_set():  # (else a second signal arriving now would end the exit it waits for)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

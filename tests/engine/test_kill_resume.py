@@ -77,3 +77,27 @@ def test_a_failed_job_stops_the_chunks_still_running(tmp_path):
         time.sleep(1.0)
         assert _FailsOnce.calls <= at_failure + 1  # the other chunk stopped at its next tile batch
         assert cancel is None or not cancel.is_set()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_second_stop_signal_waits_for_the_first_ones_cleanup(tmp_path, tiny_checkpoint, sig):
+    """Ctrl-C twice printed a traceback and aborted the process (signal 6, 'terminate called
+    without an active exception'); SIGTERM twice killed it by the signal instead of exit 143."""
+    img = (np.random.default_rng(3).random((192, 192)) * 60000).astype(np.uint16)
+    src = str(tmp_path / "src.zarr")
+    zarr.create_array(src, shape=img.shape, chunks=(64, 64), dtype="uint16")[:] = img
+    dst = tmp_path / "out.zarr"
+    proc = subprocess.Popen([sys.executable, "-m", "napari_attnrestore.cli", "restore", src, str(dst), "--weights",
+                             str(tiny_checkpoint), "--chunks", "32", "--tile", "32", "--workers", "1"],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while len(done_chunks(dst)) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    for _ in range(2):
+        os.kill(proc.pid, getattr(signal, sig))
+        time.sleep(0.2)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == (130 if sig == "SIGINT" else 143), err
+    assert "Traceback" not in err and "terminate called" not in err
+    assert job_state(dst)["status"] == "cancelled"
