@@ -211,6 +211,10 @@ def data_identity(x: Any) -> str:
             return str(p)
         st = p.stat()  # a folder (zarr store) gets a new time when it is written again
         return f"{p}:{st.st_size}:{st.st_mtime_ns}"
+    if isinstance(x, np.ma.MaskedArray):  # its mask is part of it: the gaps an inpainting fills
+        digest = hashlib.sha1(np.ascontiguousarray(x.data).view(np.uint8).ravel())
+        digest.update(np.ascontiguousarray(np.ma.getmaskarray(x)).view(np.uint8).ravel())
+        return "sha1:" + digest.hexdigest()
     if isinstance(x, np.ndarray):
         return "sha1:" + hashlib.sha1(np.ascontiguousarray(x).view(np.uint8).ravel()).hexdigest()
     name = getattr(x, "name", None)

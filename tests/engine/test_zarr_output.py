@@ -534,3 +534,21 @@ def test_the_output_store_is_named_after_its_own_file(tmp_path, rng):
                          pyramid=False)
     ar.restore_to_zarr(src, tmp_path / "scan_x2.ome.zarr", task="sr", model=NearestUp(), pyramid=False)
     assert open_image(src).name == "scan" and open_image(tmp_path / "scan_x2.ome.zarr").name == "scan_x2"
+
+
+def test_a_masked_arrays_mask_is_part_of_what_a_job_resumes(tmp_path, rng):
+    """A masked array's mask (the gaps an inpainting fills) was left out of the job's
+    fingerprint: resuming with other gaps took the old job's chunks for the new ones."""
+    from standins import FillHalf
+
+    img = rng.random((64, 64)).astype(np.float32)
+    first = np.ma.MaskedArray(img, mask=np.zeros(img.shape, bool))
+    first.mask[10:20, 10:20] = True
+    other = np.ma.MaskedArray(img, mask=np.zeros(img.shape, bool))
+    other.mask[40:50, 40:50] = True
+    dst = tmp_path / "o.zarr"
+    kw = dict(task="inpaint", model=FillHalf(), pyramid=False)
+    ar.restore_to_zarr(first, dst, **kw)
+    ar.restore_to_zarr(first, dst, resume=True, **kw)  # the same: nothing to do
+    with pytest.raises(OutputError, match=r"cannot resume.*source"):
+        ar.restore_to_zarr(other, dst, resume=True, **kw)
