@@ -186,6 +186,15 @@ def _restore_to_png(a: argparse.Namespace, out: str, common: dict[str, Any]) -> 
         raise
 
 
+def _kept_aside(a: argparse.Namespace) -> str:
+    """Where the output an --overwrite replaces is kept while the new one is unfinished ('' for none)."""
+    from .io import replaced_path
+
+    if not (a.overwrite and _is_zarr(str(a.output))) or not os.path.isdir(replaced_path(str(a.output))):
+        return ""
+    return f" (the output it replaces is kept as {replaced_path(str(a.output))} until it is complete)"
+
+
 def _arch_default(arch: str, task: str, scale: int | None) -> str:
     """The shipped ``arch`` weight for the task: the task's default when it is one, else the best measured."""
     from napari_attnrestore.zoo import default_key, defaults, headline_metric, list_models
@@ -594,13 +603,23 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (2 for bad input, with a one-line message)."""
+    """Run a command; returns the exit status (2 for bad input, with a one-line message).
+    The caller's signal handlers and warning display are as they were afterwards."""
     parser = build_parser()
     a = parser.parse_args(argv)
     with warnings.catch_warnings():  # the caller's own display comes back afterwards
         warnings.showwarning = _show_warning
         _SHOWN.clear()
         return _run(a)
+
+
+def entry() -> int:
+    """The ``attnrestore`` command: :func:`main`, in a process that exits when it returns, so
+    after a stop signal further ones stay ignored until it has (a second Ctrl-C or SIGTERM
+    killed it by the signal, or aborted it, while it was shutting down)."""
+    global _EXITING
+    _EXITING = True
+    return main()
 
 
 class _Terminated(KeyboardInterrupt):
@@ -627,8 +646,10 @@ def _on_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-#: set by the first stop signal: the process is on its way out
+#: set by the first stop signal: the command is on its way out
 _SIGNALLED = threading.Event()
+#: the process ends when the command does (the ``attnrestore`` command, not ``main`` called from Python)
+_EXITING = False
 
 
 def _ignore_further_stops() -> None:
@@ -664,7 +685,7 @@ def _run(a: argparse.Namespace) -> int:
         elif a.command == "restore" and not _is_zarr(str(a.output)):
             hint = f"{a.output} was not written (an earlier file of that name is left as it was)"
         elif a.command == "restore" and os.path.isdir(str(a.output)):
-            hint = f"{a.output} can be continued with --resume"
+            hint = f"{a.output} can be continued with --resume" + _kept_aside(a)
         else:
             hint = "nothing was written" if a.command == "restore" else ""
         print(f"attnrestore: {what}" + (f"; {hint}" if hint else ""), file=sys.stderr)
@@ -683,13 +704,13 @@ def _run(a: argparse.Namespace) -> int:
         # the API's argument names as the options that set them
         msg = re.sub(r"^(chunks|tile|overlap|batch|steps|patch|lr)( and (batch|steps))? must be",
                      lambda m: f"--{m[1]}" + (f" and --{m[3]}" if m[3] else "") + " must be", msg)
-        print(f"attnrestore: error: {msg}", file=sys.stderr)
+        print(f"attnrestore: error: {msg}" + (_kept_aside(a) if a.command == "restore" else ""), file=sys.stderr)
         return EXIT_USAGE
     finally:
-        if not _SIGNALLED.is_set():  # (else a second signal arriving now would end the exit it waits for)
+        if not (_EXITING and _SIGNALLED.is_set()):  # (a second signal now would end the exit it waits for)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -691,3 +691,31 @@ def test_scripts_get_json_models_and_errors_that_name_the_option(tmp_path, capsy
     store = write_ome_zarr(np.zeros((64, 64), np.uint8), tmp_path / "in.ome.zarr", "yx", pyramid=False)
     assert main(["restore", store, str(tmp_path / "o.ome.zarr"), "--scheduler", "bogus", "-q"]) == 2
     assert "scheduler 'bogus' (CLI --scheduler): cannot connect" in capsys.readouterr().err
+
+
+def test_main_called_from_python_gives_the_signal_handlers_back_after_a_ctrl_c(monkeypatch):
+    """After one Ctrl-C in cli.main called from a script or notebook, SIGINT, SIGTERM and
+    SIGHUP stayed ignored: the process could no longer be interrupted or stopped."""
+    import os
+    import signal
+    import time
+
+    from napari_attnrestore import cli
+
+    def interrupted(a):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # (the handler raises before this ends)
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_models", interrupted)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    assert main(["models"]) == 130
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_a_failed_overwrite_says_where_the_output_it_replaces_is(tmp_path, capsys):
+    """A failed --overwrite left the old output hidden as .OUT.replaced, and only the README said so."""
+    (tmp_path / ".out.ome.zarr.replaced").mkdir()  # kept aside by a job that then failed
+    (tmp_path / "out.ome.zarr").mkdir()
+    assert main(["restore", str(tmp_path / "missing.tif"), str(tmp_path / "out.ome.zarr"), "--overwrite", "-q"]) == 2
+    assert "the output it replaces is kept as" in capsys.readouterr().err

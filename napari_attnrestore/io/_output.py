@@ -126,14 +126,8 @@ def remove_orphans(folder: str, name: str) -> None:
     for entry in os.listdir(folder):
         prefix = next((p for p in prefixes if entry.startswith(p)), None)
         pid = entry[len(prefix):] if prefix else ""
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+        if pid.isdigit() and int(pid) != os.getpid() and not _writes(int(pid), os.path.join(folder, entry)):
             discard(os.path.join(folder, entry))
-        except OSError:  # alive, another user's
-            pass
 
 
 def live_writer(folder: str, name: str) -> int | None:
@@ -144,16 +138,23 @@ def live_writer(folder: str, name: str) -> int | None:
     prefix = scratch_prefix(name, "partial")
     for entry in os.listdir(folder):
         pid = entry[len(prefix):] if entry.startswith(prefix) else ""
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            continue
-        except OSError:  # alive, another user's
-            pass
-        return int(pid)
+        if pid.isdigit() and int(pid) != os.getpid() and _writes(int(pid), os.path.join(folder, entry)):
+            return int(pid)
     return None
+
+
+def _writes(pid: int, scratch: str) -> bool:
+    """Whether process ``pid`` of this host, which a scratch file is named after, can be its
+    writer: it lives and started before the file was last written (a killed writer's pid
+    given to a later process is not)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time() <= os.stat(scratch).st_mtime + 1.0
+    except psutil.NoSuchProcess:
+        return False
+    except (psutil.Error, OSError):  # another user's, or the file just went: left alone
+        return True
 
 
 def discard(path: str) -> None:

@@ -827,7 +827,9 @@ def _refuse_an_unread_tail(tif: tifffile.TiffFile, path: str, size: int, chain_e
     for page in tif.pages:
         offsets = getattr(page, "dataoffsets", ()) or ()
         counts = getattr(page, "databytecounts", ()) or ()
-        end = max([end, getattr(page, "offset", 0), *(o + c for o, c in zip(offsets, counts, strict=False))])
+        values = [t.valueoffset + t.valuebytecount for t in getattr(page, "tags", {}).values()
+                  if getattr(t, "valuebytecount", 0) > 4]  # values stored beyond the IFD (an XMP packet)
+        end = max([end, getattr(page, "offset", 0), *values, *(o + c for o, c in zip(offsets, counts, strict=False))])
         page_bytes = page_bytes or sum(counts)
     if size - end > max(page_bytes // 2, 4096):
         raise DamagedFileError(path, f"truncated or corrupt TIFF: {chain_error}, and {size - end} bytes after its "

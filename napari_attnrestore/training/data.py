@@ -133,6 +133,17 @@ def _sizes(named: Sequence[tuple[str, Sequence[int]]], most: int = 4) -> str:
     return text + (f" and {len(seen) - most} more" if len(seen) > most else "")
 
 
+#: a patch of a gapped image (gaps kept as NaN) that is mostly gap is drawn again, at most
+#: this many times: scored on nothing, its steps reported a loss of 0 while AdamW's momentum
+#: still moved the weights
+GAP_REDRAWS = 50
+
+
+def mostly_gaps(crop: np.ndarray) -> bool:
+    """Whether fewer than an eighth of a patch's pixels are known (finite)."""
+    return bool(np.isnan(crop).any()) and np.count_nonzero(np.isfinite(crop)) < crop.size / 8
+
+
 class PatchSampler:
     """Random square patches with flips and 90-degree rotations from a set of images.
 
@@ -179,11 +190,15 @@ class PatchSampler:
         out = np.empty((batch, self.channels, p, p), dtype=np.float32)
         idx = self.rng.choice(len(self.images), size=batch, p=self.weights)
         for b, i in enumerate(idx):
-            im = self.images[i]
-            y = self.rng.integers(0, im.shape[-2] - p + 1)
-            x = self.rng.integers(0, im.shape[-1] - p + 1)
-            crop = np.asarray(im[..., y : y + p, x : x + p], dtype=np.float32)
-            k = self.rng.integers(0, 8)
+            for attempt in range(GAP_REDRAWS + 1):
+                im = self.images[i]
+                y = self.rng.integers(0, im.shape[-2] - p + 1)
+                x = self.rng.integers(0, im.shape[-1] - p + 1)
+                crop = np.asarray(im[..., y : y + p, x : x + p], dtype=np.float32)
+                k = self.rng.integers(0, 8)
+                if attempt == GAP_REDRAWS or not mostly_gaps(crop):
+                    break
+                i = self.rng.choice(len(self.images), p=self.weights)
             crop = np.rot90(crop, k % 4, axes=(-2, -1))
             if k >= 4:
                 crop = crop[..., ::-1]
@@ -389,11 +404,17 @@ class PairedPatchSampler(PatchSampler):
         out = np.empty((batch, 2, p, p), dtype=np.float32)
         idx = self.rng.choice(len(self.images), size=batch, p=self.weights)
         for b, i in enumerate(idx):
-            h, w = self.images[i].shape[-2:]
-            y = self.rng.integers(0, h - p + 1)
-            x = self.rng.integers(0, w - p + 1)
-            k = self.rng.integers(0, 8)
-            for c, src in enumerate((self.images[i], self.targets[i])):
-                crop = np.rot90(np.asarray(src[..., y : y + p, x : x + p], dtype=np.float32), k % 4, axes=(-2, -1))
+            for attempt in range(GAP_REDRAWS + 1):
+                h, w = self.images[i].shape[-2:]
+                y = self.rng.integers(0, h - p + 1)
+                x = self.rng.integers(0, w - p + 1)
+                k = self.rng.integers(0, 8)
+                crops = [np.asarray(src[..., y : y + p, x : x + p], dtype=np.float32)
+                         for src in (self.images[i], self.targets[i])]
+                if attempt == GAP_REDRAWS or not any(mostly_gaps(c) for c in crops):
+                    break
+                i = self.rng.choice(len(self.images), p=self.weights)
+            for c, crop in enumerate(crops):
+                crop = np.rot90(crop, k % 4, axes=(-2, -1))
                 out[b, c] = crop[..., ::-1] if k >= 4 else crop
         return torch.from_numpy(out)

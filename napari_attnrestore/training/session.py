@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
@@ -522,47 +523,59 @@ def _apart_from_the_caller(events: Iterator[TrainEvent], state_path: str | os.Pa
 
 
 def _lock_state_file(state_path: str | os.PathLike) -> Path:
-    """Claim ``state_path`` for this process with ``STATE.lock`` beside it (host and pid): two
-    trainings given one state, in two processes, each saved over the other's and were told
-    the same command continues them.  A lock left by a process of this host that is gone is
-    taken over; one of another host's is said, with how to free it."""
+    """Claim ``state_path`` for this process with ``STATE.lock`` beside it (host, pid and the
+    process's start): two trainings given one state in two processes each saved over the
+    other's, and were told the same command continues them.  A live holder on this machine
+    is refused; a lock whose process is gone (or whose pid now names another process), or
+    that another machine left (a batch job requeued on another node), is taken over, as a
+    zarr output's owner is."""
+    import psutil
+
     from ..io._output import HOST
 
     lock = Path(f"{os.fspath(state_path)}.lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
+    mine = f"{HOST} {os.getpid()} {psutil.Process().create_time():.3f}\n"
     for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        tmp = lock.with_name(f".{lock.name}.{os.getpid()}")
+        tmp.write_text(mine)
+        try:  # a link appears whole, or not at all: nobody reads a lock half written
+            os.link(tmp, lock)
         except FileExistsError:
-            try:
-                host, pid = lock.read_text().split()[:2]
-            except (OSError, ValueError):
-                host, pid = HOST, "0"  # being written, or unreadable: looked at again
-            if host != HOST:
-                raise ValueError(f"{state_path}: a training on {host} (process {pid}) is using this state file; if "
-                                 f"none runs there any more, delete {lock}") from None
-            if pid.isdigit() and int(pid) > 0 and _alive(int(pid)):
-                raise ValueError(f"{state_path}: another training (process {pid} on this machine) is using this "
-                                 "state file; wait for it to end, or give another --state") from None
-            lock.unlink(missing_ok=True)  # its process is gone
+            holder = _lock_holder(lock)
+            if holder:
+                raise ValueError(f"{state_path}: another training ({holder}) is using this state file; wait for it "
+                                 "to end, or give another --state") from None
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()  # its process is gone
             continue
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{HOST} {os.getpid()}\n")
+        except OSError:  # a file system without hard links: created, then written
+            try:
+                with open(lock, "x") as f:
+                    f.write(mine)
+            except FileExistsError:
+                continue
+        finally:
+            tmp.unlink(missing_ok=True)
         return lock
     raise ValueError(f"{state_path}: cannot claim this state file ({lock} keeps coming back)")
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host runs (one of another user's counts)."""
-    if pid == os.getpid():
-        return False  # this process: a lock an earlier training of it left (it was killed mid-run)
+def _lock_holder(lock: Path) -> str | None:
+    """The live process of this machine that holds ``lock``, or None (gone, or elsewhere)."""
+    import psutil
+
+    from ..io._output import HOST
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
+        host, pid, started = lock.read_text().split()[:3]
+        if host != HOST or int(pid) == os.getpid():
+            return None
+        if abs(psutil.Process(int(pid)).create_time() - float(started)) > 1.0:
+            return None  # the pid names another process now
+    except (OSError, ValueError, psutil.Error):
+        return None
+    return f"process {pid} on this machine"
 
 
 def _described(x: Any) -> str:

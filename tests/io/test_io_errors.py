@@ -242,3 +242,17 @@ def test_a_stray_offset_after_the_last_page_is_no_truncation(tmp_path):
     data[ifd + 2 + 12 * entries : ifd + 6 + 12 * entries] = struct.pack("<I", len(data) + 1000)
     path.write_bytes(bytes(data))
     assert open_image(path).shape == (64, 80)
+    # and with a large value (an XMP packet) stored after the pixels, at the end of the file
+    xmp = b"<x:xmpmeta>" + b" " * 19989
+    tifffile.imwrite(path, np.arange(64 * 80, dtype=np.uint16).reshape(64, 80), metadata=None,
+                     extratags=[(700, "B", len(xmp), xmp, True)])
+    data = bytearray(path.read_bytes())
+    ifd = struct.unpack("<I", data[4:8])[0]
+    entries = struct.unpack("<H", data[ifd : ifd + 2])[0]
+    for k in range(entries):  # the XMP's value moved to the end
+        at = ifd + 2 + 12 * k
+        if struct.unpack("<H", data[at : at + 2])[0] == 700:
+            data[at + 8 : at + 12] = struct.pack("<I", len(data))
+    data[ifd + 2 + 12 * entries : ifd + 6 + 12 * entries] = struct.pack("<I", len(data) + len(xmp) + 4096)
+    path.write_bytes(bytes(data) + xmp)
+    assert open_image(path).shape == (64, 80)

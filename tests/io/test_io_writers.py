@@ -611,3 +611,15 @@ def test_writer_options_are_checked(tmp_path):
         with pytest.raises(ImageWriteError, match=said):
             write_ome_zarr(np.zeros((64, 64), np.uint8), tmp_path / "a.ome.zarr", axes="yx", chunks=bad)
     assert not (tmp_path / "a.tif").exists() and not (tmp_path / "a.ome.zarr").exists()
+
+
+def test_a_killed_writers_pid_given_to_another_process_blocks_nothing(tmp_path):
+    """An OOM-killed write left .out.tif.partial-HOST-PID; once PID named an unrelated live
+    process, every write of that name was refused to 'wait for it to end'."""
+    from napari_attnrestore.io._output import HOST
+
+    stale = tmp_path / f".out.tif.partial-{HOST}-{os.getppid()}"
+    stale.write_bytes(b"II*\x00")
+    os.utime(stale, (1.0, 1.0))  # last written before that process started
+    write_tiff(np.zeros((16, 16), np.uint8), tmp_path / "out.tif", "yx")
+    assert os.listdir(tmp_path) == ["out.tif"]

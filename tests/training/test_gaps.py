@@ -120,3 +120,21 @@ def test_self_supervised_training_on_a_gapped_file_keeps_its_gaps(rng, method):
     assert all(np.isfinite(ev.loss) for ev in events)
     out = ar.restore(img, model=events[-1].model, nodata=-9999).compute()
     assert (out[:, 24:40] == -9999).all() and np.isfinite(out).all()
+
+
+def test_patches_that_are_mostly_gap_are_drawn_again(rng):
+    """On a scene that is mostly nodata, 5 of 6 steps scored no pixel and reported a loss of
+    0, while AdamW's momentum still moved the weights."""
+    from napari_attnrestore.training.data import PatchSampler, planes_of
+
+    img = rng.random((128, 128)).astype(np.float32)
+    img[:, 32:] = np.nan  # 96 of 128 columns: most patches would hold no known pixel
+    sampler = PatchSampler(planes_of(img, keep_gaps=True), 32, seed=0)
+    batch = sampler.sample(32).numpy()
+    known = np.isfinite(batch).mean(axis=(1, 2, 3))
+    assert (known >= 1 / 8).all() and (known < 1).any()
+    clean = PatchSampler(planes_of(rng.random((64, 64)).astype(np.float32)), 32, seed=1)
+    state = clean.state()
+    first = clean.sample(4)
+    clean.set_state(state)
+    assert torch.equal(clean.sample(4), first)  # an image without gaps: the draws as before
