@@ -969,9 +969,9 @@ def _client_for(scheduler: Any, num_workers: int | None = None) -> tuple[Any, An
             return client, _Both()
         try:
             client = Client(scheduler)
-        except (ValueError, OSError, TimeoutError) as e:  # not an address, or nothing there
+        except (ValueError, OSError) as e:  # not an address (ValueError), or nothing answers there (OSError)
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ValueError(f"scheduler {scheduler!r} (CLI --scheduler): cannot connect ({first}); give 'local', "
-                             "'threads', 'sync' or a running scheduler's address such as tcp://host:8786") from None
+            raise type(e)(f"scheduler {scheduler!r} (CLI --scheduler): cannot connect ({first}); give 'local', "
+                          "'threads', 'sync' or a running scheduler's address such as tcp://host:8786") from None
         return client, client
     return scheduler, None

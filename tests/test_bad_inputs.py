@@ -111,7 +111,7 @@ def test_mismatched_checkpoints_and_training_states(tmp_path, tif, tiny_checkpoi
     capsys.readouterr()
     assert "st.pt: this training state was saved by another network" in cli(
         capsys, *args, "--state", tmp_path / "st.pt", "--arch", "psal", "--steps", "2")
-    assert "steps and batch must be at least 1" in cli(capsys, *args, "--steps", "0")
+    assert "--steps and --batch must be at least 1" in cli(capsys, *args, "--steps", "0")
     assert json.loads(mixed.with_suffix(".json").read_text())["name"] == "tiny"
     SEEN["weights that do not match their card"] = SEEN["unreadable training state"] = "cli"
     SEEN["training state of another network"] = "cli"

@@ -40,11 +40,12 @@ def test_an_unreachable_scheduler_leaves_no_store(tmp_path, rng):
     """The store was created before connecting: a refused connection left an empty output
     marked 'running', and the next run without the scheduler said 'output exists'."""
     import dask
+    import distributed  # noqa: F401  (its config defaults loaded first: leaving the set below removed them)
     from standins import Box3
 
     img = rng.random((64, 64)).astype(np.float32)
     dst = tmp_path / "o.ome.zarr"
-    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), pytest.raises(OSError):
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), pytest.raises(OSError, match="--scheduler"):
         ar.restore_to_zarr(img, dst, model=Box3(), scheduler="tcp://127.0.0.1:1", pyramid=False)
     assert not dst.exists()
     ar.restore_to_zarr(img, dst, model=Box3(), pyramid=False)  # no --overwrite needed
