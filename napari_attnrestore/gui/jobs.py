@@ -179,15 +179,22 @@ def zarr_job(
 
     def fn(progress: Progress) -> JobResult:
         ar.restore_to_zarr(data, dst, overwrite=overwrite, resume=resume, progress=progress, cancel=cancel, **kwargs)
-        return JobResult(data=open_levels(dst), path=dst)
+        return JobResult(data=open_levels(dst, (kwargs.get("meta") or {}).get("axes")), path=dst)
 
     return (yield from run_with_progress(fn, cancel))
 
 
-def open_levels(path: str) -> Any:
-    """An OME-Zarr's pyramid as lazy dask arrays (a list when it has several levels)."""
+def open_levels(path: str, axes: str | None = None) -> Any:
+    """An OME-Zarr's pyramid as lazy dask arrays (a list when it has several levels), its axes
+    put in the order ``axes`` names them (the input layer's: the store holds them in NGFF's
+    t, c, z, y, x order, and a z-t layer's result came back t-z under the layer's z-t labels)."""
     from ..io import open_image
 
     img = open_image(path)
     levels = img.to_dask(None)
+    if isinstance(axes, str) and len(axes) == len(img.axes) - 1 and "c" not in axes:
+        axes += "c"  # a demosaic's colours, after the input's axes
+    if isinstance(axes, str) and sorted(axes) == sorted(img.axes) and axes != img.axes:
+        order = [img.axes.index(a) for a in axes]
+        levels = [level.transpose(order) for level in levels]
     return levels if len(levels) > 1 else levels[0]

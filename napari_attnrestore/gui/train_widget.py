@@ -89,9 +89,8 @@ TIPS = {
     "train": "Start training in the background.",
     "stop": "Stop after the current step; the model trained so far is kept and can be used and saved.",
     "checkpoint": "Where 'Save checkpoint' writes the trained model (.safetensors, with a .json card).",
-    "save": "Save the last trained model as a checkpoint (ar.load_model and the Restore widget read it). Its "
-            "weights are stored in 16-bit floats (half the size): results from the file can differ from the "
-            "session model's in the last digit or so.",
+    "save": "Save the last trained model as a checkpoint (ar.load_model and the Restore widget read it), its "
+            "weights as trained (32-bit floats): results from the file are the session model's.",
     "curve": "Training loss per step (light) and its running mean (dark); log scale.",
 }
 
@@ -499,12 +498,9 @@ class TrainWidget(Container):
             if target is None or str(target) in ("", "."):
                 raise ValueError("choose a file to save the checkpoint to")
             target = checkpoint_path(Path(target).expanduser())
-            model = self.model
-            if any(p.device.type != "cpu" for p in model.parameters()):
-                model = copy.deepcopy(model)  # save_model moves to the CPU: leave the session model in place
             card = dict(getattr(self.model, "card", {}) or {})
             training = {**card.get("training", {}), "data": self._trained_on}
-            out = ar.save_model(model, target, task=card.get("task", self._trained_task),
+            out = ar.save_model(self.model, target, task=card.get("task", self._trained_task),
                                 card={"name": target.stem, "training": training})
         except Exception as e:
             show_error(f"AttnRestore: could not save the checkpoint: {e}")

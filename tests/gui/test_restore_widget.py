@@ -761,3 +761,22 @@ def test_preview_demosaic_and_inpaint(viewer, widget, qtbot, notifications) -> N
     assert not [n for n in notifications if "error" in str(n.severity).lower()]
     prev = viewer.layers["img (preview)"].data
     assert prev.shape == (32, 40) and abs(prev[5, 5] - 0.2) > 0.05 and prev[20, 20] == pytest.approx(0.2)
+
+
+def test_a_zarr_result_of_a_layer_whose_axes_are_out_of_ngff_order_overlays_it(viewer, widget, qtbot,
+                                                                                denoiser, tmp_path) -> None:
+    """A z-t layer (a stack of time-lapses opened as one) restored to a zarr file came back t-z
+    under the layer's z-t labels and pixel sizes: the store holds NGFF's t, z order."""
+    img = np.zeros((2, 3, 32, 32), np.float32)
+    for z in range(2):
+        for t in range(3):
+            img[z, t] = 10 * z + t
+    viewer.add_image(img, name="zt", axis_labels=("z", "t", "y", "x"), scale=(4.0, 60.0, 0.5, 0.5))
+    widget.add_model("conv", denoiser)
+    widget.set_options(output="zarr file", zarr=str(tmp_path / "zt.ome.zarr"))
+    run(qtbot, widget)
+    out = viewer.layers["zt (denoised)"]
+    data = np.asarray(out.data[0] if out.multiscale else out.data)
+    assert data.shape == img.shape and tuple(out.scale) == (4.0, 60.0, 0.5, 0.5)
+    means = data.mean(axis=(2, 3))
+    assert means[1, 0] > means[0, 2]  # z 1 of t 0 is brighter than z 0 of t 2, as in the input

@@ -140,6 +140,9 @@ def test_supervised_with_clean_layer_and_save(viewer, trainer, qtbot, tmp_path) 
     loaded = ar.load_model(path)
     out = ar.restore(noisy, model=loaded, device="cpu").compute()
     assert out.shape == noisy.shape and out.dtype == np.uint16
+    # the weights as trained (the tooltip said 16-bit after save_model had stopped storing that)
+    session = ar.restore(noisy, model=trainer.model, device="cpu").compute()
+    assert np.array_equal(out, session) and "32-bit" in trainer._save_btn.tooltip
     # through the widget's file box too
     trainer.set_options(checkpoint=str(tmp_path / "again.safetensors"))
     trainer._save_btn.clicked.emit()
