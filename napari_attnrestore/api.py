@@ -494,6 +494,7 @@ def _prepare(
         log.info("tile %d, batch %d chosen from free memory on %s", plan.tile, plan.batch, memory.device)
     if mask_src is not None:
         _warn_mostly_marked(mask_src, invert_mask)
+        _refuse_nothing_known(src, mask_src, plan)
     if min(plan.height, plan.width) < 8:  # (64, 64, 2) is taken as 64 planes of 64 x 2 pixels
         warnings.warn(f"the image's planes are {plan.height} x {plan.width} pixels (y, x: the last two axes"
                       f"{', before a colour axis' if plan.rgb else ''}); if an axis of shape {tuple(src.shape)} holds "
@@ -531,6 +532,30 @@ def _warn_mostly_marked(mask: Any, inverted: bool) -> None:
         warnings.warn(f"the mask marks about {share:.0%} of the pixels to fill ({'zero' if inverted else 'nonzero'} = fill; "
                       f"from the {len(parts)} windows sampled); "
                       f"if it marks the valid pixels instead, run {how}", UserWarning, stacklevel=3)
+
+
+def _refuse_nothing_known(src: Any, mask: Any, plan: Any, most: int = 16_000_000) -> None:
+    """Raise ValueError when the mask and the image's pixels without data (NaN, nodata)
+    together leave no known pixel to fill from (a scene's footprint given as the mask came
+    back all NaN, exit 0); checked for images of up to ``most`` values."""
+    from .io.geotiff import nodata_pixels
+
+    if math.prod(src.shape) > most or math.prod(mask.shape) > most:
+        return
+    img = np.asarray(src[...])
+    bad = nodata_pixels(img, plan.nodata)
+    if img.dtype.kind in "fc":
+        bad |= ~np.isfinite(img)
+    if plan.rgb:
+        bad = bad.any(axis=-1)  # a colour pixel is known when all its colours are
+    h, w = bad.shape[-2:]
+    marked = np.asarray(mask[...]) != 0
+    if marked.shape[-2:] != (h, w) or bad.size % marked.size:
+        return  # (a layout make_plan checks)
+    known = ~bad.reshape(-1, *marked.shape) & ~marked
+    if not known.any():
+        raise ValueError("the mask and the pixels without data (NaN or the nodata value) leave no known pixel to "
+                         "fill from; the mask should mark the gaps within the data")
 
 
 def restore(

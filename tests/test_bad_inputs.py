@@ -454,3 +454,17 @@ def test_a_mask_that_marks_every_pixel_is_refused():
     with pytest.raises(ValueError, match=r"zero = fill.*without invert_mask"):
         ar.restore(img, task="inpaint", mask=np.zeros(img.shape, np.uint8), invert_mask=True, model=FillHalf())
     SEEN["mask marking every pixel"] = "api"
+
+
+def test_a_mask_that_with_the_no_data_leaves_nothing_known_is_refused():
+    """A NaN-framed scene given its footprint as the mask came back all NaN, exit 0, with
+    only the 'marks about 88%' hint."""
+    img = np.full((64, 64), np.nan, np.float32)
+    img[8:56, 8:56] = 100.0
+    footprint = np.isfinite(img)
+    with pytest.raises(ValueError, match="leave no known pixel to fill from"):
+        ar.restore(img, task="inpaint", mask=footprint, model=FillHalf())
+    gaps = np.zeros(img.shape, bool)
+    gaps[30:32, 8:56] = True  # the gaps within the data: fine
+    assert np.isfinite(ar.restore(img, task="inpaint", mask=gaps, model=FillHalf()).compute()[30]).sum() == 48
+    SEEN["mask and no data leaving nothing known"] = "api"

@@ -185,7 +185,9 @@ def _warn_deep_gaps(holes: np.ndarray, crop: tuple[int, int, int, int], plan: Pl
     if depth > max(plan.halo, 1):
         _warn_once(_WARNED_DEEP_GAPS, plan, f"gaps deeper than the {plan.halo}-px halo each chunk reads around "
                    "itself: their fill can differ between chunks (steps at chunk borders); pass a larger overlap "
-                   "(CLI --overlap), at least half the width of the widest gap")
+                   "(CLI --overlap), at least half the width of the widest gap. If they are no gaps but the frame "
+                   "beyond the image's footprint (nodata there too), give the gaps alone as the mask (CLI --mask): "
+                   "no data outside a mask stays no data")
 
 
 def _has_warned(seen: dict[int, weakref.ref], plan: Plan) -> bool:

@@ -207,6 +207,8 @@ def test_gaps_deeper_than_the_halo_warn_once_and_thin_ones_do_not(rng):
             ar.restore(x, overlap=overlap, **kw).compute()
         messages = [str(w.message) for w in seen if "deeper than the" in str(w.message)]
         assert len(messages) == int(deep) and all("8-px halo" in m for m in messages), (overlap, messages)
+        # a frame beyond a footprint is deep too: its way out is a mask of the gaps alone
+        assert all("give the gaps alone as the mask" in m for m in messages)
     with warnings.catch_warnings(record=True) as seen:  # one chunk: no borders to step at
         warnings.simplefilter("always")
         ar.restore(cloud, overlap=8, task="inpaint", model=FillHalf(), chunks=96, tile=48).compute()
