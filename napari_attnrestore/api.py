@@ -534,7 +534,7 @@ def _warn_mostly_marked(mask: Any, inverted: bool) -> None:
                       f"if it marks the valid pixels instead, run {how}", UserWarning, stacklevel=3)
 
 
-def _refuse_nothing_known(src: Any, mask: Any, plan: Any, most: int = 16_000_000) -> None:
+def _refuse_nothing_known(src: Any, mask: Any, plan: Any, most: int = 1 << 22) -> None:
     """Raise ValueError when the mask and the image's pixels without data (NaN, nodata)
     together leave no known pixel to fill from (a scene's footprint given as the mask came
     back all NaN, exit 0); checked for images of up to ``most`` values."""
