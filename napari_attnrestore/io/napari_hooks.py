@@ -22,7 +22,7 @@ from .images import ImageData, guess_axes, open_image
 from .ome_zarr import write_ome_zarr
 from .tiff import write_tiff
 
-__all__ = ["layer_axes", "layer_data", "layer_units", "level0", "napari_get_reader", "read_images", "write_ome_zarr_layer", "write_tiff_layer"]
+__all__ = ["layer_axes", "layer_data", "layer_units", "level0", "napari_get_reader", "read_images", "write_labels_ome_zarr_layer", "write_ome_zarr_layer", "write_tiff_layer"]
 
 LayerData = tuple[Any, dict, str]
 logger = logging.getLogger(__name__)
@@ -550,6 +550,17 @@ def write_ome_zarr_layer(path: str, data: Any, meta: dict) -> list[str]:
     arr, axes, geometry = _layer_output(data, meta)
     write_ome_zarr(arr, path, axes, name=meta.get("name"), overwrite=True,  # a GeoTIFF's: a GeoTIFF again as .tif
                    extra_attrs=carried(meta.get("metadata") or {}), **geometry)
+    return [path]
+
+
+@_layer_read_errors_as_write_errors
+def write_labels_ome_zarr_layer(path: str, data: Any, meta: dict) -> list[str]:
+    """npe2 single-layer writer: Labels layer -> an OME-Zarr label image (NGFF ``image-label``),
+    which this reader opens as Labels again (a mask drawn for inpainting, a segmentation)."""
+    _refuse_writing_over_the_source(path, data, meta)
+    arr, axes, geometry = _layer_output(data, {**meta, "rgb": False})
+    write_ome_zarr(arr, path, axes, name=meta.get("name"), overwrite=True, labels=True,
+                   **{**geometry, "omero": None})  # (a label colormap is no channel colour)
     return [path]
 
 

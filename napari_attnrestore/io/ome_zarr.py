@@ -211,6 +211,7 @@ def create_ome_zarr(
     omero: Mapping[str, Any] | None = None,
     hold_metadata: bool = False,
     rgb: bool | None = None,
+    labels: bool = False,
 ) -> zarr.Array:
     """Create an empty single-scale OME-Zarr (NGFF 0.5, zarr v3) and return its array "0".
 
@@ -248,6 +249,9 @@ def create_ome_zarr(
         Whether a trailing channel axis of 3 or 4 is a colour picture, labelled red, green,
         blue (alpha); False for bands (a red, green, blue and near-infrared scene, whose
         fourth band is no opacity).  By default, yes.
+    labels : bool
+        A label image (NGFF ``image-label``: integer labels, as a segmentation; napari opens
+        it as a Labels layer).
 
     Raises
     ------
@@ -285,6 +289,10 @@ def create_ome_zarr(
         "datasets": [{"path": "0", "coordinateTransformations": _transform_list(scale_l, translate_l)}],
     }
     ome: dict[str, Any] = {"version": NGFF_VERSION, "multiscales": [multiscale]}
+    if labels:
+        if np.dtype(dtype).kind not in "iub":
+            raise ImageWriteError(path, f"a label image holds integer labels, not {np.dtype(dtype)}")
+        ome["image-label"] = {}
     if omero:  # its own "version" (an NGFF 0.4 source's) would contradict the store's
         ome["omero"] = {k: v for k, v in omero.items() if k != "version"}
     attrs: dict[str, Any] = dict(extra_attrs or {})
@@ -483,6 +491,7 @@ def write_ome_zarr(
     extra_attrs: Mapping[str, Any] | None = None,
     omero: Mapping[str, Any] | None = None,
     rgb: bool | None = None,
+    labels: bool = False,
 ) -> str:
     """Stream a numpy or dask array, or an opened image, into a new OME-Zarr, then add its pyramid.
 
@@ -496,6 +505,8 @@ def write_ome_zarr(
     axes, pixel sizes, origin, units, name, channels and a GeoTIFF's georeference and nodata
     go with it, where not given here.  ``rgb``: whether a trailing channel axis of 3 or 4 is
     a colour picture (by default an opened image's own say, else yes; see `create_ome_zarr`).
+    ``labels``: a label image (a segmentation), whose pyramid takes every 2nd pixel instead of
+    averaging labels.
 
     Returns
     -------
@@ -540,6 +551,7 @@ def write_ome_zarr(
             omero=omero,
             hold_metadata=True,  # a store cut short (a killed process) is no image to other readers
             rgb=rgb,
+            labels=labels,
         )
         order = ngff_order(axes)
         arr = data if isinstance(data, da.Array) else da.from_array(data, chunks=tuple(z.chunks[order.index(i)]
@@ -547,7 +559,7 @@ def write_ome_zarr(
         _store(da.transpose(arr, order).rechunk(z.chunks), z, path)
         release_ome_metadata(path)
         if pyramid:
-            write_pyramid(path)
+            write_pyramid(path, method="nearest" if labels else "mean")
         group = zarr.open_group(path, mode="r+")
         group.attrs["attnrestore"] = {"complete": True}
     except BaseException:  # an unreadable source chunk, a full disk, Ctrl-C: no half store is left,

@@ -530,3 +530,23 @@ def test_an_ome_zarrs_label_images_open_as_labels_layers(tmp_path):
     assert np.asarray(data)[0, :6].tolist() == [0, 1, 2, 3, 4, 0]
     direct = f"{path}/labels/seg"
     assert [kind for *_, kind in napari_get_reader(direct)(direct)] == ["labels"]
+
+
+def test_a_labels_layer_saves_as_an_ome_zarr_label_image_and_reopens_as_labels(tmp_path):
+    """Labels layers (an inpainting mask drawn in napari, a segmentation) could not be saved
+    by this plugin: napari only warned that no writer took them."""
+    import napari
+
+    from napari_attnrestore.io.napari_hooks import write_labels_ome_zarr_layer
+
+    seg = (np.arange(1200 * 1100).reshape(1200, 1100) // 997 % 7).astype(np.int32)
+    layer = napari.components.ViewerModel().add_labels(seg, name="cells", scale=(0.5, 0.5), translate=(3.0, 4.0))
+    data, meta, _ = layer.as_layer_data_tuple()
+    path = write_labels_ome_zarr_layer(str(tmp_path / "cells.ome.zarr"), data, meta)[0]
+    (levels, kw, kind), = napari_get_reader(path)(path)
+    assert kind == "labels" and kw["name"] == "cells"
+    assert tuple(kw["scale"]) == (0.5, 0.5) and tuple(kw["translate"]) == (3.0, 4.0)
+    assert np.array_equal(np.asarray(levels[0]), seg)
+    assert set(np.unique(np.asarray(levels[1]))) <= set(np.unique(seg))  # every 2nd pixel, no averaged labels
+    with pytest.raises(Exception, match="integer labels"):
+        write_ome_zarr(np.zeros((8, 8), np.float32), tmp_path / "f.ome.zarr", "yx", labels=True)
