@@ -719,3 +719,10 @@ def test_a_failed_overwrite_says_where_the_output_it_replaces_is(tmp_path, capsy
     (tmp_path / "out.ome.zarr").mkdir()
     assert main(["restore", str(tmp_path / "missing.tif"), str(tmp_path / "out.ome.zarr"), "--overwrite", "-q"]) == 2
     assert "the output it replaces is kept as" in capsys.readouterr().err
+
+
+def test_a_bayer_pattern_is_taken_in_any_case(tmp_path, capsys):
+    """The API took cfa='bggr', the CLI refused --cfa bggr."""
+    raw = _train_image(tmp_path, "raw.tif")
+    assert main(["restore", raw, str(tmp_path / "rgb.tif"), "--task", "demosaic", "--cfa", "bggr", "-q"]) == 0
+    assert tifffile.imread(tmp_path / "rgb.tif").shape == (64, 64, 3)

@@ -31,3 +31,11 @@ def test_demo_checks_its_device_and_folder_before_writing(tmp_path, capsys):
     (tmp_path / "f").write_text("mine")
     assert main(["demo", "--out", str(tmp_path / "f"), "--size", "64", "-q"]) == 2
     assert "f: exists and is no folder" in capsys.readouterr().err and (tmp_path / "f").read_text() == "mine"
+
+
+def test_demo_progress_in_a_log_is_lines_not_carriage_returns(tmp_path, capsys):
+    """In a log file (stderr not a terminal) the demo drew tqdm's bar with carriage returns and
+    block characters, where restore and train print plain lines."""
+    assert main(["demo", "--out", str(tmp_path), "--size", "64"]) == 0
+    err = capsys.readouterr().err
+    assert "denoise:" in err and "\r" not in err and "█" not in err
