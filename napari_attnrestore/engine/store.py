@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..io import absolute_location, refuse_output_over_input, remove_output, set_aside
+from ..io._output import other_live_process
 from ..io.errors import OVERWRITE, RESUME, ImageWriteError
 from .plan import Plan
 
@@ -174,18 +175,10 @@ def still_owner(store: str | os.PathLike, job: str) -> bool:
 def writing_elsewhere(state: dict[str, Any]) -> str | None:
     """The live process of this machine that is writing a store of this ``state``, or None
     (not running, written elsewhere or by this process, or its process has ended)."""
-    import psutil
-
     owner = state.get("owner")
-    if state.get("status") != "running" or not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
+    if state.get("status") != "running" or not isinstance(owner, dict):
         return None
-    try:
-        pid = int(owner["pid"])
-        if pid == os.getpid() or abs(psutil.Process(pid).create_time() - float(owner["started"])) > 1.0:
-            return None
-    except (psutil.Error, KeyError, TypeError, ValueError):
-        return None
-    return f"process {pid} on this machine"
+    return other_live_process(owner.get("host"), owner.get("pid"), owner.get("started"))
 
 
 def set_job_state(store: str | os.PathLike, **fields: Any) -> None:

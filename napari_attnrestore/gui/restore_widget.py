@@ -25,7 +25,7 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
 from ..io.geotiff import CARRIED, carried
-from ..io.napari_hooks import layer_axes, layer_omero, layer_units
+from ..io.napari_hooks import layer_axes, layer_omero, layer_units, transforms_beyond_scale
 from . import jobs, session_models
 from .geometry import channel_axis_of, level0, preview_crop, sr_geometry
 from .shapes_mask import ShapesMask
@@ -675,9 +675,8 @@ def layer_meta(layer: Image, data: Any) -> dict[str, Any]:
 
 def _turned(layer: Any) -> bool:
     """Whether a layer is placed by more than scale and translate (rotate, shear, affine)."""
-    n = layer.ndim
-    return not (np.allclose(layer.rotate, np.eye(n)) and np.allclose(layer.shear, 0)
-                and np.allclose(layer.affine.affine_matrix, np.eye(n + 1)))
+    return bool(transforms_beyond_scale({"rotate": layer.rotate, "shear": layer.shear,
+                                         "affine": layer.affine.affine_matrix}))
 
 
 def _same_turn(a: Any, b: Any) -> bool:

@@ -6,7 +6,7 @@ import math
 import os
 import shutil
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,12 +122,9 @@ def remove_orphans(folder: str, name: str) -> None:
     (killed); another machine's (a shared folder) are left alone."""
     if os.name != "posix":
         return
-    prefixes = tuple(scratch_prefix(name, kind) for kind in SCRATCH_KINDS)
-    for entry in os.listdir(folder):
-        prefix = next((p for p in prefixes if entry.startswith(p)), None)
-        pid = entry[len(prefix):] if prefix else ""
-        if pid.isdigit() and int(pid) != os.getpid() and not _writes(int(pid), os.path.join(folder, entry)):
-            discard(os.path.join(folder, entry))
+    for path, pid in _scratch_of_others(folder, name, SCRATCH_KINDS):
+        if not _writes(pid, path):
+            discard(path)
 
 
 def live_writer(folder: str, name: str) -> int | None:
@@ -135,12 +132,35 @@ def live_writer(folder: str, name: str) -> int | None:
     (its hidden partial file is there and it lives), or None."""
     if os.name != "posix" or not os.path.isdir(folder):
         return None
-    prefix = scratch_prefix(name, "partial")
+    return next((pid for path, pid in _scratch_of_others(folder, name, ("partial",)) if _writes(pid, path)), None)
+
+
+def _scratch_of_others(folder: str, name: str, kinds: tuple[str, ...]) -> Iterator[tuple[str, int]]:
+    """The hidden files of ``kinds`` for output ``name`` in ``folder`` that other processes of
+    this host named after themselves: (path, pid)."""
+    prefixes = tuple(scratch_prefix(name, kind) for kind in kinds)
     for entry in os.listdir(folder):
-        pid = entry[len(prefix):] if entry.startswith(prefix) else ""
-        if pid.isdigit() and int(pid) != os.getpid() and _writes(int(pid), os.path.join(folder, entry)):
-            return int(pid)
-    return None
+        prefix = next((p for p in prefixes if entry.startswith(p)), None)
+        pid = entry[len(prefix):] if prefix else ""
+        if pid.isdigit() and int(pid) != os.getpid():
+            yield os.path.join(folder, entry), int(pid)
+
+
+def other_live_process(host: Any, pid: Any, started: Any) -> str | None:
+    """``"process N on this machine"`` when ``host``, ``pid`` and ``started`` (its start time,
+    as an owner record or a lock keeps them) name a live process of this machine other than
+    this one, else None: another machine's, a process that is gone, or one given that pid later."""
+    import psutil
+
+    try:
+        pid = int(pid)
+        if host != socket.gethostname() or pid == os.getpid():
+            return None
+        if abs(psutil.Process(pid).create_time() - float(started)) > 1.0:
+            return None
+    except (psutil.Error, TypeError, ValueError):
+        return None
+    return f"process {pid} on this machine"
 
 
 def _writes(pid: int, scratch: str) -> bool:

@@ -22,7 +22,7 @@ from .images import ImageData, guess_axes, open_image
 from .ome_zarr import write_ome_zarr
 from .tiff import write_tiff
 
-__all__ = ["layer_axes", "layer_data", "layer_units", "level0", "napari_get_reader", "read_images", "write_labels_ome_zarr_layer", "write_ome_zarr_layer", "write_tiff_layer"]
+__all__ = ["layer_axes", "layer_data", "layer_units", "level0", "napari_get_reader", "read_images", "transforms_beyond_scale", "write_labels_ome_zarr_layer", "write_ome_zarr_layer", "write_tiff_layer"]
 
 LayerData = tuple[Any, dict, str]
 logger = logging.getLogger(__name__)
@@ -415,9 +415,10 @@ def _as_dask(data: Any) -> Any:
     return da.from_array(data, chunks=chunks)
 
 
-def _unsaved_transforms(meta: dict) -> list[str]:
-    """The layer's transforms that neither OME-Zarr nor TIFF can hold (only pixel size and
-    origin): a rotation, a shear, an affine that is not the identity."""
+def transforms_beyond_scale(meta: dict) -> list[str]:
+    """The transforms placing a layer (its state's ``rotate``, ``shear``, ``affine``) beyond
+    scale and translate, which neither OME-Zarr nor TIFF can hold: a rotation, a shear, an
+    affine that is not the identity."""
     found = []
     for key, rest in (("rotate", "identity"), ("shear", "zeros"), ("affine", "identity")):
         value = meta.get(key)
@@ -432,7 +433,7 @@ def _unsaved_transforms(meta: dict) -> list[str]:
 
 def _layer_output(data: Any, meta: dict) -> tuple[Any, str, dict[str, Any]]:
     """The layer's level-0 data as dask, its axes, and the writers' keywords: geometry and channels."""
-    unsaved = _unsaved_transforms(meta)
+    unsaved = transforms_beyond_scale(meta)
     if unsaved:
         warnings.warn(f"{meta.get('name') or 'the layer'}: its {' and '.join(unsaved)} is not saved (OME-Zarr and "
                       "TIFF hold pixel size and origin only); the file reopens without it", UserWarning, stacklevel=3)

@@ -529,13 +529,13 @@ def _lock_state_file(state_path: str | os.PathLike) -> Path:
     is refused; a lock whose process is gone (or whose pid now names another process), or
     that another machine left (a batch job requeued on another node), is taken over, as a
     zarr output's owner is."""
-    import psutil
+    import socket
 
-    from ..io._output import HOST
+    import psutil
 
     lock = Path(f"{os.fspath(state_path)}.lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
-    mine = f"{HOST} {os.getpid()} {psutil.Process().create_time():.3f}\n"
+    mine = f"{socket.gethostname()} {os.getpid()} {psutil.Process().create_time():.3f}\n"
     for _ in range(3):
         tmp = lock.with_name(f".{lock.name}.{os.getpid()}")
         tmp.write_text(mine)
@@ -563,19 +563,13 @@ def _lock_state_file(state_path: str | os.PathLike) -> Path:
 
 def _lock_holder(lock: Path) -> str | None:
     """The live process of this machine that holds ``lock``, or None (gone, or elsewhere)."""
-    import psutil
-
-    from ..io._output import HOST
+    from ..io._output import other_live_process
 
     try:
         host, pid, started = lock.read_text().split()[:3]
-        if host != HOST or int(pid) == os.getpid():
-            return None
-        if abs(psutil.Process(int(pid)).create_time() - float(started)) > 1.0:
-            return None  # the pid names another process now
-    except (OSError, ValueError, psutil.Error):
+    except (OSError, ValueError):
         return None
-    return f"process {pid} on this machine"
+    return other_live_process(host, pid, started)
 
 
 def _described(x: Any) -> str:

@@ -757,21 +757,21 @@ def test_a_state_file_another_process_trains_with_is_refused(tmp_path, rng):
     """Two trainings given one --state in two processes each saved over the other's, and both
     were told that the same command continues them."""
     import os
+    import socket
 
     import psutil
 
-    from napari_attnrestore.io._output import HOST
-
     noisy, _ = _noisy(rng)
+    host = socket.gethostname()  # (as a lock records its machine, and a zarr output's owner)
     state = tmp_path / "s.pt"
     lock = tmp_path / "s.pt.lock"
     parent = os.getppid()
-    lock.write_text(f"{HOST} {parent} {psutil.Process(parent).create_time()}\n")  # a live training holds it
+    lock.write_text(f"{host} {parent} {psutil.Process(parent).create_time()}\n")  # a live training holds it
     with pytest.raises(ValueError, match=rf"s\.pt: another training \(process {parent} on this machine\)"):
         next(ar.train(noisy, steps=2, batch=1, patch=32, config=SMALL, state_path=state))
     # taken over: a pid that names another process now (the holder was killed), a lock another
     # machine left (a batch job requeued on another node)
-    for left in (f"{HOST} {parent} 12.0", "othernode 123 45.0"):
+    for left in (f"{host} {parent} 12.0", "othernode 123 45.0"):
         lock.write_text(left + "\n")
         assert train_to_end(ar.train(noisy, steps=2, batch=1, patch=32, config=SMALL, state_path=state)) is not None
         assert state.exists() and not lock.exists()  # freed at the end
