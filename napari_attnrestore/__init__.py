@@ -4,7 +4,8 @@
 ``ar.restore_to_tiff(...)``, ``ar.train(...)`` (a generator of ``ar.TrainEvent``),
 ``ar.load_model(...)``.  Errors of their own: ``ar.Cancelled`` (a job whose ``cancel`` event
 was set), ``ar.CheckpointError`` (a weight or training state that does not fit),
-``ar.OutputError`` (an output that cannot be made or resumed).  Importing this package never
+``ar.OutputError`` (an output that cannot be made or resumed).  Its warnings are
+``ar.AttnRestoreWarning`` (filter them by that category).  Importing this package never
 imports Qt.
 """
 
@@ -16,6 +17,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from . import io
+from .warning import AttnRestoreWarning
 
 if TYPE_CHECKING:
     from .api import (
@@ -45,7 +47,7 @@ _LAZY = {
     "TrainEvent": ".training.loop",
 }
 
-__all__ = ["Cancelled", "CheckpointError", "OutputError", "TrainEvent", "__version__", "build_model", "io", "list_architectures", "list_models", "load_model", "restore", "restore_to_tiff", "restore_to_zarr", "save_model", "train"]
+__all__ = ["AttnRestoreWarning", "Cancelled", "CheckpointError", "OutputError", "TrainEvent", "__version__", "build_model", "io", "list_architectures", "list_models", "load_model", "restore", "restore_to_tiff", "restore_to_zarr", "save_model", "train"]
 
 
 _SUBMODULES = ("api", "benchmarking", "cli", "demo", "engine", "gui", "models", "tasks", "training", "zoo")

@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import uuid
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from .models import build_model, list_architectures
 from .tasks import get_task
 from .training.checkpoint import CheckpointError, load_checkpoint, load_state, load_training_state_model
 from .training.session import save_model, train
+from .warning import warn
 from .zoo import list_models, resolve_weight
 
 log = logging.getLogger("attnrestore")
@@ -451,20 +451,20 @@ def _prepare(
     if tname == "inpaint" and mask is None:
         _check_gaps_are_marked(np.dtype(src.dtype), nodata if nodata is not None else meta.get("nodata"))
     elif nodata is not None and not np.isnan(nodata) and not nodata_can_occur(np.dtype(src.dtype), nodata):
-        warnings.warn(f"nodata {nodata:g} cannot occur in this {np.dtype(src.dtype)} image, so it marks no pixel; "
-                      "check the value (or leave it out)", UserWarning, stacklevel=3)
+        warn(f"nodata {nodata:g} cannot occur in this {np.dtype(src.dtype)} image, so it marks no pixel; "
+             "check the value (or leave it out)")
     handle = resolve_model(model, task, scale, device, precision, compile=compile, ensemble=ensemble)
     stated = meta.get("cfa")  # a raw TIFF's CFAPattern
     if tname == "demosaic" and cfa is not None and stated and stated != cfa:
-        warnings.warn(f"demosaic: cfa {cfa} given, but the file states {stated}; {cfa} is used (the wrong one of "
-                      "the two swaps red and blue)", UserWarning, stacklevel=3)
+        warn(f"demosaic: cfa {cfa} given, but the file states {stated}; {cfa} is used (the wrong one of "
+             "the two swaps red and blue)")
     if tname == "demosaic" and cfa is None:  # the file's own, else the model's camera
         cfa = stated or ((getattr(handle.module, "card", None) or {}).get("training") or {}).get("cfa")
     if tname != "demosaic" and stated:
-        warnings.warn(f"the image states a Bayer pattern ({stated}): it is a raw colour mosaic, whose neighbouring "
-                      f"pixels are different colours; {tname} sees one gray picture and mixes them, which washes "
-                      "the colour out. Demosaic it first (task 'demosaic', CLI --task demosaic), then "
-                      f"{tname} the result", UserWarning, stacklevel=3)
+        warn(f"the image states a Bayer pattern ({stated}): it is a raw colour mosaic, whose neighbouring "
+             f"pixels are different colours; {tname} sees one gray picture and mixes them, which washes "
+             "the colour out. Demosaic it first (task 'demosaic', CLI --task demosaic), then "
+             f"{tname} the result")
     assumed_rggb = tname == "demosaic" and cfa is None  # said once the image is known to be a mosaic (below)
     if tname == "sr" and scale is not None and handle.info.scale != int(scale):
         raise ValueError(f"model {handle.info.name!r} upscales x{handle.info.scale}, not x{scale}")
@@ -488,17 +488,17 @@ def _prepare(
         keep_channel=_opacity_channel(src, meta, channel_axis),
     )
     if assumed_rggb:
-        warnings.warn("demosaic: no Bayer pattern given (cfa=, CLI --cfa) and none stated by the file or the "
-                      "model; assuming RGGB. Another pattern read as RGGB swaps red and blue", UserWarning, stacklevel=3)
+        warn("demosaic: no Bayer pattern given (cfa=, CLI --cfa) and none stated by the file or the "
+             "model; assuming RGGB. Another pattern read as RGGB swaps red and blue")
     if memory is not None:
         log.info("tile %d, batch %d chosen from free memory on %s", plan.tile, plan.batch, memory.device)
     if mask_src is not None:
         _warn_mostly_marked(mask_src, invert_mask)
         _refuse_nothing_known(src, mask_src, plan)
     if min(plan.height, plan.width) < 8:  # (64, 64, 2) is taken as 64 planes of 64 x 2 pixels
-        warnings.warn(f"the image's planes are {plan.height} x {plan.width} pixels (y, x: the last two axes"
-                      f"{', before a colour axis' if plan.rgb else ''}); if an axis of shape {tuple(src.shape)} holds "
-                      "channels, name it with channel_axis= (e.g. -1 for channels last)", UserWarning, stacklevel=3)
+        warn(f"the image's planes are {plan.height} x {plan.width} pixels (y, x: the last two axes"
+             f"{', before a colour axis' if plan.rgb else ''}); if an axis of shape {tuple(src.shape)} holds "
+             "channels, name it with channel_axis= (e.g. -1 for channels last)")
     return src, meta, handle, plan, mask_src
 
 
@@ -529,9 +529,9 @@ def _warn_mostly_marked(mask: Any, inverted: bool) -> None:
         raise ValueError(f"the mask marks every pixel to fill ({'zero' if inverted else 'nonzero'} = fill): no known "
                          f"pixel is left to fill from; if it marks the valid pixels instead, run {how}")
     if share > 0.5:
-        warnings.warn(f"the mask marks about {share:.0%} of the pixels to fill ({'zero' if inverted else 'nonzero'} = fill; "
-                      f"from the {len(parts)} windows sampled); "
-                      f"if it marks the valid pixels instead, run {how}", UserWarning, stacklevel=3)
+        warn(f"the mask marks about {share:.0%} of the pixels to fill ({'zero' if inverted else 'nonzero'} = fill; "
+             f"from the {len(parts)} windows sampled); "
+             f"if it marks the valid pixels instead, run {how}")
 
 
 def _refuse_nothing_known(src: Any, mask: Any, plan: Any, most: int = 1 << 22) -> None:

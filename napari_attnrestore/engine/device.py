@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
+
+from .. import warning
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -49,6 +49,5 @@ def resolve_precision(precision: str, device: torch.device, half_safe: bool, war
     if p == "auto":
         return torch.bfloat16 if (device.type == "cuda" and half_safe) else torch.float32
     if warn and p == "fp16" and device.type == "cpu":
-        warnings.warn("fp16 on the CPU runs emulated, about 9 times slower than fp32 here; use bf16 or fp32",
-                      UserWarning, stacklevel=3)
+        warning.warn("fp16 on the CPU runs emulated, about 9 times slower than fp32 here; use bf16 or fp32")
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[p]

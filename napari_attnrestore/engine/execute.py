@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import dask
 from dask.callbacks import Callback
 from dask.highlevelgraph import HighLevelGraph
+
+from ..warning import warn
 
 #: ``progress(done, total)`` is called after each output chunk.
 Progress = Callable[[int, int], None]
@@ -144,9 +145,8 @@ def _wait_distributed(client: Any, fut: Any, keys: list, progress: Progress | No
             checked = time.monotonic()
             workerless = (workerless or checked) if _worker_count(client) == 0 else None
             if workerless is not None and checked - workerless >= NO_WORKERS_WARN_S:
-                warnings.warn(f"the dask cluster has had no workers for {NO_WORKERS_WARN_S} s: the job waits for "
-                              "some to join (stop it and continue later with --resume / resume=True)", UserWarning,
-                              stacklevel=2)
+                warn(f"the dask cluster has had no workers for {NO_WORKERS_WARN_S} s: the job waits for "
+                     "some to join (stop it and continue later with --resume / resume=True)")
                 workerless = float("inf")  # said once
         time.sleep(0.5)
     result = int(fut.result())  # a failed job raises here, before its progress reads 100%

@@ -22,6 +22,7 @@ import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
 from ..io.geotiff import nodata_pixels
+from ..warning import AttnRestoreWarning
 from .execute import cancel_event
 from .model_handle import ModelHandle
 from .normalize import Normalizer
@@ -206,7 +207,7 @@ def _warn_once(seen: dict[int, weakref.ref], plan: Plan, message: str) -> None:
         seen[id(plan)] = weakref.ref(plan)
     # with a registry of its own: Python's registry, keyed by the line, said it for the first job only
     caller = sys._getframe(2)
-    warnings.warn_explicit(message, UserWarning, caller.f_code.co_filename, caller.f_lineno,
+    warnings.warn_explicit(message, AttnRestoreWarning, caller.f_code.co_filename, caller.f_lineno,
                            module=caller.f_globals.get("__name__"), registry={}, module_globals=caller.f_globals)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..warning import CompileFallbackWarning
 from .device import resolve_device, resolve_precision
 from .transfer import HostStaging, Pending
 
@@ -328,11 +329,11 @@ class ModelHandle:
 
 
 def warn_compile_failed(error: BaseException, fallback: str, subject: str | None = None, stacklevel: int = 3) -> None:
-    """Log and warn (RuntimeWarning) that ``torch.compile`` failed with ``error`` and what runs instead."""
+    """Log and warn (:class:`CompileFallbackWarning`) that ``torch.compile`` failed with ``error`` and what runs instead."""
     first_line = str(error).splitlines()[0] if str(error) else ""
     msg = f"torch.compile failed{f' for {subject}' if subject else ''} ({type(error).__name__}: {first_line}); {fallback}"
     log.warning(msg)
-    warnings.warn(msg, RuntimeWarning, stacklevel=stacklevel)
+    warnings.warn(msg, CompileFallbackWarning, stacklevel=stacklevel)
 
 
 #: The 8 orientations of the square: (quarter turns, mirrored left-right afterwards).

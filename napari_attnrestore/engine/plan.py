@@ -10,13 +10,13 @@ batched.  Each chunk reads a halo around itself so that no seam shows between ch
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..io.geotiff import gaps_as_nan
+from ..warning import warn
 from .normalize import HIGH_PCT, LOW_PCT, Normalizer, compute_stats
 from .source import Region
 from .tiling import round_up
@@ -287,9 +287,9 @@ def undeclared_fill(
     if not found:
         return None
     value = found.pop()
-    warnings.warn(f"the image holds {value:g}, a fill value, and declares no nodata: those pixels are taken for missing "
-                  "data and kept as they are (give nodata=, CLI --nodata, to declare the value, or to fill such "
-                  "pixels by inpainting)", UserWarning, stacklevel=4)
+    warn(f"the image holds {value:g}, a fill value, and declares no nodata: those pixels are taken for missing "
+         "data and kept as they are (give nodata=, CLI --nodata, to declare the value, or to fill such "
+         "pixels by inpainting)")
     return value
 
 
@@ -360,9 +360,9 @@ def _warn_planes_apart(shape: tuple[int, ...], sample: Any, nlead: int, nodata: 
     if ratio < PLANES_APART or not apart:
         return
     said = "; ".join(f"plane {i if len(i) > 1 else i[0]}: {spans[i][0]:.4g} to {spans[i][1]:.4g}" for i in (narrow, wide))
-    warnings.warn(f"the planes of this image differ {ratio:.0f}-fold in intensity range ({said}) and share one range, "
-                  "so the dimmest get a sliver of the network's; if they are channels or bands, say so: channel_axis= "
-                  "for that axis (CLI restore --channel-axis)", UserWarning, stacklevel=5)
+    warn(f"the planes of this image differ {ratio:.0f}-fold in intensity range ({said}) and share one range, "
+         "so the dimmest get a sliver of the network's; if they are channels or bands, say so: channel_axis= "
+         "for that axis (CLI restore --channel-axis)")
 
 
 def _no_data_sampled(shape: tuple[int, ...], keys: list[tuple], nlead: int, nodata: float | None) -> None:
@@ -374,9 +374,9 @@ def _no_data_sampled(shape: tuple[int, ...], keys: list[tuple], nlead: int, noda
     full = all(k[nlead] == slice(0, shape[nlead]) and k[nlead + 1] == slice(0, shape[nlead + 1]) for k in keys)
     if full and len({k[:nlead] for k in keys}) == planes:
         raise ValueError(f"the image has no data to restore: every pixel is {what}")
-    warnings.warn(f"no pixel of the {len(keys)} windows sampled for the intensity range holds data (all {what}); "
-                  "the range falls back to the data type's, which can scale the result badly; give "
-                  "normalize='none' or crop to the data", UserWarning, stacklevel=4)
+    warn(f"no pixel of the {len(keys)} windows sampled for the intensity range holds data (all {what}); "
+         "the range falls back to the data type's, which can scale the result badly; give "
+         "normalize='none' or crop to the data")
 
 
 def _warn_narrow(out_dtype: np.dtype, lo: float, hi: float) -> None:
@@ -384,13 +384,11 @@ def _warn_narrow(out_dtype: np.dtype, lo: float, hi: float) -> None:
     from the statistics): they would be clipped, or squeezed onto a few levels."""
     info = np.iinfo(out_dtype)
     if lo < info.min or hi > info.max:
-        warnings.warn(f"the result is stored as {out_dtype}, whose range [{info.min}, {info.max}] clips the "
-                      f"input's values [{lo:.4g}, {hi:.4g}]; keep the input's type or rescale it first",
-                      UserWarning, stacklevel=4)
+        warn(f"the result is stored as {out_dtype}, whose range [{info.min}, {info.max}] clips the "
+             f"input's values [{lo:.4g}, {hi:.4g}]; keep the input's type or rescale it first")
     elif hi - lo < 16:
-        warnings.warn(f"the result is stored as {out_dtype}, but the input's values [{lo:.4g}, {hi:.4g}] span "
-                      f"only {round(hi) - round(lo) + 1} of its levels; keep the input's type or rescale it first",
-                      UserWarning, stacklevel=4)
+        warn(f"the result is stored as {out_dtype}, but the input's values [{lo:.4g}, {hi:.4g}] span "
+             f"only {round(hi) - round(lo) + 1} of its levels; keep the input's type or rescale it first")
 
 
 def whole_number(name: str, value: Any, minimum: int) -> int:

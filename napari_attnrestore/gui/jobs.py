@@ -71,19 +71,19 @@ def warning_notifier(prefix: str = "AttnRestore") -> Callable[[tuple], None]:
     The worker catches the warnings of its job (and of the threads the job runs) and emits
     them; nothing shows them unless a slot does (napari's own relay is not connected in
     0.9), so a mask of the valid pixels or a clean image in other units went unsaid.
-    Only this package's warnings are shown: the worker catches every warning of the process
-    while it runs (another plugin's, on the GUI thread, would read as ours)."""
-    import os
-
+    Only this package's warnings (:class:`~napari_attnrestore.warning.AttnRestoreWarning`) are
+    shown: the worker catches every warning of the process while it runs (another plugin's, on
+    the GUI thread, would read as ours)."""
     from napari.utils.notifications import show_warning
 
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    from ..warning import AttnRestoreWarning
+
     said: set[str] = set()
 
     def notify(args: tuple) -> None:
-        message, category, filename = args[0], args[1], os.path.abspath(str(args[2]))
+        message, category = args[0], args[1]
         text = str(message)
-        if not issubclass(category, UserWarning) or not filename.startswith(package + os.sep) or text in said:
+        if not issubclass(category, AttnRestoreWarning) or text in said:
             return
         said.add(text)
         show_warning(f"{prefix}: {text}")

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import enum
 import re
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from ..warning import warn
 
 __all__ = ["CARRIED", "carried", "gaps_as_nan", "gdal_nodata", "georeference_tags", "nodata_can_occur",
            "read_georeference"]
@@ -97,7 +98,7 @@ def read_georeference(tif: Any, page: Any, scale: dict, translate: dict, units: 
     malformed = [f"{tags[code].name} holds {len(np.atleast_1d(raw[code]))} values, not {need}"
                  for code, need in _PLACEMENT.items() if code in raw and not _well_formed(code, raw[code])]
     if malformed:  # it would place the raster anywhere, or break writing the tags again
-        warnings.warn(f"{'; '.join(malformed)}: the GeoTIFF's placement is ignored", UserWarning, stacklevel=2)
+        warn(f"{'; '.join(malformed)}: the GeoTIFF's placement is ignored")
         raw = {code: value for code, value in raw.items() if code not in _PLACEMENT}
     geo["tags"] = {str(code): _plain(value) for code, value in raw.items()}
     geo["shape"] = [int(page.imagelength), int(page.imagewidth)]

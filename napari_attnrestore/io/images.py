@@ -17,7 +17,6 @@ import os
 import re
 import sys
 import threading
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 import tifffile
 import zarr
 
+from ..warning import warn
 from ._output import absolute_location, no_image
 from .errors import RESUME, DamagedFileError, ImageReadError, UnfinishedOutputError
 from .geotiff import carried, gdal_nodata, read_georeference
@@ -746,8 +746,8 @@ def _tiff_image(tif: tifffile.TiffFile, path: str, size: int) -> ImageData:
         meta["miniswhite"] = True  # 0 is white: shown with an inverted gray map, written so again
     if len(tif.series) > 1:  # positions of a multi-position OME-TIFF, a slide's label and macro pictures
         others = ", ".join(str(tuple(s.shape)) for s in tif.series[1:4]) + (", ..." if len(tif.series) > 4 else "")
-        warnings.warn(f"{path}: holds {len(tif.series)} images; only the first, {tuple(series.shape)}, is read "
-                      f"(the others: {others})", UserWarning, stacklevel=4)
+        warn(f"{path}: holds {len(tif.series)} images; only the first, {tuple(series.shape)}, is read "
+             f"(the others: {others})")
     return ImageData(
         data=levels[0],
         axes=axes,
@@ -1157,9 +1157,8 @@ def _zarr_group(group: zarr.Group, path: str) -> ImageData:
         if _multiscales(dict(child.attrs))[0]:  # bioformats2raw layout
             series = _ome_attrs(group["OME"]).get("series") if "OME" in group else None
             if isinstance(series, list) and len(series) > 1:  # a plate's wells, a slide's label and macro pictures
-                warnings.warn(f"{path}: holds {len(series)} images (series {', '.join(map(str, series[:4]))}"
-                              f"{', ...' if len(series) > 4 else ''}); only the first is read", UserWarning,
-                              stacklevel=4)
+                warn(f"{path}: holds {len(series)} images (series {', '.join(map(str, series[:4]))}"
+                     f"{', ...' if len(series) > 4 else ''}); only the first is read")
             return _zarr_group(child, path)
     plate = _ome_attrs(group).get("plate")
     if isinstance(plate, dict):  # an HCS plate: its images are the fields of its wells

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from ..warning import warn
 from ._output import backing_stores, no_image, refuse_output_over_input
 from .errors import DamagedFileError, UnfinishedOutputError
 from .geotiff import carried, georeference_tags
@@ -435,8 +435,8 @@ def _layer_output(data: Any, meta: dict) -> tuple[Any, str, dict[str, Any]]:
     """The layer's level-0 data as dask, its axes, and the writers' keywords: geometry and channels."""
     unsaved = transforms_beyond_scale(meta)
     if unsaved:
-        warnings.warn(f"{meta.get('name') or 'the layer'}: its {' and '.join(unsaved)} is not saved (OME-Zarr and "
-                      "TIFF hold pixel size and origin only); the file reopens without it", UserWarning, stacklevel=3)
+        warn(f"{meta.get('name') or 'the layer'}: its {' and '.join(unsaved)} is not saved (OME-Zarr and "
+             "TIFF hold pixel size and origin only); the file reopens without it")
     arr = _as_dask(level0(data))
     axes, rgb = layer_axes(arr.shape, meta)
     units = layer_units(meta, axes, rgb)

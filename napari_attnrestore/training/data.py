@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from ..warning import warn
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -172,9 +173,8 @@ class PatchSampler:
         if not self.images:
             raise ValueError(f"no training image is at least {patch}x{patch} pixels ({small}); a smaller patch fits them")
         if len(keep) < len(images):
-            warnings.warn(f"{len(images) - len(keep)} of {len(images)} training planes are smaller than the "
-                          f"{patch}x{patch} patch and left out ({small}); a smaller patch keeps them",
-                          UserWarning, stacklevel=2)
+            warn(f"{len(images) - len(keep)} of {len(images)} training planes are smaller than the "
+                 f"{patch}x{patch} patch and left out ({small}); a smaller patch keeps them")
         self.patch = patch
         self.rng = np.random.default_rng(seed)
         w = pixels[keep] if weights is None else np.asarray([weights[i] for i in keep], dtype=np.float64)

@@ -8,7 +8,6 @@ import logging
 import math
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from ..engine.model_handle import warn_compile_failed
+from ..warning import warn
 from .checkpoint import CheckpointError
 
 log = logging.getLogger("attnrestore.training")
@@ -323,8 +323,8 @@ def fit(
         _check_same_inputs(state_path, st.get("inputs"), inputs)
         step, history, prior_elapsed = st["step"], list(st["history"]), st["elapsed"]
         if step == cfg.steps:
-            warnings.warn(f"{state_path}: this training state is already at step {step} of {cfg.steps}: nothing "
-                          "more to train; ask for more steps to go on", stacklevel=2)
+            warn(f"{state_path}: this training state is already at step {step} of {cfg.steps}: nothing "
+                 "more to train; ask for more steps to go on")
         if step > cfg.steps:
             raise CheckpointError(f"{state_path}: this training state is already at step {step}, past the "
                                   f"{cfg.steps} steps asked for; ask for more steps to go on, or start a new state")

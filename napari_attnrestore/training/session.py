@@ -8,7 +8,6 @@ import functools
 import inspect
 import os
 import threading
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from ..io.geotiff import nodata_can_occur
+from ..warning import warn
 from .data import PairedPatchSampler, PatchSampler, colour_pictures_of, planes_of
 from .gaps import gap_pairs, known_loss
 from .loop import LOSSES, TrainConfig, TrainEvent, fit
@@ -120,9 +120,9 @@ def _planes(images: Sequence[Any], nodata: float | None = None, first: int = 0, 
         if nodata is not None and not np.isnan(nodata) and not nodata_can_occur(dtype, nodata):  # NaN: a gap anyway
             raise ValueError(f"{name}: nodata {nodata:g} cannot occur in this {dtype} image, so it marks no gap")
         if unmarked_gaps_warn and dtype.kind in "iub" and nodata is None and declared is None:
-            warnings.warn(f"{name}: nothing marks gaps in this {dtype} image (it holds no NaN and declares no "
-                          "nodata): any gaps it has are learned as data; give their value (nodata=, CLI --nodata; "
-                          "0 for a Landsat-7 band)", stacklevel=3)
+            warn(f"{name}: nothing marks gaps in this {dtype} image (it holds no NaN and declares no "
+                 "nodata): any gaps it has are learned as data; give their value (nodata=, CLI --nodata; "
+                 "0 for a Landsat-7 band)")
         planes = planes_of(data, nodata=nodata if nodata is not None else declared, origin=name, **said, **plane_kw)
         _refuse_flat(planes, name)
         out += planes
@@ -136,9 +136,9 @@ def _warn_other_units(noisy: Any, clean: Any, noisy_name: str, clean_name: str) 
     span = noisy.hi - noisy.lo
     lo, hi = (clean.lo - noisy.lo) / span, (clean.hi - noisy.lo) / span
     if not (-0.5 <= lo <= 1.5 and -0.5 <= hi <= 1.5 and 0.2 <= hi - lo <= 5):
-        warnings.warn(f"{clean_name} ({clean.lo:.4g} to {clean.hi:.4g}) is not in the intensity units of "
-                      f"{noisy_name} ({noisy.lo:.4g} to {noisy.hi:.4g}): the network learns to change the scale "
-                      "too; give clean images in the noisy ones' units", stacklevel=3)
+        warn(f"{clean_name} ({clean.lo:.4g} to {clean.hi:.4g}) is not in the intensity units of "
+             f"{noisy_name} ({noisy.lo:.4g} to {noisy.hi:.4g}): the network learns to change the scale "
+             "too; give clean images in the noisy ones' units")
 
 
 def _refuse_flat(planes: list, name: str) -> None:
