@@ -231,7 +231,7 @@ def _warn_unsampled_range(x: np.ndarray, planes: np.ndarray, plan: Plan) -> None
     _warn_once(_WARNED_RANGE, plan, f"part of the image lies far outside the intensity range sampled for "
                f"normalization ([{lo:.4g}, {hi:.4g}]; values from {values.min():.4g} to {values.max():.4g} here), "
                "so the network restores it poorly; give the range yourself (normalize=(lo, hi), CLI --normalize "
-               "LO,HI) or normalize='dtype'")
+               "LO,HI)")
 
 
 #: normalized values beyond this (10000 times the image's intensity range) are clipped to it

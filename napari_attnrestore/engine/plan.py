@@ -312,6 +312,8 @@ def image_stats(
         if require_finite:
             raise ValueError("a training image has no finite pixels")
         _no_data_sampled(shape, keys, nlead, nodata)
+    elif normalize == "none" or (normalize == "dtype" and dtype != np.uint8):  # (uint8's default is 'dtype')
+        _warn_range_unfilled(pieces, dtype, normalize)
     if rgb:
         flat = np.concatenate([p.reshape(-1, p.shape[-1]) for p in pieces])
         return compute_stats(flat, dtype, channel_axis=1, mode=normalize)
@@ -326,6 +328,32 @@ def image_stats(
         lo_l.append(a[0])
         hi_l.append(b[0])
     return tuple(lo_l), tuple(hi_l)
+
+
+#: data spanning less than this share of the range ``normalize='dtype'`` or ``'none'`` scales
+#: by reach the network as a faint, flat image (a 12-bit camera stored as uint16 fills 6%)
+RANGE_FILLED = 0.1
+
+
+def _warn_range_unfilled(pieces: list[np.ndarray], dtype: np.dtype, mode: str) -> None:
+    """Warn when the sampled values fill only a sliver of the range the chosen ``mode`` scales
+    by, or (``'none'``) lie far outside [0, 1]: the network then takes real detail for noise
+    (spots lost 93% of their intensity in 12-bit data scaled by uint16's range), or sees values
+    it was never trained on.  The default percentile range has neither problem."""
+    values = np.concatenate([p.ravel() for p in pieces]).astype(np.float64)
+    values = values[np.isfinite(values)]
+    a, b = (float(v) for v in np.percentile(values, [LOW_PCT, HIGH_PCT]))
+    lo, hi = (v[0] for v in compute_stats(values[:1], dtype, mode=mode))
+    share = (b - a) / (hi - lo)
+    outside = (lo, hi) == (0.0, 1.0) and (a < -0.5 or b > 1.5)  # 'none', and 'dtype' for floats
+    if share >= RANGE_FILLED and not outside:
+        return
+    said = f"far outside [0, 1], which normalize='{mode}' takes them to be in" if outside else \
+        f"{share:.1%} of the range normalize='{mode}' scales by ([{lo:g}, {hi:g}])"
+    warn(f"the image's values span {a:.4g} to {b:.4g}, {said}: the network sees a "
+         f"{'scale it was not trained on' if outside else 'faint, flat image (a denoiser takes its detail for noise)'}; "
+         "leave normalize at its default (the image's own range) or give the range (normalize=(lo, hi), "
+         "CLI --normalize LO,HI)")
 
 
 #: planes whose intensity spans differ more than this many times are likely no series of one signal

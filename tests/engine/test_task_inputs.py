@@ -48,7 +48,7 @@ def test_a_mask_of_the_valid_pixels_is_inverted_on_request_and_warned_about_othe
     mask, they replaced 99% of the data and kept the gaps, with no word said."""
     import tifffile
 
-    img = rng.integers(1, 200, (64, 64)).astype(np.float32)
+    img = rng.uniform(0.01, 0.99, (64, 64)).astype(np.float32)  # in [0, 1], as normalize='dtype' takes floats
     valid = np.ones(img.shape, np.uint8)
     valid[20:28] = 0
     mask = valid
@@ -131,7 +131,7 @@ def test_demosaic_reads_a_raw_tiffs_pattern_and_warns_when_it_assumes_rggb(rng, 
 
     from napari_attnrestore.io import napari_hooks
 
-    rgb = rng.integers(0, 4096, (32, 40, 3)).astype(np.uint16)
+    rgb = rng.integers(0, 65536, (32, 40, 3)).astype(np.uint16)  # fills the range normalize="dtype" scales by
     raw = mosaic(rgb, "BGGR")
     path = tmp_path / "raw.tif"
     tifffile.imwrite(path, raw, photometric=32803, extratags=[(33421, "H", 2, (2, 2)), (33422, "B", 4, bytes([2, 1, 1, 0]))])
@@ -155,7 +155,7 @@ def test_a_raw_is_understood_as_its_camera_states_it(rng, tmp_path):
     import tifffile
     from standins import Identity
 
-    rgb = rng.integers(0, 4096, (32, 40, 3)).astype(np.uint16)
+    rgb = rng.integers(0, 65536, (32, 40, 3)).astype(np.uint16)  # fills the range normalize="dtype" scales by
     raw = mosaic(rgb, "GBRG")
     exif = tmp_path / "exif.tif"
     tifffile.imwrite(exif, raw, extratags=[(41730, "B", 8, bytes([0, 2, 0, 2, 1, 2, 0, 1]))])
