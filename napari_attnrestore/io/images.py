@@ -41,10 +41,12 @@ __all__ = [
     "read_region",
 ]
 
-TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
+#: TIFF and the slide scanners' TIFF-based formats tifffile reads (Aperio, Hamamatsu, Leica,
+#: Ventana, PerkinElmer): a slide named by its scanner's suffix opens as the TIFF it is
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".svs", ".ndpi", ".scn", ".bif", ".qptiff")
 PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 ZARR_SUFFIXES = (".zarr",)
-SUPPORTED_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".zarr", ".ome.zarr")
+SUPPORTED_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".png", ".jpg", ".zarr", ".ome.zarr")
 
 _UNITS = {
     "µm": "micrometer",
@@ -745,9 +747,10 @@ def _tiff_image(tif: tifffile.TiffFile, path: str, size: int) -> ImageData:
     if photometric == "MINISWHITE":
         meta["miniswhite"] = True  # 0 is white: shown with an inverted gray map, written so again
     if len(tif.series) > 1:  # positions of a multi-position OME-TIFF, a slide's label and macro pictures
-        others = ", ".join(str(tuple(s.shape)) for s in tif.series[1:4]) + (", ..." if len(tif.series) > 4 else "")
-        warn(f"{path}: holds {len(tif.series)} images; only the first, {tuple(series.shape)}, is read "
+        others = ", ".join(_series_said(s) for s in tif.series[1:4]) + (", ..." if len(tif.series) > 4 else "")
+        warn(f"{path}: holds {len(tif.series)} images; only the first, {_series_said(series)}, is read "
              f"(the others: {others})")
+    _warn_empty_tiles(series, path)
     return ImageData(
         data=levels[0],
         axes=axes,
@@ -836,6 +839,29 @@ def _refuse_an_unread_tail(tif: tifffile.TiffFile, path: str, size: int, chain_e
                                    f"last readable page belong to none; only part of it could be read")
 
 
+def _series_said(series: Any) -> str:
+    """A TIFF series for a message: its name where the file gives one (a slide's 'Label',
+    'Macro', 'Thumbnail'; tifffile's generic names are left out) and its shape."""
+    name = str(getattr(series, "name", "") or "")
+    generic = not name or name.lower() in ("shaped", "generic", "uniform", "imagej", "ome", "series")
+    return f"{tuple(series.shape)}" if generic else f"{name} {tuple(series.shape)}"
+
+
+def _warn_empty_tiles(series: Any, path: str) -> None:
+    """Warn when the image's tiles or strips include some the file does not store (byte count
+    0): scanners leave the blank background of a slide so, and they read as 0, black in
+    bright-field, which the network then restores as dark squares."""
+    try:
+        counts = [c for page in series.pages[:64] if page is not None for c in (page.databytecounts or ())]
+    except Exception:  # pages that cannot be read are refused elsewhere, when their pixels are
+        return
+    empty = sum(1 for c in counts if not c)
+    if empty:
+        warn(f"{path}: {empty} of the {len(counts)} tiles or strips of its first "
+             f"{'planes' if len(series.pages) > 1 else 'plane'} are not stored in the file (empty, as scanners leave "
+             "blank background); they read as 0")
+
+
 def _check_tiff_offsets(tif: tifffile.TiffFile, series: Any, path: str, size: int) -> None:
     """Raise if the first/last pages' strips or tiles lie outside the file."""
     pages = [(0, series.keyframe)]
@@ -843,6 +869,10 @@ def _check_tiff_offsets(tif: tifffile.TiffFile, series: Any, path: str, size: in
         n = len(series.pages)
         if n > 1 and series.pages[-1] is not None:
             pages.append((n - 1, series.pages[-1]))
+        for level in list(getattr(series, "levels", ()))[1:]:  # a pyramid's smaller levels (napari shows them)
+            pages.append((f"pyramid level {tuple(level.shape)}", level.keyframe))
+            if len(level.pages) > 1 and level.pages[-1] is not None:
+                pages.append((f"pyramid level {tuple(level.shape)}", level.pages[-1]))
     except Exception as exc:
         raise DamagedFileError(path, f"truncated or corrupt TIFF (cannot read the last page: {exc})") from exc
     for index, page in pages:
@@ -852,7 +882,8 @@ def _check_tiff_offsets(tif: tifffile.TiffFile, series: Any, path: str, size: in
             if count and offset + count > size:
                 raise DamagedFileError(
                     path,
-                    f"truncated TIFF (page {index} data ends at byte {offset + count}, the file has {size} bytes)",
+                    f"truncated TIFF ({f'page {index}' if isinstance(index, int) else index} data ends at byte "
+                    f"{offset + count}, the file has {size} bytes)",
                 )
     dataoffset = getattr(series, "dataoffset", None)
     if dataoffset is not None and series.dtype is not None:
@@ -876,6 +907,8 @@ def _tiff_metadata(tif: tifffile.TiffFile, series: Any, axes: str) -> tuple[tupl
         meta["ome"] = _ome_scale(tif.ome_metadata, scale, units, translate)
     if tif.is_shaped and tif.shaped_metadata:
         _shaped_scale(tif.shaped_metadata[0], scale, units, translate)
+    if tif.is_svs and "x" not in units:  # Aperio states its pixel size in the description alone
+        _aperio_scale(tif.pages.first.description, scale, units)
     if tif.is_geotiff or "ModelPixelScaleTag" in page.tags or "ModelTransformationTag" in page.tags:
         meta["geotiff"] = read_georeference(tif, page, scale, translate, units)
     if "GDAL_NODATA" in page.tags:
@@ -922,6 +955,21 @@ def _pattern_of(value: Any) -> str | None:
         return None
     pattern = "".join("RGB"[int(c)] for c in colours)
     return pattern if pattern in _BAYER_PATTERNS else None
+
+
+def _aperio_scale(description: str, scale: dict, units: dict) -> None:
+    """Pixel size from an Aperio SVS description's ``MPP`` (micrometers per pixel)."""
+    try:
+        from tifffile.tifffile import svs_description_metadata
+
+        mpp = float(svs_description_metadata(description).get("MPP", 0))
+    except Exception:  # another layout of the description, or a tifffile without the parser
+        return
+    if not math.isfinite(mpp) or mpp <= 0:
+        return
+    for ax in ("x", "y"):
+        if ax in scale:
+            scale[ax], units[ax] = mpp, "micrometer"
 
 
 def _resolution_scale(page: Any, scale: dict, units: dict) -> None:

@@ -236,3 +236,73 @@ def test_a_q_axis_beside_a_t_axis_is_not_called_time(tmp_path):
     img = open_image(tmp_path / "q.tif")
     assert img.axes == "qtcyx" and img.shape == a.shape
     np.testing.assert_array_equal(img.to_dask().compute(), a)
+
+
+def _aperio_slide(path, rng) -> np.ndarray:
+    """An Aperio-like slide: tiled RGB baseline and one smaller level, a thumbnail, a label
+    and a macro picture, the pixel size only in the description (|MPP = 0.2520|)."""
+    base = rng.integers(0, 255, (256, 384, 3), dtype=np.uint8)
+    head = "Aperio Image Library v12.0.15 \r\n"
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(base, tile=(128, 128), photometric="rgb", metadata=None,
+                 description=f"{head}384x256 [0,0 384x256] (128x128) RAW/RGB|AppMag = 40|MPP = 0.2520")
+        tw.write(base[::4, ::4], photometric="rgb", metadata=None, description=f"{head}384x256 -> 96x64 - ")
+        tw.write(base[::2, ::2], tile=(128, 128), photometric="rgb", metadata=None,
+                 description=f"{head}384x256 -> 192x128 - ")
+        tw.write(base[:40, :60], photometric="rgb", subfiletype=1, metadata=None, description=f"{head}label 60x40")
+        tw.write(base[:50, :120], photometric="rgb", subfiletype=9, metadata=None, description=f"{head}macro 120x50")
+    return base
+
+
+def test_a_slide_opens_by_its_scanners_suffix_with_its_pixel_size(tmp_path, rng):
+    """From a digital-pathology review: `slide.svs` was refused as an unsupported file type
+    (a TIFF tifffile reads), and renamed .tif it lost its 0.252 µm pixels (stated only in the
+    description), so a super-resolved slide carried no pixel size; the warning about its
+    other images gave shapes, not which is the label or the macro."""
+    import warnings
+
+    from napari_attnrestore.io.napari_hooks import napari_get_reader
+
+    base = _aperio_slide(tmp_path / "slide.svs", rng)
+    with pytest.warns(UserWarning, match=r"holds 4 images; only the first, Baseline \(256, 384, 3\), is read \(the "
+                                         r"others: Thumbnail \(64, 96, 3\), Label \(40, 60, 3\), Macro \(50, 120, 3\)"):
+        im = open_image(tmp_path / "slide.svs")
+    assert im.rgb and im.scale[:2] == (0.252, 0.252) and im.units == {"y": "micrometer", "x": "micrometer"}
+    assert len(im.levels) == 2
+    np.testing.assert_array_equal(np.asarray(im.data[100:110, 200:220]), base[100:110, 200:220])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert napari_get_reader(str(tmp_path / "slide.svs")) is not None
+
+
+def test_unstored_tiles_are_warned_about_and_a_cut_pyramid_level_refused(tmp_path, rng):
+    """Scanners leave blank background tiles unstored (byte count 0): they read as black,
+    silently. A file cut inside its smaller pyramid levels opened, and failed later when
+    napari drew that level."""
+    from napari_attnrestore.io.images import DamagedFileError
+
+    image = rng.integers(1, 255, (256, 256), dtype=np.uint8)
+    path = tmp_path / "holes.tif"
+    tifffile.imwrite(path, image, tile=(64, 64))
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages.first.tags["TileByteCounts"]
+        counts = list(tif.pages.first.databytecounts)
+    counts[1] = counts[5] = 0
+    with open(path, "r+b") as f:  # as a scanner writes them: two tiles with no bytes stored
+        f.seek(tag.valueoffset)
+        f.write(np.asarray(counts, {3: "<u2", 4: "<u4", 16: "<u8"}[int(tag.dtype)]).tobytes())
+    with pytest.warns(UserWarning, match=r"2 of the 16 tiles or strips of its first plane are not stored"):
+        im = open_image(path)
+    assert not np.asarray(im.data[0:64, 64:128]).any()
+
+    pyramid = tmp_path / "pyramid.ome.tif"
+    with tifffile.TiffWriter(pyramid) as tw:
+        tw.write(image, subifds=1, tile=(64, 64), compression="zlib")
+        tw.write(image[::2, ::2], subfiletype=1, tile=(64, 64), compression="zlib")
+    with tifffile.TiffFile(pyramid) as tif:
+        level = tif.series[0].levels[1].keyframe
+        end = max(o + c for o, c in zip(level.dataoffsets, level.databytecounts, strict=True))
+    data = pyramid.read_bytes()
+    (tmp_path / "cut.ome.tif").write_bytes(data[:end - 10])  # the smaller level's tiles come last
+    with pytest.raises(DamagedFileError, match=r"truncated TIFF \(pyramid level \(128, 128\) data ends at byte"):
+        open_image(tmp_path / "cut.ome.tif")
