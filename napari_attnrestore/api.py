@@ -669,6 +669,7 @@ def restore_to_tiff(
     compile: bool = False,
     ensemble: bool = False,
     invert_mask: bool = False,
+    compression: str | None = "zlib",
 ) -> str:
     """Restore ``x`` into a tiled BigTIFF at ``path`` (``.ome.tif``: an OME-TIFF), streamed
     band of rows by band of rows, as ``attnrestore restore IN OUT.tif`` writes it.
@@ -677,8 +678,10 @@ def restore_to_tiff(
     colours and a GeoTIFF's georeference and nodata go with it (a bare ``ar.io.write_tiff``
     of ``restore``'s array has none of them).  The file takes its name only once it is
     complete; an existing one is replaced only with ``overwrite``.  ``progress(done, total)``
-    counts rows.  ``meta`` and the other parameters are those of :func:`restore_to_zarr`
-    and :func:`restore`.  Returns ``path``.
+    counts rows.  ``compression``: ``"zlib"``, ``"zstd"``, ``"lzw"``, ``"jpeg"`` (lossy, for
+    8-bit output: a slide's usual storage, several times smaller) or ``"none"``.  ``meta``
+    and the other parameters are those of :func:`restore_to_zarr` and :func:`restore`.
+    Returns ``path``.
     """
     from .io import refuse_output_over_input, write_tiff
     from .io.geotiff import georeference_tags
@@ -698,7 +701,8 @@ def restore_to_tiff(
                translate=geom["translate"], omero=meta.get("omero"),  # an OME-TIFF's origin, channels
                overwrite=overwrite, extratags=geo,  # a GeoTIFF's bands stay one page's samples
                samples="rgb" if meta.get("planar_colour") else None,  # and a colour picture's planes
-               miniswhite=bool(meta.get("miniswhite")) and not geom["axes"].endswith("c"), progress=progress)
+               miniswhite=bool(meta.get("miniswhite")) and not geom["axes"].endswith("c"), progress=progress,
+               compression=compression)
     return path
 
 

@@ -14,6 +14,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from .io.tiff import COMPRESSIONS
+
 EXIT_USAGE = 2
 
 
@@ -97,6 +99,10 @@ def cmd_restore(a: argparse.Namespace) -> int:
 
     # before 'exists': with --overwrite the answer would only be that it is the input
     refuse_output_over_input(out, [a.input] + ([a.mask] if isinstance(a.mask, str) else []))
+    if a.resume and not _is_zarr(out):  # (before 'exists', which would advise --overwrite alone)
+        raise UserError(f"{out}: --resume continues a .zarr output; a TIFF or PNG is written whole")
+    if a.compression and not out.lower().endswith((".tif", ".tiff")):
+        raise UserError(f"{out}: --compression is for .tif output (a zarr store is zstd-compressed, a PNG deflated)")
     if os.path.exists(out) and not (a.overwrite or (a.resume and _is_zarr(out))):
         raise UserError(f"{out}: output exists; pass --overwrite to replace it" + (" or --resume to continue it" if _is_zarr(out) else ""))
     common: dict[str, Any] = dict(
@@ -116,8 +122,6 @@ def cmd_restore(a: argparse.Namespace) -> int:
         finally:
             bar.close()
     else:
-        if a.resume:
-            raise UserError("--resume needs a .zarr output")
         if a.scheduler:
             raise UserError("--scheduler needs a .zarr output")
         if a.workers:
@@ -129,7 +133,8 @@ def cmd_restore(a: argparse.Namespace) -> int:
         else:
             bar = _ProgressBar("restore", disable=a.quiet, unit="row", resumable=False)
             try:
-                ar.restore_to_tiff(str(a.input), out, overwrite=a.overwrite, progress=bar, **common)
+                ar.restore_to_tiff(str(a.input), out, overwrite=a.overwrite, progress=bar,
+                                   compression=a.compression or "zlib", **common)
             finally:
                 bar.close()
     if not a.quiet:
@@ -476,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads (default scheduler) or worker processes (--scheduler local); default one per core")
     r.add_argument("--resume", action="store_true", help="continue an interrupted .zarr job")
     r.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    r.add_argument("--compression", type=str.lower, choices=COMPRESSIONS, default=None,
+                   help="TIFF output's compression (default zlib); jpeg: lossy, 8-bit output only, several times "
+                        "smaller, as slide scanners store")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary (warnings still show)")
     r.set_defaults(func=cmd_restore)
 

@@ -371,6 +371,26 @@ def _plain_origin(translate: Mapping[str, float], physical: dict, in_pixels: boo
             if translate.get(ax) and (ax in physical or in_pixels)}
 
 
+#: what ``write_tiff(compression=)`` takes (tifffile's names; JPEG at quality 90)
+COMPRESSIONS = ("zlib", "zstd", "lzw", "jpeg", "none")
+
+
+def _compression(path: str, name: str | None, dtype: np.dtype) -> dict[str, Any]:
+    """tifffile's ``compression`` (and ``compressionargs``) for ``name``; refused with the
+    reason when it cannot hold the data."""
+    if name is None or str(name).lower() == "none":
+        return {"compression": None}
+    name = str(name).lower()
+    if name not in COMPRESSIONS:
+        raise ImageWriteError(path, f"unknown compression {name!r}; use one of {', '.join(COMPRESSIONS)}")
+    if name == "jpeg":
+        if np.dtype(dtype) != np.uint8:
+            raise ImageWriteError(path, f"JPEG compression holds 8-bit data, not {np.dtype(dtype)}; use zlib, zstd "
+                                        "or lzw (lossless), or ask for uint8 output")
+        return {"compression": "jpeg", "compressionargs": {"level": 90}}
+    return {"compression": name}
+
+
 def _metadata(axes: str, rgb: bool, physical: dict, ome: bool) -> tuple[dict, dict]:
     """(metadata, extra imwrite kwargs) for tifffile."""
     metadata: dict[str, Any] = {"axes": _tiff_axes(axes, rgb)}
@@ -389,7 +409,7 @@ def _metadata(axes: str, rgb: bool, physical: dict, ome: bool) -> tuple[dict, di
         # for our reader; X/YResolution below is what other tools read.
         metadata["scale"] = {ax: value for ax, (value, _) in physical.items()}
         metadata["units"] = {ax: unit for ax, (_, unit) in physical.items()}
-    if not ome and "x" in physical and "y" in physical:
+    if "x" in physical and "y" in physical:  # (OME-TIFF too: tools that skip its XML read these)
         (sx, ux), (sy, uy) = physical["x"], physical["y"]
         if ux in _TO_MICROMETER and uy in _TO_MICROMETER and sx > 0 and sy > 0:
             kwargs["resolution"] = (1e4 / (sx * _TO_MICROMETER[ux]), 1e4 / (sy * _TO_MICROMETER[uy]))
@@ -438,7 +458,8 @@ def write_tiff(
     tile : (int, int)
         Tile height and width, multiples of 16.
     compression : str or None
-        tifffile compression name ("zlib", "zstd", "lzw", None).
+        ``"zlib"`` (the default), ``"zstd"``, ``"lzw"``, ``"jpeg"`` (lossy, quality 90,
+        8-bit data only: what slide scanners store) or None / ``"none"``.
     units : mapping or str, optional
         Unit name per axis letter, or one unit for all; given, only the axes it names get a
         size (``{}``: an uncalibrated image, no sizes).
@@ -476,6 +497,7 @@ def write_tiff(
     path = os.fspath(path)
     axes = axes.lower()
     _check(data, path, axes, tile, overwrite)
+    compressed = _compression(path, compression, data.dtype)
     rgb = _is_rgb(axes, data.shape)
     if scale is not None and not isinstance(scale, Mapping) and len(scale) != len(axes):
         raise ImageWriteError(path, f"scale has {len(scale)} values for {len(axes)} axes '{axes}'")
@@ -539,7 +561,7 @@ def write_tiff(
                                     "for it to end, or write another file")
     partial = scratch_path(folder, name, "partial")
     scratch = scratch_path(folder, name, "band")
-    common = dict(tile=tuple(tile), compression=compression,
+    common = dict(tile=tuple(tile), **compressed,
                   photometric="rgb" if rgb or (planar and samples == "rgb") else "miniswhite" if miniswhite else "minisblack",
                   **{k: v for k, v in kwargs.items() if k != "resolution"})
     levels, res = None, kwargs.get("resolution")
