@@ -327,12 +327,18 @@ def _normalize_key(key: Any, shape: Sequence[int]) -> list[tuple[int, int]] | No
 
 
 def _chunk_name(data: Any, index: tuple[int, ...]) -> str:
-    """Store key of one chunk (``'c/0/1'`` in zarr v3, ``'0.1'`` in v2) or its grid index."""
+    """Store key of one chunk (``'c/0/1'`` in zarr v3, ``'0.1'`` in v2) or its grid index, and
+    the pixels it holds (``[0:256, 1280:1536, 0:3]``: a TIFF's tile grid says little)."""
     encode = getattr(getattr(data, "metadata", None), "encode_chunk_key", None)
     try:
-        return f"chunk {encode(index)}" if encode else f"chunk {index}"
+        name = f"chunk {encode(index)}" if encode else f"chunk {index}"
     except Exception:
-        return f"chunk {index}"
+        name = f"chunk {index}"
+    chunks, shape = _read_chunks(data), tuple(getattr(data, "shape", ()))
+    if not chunks or len(chunks) != len(index) or len(shape) != len(index):
+        return name
+    spans = ", ".join(f"{i * c}:{min((i + 1) * c, n)}" for i, c, n in zip(index, chunks, shape, strict=True))
+    return f"{name} (pixels [{spans}])"
 
 
 def _find_bad_chunk(data: Any, first: tuple[int, ...], last: tuple[int, ...], chunks: tuple[int, ...]) -> str | None:

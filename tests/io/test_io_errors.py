@@ -74,7 +74,7 @@ def test_unsupported_suffix(tmp_path):
     with pytest.raises(ImageReadError) as info:
         open_image(path)
     assert str(info.value) == (
-        f"{path}: unsupported file type '.xyz' (supported: .tif, .tiff, .png, .jpg, .zarr, .ome.zarr)"
+        f"{path}: unsupported file type '.xyz' (supported: .tif, .tiff, .svs, .ndpi, .png, .jpg, .zarr, .ome.zarr)"
     )
 
 
@@ -101,7 +101,7 @@ def test_corrupt_zarr_chunk_names_store_and_chunk(tmp_path):
     with pytest.raises(ImageReadError) as info:
         im.read((slice(0, 32), slice(32, 64)))
     message = str(info.value)
-    assert str(path) in message and "chunk c/0/1" in message
+    assert str(path) in message and "chunk c/0/1 (pixels [0:32, 32:64])" in message  # where, for the user
     lazy = as_dask(im.data, im.axes, path=im.path)
     assert isinstance(lazy, da.Array)
     with pytest.raises(ImageReadError, match=r"bad\.ome\.zarr/0: cannot read chunk c/0/1"):
