@@ -6,6 +6,7 @@ Everything here is also what the CLI and the napari widgets call.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -382,6 +383,7 @@ def _prepare(
     chunks: int | tuple[int, int] | None, device: str, precision: str, rgb: bool | None, channel_axis: int | None,
     normalize: str | tuple[float, float], dtype: Any, meta: dict[str, Any] | None = None, mask: Any = None, nodata: float | None = None,
     cfa: str | None = None, compile: bool = False, ensemble: bool = False, invert_mask: bool = False,
+    white_level: float | None = None,
 ) -> tuple[Any, dict[str, Any], ModelHandle, Any, Any]:
     """Source, metadata, model handle, plan and mask source shared by :func:`restore` and
     :func:`restore_to_zarr`."""
@@ -487,6 +489,8 @@ def _prepare(
         mask_shape=tuple(mask_src.shape) if mask_src is not None else None, memory=memory,
         keep_channel=_opacity_channel(src, meta, channel_axis),
     )
+    if white_level is not None:
+        plan = dataclasses.replace(plan, white=_white_level(white_level, plan))
     if assumed_rggb:
         warn("demosaic: no Bayer pattern given (cfa=, CLI --cfa) and none stated by the file or the "
              "model; assuming RGGB. Another pattern read as RGGB swaps red and blue")
@@ -534,6 +538,18 @@ def _warn_mostly_marked(mask: Any, inverted: bool) -> None:
              f"if it marks the valid pixels instead, run {how}")
 
 
+def _white_level(value: Any, plan: Any) -> float:
+    """``white_level`` checked: a finite number above the image's low percentile."""
+    try:
+        white = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"white_level must be a number (the sensor's saturation value), got {value!r}") from None
+    if not math.isfinite(white) or white <= min(plan.norm.lo):
+        raise ValueError(f"white_level {value!r} (CLI --white-level) must be a finite value above the image's dark "
+                         f"level ({min(plan.norm.lo):.4g}): the sensor's saturation value, e.g. 4095 for 12 bits")
+    return white
+
+
 def _refuse_nothing_known(src: Any, mask: Any, plan: Any, most: int = 1 << 22) -> None:
     """Raise ValueError when the mask and the image's pixels without data (NaN, nodata)
     together leave no known pixel to fill from (a scene's footprint given as the mask came
@@ -579,6 +595,7 @@ def restore(
     compile: bool = False,
     ensemble: bool = False,
     invert_mask: bool = False,
+    white_level: float | None = None,
 ) -> da.Array:
     """Restore an image lazily; returns a dask array (nothing is computed yet).
 
@@ -632,11 +649,15 @@ def restore(
         Self-ensemble: every tile also runs turned and mirrored (8 orientations) and the
         outputs are averaged.  Eight times slower, the same memory; about 0.1-0.2 dB more
         for the shipped denoiser (``benchmarks/quality.py --ensemble``).
+    white_level
+        The sensor's saturation (white) level in the input's units, e.g. 4095 for a 12-bit
+        camera stored as uint16: results are clipped to it (demosaicing and SR overshoot at
+        bright edges), and denoising keeps the pixels at or above it as they came.
     """
     src, meta, handle, plan, mask_src = _prepare(x, task, model, scale, tile, overlap, batch, chunks, device,
                                                  precision, rgb, channel_axis, normalize, dtype, mask=mask,
                                                  nodata=nodata, cfa=cfa, compile=compile, ensemble=ensemble,
-                                                 invert_mask=invert_mask)
+                                                 invert_mask=invert_mask, white_level=white_level)
     out = restore_array(handle, plan, src, mask=mask_src)
     order = meta.get("source_order")
     if order and not isinstance(x, (str, os.PathLike)) and out.ndim == len(order):
@@ -669,6 +690,7 @@ def restore_to_tiff(
     compile: bool = False,
     ensemble: bool = False,
     invert_mask: bool = False,
+    white_level: float | None = None,
     compression: str | None = "zlib",
 ) -> str:
     """Restore ``x`` into a tiled BigTIFF at ``path`` (``.ome.tif``: an OME-TIFF), streamed
@@ -692,7 +714,7 @@ def restore_to_tiff(
     src, meta, handle, plan, mask_src = _prepare(x, task, model, scale, tile, overlap, batch, chunks, device,
                                                  precision, rgb, channel_axis, normalize, dtype, meta, mask=mask,
                                                  nodata=nodata, cfa=cfa, compile=compile, ensemble=ensemble,
-                                                 invert_mask=invert_mask)
+                                                 invert_mask=invert_mask, white_level=white_level)
     out = restore_array(handle, plan, src, mask=mask_src)
     geom = output_geometry(plan.scale, meta, len(plan.shape), len(plan.out_shape), bool(plan.out_trailing))
     ys, xs = (i for i, ax in enumerate(geom["axes"]) if ax in "yx")
@@ -763,6 +785,7 @@ def restore_to_zarr(
     compile: bool = False,
     ensemble: bool = False,
     invert_mask: bool = False,
+    white_level: float | None = None,
 ) -> str:
     """Restore ``x`` into a new OME-Zarr (NGFF 0.5, zarr v3) at ``dst``, chunk by chunk.
 
@@ -776,8 +799,8 @@ def restore_to_zarr(
     threads of the default scheduler or the worker processes of ``"local"`` (default: one
     per core).  ``meta`` gives or
     overrides the input's ``axes``, ``scale``, ``translate`` and ``units`` (physical
-    metadata of an array input).  ``mask``/``invert_mask``/``nodata``/``cfa``/``compile``/``ensemble`` as for
-    :func:`restore`.
+    metadata of an array input).  ``mask``/``invert_mask``/``nodata``/``cfa``/``compile``/``ensemble``/
+    ``white_level`` as for :func:`restore`.
     Returns ``dst``.
     """
     from .engine import build_graph
@@ -808,7 +831,7 @@ def restore_to_zarr(
     src, meta, handle, plan, mask_src = _prepare(x, task, model, scale, tile, overlap, batch, chunks, device,
                                                  precision, rgb, channel_axis, normalize, dtype, meta, mask=mask,
                                                  nodata=nodata, cfa=cfa, compile=compile, ensemble=ensemble,
-                                                 invert_mask=invert_mask)
+                                                 invert_mask=invert_mask, white_level=white_level)
     dst = str(dst)
     geom = output_geometry(plan.scale, meta, len(plan.shape), len(plan.out_shape), bool(plan.out_trailing))
     # a file: its resolved path, size and time (rewritten between runs, it is another input);

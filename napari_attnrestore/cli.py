@@ -109,7 +109,7 @@ def cmd_restore(a: argparse.Namespace) -> int:
         task=a.task, model=model, scale=a.scale, tile=a.tile, overlap=a.overlap, batch=a.batch, chunks=a.chunks,
         device=a.device, precision=a.precision, mask=a.mask, nodata=a.nodata, cfa=a.cfa, compile=a.compile,
         ensemble=a.ensemble, invert_mask=a.invert_mask, normalize=a.normalize, channel_axis=a.channel_axis,
-        dtype=a.out_dtype,
+        dtype=a.out_dtype, white_level=a.white_level,
     )
     t0 = time.perf_counter()
     if a.workers and a.scheduler not in (None, "threads", "local"):  # (the API's message names num_workers)
@@ -456,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the intensity range mapped to 0-1 for the network: auto (uint8: its range; else the 0.1/99.9 "
                         "percentiles of 16 windows), dtype (the type's range), none (data already 0-1), or LO,HI "
                         "(a negative LO as --normalize=-128,127)")
+    r.add_argument("--white-level", type=float, default=None, metavar="V",
+                   help="the sensor's saturation value in the input's units (e.g. 4095 for a 12-bit camera): "
+                        "results are clipped to it and denoising keeps saturated pixels as they came")
     r.add_argument("--out-dtype", choices=("uint8", "uint16", "int16", "float32"), default=None,
                    help="the result's pixel type (default: the input's); float32 keeps the fractions that integer "
                         "rounding drops, which matter for measuring low counts")

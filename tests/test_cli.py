@@ -765,3 +765,15 @@ def test_out_dtype_gives_a_float_result(tmp_path, tiny_checkpoint):
                  "--out-dtype", "float32", "-q"]) == 0
     out = tifffile.imread(tmp_path / "f.tif")
     assert out.dtype == np.float32 and not np.array_equal(out, np.rint(out))
+
+
+def test_white_level_on_the_command_line(tmp_path, tiny_checkpoint, capsys):
+    image = np.random.default_rng(0).integers(100, 3000, (64, 64)).astype(np.uint16)
+    image[:16] = 4095
+    tifffile.imwrite(tmp_path / "cam.tif", image)
+    args = ["restore", str(tmp_path / "cam.tif"), str(tmp_path / "o.tif"), "--weights", str(tiny_checkpoint), "-q"]
+    assert main([*args, "--white-level", "4095"]) == 0
+    out = tifffile.imread(tmp_path / "o.tif")
+    assert out.max() <= 4095 and (out[:16] == 4095).all()
+    assert main([*args, "--overwrite", "--white-level", "10"]) == 2
+    assert "white_level 10.0 (CLI --white-level) must be a finite value above" in capsys.readouterr().err

@@ -131,6 +131,20 @@ def fill_value(plan: Plan) -> float:
     return 0.0
 
 
+def keep_under_white(out: np.ndarray, raw: np.ndarray, plan: Plan) -> None:
+    """Clip restored pixels to the sensor's white level ``plan.white`` (a demosaic or SR
+    overshoot past a 12-bit camera's 4095 is no light it recorded) and, when denoising, keep
+    the saturated input pixels as they came: their noise is clipped away already and their
+    true value is unknown, so they stay countable as saturated."""
+    white = float(plan.white)
+    if out.dtype.kind in "ui":
+        white = min(white, float(np.iinfo(out.dtype).max))
+    np.minimum(out, out.dtype.type(white), out=out)
+    if plan.task == "denoise" and raw.shape == out.shape:
+        saturated = raw >= plan.white
+        out[saturated] = np.minimum(raw[saturated], white).astype(out.dtype)
+
+
 def keep_off_nodata(out: np.ndarray, plan: Plan) -> None:
     """Move restored pixels that came out as the nodata value one step towards the data.
 
@@ -325,6 +339,8 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
         y = np.where(holes[:, :, cy0:cy1, cx0:cx1], y, known)
     out = normalize_planes(y, plan, lead, inverse=True)
     keep_off_nodata(out, plan)
+    if plan.white is not None:
+        keep_under_white(out, planes[:, :, cy0:cy1, cx0:cx1], plan)
     if holes is not None and np.dtype(plan.out_dtype) == planes.dtype:
         # the known pixels themselves, not their float32 round trip (a float DEM, 32-bit counts)
         keep = ~holes[:, :, cy0:cy1, cx0:cx1]

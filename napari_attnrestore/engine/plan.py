@@ -61,6 +61,7 @@ class Plan:
     keep_channel: int | None = None  # along channel_axis: copied through as it came in (gray + alpha's alpha)
     range_sampled: bool = True  # the intensity range comes from sampled windows (not given, nor the type's)
     fill_adopted: bool = False  # nodata is an undeclared fill found in the image: kept, not inpainted
+    white: float | None = None  # the sensor's saturation level: results clipped to it, saturated pixels kept
 
     @property
     def aux_channels(self) -> int:

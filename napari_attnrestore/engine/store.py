@@ -289,6 +289,7 @@ def job_fingerprint(plan: Plan, weights_digest: str, task: str, src_desc: str, e
         **({"ensemble": True} if ensemble else {}),  # absent when off: stores of earlier versions still resume
         **({"mask_id": mask_id} if plan.has_mask and mask_id else {}),
         **({"kept_channel": plan.keep_channel} if plan.keep_channel is not None else {}),  # (as for ensemble)
+        **({"white": plan.white} if plan.white is not None else {}),  # (likewise)
     }
 
 
