@@ -460,7 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the sensor's saturation value in the input's units (e.g. 4095 for a 12-bit camera): "
                         "results are clipped to it and denoising keeps saturated pixels as they came")
     r.add_argument("--out-dtype", choices=("uint8", "uint16", "int16", "float32"), default=None,
-                   help="the result's pixel type (default: the input's); float32 keeps the fractions that integer "
+                   help="the result's pixel type (default: the input's), in the input's units, not rescaled "
+                        "(values beyond the type's range are clipped); float32 keeps the fractions that integer "
                         "rounding drops, which matter for measuring low counts")
     r.add_argument("--channel-axis", type=int, default=None, metavar="N",
                    help="this axis of the file as stored holds channels (bands), each scaled on its own: a band "

@@ -43,3 +43,18 @@ def test_a_compile_fallback_is_ours_and_still_a_runtime_warning():
     with pytest.warns(CompileFallbackWarning, match="torch.compile failed for the net") as caught:
         warn_compile_failed(RuntimeError("no compiler"), "running uncompiled", "the net")
     assert issubclass(caught[0].category, RuntimeWarning) and issubclass(caught[0].category, AttnRestoreWarning)
+
+
+def test_a_script_stops_at_a_warning_while_a_file_is_opened(tmp_path):
+    """From a review: the TIFF reader's catch-all turned the caller's warning-as-error into
+    'cannot read TIFF (AttnRestoreWarning: ...)', an error that says the file is broken."""
+    import tifffile
+
+    path = tmp_path / "two.tif"
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(np.zeros((32, 32), np.uint8))
+        tw.write(np.zeros((16, 16, 3), np.uint8), photometric="rgb")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AttnRestoreWarning)
+        with pytest.raises(AttnRestoreWarning, match="holds 2 images"):
+            ar.io.open_image(path)

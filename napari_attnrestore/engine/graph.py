@@ -338,9 +338,9 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
         known = np.where(np.isfinite(x), x, 0.0)[:, :, cy0:cy1, cx0:cx1]
         y = np.where(holes[:, :, cy0:cy1, cx0:cx1], y, known)
     out = normalize_planes(y, plan, lead, inverse=True)
-    keep_off_nodata(out, plan)
-    if plan.white is not None:
+    if plan.white is not None:  # (first: a clip onto a nodata equal to the white level is stepped off it)
         keep_under_white(out, planes[:, :, cy0:cy1, cx0:cx1], plan)
+    keep_off_nodata(out, plan)
     if holes is not None and np.dtype(plan.out_dtype) == planes.dtype:
         # the known pixels themselves, not their float32 round trip (a float DEM, 32-bit counts)
         keep = ~holes[:, :, cy0:cy1, cx0:cx1]

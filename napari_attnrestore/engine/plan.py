@@ -313,7 +313,8 @@ def image_stats(
         if require_finite:
             raise ValueError("a training image has no finite pixels")
         _no_data_sampled(shape, keys, nlead, nodata)
-    elif normalize == "none" or (normalize == "dtype" and dtype != np.uint8):  # (uint8's default is 'dtype')
+    elif isinstance(normalize, str) and (normalize == "none" or (normalize == "dtype" and dtype != np.uint8)):
+        # (uint8's default is 'dtype'; a range given as (lo, hi) is the caller's choice)
         _warn_range_unfilled(pieces, dtype, normalize)
     if rgb:
         flat = np.concatenate([p.reshape(-1, p.shape[-1]) for p in pieces])

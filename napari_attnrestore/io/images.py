@@ -46,7 +46,7 @@ __all__ = [
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".svs", ".ndpi", ".scn", ".bif", ".qptiff")
 PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 ZARR_SUFFIXES = (".zarr",)
-SUPPORTED_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".png", ".jpg", ".zarr", ".ome.zarr")
+SUPPORTED_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".scn", ".bif", ".qptiff", ".png", ".jpg", ".zarr", ".ome.zarr")
 
 _UNITS = {
     "µm": "micrometer",
@@ -660,7 +660,7 @@ def _open_tiff(path: str) -> ImageData:
                 image = _tiff_image(tif, path, size)
                 if errors.chain and not errors.broken:
                     _refuse_an_unread_tail(tif, path, size, errors.chain[0])
-            except ImageReadError:
+            except (ImageReadError, Warning):  # a warning turned into an error by the caller's filter is theirs
                 raise
             except Exception as exc:
                 raise ImageReadError(path, f"cannot read TIFF ({type(exc).__name__}: {exc})") from exc
@@ -971,7 +971,7 @@ def _aperio_scale(description: str, scale: dict, units: dict) -> None:
         mpp = float(svs_description_metadata(description).get("MPP", 0))
     except Exception:  # another layout of the description, or a tifffile without the parser
         return
-    if not math.isfinite(mpp) or mpp <= 0:
+    if not 1e-4 <= mpp <= 1e4:  # (not finite, zero, negative or absurd: no size rather than a wrong one)
         return
     for ax in ("x", "y"):
         if ax in scale:

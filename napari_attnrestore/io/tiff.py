@@ -371,24 +371,25 @@ def _plain_origin(translate: Mapping[str, float], physical: dict, in_pixels: boo
             if translate.get(ax) and (ax in physical or in_pixels)}
 
 
-#: what ``write_tiff(compression=)`` takes (tifffile's names; JPEG at quality 90)
+#: the compressions the CLI offers for TIFF output (``write_tiff`` takes any of tifffile's)
 COMPRESSIONS = ("zlib", "zstd", "lzw", "jpeg", "none")
 
 
-def _compression(path: str, name: str | None, dtype: np.dtype) -> dict[str, Any]:
-    """tifffile's ``compression`` (and ``compressionargs``) for ``name``; refused with the
-    reason when it cannot hold the data."""
-    if name is None or str(name).lower() == "none":
+def _compression(path: str, name: Any, data: Any, rgb: bool) -> dict[str, Any]:
+    """tifffile's ``compression`` (and ``compressionargs``) for ``name``.  JPEG is checked
+    before anything is computed (it holds 8-bit gray or RGB pages only, where tifffile would
+    fail at the first band); other names go to tifffile as they are."""
+    if name is None or (isinstance(name, str) and name.lower() == "none"):
         return {"compression": None}
-    name = str(name).lower()
-    if name not in COMPRESSIONS:
-        raise ImageWriteError(path, f"unknown compression {name!r}; use one of {', '.join(COMPRESSIONS)}")
-    if name == "jpeg":
-        if np.dtype(dtype) != np.uint8:
-            raise ImageWriteError(path, f"JPEG compression holds 8-bit data, not {np.dtype(dtype)}; use zlib, zstd "
-                                        "or lzw (lossless), or ask for uint8 output")
-        return {"compression": "jpeg", "compressionargs": {"level": 90}}
-    return {"compression": name}
+    if not (isinstance(name, str) and name.lower() == "jpeg"):
+        return {"compression": name}
+    if np.dtype(data.dtype) != np.uint8:
+        raise ImageWriteError(path, f"JPEG compression holds 8-bit data, not {np.dtype(data.dtype)}; use zlib, zstd "
+                                    "or lzw (lossless)")
+    if rgb and data.shape[-1] == 4:
+        raise ImageWriteError(path, "JPEG compression holds gray or RGB pages, not RGB + alpha; use zlib, zstd or "
+                                    "lzw (lossless)")
+    return {"compression": "jpeg", "compressionargs": {"level": 90}}
 
 
 def _metadata(axes: str, rgb: bool, physical: dict, ome: bool) -> tuple[dict, dict]:
@@ -459,7 +460,8 @@ def write_tiff(
         Tile height and width, multiples of 16.
     compression : str or None
         ``"zlib"`` (the default), ``"zstd"``, ``"lzw"``, ``"jpeg"`` (lossy, quality 90,
-        8-bit data only: what slide scanners store) or None / ``"none"``.
+        8-bit gray or RGB only: what slide scanners store), None / ``"none"``, or any other
+        compression tifffile takes (``"deflate"``, ``"lzma"``, a ``tifffile.COMPRESSION``).
     units : mapping or str, optional
         Unit name per axis letter, or one unit for all; given, only the axes it names get a
         size (``{}``: an uncalibrated image, no sizes).
@@ -497,8 +499,8 @@ def write_tiff(
     path = os.fspath(path)
     axes = axes.lower()
     _check(data, path, axes, tile, overwrite)
-    compressed = _compression(path, compression, data.dtype)
     rgb = _is_rgb(axes, data.shape)
+    compressed = _compression(path, compression, data, rgb)
     if scale is not None and not isinstance(scale, Mapping) and len(scale) != len(axes):
         raise ImageWriteError(path, f"scale has {len(scale)} values for {len(axes)} axes '{axes}'")
     values = [float(v) for v in (scale.values() if isinstance(scale, Mapping) else scale or ())]

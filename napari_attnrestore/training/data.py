@@ -12,7 +12,7 @@ import torch
 
 from ..warning import warn
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".svs", ".ndpi", ".scn", ".bif", ".qptiff")
 
 
 def to_float01(img: np.ndarray) -> np.ndarray:

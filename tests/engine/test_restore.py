@@ -566,3 +566,19 @@ def test_a_white_level_clips_results_and_keeps_saturated_pixels():
         ar.restore(image, model=Brighter(), white_level=50)
     with pytest.raises(ValueError, match="white_level must be a number"):
         ar.restore(image, model=Brighter(), white_level="bright")
+
+
+def test_a_white_level_that_is_also_nodata_makes_no_holes_and_a_range_array_is_a_range():
+    """From a review: clipping to a white level equal to the nodata value turned 3583
+    restored pixels into nodata (holes for GIS tools); a normalize range given as a numpy
+    array raised 'truth value of an array is ambiguous'."""
+    class BrighterUp(NearestUp):  # overshoots, as SR does at bright edges
+        def forward(self, x):
+            return super().forward(x) * 1.2
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(3000, 4095, (32, 32)).astype(np.uint16)
+    image[:4, :4] = 4095
+    out = np.asarray(ar.restore(image, task="sr", scale=2, model=BrighterUp(), nodata=4095, white_level=4095,
+                                normalize=np.array([0, 4000])).compute())
+    assert (out[:8, :8] == 4095).all() and not (out[8:, 8:] == 4095).any() and out[8:, 8:].max() == 4094

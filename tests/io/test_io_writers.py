@@ -623,3 +623,21 @@ def test_a_killed_writers_pid_given_to_another_process_blocks_nothing(tmp_path):
     os.utime(stale, (1.0, 1.0))  # last written before that process started
     write_tiff(np.zeros((16, 16), np.uint8), tmp_path / "out.tif", "yx")
     assert os.listdir(tmp_path) == ["out.tif"]
+
+
+def test_jpeg_is_refused_before_writing_what_it_cannot_hold_and_other_compressions_pass_through(tmp_path):
+    """From a review: RGBA with JPEG failed at the first band ('invalid data shape'), after
+    the network had run; tifffile's other compressions ('deflate', a COMPRESSION) were refused."""
+    import tifffile
+
+    from napari_attnrestore.io import ImageWriteError, write_tiff
+
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    with pytest.raises(ImageWriteError, match="JPEG compression holds gray or RGB pages, not RGB \\+ alpha"):
+        write_tiff(rgba, tmp_path / "a.tif", axes="yxc", compression="jpeg")
+    with pytest.raises(ImageWriteError, match="JPEG compression holds 8-bit data, not uint16; use zlib"):
+        write_tiff(np.zeros((32, 32), np.uint16), tmp_path / "b.tif", axes="yx", compression="jpeg")
+    assert not list(tmp_path.iterdir())
+    for name in ("deflate", tifffile.COMPRESSION.LZMA):
+        path = write_tiff(np.ones((32, 32), np.uint16), tmp_path / f"{name}.tif", axes="yx", compression=name)
+        assert tifffile.imread(path).sum() == 32 * 32
