@@ -74,7 +74,7 @@ def test_unsupported_suffix(tmp_path):
     with pytest.raises(ImageReadError) as info:
         open_image(path)
     assert str(info.value) == (
-        f"{path}: unsupported file type '.xyz' (supported: .tif, .tiff, .svs, .ndpi, .png, .jpg, .zarr, .ome.zarr)"
+        f"{path}: unsupported file type '.xyz' (supported: .tif, .tiff, .svs, .ndpi, .scn, .bif, .qptiff, .png, .jpg, .zarr, .ome.zarr)"
     )
 
 
