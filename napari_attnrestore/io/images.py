@@ -849,7 +849,8 @@ def _series_said(series: Any) -> str:
     """A TIFF series for a message: its name where the file gives one (a slide's 'Label',
     'Macro', 'Thumbnail'; tifffile's generic names are left out) and its shape."""
     name = str(getattr(series, "name", "") or "")
-    generic = not name or name.lower() in ("shaped", "generic", "uniform", "imagej", "ome", "series")
+    generic = not name or name.lower() in ("shaped", "generic", "uniform", "imagej", "ome", "series") or \
+        re.fullmatch(r"(image|series)\s*:?\s*\d+", name.strip().lower()) is not None  # tifffile's own OME names
     return f"{tuple(series.shape)}" if generic else f"{name} {tuple(series.shape)}"
 
 
