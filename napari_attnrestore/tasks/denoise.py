@@ -89,11 +89,22 @@ def make_training_pair(
     sigma: tuple[float, float] = (0.0, 50.0),
     poisson_prob: float = 0.0,
     poisson_peak: tuple[float, float] = (5.0, 100.0),
+    dim_prob: float = 0.0,
+    dim_range: tuple[float, float] = (0.03, 0.5),
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Noisy/clean training pair for a batch ``(B, 1, H, W)``; sigma drawn per patch (blind)."""
+    """Noisy/clean training pair for a batch ``(B, 1, H, W)``; sigma drawn per patch (blind).
+
+    ``dim_prob``: the share of patches whose clean picture is first dimmed by a factor drawn
+    log-uniformly from ``dim_range``: dark, low-contrast patches (a fluorescence background
+    under percentile scaling sits at 2-5% of the range), which photos rarely hold.
+    """
     import torch
 
     b = clean.shape[0]
+    if dim_prob > 0:
+        lo, hi = dim_range
+        factor = lo * (hi / lo) ** torch.rand(b, 1, 1, 1, generator=gen)
+        clean = torch.where(torch.rand(b, 1, 1, 1, generator=gen) < dim_prob, clean * factor, clean)
     x = clean
     if poisson_prob > 0:
         use = torch.rand(b, 1, 1, 1, generator=gen) < poisson_prob

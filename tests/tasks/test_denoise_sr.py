@@ -111,3 +111,17 @@ def test_gat_bm3d_poisson_gaussian():
     assert out.shape == clean.shape and out.dtype == np.float32
     assert abs(float(out.mean() - clean.mean())) < 0.01  # the unbiased inverse keeps the mean
     assert psnr(clean, np.clip(out, 0, 1)) > psnr(clean, np.clip(noisy, 0, 1)) + 8
+
+
+def test_dimmed_patches_are_dark_low_contrast_targets():
+    """dim_prob: a share of the clean patches is dimmed (a background at a few percent of
+    the range, which the photos rarely hold); the rest and the noise are as before."""
+    clean = torch.full((400, 1, 8, 8), 0.8)
+    noisy, target = denoise.make_training_pair(clean, torch.Generator().manual_seed(0), sigma=(0.0, 0.0),
+                                               dim_prob=0.5, dim_range=(0.03, 0.5))
+    means = target.mean(dim=(1, 2, 3))
+    dimmed = means < 0.8
+    assert 0.4 < dimmed.float().mean() < 0.6 and torch.equal(noisy, target)
+    assert means[dimmed].min() >= 0.8 * 0.03 - 1e-6 and means[dimmed].max() <= 0.8 * 0.5 + 1e-6
+    same, _ = denoise.make_training_pair(clean, torch.Generator().manual_seed(0), sigma=(0.0, 0.0))
+    assert torch.equal(same, clean)
