@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 import uuid
-import warnings
 import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..warning import CompileFallbackWarning
+from ..warning import CompileFallbackWarning, warn
 from .device import resolve_device, resolve_precision
 from .transfer import HostStaging, Pending
 
@@ -242,7 +241,7 @@ class ModelHandle:
         return st
 
     def _compile_failed(self, error: BaseException) -> None:
-        warn_compile_failed(error, "running it uncompiled", subject=self.info.name, stacklevel=4)
+        warn_compile_failed(error, "running it uncompiled", subject=self.info.name)
         _COMPILED[self.key] = None
 
     def _run(self, fn: Any, module: nn.Module, x: torch.Tensor, dev: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -328,12 +327,12 @@ class ModelHandle:
         return self._finite(out, batch)
 
 
-def warn_compile_failed(error: BaseException, fallback: str, subject: str | None = None, stacklevel: int = 3) -> None:
+def warn_compile_failed(error: BaseException, fallback: str, subject: str | None = None) -> None:
     """Log and warn (:class:`CompileFallbackWarning`) that ``torch.compile`` failed with ``error`` and what runs instead."""
     first_line = str(error).splitlines()[0] if str(error) else ""
     msg = f"torch.compile failed{f' for {subject}' if subject else ''} ({type(error).__name__}: {first_line}); {fallback}"
     log.warning(msg)
-    warnings.warn(msg, CompileFallbackWarning, stacklevel=stacklevel)
+    warn(msg, CompileFallbackWarning)
 
 
 #: The 8 orientations of the square: (quarter turns, mirrored left-right afterwards).

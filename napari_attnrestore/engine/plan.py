@@ -309,27 +309,30 @@ def image_stats(
     raw = [np.asarray(sample(k)) for k in keys]
     # pixels to fill say nothing about the intensity range; nodata compared in the image's own type
     pieces = [gaps_as_nan(r, nodata) for r in raw]
-    if not any(np.isfinite(p).any() for p in pieces):
+    known = any(np.isfinite(p).any() for p in pieces)
+    if not known:
         if require_finite:
             raise ValueError("a training image has no finite pixels")
         _no_data_sampled(shape, keys, nlead, nodata)
-    elif isinstance(normalize, str) and (normalize == "none" or (normalize == "dtype" and dtype != np.uint8)):
-        # (uint8's default is 'dtype'; a range given as (lo, hi) is the caller's choice)
-        _warn_range_unfilled(pieces, dtype, normalize)
     if rgb:
         flat = np.concatenate([p.reshape(-1, p.shape[-1]) for p in pieces])
-        return compute_stats(flat, dtype, channel_axis=1, mode=normalize)
-    if channel_axis is None:
+        stats = compute_stats(flat, dtype, channel_axis=1, mode=normalize)
+    elif channel_axis is None:
         if nlead and normalize in ("auto", "percentile") and not (normalize == "auto" and dtype == np.uint8):
             _warn_planes_apart(shape, sample, nlead, nodata)
-        return compute_stats(np.concatenate([p.ravel() for p in pieces]), dtype, mode=normalize)
-    lo_l, hi_l = [], []  # one statistic per channel: sample each channel's planes separately
-    for c in range(shape[channel_axis]):
-        sel = [p for k, p in zip(keys, pieces, strict=True) if k[channel_axis] == c]
-        a, b = compute_stats(np.concatenate([s.ravel() for s in sel]), dtype, mode=normalize)
-        lo_l.append(a[0])
-        hi_l.append(b[0])
-    return tuple(lo_l), tuple(hi_l)
+        stats = compute_stats(np.concatenate([p.ravel() for p in pieces]), dtype, mode=normalize)
+    else:
+        lo_l, hi_l = [], []  # one statistic per channel: sample each channel's planes separately
+        for c in range(shape[channel_axis]):
+            sel = [p for k, p in zip(keys, pieces, strict=True) if k[channel_axis] == c]
+            a, b = compute_stats(np.concatenate([s.ravel() for s in sel]), dtype, mode=normalize)
+            lo_l.append(a[0])
+            hi_l.append(b[0])
+        stats = tuple(lo_l), tuple(hi_l)
+    if known and isinstance(normalize, str) and (normalize == "none" or (normalize == "dtype" and dtype != np.uint8)):
+        # (uint8's default is 'dtype'; a range given as (lo, hi) is the caller's choice)
+        _warn_range_unfilled(pieces, stats[0][0], stats[1][0], normalize)
+    return stats
 
 
 #: data spanning less than this share of the range ``normalize='dtype'`` or ``'none'`` scales
@@ -337,15 +340,15 @@ def image_stats(
 RANGE_FILLED = 0.1
 
 
-def _warn_range_unfilled(pieces: list[np.ndarray], dtype: np.dtype, mode: str) -> None:
-    """Warn when the sampled values fill only a sliver of the range the chosen ``mode`` scales
-    by, or (``'none'``) lie far outside [0, 1]: the network then takes real detail for noise
-    (spots lost 93% of their intensity in 12-bit data scaled by uint16's range), or sees values
-    it was never trained on.  The default percentile range has neither problem."""
+def _warn_range_unfilled(pieces: list[np.ndarray], lo: float, hi: float, mode: str) -> None:
+    """Warn when the sampled values fill only a sliver of the range ``[lo, hi]`` the chosen
+    ``mode`` scales by (the same for every channel), or (``'none'``) lie far outside [0, 1]:
+    the network then takes real detail for noise (spots lost 93% of their intensity in 12-bit
+    data scaled by uint16's range), or sees values it was never trained on.  The default
+    percentile range has neither problem."""
     values = np.concatenate([p.ravel() for p in pieces]).astype(np.float64)
     values = values[np.isfinite(values)]
     a, b = (float(v) for v in np.percentile(values, [LOW_PCT, HIGH_PCT]))
-    lo, hi = (v[0] for v in compute_stats(values[:1], dtype, mode=mode))
     share = (b - a) / (hi - lo)
     outside = (lo, hi) == (0.0, 1.0) and (a < -0.5 or b > 1.5)  # 'none', and 'dtype' for floats
     if share >= RANGE_FILLED and not outside:
