@@ -41,12 +41,13 @@ __all__ = [
     "read_region",
 ]
 
-#: TIFF and the slide scanners' TIFF-based formats tifffile reads (Aperio, Hamamatsu, Leica,
-#: Ventana, PerkinElmer): a slide named by its scanner's suffix opens as the TIFF it is
-TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".svs", ".ndpi", ".scn", ".bif", ".qptiff")
+#: the slide scanners' TIFF-based formats tifffile reads (Aperio, Hamamatsu, Leica, Ventana,
+#: PerkinElmer): a slide named by its scanner's suffix opens as the TIFF it is
+SLIDE_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif", ".qptiff")
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", *SLIDE_SUFFIXES)
 PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 ZARR_SUFFIXES = (".zarr",)
-SUPPORTED_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".scn", ".bif", ".qptiff", ".png", ".jpg", ".zarr", ".ome.zarr")
+SUPPORTED_SUFFIXES = (".tif", ".tiff", *SLIDE_SUFFIXES, ".png", ".jpg", ".zarr", ".ome.zarr")
 
 _UNITS = {
     "µm": "micrometer",

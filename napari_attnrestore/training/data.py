@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..io.images import SLIDE_SUFFIXES
 from ..warning import warn
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".svs", ".ndpi", ".scn", ".bif", ".qptiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", *SLIDE_SUFFIXES)
 
 
 def to_float01(img: np.ndarray) -> np.ndarray:
