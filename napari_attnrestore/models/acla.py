@@ -127,6 +127,11 @@ class CrossLayerAttention(nn.Module):
             self.select.bias.zero_()
             self.select.bias.view(layers, keys + 1)[:, -1] = 1.0  # start by preferring all K keys
 
+    def start_as_identity(self) -> None:
+        """Zero the output projection: the module passes its query through (for growing a network)."""
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
     def selection_mask(self, q: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Key mask ``(B, L, K, H, W)``: 1 for the keys a query uses (hard; straight-through in training)."""
         b, _, h, w = q.shape

@@ -458,5 +458,10 @@ class ResidualBlock(nn.Module):
         self.conv1 = nn.Conv2d(dim, dim, 3, padding=1)
         self.conv2 = nn.Conv2d(dim, dim, 3, padding=1)
 
+    def start_as_identity(self) -> None:
+        """Zero the last convolution: the block passes its input through (for growing a network)."""
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.res_scale * self.conv2(F.relu(self.conv1(x), inplace=True))

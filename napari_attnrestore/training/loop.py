@@ -221,7 +221,7 @@ def load_training_state(
 
 #: inputs that states of earlier versions do not record: a state without one resumes (and
 #: records it from then on)
-LATER_INPUTS = ("seed", "init", "precision")
+LATER_INPUTS = ("seed", "init", "precision", "init_map")
 
 
 def _check_same_inputs(path: Path, saved: dict | None, given: dict | None) -> None:

@@ -98,11 +98,18 @@ def load_training_images(recipe: dict[str, Any], data_dir: Path) -> list:
     return images
 
 
-def init_from(model: torch.nn.Module, source: str, out_dir: Path) -> None:
+def init_from(model: torch.nn.Module, source: str, out_dir: Path, rename: list[list[str]] | None = None) -> None:
     """Start ``model`` from another weight (as the HAT paper starts x4 from x2).
 
     ``source`` is a shipped weight name or a ``.safetensors`` path; tensors whose names and
     shapes match are copied (e.g. everything but an SR model's upsampler).
+
+    ``rename``: ``[from_prefix, to_prefix]`` pairs (the recipe's ``init_map``) for starting a
+    deeper network from a shallower one: a source tensor whose name starts with a
+    ``from_prefix`` (the first that matches) is loaded under ``to_prefix`` instead.  The
+    residual blocks and attention modules that then received nothing start as the identity
+    (:func:`start_as_identity`), so the grown network computes what the source did and
+    training goes on from there (network growth as in Net2Net's deeper networks).
     """
     from ..zoo import resolve_weight
     from .checkpoint import load_state
@@ -113,9 +120,37 @@ def init_from(model: torch.nn.Module, source: str, out_dir: Path) -> None:
     if not path.exists():
         raise FileNotFoundError(f"init weight {source!r} not found (train it first: its recipe is in recipes/)")
     own = model.state_dict()
-    state = {k: v.float() for k, v in load_state(path).items() if k in own and own[k].shape == v.shape}
+    src = load_state(path)
+    if rename:
+        src = {_renamed(k, rename): v for k, v in src.items()}
+    state = {k: v.float() for k, v in src.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(state, strict=False)
     log.info("initialized %d of %d tensors from %s", len(state), len(own), path)
+    if rename:
+        grown = start_as_identity(model, set(state))
+        log.info("%d modules the init weight lacks start as the identity: %s", len(grown), ", ".join(grown))
+
+
+def _renamed(name: str, rename: list[list[str]]) -> str:
+    """``name`` under the first ``[from_prefix, to_prefix]`` rule whose prefix it starts with."""
+    for old, new in rename:
+        if name.startswith(old):
+            return new + name[len(old):]
+    return name
+
+
+def start_as_identity(model: torch.nn.Module, loaded: set[str]) -> list[str]:
+    """Make the residual modules of ``model`` that no tensor in ``loaded`` reached the identity.
+
+    A module qualifies by a ``start_as_identity()`` method (a residual block zeroes its last
+    convolution, an attention module its output projection).  Returns their names.
+    """
+    done = []
+    for name, module in model.named_modules():
+        if name and hasattr(module, "start_as_identity") and not any(k.startswith(name + ".") for k in loaded):
+            module.start_as_identity()
+            done.append(name)
+    return done
 
 
 def evaluate(recipe: dict[str, Any], model: torch.nn.Module, data_dir: Path) -> dict[str, Any]:
@@ -324,7 +359,7 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
     if continue_weight is not None and not state_path.exists():
         rebuild_state(model, cfg, continue_weight, run_dir, name)
     if recipe.get("init") and not state_path.exists():  # a resumed run restores its own weights
-        init_from(model, recipe["init"], out_dir)
+        init_from(model, recipe["init"], out_dir, recipe.get("init_map"))
     method, deg = recipe.get("self_supervised"), recipe.get("degradation", {})
 
     n_params = sum(p.numel() for p in model.parameters())
@@ -372,6 +407,7 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
             "degradation": deg,
             **({"self_supervised": method, "clean_images_used": False} if method else {}),
             **({"init": recipe["init"]} if recipe.get("init") else {}),
+            **({"init_map": recipe["init_map"]} if recipe.get("init_map") else {}),
             "patch": recipe["patch"],
             **{k: v for k, v in vars(cfg).items()},
             "steps_done": final.step,
@@ -392,7 +428,7 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
 
 #: the recipe's keys that say what a model learns from and what it is
 _RECIPE_INPUTS = ("task", "arch", "preset", "config", "scale", "data", "color", "downscale", "synthetic", "degradation",
-                  "self_supervised", "patch", "init")
+                  "self_supervised", "patch", "init", "init_map")
 
 
 def _resumed_step(state_path: Path) -> int:

@@ -161,6 +161,30 @@ def test_recipe_starts_x4_from_x2_weights(tmp_path, data):
     assert card["scale"] == 4 and card["training"]["init"] == str(x2)  # the card names its starting point
 
 
+def test_recipe_grows_a_deeper_network_from_a_shallower_one(tmp_path, data):
+    small = {"dim": 8, "n_blocks": 2, "positions": [1], "keys": 2}
+    src = rc.run(_recipe(tmp_path, "inpaint", arch="acla", config=small, name="test-shallow"), data,
+                 tmp_path / "out", tmp_path / "runs")
+    grow = [["blocks.0.", "blocks.0."], ["blocks.1.", "blocks.2."], ["attn.1.", "attn.3."]]
+    deep = {**small, "n_blocks": 4, "positions": [3]}
+    model = rc.build_model("acla", task="inpaint", **deep)
+    rc.init_from(model, str(src), tmp_path / "out", grow)
+    before = ar.load_model(str(src)).float().eval()
+    model.eval()
+    x = torch.rand(1, 2, 24, 24)  # image and mask
+    x[:, 1] = (x[:, 1] > 0.7).float()
+    with torch.no_grad():
+        assert torch.allclose(model(x), before(x), atol=1e-6)  # blocks 1 and 3 pass through: the same function
+    assert model.blocks[1].conv2.weight.abs().sum() == 0 and model.blocks[2].conv2.weight.abs().sum() > 0
+    # without the map the names do not line up: nothing is grown, block 3 keeps its random start
+    plain = rc.build_model("acla", task="inpaint", **deep)
+    rc.init_from(plain, str(src), tmp_path / "out")
+    assert plain.blocks[3].conv2.weight.abs().sum() > 0
+    path = rc.run(_recipe(tmp_path, "inpaint", arch="acla", config=deep, name="test-deep", init=str(src),
+                          init_map=grow), data, tmp_path / "out", tmp_path / "runs", steps=1)
+    assert ar.load_model(str(path)).card["training"]["init_map"] == grow  # the card says how it was grown
+
+
 def test_recipe_anneals_acla_temperature(tmp_path, data):
     path = _recipe(tmp_path, "sr", scale=2, arch="acla", config={"dim": 8, "n_blocks": 2, "positions": [1], "keys": 2},
                    anneal_tau=[1.0, 0.1], name="test-acla")
