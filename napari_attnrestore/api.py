@@ -217,18 +217,19 @@ def _own_copy(module: nn.Module) -> nn.Module:
 def as_source(x: Any, stored: bool = False) -> tuple[Any, dict[str, Any]]:
     """The pixel source for ``x`` (array-like or dask array) and its metadata.
 
-    Paths are opened lazily with :func:`napari_attnrestore.io.open_image`; ``stored``: an RGB
-    OME-Zarr stored ``cyx`` as those channels, not as the channel-last picture it is shown as.
+    Paths are opened lazily with :func:`napari_attnrestore.io.open_image`, and an image it
+    opened (``open_image(path, series=2)``) is used with its file's metadata; ``stored``: an
+    RGB OME-Zarr stored ``cyx`` as those channels, not as the channel-last picture it is shown as.
     """
-    if isinstance(x, (str, os.PathLike)):
-        from .io import GuardedArray, as_dask, open_image
+    from .io import GuardedArray, ImageData, as_dask, open_image
 
-        img = open_image(x)
+    if isinstance(x, (str, os.PathLike, ImageData)):
+        img = x if isinstance(x, ImageData) else open_image(x)
         img = img.as_stored() if stored else img
         rgb = img.rgb and not stored  # rgb=False or a channel axis: an RGB file's samples are its channels
         meta = {"axes": img.axes, "scale": img.scale, "translate": img.translate, "units": img.units, "rgb": rgb,
                 "channel_axis": img.channel_axis if rgb == img.rgb else img.axes.rfind("c"), "name": img.name,
-                "path": img.path,
+                "path": img.path, "series": img.meta.get("series"),  # the image of a TIFF holding several
                 "nodata": img.meta.get("nodata"),  # a GeoTIFF's GDAL_NODATA marks pixels without data
                 "geotiff": img.meta.get("geotiff"),
                 "planar_colour": bool(img.meta.get("planar_colour")),  # a TIFF's separate R, G, B planes
@@ -262,6 +263,18 @@ def as_source(x: Any, stored: bool = False) -> tuple[Any, dict[str, Any]]:
             raise ValueError(f"a list of arrays is restored as one stack, and these differ in shape ({shapes}); "
                              "restore each on its own") from None
     raise TypeError(f"cannot restore an object of type {type(x).__name__}; give an array, a dask/zarr array or a path")
+
+
+def _is_file(x: Any) -> bool:
+    """Whether ``x`` is a file: a path, or an image :func:`~napari_attnrestore.io.open_image` opened."""
+    from .io import ImageData
+
+    return isinstance(x, (str, os.PathLike)) or (isinstance(x, ImageData) and bool(x.path))
+
+
+def _file_of(x: Any) -> str | os.PathLike:
+    """The path of a file input (:func:`_is_file`)."""
+    return x if isinstance(x, (str, os.PathLike)) else x.path
 
 
 def _reordered(data: da.Array, meta: dict[str, Any], order: Sequence[int]) -> tuple[da.Array, dict[str, Any]]:
@@ -602,9 +615,11 @@ def restore(
     Parameters
     ----------
     x
-        numpy, dask or zarr array, or a path (.tif/.tiff, .png, .zarr/.ome.zarr).  A path's
-        axes come back in NGFF order (``t``, ``c``, ``z``, ``y``, ``x``; RGB stays last), as
-        they are written to OME-Zarr; an array's come back in its own order.
+        numpy, dask or zarr array, or a path (.tif/.tiff, .png, .zarr/.ome.zarr), or an image
+        ``ar.io.open_image`` opened (``open_image("slide.svs", series=2)``: another image of a
+        TIFF than its first).  A file's axes come back in NGFF order (``t``, ``c``, ``z``,
+        ``y``, ``x``; RGB stays last), as they are written to OME-Zarr; an array's come back
+        in its own order.
     task
         ``denoise``, ``sr`` (with ``scale`` 2 or 4), ``demosaic`` (with ``cfa``) or
         ``inpaint`` (with ``mask`` or ``nodata``).
@@ -660,7 +675,7 @@ def restore(
                                                  invert_mask=invert_mask, white_level=white_level)
     out = restore_array(handle, plan, src, mask=mask_src)
     order = meta.get("source_order")
-    if order and not isinstance(x, (str, os.PathLike)) and out.ndim == len(order):
+    if order and not _is_file(x) and out.ndim == len(order):
         out = out.transpose(tuple(int(i) for i in np.argsort(order)))  # an array's channels moved first come back where they were
     return out
 
@@ -710,7 +725,7 @@ def restore_to_tiff(
 
     path = os.fspath(path)
     # the result is streamed from the input while it is written: replacing it would lose both
-    refuse_output_over_input(path, [v for v in (x, mask) if isinstance(v, (str, os.PathLike))])
+    refuse_output_over_input(path, [_file_of(v) for v in (x, mask) if _is_file(v)])
     src, meta, handle, plan, mask_src = _prepare(x, task, model, scale, tile, overlap, batch, chunks, device,
                                                  precision, rgb, channel_axis, normalize, dtype, meta, mask=mask,
                                                  nodata=nodata, cfa=cfa, compile=compile, ensemble=ensemble,
@@ -838,8 +853,8 @@ def restore_to_zarr(
     # an in-memory array: its bytes; a lazy one (a napari layer, reopened with a new dask name
     # in the next session): its type, shape and dtype; and for all but in-memory arrays a
     # sample of the pixels (one channel of a file opened as a layer per channel is not another)
-    lazy_desc = (data_identity(meta["path"]) if meta.get("path")
-                 else f"{type(src).__name__}{tuple(src.shape)}:{np.dtype(src.dtype)}")
+    lazy_desc = (data_identity(meta["path"]) + (f"#series{meta['series']}" if meta.get("series") else "")
+                 if meta.get("path") else f"{type(src).__name__}{tuple(src.shape)}:{np.dtype(src.dtype)}")
     src_desc = data_identity(x) if isinstance(x, np.ndarray) else f"{lazy_desc}:{content_sample(src)}"
     # earlier builds described an input by its file first and sampled no pixels: their stores resume
     earlier_desc = lazy_desc if meta.get("path") or not isinstance(x, np.ndarray) else src_desc
@@ -865,7 +880,7 @@ def restore_to_zarr(
                         extra_attrs=carried({**meta, "nodata": plan.nodata} if plan.nodata is not None else meta),  # a GeoTIFF
                         hold_metadata=True)  # an image to other readers only once complete (see _finish)
 
-    inputs = [str(v) for v in (x, mask, meta.get("path")) if isinstance(v, (str, os.PathLike))]
+    inputs = [str(_file_of(v)) for v in (x, mask, meta.get("path")) if _is_file(v)]
     distributed = scheduler not in (None, "threads", "sync", "synchronous")
     tiffs = [p for p in inputs if p.lower().endswith((".tif", ".tiff"))]
     if distributed:  # (a dask input's graph is looked through only then)

@@ -118,7 +118,7 @@ def cmd_restore(a: argparse.Namespace) -> int:
     if _is_zarr(out):
         bar = _ProgressBar("restore", disable=a.quiet)
         try:
-            ar.restore_to_zarr(str(a.input), out, overwrite=a.overwrite, resume=a.resume, progress=bar,
+            ar.restore_to_zarr(_input(a), out, overwrite=a.overwrite, resume=a.resume, progress=bar,
                                scheduler=a.scheduler, num_workers=a.workers, **common)
         finally:
             bar.close()
@@ -134,7 +134,7 @@ def cmd_restore(a: argparse.Namespace) -> int:
         else:
             bar = _ProgressBar("restore", disable=a.quiet, unit="row", resumable=False)
             try:
-                ar.restore_to_tiff(str(a.input), out, overwrite=a.overwrite, progress=bar,
+                ar.restore_to_tiff(_input(a), out, overwrite=a.overwrite, progress=bar,
                                    compression=a.compression or "zlib", **common)
             finally:
                 bar.close()
@@ -143,6 +143,15 @@ def cmd_restore(a: argparse.Namespace) -> int:
     return 0
 
 
+
+
+def _input(a: argparse.Namespace) -> Any:
+    """The input of ``restore``: its path, or with ``--series`` that image of the file, opened."""
+    if a.series is None:
+        return str(a.input)
+    from .io import open_image
+
+    return open_image(a.input, series=a.series)  # (a bad N is a ValueError, reported as bad input)
 
 
 def _restore_to_png(a: argparse.Namespace, out: str, common: dict[str, Any]) -> None:
@@ -155,11 +164,11 @@ def _restore_to_png(a: argparse.Namespace, out: str, common: dict[str, Any]) -> 
 
     from .api import as_source, channel_named, output_geometry, single_channel_mosaic
 
-    src, meta = as_source(str(a.input), stored=a.channel_axis is not None)
+    src, meta = as_source(_input(a), stored=a.channel_axis is not None)
     if a.channel_axis is not None and isinstance(meta.get("axes"), str):
         meta = {**meta, "axes": channel_named(meta["axes"], a.channel_axis)}  # as restore names them
     src, meta, _ = single_channel_mosaic(a.task, src, meta, meta.get("channel_axis"))  # as restore sees it
-    lazy = ar.restore(str(a.input), **common)
+    lazy = ar.restore(_input(a), **common)
     yx = [i for i, ax in enumerate(meta.get("axes") or "") if ax in "yx"][-1:] or [len(src.shape) - 1]
     k = lazy.shape[yx[0]] // src.shape[yx[0]]  # the SR factor, also when the model chose it
     if output_geometry(k, meta, len(src.shape), lazy.ndim, lazy.ndim > len(src.shape))["axes"] == "cyx":
@@ -445,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("input", help=".tif/.tiff (OME/Geo/Big), .png, .zarr/.ome.zarr")
     r.add_argument("output", help=".ome.zarr/.zarr (streamed, resumable), .tif/.tiff (tiled BigTIFF, pyramidal "
                    "when large) or .png")
+    r.add_argument("--series", type=int, default=None, metavar="N",
+                   help="which image of a TIFF holding several (a multi-position OME-TIFF's positions, a slide's "
+                        "label or macro), from 0 (default: the first, with a warning naming the others)")
     r.add_argument("--task", default="denoise", choices=["denoise", "sr", "demosaic", "inpaint"], help="what to do")
     r.add_argument("--scale", type=int, choices=[2, 4], default=None, help="sr: the upscaling factor (default: that of --weights, else 2)")
     r.add_argument("--mask", default=None, help="inpaint: mask file (nonzero = fill), same Y, X as the input; pixels "

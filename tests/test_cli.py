@@ -777,3 +777,29 @@ def test_white_level_on_the_command_line(tmp_path, tiny_checkpoint, capsys):
     assert out.max() <= 4095 and (out[:16] == 4095).all()
     assert main([*args, "--overwrite", "--white-level", "10"]) == 2
     assert "white_level 10.0 (CLI --white-level) must be a finite value above" in capsys.readouterr().err
+
+
+def test_series_restores_another_image_of_a_tiff(tmp_path, tiny_checkpoint, capsys):
+    """A multi-position OME-TIFF (a slide's label) restored only its first image: the others
+    could not be chosen. --series N, and the API's open_image(path, series=N), choose one."""
+    rng = np.random.default_rng(0)
+    first, second = (rng.random((40, 48)) * 255).astype(np.uint8), (rng.random((56, 64)) * 255).astype(np.uint8)
+    src = tmp_path / "positions.ome.tif"
+    with tifffile.TiffWriter(src, ome=True) as w:
+        w.write(first)
+        w.write(second)
+    args = ["restore", str(src), "--weights", str(tiny_checkpoint), "-q", "--series", "1"]
+    for out in ("s1.tif", "s1.ome.zarr", "s1.png"):
+        assert main([*args[:2], str(tmp_path / out), *args[2:]]) == 0
+    assert tifffile.imread(tmp_path / "s1.tif").shape == second.shape
+    assert zarr.open_group(str(tmp_path / "s1.ome.zarr"), mode="r")["0"].shape == second.shape
+    # the same as the API gives for that image, opened
+    picked = ar.io.open_image(src, series=1)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "s1.tif"),
+                                  np.asarray(ar.restore(picked, model=str(tiny_checkpoint)).compute()))
+    # resuming the store with the first image is refused: it is another input
+    assert main([*args[:2], str(tmp_path / "s1.ome.zarr"), *args[2:-2], "--resume"]) == 2
+    assert "other settings" in capsys.readouterr().err
+    assert main([*args[:2], str(tmp_path / "s5.tif"), *args[2:-1], "5"]) == 2
+    assert "holds 2 images, not series 5" in capsys.readouterr().err
+    assert not (tmp_path / "s5.tif").exists()

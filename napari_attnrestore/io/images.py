@@ -598,13 +598,17 @@ def file_kind(path: str | os.PathLike) -> str:
     raise ImageReadError(text, f"unsupported file type '{suffix}' (supported: {supported})")
 
 
-def open_image(path: str | os.PathLike) -> ImageData:
+def open_image(path: str | os.PathLike, series: int | None = None) -> ImageData:
     """Open an image lazily.
 
     Parameters
     ----------
     path : str or os.PathLike
         A .tif/.tiff (plain, OME, Geo, Big), .png/.jpg/.bmp, or .zarr/.ome.zarr store.
+    series : int, optional
+        Which image of a TIFF holding several (the positions of a multi-position OME-TIFF, a
+        slide's label and macro pictures), counted from 0.  None: the first, with a warning
+        naming the others.  Other files hold one image (series 0).
 
     Returns
     -------
@@ -619,7 +623,15 @@ def open_image(path: str | os.PathLike) -> ImageData:
     if not os.path.exists(text):
         raise ImageReadError(text, "no such file or directory")
     kind = file_kind(text)
-    image = _open_tiff(text) if kind == "tiff" else _open_plain(text) if kind == "plain" else _open_zarr(text)
+    if series is not None:
+        if isinstance(series, bool) or not isinstance(series, (int, np.integer)) or series < 0:
+            raise ValueError(f"series must be a whole number from 0, not {series!r}")
+        if kind != "tiff" and series != 0:
+            raise ImageReadError(text, f"holds one image (series 0), not series {series}: only TIFF files hold several")
+    if kind == "tiff":
+        image = _open_tiff(text, None if series is None else int(series))
+    else:
+        image = _open_plain(text) if kind == "plain" else _open_zarr(text)
     problem = no_image(image.data.shape, image.data.dtype)
     if problem:
         raise ImageReadError(text, problem)
@@ -639,8 +651,9 @@ def _base_name(path: str) -> str:
 # --------------------------------------------------------------------------- TIFF
 
 
-def _open_tiff(path: str) -> ImageData:
-    """Open a TIFF lazily through tifffile's zarr store."""
+def _open_tiff(path: str, series: int | None = None) -> ImageData:
+    """Open a TIFF's image ``series`` (None: the first, warning of others) lazily through
+    tifffile's zarr store."""
     if os.path.isdir(path):
         raise ImageReadError(path, "is a directory, not a TIFF file")
     size = os.path.getsize(path)
@@ -658,7 +671,7 @@ def _open_tiff(path: str) -> ImageData:
             raise ImageReadError(path, f"cannot open TIFF ({type(exc).__name__}: {exc})") from exc
         with tif:
             try:
-                image = _tiff_image(tif, path, size)
+                image = _tiff_image(tif, path, size, series)
                 if errors.chain and not errors.broken:
                     _refuse_an_unread_tail(tif, path, size, errors.chain[0])
             except (ImageReadError, Warning):  # a warning turned into an error by the caller's filter is theirs
@@ -722,11 +735,17 @@ def _split_stack(tif: tifffile.TiffFile) -> bool:
         return False
 
 
-def _tiff_image(tif: tifffile.TiffFile, path: str, size: int) -> ImageData:
-    """Build the ImageData of the first series of an open TIFF."""
+def _tiff_image(tif: tifffile.TiffFile, path: str, size: int, index: int | None = None) -> ImageData:
+    """Build the ImageData of series ``index`` (None: the first) of an open TIFF."""
     if not tif.series or tif.series[0].shape is None or not tif.series[0].shape:
         raise ImageReadError(path, "TIFF contains no image data")
-    series = tif.series[0]
+    if index is not None and index >= len(tif.series):
+        listed = "; ".join(f"{i}: {_series_said(s)}" for i, s in enumerate(tif.series[:8]))
+        raise ImageReadError(path, f"holds {len(tif.series)} image{'s' if len(tif.series) > 1 else ''}, "
+                                   f"not series {index} ({listed}{'; ...' if len(tif.series) > 8 else ''})")
+    series = tif.series[index or 0]
+    if series.shape is None or not series.shape:
+        raise ImageReadError(path, f"TIFF series {index} holds no image data")
     missing = sum(page is None for page in series.pages)
     if missing:  # an OME (or Micro-Manager) series names planes the file or its companions lack
         raise DamagedFileError(path, f"truncated or incomplete TIFF: its metadata names {missing} planes that the "
@@ -744,6 +763,8 @@ def _tiff_image(tif: tifffile.TiffFile, path: str, size: int) -> ImageData:
     if len(levels) == 1 and _ContiguousPixels.suits(series, tif.byteorder, _read_chunks(levels[0])):
         levels = [_ContiguousPixels(path, series)]
     meta.update(tiff_axes=series.axes, n_series=len(tif.series), byteorder=tif.byteorder, bigtiff=tif.is_bigtiff)
+    if index is not None:
+        meta["series"] = index
     photometric = _photometric_name(getattr(series.keyframe, "photometric", None))
     if _planar_colour(series, rgb, photometric):
         meta["planar_colour"] = True  # red, green, blue (, alpha) planes: shown as one colour picture
@@ -753,10 +774,11 @@ def _tiff_image(tif: tifffile.TiffFile, path: str, size: int) -> ImageData:
         meta["alpha"] = True  # gray + opacity: the second sample is no intensity
     if photometric == "MINISWHITE":
         meta["miniswhite"] = True  # 0 is white: shown with an inverted gray map, written so again
-    if len(tif.series) > 1:  # positions of a multi-position OME-TIFF, a slide's label and macro pictures
-        others = ", ".join(_series_said(s) for s in tif.series[1:4]) + (", ..." if len(tif.series) > 4 else "")
+    if len(tif.series) > 1 and index is None:  # positions of a multi-position OME-TIFF, a slide's label and macro
+        others = ", ".join(f"{i}: {_series_said(s)}" for i, s in enumerate(tif.series[1:4], 1))
         warn(f"{path}: holds {len(tif.series)} images; only the first, {_series_said(series)}, is read "
-             f"(the others: {others})")
+             f"(the others: {others}{', ...' if len(tif.series) > 4 else ''}); choose one with series=N "
+             "(ar.io.open_image(path, series=N), CLI --series N)")
     _warn_empty_tiles(series, path)
     return ImageData(
         data=levels[0],

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+from skimage import io as skio
 
 from napari_attnrestore.io import ImageData, ImageReadError, guess_axes, open_image
 
@@ -157,9 +158,33 @@ def test_a_tiff_of_several_images_says_only_the_first_is_read(tmp_path):
     with tifffile.TiffWriter(path, ome=True) as w:
         w.write(_ramp((40, 44)))
         w.write(_ramp((2, 30, 32)), metadata={"axes": "CYX"})
-    with pytest.warns(UserWarning, match=r"holds 2 images; only the first, \(40, 44\), is read \(the others: \(2, 30, 32\)\)"):
+    with pytest.warns(UserWarning, match=r"holds 2 images; only the first, \(40, 44\), is read \(the others: 1: "
+                                         r"\(2, 30, 32\)\); choose one with series=N"):
         im = open_image(path)
     assert im.shape == (40, 44)
+
+
+def test_a_chosen_series_of_a_tiff_is_read_without_warning(tmp_path, recwarn):
+    """A multi-position OME-TIFF's other positions (a slide's label) could not be read at all:
+    the warning named them, and saving each as its own file was the only way."""
+    path = tmp_path / "positions.ome.tif"
+    second = _ramp((2, 30, 32))
+    with tifffile.TiffWriter(path, ome=True) as w:
+        w.write(_ramp((40, 44)))
+        w.write(second, metadata={"axes": "CYX"})
+    im = open_image(path, series=1)
+    assert im.shape == (2, 30, 32) and im.axes == "cyx" and im.meta["series"] == 1
+    np.testing.assert_array_equal(np.asarray(im.data[:]), second)
+    assert open_image(path, series=0).shape == (40, 44)
+    assert not [w for w in recwarn if "images" in str(w.message)]  # chosen: nothing to warn of
+    with pytest.raises(ImageReadError, match=r"holds 2 images, not series 2 \(0: \(40, 44\); 1: \(2, 30, 32\)\)"):
+        open_image(path, series=2)
+    with pytest.raises(ValueError, match="series must be a whole number"):
+        open_image(path, series=-1)
+    skio.imsave(tmp_path / "one.png", _ramp((8, 8)).astype(np.uint8), check_contrast=False)
+    assert open_image(tmp_path / "one.png", series=0).shape == (8, 8)
+    with pytest.raises(ImageReadError, match="holds one image"):
+        open_image(tmp_path / "one.png", series=1)
 
 
 def test_bands_the_file_does_not_call_colour_are_channels_not_rgb(tmp_path):
@@ -265,7 +290,7 @@ def test_a_slide_opens_by_its_scanners_suffix_with_its_pixel_size(tmp_path, rng)
 
     base = _aperio_slide(tmp_path / "slide.svs", rng)
     with pytest.warns(UserWarning, match=r"holds 4 images; only the first, Baseline \(256, 384, 3\), is read \(the "
-                                         r"others: Thumbnail \(64, 96, 3\), Label \(40, 60, 3\), Macro \(50, 120, 3\)"):
+                                         r"others: 1: Thumbnail \(64, 96, 3\), 2: Label \(40, 60, 3\), 3: Macro \(50, 120, 3\)"):
         im = open_image(tmp_path / "slide.svs")
     assert im.rgb and im.scale[:2] == (0.252, 0.252) and im.units == {"y": "micrometer", "x": "micrometer"}
     assert len(im.levels) == 2
