@@ -58,6 +58,9 @@ TIPS = {
     "bands and the Landsat-7 gap masks are made so).",
     "nodata": "Inpainting: pixels equal to this value are filled too (e.g. -9999 or 0). Empty: the layer's own "
     "(a GeoTIFF's declared nodata), which every task keeps as no data.",
+    "white_level": "The sensor's saturation value in the layer's units (4095 for a 12-bit camera), or empty: "
+    "results are clipped to it (no overshoot above what the camera can record), and denoising keeps the "
+    "saturated pixels as they came.",
     "cfa": "Demosaicing: the colour filter at the top-left pixel (0, 0) and its neighbours, read row by row: "
     "RGGB = red, green / green, blue. The input is the raw single-channel CFA image; the result is RGB.",
     "scale": "Upscaling factor for super-resolution.",
@@ -112,6 +115,7 @@ class RestoreWidget(Container):
         self._mask = ComboBox(label="mask", choices=self._mask_choices, nullable=True, value=None, tooltip=TIPS["mask"])
         self._invert_mask = CheckBox(text="mask marks the valid pixels", value=False, tooltip=TIPS["invert_mask"])
         self._nodata = LineEdit(label="nodata", value="", tooltip=TIPS["nodata"])
+        self._white = LineEdit(label="white level", value="", tooltip=TIPS["white_level"])
         self._cfa = ComboBox(label="Bayer pattern", choices=PATTERNS, value="RGGB", tooltip=TIPS["cfa"])
         self._model = ComboBox(label="model", choices=self._model_choices, tooltip=TIPS["model"])
         self._checkpoint = FileEdit(
@@ -137,7 +141,8 @@ class RestoreWidget(Container):
         self._status = Label(value="idle")
         super().__init__(
             widgets=[
-                self._image, self._task, self._scale, self._mask, self._invert_mask, self._nodata, self._cfa, self._model, self._checkpoint, self._tile, self._overlap,
+                self._image, self._task, self._scale, self._mask, self._invert_mask, self._nodata, self._white, self._cfa,
+                self._model, self._checkpoint, self._tile, self._overlap,
                 self._batch, self._chunk, self._device, self._precision, self._ensemble, self._output, self._zarr, self._existing,
                 self._open_zarr, buttons, self._status,
             ]
@@ -263,14 +268,16 @@ class RestoreWidget(Container):
         return self.worker is not None
 
     def set_options(self, **values: Any) -> None:
-        """Set widget values by name: input, task, scale, mask, invert_mask, nodata, cfa (or pattern), model,
-        checkpoint, tile, overlap, batch, chunk, device, precision, ensemble, output, zarr, existing, open_zarr."""
+        """Set widget values by name: input, task, scale, mask, invert_mask, nodata, white_level, cfa (or
+        pattern), model, checkpoint, tile, overlap, batch, chunk, device, precision, ensemble, output, zarr,
+        existing, open_zarr."""
         names = {"input": "_image", "zarr": "_zarr", "existing": "_existing", "open_zarr": "_open_zarr",
-                 "pattern": "_cfa"}
-        if values.get("nodata") is not None:
-            values["nodata"] = str(values["nodata"])
-        elif "nodata" in values:
-            values["nodata"] = ""
+                 "pattern": "_cfa", "white_level": "_white"}
+        for key in ("nodata", "white_level"):  # number fields: empty is none
+            if values.get(key) is not None:
+                values[key] = str(values[key])
+            elif key in values:
+                values[key] = ""
         for key in ("task", "scale"):  # the model list depends on them
             if key in values:
                 getattr(self, f"_{key}").value = values.pop(key)
@@ -340,6 +347,9 @@ class RestoreWidget(Container):
                               layer.metadata)
         if nodata is not None:
             kwargs["nodata"] = nodata
+        white = number_or_none(self._white.value, "white level")
+        if white is not None:
+            kwargs["white_level"] = white
         return layer, data, kwargs, self._model_spec()
 
     def _mask_data(self, layer: Image, data: Any) -> Any:

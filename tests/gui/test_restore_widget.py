@@ -95,6 +95,31 @@ def test_self_ensemble_option(viewer, widget, qtbot) -> None:
     assert_idle(widget)
 
 
+class _Brighter(nn.Module):
+    def forward(self, x):
+        return x * 1.3
+
+
+def test_white_level_field_clips_results_to_the_sensors_range(viewer, widget, qtbot, notifications) -> None:
+    """From a quantitative review: the API and CLI took the camera's saturation value, the
+    widget had no field for it, so a 12-bit layer's bright blobs came back above 4095."""
+    img = np.random.default_rng(2).integers(0, 4096, (48, 48)).astype(np.uint16)
+    img[10:14, 10:14] = 4095  # saturated
+    viewer.add_image(img, name="img")
+    widget.add_model("brighter", _Brighter())
+    widget.set_options(white_level=4095)
+    run(qtbot, widget)
+    widget.set_options(white_level=None)
+    run(qtbot, widget)
+    clipped, free = viewer.layers["img (denoised)"].data, viewer.layers["img (denoised) [1]"].data
+    assert clipped.max() <= 4095 and free.max() > 4095
+    assert (clipped[10:14, 10:14] == 4095).all()  # denoising keeps the saturated pixels
+    widget.set_options(white_level="bright")
+    widget.run()
+    assert any("white level must be a number or empty, not 'bright'" in str(n.message) for n in notifications)
+    assert_idle(widget)
+
+
 def test_restore_time_series(viewer, widget, qtbot, denoiser) -> None:
     img = np.random.default_rng(1).random((3, 64, 64), dtype=np.float32)
     viewer.add_image(img, name="movie", scale=(10.0, 1.0, 1.0))
