@@ -10,10 +10,11 @@ import napari_attnrestore as ar
 from napari_attnrestore import zoo
 
 
-def _card(folder, name, task, psnr, scale=1):
+def _card(folder, name, task, psnr, scale=1, flat=None):
     key = {"denoise": "set12_sigma25", "sr": f"set5_x{scale}_Y"}[task]
+    metrics = {key: {"psnr": psnr, "psnr_in": 20.0}, **({"flat_fields": {"noise_left": flat}} if flat else {})}
     (folder / f"{name}.json").write_text(json.dumps({"name": name, "task": task, "scale": scale, "arch": "hat",
-                                                     "metrics": {key: {"psnr": psnr, "psnr_in": 20.0}}}))
+                                                     "metrics": metrics}))
     (folder / f"{name}.safetensors").write_bytes(b"")
 
 
@@ -31,6 +32,28 @@ def test_defaults_are_the_best_measured_weight_per_task(tmp_path, monkeypatch):
     assert card["default_choice"]["denoise"] == {"metric": "set12_sigma25", "candidates": {"den-b": 29.6, "den-a": 29.1}}
     assert json.loads((tmp_path / "den-a.json").read_text())["default_for"] == []
     assert zoo.resolve_weight("default:denoise") == tmp_path / "den-b.safetensors"
+
+
+def test_denoisers_tied_on_set12_are_ranked_by_the_noise_they_leave_on_flat_fields(tmp_path, monkeypatch):
+    """A quantitative review found the default denoiser left 0.87 of the noise on flat dark
+    fields where a fine-tuned one, 0.008 dB behind on Set12, left 0.29; the default was
+    chosen by Set12 alone."""
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path)
+    _card(tmp_path, "photos", "denoise", 29.813, flat=0.87)
+    _card(tmp_path, "flats", "denoise", 29.805, flat=0.29)
+    _card(tmp_path, "behind", "denoise", 29.5, flat=0.1)  # not tied: flatter, but worse on the photos
+    _card(tmp_path, "unmeasured", "denoise", 29.81)
+    chosen = zoo.choose_defaults(write=True)["denoise"]
+    assert chosen["name"] == "flats"
+    assert chosen["tie"]["flat_noise_left"] == {"flats": 0.29, "photos": 0.87}
+    card = json.loads((tmp_path / "flats.json").read_text())
+    assert card["default_choice"]["denoise"]["tie"]["rule"].startswith("within 0.02 dB of the best")
+    _card(tmp_path, "sharper", "denoise", 29.9, flat=0.5)  # ahead by more than the tie
+    assert zoo.choose_defaults(write=False)["denoise"]["name"] == "sharper"
+    assert zoo.record_metric("photos", "flat_fields", {"noise_left": 0.2}) == tmp_path / "photos.json"
+    assert zoo.choose_defaults(write=False)["denoise"]["name"] == "sharper"  # 0.2 < 0.5, but not tied
+    with pytest.raises(FileNotFoundError, match="'nothing' is not a shipped weight"):
+        zoo.record_metric("nothing", "flat_fields", {})
 
 
 def test_shipped_cards_describe_their_training():

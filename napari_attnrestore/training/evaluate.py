@@ -182,6 +182,40 @@ def inpaint_scores(restore, images: list[np.ndarray], kind: str = "stripes", bas
     return _mean(rows)
 
 
+#: Flat-field protocol: grey levels of the normalized range (a fluorescence background lands
+#: near 0.02-0.05 under percentile scaling) and noise sigmas on that [0, 1] scale.
+FLAT_LEVELS = (0.0, 0.01, 0.02, 0.025, 0.03, 0.035, 0.04, 0.06, 0.1, 0.2, 0.5, 0.9)
+FLAT_SIGMAS = (0.005, 0.01, 0.02)
+FLAT_SIDE, FLAT_BORDER = 128, 16
+
+
+def flat_field_scores(restore, levels: tuple[float, ...] = FLAT_LEVELS, sigmas: tuple[float, ...] = FLAT_SIGMAS,
+                      seed: int = 0) -> dict[tuple[float, float], tuple[float, float]]:
+    """``{(level, sigma): (noise left, bias)}`` of ``restore(noisy)`` on flat fields.
+
+    Noise left: the output's standard deviation over ``sigma`` (0: flat, 1: untouched); bias:
+    its mean's offset from the level, in ``sigma``; both inside a ``FLAT_BORDER`` margin of a
+    ``FLAT_SIDE``-pixel field.  Photos score textures; this catches a denoiser that lets the
+    noise of one flat grey level through.
+    """
+    rng = np.random.default_rng(seed)
+    scores = {}
+    for level in levels:
+        for sigma in sigmas:
+            noisy = (level + rng.normal(0.0, sigma, (FLAT_SIDE, FLAT_SIDE))).astype(np.float32)
+            inner = np.asarray(restore(noisy), dtype=np.float64)[FLAT_BORDER:-FLAT_BORDER, FLAT_BORDER:-FLAT_BORDER]
+            scores[(level, sigma)] = (float(inner.std()) / sigma, (float(inner.mean()) - level) / sigma)
+    return scores
+
+
+def flat_field_summary(scores: dict[tuple[float, float], tuple[float, float]]) -> dict[str, float]:
+    """The worst of :func:`flat_field_scores`: the most noise left (with its level and sigma)
+    and the largest bias, as a model card records them (``metrics["flat_fields"]``)."""
+    (level, sigma), (left, _) = max(scores.items(), key=lambda kv: kv[1][0])
+    return {"noise_left": round(left, 3), "level": level, "sigma": sigma,
+            "bias": round(max(abs(b) for _, b in scores.values()), 3)}
+
+
 def recipe_metrics(task: str, model: nn.Module, data_dir: Path, ev: dict[str, Any], scale: int = 1) -> dict[str, Any]:
     """The metrics a recipe's model card records: the task's protocol on ``ev["set"]``."""
     from .data import load_folder
@@ -191,7 +225,8 @@ def recipe_metrics(task: str, model: nn.Module, data_dir: Path, ev: dict[str, An
     name = Path(ev["set"]).name
     if task == "denoise":
         images = load_folder(folder, gray=True)
-        return {f"{name}_sigma{s}": denoise_scores(restore, images, s) for s in ev.get("sigmas", [25])}
+        scores = {f"{name}_sigma{s}": denoise_scores(restore, images, s) for s in ev.get("sigmas", [25])}
+        return {**scores, "flat_fields": flat_field_summary(flat_field_scores(restore))}
     if task == "sr":
         return {f"{name}_x{scale}_Y": sr_scores(restore, load_folder(folder, gray=False), scale)}
     if task == "demosaic":

@@ -162,7 +162,7 @@ def evaluate(recipe: dict[str, Any], model: torch.nn.Module, data_dir: Path) -> 
         log.warning("%s not found: no metrics in the model card", data_dir / ev["set"])
         return {}
     metrics = recipe_metrics(recipe["task"], model, data_dir, ev, scale=recipe.get("scale", 1))
-    out = {key: {k: round(v, 3) for k, v in vals.items()} for key, vals in metrics.items()}
+    out = {key: {k: round(v, 3) if isinstance(v, float) else v for k, v in vals.items()} for key, vals in metrics.items()}
     for key, vals in out.items():
         log.info("eval %s: %s", key, vals)
     return out

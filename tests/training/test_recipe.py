@@ -241,6 +241,8 @@ def test_self_supervised_recipe_trains_on_fixed_noisy_images(tmp_path, data):
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["training"]["self_supervised"] == "neighbor2neighbor" and card["training"]["clean_images_used"] is False
     assert "gray_sigma25" in card["metrics"]
+    flat = card["metrics"]["flat_fields"]  # what zoo.choose_defaults weighs between tied denoisers
+    assert 0 <= flat["noise_left"] and flat["sigma"] in (0.005, 0.01, 0.02) and flat["bias"] >= 0
     clean = rc.load_training_images(json.loads(recipe.read_text()), data)
     noisy = rc.noisy_once(clean, 0, sigma=(10.0, 30.0))
     assert all(np.array_equal(a, b) for a, b in zip(noisy, rc.noisy_once(clean, 0, sigma=(10.0, 30.0)), strict=True))
