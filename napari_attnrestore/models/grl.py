@@ -393,6 +393,11 @@ class GRLStage(nn.Module):
         self.blocks = nn.ModuleList(GRLBlock(cfg, i) for i in range(depth))
         self.conv = nn.Conv2d(cfg.dim, cfg.dim, 3, padding=1)
 
+    def start_as_identity(self) -> None:
+        """Zero the closing convolution: the stage passes its input through (for growing a network)."""
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x
         for blk in self.blocks:

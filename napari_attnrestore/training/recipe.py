@@ -104,10 +104,11 @@ def init_from(model: torch.nn.Module, source: str, out_dir: Path, rename: list[l
     ``source`` is a shipped weight name or a ``.safetensors`` path; tensors whose names and
     shapes match are copied (e.g. everything but an SR model's upsampler).
 
-    ``rename``: ``[from_prefix, to_prefix]`` pairs (the recipe's ``init_map``) for starting a
-    deeper network from a shallower one: a source tensor whose name starts with a
-    ``from_prefix`` (the first that matches) is loaded under ``to_prefix`` instead.  The
-    residual blocks and attention modules that then received nothing start as the identity
+    ``rename``: ``[from_prefix, to_prefix]`` pairs (the recipe's ``init_map``; ``[]`` when the
+    names already line up, as for stages appended at the end) for starting a deeper network
+    from a shallower one: a source tensor whose name starts with a ``from_prefix`` (the first
+    that matches) is loaded under ``to_prefix`` instead.  The residual blocks, stages and
+    attention modules that then received nothing start as the identity
     (:func:`start_as_identity`), so the grown network computes what the source did and
     training goes on from there (network growth as in Net2Net's deeper networks).
     """
@@ -121,12 +122,12 @@ def init_from(model: torch.nn.Module, source: str, out_dir: Path, rename: list[l
         raise FileNotFoundError(f"init weight {source!r} not found (train it first: its recipe is in recipes/)")
     own = model.state_dict()
     src = load_state(path)
-    if rename:
+    if rename is not None:
         src = {_renamed(k, rename): v for k, v in src.items()}
     state = {k: v.float() for k, v in src.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(state, strict=False)
     log.info("initialized %d of %d tensors from %s", len(state), len(own), path)
-    if rename:
+    if rename is not None:
         grown = start_as_identity(model, set(state))
         log.info("%d modules the init weight lacks start as the identity: %s", len(grown), ", ".join(grown))
 
@@ -359,7 +360,7 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
     if continue_weight is not None and not state_path.exists():
         rebuild_state(model, cfg, continue_weight, run_dir, name)
     if recipe.get("init") and not state_path.exists():  # a resumed run restores its own weights
-        init_from(model, recipe["init"], out_dir, recipe.get("init_map"))
+        init_from(model, recipe["init"], out_dir, recipe.get("init_map"))  # (absent: None, no growing)
     method, deg = recipe.get("self_supervised"), recipe.get("degradation", {})
 
     n_params = sum(p.numel() for p in model.parameters())
@@ -407,7 +408,7 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
             "degradation": deg,
             **({"self_supervised": method, "clean_images_used": False} if method else {}),
             **({"init": recipe["init"]} if recipe.get("init") else {}),
-            **({"init_map": recipe["init_map"]} if recipe.get("init_map") else {}),
+            **({"init_map": recipe["init_map"]} if recipe.get("init_map") is not None else {}),
             "patch": recipe["patch"],
             **{k: v for k, v in vars(cfg).items()},
             "steps_done": final.step,

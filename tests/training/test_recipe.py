@@ -180,6 +180,16 @@ def test_recipe_grows_a_deeper_network_from_a_shallower_one(tmp_path, data):
     plain = rc.build_model("acla", task="inpaint", **deep)
     rc.init_from(plain, str(src), tmp_path / "out")
     assert plain.blocks[3].conv2.weight.abs().sum() > 0
+    # a GRL grows by stages appended at the end: their names line up (an empty map), the new one passes through
+    grl = {"dim": 8, "depths": [1], "heads_window": 1, "heads_stripe": 1, "window": 4, "stripe": [8, 8],
+           "anchor_down": 2, "cpb_hidden": 8}
+    shallow = rc.build_model("grl", task="denoise", **grl).eval()
+    weight = ar.save_model(shallow, tmp_path / "grl.safetensors", task="denoise")
+    deeper = rc.build_model("grl", task="denoise", **{**grl, "depths": [1, 1]}).eval()
+    rc.init_from(deeper, str(weight), tmp_path / "out", [])
+    y = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(deeper(y), shallow(y), atol=1e-6)
     path = rc.run(_recipe(tmp_path, "inpaint", arch="acla", config=deep, name="test-deep", init=str(src),
                           init_map=grow), data, tmp_path / "out", tmp_path / "runs", steps=1)
     assert ar.load_model(str(path)).card["training"]["init_map"] == grow  # the card says how it was grown
