@@ -25,7 +25,7 @@ from ..io.geotiff import nodata_pixels
 from ..warning import AttnRestoreWarning
 from .execute import cancel_event
 from .model_handle import ModelHandle
-from .normalize import Normalizer
+from .normalize import Normalizer, constant_pixels
 from .plan import Plan
 from .source import assemble, dask_region_parts, read_region
 from .tiling import round_up, run_tiled
@@ -145,6 +145,31 @@ def keep_under_white(out: np.ndarray, raw: np.ndarray, plan: Plan) -> None:
         out[saturated] = np.minimum(raw[saturated], white).astype(out.dtype)
 
 
+#: tasks whose constant input regions come back as they are (:func:`keep_constant`)
+KEEPS_CONSTANT = ("denoise", "sr")
+
+
+def keep_constant(out: np.ndarray, planes: np.ndarray, constant: np.ndarray, crop: tuple[int, int, int, int],
+                  plan: Plan) -> None:
+    """Give the constant pixels of the input (:func:`~.normalize.constant_pixels`: an empty
+    plane, zero padding, a clipped plateau) their own value in ``out`` (each one's ``s x s``
+    block after super-resolution): they hold no noise and no detail to recover, and a network
+    trained on noisy pictures turned an all-zero plane far below the intensity range into an
+    offset of 40 counts (negative values in float output)."""
+    cy0, cy1, cx0, cx1 = crop
+    keep, values = constant[:, :, cy0:cy1, cx0:cx1], planes[:, :, cy0:cy1, cx0:cx1]
+    if not keep.any():
+        return
+    s = plan.scale
+    if s > 1:
+        keep, values = (np.repeat(np.repeat(a, s, axis=2), s, axis=3) for a in (keep, values))
+    v = values[keep]
+    if out.dtype.kind in "ui" and not np.can_cast(v.dtype, out.dtype):  # (int64 as it is: no float round trip)
+        info = np.iinfo(out.dtype)
+        v = np.clip(np.rint(v.astype(np.float64)), info.min, info.max)
+    out[keep] = v.astype(out.dtype)
+
+
 def keep_off_nodata(out: np.ndarray, plan: Plan) -> None:
     """Move restored pixels that came out as the nodata value one step towards the data.
 
@@ -230,13 +255,13 @@ def _warn_once(seen: dict[int, weakref.ref], plan: Plan, message: str) -> None:
 BEYOND, BEYOND_SHARE = (-1.0, 2.0), 0.01
 
 
-def _warn_unsampled_range(x: np.ndarray, planes: np.ndarray, plan: Plan) -> None:
+def _warn_unsampled_range(x: np.ndarray, planes: np.ndarray, plan: Plan, kept: np.ndarray | None = None) -> None:
     """Warn once a job when a chunk holds a region far outside the sampled intensity range: a
     bright specimen no statistics window touched reaches the network far from its training
-    range and comes out badly."""
+    range and comes out badly.  ``kept``: constant pixels, which come back as they are."""
     if plan.task == "inpaint" or _has_warned(_WARNED_RANGE, plan):
         return
-    finite = np.isfinite(x)
+    finite = np.isfinite(x) if kept is None else np.isfinite(x) & ~kept
     beyond = finite & ((x < BEYOND[0]) | (x > BEYOND[1]))
     if beyond.sum() <= BEYOND_SHARE * max(1, finite.sum()):
         return
@@ -314,8 +339,9 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
     x = normalize_planes(planes, plan, lead)  # float32 out; wide types are shifted in float64 first
     x[nodata_pixels(planes, plan.nodata)] = np.nan
     _clip_outliers(x, planes, plan)
+    constant = constant_pixels(planes) if plan.task in KEEPS_CONSTANT else None
     if plan.range_sampled:  # (a range given, or the type's, is the caller's to choose)
-        _warn_unsampled_range(x, planes, plan)
+        _warn_unsampled_range(x, planes, plan, constant)
     if mask is not None:
         mask = pad_region(np.asarray(mask), pads) != 0
     bad = ~np.isfinite(x)
@@ -338,6 +364,8 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
         known = np.where(np.isfinite(x), x, 0.0)[:, :, cy0:cy1, cx0:cx1]
         y = np.where(holes[:, :, cy0:cy1, cx0:cx1], y, known)
     out = normalize_planes(y, plan, lead, inverse=True)
+    if constant is not None:
+        keep_constant(out, planes, constant, crop, plan)
     if plan.white is not None:  # (first: a clip onto a nodata equal to the white level is stepped off it)
         keep_under_white(out, planes[:, :, cy0:cy1, cx0:cx1], plan)
     keep_off_nodata(out, plan)

@@ -82,6 +82,35 @@ def _flat(a: float, b: float, dtype: np.dtype) -> bool:
     return b - a <= eps * max(abs(a), abs(b))
 
 
+#: A pixel whose (2 r + 1)^2 neighbourhood holds one value throughout is constant: an empty
+#: plane, zero padding, a clipped plateau, no noisy measurement (r = 2: 25 equal pixels)
+CONSTANT_RADIUS = 2
+
+
+def constant_pixels(values: np.ndarray, spatial: tuple[int, int] = (-2, -1), radius: int = CONSTANT_RADIUS) -> np.ndarray:
+    """Where ``values`` equal every neighbour within ``radius`` along the ``spatial`` axes
+    (all of them finite): regions that hold no noise to remove, which a network trained on
+    noisy pictures would still change (an empty plane far below the intensity range came
+    back as an offset of 40 counts).  Beyond the array's edge the edge pixels repeat."""
+    from scipy import ndimage
+
+    v = np.asarray(values)
+    if v.dtype == np.float16 or v.dtype.kind == "b":  # (types scipy's filters do not take)
+        v = v.astype(np.float32)
+    size = [1] * v.ndim
+    for ax in spatial:
+        size[ax] = 2 * radius + 1
+    finite = np.isfinite(v) if v.dtype.kind == "f" else np.ones(v.shape, bool)
+    if v.dtype.kind == "f" and not finite.all():  # a NaN or infinite neighbour: not constant
+        v = np.where(finite, v, np.inf)
+        hi = ndimage.maximum_filter(v, size=size, mode="nearest")
+        lo = ndimage.minimum_filter(np.where(finite, v, -np.inf), size=size, mode="nearest")
+    else:
+        hi = ndimage.maximum_filter(v, size=size, mode="nearest")
+        lo = ndimage.minimum_filter(v, size=size, mode="nearest")
+    return (hi == lo) & finite
+
+
 def compute_stats(
     sample: np.ndarray,
     dtype: np.dtype,

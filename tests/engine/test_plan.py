@@ -49,8 +49,9 @@ def test_a_stack_of_small_planes_is_sampled_on_many_planes(side):
     assert len(stats_windows((3, side, side), 1, False)) == (3 if side <= 256 else 12)
     movie = np.stack([np.full((side, side), 10.0 if t == 0 else 1000.0 + t) for t in range(20)]).astype(np.float32)
     movie[1:, : side // 2] = 3000.0
+    movie += np.random.default_rng(0).normal(0, 1, movie.shape).astype(np.float32)  # measured: noisy
     lo, hi = image_stats(movie.shape, movie.dtype, lambda k: movie[k], 1, False)
-    assert lo[0] == 10 and hi[0] >= 2999  # all the frames, not the first one alone
+    assert 5 < lo[0] < 10 and hi[0] >= 2999  # all the frames, not the first one alone
     movie[0] = np.nan  # an empty first frame: the scaling comes from the others
     lo, hi = image_stats(movie.shape, movie.dtype, lambda k: movie[k], 1, False)
     assert lo[0] > 900 and hi[0] >= 2999
