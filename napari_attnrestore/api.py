@@ -394,7 +394,7 @@ def _prepare(
     x: Any, task: str, model: Any, scale: int | None, tile: int | str | None, overlap: int | None,
     batch: int | str | None,
     chunks: int | tuple[int, int] | None, device: str, precision: str, rgb: bool | None, channel_axis: int | None,
-    normalize: str | tuple[float, float], dtype: Any, meta: dict[str, Any] | None = None, mask: Any = None, nodata: float | None = None,
+    normalize: str | tuple[float, float] | list[tuple[float, float]], dtype: Any, meta: dict[str, Any] | None = None, mask: Any = None, nodata: float | None = None,
     cfa: str | None = None, compile: bool = False, ensemble: bool = False, invert_mask: bool = False,
     white_level: float | None = None,
 ) -> tuple[Any, dict[str, Any], ModelHandle, Any, Any]:
@@ -600,7 +600,7 @@ def restore(
     precision: str = "auto",
     rgb: bool | None = None,
     channel_axis: int | None = None,
-    normalize: str | tuple[float, float] = "auto",
+    normalize: str | tuple[float, float] | list[tuple[float, float]] = "auto",
     dtype: Any = None,
     mask: Any = None,
     nodata: float | None = None,
@@ -643,7 +643,8 @@ def restore(
         ``auto`` (dtype range for uint8, 0.1/99.9 percentiles otherwise), ``dtype`` (0 to the
         dtype's maximum for integers, so signed data are taken as non-negative; 0-1 for
         floats), ``percentile``, ``none``, or the intensity range itself as ``(lo, hi)``
-        (mapped to 0-1 for the network).
+        (mapped to 0-1 for the network), or one such range per channel (``[(100, 400),
+        (200, 3000)]``, along ``channel_axis`` or RGB's colours).
     dtype
         Output dtype (default: the input's).
     mask, nodata
@@ -694,7 +695,7 @@ def restore_to_tiff(
     precision: str = "auto",
     rgb: bool | None = None,
     channel_axis: int | None = None,
-    normalize: str | tuple[float, float] = "auto",
+    normalize: str | tuple[float, float] | list[tuple[float, float]] = "auto",
     dtype: Any = None,
     overwrite: bool = False,
     progress: Any = None,
@@ -784,7 +785,7 @@ def restore_to_zarr(
     precision: str = "auto",
     rgb: bool | None = None,
     channel_axis: int | None = None,
-    normalize: str | tuple[float, float] = "auto",
+    normalize: str | tuple[float, float] | list[tuple[float, float]] = "auto",
     dtype: Any = None,
     overwrite: bool = False,
     resume: bool = False,

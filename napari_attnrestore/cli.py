@@ -422,17 +422,19 @@ def _int_or_auto(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
 
 
-def _normalization(text: str) -> str | tuple[float, float]:
-    """argparse type: auto, dtype, percentile, none, or an intensity range ``LO,HI``."""
+def _normalization(text: str) -> str | tuple[float, float] | list[tuple[float, float]]:
+    """argparse type: auto, dtype, percentile, none, an intensity range ``LO,HI``, or one
+    per channel, ``LO,HI;LO,HI``."""
     if text.lower() in ("auto", "dtype", "percentile", "none"):
         return text.lower()
     from .engine.normalize import intensity_range
 
     try:
-        return intensity_range(text.split(","))
+        ranges = [intensity_range(part.split(",")) for part in text.split(";")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto, dtype, percentile, none or LO,HI (e.g. 100,4500), "
-                                         f"got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected auto, dtype, percentile, none, LO,HI (e.g. 100,4500) or one "
+                                         f"LO,HI per channel (100,400;200,3000), got {text!r}") from None
+    return ranges[0] if len(ranges) == 1 else ranges
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -466,8 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--nodata", type=float, default=None, help="pixel value marking no data (NaN always does): kept as is, or filled by inpaint")
     r.add_argument("--normalize", type=_normalization, default="auto", metavar="{auto,dtype,percentile,none,LO,HI}",
                    help="the intensity range mapped to 0-1 for the network: auto (uint8: its range; else the 0.1/99.9 "
-                        "percentiles of 16 windows), dtype (the type's range), none (data already 0-1), or LO,HI "
-                        "(a negative LO as --normalize=-128,127)")
+                        "percentiles of 16 windows), dtype (the type's range), none (data already 0-1), LO,HI "
+                        "(a negative LO as --normalize=-128,127), or one LO,HI per channel (100,400;200,3000)")
     r.add_argument("--white-level", type=float, default=None, metavar="V",
                    help="the sensor's saturation value in the input's units (e.g. 4095 for a 12-bit camera): "
                         "results are clipped to it and denoising keeps saturated pixels as they came")

@@ -16,10 +16,22 @@ def intensity_range(value: Any) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(f"normalize must be auto, dtype, percentile, none or a (lo, hi) pair, not {value!r}") from None
+        raise ValueError(f"normalize must be auto, dtype, percentile, none, a (lo, hi) pair or one such pair per "
+                         f"channel, not {value!r}") from None
     if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
         raise ValueError(f"normalize (lo, hi) must be finite with lo < hi, not {tuple(value)!r}")
     return lo, hi
+
+
+def channel_ranges(value: Any) -> list[tuple[float, float]] | None:
+    """A normalization given as one ``(lo, hi)`` per channel (``[(100, 400), (200, 3000)]``),
+    each checked; None when ``value`` is a name or a single pair."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple, np.ndarray)) or len(value) == 0:
+        return None
+    first = value[0]
+    if isinstance(first, str) or not hasattr(first, "__len__"):
+        return None  # one pair (numbers), or a name
+    return [intensity_range(v) for v in value]
 
 
 @dataclass(frozen=True)
@@ -120,10 +132,17 @@ def compute_stats(
     """(lo, hi) from a subsample: the dtype range for uint8, percentiles otherwise.
 
     ``mode`` is ``auto``, ``dtype`` (full dtype range), ``percentile``, ``none``
-    (identity: the data are already in [0, 1]) or a ``(lo, hi)`` pair: the range itself.
+    (identity: the data are already in [0, 1]), a ``(lo, hi)`` pair: the range itself, or
+    one such pair per channel.
     """
     dtype = np.dtype(dtype)
     nch = 1 if channel_axis is None else sample.shape[channel_axis]
+    ranges = channel_ranges(mode)
+    if ranges is not None:
+        if len(ranges) != nch:
+            raise ValueError(f"normalize gives {len(ranges)} (lo, hi) ranges for {nch} channel{'s' if nch > 1 else ''}; "
+                             "give one per channel, or one pair for all")
+        return tuple(r[0] for r in ranges), tuple(r[1] for r in ranges)
     if not isinstance(mode, str):
         lo, hi = intensity_range(mode)
         return (lo,) * nch, (hi,) * nch

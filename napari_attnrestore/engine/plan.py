@@ -17,7 +17,7 @@ import numpy as np
 
 from ..io.geotiff import gaps_as_nan
 from ..warning import warn
-from .normalize import HIGH_PCT, LOW_PCT, Normalizer, compute_stats, constant_pixels
+from .normalize import HIGH_PCT, LOW_PCT, Normalizer, channel_ranges, compute_stats, constant_pixels
 from .source import Region
 from .tiling import round_up
 
@@ -296,7 +296,7 @@ def undeclared_fill(
 
 def image_stats(
     shape: tuple[int, ...], dtype: np.dtype, sample: Any, nlead: int, rgb: bool, channel_axis: int | None = None,
-    normalize: str | tuple[float, float] = "auto", nodata: float | None = None, require_finite: bool = False,
+    normalize: str | tuple[float, float] | list[tuple[float, float]] = "auto", nodata: float | None = None, require_finite: bool = False,
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Normalization statistics of a whole image, from :func:`stats_windows` read by ``sample(key)``.
 
@@ -326,7 +326,11 @@ def image_stats(
         lo_l, hi_l = [], []  # one statistic per channel: sample each channel's planes separately
         for c in range(shape[channel_axis]):
             sel = [p for k, p in zip(keys, pieces, strict=True) if k[channel_axis] == c]
-            a, b = compute_stats(np.concatenate([s.ravel() for s in sel]), dtype, mode=normalize)
+            per_channel = channel_ranges(normalize)
+            if per_channel is not None and len(per_channel) != shape[channel_axis]:
+                compute_stats(np.zeros((shape[channel_axis], 1)), dtype, 0, normalize)  # (says what is wrong)
+            mode = per_channel[c] if per_channel is not None else normalize
+            a, b = compute_stats(np.concatenate([s.ravel() for s in sel]), dtype, mode=mode)
             lo_l.append(a[0])
             hi_l.append(b[0])
         stats = tuple(lo_l), tuple(hi_l)
@@ -462,7 +466,7 @@ def make_plan(
     tile: int | str | None = None,
     overlap: int | None = None,
     batch: int | str | None = None,
-    normalize: str | tuple[float, float] = "auto",
+    normalize: str | tuple[float, float] | list[tuple[float, float]] = "auto",
     channel_axis: int | None = None,
     out_dtype: Any = None,
     task: str = "denoise",

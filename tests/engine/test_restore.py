@@ -617,3 +617,27 @@ def test_constant_planes_come_back_as_they_are_and_leave_the_range_alone():
     np.testing.assert_array_equal(ar.restore(v, model=_Offset(), device="cpu").compute()[[0, 1, 4, 5]], alone)
     up = ar.restore(v[2:4], task="sr", model=_OffsetUp(), device="cpu", normalize=(400, 600)).compute()
     assert up.shape == (2, 128, 128) and (up == 0).all()  # super-resolution: each pixel's 2 x 2 block
+
+
+def test_each_channel_may_be_given_its_own_range(tmp_path, rng):
+    """From a volumetric review: normalize=(lo, hi) was one range for every channel (a dim
+    channel's range cut the bright ones' maxima by 40%), and a range per channel was refused."""
+    from napari_attnrestore.cli import main
+
+    img = np.stack([rng.normal(20000, 50, (32, 32)), rng.normal(400, 5, (32, 32)), rng.normal(3000, 20, (32, 32))])
+    img = img.astype(np.uint16)
+    out = ar.restore(img, model=Constant(), channel_axis=0, normalize=[(19000, 21000), (300, 500), (0, 6000)])
+    np.testing.assert_array_equal(out.compute()[:, 0, 0], [20000, 400, 3000])  # 0.5 of each channel's range
+    rgb = np.stack([np.full((16, 16), v, np.float32) for v in (0.2, 0.4, 0.6)], axis=-1)
+    rgb += rng.normal(0, 0.01, rgb.shape).astype(np.float32)
+    out = ar.restore(rgb, model=Constant(), normalize=[(0, 2), (0, 4), (0, 6)]).compute()
+    np.testing.assert_allclose(out[0, 0], [1, 2, 3], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"normalize gives 2 \(lo, hi\) ranges for 3 channels"):
+        ar.restore(img, model=Constant(), channel_axis=0, normalize=[(0, 1), (0, 2)])
+    with pytest.raises(ValueError, match=r"lo < hi"):
+        ar.restore(img, model=Constant(), channel_axis=0, normalize=[(0, 1), (5, 2), (0, 1)])
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "c.tif", img, metadata={"axes": "CYX"})
+    assert main(["restore", str(tmp_path / "c.tif"), str(tmp_path / "o.tif"), "--weights", "denoise-acla-tiny",
+                 "--channel-axis", "0", "--normalize", "19000,21000;300,500;0,6000", "-q"]) == 0
