@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .engine import ModelHandle, make_plan, restore_array
-from .engine.plan import AUTO, DEFAULT_CHUNK, whole_number
+from .engine.plan import AUTO, DEFAULT_CHUNK, NoDataError, whole_number
 from .io.geotiff import nodata_can_occur
 from .io.ome_zarr import ngff_order, omero_in_dtype
 from .models import build_model, list_architectures
@@ -494,14 +494,19 @@ def _prepare(
         from .engine.autotune import measure_memory
 
         memory = measure_memory(handle)
-    plan = make_plan(
-        tuple(src.shape), np.dtype(src.dtype), handle.info, _sampler(src), rgb=rgb, chunk=chunks,
-        native_chunks=_native_chunks(src), tile=tile, overlap=overlap, batch=batch, normalize=normalize,
-        channel_axis=channel_axis, out_dtype=dtype, task=tname, cfa=cfa,
-        nodata=nodata if nodata is not None else meta.get("nodata"),
-        mask_shape=tuple(mask_src.shape) if mask_src is not None else None, memory=memory,
-        keep_channel=_opacity_channel(src, meta, channel_axis),
-    )
+    try:
+        plan = make_plan(
+            tuple(src.shape), np.dtype(src.dtype), handle.info, _sampler(src), rgb=rgb, chunk=chunks,
+            native_chunks=_native_chunks(src), tile=tile, overlap=overlap, batch=batch, normalize=normalize,
+            channel_axis=channel_axis, out_dtype=dtype, task=tname, cfa=cfa,
+            nodata=nodata if nodata is not None else meta.get("nodata"),
+            mask_shape=tuple(mask_src.shape) if mask_src is not None else None, memory=memory,
+            keep_channel=_opacity_channel(src, meta, channel_axis),
+        )
+    except NoDataError as e:  # a file's: named, as every message about a bad input file is
+        if not meta.get("path"):
+            raise
+        raise NoDataError(f"{meta['path']}: {e}") from None
     if white_level is not None:
         plan = dataclasses.replace(plan, white=_white_level(white_level, plan))
     if assumed_rggb:

@@ -418,6 +418,10 @@ def _warn_planes_apart(shape: tuple[int, ...], sample: Any, nlead: int, nodata: 
          "for that axis (CLI restore --channel-axis)")
 
 
+class NoDataError(ValueError):
+    """The image holds no pixel with data (all NaN, infinite or nodata): nothing to restore."""
+
+
 def _no_data_sampled(shape: tuple[int, ...], keys: list[tuple], nlead: int, nodata: float | None) -> None:
     """No sampled pixel holds data: a ValueError when the windows cover the whole image (it
     holds none: its result would be all NaN or nodata), else a warning (the data lie elsewhere,
@@ -426,7 +430,7 @@ def _no_data_sampled(shape: tuple[int, ...], keys: list[tuple], nlead: int, noda
     planes = int(np.prod(shape[:nlead])) if nlead else 1
     full = all(k[nlead] == slice(0, shape[nlead]) and k[nlead + 1] == slice(0, shape[nlead + 1]) for k in keys)
     if full and len({k[:nlead] for k in keys}) == planes:
-        raise ValueError(f"the image has no data to restore: every pixel is {what}")
+        raise NoDataError(f"the image has no data to restore: every pixel is {what}")
     warn(f"no pixel of the {len(keys)} windows sampled for the intensity range holds data (all {what}); "
          "the range falls back to the data type's, which can scale the result badly; give "
          "normalize='none' or crop to the data")

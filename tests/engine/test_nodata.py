@@ -1,5 +1,7 @@
 """Pixels and chunks without data: nodata/NaN come back as the fill value; empty chunks skip the network."""
 
+import re
+
 import numpy as np
 import pytest
 from standins import FillHalf, Identity, NearestUp
@@ -27,13 +29,23 @@ def test_chunk_without_data_skips_the_network(rng, dtype, nodata):
     np.testing.assert_array_equal(out, img)  # the identity keeps data; no data stays the fill value
 
 
-def test_image_without_any_data_is_refused_and_a_plane_without_any_never_calls_the_network():
+def test_image_without_any_data_is_refused_and_a_plane_without_any_never_calls_the_network(tmp_path, capsys):
     """An all-NaN (or all-nodata) image restored 'successfully' into an all-NaN result."""
     img = np.full((64, 96), np.nan, np.float32)
     with pytest.raises(ValueError, match="no data to restore: every pixel is NaN or infinite"):
         _run(img, Identity())
     with pytest.raises(ValueError, match="or the nodata value 0"):
         _run(np.zeros((64, 96), np.uint8), FillHalf(), task="inpaint", nodata=0)
+    import tifffile
+
+    from napari_attnrestore.cli import main
+
+    path = tmp_path / "empty.tif"  # a file's: named (from a volumetric review, the CLI's line did not)
+    tifffile.imwrite(path, img)
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: the image has no data to restore"):
+        ar.restore(str(path), model=Identity())
+    assert main(["restore", str(path), str(tmp_path / "o.tif"), "-q"]) == 2
+    assert f"{path}: the image has no data" in capsys.readouterr().err
     stack = np.stack([img, np.ones_like(img)])
     out, calls = _run(stack, Identity())
     assert calls == 6 and np.isnan(out[0]).all() and (out[1] == 1).all()
