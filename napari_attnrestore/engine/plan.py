@@ -324,11 +324,11 @@ def image_stats(
         stats = compute_stats(np.concatenate([p.ravel() for p in pieces]), dtype, mode=normalize)
     else:
         lo_l, hi_l = [], []  # one statistic per channel: sample each channel's planes separately
+        per_channel = channel_ranges(normalize)
+        if per_channel is not None and len(per_channel) != shape[channel_axis]:
+            compute_stats(np.zeros((shape[channel_axis], 1)), dtype, 0, normalize)  # (raises, saying what is wrong)
         for c in range(shape[channel_axis]):
             sel = [p for k, p in zip(keys, pieces, strict=True) if k[channel_axis] == c]
-            per_channel = channel_ranges(normalize)
-            if per_channel is not None and len(per_channel) != shape[channel_axis]:
-                compute_stats(np.zeros((shape[channel_axis], 1)), dtype, 0, normalize)  # (says what is wrong)
             mode = per_channel[c] if per_channel is not None else normalize
             a, b = compute_stats(np.concatenate([s.ravel() for s in sel]), dtype, mode=mode)
             lo_l.append(a[0])
