@@ -251,7 +251,11 @@ def test_restore_takes_a_normalization_or_an_intensity_range(tmp_path, tiny_chec
                      str(tiny_checkpoint), "--normalize", value, "-q"]) == 0
     with pytest.raises(SystemExit):
         main(["restore", str(tmp_path / "a.tif"), str(tmp_path / "o.tif"), "--normalize", "5,1"])
-    assert "expected auto, dtype, percentile, none or LO,HI" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "expected auto, dtype, percentile, none, LO,HI" in err and "got '5,1'" in err
+    with pytest.raises(SystemExit):  # a range per channel, one of them upside down
+        main(["restore", str(tmp_path / "a.tif"), str(tmp_path / "o.tif"), "--normalize", "0,10;5,1"])
+    assert "got '0,10;5,1'" in capsys.readouterr().err
 
 
 def test_a_tiff_is_refused_for_a_cluster_before_the_store_is_made(tmp_path, tiny_checkpoint, capsys):
