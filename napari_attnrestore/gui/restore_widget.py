@@ -675,6 +675,8 @@ def layer_meta(layer: Image, data: Any) -> dict[str, Any]:
     path = layer.metadata.get("path") or getattr(layer.source, "path", None)
     if path:
         meta["path"] = str(path)
+        if layer.metadata.get("series") is not None:  # which image of a TIFF holding several
+            meta["series"] = layer.metadata["series"]
     meta.update(carried(layer.metadata))  # a GeoTIFF's, kept in the store
     # the channel's name, colour and display window, as the plugin's OME-Zarr writer keeps them
     omero = layer_omero(layer.as_layer_data_tuple()[1], axes, bool(layer.rgb), data.shape, data.dtype)

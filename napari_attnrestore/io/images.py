@@ -765,6 +765,8 @@ def _tiff_image(tif: tifffile.TiffFile, path: str, size: int, index: int | None 
     meta.update(tiff_axes=series.axes, n_series=len(tif.series), byteorder=tif.byteorder, bigtiff=tif.is_bigtiff)
     if index is not None:
         meta["series"] = index
+        if _series_name(series):
+            meta["series_name"] = _series_name(series)  # a slide's 'Label', 'Macro'
     photometric = _photometric_name(getattr(series.keyframe, "photometric", None))
     if _planar_colour(series, rgb, photometric):
         meta["planar_colour"] = True  # red, green, blue (, alpha) planes: shown as one colour picture
@@ -871,10 +873,17 @@ def _refuse_an_unread_tail(tif: tifffile.TiffFile, path: str, size: int, chain_e
 def _series_said(series: Any) -> str:
     """A TIFF series for a message: its name where the file gives one (a slide's 'Label',
     'Macro', 'Thumbnail'; tifffile's generic names are left out) and its shape."""
-    name = str(getattr(series, "name", "") or "")
+    name = _series_name(series)
+    return f"{name} {tuple(series.shape)}" if name else f"{tuple(series.shape)}"
+
+
+def _series_name(series: Any) -> str:
+    """The name a TIFF gives a series (a slide's 'Label'), or '' for none or tifffile's
+    generic ones."""
+    name = str(getattr(series, "name", "") or "").strip()
     generic = not name or name.lower() in ("shaped", "generic", "uniform", "imagej", "ome", "series") or \
-        re.fullmatch(r"(image|series)\s*:?\s*\d+", name.strip().lower()) is not None  # tifffile's own OME names
-    return f"{tuple(series.shape)}" if generic else f"{name} {tuple(series.shape)}"
+        re.fullmatch(r"(image|series)\s*:?\s*\d+", name.lower()) is not None  # tifffile's own OME names
+    return "" if generic else name
 
 
 def _warn_empty_tiles(series: Any, path: str) -> None:

@@ -41,9 +41,7 @@ def napari_get_reader(path: str | os.PathLike | Sequence[str | os.PathLike]) -> 
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         if not paths:
             return None
-        images = []
-        for p in paths:
-            images.append(open_image(p))
+        images = _every_image(paths[0]) if len(paths) == 1 else [open_image(p) for p in paths]
     except (UnfinishedOutputError, DamagedFileError) as exc:  # no reader should show it as an image:
         unfinished = exc  # napari shows why it was refused when the reader raises it
 
@@ -56,11 +54,23 @@ def napari_get_reader(path: str | os.PathLike | Sequence[str | os.PathLike]) -> 
         return None
 
     def reader(_path: Any = None) -> list[LayerData]:
-        if len(images) > 1:
+        if len(paths) > 1:
             return [stacked_layer_data(images)]
-        return [layer_data(images[0]), *label_layers(images[0])]
+        return [*map(layer_data, images), *label_layers(images[0])]
 
     return reader
+
+
+def _every_image(path: str | os.PathLike) -> list[ImageData]:
+    """Each image a file holds: every series of a TIFF holding several (a multi-position
+    OME-TIFF's positions, a slide's label and macro pictures), which napari shows as one
+    layer each (the first visible); one image for other files."""
+    first = open_image(path, series=0)  # (chosen: no warning that the others are left out)
+    n = int(first.meta.get("n_series") or 1)
+    if n == 1:
+        first.meta.pop("series", None)  # (a file of one image: nothing to choose)
+        return [first]
+    return [first, *(open_image(path, series=i) for i in range(1, n))]
 
 
 def read_images(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[LayerData]:
@@ -147,11 +157,17 @@ def layer_data(image: ImageData) -> LayerData:
     drop = set()
     if image.rgb:
         drop.add(image.ndim - 1)
+    name = image.name
     kwargs: dict[str, Any] = {
-        "name": image.name,
+        "name": name,
         "rgb": image.rgb,
         "metadata": {"axes": image.axes, "units": dict(image.units), "path": image.path},
     }
+    series = image.meta.get("series")
+    if series is not None:  # one of several images of a TIFF: named, and only the first shown at first
+        kwargs["name"] = name = f"{image.name} [{image.meta.get('series_name') or f'series {series}'}]"
+        kwargs["metadata"]["series"] = series
+        kwargs["visible"] = series == 0
     kwargs["metadata"].update(carried(image.meta))  # written again with a restored layer (GeoTIFF output)
     if image.meta.get("cfa"):  # a raw's Bayer pattern, which the Restore widget takes
         kwargs["metadata"]["cfa"] = image.meta["cfa"]
@@ -159,7 +175,7 @@ def layer_data(image: ImageData) -> LayerData:
         drop.add(image.channel_axis)
         kwargs["channel_axis"] = image.channel_axis
         n = image.shape[image.channel_axis]
-        kwargs["name"] = [f"{image.name} [{i}]" for i in range(n)]
+        kwargs["name"] = [f"{name} [{i}]" for i in range(n)]
         del kwargs["rgb"]
     kwargs["scale"] = tuple(s for i, s in enumerate(image.scale) if i not in drop)
     kwargs["translate"] = tuple(t for i, t in enumerate(image.translate) if i not in drop)

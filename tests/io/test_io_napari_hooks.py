@@ -88,6 +88,28 @@ def test_reader_channel_axis(tmp_path):
     assert kwargs["name"] == [f"c [{i}]" for i in range(5)]
 
 
+def test_reader_gives_every_image_of_a_tiff_holding_several(tmp_path, recwarn):
+    """A multi-position OME-TIFF's other positions (a slide's label) came as nothing, with a
+    warning that only the first was read: each is a layer now, named by its series, only
+    the first shown at first, and its metadata says which series it is."""
+    path = tmp_path / "slide.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as w:
+        w.write(np.full((40, 44), 7, np.uint16))
+        w.write(np.full((2, 30, 32), 9, np.uint16), metadata={"axes": "CYX", "Name": "Label"})
+        w.write(np.full((20, 22), 5, np.uint16))
+    layers = napari_get_reader(str(path))(str(path))
+    assert [ld[0].shape for ld in layers] == [(40, 44), (2, 30, 32), (20, 22)]
+    names = [ld[1]["name"] for ld in layers]
+    assert names == ["slide [series 0]", ["slide [Label] [0]", "slide [Label] [1]"], "slide [series 2]"]
+    assert [ld[1]["visible"] for ld in layers] == [True, False, False]
+    assert [ld[1]["metadata"]["series"] for ld in layers] == [0, 1, 2]
+    assert [int(np.asarray(ld[0]).max()) for ld in layers] == [7, 9, 5]
+    assert not [w for w in recwarn if "images" in str(w.message)]
+    tifffile.imwrite(tmp_path / "one.tif", np.ones((8, 8), np.uint8))  # one image: as before
+    (_, kw, _), = napari_get_reader(str(tmp_path / "one.tif"))(str(tmp_path / "one.tif"))
+    assert kw["name"] == "one" and "series" not in kw["metadata"] and "visible" not in kw
+
+
 def test_reader_list_of_paths_is_a_stack(tmp_path):
     """napari hands a reader a list of paths to open them as one stack (File > Open Files as
     Stack); each file came as a layer of its own."""
