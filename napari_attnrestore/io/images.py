@@ -215,18 +215,27 @@ def _unique_letters(letters: list[str]) -> str:
     return "".join(out)
 
 
-def _tiff_axes(tiff_axes: str, shape: Sequence[int], photometric: Any = None) -> tuple[str, bool]:
+def _tiff_axes(tiff_axes: str, shape: Sequence[int], photometric: Any = None,
+               extrasamples: Sequence[int] = ()) -> tuple[str, bool]:
     """Map tifffile axes (e.g. ``'QYXS'``) to ours (``'tyxc'``) and tell if it is RGB: three
     or four samples per pixel that the file calls colour (not MINISBLACK bands, such as a
-    red, green, blue and near-infrared GeoTIFF, whose fourth band is no alpha)."""
+    red, green, blue and near-infrared GeoTIFF, whose fourth band is no alpha; nor an RGB
+    page whose fourth sample ExtraSamples declares unspecified: a band, as NAIP's near-infrared)."""
     colour = photometric is None or _photometric_name(photometric) in ("RGB", "YCBCR")
-    rgb = bool(tiff_axes) and tiff_axes[-1] == "S" and shape[-1] in (3, 4) and len(shape) >= 3 and colour
+    rgb = (bool(tiff_axes) and tiff_axes[-1] == "S" and len(shape) >= 3 and colour
+           and (shape[-1] == 3 or (shape[-1] == 4 and not _fourth_is_band(extrasamples))))
     # Q and I (tifffile's unknown and image-sequence axes) are time unless the file has a T
     letters = [a.lower() if a in "QI" and "T" in tiff_axes else _TIFF_AXES.get(a, a.lower()) for a in tiff_axes]
     if rgb and "c" in letters[:-1]:
         # a channel axis and RGB samples: keep 'c' for the samples
         letters[letters.index("c")] = "q"
     return _unique_letters(letters), rgb
+
+
+def _fourth_is_band(extrasamples: Sequence[int] | None) -> bool:
+    """Whether a colour page's fourth sample is declared a band, not opacity (ExtraSamples 0,
+    unspecified data: the near-infrared of a red, green, blue, NIR scene)."""
+    return [int(e) for e in (extrasamples or ())] == [0]
 
 
 def _photometric_name(photometric: Any) -> str:
@@ -238,8 +247,9 @@ def _planar_colour(series: Any, rgb: bool, photometric: str) -> bool:
     """Whether a TIFF stores a colour picture as separate red, green, blue (and alpha) planes
     (PlanarConfiguration 2): its samples axis is not last, so it opens as channels."""
     axes = series.axes
+    n = series.shape[axes.index("S")] if "S" in axes else 0
     return (not rgb and photometric == "RGB" and "S" in axes and axes.index("S") < len(axes) - 1
-            and series.shape[axes.index("S")] in (3, 4))
+            and (n == 3 or (n == 4 and not _fourth_is_band(getattr(series.keyframe, "extrasamples", None)))))
 
 
 def _gray_alpha(series: Any, rgb: bool) -> bool:
@@ -751,7 +761,8 @@ def _tiff_image(tif: tifffile.TiffFile, path: str, size: int, index: int | None 
         raise DamagedFileError(path, f"truncated or incomplete TIFF: its metadata names {missing} planes that the "
                                    "file (or a file of its set) does not hold; they would read as zeros")
     _check_tiff_offsets(tif, series, path, size)
-    axes, rgb = _tiff_axes(series.axes, series.shape, getattr(series.keyframe, "photometric", None))
+    axes, rgb = _tiff_axes(series.axes, series.shape, getattr(series.keyframe, "photometric", None),
+                           getattr(series.keyframe, "extrasamples", None))
     scale, translate, units, meta = _tiff_metadata(tif, series, axes)
     root = zarr.open(series.aszarr(), mode="r")
     if isinstance(root, zarr.Group):

@@ -196,6 +196,22 @@ def test_bands_the_file_does_not_call_colour_are_channels_not_rgb(tmp_path):
     assert open_image(tmp_path / "rgba.tif").rgb
 
 
+@pytest.mark.parametrize("planarconfig", ["contig", "separate"])
+def test_a_fourth_sample_declared_unspecified_is_a_band_not_alpha(tmp_path, planarconfig):
+    """A NAIP-style scene (photometric RGB, the fourth sample ExtraSamples 0: unspecified data,
+    its near-infrared) opened as RGBA: the near-infrared was carried as opacity, not
+    restored, and written back labelled alpha."""
+    bands = _ramp((40, 44, 4)).astype(np.uint8)
+    stored = bands if planarconfig == "contig" else np.moveaxis(bands, -1, 0)
+    tifffile.imwrite(tmp_path / "rgbn.tif", stored, photometric="rgb", extrasamples=[0], planarconfig=planarconfig)
+    im = open_image(tmp_path / "rgbn.tif")
+    assert not im.rgb and im.data.shape[im.channel_axis] == 4 and not im.meta.get("planar_colour")
+    tifffile.imwrite(tmp_path / "rgba.tif", stored, photometric="rgb", extrasamples=["assocalpha"],
+                     planarconfig=planarconfig)
+    rgba = open_image(tmp_path / "rgba.tif")
+    assert rgba.rgb or rgba.meta.get("planar_colour")  # declared opacity: a colour picture with alpha
+
+
 def test_bands_converted_to_ome_zarr_stay_bands(tmp_path):
     """The README's conversion labelled a 4-band scene red, green, blue, alpha: it reopened as
     RGBA, and the near-infrared band was carried as opacity, not restored."""
