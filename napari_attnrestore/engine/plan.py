@@ -294,6 +294,39 @@ def undeclared_fill(
     return value
 
 
+#: zeros set apart from the data (:func:`warn_zero_gaps`): at least this share of the sampled
+#: pixels, and under :data:`ZERO_NEIGHBOURS` times as many pixels above 0 and within
+#: :data:`ZERO_APART` of the range's top (or two levels)
+ZERO_SHARE, ZERO_NEIGHBOURS, ZERO_APART = 0.01, 0.05, 0.05
+
+
+def warn_zero_gaps(shape: tuple[int, ...], dtype: np.dtype, sample: Any, nlead: int, rgb: bool,
+                   channel_axis: int | None = None) -> bool:
+    """Warn, and return True, when an integer image that declares no nodata holds zeros set
+    apart from its data, as gaps without data look (an untagged Landsat-7 SLC-off band, zero
+    padding around a stitched mosaic): denoising took them for dark pixels, restored the
+    stripes' edges into the data and darkened valid pixels beside them.  A dim image whose
+    noise reaches 0 has values all the way up from it, and is left alone."""
+    if np.dtype(dtype).kind not in "ui":
+        return False
+    values = np.concatenate([np.asarray(sample(k)).ravel() for k in stats_windows(shape, nlead, rgb,
+                                                                                  channel_axis=channel_axis)])
+    zeros = int(np.count_nonzero(values == 0))
+    above = values[values > 0]
+    if zeros < ZERO_SHARE * values.size or above.size == 0:
+        return False
+    top = float(np.percentile(above, HIGH_PCT))
+    near = int(np.count_nonzero(above <= max(ZERO_APART * top, 2)))  # (at least the two levels above 0)
+    if near >= ZERO_NEIGHBOURS * zeros:
+        return False
+    warn(f"{zeros / values.size:.0%} of the sampled pixels are 0, set apart from the data (which starts near "
+         f"{float(np.percentile(above, LOW_PCT)):g}) and no nodata is declared: if they are gaps without data "
+         "(scan-line stripes, a frame outside the footprint, padding), give nodata=0 (CLI --nodata 0) so they "
+         "are kept as they are and left out of the restoring; else the pixels beside them are restored "
+         "against black")
+    return True
+
+
 def image_stats(
     shape: tuple[int, ...], dtype: np.dtype, sample: Any, nlead: int, rgb: bool, channel_axis: int | None = None,
     normalize: str | tuple[float, float] | list[tuple[float, float]] = "auto", nodata: float | None = None, require_finite: bool = False,
@@ -573,6 +606,8 @@ def make_plan(
     if nodata is None:
         nodata = undeclared_fill(shape, dtype, sample, nlead, is_rgb, channel_axis)
         adopted = nodata is not None
+    if nodata is None and task in ("denoise", "sr") and mask_shape is None:
+        warn_zero_gaps(shape, dtype, sample, nlead, is_rgb, channel_axis)
     lo, hi = image_stats(shape, dtype, sample, nlead, is_rgb, channel_axis, normalize, nodata)
 
     odt = np.dtype(out_dtype) if out_dtype is not None else dtype

@@ -142,3 +142,22 @@ def test_a_range_the_data_fill_a_sliver_of_is_warned_about(tiny_checkpoint):
         ar.restore(twelve_bit * 16, model=str(tiny_checkpoint), normalize="dtype")  # fills uint16
         ar.restore(rng.integers(0, 20, (48, 48)).astype(np.uint8), model=str(tiny_checkpoint), normalize="dtype")
         ar.restore(rng.random((48, 48)).astype(np.float32), model=str(tiny_checkpoint), normalize="none")
+
+
+def test_zeros_set_apart_from_the_data_are_warned_about_as_gaps(tiny_checkpoint):
+    """From a remote-sensing review: an untagged Landsat-7 SLC-off band (gaps and frame 0,
+    data from about 20) was denoised without a word; the stripes' edges came out as data and
+    valid pixels beside them 14% darker.  A dim image whose noise reaches 0 is no such case."""
+    import napari_attnrestore as ar
+
+    rng = np.random.default_rng(0)
+    scene = rng.integers(20, 200, (64, 64)).astype(np.uint8)
+    scene[::8, :] = 0  # scan-line stripes
+    scene[:, 6:8] = 0
+    with pytest.warns(ar.AttnRestoreWarning, match=r"are 0, set apart from the data .* give nodata=0"):
+        ar.restore(scene, model=str(tiny_checkpoint))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ar.AttnRestoreWarning)
+        ar.restore(scene, model=str(tiny_checkpoint), nodata=0)  # declared: nothing to say
+        ar.restore(rng.poisson(1.5, (64, 64)).astype(np.uint16), model=str(tiny_checkpoint))  # dim, noisy
+        ar.restore(np.where(scene == 0, 1, scene).astype(np.uint16) * 8, model=str(tiny_checkpoint))  # no zeros
