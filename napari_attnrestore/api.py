@@ -457,7 +457,14 @@ def _prepare(
         order = meta["source_order"]
         if not -len(order) <= channel_axis < len(order):
             raise ValueError(f"channel_axis {channel_axis} is out of range for an image of {len(order)} axes")
-        channel_axis = order.index(channel_axis % len(order))
+        given, channel_axis = channel_axis, order.index(channel_axis % len(order))
+        axes = meta.get("axes")
+        if isinstance(axes, str) and len(axes) == len(order) and axes[channel_axis] in "yx":
+            stored = [0] * len(order)
+            for k, o in enumerate(order):
+                stored[o] = int(src.shape[k])
+            raise ValueError(f"channel_axis {given} is the image's {axes[channel_axis].upper()} axis (as stored: shape "
+                             f"{tuple(stored)}); name the axis that holds the channels or bands")
     if channel_axis is not None and src_meta.get("path") and isinstance(meta.get("axes"), str):
         meta = {**meta, "axes": channel_named(meta["axes"], channel_axis)}  # the result says its bands are channels
     if channel_axis is None and meta.get("channel_axis") is not None:

@@ -7,6 +7,7 @@ from typing import ClassVar
 import dask.array as da
 import numpy as np
 import pytest
+import tifffile
 import torch
 import zarr
 from standins import Box3, Identity, NearestUp
@@ -367,6 +368,18 @@ def test_a_channel_last_array_is_restored_per_channel_when_named(rng, channels):
     if channels != 3:
         with pytest.warns(UserWarning, match=rf"planes are 36 x {channels} pixels.*channel_axis= \(e.g. -1"):
             ar.restore(x, model=Identity())
+
+
+def test_a_channel_axis_naming_a_files_y_or_x_says_so_in_the_files_terms(tmp_path, rng):
+    """--channel-axis 0 on a (256, 256, 6) band-interleaved file said 'channel_axis 1 is a
+    spatial axis of shape (6, 256, 256)': an axis and a shape the user never gave."""
+    tifffile.imwrite(tmp_path / "bands.tif", (rng.random((32, 30, 6)) * 900).astype(np.int16), photometric="minisblack",
+                     planarconfig="contig")
+    for axis, name in ((0, "Y"), (1, "X"), (-2, "X")):
+        with pytest.raises(ValueError, match=re.escape(f"channel_axis {axis} is the image's {name} axis (as stored: "
+                                                       "shape (32, 30, 6))")):
+            ar.restore(tmp_path / "bands.tif", model=Identity(), channel_axis=axis)
+    assert ar.restore(tmp_path / "bands.tif", model=Identity(), channel_axis=2).shape == (6, 32, 30)
 
 
 def test_named_axes_in_any_order_put_y_and_x_last(tmp_path, rng):
