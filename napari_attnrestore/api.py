@@ -230,6 +230,7 @@ def as_source(x: Any, stored: bool = False) -> tuple[Any, dict[str, Any]]:
         meta = {"axes": img.axes, "scale": img.scale, "translate": img.translate, "units": img.units, "rgb": rgb,
                 "channel_axis": img.channel_axis if rgb == img.rgb else img.axes.rfind("c"), "name": img.name,
                 "path": img.path, "series": img.meta.get("series"),  # the image of a TIFF holding several
+                "nodata_masks": img.meta.get("nodata_masks"),  # GDAL internal masks' series
                 "nodata": img.meta.get("nodata"),  # a GeoTIFF's GDAL_NODATA marks pixels without data
                 "geotiff": img.meta.get("geotiff"),
                 "planar_colour": bool(img.meta.get("planar_colour")),  # a TIFF's separate R, G, B planes
@@ -263,6 +264,15 @@ def as_source(x: Any, stored: bool = False) -> tuple[Any, dict[str, Any]]:
             raise ValueError(f"a list of arrays is restored as one stack, and these differ in shape ({shapes}); "
                              "restore each on its own") from None
     raise TypeError(f"cannot restore an object of type {type(x).__name__}; give an array, a dask/zarr array or a path")
+
+
+def _internal_mask(meta: dict[str, Any]) -> int | None:
+    """The series of the nodata mask a TIFF holds for the image ``meta`` describes (GDAL's
+    internal mask: 0 where there is no data), or None."""
+    masks = meta.get("nodata_masks") or []
+    if not masks or not meta.get("path") or (meta.get("series") or 0) in masks:
+        return None  # (none, or the mask itself is the image)
+    return int(masks[0])
 
 
 def _is_file(x: Any) -> bool:
@@ -429,6 +439,16 @@ def _prepare(
 
         raise ImageReadError(src_meta["path"], "true/false pixels are no intensities to restore; a mask of gaps "
                                                "goes in mask= (CLI --mask) beside the image")
+    if mask is None and tname == "inpaint" and _internal_mask(src_meta) is not None:
+        from .io import open_image
+
+        mask = open_image(src_meta["path"], series=_internal_mask(src_meta))  # 0 where the image has no data:
+        invert_mask = not invert_mask  # the gaps to fill
+    elif mask is None and _internal_mask(src_meta) is not None:
+        warn(f"{src_meta['path']}: holds a nodata mask (GDAL's internal mask, series {_internal_mask(src_meta)}): "
+             "the pixels it marks have no data, but are restored as data and the result carries no mask; "
+             "inpainting fills them (task='inpaint', CLI --task inpaint, takes the mask), or declare the value "
+             "they hold with nodata= (CLI --nodata) to keep them as they are")
     mask_src, mask_meta = as_source(mask) if mask is not None else (None, {})
     if mask_src is not None and not mask_meta and src_meta.get("source_order"):
         mask_src = _in_file_order(mask_src, tuple(src.shape), src_meta["source_order"])

@@ -320,7 +320,7 @@ def warn_zero_gaps(shape: tuple[int, ...], dtype: np.dtype, sample: Any, nlead: 
     if near >= ZERO_NEIGHBOURS * zeros:
         return False
     warn(f"{zeros / values.size:.0%} of the sampled pixels are 0, set apart from the data (which starts near "
-         f"{float(np.percentile(above, LOW_PCT)):g}) and no nodata is declared: if they are gaps without data "
+         f"{float(np.percentile(above, LOW_PCT)):.4g}) and no nodata is declared: if they are gaps without data "
          "(scan-line stripes, a frame outside the footprint, padding), give nodata=0 (CLI --nodata 0) so they "
          "are kept as they are and left out of the restoring; else the pixels beside them are restored "
          "against black")

@@ -787,10 +787,14 @@ def _tiff_image(tif: tifffile.TiffFile, path: str, size: int, index: int | None 
         meta["alpha"] = True  # gray + opacity: the second sample is no intensity
     if photometric == "MINISWHITE":
         meta["miniswhite"] = True  # 0 is white: shown with an inverted gray map, written so again
-    if len(tif.series) > 1 and index is None:  # positions of a multi-position OME-TIFF, a slide's label and macro
-        others = ", ".join(f"{i}: {_series_said(s)}" for i, s in enumerate(tif.series[1:4], 1))
-        warn(f"{path}: holds {len(tif.series)} images; only the first, {_series_said(series)}, is read "
-             f"(the others: {others}{', ...' if len(tif.series) > 4 else ''}); choose one with series=N "
+    masks = _nodata_masks(tif)
+    if masks:  # GDAL's internal masks: where the image has no data (not images to show or restore)
+        meta["nodata_masks"] = masks
+    pictures = [i for i in range(len(tif.series)) if i not in masks]
+    if len(pictures) > 1 and index is None:  # positions of a multi-position OME-TIFF, a slide's label and macro
+        others = ", ".join(f"{i}: {_series_said(tif.series[i])}" for i in pictures[1:4])
+        warn(f"{path}: holds {len(pictures)} images; only the first, {_series_said(series)}, is read "
+             f"(the others: {others}{', ...' if len(pictures) > 4 else ''}); choose one with series=N "
              "(ar.io.open_image(path, series=N), CLI --series N)")
     _warn_empty_tiles(series, path)
     return ImageData(
@@ -879,6 +883,18 @@ def _refuse_an_unread_tail(tif: tifffile.TiffFile, path: str, size: int, chain_e
     if size - end > max(page_bytes // 2, 4096):
         raise DamagedFileError(path, f"truncated or corrupt TIFF: {chain_error}, and {size - end} bytes after its "
                                    f"last readable page belong to none; only part of it could be read")
+
+
+def _nodata_masks(tif: tifffile.TiffFile) -> list[int]:
+    """The series of an open TIFF that are nodata masks, not images: GDAL's internal masks
+    (NewSubfileType 4, photometric MASK; 0 where the image has no data), which GeoTIFFs
+    written with GDAL_TIFF_INTERNAL_MASK and JPEG COGs hold."""
+    found = []
+    for i, series in enumerate(tif.series):
+        page = series.keyframe
+        if _photometric_name(getattr(page, "photometric", "")) == "MASK" or int(getattr(page, "subfiletype", 0)) & 4:
+            found.append(i)
+    return found
 
 
 def _series_said(series: Any) -> str:

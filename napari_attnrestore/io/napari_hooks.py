@@ -66,11 +66,12 @@ def _every_image(path: str | os.PathLike) -> list[ImageData]:
     OME-TIFF's positions, a slide's label and macro pictures), which napari shows as one
     layer each (the first visible); one image for other files."""
     first = open_image(path, series=0)  # (chosen: no warning that the others are left out)
-    n = int(first.meta.get("n_series") or 1)
-    if n == 1:
+    masks = first.meta.get("nodata_masks") or ()  # (GDAL's internal nodata masks are no images)
+    others = [i for i in range(1, int(first.meta.get("n_series") or 1)) if i not in masks]
+    if not others:
         first.meta.pop("series", None)  # (a file of one image: nothing to choose)
         return [first]
-    return [first, *(open_image(path, series=i) for i in range(1, n))]
+    return [first, *(open_image(path, series=i) for i in others)]
 
 
 def read_images(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[LayerData]:

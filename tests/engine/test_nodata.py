@@ -289,3 +289,37 @@ def test_float32s_lowest_as_nodata_is_written_as_gdal_spells_it_and_reads_back(t
     assert [t[3] for t in tags if t[0] == 42113] == ["-3.4028234663852886e+38"]
     tifffile.imwrite(tmp_path / "f.tif", np.full((8, 8), low, np.float32), extratags=tags)
     assert open_image(tmp_path / "f.tif").meta["nodata"] == low
+
+
+def _with_internal_mask(path, img, valid):
+    """A TIFF of ``img`` holding GDAL's internal nodata mask (NewSubfileType 4, photometric
+    MASK; 255 where there is data), as GDAL_TIFF_INTERNAL_MASK and JPEG COGs write it."""
+    import tifffile
+
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(img, photometric="minisblack", tile=(32, 32))
+        tw.write((valid * 255).astype(np.uint8), photometric="minisblack", tile=(32, 32),
+                 extratags=[(254, "I", 1, 4, True)])
+    with tifffile.TiffFile(path, mode="r+b") as t:
+        t.pages[1].tags["PhotometricInterpretation"].overwrite(4)
+
+
+def test_a_tiffs_internal_nodata_mask_marks_the_gaps_to_fill(rng, tmp_path, recwarn):
+    """From a remote-sensing review: GDAL's internal mask was read as a second image (the
+    warning offered it as series 1), the masked pixels went through the network as data, and
+    inpainting refused the file ('nothing marks the gaps'). Inpainting fills what it marks;
+    other tasks say they restore those pixels as data."""
+    img = (rng.random((64, 64)) * 3000 + 500).astype(np.uint16)
+    valid = np.ones((64, 64), bool)
+    valid[20:24, :] = False  # a scan-line gap
+    img[~valid] = 0
+    _with_internal_mask(tmp_path / "masked.tif", img, valid)
+    im = ar.io.open_image(tmp_path / "masked.tif")
+    assert im.meta["nodata_masks"] == [1]
+    assert not [w for w in recwarn if "images" in str(w.message)]  # one image, not two
+    out = np.asarray(ar.restore(tmp_path / "masked.tif", task="inpaint", model=ModelHandle(FillHalf()),
+                                normalize=(0, 4000), overlap=8))
+    np.testing.assert_array_equal(out[valid], img[valid])
+    assert np.all(out[~valid] == 2000)  # the stand-in's 0.5 of the range: filled
+    with pytest.warns(ar.AttnRestoreWarning, match=r"holds a nodata mask \(GDAL's internal mask, series 1\)"):
+        ar.restore(tmp_path / "masked.tif", model=ModelHandle(Identity()), nodata=None)

@@ -110,6 +110,20 @@ def test_reader_gives_every_image_of_a_tiff_holding_several(tmp_path, recwarn):
     assert kw["name"] == "one" and "series" not in kw["metadata"] and "visible" not in kw
 
 
+def test_reader_leaves_a_gdal_internal_nodata_mask_out(tmp_path, recwarn):
+    """GDAL's internal nodata mask (NewSubfileType 4, photometric MASK) is no image: the file
+    opens as its one image, without a series name or a warning of others."""
+    path = tmp_path / "masked.tif"
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(np.full((32, 32), 7, np.uint16), photometric="minisblack")
+        tw.write(np.full((32, 32), 255, np.uint8), photometric="minisblack", extratags=[(254, "I", 1, 4, True)])
+    with tifffile.TiffFile(path, mode="r+b") as t:
+        t.pages[1].tags["PhotometricInterpretation"].overwrite(4)
+    (data, kw, kind), = napari_get_reader(str(path))(str(path))
+    assert kind == "image" and kw["name"] == "masked" and "series" not in kw["metadata"] and data.shape == (32, 32)
+    assert not [w for w in recwarn if "images" in str(w.message)]
+
+
 def test_reader_list_of_paths_is_a_stack(tmp_path):
     """napari hands a reader a list of paths to open them as one stack (File > Open Files as
     Stack); each file came as a layer of its own."""
