@@ -266,6 +266,21 @@ def as_source(x: Any, stored: bool = False) -> tuple[Any, dict[str, Any]]:
     raise TypeError(f"cannot restore an object of type {type(x).__name__}; give an array, a dask/zarr array or a path")
 
 
+def _warn_mask_elsewhere(image: dict[str, Any], mask: dict[str, Any]) -> None:
+    """Warn when a mask GeoTIFF lies elsewhere than the image GeoTIFF (another pixel size or
+    origin): its pixels are taken one for one, and a mask of another place, with as many
+    pixels, was used without a word."""
+    if not (image.get("geotiff") and mask.get("geotiff")):
+        return  # (a plain mask file says nothing of where it lies)
+    ours = [*image["scale"][-2:], *image["translate"][-2:]]
+    theirs = [*mask["scale"][-2:], *mask["translate"][-2:]]
+    if not np.allclose(np.array(ours, float), np.array(theirs, float), rtol=1e-6, atol=1e-3 * abs(float(ours[0]))):
+        said = lambda v: ", ".join(f"{float(x):g}" for x in v)  # noqa: E731
+        warn(f"{mask.get('path')}: the mask lies elsewhere than the image (pixel size {said(theirs[:2])}, origin "
+             f"{said(theirs[2:])} against {said(ours[:2])}, {said(ours[2:])}) but is taken pixel for pixel; give a "
+             "mask on the image's grid")
+
+
 def _internal_mask(meta: dict[str, Any]) -> int | None:
     """The series of the nodata mask a TIFF holds for the image ``meta`` describes (GDAL's
     internal mask: 0 where there is no data), or None."""
@@ -450,6 +465,7 @@ def _prepare(
              "inpainting fills them (task='inpaint', CLI --task inpaint, takes the mask), or declare the value "
              "they hold with nodata= (CLI --nodata) to keep them as they are")
     mask_src, mask_meta = as_source(mask) if mask is not None else (None, {})
+    _warn_mask_elsewhere(src_meta, mask_meta)
     if mask_src is not None and not mask_meta and src_meta.get("source_order"):
         mask_src = _in_file_order(mask_src, tuple(src.shape), src_meta["source_order"])
     if invert_mask:

@@ -14,12 +14,13 @@ POINT = (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 2, 3076, 0, 1, 9001)  # + GTRast
 
 
 def _geotiff(path, shape=(20, 30), keys=PROJECTED_METRE, corner=(500000.0, 4000000.0), size=(30.0, 30.0),
-             nodata=None):
+             nodata=None, data=None):
     tags = [(33550, "d", 3, (*size, 0.0), False), (33922, "d", 6, (0.0, 0.0, 0.0, *corner, 0.0), False),
             (34735, "H", len(keys), keys, False)]
     if nodata is not None:
         tags.append((42113, "s", 0, str(nodata), False))
-    data = np.random.default_rng(0).integers(1, 200, shape, dtype=np.uint8)
+    if data is None:
+        data = np.random.default_rng(0).integers(1, 200, shape, dtype=np.uint8)
     tifffile.imwrite(path, data, extratags=tags)
     return path
 
@@ -148,3 +149,24 @@ def test_a_malformed_placement_tag_is_ignored_with_a_warning(tmp_path, code, val
     tags = georeference_tags(img.meta.get("geotiff"), (40, 60), np.uint8)
     assert code not in [t[0] for t in tags] and 33922 not in [t[0] for t in tags]
     write_tiff(np.zeros((40, 60), np.uint8), tmp_path / "out.tif", extratags=tags)
+
+
+def test_a_mask_geotiff_of_another_place_is_warned_about(tmp_path):
+    """From a remote-sensing review: a mask GeoTIFF 200 km away at 10 m (the image: 30 m) with
+    as many pixels was used pixel for pixel without a word."""
+    import warnings
+
+    import napari_attnrestore as ar
+    from napari_attnrestore.warning import AttnRestoreWarning
+
+    image = _geotiff(tmp_path / "scene.tif")
+    stripe = np.zeros((20, 30), np.uint8)
+    stripe[8:10] = 1
+    here = _geotiff(tmp_path / "here.tif", data=stripe)
+    elsewhere = _geotiff(tmp_path / "elsewhere.tif", corner=(700000.0, 4100000.0), size=(10.0, 10.0), data=stripe)
+    with pytest.warns(AttnRestoreWarning, match=r"elsewhere.tif: the mask lies elsewhere than the image \(pixel "
+                                                r"size 10, 10, origin .* against 30, 30"):
+        ar.restore(image, task="inpaint", mask=elsewhere)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AttnRestoreWarning)
+        ar.restore(image, task="inpaint", mask=here)  # the same grid: nothing to say
