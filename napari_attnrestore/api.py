@@ -489,6 +489,8 @@ def _prepare(
         rgb = False if meta["axes"] and rgb is None else rgb  # channels named: no RGB picture
     if not src_meta and isinstance(meta.get("axes"), str):
         src, meta = _array_in_ngff_order(src, meta, rgb)  # an array whose axes the caller named
+        if mask_src is not None and not mask_meta and meta.get("source_order"):  # a mask laid out as the array
+            mask_src = _in_file_order(mask_src, tuple(src.shape), meta["source_order"])
     if channel_axis is not None and meta.get("source_order"):  # given in the file's (array's) own axis order
         order = meta["source_order"]
         if not -len(order) <= channel_axis < len(order):

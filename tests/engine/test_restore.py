@@ -10,7 +10,7 @@ import pytest
 import tifffile
 import torch
 import zarr
-from standins import Box3, Identity, NearestUp
+from standins import Box3, FillHalf, Identity, NearestUp
 from torch import nn
 
 import napari_attnrestore as ar
@@ -380,6 +380,18 @@ def test_a_channel_axis_naming_a_files_y_or_x_says_so_in_the_files_terms(tmp_pat
                                                        "shape (32, 30, 6))")):
             ar.restore(tmp_path / "bands.tif", model=Identity(), channel_axis=axis)
     assert ar.restore(tmp_path / "bands.tif", model=Identity(), channel_axis=2).shape == (6, 32, 30)
+
+
+def test_a_mask_laid_out_as_a_channel_last_array_is_taken(rng):
+    """A (Y, X, 6) mask for a (Y, X, 6) array with channel_axis=-1 was refused: only the
+    internal (6, Y, X) order was; a file of that layout took either."""
+    img = (rng.random((40, 36, 6)) * 1000).astype(np.int16)
+    mask = np.zeros((40, 36, 6), bool)
+    mask[10:12, :, 2] = True
+    for given in (mask, np.moveaxis(mask, -1, 0)):
+        out = ar.restore(img, task="inpaint", mask=given, channel_axis=-1, model=FillHalf(), normalize=(0, 1000))
+        out = np.asarray(out)
+        assert out.shape == img.shape and np.array_equal(out[~mask], img[~mask]) and np.all(out[mask] == 500)
 
 
 def test_named_axes_in_any_order_put_y_and_x_last(tmp_path, rng):
