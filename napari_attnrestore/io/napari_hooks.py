@@ -56,9 +56,26 @@ def napari_get_reader(path: str | os.PathLike | Sequence[str | os.PathLike]) -> 
     def reader(_path: Any = None) -> list[LayerData]:
         if len(paths) > 1:
             return [stacked_layer_data(images)]
-        return [*map(layer_data, images), *label_layers(images[0])]
+        return [*map(layer_data, images), *label_layers(images[0]), *nodata_mask_layers(images[0])]
 
     return reader
+
+
+def nodata_mask_layers(image: ImageData) -> list[LayerData]:
+    """A Labels layer of the pixels without data that a TIFF's internal nodata mask marks
+    (GDAL's: 0 there), 1 on them: the Restore widget's inpainting takes it as its mask."""
+    masks = image.meta.get("nodata_masks") or []
+    if not masks or not image.path or (image.meta.get("series") or 0) in masks:
+        return []
+    try:
+        mask = open_image(image.path, series=masks[0])
+    except Exception as exc:
+        logger.warning("napari-attnrestore: the nodata mask of %s left out: %s", image.path, exc)
+        return []
+    gaps = (mask.to_dask(0) == 0).astype(np.uint8)
+    kwargs = _label_kwargs(mask, multiscale=False)
+    kwargs["name"] = f"{image.name} [no data]"
+    return [(gaps, kwargs, "labels")]
 
 
 def _every_image(path: str | os.PathLike) -> list[ImageData]:

@@ -110,18 +110,23 @@ def test_reader_gives_every_image_of_a_tiff_holding_several(tmp_path, recwarn):
     assert kw["name"] == "one" and "series" not in kw["metadata"] and "visible" not in kw
 
 
-def test_reader_leaves_a_gdal_internal_nodata_mask_out(tmp_path, recwarn):
+def test_reader_gives_a_gdal_internal_nodata_mask_as_labels_not_as_an_image(tmp_path, recwarn):
     """GDAL's internal nodata mask (NewSubfileType 4, photometric MASK) is no image: the file
-    opens as its one image, without a series name or a warning of others."""
+    opens as its one image, without a series name or a warning of others, and the mask's
+    pixels without data as a Labels layer."""
     path = tmp_path / "masked.tif"
     with tifffile.TiffWriter(path) as tw:
         tw.write(np.full((32, 32), 7, np.uint16), photometric="minisblack")
-        tw.write(np.full((32, 32), 255, np.uint8), photometric="minisblack", extratags=[(254, "I", 1, 4, True)])
+        tw.write(np.where(np.arange(32)[:, None] < 4, 0, 255).repeat(32, 1).astype(np.uint8), photometric="minisblack",
+                 extratags=[(254, "I", 1, 4, True)])
     with tifffile.TiffFile(path, mode="r+b") as t:
         t.pages[1].tags["PhotometricInterpretation"].overwrite(4)
-    (data, kw, kind), = napari_get_reader(str(path))(str(path))
+    (data, kw, kind), (gaps, gkw, gkind) = napari_get_reader(str(path))(str(path))
     assert kind == "image" and kw["name"] == "masked" and "series" not in kw["metadata"] and data.shape == (32, 32)
     assert not [w for w in recwarn if "images" in str(w.message)]
+    # the pixels it marks without data as a Labels layer (1 on them), which inpainting takes as its mask
+    assert gkind == "labels" and gkw["name"] == "masked [no data]"
+    assert np.asarray(gaps).tolist() == (np.arange(32)[:, None] < 4).repeat(32, 1).astype(np.uint8).tolist()
 
 
 def test_reader_list_of_paths_is_a_stack(tmp_path):
