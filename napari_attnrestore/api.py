@@ -24,6 +24,7 @@ from torch import nn
 from .engine import ModelHandle, make_plan, restore_array
 from .engine.plan import AUTO, DEFAULT_CHUNK, NoDataError, whole_number
 from .io.geotiff import nodata_can_occur
+from .io.images import nodata_mask_series
 from .io.ome_zarr import ngff_order, omero_in_dtype
 from .models import build_model, list_architectures
 from .tasks import get_task
@@ -281,15 +282,6 @@ def _warn_mask_elsewhere(image: dict[str, Any], mask: dict[str, Any]) -> None:
              "mask on the image's grid")
 
 
-def _internal_mask(meta: dict[str, Any]) -> int | None:
-    """The series of the nodata mask a TIFF holds for the image ``meta`` describes (GDAL's
-    internal mask: 0 where there is no data), or None."""
-    masks = meta.get("nodata_masks") or []
-    if not masks or not meta.get("path") or (meta.get("series") or 0) in masks:
-        return None  # (none, or the mask itself is the image)
-    return int(masks[0])
-
-
 def _is_file(x: Any) -> bool:
     """Whether ``x`` is a file: a path, or an image :func:`~napari_attnrestore.io.open_image` opened."""
     from .io import ImageData
@@ -454,13 +446,14 @@ def _prepare(
 
         raise ImageReadError(src_meta["path"], "true/false pixels are no intensities to restore; a mask of gaps "
                                                "goes in mask= (CLI --mask) beside the image")
-    if mask is None and tname == "inpaint" and _internal_mask(src_meta) is not None:
+    internal = nodata_mask_series(src_meta, src_meta.get("path"))  # a GeoTIFF's GDAL internal mask
+    if mask is None and tname == "inpaint" and internal is not None:
         from .io import open_image
 
-        mask = open_image(src_meta["path"], series=_internal_mask(src_meta))  # 0 where the image has no data:
+        mask = open_image(src_meta["path"], series=internal)  # 0 where the image has no data:
         invert_mask = not invert_mask  # the gaps to fill
-    elif mask is None and _internal_mask(src_meta) is not None:
-        warn(f"{src_meta['path']}: holds a nodata mask (GDAL's internal mask, series {_internal_mask(src_meta)}): "
+    elif mask is None and internal is not None:
+        warn(f"{src_meta['path']}: holds a nodata mask (GDAL's internal mask, series {internal}): "
              "the pixels it marks have no data, but are restored as data and the result carries no mask; "
              "inpainting fills them (task='inpaint', CLI --task inpaint, takes the mask), or declare the value "
              "they hold with nodata= (CLI --nodata) to keep them as they are")

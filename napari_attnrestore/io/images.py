@@ -37,6 +37,7 @@ __all__ = [
     "as_dask",
     "file_kind",
     "guess_axes",
+    "nodata_mask_series",
     "open_image",
     "read_region",
 ]
@@ -895,6 +896,15 @@ def _nodata_masks(tif: tifffile.TiffFile) -> list[int]:
         if _photometric_name(getattr(page, "photometric", "")) == "MASK" or int(getattr(page, "subfiletype", 0)) & 4:
             found.append(i)
     return found
+
+
+def nodata_mask_series(meta: dict[str, Any], path: str | None) -> int | None:
+    """The series of the nodata mask a TIFF holds for the image whose metadata is ``meta``
+    (GDAL's internal mask: 0 where there is no data), or None: none, or the mask is the image."""
+    masks = meta.get("nodata_masks") or []
+    if not masks or not path or (meta.get("series") or 0) in masks:
+        return None
+    return int(masks[0])
 
 
 def _series_said(series: Any) -> str:

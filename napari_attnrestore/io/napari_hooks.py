@@ -18,7 +18,7 @@ from ..warning import warn
 from ._output import backing_stores, no_image, refuse_output_over_input
 from .errors import DamagedFileError, UnfinishedOutputError
 from .geotiff import carried, georeference_tags
-from .images import ImageData, guess_axes, open_image
+from .images import ImageData, guess_axes, nodata_mask_series, open_image
 from .ome_zarr import write_ome_zarr
 from .tiff import write_tiff
 
@@ -64,11 +64,11 @@ def napari_get_reader(path: str | os.PathLike | Sequence[str | os.PathLike]) -> 
 def nodata_mask_layers(image: ImageData) -> list[LayerData]:
     """A Labels layer of the pixels without data that a TIFF's internal nodata mask marks
     (GDAL's: 0 there), 1 on them: the Restore widget's inpainting takes it as its mask."""
-    masks = image.meta.get("nodata_masks") or []
-    if not masks or not image.path or (image.meta.get("series") or 0) in masks:
+    which = nodata_mask_series(image.meta, image.path)
+    if which is None:
         return []
     try:
-        mask = open_image(image.path, series=masks[0])
+        mask = open_image(image.path, series=which)
     except Exception as exc:
         logger.warning("napari-attnrestore: the nodata mask of %s left out: %s", image.path, exc)
         return []
