@@ -282,6 +282,41 @@ def _warn_mask_elsewhere(image: dict[str, Any], mask: dict[str, Any]) -> None:
              "mask on the image's grid")
 
 
+#: windows per side (and their size) in which :func:`_value_under_mask` compares the pixels
+#: an internal nodata mask marks with the others
+MASK_WINDOWS, MASK_WINDOW = 4, 256
+
+
+def _value_under_mask(src: Any, meta: dict[str, Any], series: int) -> float | None:
+    """The one value the pixels a TIFF's internal nodata mask marks hold (GDAL writes 0 there)
+    in windows across the image, when no pixel with data there holds it; else None (several
+    values, as under JPEG, or none sampled).  Each window's first plane is read."""
+    from .io import open_image
+
+    mask = open_image(meta["path"], series=series).data
+    rgb = bool(meta.get("rgb"))
+    ny, nx = (src.shape[-3], src.shape[-2]) if rgb else (src.shape[-2], src.shape[-1])
+    if tuple(mask.shape[-2:]) != (ny, nx):
+        return None
+    lead = (0,) * (len(src.shape) - (3 if rgb else 2))
+    under, valid = set(), []
+    for y in np.linspace(0, max(ny - MASK_WINDOW, 0), MASK_WINDOWS).astype(int):
+        for x in np.linspace(0, max(nx - MASK_WINDOW, 0), MASK_WINDOWS).astype(int):
+            win = (slice(y, y + MASK_WINDOW), slice(x, x + MASK_WINDOW))
+            gaps = np.asarray(mask[(0,) * (mask.ndim - 2) + win]) == 0
+            pixels = np.asarray(src[lead + win])
+            if rgb:
+                gaps = np.repeat(gaps[..., None], pixels.shape[-1], axis=-1)
+            under.update(np.unique(pixels[gaps]).tolist())
+            valid.append(pixels[~gaps])
+            if len(under) > 1:
+                return None
+    if len(under) != 1:
+        return None
+    value = under.pop()
+    return None if np.isnan(value) or np.any(np.concatenate(valid) == value) else float(value)
+
+
 def _is_file(x: Any) -> bool:
     """Whether ``x`` is a file: a path, or an image :func:`~napari_attnrestore.io.open_image` opened."""
     from .io import ImageData
@@ -453,10 +488,17 @@ def _prepare(
         mask = open_image(src_meta["path"], series=internal)  # 0 where the image has no data:
         invert_mask = not invert_mask  # the gaps to fill
     elif mask is None and internal is not None:
-        warn(f"{src_meta['path']}: holds a nodata mask (GDAL's internal mask, series {internal}): "
-             "the pixels it marks have no data, but are restored as data and the result carries no mask; "
-             "inpainting fills them (task='inpaint', CLI --task inpaint, takes the mask), or declare the value "
-             "they hold with nodata= (CLI --nodata) to keep them as they are")
+        under = _value_under_mask(src, src_meta, internal) if nodata is None and src_meta.get("nodata") is None else None
+        if under is not None:
+            nodata = under
+            warn(f"{src_meta['path']}: holds a nodata mask (GDAL's internal mask, series {internal}) whose pixels "
+                 f"hold {under:g}, which no pixel with data holds: {under:g} is taken for nodata, so they are kept "
+                 "as they are and the result declares it (give nodata= to choose another)")
+        else:
+            warn(f"{src_meta['path']}: holds a nodata mask (GDAL's internal mask, series {internal}): "
+                 "the pixels it marks have no data, but are restored as data and the result carries no mask; "
+                 "inpainting fills them (task='inpaint', CLI --task inpaint, takes the mask), or declare the value "
+                 "they hold with nodata= (CLI --nodata) to keep them as they are")
     mask_src, mask_meta = as_source(mask) if mask is not None else (None, {})
     _warn_mask_elsewhere(src_meta, mask_meta)
     if mask_src is not None and not mask_meta and src_meta.get("source_order"):

@@ -4,7 +4,7 @@ import re
 
 import numpy as np
 import pytest
-from standins import FillHalf, Identity, NearestUp
+from standins import Box3, FillHalf, Identity, NearestUp
 
 import napari_attnrestore as ar
 from napari_attnrestore.engine import ModelHandle
@@ -321,5 +321,12 @@ def test_a_tiffs_internal_nodata_mask_marks_the_gaps_to_fill(rng, tmp_path, recw
                                 normalize=(0, 4000), overlap=8))
     np.testing.assert_array_equal(out[valid], img[valid])
     assert np.all(out[~valid] == 2000)  # the stand-in's 0.5 of the range: filled
-    with pytest.warns(ar.AttnRestoreWarning, match=r"holds a nodata mask \(GDAL's internal mask, series 1\)"):
-        ar.restore(tmp_path / "masked.tif", model=ModelHandle(Identity()), nodata=None)
+    # other tasks: the one value under the mask, which no pixel with data holds, is its nodata
+    with pytest.warns(ar.AttnRestoreWarning, match=r"series 1\) whose pixels hold 0, .* 0 is taken for nodata"):
+        out = np.asarray(ar.restore(tmp_path / "masked.tif", model=ModelHandle(Box3()), overlap=8))
+    assert np.all(out[~valid] == 0) and np.all(out[valid] > 0)
+    img[30, 30] = 0  # a pixel with data holds it too: it cannot mark the gaps
+    _with_internal_mask(tmp_path / "shared.tif", img, valid)
+    with pytest.warns(ar.AttnRestoreWarning, match=r"holds a nodata mask \(GDAL's internal mask, series 1\): the "
+                                                   r"pixels it marks have no data, but are restored as data"):
+        ar.restore(tmp_path / "shared.tif", model=ModelHandle(Identity()))
