@@ -339,11 +339,16 @@ def _reordered(data: da.Array, meta: dict[str, Any], order: Sequence[int]) -> tu
     return data.transpose(order), meta
 
 
+def _stored_shape(shape: Sequence[int], order: Sequence[int]) -> tuple[int, ...]:
+    """The shape of an image as stored (a file, the caller's array), from ``shape`` read in
+    ``order`` (``source_order``)."""
+    return tuple(int(shape[order.index(i)]) for i in range(len(order)))
+
+
 def _in_file_order(mask: Any, shape: tuple[int, ...], order: Sequence[int]) -> Any:
     """An array mask shaped as a reordered file is stored (an ImageJ tzcyx hyperstack), put
     in the order the file is read in, as a mask file of that layout is; other masks as given."""
-    stored = tuple(shape[order.index(i)] for i in range(len(order)))
-    if tuple(mask.shape) != stored:
+    if tuple(mask.shape) != _stored_shape(shape, order):
         return mask  # (y, x) broadcast, or already in the order read: make_plan checks it
     from .io import as_dask
 
@@ -533,11 +538,8 @@ def _prepare(
         given, channel_axis = channel_axis, order.index(channel_axis % len(order))
         axes = meta.get("axes")
         if isinstance(axes, str) and len(axes) == len(order) and axes[channel_axis] in "yx":
-            stored = [0] * len(order)
-            for k, o in enumerate(order):
-                stored[o] = int(src.shape[k])
             raise ValueError(f"channel_axis {given} is the image's {axes[channel_axis].upper()} axis (as stored: shape "
-                             f"{tuple(stored)}); name the axis that holds the channels or bands")
+                             f"{_stored_shape(src.shape, order)}); name the axis that holds the channels or bands")
     if channel_axis is not None and src_meta.get("path") and isinstance(meta.get("axes"), str):
         meta = {**meta, "axes": channel_named(meta["axes"], channel_axis)}  # the result says its bands are channels
     if channel_axis is None and meta.get("channel_axis") is not None:

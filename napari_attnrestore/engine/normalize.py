@@ -23,14 +23,18 @@ def intensity_range(value: Any) -> tuple[float, float]:
     return lo, hi
 
 
-def channel_ranges(value: Any) -> list[tuple[float, float]] | None:
+def channel_ranges(value: Any, channels: int) -> list[tuple[float, float]] | None:
     """A normalization given as one ``(lo, hi)`` per channel (``[(100, 400), (200, 3000)]``),
-    each checked; None when ``value`` is a name or a single pair."""
+    each checked, for an image of ``channels`` channels (a ValueError when they are not as
+    many); None when ``value`` is a name or a single pair."""
     if isinstance(value, str) or not isinstance(value, (list, tuple, np.ndarray)) or len(value) == 0:
         return None
     first = value[0]
     if isinstance(first, str) or not hasattr(first, "__len__"):
         return None  # one pair (numbers), or a name
+    if len(value) != channels:
+        raise ValueError(f"normalize gives {len(value)} (lo, hi) ranges for {channels} "
+                         f"channel{'s' if channels > 1 else ''}; give one per channel, or one pair for all")
     return [intensity_range(v) for v in value]
 
 
@@ -113,13 +117,11 @@ def constant_pixels(values: np.ndarray, spatial: tuple[int, int] = (-2, -1), rad
     for ax in spatial:
         size[ax] = 2 * radius + 1
     finite = np.isfinite(v) if v.dtype.kind == "f" else np.ones(v.shape, bool)
-    if v.dtype.kind == "f" and not finite.all():  # a NaN or infinite neighbour: not constant
-        v = np.where(finite, v, np.inf)
-        hi = ndimage.maximum_filter(v, size=size, mode="nearest")
-        lo = ndimage.minimum_filter(np.where(finite, v, -np.inf), size=size, mode="nearest")
-    else:
-        hi = ndimage.maximum_filter(v, size=size, mode="nearest")
-        lo = ndimage.minimum_filter(v, size=size, mode="nearest")
+    up = down = v
+    if not finite.all():  # a NaN or infinite neighbour: not constant
+        up, down = np.where(finite, v, np.inf), np.where(finite, v, -np.inf)
+    hi = ndimage.maximum_filter(up, size=size, mode="nearest")
+    lo = ndimage.minimum_filter(down, size=size, mode="nearest")
     return (hi == lo) & finite
 
 
@@ -137,11 +139,8 @@ def compute_stats(
     """
     dtype = np.dtype(dtype)
     nch = 1 if channel_axis is None else sample.shape[channel_axis]
-    ranges = channel_ranges(mode)
+    ranges = channel_ranges(mode, nch)
     if ranges is not None:
-        if len(ranges) != nch:
-            raise ValueError(f"normalize gives {len(ranges)} (lo, hi) ranges for {nch} channel{'s' if nch > 1 else ''}; "
-                             "give one per channel, or one pair for all")
         return tuple(r[0] for r in ranges), tuple(r[1] for r in ranges)
     if not isinstance(mode, str):
         lo, hi = intensity_range(mode)

@@ -357,9 +357,7 @@ def image_stats(
         stats = compute_stats(np.concatenate([p.ravel() for p in pieces]), dtype, mode=normalize)
     else:
         lo_l, hi_l = [], []  # one statistic per channel: sample each channel's planes separately
-        per_channel = channel_ranges(normalize)
-        if per_channel is not None and len(per_channel) != shape[channel_axis]:
-            compute_stats(np.zeros((shape[channel_axis], 1)), dtype, 0, normalize)  # (raises, saying what is wrong)
+        per_channel = channel_ranges(normalize, shape[channel_axis])
         for c in range(shape[channel_axis]):
             sel = [p for k, p in zip(keys, pieces, strict=True) if k[channel_axis] == c]
             mode = per_channel[c] if per_channel is not None else normalize

@@ -223,8 +223,7 @@ def _tiff_axes(tiff_axes: str, shape: Sequence[int], photometric: Any = None,
     red, green, blue and near-infrared GeoTIFF, whose fourth band is no alpha; nor an RGB
     page whose fourth sample ExtraSamples declares unspecified: a band, as NAIP's near-infrared)."""
     colour = photometric is None or _photometric_name(photometric) in ("RGB", "YCBCR")
-    rgb = (bool(tiff_axes) and tiff_axes[-1] == "S" and len(shape) >= 3 and colour
-           and (shape[-1] == 3 or (shape[-1] == 4 and not _fourth_is_band(extrasamples))))
+    rgb = bool(tiff_axes) and tiff_axes[-1] == "S" and len(shape) >= 3 and colour and _colour_samples(shape[-1], extrasamples)
     # Q and I (tifffile's unknown and image-sequence axes) are time unless the file has a T
     letters = [a.lower() if a in "QI" and "T" in tiff_axes else _TIFF_AXES.get(a, a.lower()) for a in tiff_axes]
     if rgb and "c" in letters[:-1]:
@@ -233,10 +232,11 @@ def _tiff_axes(tiff_axes: str, shape: Sequence[int], photometric: Any = None,
     return _unique_letters(letters), rgb
 
 
-def _fourth_is_band(extrasamples: Sequence[int] | None) -> bool:
-    """Whether a colour page's fourth sample is declared a band, not opacity (ExtraSamples 0,
-    unspecified data: the near-infrared of a red, green, blue, NIR scene)."""
-    return [int(e) for e in (extrasamples or ())] == [0]
+def _colour_samples(n: int, extrasamples: Sequence[int] | None) -> bool:
+    """Whether ``n`` samples of a colour page make a colour picture: red, green, blue, and
+    alpha as a fourth unless it is declared a band (ExtraSamples 0, unspecified data: the
+    near-infrared of a red, green, blue, NIR scene)."""
+    return n == 3 or (n == 4 and [int(e) for e in (extrasamples or ())] != [0])
 
 
 def _photometric_name(photometric: Any) -> str:
@@ -248,9 +248,8 @@ def _planar_colour(series: Any, rgb: bool, photometric: str) -> bool:
     """Whether a TIFF stores a colour picture as separate red, green, blue (and alpha) planes
     (PlanarConfiguration 2): its samples axis is not last, so it opens as channels."""
     axes = series.axes
-    n = series.shape[axes.index("S")] if "S" in axes else 0
     return (not rgb and photometric == "RGB" and "S" in axes and axes.index("S") < len(axes) - 1
-            and (n == 3 or (n == 4 and not _fourth_is_band(getattr(series.keyframe, "extrasamples", None)))))
+            and _colour_samples(series.shape[axes.index("S")], getattr(series.keyframe, "extrasamples", None)))
 
 
 def _gray_alpha(series: Any, rgb: bool) -> bool:

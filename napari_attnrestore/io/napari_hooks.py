@@ -175,15 +175,14 @@ def layer_data(image: ImageData) -> LayerData:
     drop = set()
     if image.rgb:
         drop.add(image.ndim - 1)
-    name = image.name
+    series = image.meta.get("series")  # one of several images of a TIFF: named so, the first shown at first
+    name = image.name if series is None else f"{image.name} [{image.meta.get('series_name') or f'series {series}'}]"
     kwargs: dict[str, Any] = {
         "name": name,
         "rgb": image.rgb,
         "metadata": {"axes": image.axes, "units": dict(image.units), "path": image.path},
     }
-    series = image.meta.get("series")
-    if series is not None:  # one of several images of a TIFF: named, and only the first shown at first
-        kwargs["name"] = name = f"{image.name} [{image.meta.get('series_name') or f'series {series}'}]"
+    if series is not None:
         kwargs["metadata"]["series"] = series
         kwargs["visible"] = series == 0
     kwargs["metadata"].update(carried(image.meta))  # written again with a restored layer (GeoTIFF output)
