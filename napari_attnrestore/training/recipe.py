@@ -392,8 +392,9 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
         except CheckpointError as e:  # the loop's advice names train's options; a recipe keeps its state here
             raise CheckpointError(f"{e} (recipe {name}: --steps N goes on; removing {run_dir} starts again)") from None
     assert final is not None and final.model is not None
-    ema = final.model.to("cpu").float()
-    metrics = evaluate(recipe, ema, data_dir)
+    ema = final.model.float()
+    metrics = evaluate(recipe, ema, data_dir)  # on the training device: a GPU scores McMaster in seconds
+    ema = ema.to("cpu")
     card = {
         "name": name,
         # the committed recipe, as the repository names it (a run from another checkout wrote its
