@@ -331,20 +331,24 @@ def tau_schedule(model: nn.Module, anneal: Sequence[float] | None, steps: int) -
 
 
 def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device: str = "auto", steps: int | None = None,
-        compile: bool | None = None, continue_weight: Path | None = None, precision: str | None = None) -> Path:
+        compile: bool | None = None, continue_weight: Path | None = None, precision: str | None = None,
+        gpu_settings: bool | None = None) -> Path:
     """Train (or resume) the recipe and write its weights and model card; returns the weights path.
 
     ``steps``, ``compile`` (train through ``torch.compile``) and ``precision`` (``bf16``:
     mixed precision), when given, override the recipe for this run (its card segment says so).
     ``continue_weight``: with no saved state, continue from this trained weight of the
-    recipe (:func:`rebuild_state`) instead of starting over.
+    recipe (:func:`rebuild_state`) instead of starting over.  ``gpu_settings``: train with
+    the recipe's ``train_gpu`` block (and its run folder) or without it, whatever the device
+    (None: on a CUDA device), e.g. to score and save on a CPU a run a GPU trained to its end.
     """
     recipe = json.loads(recipe_path.read_text())
     name = recipe["name"]
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     task = get_task(recipe["task"])
     train = dict(recipe["train"])
-    if dev.type == "cuda":  # a GPU trains longer and with larger batches in the same wall time
+    gpu = dev.type == "cuda" if gpu_settings is None else gpu_settings
+    if gpu:  # a GPU trains longer and with larger batches in the same wall time
         train.update(recipe.get("train_gpu", {}))
     cfg = TrainConfig(**train)
     if steps is not None:
@@ -353,7 +357,7 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
         cfg.compile = compile
     if precision is not None:
         cfg.precision = precision
-    run_dir = workdir / (f"{name}-gpu" if dev.type == "cuda" and recipe.get("train_gpu") else name)
+    run_dir = workdir / (f"{name}-gpu" if gpu and recipe.get("train_gpu") else name)
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / "state.pt"
     model, sampler, make_pair, loss_fn = training_parts(recipe, data_dir, cfg)
@@ -374,7 +378,10 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
     # with a card crediting the new settings for every step (length, precision, loss and
     # compiling may change between runs: the segments record them)
     inputs = {**{k: recipe.get(k) for k in _RECIPE_INPUTS}, "batch": cfg.batch, "lr": cfg.lr, "seed": cfg.seed}
-    segments = record_segment(run_dir, start, cfg.steps, machine_description(dev), cfg.precision, cfg.loss)
+    if start >= cfg.steps and (run_dir / "segments.json").exists():  # trained to its end: scoring and saving only
+        segments = json.loads((run_dir / "segments.json").read_text())
+    else:
+        segments = record_segment(run_dir, start, cfg.steps, machine_description(dev), cfg.precision, cfg.loss)
     with open(run_dir / "loss.tsv", "a") as curve:
         try:
             for ev in fit(model, sampler.sample, make_pair, cfg, state_path=state_path,
@@ -414,7 +421,7 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
             **{k: v for k, v in vars(cfg).items()},
             "steps_done": final.step,
             "wall_time_s": round(final.elapsed, 1),
-            "machine": machine_description(dev),
+            "machine": segments[-1]["machine"],  # the last that trained it (each segment names its own)
             "date": time.strftime("%Y-%m-%d"),
             "segments": [{**seg, "to_step": nxt["from_step"] if nxt else final.step}
                          for seg, nxt in zip(segments, [*segments[1:], None], strict=True)],
@@ -463,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--continue", dest="continue_weight", type=Path, default=None, metavar="WEIGHT",
                    help="when no training state is saved, continue from this trained weight of the recipe "
                         "(its .safetensors; step count and history from its card, fresh optimizer moments)")
+    p.add_argument("--gpu-settings", action=argparse.BooleanOptionalAction, default=None,
+                   help="use the recipe's train_gpu block and its run folder whatever the device (default: on CUDA)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("ATTNRESTORE_THREADS", 0)) or None)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
@@ -470,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     try:
-        run(a.recipe, a.data, a.out, a.workdir, a.device, a.steps, a.compile, a.continue_weight, a.precision)
+        run(a.recipe, a.data, a.out, a.workdir, a.device, a.steps, a.compile, a.continue_weight, a.precision, a.gpu_settings)
     except (CheckpointError, ValueError, OSError) as e:  # a wrong recipe, weight, state or folder: one line
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -391,3 +391,21 @@ def test_a_recipe_folder_gives_every_plane_of_a_tiff_and_names_a_corrupt_one(tmp
     (tmp_path / "d" / "stack.tif").write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageReadError, match=r"stack\.tif: truncated"):
         load_folder(tmp_path / "d")
+
+
+def test_a_run_a_gpu_trained_is_scored_and_saved_on_a_cpu_under_the_gpu_settings(tmp_path, data):
+    """A GPU run whose scoring failed (a package missing there) is finished on a CPU: the
+    recipe's train_gpu block and run folder are used, no CPU segment is added and the card
+    names the GPU that trained it."""
+    path = _recipe(tmp_path, "sr", scale=2, train_gpu={"batch": 3})
+    rc.run(path, data, tmp_path / "out", tmp_path / "runs", steps=2, gpu_settings=True)
+    run_dir = tmp_path / "runs" / "test-sr-gpu"
+    segments = json.loads((run_dir / "segments.json").read_text())
+    segments[0]["machine"] = "NVIDIA H100 (CUDA), torch 2.11"  # as the GPU wrote it
+    (run_dir / "segments.json").write_text(json.dumps(segments))
+    with pytest.warns(ar.AttnRestoreWarning, match="nothing more to train"):
+        out = rc.run(path, data, tmp_path / "out2", tmp_path / "runs", steps=2, gpu_settings=True)
+    card = json.loads(out.with_suffix(".json").read_text())["training"]
+    assert card["batch"] == 3 and card["steps_done"] == 2 and card["machine"] == "NVIDIA H100 (CUDA), torch 2.11"
+    assert [(g["from_step"], g["to_step"], g["machine"]) for g in card["segments"]] == [(0, 2, segments[0]["machine"])]
+    assert not (tmp_path / "runs" / "test-sr").exists()  # the CPU settings' folder was not used
