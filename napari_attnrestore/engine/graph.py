@@ -321,6 +321,48 @@ def fill_gaps(x: np.ndarray, bad: np.ndarray, sigma: float = 2.0) -> np.ndarray:
     return out
 
 
+def pixel_normal(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """A standard normal number for each global pixel ``(ys[:, None], xs[None, :])``, the same
+    in every chunk and run (a splitmix64 hash of the coordinates, then Box-Muller)."""
+
+    def mix(v: np.ndarray) -> np.ndarray:
+        v = (v ^ (v >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        v = (v ^ (v >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return v ^ (v >> np.uint64(31))
+
+    with np.errstate(over="ignore"):
+        key = (ys.astype(np.uint64)[:, None] << np.uint64(32)) + xs.astype(np.uint64)[None, :]
+        a = mix(key * np.uint64(2) + np.uint64(0x9E3779B97F4A7C15))
+        b = mix(key * np.uint64(2) + np.uint64(1) + np.uint64(0x9E3779B97F4A7C15))
+    u1 = ((a >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
+    u2 = (b >> np.uint64(11)).astype(np.float64) / 2.0**53
+    return (np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)).astype(np.float32)
+
+
+def noise_in_gaps(x: np.ndarray, bad: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
+    """``(P, C, Y, X)`` planes whose filled gaps get Gaussian noise of the plane's own level
+    (from the differences of neighbouring good pixels), for a blind denoiser: next to a
+    noise-free fill it judged the noise weaker and left more of it on the good pixels beside
+    a gap (41% more error there for the 32-block denoiser, 15% with the noise).  The noise
+    of a pixel is the same in every chunk (:func:`pixel_normal`)."""
+    ys = np.arange(x.shape[-2]) + max(origin[0], 0)
+    xs = np.arange(x.shape[-1]) + max(origin[1], 0)
+    z = pixel_normal(ys, xs)
+    out = x.copy()
+    for p in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            b = bad[p, c]
+            if not b.any() or b.all():
+                continue
+            both = ~b[:, 1:] & ~b[:, :-1]
+            d = np.diff(x[p, c], axis=1)[both]
+            if d.size < 16:
+                continue
+            level = float(np.median(np.abs(d))) / (0.6745 * np.sqrt(2.0))
+            out[p, c] = np.where(b, x[p, c] + level * z, x[p, c])
+    return out
+
+
 def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[int, int, int, int],
                   lead: tuple[int, ...], crop: tuple[int, int, int, int], mask: np.ndarray | None = None,
                   origin: tuple[int, int] = (0, 0), cancel: threading.Event | None = None) -> np.ndarray:
@@ -353,6 +395,8 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
         return empty_block(plan, crop)
     if plan.task != "inpaint" and bad.any():  # inpainting fills them; other tasks return the fill value
         x = fill_gaps(x, bad)
+        if plan.task == "denoise":
+            x = noise_in_gaps(x, bad, origin)
     inp, holes = task_inputs(x, plan, mask, origin)
     if holes is not None:
         _warn_deep_gaps(holes, crop, plan)

@@ -330,3 +330,20 @@ def test_a_tiffs_internal_nodata_mask_marks_the_gaps_to_fill(rng, tmp_path, recw
     with pytest.warns(ar.AttnRestoreWarning, match=r"holds a nodata mask \(GDAL's internal mask, series 1\): the "
                                                    r"pixels it marks have no data, but are restored as data"):
         ar.restore(tmp_path / "shared.tif", model=ModelHandle(Identity()))
+
+
+def test_a_denoiser_sees_noise_of_the_image_level_in_a_filled_gap():
+    """A noise-free fill made blind denoisers judge the noise beside a gap weaker; the noise
+    put there has the plane's level and is the same for a pixel in every chunk."""
+    from napari_attnrestore.engine.graph import fill_gaps, noise_in_gaps, pixel_normal
+
+    rng = np.random.default_rng(1)
+    x = (0.5 + rng.normal(0, 0.05, (1, 1, 96, 96))).astype(np.float32)
+    bad = np.zeros(x.shape, bool)
+    bad[..., 40:60] = True
+    out = noise_in_gaps(fill_gaps(x, bad), bad, (0, 0))
+    assert abs(float(out[0, 0, :, 42:58].std()) - 0.05) < 0.01  # the fill alone is flat: std under 0.01
+    np.testing.assert_array_equal(out[~bad], x[~bad])
+    z = pixel_normal(np.arange(100, 200), np.arange(300, 400))
+    np.testing.assert_array_equal(z[10:, 20:], pixel_normal(np.arange(110, 200), np.arange(320, 400)))
+    assert abs(float(z.mean())) < 0.05 and abs(float(z.std()) - 1) < 0.05
