@@ -22,8 +22,11 @@ def test_tiled_matches_single_tile_without_visible_grid():
     diff = tiled - single
     psnr = 10 * np.log10(1.0 / np.mean(diff**2))
     assert psnr >= 45, psnr
-    # a seam is a line of consistent error; tile borders sit every (tile - overlap) px
-    inner = np.abs(diff[32:-32, 32:-32])
+    # a seam is a line of consistent error; tile borders sit every (tile - overlap) px. Within
+    # the model's context of the image's edge the two runs differ in how the edge is padded
+    # (reflected halo against the network's own padding), which is no seam
+    edge = max(32, model.halo)
+    inner = np.abs(diff[edge:-edge, edge:-edge])
     col, row = inner.mean(axis=0), inner.mean(axis=1)
     assert col.max() < 0.5 / 255 and row.max() < 0.5 / 255, (col.max() * 255, row.max() * 255)
     assert col.max() < 4 * np.median(col) + 0.1 / 255
