@@ -11,6 +11,8 @@ together, as they will share the GPU afterwards.  Each job's step rate is read f
 with ``--steps`` set so that each schedule ends by the deadline, less the time a restart
 took and ``--margin`` seconds for scoring and saving.  Each model card lists both segments.
 
+Every job runs under the recipe's ``train_gpu`` settings where CUDA is available and
+without them elsewhere (the driver passes ``--gpu-settings`` or ``--no-gpu-settings``).
 Writes ``<workdir>/train_within.log`` and, when every job has ended, ``<workdir>/DONE``
 (each job's exit code).  Jobs' output goes to ``<workdir>/<recipe stem>.log``.
 """
@@ -26,12 +28,9 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 
-def run_dir(workdir: Path, recipe: Path) -> Path:
-    """Where the recipe runner keeps a recipe's state on a GPU (``<name>-gpu``) or a CPU."""
-    name = json.loads(recipe.read_text())["name"]
-    gpu = workdir / f"{name}-gpu"
-    return gpu if gpu.exists() else workdir / name
+from napari_attnrestore.training.recipe import run_folder
 
 
 def curve(path: Path) -> list[tuple[int, float]]:
@@ -66,12 +65,16 @@ class Job:
         self.recipe, self.extra = Path(words[0]), words[1:]
         self.args = args
         self.log = args.workdir / f"{self.recipe.stem}.log"
+        # the run's settings (and so its folder) are the driver's: a recipe's train_gpu block on a GPU
+        self.gpu = torch.cuda.is_available()
+        self.run_dir = run_folder(json.loads(self.recipe.read_text()), args.workdir, self.gpu)
         self.proc: subprocess.Popen | None = None
         self.launched = 0.0
 
     def start(self, steps: int) -> None:
         cmd = [sys.executable, "-m", "napari_attnrestore.training.recipe", str(self.recipe), "--data", str(self.args.data),
-               "--out", str(self.args.out), "--workdir", str(self.args.workdir), "--steps", str(steps), *self.extra]
+               "--out", str(self.args.out), "--workdir", str(self.args.workdir), "--steps", str(steps), *self.extra,
+               "--gpu-settings" if self.gpu else "--no-gpu-settings"]
         if self.args.threads:
             cmd += ["--threads", str(self.args.threads)]
         with open(self.log, "a") as out:
@@ -81,7 +84,7 @@ class Job:
         self.launched = time.time()
 
     def rows(self) -> list[tuple[int, float]]:
-        return curve(run_dir(self.args.workdir, self.recipe) / "loss.tsv")
+        return curve(self.run_dir / "loss.tsv")
 
 
 def note(workdir: Path, text: str) -> None:
@@ -133,10 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             codes[str(job.recipe)] = code if code else 1
             job.proc = None
             continue
-        done = job.rows()[-1][0]
-        steps = done + int(rate * max(deadline - time.time() - lead.get(job.recipe, a.probe), 0))
+        done, restart = job.rows()[-1][0], lead.get(job.recipe, a.probe)
+        steps = done + int(rate * max(deadline - time.time() - restart, 0))
         note(a.workdir, f"{job.recipe}: {rate:.2f} steps/s in the probe, at step {done}, "
-                        f"{lead.get(job.recipe, a.probe):.0f} s to the first step; resuming with --steps {steps}")
+                        f"{restart:.0f} s to the first step; resuming with --steps {steps}")
         job.start(steps)
     for job in jobs:
         if job.proc is not None:

@@ -323,7 +323,8 @@ def fill_gaps(x: np.ndarray, bad: np.ndarray, sigma: float = 2.0) -> np.ndarray:
 
 def pixel_normal(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """A standard normal number for each global pixel ``(ys[:, None], xs[None, :])``, the same
-    in every chunk and run (a splitmix64 hash of the coordinates, then Box-Muller)."""
+    in every chunk and run (a splitmix64 hash of the coordinates, then Box-Muller).  The
+    coordinates may be negative (a halo reaching past the image's edge)."""
 
     def mix(v: np.ndarray) -> np.ndarray:
         v = (v ^ (v >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -331,7 +332,8 @@ def pixel_normal(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         return v ^ (v >> np.uint64(31))
 
     with np.errstate(over="ignore"):
-        key = (ys.astype(np.uint64)[:, None] << np.uint64(32)) + xs.astype(np.uint64)[None, :]
+        key = ((np.asarray(ys, np.int64).view(np.uint64)[:, None] << np.uint64(32))
+               + np.asarray(xs, np.int64).view(np.uint64)[None, :])
         a = mix(key * np.uint64(2) + np.uint64(0x9E3779B97F4A7C15))
         b = mix(key * np.uint64(2) + np.uint64(1) + np.uint64(0x9E3779B97F4A7C15))
     u1 = ((a >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
@@ -345,9 +347,7 @@ def noise_in_gaps(x: np.ndarray, bad: np.ndarray, origin: tuple[int, int]) -> np
     noise-free fill it judged the noise weaker and left more of it on the good pixels beside
     a gap (41% more error there for the 32-block denoiser, 15% with the noise).  The noise
     of a pixel is the same in every chunk (:func:`pixel_normal`)."""
-    ys = np.arange(x.shape[-2]) + max(origin[0], 0)
-    xs = np.arange(x.shape[-1]) + max(origin[1], 0)
-    z = pixel_normal(ys, xs)
+    z = pixel_normal(np.arange(x.shape[-2]) + origin[0], np.arange(x.shape[-1]) + origin[1])
     out = x.copy()
     for p in range(x.shape[0]):
         for c in range(x.shape[1]):

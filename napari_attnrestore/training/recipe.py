@@ -330,6 +330,12 @@ def tau_schedule(model: nn.Module, anneal: Sequence[float] | None, steps: int) -
     return lambda step: model.set_temperature(t0 * (t1 / t0) ** min(step / over, 1.0))
 
 
+def run_folder(recipe: dict[str, Any], workdir: Path, gpu: bool) -> Path:
+    """Where a recipe's run keeps its state: ``<name>-gpu`` under the recipe's ``train_gpu``
+    settings (which a GPU uses), else ``<name>``."""
+    return workdir / (f"{recipe['name']}-gpu" if gpu and recipe.get("train_gpu") else recipe["name"])
+
+
 def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device: str = "auto", steps: int | None = None,
         compile: bool | None = None, continue_weight: Path | None = None, precision: str | None = None,
         gpu_settings: bool | None = None) -> Path:
@@ -357,7 +363,7 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
         cfg.compile = compile
     if precision is not None:
         cfg.precision = precision
-    run_dir = workdir / (f"{name}-gpu" if gpu and recipe.get("train_gpu") else name)
+    run_dir = run_folder(recipe, workdir, gpu)
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / "state.pt"
     model, sampler, make_pair, loss_fn = training_parts(recipe, data_dir, cfg)
