@@ -42,21 +42,19 @@ _WARNED_RANGE: dict[int, weakref.ref] = {}
 Sink = Callable[[np.ndarray, tuple[int, ...]], Any]
 
 
-def pad_region(raw: np.ndarray, pads: tuple[int, int, int, int], keep_parity: bool = False) -> np.ndarray:
-    """Reflect-pad the Y, X axes (the first two) of a region read at the image border.
+def pad_region(raw: np.ndarray, pads: tuple[int, int, int, int]) -> np.ndarray:
+    """Pad the Y, X axes (the first two) of a region read at the image's bottom or right edge
+    up to the window multiple, as the network pads a whole image (``pad_to_multiple``).
 
-    ``keep_parity`` mirrors about the edge pixel (row -1 = row 1), which keeps every
-    padded pixel under the colour filter of its position (Bayer CFA data).
+    Mirrored about the edge pixel (row ``h`` = row ``h - 2``), which keeps every padded
+    pixel under the colour filter of its position (Bayer CFA data); a 1-pixel side is
+    repeated.
     """
     top, bottom, left, right = pads
     if not any(pads):
         return raw
     width = [(top, bottom), (left, right)] + [(0, 0)] * (raw.ndim - 2)
-    if min(raw.shape[:2]) <= 1:
-        mode = "edge"
-    else:
-        mode = "reflect" if keep_parity else "symmetric"
-    return np.pad(raw, width, mode=mode)
+    return np.pad(raw, width, mode="edge" if min(raw.shape[:2]) <= 1 else "reflect")
 
 
 def to_planes(region: np.ndarray, plan: Plan) -> np.ndarray:
@@ -374,7 +372,7 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
     chunk whose whole halo region has no data (inpainting: no known pixel) skips the
     network and is written as :func:`fill_value` directly.
     """
-    region = pad_region(raw, pads, keep_parity=plan.task == "demosaic")
+    region = pad_region(raw, pads)
     planes = to_planes(region, plan)
     if plan.keep_channel is not None and lead[plan.channel_axis] == plan.keep_channel:
         return _as_it_came(planes, crop, plan, lead)

@@ -115,16 +115,21 @@ class Plan:
         )
 
     def read_window(self, y0: int, y1: int, x0: int, x1: int) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
-        """The region to read for the chunk ``[y0, y1) x [x0, x1)``, aligned to the window multiple.
+        """The region to read for the chunk ``[y0, y1) x [x0, x1)``: the chunk and its halo,
+        aligned to the window multiple, within the image.
 
-        Returns ``(ry0, ry1, rx0, rx1)`` (may extend outside the image) and the pads
-        ``(top, bottom, left, right)`` that reflection must supply.
+        At the image's edge the region stops where the whole image, padded to the window
+        multiple, stops: the network sees the edge of the image as it sees it when it runs
+        on the whole image at once (a reflected halo there made the tiled result differ
+        from the whole-image one over the model's context from the edge).  Returns
+        ``(ry0, ry1, rx0, rx1)`` and the pads ``(top, bottom, left, right)`` (bottom and
+        right only, less than the multiple) that reflection must supply.
         """
         m = self.multiple
-        ry0 = math.floor((y0 - self.halo) / m) * m
-        rx0 = math.floor((x0 - self.halo) / m) * m
-        ry1 = ry0 + round_up(y1 + self.halo - ry0, m)
-        rx1 = rx0 + round_up(x1 + self.halo - rx0, m)
+        ry0 = max(math.floor((y0 - self.halo) / m) * m, 0)
+        rx0 = max(math.floor((x0 - self.halo) / m) * m, 0)
+        ry1 = min(ry0 + round_up(y1 + self.halo - ry0, m), round_up(self.height, m))
+        rx1 = min(rx0 + round_up(x1 + self.halo - rx0, m), round_up(self.width, m))
         pads = (max(0, -ry0), max(0, ry1 - self.height), max(0, -rx0), max(0, rx1 - self.width))
         return (ry0, ry1, rx0, rx1), pads
 
@@ -567,7 +572,7 @@ def make_plan(
     o = info.halo if overlap is None else whole_number("overlap", overlap, 0)
     o = round_up(o, m)
     # the context each chunk reads around it, whatever the tile size; beyond the image's own
-    # size it would only be reflections (and --overlap 1000000 asked for terabytes)
+    # size there is nothing to read (and --overlap 1000000 asked for terabytes of tiles)
     halo = min(o, round_up(max(h, w), m))
     t = None if auto_tile else (DEFAULT_TILE if tile is None else whole_number("tile", tile, 8))
     if t is not None:
