@@ -47,14 +47,16 @@ def pad_region(raw: np.ndarray, pads: tuple[int, int, int, int]) -> np.ndarray:
     up to the window multiple, as the network pads a whole image (``pad_to_multiple``).
 
     Mirrored about the edge pixel (row ``h`` = row ``h - 2``), which keeps every padded
-    pixel under the colour filter of its position (Bayer CFA data); a 1-pixel side is
-    repeated.
+    pixel under the colour filter of its position (Bayer CFA data); along a 1-pixel side it
+    is repeated.
     """
     top, bottom, left, right = pads
-    if not any(pads):
-        return raw
-    width = [(top, bottom), (left, right)] + [(0, 0)] * (raw.ndim - 2)
-    return np.pad(raw, width, mode="edge" if min(raw.shape[:2]) <= 1 else "reflect")
+    for axis, before, after in ((0, top, bottom), (1, left, right)):
+        if before or after:
+            width = [(0, 0)] * raw.ndim
+            width[axis] = (before, after)
+            raw = np.pad(raw, width, mode="edge" if raw.shape[axis] == 1 else "reflect")
+    return raw
 
 
 def to_planes(region: np.ndarray, plan: Plan) -> np.ndarray:

@@ -455,7 +455,11 @@ class GRL(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mirrors_to_rggb:
-            return run_as_rggb(self._restore, x)
+            # padded to the window multiple before mirroring, at the bottom and right of the
+            # mosaic as it came, as the engine pads an image's edge: a whole image and its tiles
+            # then see the same padding whatever the pattern
+            xp, h, w = pad_to_multiple(x, self.multiple_of)
+            return run_as_rggb(self._restore, xp)[..., :h, :w]
         return self._restore(x)
 
     def _restore(self, x: torch.Tensor) -> torch.Tensor:

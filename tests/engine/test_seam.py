@@ -31,14 +31,15 @@ def test_tiled_matches_single_tile_without_visible_grid():
     assert row.max() < 4 * np.median(row) + 0.1 / 255
 
 
-@pytest.mark.parametrize(("name", "shape"), [("denoise-acla-tiny", (96, 96)), ("denoise-acla-tiny", (83, 70)),
-                                           ("sr-acla-tiny-x2", (45, 61)), ("inpaint-psal-tiny", (60, 70)),
-                                           ("demosaic-grl-deep", (52, 66))])
-def test_an_image_within_one_tile_comes_out_as_the_whole_image_network_gives_it(name, shape):
+@pytest.mark.parametrize(("name", "shape", "cfa"), [
+    ("denoise-acla-tiny", (96, 96), None), ("denoise-acla-tiny", (83, 70), None), ("denoise-acla-tiny", (1, 37), None),
+    ("sr-acla-tiny-x2", (45, 61), None), ("inpaint-psal-tiny", (60, 70), None),
+    ("demosaic-grl-deep", (52, 66), "RGGB"), ("demosaic-grl-deep", (51, 67), "GRBG"), ("demosaic-grl-deep", (49, 64), "GBRG"),
+])
+def test_an_image_within_one_tile_comes_out_as_the_whole_image_network_gives_it(name, shape, cfa):
     # the engine pads the image's edge as the network pads a whole image (to its window
-    # multiple, mirrored), so the quality measured on whole images is what users get. (A
-    # demosaicer mirrors other Bayer patterns to RGGB before it pads, and pads an odd size
-    # in two steps: there the two differ within the padding's reach of the edge.)
+    # multiple, mirrored), so the quality measured on whole images is what users get; a
+    # demosaicer pads before it mirrors a pattern to RGGB, as the engine does
     import torch
 
     from napari_attnrestore.tasks.demosaic import cfa_masks
@@ -47,8 +48,8 @@ def test_an_image_within_one_tile_comes_out_as_the_whole_image_network_gives_it(
     x = np.random.default_rng(1).uniform(0.2, 0.8, shape).astype(np.float32)
     kw, inp = {}, x[None, None]
     if task == "demosaic":
-        kw["cfa"] = "RGGB"
-        inp = np.concatenate([x[None], cfa_masks(shape, "RGGB")])[None]
+        kw["cfa"] = cfa
+        inp = np.concatenate([x[None], cfa_masks(shape, cfa)])[None]
     if task == "inpaint":
         kw["mask"] = mask = np.zeros(shape, bool)
         mask[20:28] = True
