@@ -323,8 +323,8 @@ def fill_gaps(x: np.ndarray, bad: np.ndarray, sigma: float = 2.0) -> np.ndarray:
 
 def pixel_normal(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """A standard normal number for each global pixel ``(ys[:, None], xs[None, :])``, the same
-    in every chunk and run (a splitmix64 hash of the coordinates, then Box-Muller).  The
-    coordinates may be negative (a halo reaching past the image's edge)."""
+    in every chunk and run (a splitmix64 hash of the coordinates, then Box-Muller).  Any
+    integer coordinates, negative ones included."""
 
     def mix(v: np.ndarray) -> np.ndarray:
         v = (v ^ (v >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)

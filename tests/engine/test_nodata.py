@@ -346,7 +346,7 @@ def test_a_denoiser_sees_noise_of_the_image_level_in_a_filled_gap():
     np.testing.assert_array_equal(out[~bad], x[~bad])
     z = pixel_normal(np.arange(100, 200), np.arange(300, 400))
     np.testing.assert_array_equal(z[10:, 20:], pixel_normal(np.arange(110, 200), np.arange(320, 400)))
-    edge = pixel_normal(np.arange(-8, 8), np.arange(-8, 8))  # a halo past the image's edge keeps its pixels' noise
+    edge = pixel_normal(np.arange(-8, 8), np.arange(-8, 8))  # negative coordinates: their own numbers, the others' kept
     np.testing.assert_array_equal(edge[8:, 8:], pixel_normal(np.arange(0, 8), np.arange(0, 8)))
     assert len(np.unique(edge)) == edge.size
     assert abs(float(z.mean())) < 0.05 and abs(float(z.std()) - 1) < 0.05
