@@ -130,7 +130,7 @@ class Plan:
         rx0 = max(math.floor((x0 - self.halo) / m) * m, 0)
         ry1 = min(ry0 + round_up(y1 + self.halo - ry0, m), round_up(self.height, m))
         rx1 = min(rx0 + round_up(x1 + self.halo - rx0, m), round_up(self.width, m))
-        pads = (max(0, -ry0), max(0, ry1 - self.height), max(0, -rx0), max(0, rx1 - self.width))
+        pads = (0, max(0, ry1 - self.height), 0, max(0, rx1 - self.width))  # (the region starts inside the image)
         return (ry0, ry1, rx0, rx1), pads
 
     def clipped(self, lead: tuple[int, ...], window: tuple[int, int, int, int]) -> Region:

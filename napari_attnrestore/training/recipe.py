@@ -177,10 +177,14 @@ def record_segment(run_dir: Path, start_step: int, schedule_steps: int, machine:
     precisions or extended schedules) lists each in its model card: the step it started
     from, the schedule length it ran under, the machine, the loss (when given: a recipe may
     change its loss part-way) and, when not fp32, the precision.  A segment that ended
-    before saving any state (the next one starts at the same step) is replaced.
+    before saving any state (the next one starts at the same step) is replaced.  A run
+    with nothing left to train (``start_step >= schedule_steps``: scoring and saving only)
+    adds no segment.
     """
     path = run_dir / "segments.json"
     segments = json.loads(path.read_text()) if path.exists() else []
+    if segments and start_step >= schedule_steps:
+        return segments
     segments = [s for s in segments if s["from_step"] < start_step]
     rebuilt = run_dir / "rebuilt_at"
     fresh_optimizer = rebuilt.exists() and int(rebuilt.read_text()) == start_step
@@ -384,10 +388,7 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
     # with a card crediting the new settings for every step (length, precision, loss and
     # compiling may change between runs: the segments record them)
     inputs = {**{k: recipe.get(k) for k in _RECIPE_INPUTS}, "batch": cfg.batch, "lr": cfg.lr, "seed": cfg.seed}
-    if start >= cfg.steps and (run_dir / "segments.json").exists():  # trained to its end: scoring and saving only
-        segments = json.loads((run_dir / "segments.json").read_text())
-    else:
-        segments = record_segment(run_dir, start, cfg.steps, machine_description(dev), cfg.precision, cfg.loss)
+    segments = record_segment(run_dir, start, cfg.steps, machine_description(dev), cfg.precision, cfg.loss)
     with open(run_dir / "loss.tsv", "a") as curve:
         try:
             for ev in fit(model, sampler.sample, make_pair, cfg, state_path=state_path,
