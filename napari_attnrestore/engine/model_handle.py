@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..warning import CompileFallbackWarning, warn
@@ -347,20 +348,45 @@ def self_ensemble(fn: Any, x: torch.Tensor) -> torch.Tensor:
     turns or mirrors its inputs itself would repeat some orientations exactly; it names the
     distinct ones (``ensemble_orientations``: PSAL with ``gap_rows`` the 4 that
     keep rows as rows, a GRL demosaicer that mirrors to RGGB upright and quarter-turned),
-    and only those run: the same mean at a fraction of the cost.  An odd height or width
-    runs all 8 (mirroring an odd-sized mosaic keeps its pattern, so the GRL network itself
-    sees the mirrored image).
+    and only those run: the same mean at a fraction of the cost.  Such a network may name
+    one-pixel shifts that make its repeated passes differ again (``ensemble_shifts``, see
+    :func:`shifted`); each orientation then runs once per shift.  An odd height or width
+    runs all 8 orientations unshifted (mirroring an odd-sized mosaic keeps its pattern, so
+    the GRL network itself sees the mirrored image).
     """
     odd = x.shape[-1] % 2 or x.shape[-2] % 2
     orientations = (None if odd else getattr(fn, "ensemble_orientations", None)) or DIHEDRAL
-    acc = None
-    for k, flip in orientations:
-        z = torch.rot90(x, k, (-2, -1))
-        y = fn(z.flip(-1) if flip else z).float()
-        y = torch.rot90(y.flip(-1) if flip else y, -k, (-2, -1))
-        acc = y if acc is None else acc.add_(y)
-    assert acc is not None
-    return acc / len(orientations)
+    moves = (None if odd else getattr(fn, "ensemble_shifts", None)) or ()
+    shifts = ((0, 0), *(m for m in moves if tuple(m) != (0, 0)))  # unmoved first: every pixel has a pass
+    acc: torch.Tensor | None = None
+    count: torch.Tensor | None = None
+    for dy, dx in shifts:
+        for k, flip in orientations:
+            z = torch.rot90(shifted(x, dy, dx), k, (-2, -1))
+            y = fn(z.flip(-1) if flip else z).float()
+            y = torch.rot90(y.flip(-1) if flip else y, -k, (-2, -1))
+            if acc is None or count is None:
+                acc, count = torch.zeros_like(y), y.new_zeros(y.shape[-2:])
+            s = y.shape[-1] // x.shape[-1]  # output pixels per input pixel (super-resolution)
+            h, w = y.shape[-2] - dy * s, y.shape[-1] - dx * s
+            acc[..., :h, :w] += y[..., dy * s:, dx * s:]  # moved back: the image's last rows/columns are missing
+            count[:h, :w] += 1
+    assert acc is not None and count is not None
+    return acc / count
+
+
+def shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``x`` moved ``dy`` rows down and ``dx`` columns right, at the same size.
+
+    The rows and columns that come in at the top and left are reflected (row ``-1`` is row
+    1, which keeps a Bayer pattern's parity: a moved RGGB mosaic reads GBRG, GRBG or BGGR
+    from its corner); those that go out at the bottom and right are dropped, so the moved
+    view gives no output for the image's last ``dy`` rows and ``dx`` columns.
+    """
+    if not (dy or dx):
+        return x
+    mode = "reflect" if min(x.shape[-2:]) > max(dy, dx) else "replicate"
+    return F.pad(x, (dx, 0, dy, 0), mode=mode)[..., : x.shape[-2], : x.shape[-1]]
 
 
 def _forward(fn: Any, x: torch.Tensor, dev: torch.device, dtype: torch.dtype, ensemble: bool = False) -> torch.Tensor:

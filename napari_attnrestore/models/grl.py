@@ -453,6 +453,18 @@ class GRL(nn.Module):
         """
         return ((0, False), (1, False)) if self.mirrors_to_rggb else None
 
+    @property
+    def ensemble_shifts(self) -> tuple[tuple[int, int], ...] | None:
+        """One-pixel moves that make the self-ensemble's mirrored passes differ again.
+
+        A mosaic moved by a row reads GBRG from its corner, so the network mirrors it up-down
+        to RGGB: it sees the mirrored picture with its 2x2 cells grouped otherwise, which a
+        mirrored input alone does not give (it is mirrored straight back).  The 4 moves by
+        one row and/or column, upright and quarter-turned, are the 8 passes of a mosaic's
+        ensemble (:func:`~napari_attnrestore.engine.model_handle.shifted`).
+        """
+        return ((0, 0), (0, 1), (1, 0), (1, 1)) if self.mirrors_to_rggb else None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mirrors_to_rggb:
             # padded to the window multiple before mirroring, at the bottom and right of the

@@ -102,6 +102,38 @@ def test_self_ensemble_averages_the_eight_orientations():
     np.testing.assert_allclose(up, NearestUp()(x), atol=1e-6)
 
 
+class _CountsPasses(torch.nn.Module):
+    """Its input's first channel plus the number of the pass (0, 1, ...), with one-pixel moves."""
+
+    ensemble_orientations = ((0, False),)
+    ensemble_shifts = ((0, 1), (1, 0), (1, 1))  # the unmoved pass runs first whether named or not
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.passes = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.passes += 1
+        return x[:, :1] + (self.passes - 1)
+
+
+def test_self_ensemble_moves_its_shifted_passes_back_and_averages_the_passes_each_pixel_has():
+    x = torch.rand(1, 2, 6, 8, generator=torch.Generator().manual_seed(0))
+    net = _CountsPasses()
+    ens = mh.self_ensemble(net, x)[0, 0] - x[0, 0]  # what is left is each pixel's mean pass number
+    assert net.passes == 4
+    torch.testing.assert_close(ens[:-1, :-1], torch.full((5, 7), 1.5))  # passes 0-3 (unmoved, right, down, both)
+    torch.testing.assert_close(ens[-1, :-1], torch.full((7,), 0.5))  # moved down, a pass lacks the last row
+    torch.testing.assert_close(ens[:-1, -1], torch.full((5,), 1.0))  # moved right, the last column
+    assert float(ens[-1, -1]) == 0.0  # the corner: the unmoved pass only
+    torch.testing.assert_close(mh.shifted(x, 1, 1)[..., 1:, 1:], x[..., :-1, :-1])
+    torch.testing.assert_close(mh.shifted(x, 1, 0)[..., 0, :], x[..., 1, :])  # reflected: a Bayer row's parity kept
+    odd = torch.rand(1, 2, 5, 8)
+    net.passes = 0
+    mh.self_ensemble(net, odd)
+    assert net.passes == 8  # an odd size: all 8 orientations, unmoved
+
+
 def test_self_ensemble_of_a_network_that_turns_its_gaps_runs_four_orientations():
     from napari_attnrestore.models.psal import PSAL
 

@@ -129,7 +129,7 @@ def test_run_as_rggb_mirrors_every_pattern_to_rggb_and_back(size):
         torch.testing.assert_close(out[b], x[b, :3] + 2 * x[b, 1:4])  # and its output lands back in place
 
 
-def test_canonical_bayer_grl_is_mirror_equivariant_and_ensembles_two_orientations():
+def test_canonical_bayer_grl_is_mirror_equivariant_and_ensembles_moved_mosaics():
     from napari_attnrestore.engine import model_handle as mh
 
     torch.manual_seed(0)
@@ -137,6 +137,7 @@ def test_canonical_bayer_grl_is_mirror_equivariant_and_ensembles_two_orientation
     plain = GRL(4, 3, 1, **SMALL, unshuffle=2, image_residual="malvar").eval()
     plain.load_state_dict(net.state_dict())
     assert net.ensemble_orientations == ((0, False), (1, False)) and plain.ensemble_orientations is None
+    assert plain.ensemble_shifts is None
     rgb = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         up = net(_mosaic_input(rgb, "RGGB"))
@@ -148,13 +149,19 @@ def test_canonical_bayer_grl_is_mirror_equivariant_and_ensembles_two_orientation
         calls = []
         net.register_forward_hook(lambda *_: calls.append(1))
         ens = mh.self_ensemble(net, x)
-        assert len(calls) == 2
-        every = []
-        for k, flip in mh.DIHEDRAL:
-            z = torch.rot90(x, k, (-2, -1))
-            y = net(z.flip(-1) if flip else z)
-            every.append(torch.rot90(y.flip(-1) if flip else y, -k, (-2, -1)))
-        torch.testing.assert_close(ens, torch.stack(every).mean(0), atol=1e-5, rtol=0)  # the mean of all 8
+        assert len(calls) == 8  # upright and quarter-turned, each moved by none, a column, a row, both
+        acc, count = torch.zeros_like(ens), torch.zeros(32, 32)
+        for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):
+            moved = mh.shifted(x, dy, dx)
+            if (dy, dx) != (0, 0):  # another pattern from its corner: mirrored to RGGB, its 2x2 cells regrouped
+                assert not torch.equal(moved[:, 1:, :2, :2], x[:, 1:, :2, :2])
+            for k in (0, 1):
+                y = torch.rot90(net(torch.rot90(moved, k, (-2, -1))), -k, (-2, -1))
+                acc[..., : 32 - dy, : 32 - dx] += y[..., dy:, dx:]
+                count[: 32 - dy, : 32 - dx] += 1
+        torch.testing.assert_close(ens, acc / count, atol=1e-5, rtol=0)
+        upright = torch.stack([torch.rot90(net(torch.rot90(x, k, (-2, -1))), -k, (-2, -1)) for k in (0, 1)]).mean(0)
+        assert float((ens - upright).abs().max()) > 1e-3  # the moved passes are not the unmoved ones again
 
 
 @pytest.mark.parametrize("shape", [(33, 32), (32, 31)], ids=["odd-height", "odd-width"])
