@@ -909,6 +909,7 @@ def restore_to_zarr(
     from .engine import build_graph
     from .engine.device import resolve_device, resolve_precision
     from .engine.execute import execute
+    from .engine.graph import changed_since
     from .engine.store import (
         STATE_DIR,
         ZarrSink,
@@ -984,8 +985,10 @@ def restore_to_zarr(
     client, owned = _client_for(scheduler, num_workers)  # first: an unreachable scheduler leaves no store behind
     job = uuid.uuid4().hex
     try:
+        moved = handle.ensemble and bool(getattr(handle.module, "ensemble_shifts", None))
         done = prepare_store(dst, plan, fp, create, overwrite=overwrite, resume=resume, inputs=inputs,
-                             earlier_source=earlier_desc, job=job)
+                             earlier_source=earlier_desc, job=job,
+                             changed_since=lambda revision: changed_since(plan, revision, moved))
         if done is None:
             return dst
         # how the store holds the axes: create_ome_zarr's NGFF order (an RGB result yxc as cyx), or

@@ -511,6 +511,20 @@ def chunk_indices(plan: Plan) -> list[tuple[int, ...]]:
     return [(*idx, *trail) for idx in itertools.product(*ranges)]
 
 
+def changed_since(plan: Plan, revision: int, moved_passes: bool = False) -> list[tuple[int, ...]]:
+    """The chunks whose result differs between engine ``revision`` and this one
+    (:data:`~napari_attnrestore.engine.store.REVISION`): before 2, those whose halo reached
+    past the image's edge, and every chunk of an ensemble whose network moves its mosaic
+    (``moved_passes``: a demosaicer's ``ensemble_shifts``)."""
+    if revision >= 2:
+        return []
+    if moved_passes:
+        return chunk_indices(plan)
+    ys, xs = plan.chunk_bounds()
+    nl = plan.nlead
+    return [i for i in chunk_indices(plan) if plan.read_past_edge_before(*ys[i[nl]], *xs[i[nl + 1]])]
+
+
 def build_graph(
     handle: ModelHandle,
     plan: Plan,

@@ -133,6 +133,15 @@ class Plan:
         pads = (0, max(0, ry1 - self.height), 0, max(0, rx1 - self.width))  # (the region starts inside the image)
         return (ry0, ry1, rx0, rx1), pads
 
+    def read_past_edge_before(self, y0: int, y1: int, x0: int, x1: int) -> bool:
+        """Whether engines before :data:`~napari_attnrestore.engine.store.REVISION` 2 read the
+        chunk ``[y0, y1) x [x0, x1)`` with a halo of reflections past the image's edge (their
+        result for it differs from this engine's)."""
+        m = self.multiple
+        ry0, rx0 = math.floor((y0 - self.halo) / m) * m, math.floor((x0 - self.halo) / m) * m
+        ry1, rx1 = ry0 + round_up(y1 + self.halo - ry0, m), rx0 + round_up(x1 + self.halo - rx0, m)
+        return min(ry0, rx0) < 0 or ry1 > round_up(self.height, m) or rx1 > round_up(self.width, m)
+
     def clipped(self, lead: tuple[int, ...], window: tuple[int, int, int, int]) -> Region:
         ry0, ry1, rx0, rx1 = window
         return Region(lead, max(ry0, 0), min(ry1, self.height), max(rx0, 0), min(rx1, self.width))

@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,6 +131,13 @@ def done_chunks(store: str | os.PathLike) -> set[tuple[int, ...]]:
     if not d.exists():
         return set()
     return {tuple(int(p) for p in f.name.split(".")) for f in d.iterdir() if f.name.replace(".", "").isdigit()}
+
+
+def forget_chunks(store: str | os.PathLike, indices: Iterable[tuple[int, ...]]) -> None:
+    """Remove the done marks of chunks ``indices`` of ``store`` (they are computed again)."""
+    d = Path(store) / STATE_DIR / "done"
+    for index in indices:
+        (d / marker_name(index)).unlink(missing_ok=True)
 
 
 def _read_job_state(store: str | os.PathLike) -> dict[str, Any]:
@@ -270,7 +277,13 @@ def folder_contents(x: Any) -> str | None:
 
 #: fingerprint keys that stores of earlier versions lack: a store without one resumes when
 #: everything else matches (and records it from then on)
-LATER_KEYS = ("precision", "source_files")
+LATER_KEYS = ("precision", "source_files", "revision")
+
+#: The engine's revision, recorded in a job's fingerprint; a store without one is revision 1.
+#: 2 (2026-11-24): a chunk's region stops at the image's edge instead of reading a halo of
+#: reflections past it, and a Bayer demosaicer's self-ensemble runs 8 distinct passes, not 2.
+#: An unfinished store of an earlier revision resumes with the chunks that differ redone.
+REVISION = 2
 
 
 def job_fingerprint(plan: Plan, weights_digest: str, task: str, src_desc: str, ensemble: bool = False,
@@ -281,6 +294,7 @@ def job_fingerprint(plan: Plan, weights_digest: str, task: str, src_desc: str, e
     return {
         **({"precision": precision} if precision else {}),
         **({"source_files": source_files} if source_files else {}),
+        "revision": REVISION,
         "source": src_desc, "weights": weights_digest, "task": task, "shape": list(plan.out_shape),
         "chunks": [list(c[:1]) for c in plan.out_chunks], "tile": plan.tile, "overlap": plan.overlap,
         "dtype": plan.out_dtype, "norm": [list(plan.norm.lo), list(plan.norm.hi)],
@@ -311,6 +325,7 @@ def prepare_store(
     inputs: Sequence[str | os.PathLike] = (),
     earlier_source: str | None = None,
     job: str = "",
+    changed_since: Callable[[int], Iterable[tuple[int, ...]]] | None = None,
 ) -> set[tuple[int, ...]] | None:
     """Create (or reopen for resume) the output store; returns the chunks already done.
 
@@ -321,7 +336,10 @@ def prepare_store(
     its ``source``, resumes when that description and all other settings match.  ``job``:
     this job's id, recorded as the store's owner; a store another live process of this
     machine, or another job of this process, is writing is refused.  The job holds the store
-    in this process until :func:`release_store`.
+    in this process until :func:`release_store`.  ``changed_since(revision)``: the chunks
+    whose result differs between that revision of the engine and this one; an unfinished
+    store of an earlier :data:`REVISION` resumes with them redone (their done marks removed
+    first, so that no later resume keeps them).
     """
     dst = Path(dst)
     try:
@@ -331,7 +349,7 @@ def prepare_store(
     if job:
         _claim(dst, job)
     try:
-        done = _prepare(dst, plan, fingerprint, create, overwrite, resume, inputs, earlier_source, job)
+        done = _prepare(dst, plan, fingerprint, create, overwrite, resume, inputs, earlier_source, job, changed_since)
     except BaseException:
         release_store(dst, job)
         raise
@@ -372,7 +390,8 @@ def release_store(dst: str | os.PathLike, job: str) -> None:
 
 def _prepare(dst: Path, plan: Plan, fingerprint: dict[str, Any], create: Callable[[], Any], overwrite: bool,
              resume: bool, inputs: Sequence[str | os.PathLike], earlier_source: str | None,
-             job: str) -> set[tuple[int, ...]] | None:
+             job: str, changed_since: Callable[[int], Iterable[tuple[int, ...]]] | None = None,
+             ) -> set[tuple[int, ...]] | None:
     """:func:`prepare_store` once the store is this job's to prepare."""
     owner = owner_record(job) if job else None
     if dst.exists():
@@ -387,11 +406,14 @@ def _prepare(dst: Path, plan: Plan, fingerprint: dict[str, Any], create: Callabl
             old = {**state["job"], **{k: fingerprint[k] for k in LATER_KEYS if k in fingerprint and k not in state["job"]}}
             if _written_before_samples(old, fingerprint, earlier_source):
                 old = fingerprint
+            if old == fingerprint and state.get("status") == "complete":
+                return None  # (a complete store of an earlier revision is one revision throughout)
             if old == fingerprint and state["job"] != fingerprint:
+                earlier = state["job"].get("revision", 1)
+                if changed_since is not None and earlier < fingerprint.get("revision", earlier):
+                    forget_chunks(dst, changed_since(earlier))
                 set_job_state(dst, job=fingerprint)
             if old == fingerprint:
-                if state.get("status") == "complete":
-                    return None
                 set_job_state(dst, status="running", error=None, **({"owner": owner} if owner else {}))
                 return done_chunks(dst)
             if not overwrite:

@@ -552,3 +552,37 @@ def test_a_masked_arrays_mask_is_part_of_what_a_job_resumes(tmp_path, rng):
     ar.restore_to_zarr(first, dst, resume=True, **kw)  # the same: nothing to do
     with pytest.raises(OutputError, match=r"cannot resume.*source"):
         ar.restore_to_zarr(other, dst, resume=True, **kw)
+
+
+def test_an_unfinished_store_of_an_earlier_engine_resumes_with_its_edge_chunks_redone(tmp_path, rng):
+    """Engines before revision 2 read a halo of reflections past the image's edge: an unfinished
+    job they began kept those chunks on resume, so its result mixed both edge rules."""
+    from napari_attnrestore.engine.store import set_job_state
+
+    img = (rng.random((160, 160)) * 255).astype(np.uint8)
+    kw = dict(chunks=32, tile=32, overlap=8, pyramid=False, num_workers=1)
+    ref = tmp_path / "ref.zarr"
+    ar.restore_to_zarr(img, ref, model=Box3(), **kw)
+    dst = tmp_path / "o.zarr"
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        ar.restore_to_zarr(img, dst, model=FailAfter(9), **kw)
+    job = job_state(dst)["job"]
+    done = done_chunks(dst)
+    assert job["revision"] == 2 and len(done) == 9
+    set_job_state(dst, job={k: v for k, v in job.items() if k != "revision"})  # as the earlier engine left it
+    zarr.open_array(str(dst / "0"), mode="r+")[:] = 0  # its chunks, told apart by their zeros
+
+    class Resumed(Box3):
+        pass
+
+    Resumed.__name__ = "FailAfter"  # the same model for resume
+    ar.restore_to_zarr(img, dst, model=Resumed(), resume=True, **kw)
+    assert job_state(dst)["status"] == "complete" and job_state(dst)["job"] == job
+    out, want = zarr.open_array(str(dst / "0"))[:], zarr.open_array(str(ref / "0"))[:]
+    kept = np.zeros(out.shape, bool)
+    for cy, cx in done:
+        if 0 < cy < 4 and 0 < cx < 4:  # done, and its 8-px halo stays inside the image (5 x 5 chunks)
+            kept[cy * 32:cy * 32 + 32, cx * 32:cx * 32 + 32] = True
+    assert kept.any() and not kept.all()
+    np.testing.assert_array_equal(out[~kept], want[~kept])  # redone, or not done before
+    assert not out[kept].any()  # kept as the earlier engine left them
