@@ -750,8 +750,10 @@ def restore(
         tiles arrive; if it fails, a warning says so and the network runs uncompiled).
     ensemble
         Self-ensemble: every tile also runs turned and mirrored (8 orientations) and the
-        outputs are averaged.  Eight times slower, the same memory; about 0.1-0.2 dB more
-        for the shipped denoiser (``benchmarks/quality.py --ensemble``).
+        outputs are averaged; a Bayer mosaic, which the demosaicer mirrors back to RGGB, is
+        turned and moved by a pixel instead.  Eight times slower, the same memory; about
+        0.1-0.2 dB more for the shipped denoiser and demosaicer (``benchmarks/quality.py
+        --ensemble``).
     white_level
         The sensor's saturation (white) level in the input's units, e.g. 4095 for a 12-bit
         camera stored as uint16: results are clipped to it (demosaicing and SR overshoot at

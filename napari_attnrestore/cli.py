@@ -497,7 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "declare it safe (default auto)")
     r.add_argument("--compile", action="store_true", help="run the network through torch.compile (falls back with a warning)")
     r.add_argument("--ensemble", action="store_true",
-                   help="self-ensemble: average the 8 turned/mirrored passes of every tile (8x slower, a little better)")
+                   help="self-ensemble: average 8 turned/mirrored passes of every tile (a Bayer mosaic's: turned and "
+                        "moved by a pixel; 8x slower, a little better)")
     r.add_argument("--scheduler", default=None, help="'local' (LocalCluster of processes) or tcp://host:port")
     r.add_argument("--workers", type=_positive_int, default=None,
                    help="threads (default scheduler) or worker processes (--scheduler local); default one per core")

@@ -76,8 +76,9 @@ TIPS = {
     "resume. 0 = auto (the source's own chunks when 256-4096, else 1024).",
     "device": "auto: CUDA, then Apple MPS, then the CPU.",
     "precision": "auto: bf16 on CUDA for models that declare it safe, else fp32.",
-    "ensemble": "Also run every tile turned and mirrored (8 orientations) and average the results: a little "
-    "better (about 0.1-0.2 dB for denoising), 8 times slower.",
+    "ensemble": "Also run every tile turned and mirrored (8 orientations; a Bayer mosaic turned and moved by a "
+    "pixel) and average the results: a little better (about 0.1-0.2 dB for denoising and demosaicing), 8 times "
+    "slower.",
     "output": "new layer: computed into memory (fine up to a few hundred megapixels). zarr file: streamed to an "
     "OME-Zarr on disk chunk by chunk, then opened lazily; use it for large images.",
     "zarr": "Output OME-Zarr (NGFF 0.5) folder; '.ome.zarr' is appended when the name has no .zarr suffix.",
