@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -109,6 +110,7 @@ class RestoreWidget(Container):
         self._closed = False  # the Qt widget is gone (viewer closed): worker signals are ignored
         self._pbar: progress | None = None
         self.worker: Any = None
+        self._offered_masks: weakref.WeakSet = weakref.WeakSet()  # nodata masks chosen once (_follow_nodata_mask)
 
         self._image = ComboBox(label="input", choices=self._image_choices, nullable=False, tooltip=TIPS["image"])
         self._task = ComboBox(label="task", choices=TASKS, value="denoise", tooltip=TIPS["task"])
@@ -151,6 +153,7 @@ class RestoreWidget(Container):
 
         self._task.changed.connect(self._on_task)
         self._image.changed.connect(self._follow_pattern)
+        self._image.changed.connect(self._follow_nodata_mask)
         self._follow_pattern(self._image.value)
         self._scale.changed.connect(lambda _=None: self._model.reset_choices())
         self._model.changed.connect(self._update_visibility)
@@ -181,6 +184,7 @@ class RestoreWidget(Container):
     def _refresh_layers(self, _event: Any = None) -> None:
         self._image.reset_choices()
         self._mask.reset_choices()
+        self._follow_nodata_mask()
 
     def _model_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         from napari_attnrestore.zoo import default_key, defaults, list_models  # without torch
@@ -209,6 +213,7 @@ class RestoreWidget(Container):
 
     def _on_task(self, _value: Any = None) -> None:
         self._select_default_model()
+        self._follow_nodata_mask()
         self._update_visibility()
         if not self._has_model() and self._task.value in ("demosaic", "inpaint"):
             show_info(f"AttnRestore: {self._no_model_message()}")
@@ -226,6 +231,19 @@ class RestoreWidget(Container):
         pattern = (getattr(layer, "metadata", None) or {}).get("cfa")
         if pattern in PATTERNS:
             self._cfa.value = pattern
+
+    def _follow_nodata_mask(self, _value: Any = None) -> None:
+        """For inpainting with no mask chosen, choose the input's own nodata mask (the reader's
+        ``NAME [no data]`` Labels layer of a GeoTIFF's internal mask), once per mask layer:
+        set back to none, it stays none."""
+        image = self._image.value
+        if self._task.value != "inpaint" or image is None or self._mask.value is not None:
+            return
+        for name, layer in self._mask_choices():
+            if isinstance(layer, Labels) and name == f"{image.name} [no data]" and layer not in self._offered_masks:
+                self._offered_masks.add(layer)
+                self._mask.value = layer
+                return
 
     def _update_visibility(self, _value: Any = None) -> None:
         task = self._task.value

@@ -506,6 +506,22 @@ def test_inpaint_with_labels_mask(viewer, widget, qtbot, notifications) -> None:
     assert out.metadata["attnrestore"]["task"] == "inpaint"
 
 
+def test_inpainting_chooses_the_inputs_own_nodata_mask_once(viewer, widget) -> None:
+    """The reader gives a GeoTIFF's internal nodata mask as a ``NAME [no data]`` Labels layer:
+    inpainting that image takes it as its mask unless another one (or none) was chosen."""
+    viewer.add_image(np.zeros((16, 16), np.float32), name="other")
+    viewer.add_image(np.zeros((16, 16), np.uint8), name="scene")
+    gaps = viewer.add_labels(np.zeros((16, 16), np.uint8), name="scene [no data]")
+    widget.set_options(input=viewer.layers["other"], task="inpaint")
+    assert widget._mask.value is None  # not that image's mask
+    widget.set_options(input=viewer.layers["scene"])
+    assert widget._mask.value is gaps
+    widget.set_options(mask=None, task="denoise")
+    widget.set_options(task="inpaint", input=viewer.layers["other"])
+    widget.set_options(input=viewer.layers["scene"])
+    assert widget._mask.value is None  # set back to none by the user: it stays none
+
+
 def test_an_integer_image_layer_serves_as_the_mask(viewer, widget, qtbot, notifications) -> None:
     """A gap mask file (Landsat's, 1 where there are data) opens as an Image layer: the widget
     offered only Labels and Shapes, so it had to be converted by hand."""
