@@ -21,13 +21,14 @@ import dask.array as da
 import numpy as np
 from dask.highlevelgraph import HighLevelGraph
 
+from ..io import read_chunks
 from ..io.geotiff import nodata_pixels
 from ..warning import AttnRestoreWarning
 from .execute import cancel_event
 from .model_handle import ModelHandle
 from .normalize import Normalizer, constant_pixels
 from .plan import Plan
-from .source import assemble, dask_region_parts, read_region
+from .source import Region, assemble, dask_region_parts, read_region
 from .tiling import round_up, run_tiled
 
 log = logging.getLogger("attnrestore.engine")
@@ -494,6 +495,37 @@ def _chunk_task(handle, plan, raw, mask, pads, crop, origin, lead, sink, index, 
     return sink(block, index) if sink is not None else block
 
 
+#: At most this many bytes of an array-like source are read at once for a block of planes.
+PLANE_BLOCK_BYTES = 256 * 2**20
+
+
+def plane_block(source: Any, plan: Plan, region: Region) -> tuple[tuple[int, int], ...] | None:
+    """The leading-axis span ``(start, stop)`` per axis of the stored chunk that holds the
+    plane of ``region``, when an array-like source stores several planes a chunk (a
+    ``(16, 256, 256)``-chunked volume); None when it stores one (or the span's region would
+    pass :data:`PLANE_BLOCK_BYTES`).
+
+    Reading plane by plane would decode each chunk once per plane; the chunks of a plane
+    block read the block's region once and take their plane from it.
+    """
+    nl = plan.nlead
+    chunks = read_chunks(source) if nl else None
+    if not chunks or len(chunks) < nl or all(int(c) <= 1 for c in chunks[:nl]):
+        return None
+    spans = tuple((int(i) // int(c) * int(c), min(int(i) // int(c) * int(c) + int(c), int(n)))
+                  for i, c, n in zip(region.lead, chunks[:nl], plan.lead_shape, strict=True))
+    planes = int(np.prod([b - a for a, b in spans]))
+    size = (region.y1 - region.y0) * (region.x1 - region.x0) * (plan.shape[-1] if plan.rgb else 1)
+    if planes <= 1 or planes * size * np.dtype(source.dtype).itemsize > PLANE_BLOCK_BYTES:
+        return None
+    return spans
+
+
+def _plane_of(block: np.ndarray, offsets: tuple[int, ...]) -> np.ndarray:
+    """One plane of a block of planes read at once."""
+    return block[offsets]
+
+
 def _region_reader(source: Any, src_key: str | None, region, rgb: bool, shape_rgb: int | None) -> tuple:
     """A nested task that reads ``region``: sliced from an array-like, or pasted from dask blocks."""
     if isinstance(source, da.Array):
@@ -570,7 +602,15 @@ def build_graph(
         window, pads = plan.read_window(y0, y1, x0, x1)
         region = plan.clipped(lead, window)
         crop = (y0 - window[0], y1 - window[0], x0 - window[2], x1 - window[2])
-        raw = _region_reader(sources["image"], keys["image"], region, plan.rgb, rgb_n)
+        spans = plane_block(sources["image"], plan, region) if keys["image"] is not None else None
+        if spans is None:
+            raw = _region_reader(sources["image"], keys["image"], region, plan.rgb, rgb_n)
+        else:  # one read of the block's region, shared by the chunks of its planes
+            read_key = (f"read-{name}", *(a for a, _ in spans), region.y0, region.y1, region.x0, region.x1)
+            if read_key not in dsk:
+                block = Region(tuple(slice(a, b) for a, b in spans), region.y0, region.y1, region.x0, region.x1)
+                dsk[read_key] = (read_region, keys["image"], block, plan.rgb)
+            raw = (_plane_of, read_key, tuple(i - a for i, (a, _) in zip(lead, spans, strict=True)))
         mask_arg = None
         if mask_src is not None:
             mregion = region if mask_per_plane else plan.clipped((), window)

@@ -21,7 +21,7 @@ from ..io import read_region as read_checked  # its errors name the store and th
 class Region:
     """A rectangle of one plane: ``lead`` indexes the leading axes, ``ys``/``xs`` the image."""
 
-    lead: tuple[int, ...]
+    lead: tuple[int | slice, ...]  # slices: a block of planes (see graph.plane_block)
     y0: int
     y1: int
     x0: int

@@ -7,7 +7,7 @@ writers stream dask arrays chunk by chunk.
 
 from ._output import absolute_location, refuse_output_over_input
 from .errors import ImageReadError, ImageWriteError
-from .images import AxesView, GuardedArray, ImageData, as_dask, guess_axes, open_image, read_region
+from .images import AxesView, GuardedArray, ImageData, as_dask, guess_axes, open_image, read_chunks, read_region
 from .ome_zarr import (
     create_ome_zarr,
     default_chunks,
@@ -35,6 +35,7 @@ __all__ = [
     "guess_axes",
     "ngff_order",
     "open_image",
+    "read_chunks",
     "read_ome_metadata",
     "read_region",
     "refuse_output_over_input",

@@ -345,7 +345,7 @@ def _chunk_name(data: Any, index: tuple[int, ...]) -> str:
         name = f"chunk {encode(index)}" if encode else f"chunk {index}"
     except Exception:
         name = f"chunk {index}"
-    chunks, shape = _read_chunks(data), tuple(getattr(data, "shape", ()))
+    chunks, shape = read_chunks(data), tuple(getattr(data, "shape", ()))
     if not chunks or len(chunks) != len(index) or len(shape) != len(index):
         return name
     spans = ", ".join(f"{i * c}:{min((i + 1) * c, n)}" for i, c, n in zip(index, chunks, shape, strict=True))
@@ -369,7 +369,7 @@ def _find_bad_chunk(data: Any, first: tuple[int, ...], last: tuple[int, ...], ch
 
 def _describe_chunks(data: Any, key: Any) -> str:
     """Describe which chunk of ``data`` a failed key hit, e.g. ``'chunk c/0/1'``."""
-    chunks = _read_chunks(data)
+    chunks = read_chunks(data)
     shape = tuple(data.shape)
     bounds = _normalize_key(key, shape) if chunks else None
     if bounds is None or len(bounds) != len(chunks):
@@ -415,7 +415,7 @@ def read_region(data: Any, key: Any = (), path: str | os.PathLike | None = None)
         raise ImageReadError(where, f"cannot read {_describe_chunks(data, key)} ({type(exc).__name__}: {exc})") from exc
 
 
-def _read_chunks(data: Any) -> tuple[int, ...] | None:
+def read_chunks(data: Any) -> tuple[int, ...] | None:
     """The unit of reading of an array: shards when sharded, else chunks."""
     shards = getattr(data, "shards", None)
     if shards:
@@ -567,7 +567,7 @@ def as_dask(data: Any, axes: str | None = None, path: str | os.PathLike | None =
         return data
     if isinstance(data, np.ndarray):
         return da.from_array(data, chunks=_dask_chunks(data.shape, None, axes, target))
-    chunks = _dask_chunks(data.shape, _read_chunks(data), axes, target)
+    chunks = _dask_chunks(data.shape, read_chunks(data), axes, target)
     guarded = GuardedArray(data, path)
     name = f"attnrestore-read-{_token(data, path)}"
     return da.from_array(
@@ -771,7 +771,7 @@ def _tiff_image(tif: tifffile.TiffFile, path: str, size: int, index: int | None 
         levels = [root]
     if tuple(levels[0].shape) != tuple(series.shape):
         raise ImageReadError(path, f"TIFF store shape {levels[0].shape} differs from series shape {series.shape}")
-    if len(levels) == 1 and _ContiguousPixels.suits(series, tif.byteorder, _read_chunks(levels[0])):
+    if len(levels) == 1 and _ContiguousPixels.suits(series, tif.byteorder, read_chunks(levels[0])):
         levels = [_ContiguousPixels(path, series)]
     meta.update(tiff_axes=series.axes, n_series=len(tif.series), byteorder=tif.byteorder, bigtiff=tif.is_bigtiff)
     if index is not None:
