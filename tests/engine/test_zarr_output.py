@@ -147,14 +147,19 @@ def test_an_overwrite_keeps_the_output_it_replaces_until_it_is_complete(tmp_path
     assert not aside.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]
 
 
-def test_failure_is_not_complete_and_resume_finishes_identically(tmp_path, rng):
-    img = (rng.random((160, 160)) * 60000).astype(np.uint16)
+def _a_job_that_failed(tmp_path, img):
+    """The same job run whole (``ref``) and failing after 9 chunks (``dst``), 5 x 5 chunks of 32 px."""
     kw = dict(chunks=32, tile=32, overlap=8, pyramid=False, num_workers=1)
-    ref = tmp_path / "ref.zarr"
+    ref, dst = tmp_path / "ref.zarr", tmp_path / "out.zarr"
     ar.restore_to_zarr(img, ref, model=Box3(), **kw)
-    dst = tmp_path / "out.zarr"
     with pytest.raises(RuntimeError, match="simulated failure"):
         ar.restore_to_zarr(img, dst, model=FailAfter(9), **kw)
+    return ref, dst, kw
+
+
+def test_failure_is_not_complete_and_resume_finishes_identically(tmp_path, rng):
+    img = (rng.random((160, 160)) * 60000).astype(np.uint16)
+    ref, dst, kw = _a_job_that_failed(tmp_path, img)
     state = job_state(dst)
     assert state["status"] == "failed" and "simulated failure" in state["error"]
     # no NGFF metadata yet: other readers (napari-ome-zarr, Fiji) showed its unwritten chunks as zeros
@@ -560,12 +565,7 @@ def test_an_unfinished_store_of_an_earlier_engine_resumes_with_its_edge_chunks_r
     from napari_attnrestore.engine.store import set_job_state
 
     img = (rng.random((160, 160)) * 255).astype(np.uint8)
-    kw = dict(chunks=32, tile=32, overlap=8, pyramid=False, num_workers=1)
-    ref = tmp_path / "ref.zarr"
-    ar.restore_to_zarr(img, ref, model=Box3(), **kw)
-    dst = tmp_path / "o.zarr"
-    with pytest.raises(RuntimeError, match="simulated failure"):
-        ar.restore_to_zarr(img, dst, model=FailAfter(9), **kw)
+    ref, dst, kw = _a_job_that_failed(tmp_path, img)
     job = job_state(dst)["job"]
     done = done_chunks(dst)
     assert job["revision"] == 2 and len(done) == 9
