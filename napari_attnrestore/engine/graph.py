@@ -512,8 +512,9 @@ def plane_block(source: Any, plan: Plan, region: Region) -> tuple[tuple[int, int
     chunks = read_chunks(source) if nl else None
     if not chunks or len(chunks) < nl or all(int(c) <= 1 for c in chunks[:nl]):
         return None
-    spans = tuple((int(i) // int(c) * int(c), min(int(i) // int(c) * int(c) + int(c), int(n)))
-                  for i, c, n in zip(region.lead, chunks[:nl], plan.lead_shape, strict=True))
+    per_chunk = [int(c) for c in chunks[:nl]]
+    starts = [int(i) // c * c for i, c in zip(region.lead, per_chunk, strict=True)]
+    spans = tuple((a, min(a + c, int(n))) for a, c, n in zip(starts, per_chunk, plan.lead_shape, strict=True))
     planes = int(np.prod([b - a for a, b in spans]))
     size = (region.y1 - region.y0) * (region.x1 - region.x0) * (plan.shape[-1] if plan.rgb else 1)
     if planes <= 1 or planes * size * np.dtype(source.dtype).itemsize > PLANE_BLOCK_BYTES:

@@ -136,11 +136,10 @@ class Plan:
     def read_past_edge_before(self, y0: int, y1: int, x0: int, x1: int) -> bool:
         """Whether engines before :data:`~napari_attnrestore.engine.store.REVISION` 2 read the
         chunk ``[y0, y1) x [x0, x1)`` with a halo of reflections past the image's edge (their
-        result for it differs from this engine's)."""
-        m = self.multiple
-        ry0, rx0 = math.floor((y0 - self.halo) / m) * m, math.floor((x0 - self.halo) / m) * m
-        ry1, rx1 = ry0 + round_up(y1 + self.halo - ry0, m), rx0 + round_up(x1 + self.halo - rx0, m)
-        return min(ry0, rx0) < 0 or ry1 > round_up(self.height, m) or rx1 > round_up(self.width, m)
+        result for it differs from this engine's): where :meth:`read_window` clips the region."""
+        m, h = self.multiple, self.halo
+        return (min(y0, x0) < h or round_up(y1 + h, m) > round_up(self.height, m)
+                or round_up(x1 + h, m) > round_up(self.width, m))
 
     def clipped(self, lead: tuple[int, ...], window: tuple[int, int, int, int]) -> Region:
         ry0, ry1, rx0, rx1 = window
