@@ -715,7 +715,9 @@ def restore(
         ``torch.nn.Module`` mapping ``(B, C, H, W)`` to ``(B, C', s*H, s*W)``.
     tile, overlap, batch
         Network tile side, tile overlap (also the chunk halo) and tiles per forward
-        pass; defaults from the model (256, its halo hint, about 0.25 Mpx a batch).
+        pass; defaults from the model (256 or the tile its card names, its halo hint, about
+        0.25 Mpx a batch).  A network whose result depends on its tile's size (CSAttn: its
+        channel attention pools over the whole tile) runs on tiles of its training patches.
         ``tile="auto"``/``batch="auto"``: the largest that fit in a share of the free
         memory of the device, measured with two small probe forward passes (a few
         seconds on a CPU; see :mod:`napari_attnrestore.engine.autotune`).

@@ -486,7 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint file: .safetensors (or its .json card), a training state (--state's .pt: its "
                         "averaged model), or a HAT/GRL/SwinIR .pth")
     r.add_argument("--tile", type=_int_or_auto, default=None,
-                   help="network tile side in pixels (default 256), or 'auto': the largest that fits in free memory")
+                   help="network tile side in pixels (default 256, or the tile the model's card names: CSAttn runs on "
+                        "tiles of its training patches), or 'auto': the largest that fits in free memory")
     r.add_argument("--overlap", type=int, default=None, help="tile overlap and chunk halo (default: the model's hint)")
     r.add_argument("--batch", type=_int_or_auto, default=None,
                    help="tiles per forward pass, or 'auto' (fit free memory); default the model's")
@@ -581,7 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--precision", "--dtype", dest="dtype", nargs="+", default=["fp32"],
                    choices=["auto", "fp32", "bf16", "fp16"], help="compute precisions to measure (as restore's --precision)")
     b.add_argument("--chunks", type=int, default=1024, help="chunk side")
-    b.add_argument("--tile", type=_int_or_auto, default=None, help="tile side or 'auto' (default 256)")
+    b.add_argument("--tile", type=_int_or_auto, default=None, help="tile side or 'auto' (default 256, or the model card's tile)")
     b.add_argument("--batch", type=_int_or_auto, default=None, help="tiles per forward pass or 'auto'")
     b.add_argument("--compile", action="store_true", help="run the networks through torch.compile")
     b.add_argument("--workdir", default=None, help="folder for the generated input and output (default: a temp folder)")

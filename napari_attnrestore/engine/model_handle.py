@@ -44,6 +44,8 @@ class ModelInfo:
     half_safe: bool
     name: str
     task: str | None = None  # the task it was trained for, from its model card (None: not known)
+    #: the tile it runs best at, from its model card (None: any; the engine's default)
+    tile: int | None = None
 
 
 _CACHE: dict[str, tuple[nn.Module, threading.Lock, torch.device, torch.dtype]] = {}
@@ -119,7 +121,20 @@ def describe(module: nn.Module, name: str | None = None) -> ModelInfo:
         half_safe=bool(getattr(module, "half_safe", False)),
         name=name or getattr(module, "arch", type(module).__name__),
         task=(getattr(module, "card", None) or {}).get("task"),
+        tile=_card_tile(module),
     )
+
+
+def _card_tile(module: nn.Module) -> int | None:
+    """The tile a model card asks for (``"tile"``: a network whose result depends on its
+    tile's size runs best on tiles of its training patches), or None."""
+    tile = (getattr(module, "card", None) or {}).get("tile")
+    if tile is None:
+        return None
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 8:
+        raise ValueError(f"model card of {getattr(module, 'card', {}).get('name', 'the model')!r}: "
+                         f"tile must be a whole number of pixels >= 8, got {tile!r}")
+    return tile
 
 
 class ModelHandle:

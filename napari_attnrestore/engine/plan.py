@@ -171,6 +171,12 @@ def check_image(shape: tuple[int, ...], dtype: Any, rgb: bool | None = None, tas
     return is_rgb
 
 
+def _at_most(limit: int | None, tile: int | None) -> int | None:
+    """The largest automatic tile: the device's limit, and no more than the tile a model
+    card names (larger tiles change such a network's result)."""
+    return tile if limit is None else limit if tile is None else min(limit, tile)
+
+
 def tile_overlap(overlap: int, tile: int, multiple: int) -> int:
     """The overlap of neighbouring tiles: ``overlap``, at most half a tile (in window
     multiples).  Beyond half a tile the blend ramps cannot grow, and the tile step would
@@ -582,7 +588,10 @@ def make_plan(
     # the context each chunk reads around it, whatever the tile size; beyond the image's own
     # size there is nothing to read (and --overlap 1000000 asked for terabytes of tiles)
     halo = min(o, round_up(max(h, w), m))
-    t = None if auto_tile else (DEFAULT_TILE if tile is None else whole_number("tile", tile, 8))
+    if info.tile and overlap is None and (tile is None or auto_tile):  # its card's tile: overlap a quarter of it (a half cost twice the
+        o = min(o, max(m, info.tile // 4 // m * m))  # time and gave the same result; an eighth, less)
+    # a network whose result depends on its tile's size runs on the tile its card names
+    t = None if auto_tile else (info.tile or DEFAULT_TILE) if tile is None else whole_number("tile", tile, 8)
     if t is not None:
         t = round_up(t, m)
         o = tile_overlap(o, t, m)
@@ -593,7 +602,7 @@ def make_plan(
         planes = nchan if (is_rgb and mode == "rgb-planes") else 1
         t, b = choose_tile_batch(memory, region=region, overlap=o, multiple=m, planes=planes, tile=t,
                                  batch=None if auto_batch else batch, max_batch=max_batch_for(memory.device),
-                                 max_tile=max_tile_for(memory.device))
+                                 max_tile=_at_most(max_tile_for(memory.device), info.tile))
         o = tile_overlap(o, t, m)
         batch = b
     assert t is not None

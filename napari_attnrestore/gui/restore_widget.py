@@ -68,7 +68,8 @@ TIPS = {
     "model": "Shipped weights for this task, a network added from Python (add_model), or a checkpoint file.",
     "checkpoint": "A project checkpoint (.safetensors with its .json card) or a published HAT/GRL/SwinIR checkpoint.",
     "tile": "Side of the square tiles the network sees, in pixels. 0 = auto (256, rounded to the model's "
-    "window multiple). Smaller tiles need less memory; larger tiles run faster on a GPU.",
+    "window multiple, or the tile its model card names: a CSAttn network runs on tiles the size of its "
+    "training patches). Smaller tiles need less memory; larger tiles run faster on a GPU.",
     "overlap": "Pixels shared by neighbouring tiles, and read around every chunk; overlaps are blended smoothly "
     "so that no seams show. 0 = auto (the model's receptive-field hint).",
     "batch": "Tiles per forward pass. 0 = auto (about a quarter megapixel per batch). Lower it if the GPU "

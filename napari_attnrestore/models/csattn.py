@@ -164,6 +164,10 @@ class CSAttn(nn.Module):
     arch = "csattn"
     config_class = CSAttnConfig
     half_safe = True  # q, k are L2-normalised; the softmax runs in fp32
+    #: Channel attention normalises and correlates features over the whole input, so what a
+    #: pixel gets depends on the size of the tile around it; checkpoints record the side
+    #: they were trained on as their card's ``tile``, the engine's default tile for them.
+    tile_dependent = True
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, scale: int = 1, **config) -> None:
         super().__init__()

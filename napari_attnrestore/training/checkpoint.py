@@ -75,6 +75,13 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def trained_tile(patch: int, scale: int = 1) -> int:
+    """The engine tile of a network whose result depends on the tile's size
+    (``tile_dependent``): the input side of its training patches (``patch`` is the target's
+    side, ``scale`` times the input's for super-resolution)."""
+    return max(8, patch // max(1, scale))
+
+
 def save_checkpoint(
     model: nn.Module,
     path: str | os.PathLike,
@@ -98,6 +105,9 @@ def save_checkpoint(
         v = v.detach().cpu().contiguous()
         state[k] = v.half() if half and _fits_half(v) else v
     meta = {**model_config(model), "task": task, "format_version": FORMAT_VERSION, **(card or {})}
+    patch = (meta.get("training") or {}).get("patch")
+    if getattr(model, "tile_dependent", False) and "tile" not in meta and isinstance(patch, int):
+        meta["tile"] = trained_tile(patch, int(meta.get("scale", 1) or 1))  # run as it was trained
     tmp = path.with_suffix(".safetensors.tmp")
     try:  # written by Python, as the card is (safetensors' own file writer makes it 0600)
         tmp.write_bytes(save(state, metadata={"attnrestore": json.dumps({k: meta[k] for k in ("arch", "task", "scale")})}))

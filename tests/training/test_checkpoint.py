@@ -208,3 +208,19 @@ def test_a_changed_shipped_model_is_saved_under_its_own_name_without_the_shipped
     assert card["name"] == "mine" and card["derived_from"] == "denoise-hat-tiny"
     assert not {"metrics", "recipe", "default_for", "default_choice"} & card.keys()
     assert card["arch"] == "hat" and card["config"] == model.card["config"]
+
+
+def test_a_network_whose_result_depends_on_its_tile_records_its_training_tile(tmp_path, tiny_hat):
+    """CSAttn's channel attention pools over the whole input: its card names the input side
+    of its training patches (the target's side over the scale), for the engine to run it on."""
+    from napari_attnrestore.models import build_model
+    from napari_attnrestore.training import save_checkpoint
+
+    net = build_model("csattn", task="sr", scale=2, dim=8, depths=[1, 1, 1], heads=[1, 1, 1])
+    path = save_checkpoint(net, tmp_path / "sr.safetensors", task="sr", card={"training": {"patch": 64}})
+    assert read_card(path)["tile"] == 32
+    assert ar.load_model(str(path)).card["tile"] == 32
+    kept = save_checkpoint(net, tmp_path / "kept.safetensors", task="sr", card={"tile": 48, "training": {"patch": 64}})
+    assert read_card(kept)["tile"] == 48
+    other = save_checkpoint(tiny_hat, tmp_path / "hat.safetensors", task="denoise", card={"training": {"patch": 64}})
+    assert "tile" not in read_card(other)
