@@ -2,7 +2,8 @@
 
 Each ``*_scores`` function takes a ``restore`` callable in the task's own terms (noisy
 image, low-resolution image, CFA + pattern, or image + mask) so the same protocol scores a
-bare network (:func:`model_restorer`, used for model cards) and the tiled engine
+bare network (:func:`model_restorer`, used for model cards: whole images, or the tiles a
+network whose result depends on its tile's size runs on) and the tiled engine
 (``ar.restore``, used by ``benchmarks/quality.py``).
 """
 
@@ -38,16 +39,40 @@ def run_full(model: nn.Module, img: np.ndarray) -> np.ndarray:
     return out[0] if out.shape[0] == 1 else out
 
 
-def model_restorer(model: nn.Module, task: str) -> Callable[..., np.ndarray]:
-    """A ``restore`` callable for the ``*_scores`` functions that runs ``model`` untiled."""
+@torch.inference_mode()
+def run_on_tiles(model: nn.Module, img: np.ndarray, tile: int) -> np.ndarray:
+    """Run ``model`` on ``tile``-px tiles of ``img`` overlapping by a quarter tile, blended
+    as the engine blends them (its default for a network whose card names ``tile``)."""
+    from ..engine.tiling import run_tiled
+
+    model.eval()
+    dev = next(model.parameters()).device
+    x = np.ascontiguousarray(img, dtype=np.float32)
+    x = x[None, None] if x.ndim == 2 else x[None]
+    m = int(getattr(model, "multiple_of", 1) or 1)
+    overlap = max(m, tile // 4 // m * m)
+
+    def infer(batch: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(batch).to(dev)).float().cpu().numpy()
+
+    out = run_tiled(x, infer, tile, overlap, batch=16, scale=int(getattr(model, "scale", 1) or 1))[0]
+    return out[0] if out.shape[0] == 1 else out
+
+
+def model_restorer(model: nn.Module, task: str, tile: int | None = None) -> Callable[..., np.ndarray]:
+    """A ``restore`` callable for the ``*_scores`` functions that runs ``model`` untiled, or
+    on ``tile``-px tiles (a network whose result depends on its tile's size)."""
     from ..tasks import demosaic as dm
     from ..tasks import inpaint as ip
 
+    def run(x: np.ndarray) -> np.ndarray:
+        return run_full(model, x) if tile is None else run_on_tiles(model, x, tile)
+
     if task == "demosaic":
-        return lambda cfa, pattern: np.moveaxis(run_full(model, dm.prepare_input(cfa, pattern)), 0, -1)
+        return lambda cfa, pattern: np.moveaxis(run(dm.prepare_input(cfa, pattern)), 0, -1)
     if task == "inpaint":
-        return lambda image, mask: run_full(model, ip.prepare_input(image, mask))
-    return lambda x: run_full(model, x)
+        return lambda image, mask: run(ip.prepare_input(image, mask))
+    return run
 
 
 def _mean(rows: dict[str, list[float]]) -> dict[str, float]:
@@ -216,12 +241,14 @@ def flat_field_summary(scores: dict[tuple[float, float], tuple[float, float]]) -
             "bias": round(max(abs(b) for _, b in scores.values()), 3)}
 
 
-def recipe_metrics(task: str, model: nn.Module, data_dir: Path, ev: dict[str, Any], scale: int = 1) -> dict[str, Any]:
-    """The metrics a recipe's model card records: the task's protocol on ``ev["set"]``."""
+def recipe_metrics(task: str, model: nn.Module, data_dir: Path, ev: dict[str, Any], scale: int = 1,
+                   tile: int | None = None) -> dict[str, Any]:
+    """The metrics a recipe's model card records: the task's protocol on ``ev["set"]``, each
+    image in one pass, or on ``tile``-px tiles as the engine runs the network."""
     from .data import load_folder
 
     folder = data_dir / ev["set"]
-    restore = model_restorer(model, task)
+    restore = model_restorer(model, task, tile)
     name = Path(ev["set"]).name
     if task == "denoise":
         images = load_folder(folder, gray=True)

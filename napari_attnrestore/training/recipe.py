@@ -30,7 +30,7 @@ from torch import nn
 from ..models import build_model
 from ..tasks import get_task
 from ..tasks.denoise import estimate_noise_sigma
-from .checkpoint import CheckpointError, save_checkpoint
+from .checkpoint import CheckpointError, save_checkpoint, trained_tile
 from .data import PatchSampler, channels_first_rgb, load_folder, patch_pixels, skimage_pictures, to_gray
 from .evaluate import recipe_metrics
 from .loop import LOSSES, PRECISIONS, TrainConfig, fit, training_state
@@ -162,7 +162,9 @@ def evaluate(recipe: dict[str, Any], model: torch.nn.Module, data_dir: Path) -> 
     if not (data_dir / ev["set"]).exists():
         log.warning("%s not found: no metrics in the model card", data_dir / ev["set"])
         return {}
-    metrics = recipe_metrics(recipe["task"], model, data_dir, ev, scale=recipe.get("scale", 1))
+    scale = recipe.get("scale", 1)
+    tile = trained_tile(recipe["patch"], scale) if getattr(model, "tile_dependent", False) and "patch" in recipe else None
+    metrics = recipe_metrics(recipe["task"], model, data_dir, ev, scale=scale, tile=tile)  # (as the engine runs it)
     out = {key: {k: round(v, 3) if isinstance(v, float) else v for k, v in vals.items()} for key, vals in metrics.items()}
     for key, vals in out.items():
         log.info("eval %s: %s", key, vals)
@@ -462,6 +464,23 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def rescore(recipe_path: Path, weight: Path, data_dir: Path) -> dict[str, Any]:
+    """Score ``weight`` (a trained weight of the recipe) by the recipe's protocol again and
+    write the metrics into its card, the rest of the card untouched; returns them."""
+    from .checkpoint import load_checkpoint, read_card
+
+    recipe = json.loads(Path(recipe_path).read_text())
+    card = read_card(weight)
+    if card.get("recipe") and Path(card["recipe"]).name != Path(recipe_path).name:
+        raise ValueError(f"{weight} was trained by {card['recipe']}, not {recipe_path}")
+    metrics = evaluate(recipe, load_checkpoint(weight, task=recipe["task"]), data_dir)
+    if not metrics:
+        raise ValueError(f"{recipe_path} has no benchmark set to score {weight} on")
+    card["metrics"] = {**card.get("metrics", {}), **metrics}
+    weight.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    return metrics
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe", type=Path)
@@ -480,12 +499,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu-settings", action=argparse.BooleanOptionalAction, default=None,
                    help="use the recipe's train_gpu block and its run folder whatever the device (default: on CUDA)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("ATTNRESTORE_THREADS", 0)) or None)
+    p.add_argument("--rescore", type=Path, default=None, metavar="WEIGHT",
+                   help="train nothing: score this trained weight of the recipe again (as its network is now "
+                        "run) and write the metrics into its card")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` saves the training state, then exits
     if a.threads:
         torch.set_num_threads(a.threads)
     try:
+        if a.rescore is not None:
+            rescore(a.recipe, a.rescore, a.data)
+            return 0
         run(a.recipe, a.data, a.out, a.workdir, a.device, a.steps, a.compile, a.continue_weight, a.precision, a.gpu_settings)
     except (CheckpointError, ValueError, OSError) as e:  # a wrong recipe, weight, state or folder: one line
         print(f"error: {e}", file=sys.stderr)

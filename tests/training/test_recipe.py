@@ -409,3 +409,30 @@ def test_a_run_a_gpu_trained_is_scored_and_saved_on_a_cpu_under_the_gpu_settings
     assert card["batch"] == 3 and card["steps_done"] == 2 and card["machine"] == "NVIDIA H100 (CUDA), torch 2.11"
     assert [(g["from_step"], g["to_step"], g["machine"]) for g in card["segments"]] == [(0, 2, segments[0]["machine"])]
     assert not (tmp_path / "runs" / "test-sr").exists()  # the CPU settings' folder was not used
+
+
+def test_a_tile_dependent_network_is_scored_on_its_tiles_and_rescored_on_request(tmp_path, data):
+    """CSAttn's result depends on its tile's size: its card names the input side of its
+    training patches, its metrics are measured on such tiles (as the engine runs it), and
+    ``--rescore`` writes them again into the card of a trained weight."""
+    from napari_attnrestore.training.evaluate import recipe_metrics
+
+    small = {"dim": 8, "depths": [1, 1, 1], "heads": [1, 1, 1]}
+    path = rc.run(_recipe(tmp_path, "sr", scale=2, arch="csattn", config=small), data, tmp_path / "out",
+                  tmp_path / "runs")
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["tile"] == 16  # 32-px patches of the target, x2
+    model = ar.load_model(str(path))
+    ev = {"set": "bench/color"}
+    tiled = recipe_metrics("sr", model, data, ev, scale=2, tile=16)["color_x2_Y"]["psnr"]
+    whole = recipe_metrics("sr", model, data, ev, scale=2)["color_x2_Y"]["psnr"]
+    assert card["metrics"]["color_x2_Y"]["psnr"] == pytest.approx(tiled, abs=0.01)  # (the card's weights: fp16)
+    assert abs(tiled - whole) > 0.01
+
+    card["metrics"]["color_x2_Y"]["psnr"] = 0.0
+    path.with_suffix(".json").write_text(json.dumps(card))
+    assert rc.main([str(tmp_path / "sr.json"), "--data", str(data), "--rescore", str(path)]) == 0
+    again = json.loads(path.with_suffix(".json").read_text())
+    assert again["metrics"]["color_x2_Y"]["psnr"] == round(tiled, 3) and again["tile"] == 16
+    other = _recipe(tmp_path, "denoise")  # another recipe's weight is not rescored by it
+    assert rc.main([str(other), "--data", str(data), "--rescore", str(path)]) == 2
