@@ -222,7 +222,7 @@ def run_pipeline(model: str, size: int, workdir: str | Path, device: str = "auto
 
         lazy = ar.restore(str(src), **common)
         write_tiff(lazy, dst, axes="yxc"[: lazy.ndim], overwrite=True, pyramid=0)
-        wall, used_tile = time.perf_counter() - t0, tile
+        wall, used_tile = time.perf_counter() - t0, tile if tile is not None else info.tile  # (None: 256)
     else:
         from .engine.store import job_state
 

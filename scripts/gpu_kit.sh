@@ -29,7 +29,7 @@ prepare() {
     rm -rf "$kit" && mkdir -p "$kit/data" "$kit/wheels"
     cp -r "$data/train" "$data/bench" "$kit/data/"
     local pins
-    pins=$(python -m pip freeze | grep -i -E '^(zarr|numcodecs|donfig|google-crc32c|dask|partd|locket)==')
+    pins=$(python -m pip freeze | grep -i -E '^(zarr|numcodecs|donfig|google-crc32c|dask|partd|locket)==' || true)
     [[ $(wc -l <<< "$pins") -eq 7 ]] || { echo "gpu_kit: zarr, dask and their parts are not all installed here" >&2; exit 2; }
     # shellcheck disable=SC2086
     python -m pip download -q --only-binary=:all: --no-deps --python-version 3.12 --implementation cp \
@@ -50,6 +50,7 @@ train() {
     python3 scripts/train_within.py --data "$kit/data" --out "$work/out" --workdir "$work/runs" "$@" || rc=$?
     # weights and cards, each run's loss curve, segments and log; states stay behind (--continue
     # from the returned weight resumes with fresh optimizer moments)
+    mkdir -p "$work/out" "$work/runs"  # (train_within.py may have failed before making them)
     (cd "$work" && find out runs -type f \( -name '*.safetensors' -o -name '*.json' -o -name '*.tsv' \
         -o -name '*.log' -o -name DONE \) -print0 | tar --null -cf "$OUT/results.tar" -T -)
     tar -tvf "$OUT/results.tar"

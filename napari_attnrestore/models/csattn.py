@@ -201,8 +201,9 @@ class CSAttn(nn.Module):
     def halo(self) -> int:
         """Suggested tile overlap in input pixels.
 
-        The convolutional receptive field; note that channel attention pools statistics
-        over the whole tile, so tiles should also be large (>= 128 pixels).
+        The convolutional receptive field; channel attention pools statistics over the
+        whole tile besides, so a checkpoint's card names the tile it runs best on (its
+        training patches: ``tile_dependent``).
         """
         return 8 * 2**self.cfg.levels * self.cfg.unshuffle
 

@@ -41,16 +41,18 @@ def run_full(model: nn.Module, img: np.ndarray) -> np.ndarray:
 
 @torch.inference_mode()
 def run_on_tiles(model: nn.Module, img: np.ndarray, tile: int) -> np.ndarray:
-    """Run ``model`` on ``tile``-px tiles of ``img`` overlapping by a quarter tile, blended
-    as the engine blends them (its default for a network whose card names ``tile``)."""
-    from ..engine.tiling import run_tiled
+    """Run ``model`` on ``tile``-px tiles of ``img`` with the overlap and blending the
+    engine gives a network whose card names ``tile``."""
+    from ..engine.plan import card_overlap
+    from ..engine.tiling import round_up, run_tiled
 
     model.eval()
     dev = next(model.parameters()).device
     x = np.ascontiguousarray(img, dtype=np.float32)
     x = x[None, None] if x.ndim == 2 else x[None]
     m = int(getattr(model, "multiple_of", 1) or 1)
-    overlap = max(m, tile // 4 // m * m)
+    tile = round_up(tile, m)
+    overlap = card_overlap(round_up(int(getattr(model, "halo", 16) or 0), m), tile, m)
 
     def infer(batch: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(batch).to(dev)).float().cpu().numpy()

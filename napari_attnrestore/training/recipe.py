@@ -30,7 +30,7 @@ from torch import nn
 from ..models import build_model
 from ..tasks import get_task
 from ..tasks.denoise import estimate_noise_sigma
-from .checkpoint import CheckpointError, save_checkpoint, trained_tile
+from .checkpoint import CheckpointError, json_safe, save_checkpoint, trained_tile
 from .data import PatchSampler, channels_first_rgb, load_folder, patch_pixels, skimage_pictures, to_gray
 from .evaluate import recipe_metrics
 from .loop import LOSSES, PRECISIONS, TrainConfig, fit, training_state
@@ -154,8 +154,10 @@ def start_as_identity(model: torch.nn.Module, loaded: set[str]) -> list[str]:
     return done
 
 
-def evaluate(recipe: dict[str, Any], model: torch.nn.Module, data_dir: Path) -> dict[str, Any]:
-    """The recipe's metrics on its benchmark set (skipped when the set is absent)."""
+def evaluate(recipe: dict[str, Any], model: torch.nn.Module, data_dir: Path, tile: int | str | None = "trained"
+             ) -> dict[str, Any]:
+    """The recipe's metrics on its benchmark set (skipped when the set is absent): on
+    ``tile``-px tiles, by default the tile the card of a tile-dependent network will name."""
     ev = recipe.get("eval")
     if not ev:
         return {}
@@ -163,7 +165,8 @@ def evaluate(recipe: dict[str, Any], model: torch.nn.Module, data_dir: Path) -> 
         log.warning("%s not found: no metrics in the model card", data_dir / ev["set"])
         return {}
     scale = recipe.get("scale", 1)
-    tile = trained_tile(recipe["patch"], scale) if getattr(model, "tile_dependent", False) and "patch" in recipe else None
+    if tile == "trained":
+        tile = trained_tile(recipe["patch"], scale) if getattr(model, "tile_dependent", False) else None
     metrics = recipe_metrics(recipe["task"], model, data_dir, ev, scale=scale, tile=tile)  # (as the engine runs it)
     out = {key: {k: round(v, 3) if isinstance(v, float) else v for k, v in vals.items()} for key, vals in metrics.items()}
     for key, vals in out.items():
@@ -473,11 +476,15 @@ def rescore(recipe_path: Path, weight: Path, data_dir: Path) -> dict[str, Any]:
     card = read_card(weight)
     if card.get("recipe") and Path(card["recipe"]).name != Path(recipe_path).name:
         raise ValueError(f"{weight} was trained by {card['recipe']}, not {recipe_path}")
-    metrics = evaluate(recipe, load_checkpoint(weight, task=recipe["task"]), data_dir)
+    model = load_checkpoint(weight, task=recipe["task"])
+    metrics = evaluate(recipe, model, data_dir, tile=card.get("tile"))  # as the engine runs it
     if not metrics:
         raise ValueError(f"{recipe_path} has no benchmark set to score {weight} on")
     card["metrics"] = {**card.get("metrics", {}), **metrics}
-    weight.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    path = weight.with_suffix(".json")
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(json_safe(card), indent=2, default=str, allow_nan=False) + "\n")
+    os.replace(tmp, path)  # (a failed write leaves the card as it was)
     return metrics
 
 

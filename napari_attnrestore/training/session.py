@@ -19,6 +19,7 @@ from torch import nn
 
 from ..io.geotiff import nodata_can_occur
 from ..warning import warn
+from .checkpoint import trained_tile
 from .data import PairedPatchSampler, PatchSampler, colour_pictures_of, planes_of
 from .gaps import gap_pairs, known_loss
 from .loop import LOSSES, TrainConfig, TrainEvent, fit
@@ -424,8 +425,11 @@ def _train(
     noise = [float(v) for v in sigma] if mode == "synthetic" and t.name == "denoise" else None  # the levels added
 
     def card_at(step: int, **extra: Any) -> dict[str, Any]:
-        return training_card(t.name, mode, step, patch, lr, precision, cfa=cfa, init=init, nodata=nodata,
+        card = training_card(t.name, mode, step, patch, lr, precision, cfa=cfa, init=init, nodata=nodata,
                              method=ss_method, batch=batch, seed=seed, **({"sigma": noise} if noise else {}), **extra)
+        if getattr(net, "tile_dependent", False):  # run as it was trained, before it is saved too
+            card["tile"] = trained_tile(patch, int(getattr(net, "scale", 1) or 1))
+        return card
 
     inputs = {"images": [_described(x) for x in imgs], "clean": [_described(x) for x in cleans], "batch": batch,
               "patch": patch, "lr": lr, "nodata": None if nodata is None else str(float(nodata)),

@@ -212,6 +212,11 @@ def test_a_card_tile_overlaps_by_a_quarter_and_keeps_the_context():
     given = make_plan(img.shape, img.dtype, info, lambda k: img[k], task="denoise", normalize="none", tile=64,
                       overlap=24)
     assert (given.tile, given.overlap, given.halo) == (64, 24, 24)
+    # the card's tile given (a resumed tile='auto' job gives the tile it chose) runs as the default does
+    same = make_plan(img.shape, img.dtype, info, lambda k: img[k], task="denoise", normalize="none", tile=64)
+    assert (same.tile, same.overlap, same.halo) == (64, 16, 32)
+    other = make_plan(img.shape, img.dtype, info, lambda k: img[k], task="denoise", normalize="none", tile=128)
+    assert (other.tile, other.overlap) == (128, 32)
 
 
 @pytest.mark.parametrize("tile", [4, 64.5, "64", True])

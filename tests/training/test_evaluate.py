@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import napari_attnrestore as ar
 from napari_attnrestore.training import evaluate as ev
 
 
@@ -55,3 +56,19 @@ def test_inpaint_masks_include_upright_stripes():
     assert gaps_run_down_columns(turned).tolist() == [False, True]
     with pytest.raises(ValueError, match="unknown inpainting mask"):
         ev.inpaint_mask((8, 8), "boxes", 0)
+
+
+@pytest.mark.parametrize("tile", [8, 12, 64])
+def test_scoring_on_tiles_takes_the_engines_tiles(tile):
+    """A card tile at or under the window multiple made the overlap the whole tile (a crash);
+    one off the multiple was run unrounded, unlike the engine."""
+    from napari_attnrestore.models import build_model
+    from napari_attnrestore.training.evaluate import run_on_tiles
+
+    net = build_model("csattn", task="denoise", dim=8, depths=[1, 1, 1], heads=[1, 1, 1]).eval()
+    img = np.random.default_rng(0).random((40, 52)).astype(np.float32)
+    out = run_on_tiles(net, img, tile)
+    assert out.shape == img.shape and np.isfinite(out).all()
+    engine = np.asarray(ar.restore(img, model=net, tile=tile, overlap=min(net.halo, max(4, tile // 4 // 4 * 4)),
+                                   normalize="none", device="cpu").compute())
+    np.testing.assert_allclose(out, engine, atol=1e-4)

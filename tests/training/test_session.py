@@ -566,6 +566,17 @@ def test_the_card_records_batch_and_seed(rng):
     assert card["training"]["batch"] == 2 and card["training"]["seed"] == 7
 
 
+def test_a_tile_dependent_network_trained_here_names_its_tile_in_memory_and_in_its_state(rng, tmp_path):
+    """A CSAttn network fresh from ar.train ran on 256-px tiles, and on 32-px ones once saved."""
+    noisy, _ = _noisy(rng, n=1, size=64)
+    state = tmp_path / "c.pt"
+    small = {"dim": 8, "depths": [1, 1, 1], "heads": [1, 1, 1]}
+    net = train_to_end(ar.train(noisy, arch="csattn", steps=1, batch=1, patch=32, config=small, state_path=state))
+    assert net.card["tile"] == 32 and ar.load_model(state).card["tile"] == 32
+    hat = train_to_end(ar.train(noisy, steps=1, batch=1, patch=32, config=SMALL))
+    assert "tile" not in hat.card
+
+
 def test_the_docstring_names_the_default_self_supervised_method():
     doc = " ".join(ar.train.__doc__.split())
     assert "blind-spot training on noisy images" not in doc and "neighbor2neighbor unless told" in doc
