@@ -611,7 +611,7 @@ def make_plan(
         planes = nchan if (is_rgb and mode == "rgb-planes") else 1
         t, b = choose_tile_batch(memory, region=region, overlap=o, multiple=m, planes=planes, tile=t,
                                  batch=None if auto_batch else batch, max_batch=max_batch_for(memory.device),
-                                 max_tile=_at_most(max_tile_for(memory.device), info.tile))
+                                 max_tile=_at_most(max_tile_for(memory.device), card))
         o = tile_overlap(o, t, m)
         batch = b
     assert t is not None
