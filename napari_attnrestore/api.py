@@ -487,6 +487,7 @@ def _prepare(
         raise ImageReadError(src_meta["path"], "true/false pixels are no intensities to restore; a mask of gaps "
                                                "goes in mask= (CLI --mask) beside the image")
     internal = nodata_mask_series(src_meta, src_meta.get("path"))  # a GeoTIFF's GDAL internal mask
+    nodata_mask = False  # the mask marks pixels without data (denoise, SR), not gaps to fill
     if mask is None and tname == "inpaint" and internal is not None:
         from .io import open_image
 
@@ -499,6 +500,16 @@ def _prepare(
             warn(f"{src_meta['path']}: holds a nodata mask (GDAL's internal mask, series {internal}) whose pixels "
                  f"hold {under:g}, which no pixel with data holds: {under:g} is taken for nodata, so they are kept "
                  "as they are and the result declares it (give nodata= to choose another)")
+        elif tname in ("denoise", "sr"):  # several values under it (JPEG): the mask itself says where
+            from .io import open_image
+
+            mask, invert_mask, nodata_mask = open_image(src_meta["path"], series=internal), not invert_mask, True
+            fill = "NaN" if np.dtype(src.dtype).kind == "f" else "0"
+            chosen = nodata if nodata is not None else src_meta.get("nodata")
+            warn(f"{src_meta['path']}: holds a nodata mask (GDAL's internal mask, series {internal}) whose pixels "
+                 "hold several values: they are kept out of the network's input and written as "
+                 + (f"{chosen:g}, the nodata value" if chosen is not None else
+                    f"{fill}; the result carries no mask (give nodata= (CLI --nodata) to write and declare a value)"))
         else:
             warn(f"{src_meta['path']}: holds a nodata mask (GDAL's internal mask, series {internal}): "
                  "the pixels it marks have no data, but are restored as data and the result carries no mask; "
@@ -582,7 +593,8 @@ def _prepare(
             native_chunks=_native_chunks(src), tile=tile, overlap=overlap, batch=batch, normalize=normalize,
             channel_axis=channel_axis, out_dtype=dtype, task=tname, cfa=cfa,
             nodata=nodata if nodata is not None else meta.get("nodata"),
-            mask_shape=tuple(mask_src.shape) if mask_src is not None else None, memory=memory,
+            mask_shape=tuple(mask_src.shape) if mask_src is not None else None, mask_marks_nodata=nodata_mask,
+            memory=memory,
             keep_channel=_opacity_channel(src, meta, channel_axis),
         )
     except NoDataError as e:  # a file's: named, as every message about a bad input file is
@@ -596,7 +608,7 @@ def _prepare(
              "model; assuming RGGB. Another pattern read as RGGB swaps red and blue")
     if memory is not None:
         log.info("tile %d, batch %d chosen from free memory on %s", plan.tile, plan.batch, memory.device)
-    if mask_src is not None:
+    if mask_src is not None and not nodata_mask:  # (inpainting's checks of what it is to fill)
         _warn_mostly_marked(mask_src, invert_mask)
         _refuse_nothing_known(src, mask_src, plan)
     if min(plan.height, plan.width) < 8:  # (64, 64, 2) is taken as 64 planes of 64 x 2 pixels

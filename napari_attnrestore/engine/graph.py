@@ -369,7 +369,8 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
                   origin: tuple[int, int] = (0, 0), cancel: threading.Event | None = None) -> np.ndarray:
     """Restore one chunk from its (unpadded) halo region; returns the output block.
 
-    ``mask`` is the inpainting mask of the same region, ``origin`` the global (y, x) of the
+    ``mask`` is the inpainting mask of the same region (other tasks: the pixels without
+    data, as a file's nodata mask marks them), ``origin`` the global (y, x) of the
     padded region's first pixel (it fixes the Bayer phase).  Pixels without data (NaN, Inf,
     ``plan.nodata``) come back as :func:`fill_value`; inpainting fills them instead.  A
     chunk whose whole halo region has no data (inpainting: no known pixel) skips the
@@ -381,12 +382,15 @@ def compute_chunk(handle: ModelHandle, plan: Plan, raw: np.ndarray, pads: tuple[
         return _as_it_came(planes, crop, plan, lead)
     x = normalize_planes(planes, plan, lead)  # float32 out; wide types are shifted in float64 first
     x[nodata_pixels(planes, plan.nodata)] = np.nan
+    if mask is not None:
+        mask = pad_region(np.asarray(mask), pads) != 0
+        if plan.task != "inpaint":  # a file's nodata mask (GDAL's internal one): no data there, as NaN
+            x[np.broadcast_to(mask[None, None] if mask.ndim == 2 else mask[:, None], x.shape)] = np.nan
+            mask = None
     _clip_outliers(x, planes, plan)
     constant = constant_pixels(planes) if plan.task in KEEPS_CONSTANT else None
     if plan.range_sampled:  # (a range given, or the type's, is the caller's to choose)
         _warn_unsampled_range(x, planes, plan, constant)
-    if mask is not None:
-        mask = pad_region(np.asarray(mask), pads) != 0
     bad = ~np.isfinite(x)
     if plan.task == "inpaint":  # nothing known to fill from: leave it as nodata (when there is a fill value)
         no_known = bool(bad.all()) or (mask is not None and bool((bad.any(axis=1) | mask).all()))

@@ -534,6 +534,7 @@ def make_plan(
     cfa: str | None = None,
     nodata: float | None = None,
     mask_shape: tuple[int, ...] | None = None,
+    mask_marks_nodata: bool = False,
     memory: Any = None,
     keep_channel: int | None = None,
 ) -> Plan:
@@ -541,7 +542,9 @@ def make_plan(
 
     ``sample(key)`` reads a small window of the image (used for the global statistics).
     ``keep_channel``: a channel (along ``channel_axis``) the network does not see, copied
-    through as it came in: the opacity of a gray + alpha image.
+    through as it came in: the opacity of a gray + alpha image.  ``mask_marks_nodata``: the
+    mask (``mask_shape``) of a task other than inpainting marks pixels without data (a
+    file's nodata mask): kept out of the network's input, written as the fill value.
     ``tile``/``batch`` ``"auto"`` choose them from ``memory``, an
     :class:`~napari_attnrestore.engine.autotune.MemoryModel` of the network.
     """
@@ -556,7 +559,7 @@ def make_plan(
 
         cfa = check_pattern(cfa or "RGGB")
     if mask_shape is not None:
-        if task != "inpaint":
+        if task != "inpaint" and not mask_marks_nodata:
             raise ValueError(f"a mask is only used for inpainting, not {task}")
         ok = tuple(mask_shape) in ((h, w), tuple(shape[: nlead + 2]))
         if not ok:

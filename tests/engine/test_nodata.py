@@ -327,9 +327,32 @@ def test_a_tiffs_internal_nodata_mask_marks_the_gaps_to_fill(rng, tmp_path, recw
     assert np.all(out[~valid] == 0) and np.all(out[valid] > 0)
     img[30, 30] = 0  # a pixel with data holds it too: it cannot mark the gaps
     _with_internal_mask(tmp_path / "shared.tif", img, valid)
-    with pytest.warns(ar.AttnRestoreWarning, match=r"holds a nodata mask \(GDAL's internal mask, series 1\): the "
-                                                   r"pixels it marks have no data, but are restored as data"):
-        ar.restore(tmp_path / "shared.tif", model=ModelHandle(Identity()))
+    with pytest.warns(ar.AttnRestoreWarning, match=r"holds a nodata mask \(GDAL's internal mask, series 1\) whose "
+                                                   r"pixels hold several values: they are kept out"):
+        out = np.asarray(ar.restore(tmp_path / "shared.tif", model=ModelHandle(Identity())))
+    np.testing.assert_array_equal(out[valid], img[valid])  # (the 0 with data restored as data)
+
+
+@pytest.mark.parametrize(("task", "model", "scale"), [("denoise", Box3, 1), ("sr", NearestUp, 2)])
+def test_an_internal_mask_over_several_values_keeps_them_out_of_the_network(rng, tmp_path, task, model, scale):
+    """A JPEG COG's masked pixels hold JPEG's ringing, not one value: they were restored as
+    data, and pulled the pixels with data beside them towards it. Now they are no data: kept
+    out of the network's input and written as 0 (or the nodata value given)."""
+    img = (rng.random((64, 64)) * 1000 + 2000).astype(np.uint16)
+    valid = np.ones((64, 64), bool)
+    valid[20:24, :] = False
+    img[~valid] = rng.integers(0, 60000, int((~valid).sum()))  # ringing under the mask, far off the data
+    _with_internal_mask(tmp_path / "jpeg.tif", img, valid)
+    big = np.kron(valid, np.ones((scale, scale), bool))
+    with pytest.warns(ar.AttnRestoreWarning, match=r"hold several values: .* written as 0; the result carries no "):
+        out = np.asarray(ar.restore(tmp_path / "jpeg.tif", task=task, model=ModelHandle(model()), overlap=8,
+                                    normalize=(0, 4000)))
+    assert np.all(out[~big] == 0)
+    assert out[big].max() <= 3500  # the ringing (30000 on average) reached none of them
+    with pytest.warns(ar.AttnRestoreWarning, match=r"written as 7, the nodata value"):
+        out = np.asarray(ar.restore(tmp_path / "jpeg.tif", task=task, model=ModelHandle(model()), overlap=8,
+                                    normalize=(0, 4000), nodata=7))
+    assert np.all(out[~big] == 7)
 
 
 def test_a_denoiser_sees_noise_of_the_image_level_in_a_filled_gap():
