@@ -488,28 +488,28 @@ def _prepare(
                                                "goes in mask= (CLI --mask) beside the image")
     internal = nodata_mask_series(src_meta, src_meta.get("path"))  # a GeoTIFF's GDAL internal mask
     nodata_mask = False  # the mask marks pixels without data (denoise, SR), not gaps to fill
-    if mask is None and tname == "inpaint" and internal is not None:
-        from .io import open_image
-
-        mask = open_image(src_meta["path"], series=internal)  # 0 where the image has no data:
-        invert_mask = not invert_mask  # the gaps to fill
-    elif mask is None and internal is not None:
-        under = _value_under_mask(src, src_meta, internal) if nodata is None and src_meta.get("nodata") is None else None
+    if mask is None and internal is not None:
+        under = (_value_under_mask(src, src_meta, internal)
+                 if tname != "inpaint" and nodata is None and src_meta.get("nodata") is None else None)
         if under is not None:
             nodata = under
             warn(f"{src_meta['path']}: holds a nodata mask (GDAL's internal mask, series {internal}) whose pixels "
                  f"hold {under:g}, which no pixel with data holds: {under:g} is taken for nodata, so they are kept "
                  "as they are and the result declares it (give nodata= to choose another)")
-        elif tname in ("denoise", "sr"):  # several values under it (JPEG): the mask itself says where
+        elif tname in ("inpaint", "denoise", "sr"):  # (denoise, SR: several values under it, as JPEG leaves)
             from .io import open_image
 
-            mask, invert_mask, nodata_mask = open_image(src_meta["path"], series=internal), not invert_mask, True
-            fill = "NaN" if np.dtype(src.dtype).kind == "f" else "0"
-            chosen = nodata if nodata is not None else src_meta.get("nodata")
-            warn(f"{src_meta['path']}: holds a nodata mask (GDAL's internal mask, series {internal}) whose pixels "
-                 "hold several values: they are kept out of the network's input and written as "
-                 + (f"{chosen:g}, the nodata value" if chosen is not None else
-                    f"{fill}; the result carries no mask (give nodata= (CLI --nodata) to write and declare a value)"))
+            mask = open_image(src_meta["path"], series=internal)  # 0 where the image has no data: the gaps
+            invert_mask = not invert_mask  # to fill, or (denoise, SR) the pixels kept out of the network
+            nodata_mask = tname != "inpaint"
+            if nodata_mask:
+                fill = "NaN" if np.dtype(src.dtype).kind == "f" else "0"
+                chosen = nodata if nodata is not None else src_meta.get("nodata")
+                warn(f"{src_meta['path']}: holds a nodata mask (GDAL's internal mask, series {internal}) whose "
+                     "pixels hold several values: they are kept out of the network's input and written as "
+                     + (f"{chosen:g}, the nodata value" if chosen is not None else
+                        f"{fill}; the result carries no mask (give nodata= (CLI --nodata) to write and declare "
+                        "a value)"))
         else:
             warn(f"{src_meta['path']}: holds a nodata mask (GDAL's internal mask, series {internal}): "
                  "the pixels it marks have no data, but are restored as data and the result carries no mask; "

@@ -600,9 +600,7 @@ def make_plan(
     halo = min(o, round_up(max(h, w), m))
     # a network whose result depends on its tile's size runs on the tile its card names
     card = round_up(info.tile, m) if info.tile else None
-    t = None if auto_tile else (card or DEFAULT_TILE) if tile is None else whole_number("tile", tile, 8)
-    if t is not None:
-        t = round_up(t, m)
+    t = None if auto_tile else round_up((card or DEFAULT_TILE) if tile is None else whole_number("tile", tile, 8), m)
     if card and overlap is None and t in (None, card):  # (also a resumed tile='auto' job's tile)
         o = card_overlap(o, card, m)
     if t is not None:

@@ -75,11 +75,11 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def trained_tile(patch: int, scale: int = 1) -> int:
-    """The engine tile of a network whose result depends on the tile's size
+def trained_tile(model: nn.Module, patch: int, scale: int = 1) -> int | None:
+    """The engine tile of ``model`` when its result depends on the tile's size
     (``tile_dependent``): the input side of its training patches (``patch`` is the target's
-    side, ``scale`` times the input's for super-resolution)."""
-    return max(8, patch // max(1, scale))
+    side, ``scale`` times the input's for super-resolution); None for other networks."""
+    return max(8, patch // max(1, scale)) if getattr(model, "tile_dependent", False) else None
 
 
 def save_checkpoint(
@@ -106,8 +106,9 @@ def save_checkpoint(
         state[k] = v.half() if half and _fits_half(v) else v
     meta = {**model_config(model), "task": task, "format_version": FORMAT_VERSION, **(card or {})}
     patch = (meta.get("training") or {}).get("patch")
-    if getattr(model, "tile_dependent", False) and "tile" not in meta and isinstance(patch, int):
-        meta["tile"] = trained_tile(patch, int(meta.get("scale", 1) or 1))  # run as it was trained
+    tile = trained_tile(model, patch, int(meta.get("scale", 1) or 1)) if isinstance(patch, int) else None
+    if tile and "tile" not in meta:
+        meta["tile"] = tile  # run as it was trained
     tmp = path.with_suffix(".safetensors.tmp")
     try:  # written by Python, as the card is (safetensors' own file writer makes it 0600)
         tmp.write_bytes(save(state, metadata={"attnrestore": json.dumps({k: meta[k] for k in ("arch", "task", "scale")})}))

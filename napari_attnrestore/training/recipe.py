@@ -154,20 +154,17 @@ def start_as_identity(model: torch.nn.Module, loaded: set[str]) -> list[str]:
     return done
 
 
-def evaluate(recipe: dict[str, Any], model: torch.nn.Module, data_dir: Path, tile: int | str | None = "trained"
+def evaluate(recipe: dict[str, Any], model: torch.nn.Module, data_dir: Path, tile: int | None = None
              ) -> dict[str, Any]:
-    """The recipe's metrics on its benchmark set (skipped when the set is absent): on
-    ``tile``-px tiles, by default the tile the card of a tile-dependent network will name."""
+    """The recipe's metrics on its benchmark set (skipped when the set is absent): whole
+    pictures, or ``tile``-px tiles as the engine runs a network whose card names them."""
     ev = recipe.get("eval")
     if not ev:
         return {}
     if not (data_dir / ev["set"]).exists():
         log.warning("%s not found: no metrics in the model card", data_dir / ev["set"])
         return {}
-    scale = recipe.get("scale", 1)
-    if tile == "trained":
-        tile = trained_tile(recipe["patch"], scale) if getattr(model, "tile_dependent", False) else None
-    metrics = recipe_metrics(recipe["task"], model, data_dir, ev, scale=scale, tile=tile)  # (as the engine runs it)
+    metrics = recipe_metrics(recipe["task"], model, data_dir, ev, scale=recipe.get("scale", 1), tile=tile)
     out = {key: {k: round(v, 3) if isinstance(v, float) else v for k, v in vals.items()} for key, vals in metrics.items()}
     for key, vals in out.items():
         log.info("eval %s: %s", key, vals)
@@ -412,7 +409,8 @@ def run(recipe_path: Path, data_dir: Path, out_dir: Path, workdir: Path, device:
             raise CheckpointError(f"{e} (recipe {name}: --steps N goes on; removing {run_dir} starts again)") from None
     assert final is not None and final.model is not None
     ema = final.model.float()
-    metrics = evaluate(recipe, ema, data_dir)  # on the training device: a GPU scores McMaster in seconds
+    # on the training device (a GPU scores McMaster in seconds), on the tiles its card will name
+    metrics = evaluate(recipe, ema, data_dir, tile=trained_tile(ema, recipe["patch"], recipe.get("scale", 1)))
     ema = ema.to("cpu")
     card = {
         "name": name,

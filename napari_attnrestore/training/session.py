@@ -427,8 +427,9 @@ def _train(
     def card_at(step: int, **extra: Any) -> dict[str, Any]:
         card = training_card(t.name, mode, step, patch, lr, precision, cfa=cfa, init=init, nodata=nodata,
                              method=ss_method, batch=batch, seed=seed, **({"sigma": noise} if noise else {}), **extra)
-        if getattr(net, "tile_dependent", False):  # run as it was trained, before it is saved too
-            card["tile"] = trained_tile(patch, int(getattr(net, "scale", 1) or 1))
+        tile = trained_tile(net, patch, int(getattr(net, "scale", 1) or 1))
+        if tile:  # run as it was trained, before it is saved too
+            card["tile"] = tile
         return card
 
     inputs = {"images": [_described(x) for x in imgs], "clean": [_described(x) for x in cleans], "batch": batch,
